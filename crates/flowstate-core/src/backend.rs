@@ -1,0 +1,111 @@
+//! The keyed state backend interface.
+//!
+//! A keyed backend stores the keyed state of one operator instance for its key-group
+//! range. The runtime sets the current key before each record; state handles obtained
+//! from descriptors then act on that key (and on their own current namespace).
+//! Snapshots have two phases: [`KeyedStateBackend::snapshot`] is the synchronous part
+//! and returns a [`KeyedSnapshot`] that can be written on another thread while
+//! processing continues; it captures exactly the state at the call.
+//!
+//! Backends are chosen by configuration; user code only sees the `dyn` state traits.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::descriptor::{
+    AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    ValueStateDescriptor,
+};
+use crate::error::{StateError, StateResult};
+use crate::keygroup::{KeyGroupRange, check_max_parallelism};
+use crate::serializer::TypeSerializer;
+use crate::snapshot::KeyedSnapshot;
+use crate::state::{
+    InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
+    InternalValueState, Namespace, StateKey, StateValue,
+};
+
+/// What every keyed backend is built from.
+pub struct KeyedBackendConfig<K> {
+    /// Number of key groups; fixed for the life of the state.
+    pub max_parallelism: u32,
+    /// The key groups this instance owns.
+    pub key_group_range: KeyGroupRange,
+    /// Serializer of keys; its bytes determine the key group.
+    pub key_serializer: Arc<dyn TypeSerializer<K>>,
+}
+
+impl<K> Clone for KeyedBackendConfig<K> {
+    fn clone(&self) -> Self {
+        KeyedBackendConfig {
+            max_parallelism: self.max_parallelism,
+            key_group_range: self.key_group_range,
+            key_serializer: self.key_serializer.clone(),
+        }
+    }
+}
+
+impl<K> KeyedBackendConfig<K> {
+    /// Validates max parallelism and that the range lies below it.
+    pub fn validate(&self) -> StateResult<()> {
+        check_max_parallelism(self.max_parallelism)?;
+        if let Some(end) = self.key_group_range.end()
+            && end >= self.max_parallelism
+        {
+            return Err(StateError::InvalidArgument(format!(
+                "{} exceeds max parallelism {}",
+                self.key_group_range, self.max_parallelism
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The keyed state of one operator instance.
+pub trait KeyedStateBackend<K: StateKey> {
+    /// Number of key groups.
+    fn max_parallelism(&self) -> u32;
+    /// Key groups owned by this instance.
+    fn key_group_range(&self) -> KeyGroupRange;
+    /// The key group `key` belongs to.
+    fn key_group_of(&self, key: &K) -> StateResult<u32>;
+    /// Makes `key` current; errors if its key group is not owned here.
+    fn set_current_key(&self, key: K) -> StateResult<()>;
+    /// The current key.
+    fn current_key(&self) -> Option<K>;
+    /// The current key's key group.
+    fn current_key_group(&self) -> Option<u32>;
+
+    /// Gets or creates a value state.
+    fn value_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ValueStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalValueState<N, T>>>;
+    /// Gets or creates a list state.
+    fn list_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ListStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalListState<N, T>>>;
+    /// Gets or creates a map state.
+    fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<UK, UV>,
+    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>>;
+    /// Gets or creates a reducing state.
+    fn reducing_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ReducingStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>>;
+    /// Gets or creates an aggregating state.
+    fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+        &self,
+        desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
+    ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>>;
+
+    /// Names of registered states and of restored states not yet registered.
+    fn state_names(&self) -> Vec<String>;
+    /// Every key with an entry in the registered state `state` under `namespace`.
+    fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>>;
+    /// The synchronous part of a snapshot in the canonical format.
+    fn snapshot(&self) -> StateResult<KeyedSnapshot>;
+}

@@ -1,0 +1,307 @@
+//! State descriptors: the name, serializers and functions that declare a state.
+//!
+//! A descriptor is what user code hands to a backend (keyed state) or an operator
+//! state store. Asking twice with the same name and an equal descriptor yields the same
+//! state; another kind or an incompatible serializer is a typed error.
+//!
+//! ```
+//! use flowstate_core::descriptor::{ValueStateDescriptor, ReducingStateDescriptor};
+//! let count = ValueStateDescriptor::<u64>::new("count").with_default(0);
+//! let max = ReducingStateDescriptor::<i64>::new("max", |a, b| *a.max(b));
+//! assert_eq!(count.name(), "count");
+//! assert_eq!(max.name(), "max");
+//! ```
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{StateError, StateResult};
+use crate::serializer::{SerdeSerializer, TypeSerializer};
+use crate::state::StateKind;
+
+/// Checks a state name: non-empty, at most 1024 bytes, no control characters.
+pub fn validate_state_name(name: &str) -> StateResult<()> {
+    let reason = if name.is_empty() {
+        "a state name may not be empty"
+    } else if name.len() > 1024 {
+        "a state name may be at most 1024 bytes"
+    } else if name.chars().any(char::is_control) {
+        "a state name may not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(StateError::InvalidStateName {
+        name: name.escape_debug().to_string(),
+        reason,
+    })
+}
+
+/// Flink's `AggregateFunction`: an accumulator `ACC` is what is stored.
+pub trait AggregateFunction<IN, ACC, OUT>: Send + Sync + 'static {
+    /// A fresh accumulator.
+    fn create_accumulator(&self) -> ACC;
+    /// Adds one input to `acc`.
+    fn add(&self, value: IN, acc: &mut ACC);
+    /// The result for an accumulator.
+    fn get_result(&self, acc: &ACC) -> OUT;
+    /// Merges `other` into `acc` (merging windows).
+    fn merge(&self, acc: &mut ACC, other: ACC);
+}
+
+/// A reduce function: combines the stored value with a new one.
+pub type ReduceFn<T> = Arc<dyn Fn(&T, &T) -> T + Send + Sync>;
+
+/// Declares a [`crate::state::ValueState`].
+pub struct ValueStateDescriptor<T> {
+    name: String,
+    serializer: Arc<dyn TypeSerializer<T>>,
+    default: Option<T>,
+}
+
+impl<T: Clone> Clone for ValueStateDescriptor<T> {
+    fn clone(&self) -> Self {
+        ValueStateDescriptor {
+            name: self.name.clone(),
+            serializer: self.serializer.clone(),
+            default: self.default.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> ValueStateDescriptor<T> {
+    /// A descriptor with the default serde serializer.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_serializer(name, SerdeSerializer::<T>::arc())
+    }
+}
+
+impl<T> ValueStateDescriptor<T> {
+    /// A descriptor with an explicit serializer.
+    pub fn with_serializer(name: impl Into<String>, serializer: Arc<dyn TypeSerializer<T>>) -> Self {
+        ValueStateDescriptor {
+            name: name.into(),
+            serializer,
+            default: None,
+        }
+    }
+    /// Returns `value` from `value()` instead of `None` when nothing is stored.
+    pub fn with_default(mut self, value: T) -> Self {
+        self.default = Some(value);
+        self
+    }
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The value serializer.
+    pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
+        &self.serializer
+    }
+    /// The default value, if any.
+    pub fn default_value(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+    /// The kind this descriptor declares.
+    pub fn kind(&self) -> StateKind {
+        StateKind::Value
+    }
+}
+
+/// Declares a [`crate::state::ListState`] (keyed) or an operator list state.
+pub struct ListStateDescriptor<T> {
+    name: String,
+    serializer: Arc<dyn TypeSerializer<T>>,
+}
+
+impl<T> Clone for ListStateDescriptor<T> {
+    fn clone(&self) -> Self {
+        ListStateDescriptor {
+            name: self.name.clone(),
+            serializer: self.serializer.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> ListStateDescriptor<T> {
+    /// A descriptor with the default serde serializer for elements.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_serializer(name, SerdeSerializer::<T>::arc())
+    }
+}
+
+impl<T> ListStateDescriptor<T> {
+    /// A descriptor with an explicit element serializer.
+    pub fn with_serializer(name: impl Into<String>, serializer: Arc<dyn TypeSerializer<T>>) -> Self {
+        ListStateDescriptor {
+            name: name.into(),
+            serializer,
+        }
+    }
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The element serializer.
+    pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
+        &self.serializer
+    }
+}
+
+/// Declares a [`crate::state::MapState`] (keyed) or a broadcast state.
+pub struct MapStateDescriptor<K, V> {
+    name: String,
+    key_serializer: Arc<dyn TypeSerializer<K>>,
+    value_serializer: Arc<dyn TypeSerializer<V>>,
+}
+
+impl<K, V> Clone for MapStateDescriptor<K, V> {
+    fn clone(&self) -> Self {
+        MapStateDescriptor {
+            name: self.name.clone(),
+            key_serializer: self.key_serializer.clone(),
+            value_serializer: self.value_serializer.clone(),
+        }
+    }
+}
+
+impl<K, V> MapStateDescriptor<K, V>
+where
+    K: Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + 'static,
+{
+    /// A descriptor with the default serde serializers.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_serializers(name, SerdeSerializer::<K>::arc(), SerdeSerializer::<V>::arc())
+    }
+}
+
+impl<K, V> MapStateDescriptor<K, V> {
+    /// A descriptor with explicit user-key and value serializers.
+    pub fn with_serializers(
+        name: impl Into<String>,
+        key_serializer: Arc<dyn TypeSerializer<K>>,
+        value_serializer: Arc<dyn TypeSerializer<V>>,
+    ) -> Self {
+        MapStateDescriptor {
+            name: name.into(),
+            key_serializer,
+            value_serializer,
+        }
+    }
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The user-key serializer.
+    pub fn key_serializer(&self) -> &Arc<dyn TypeSerializer<K>> {
+        &self.key_serializer
+    }
+    /// The value serializer.
+    pub fn value_serializer(&self) -> &Arc<dyn TypeSerializer<V>> {
+        &self.value_serializer
+    }
+}
+
+/// Declares a [`crate::state::ReducingState`].
+pub struct ReducingStateDescriptor<T> {
+    name: String,
+    serializer: Arc<dyn TypeSerializer<T>>,
+    reduce: ReduceFn<T>,
+}
+
+impl<T> Clone for ReducingStateDescriptor<T> {
+    fn clone(&self) -> Self {
+        ReducingStateDescriptor {
+            name: self.name.clone(),
+            serializer: self.serializer.clone(),
+            reduce: self.reduce.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> ReducingStateDescriptor<T> {
+    /// A descriptor with the default serde serializer.
+    pub fn new(name: impl Into<String>, reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static) -> Self {
+        Self::with_serializer(name, Arc::new(reduce), SerdeSerializer::<T>::arc())
+    }
+}
+
+impl<T> ReducingStateDescriptor<T> {
+    /// A descriptor with an explicit serializer.
+    pub fn with_serializer(
+        name: impl Into<String>,
+        reduce: ReduceFn<T>,
+        serializer: Arc<dyn TypeSerializer<T>>,
+    ) -> Self {
+        ReducingStateDescriptor {
+            name: name.into(),
+            serializer,
+            reduce,
+        }
+    }
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The value serializer.
+    pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
+        &self.serializer
+    }
+    /// The reduce function.
+    pub fn reduce_fn(&self) -> &ReduceFn<T> {
+        &self.reduce
+    }
+}
+
+/// Declares a [`crate::state::AggregatingState`]; `ACC` is what is stored.
+pub struct AggregatingStateDescriptor<IN, ACC, OUT> {
+    name: String,
+    serializer: Arc<dyn TypeSerializer<ACC>>,
+    function: Arc<dyn AggregateFunction<IN, ACC, OUT>>,
+}
+
+impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
+    fn clone(&self) -> Self {
+        AggregatingStateDescriptor {
+            name: self.name.clone(),
+            serializer: self.serializer.clone(),
+            function: self.function.clone(),
+        }
+    }
+}
+
+impl<IN, ACC: Serialize + DeserializeOwned + 'static, OUT> AggregatingStateDescriptor<IN, ACC, OUT> {
+    /// A descriptor with the default serde serializer for the accumulator.
+    pub fn new(name: impl Into<String>, function: impl AggregateFunction<IN, ACC, OUT>) -> Self {
+        Self::with_serializer(name, Arc::new(function), SerdeSerializer::<ACC>::arc())
+    }
+}
+
+impl<IN, ACC, OUT> AggregatingStateDescriptor<IN, ACC, OUT> {
+    /// A descriptor with an explicit accumulator serializer.
+    pub fn with_serializer(
+        name: impl Into<String>,
+        function: Arc<dyn AggregateFunction<IN, ACC, OUT>>,
+        serializer: Arc<dyn TypeSerializer<ACC>>,
+    ) -> Self {
+        AggregatingStateDescriptor {
+            name: name.into(),
+            serializer,
+            function,
+        }
+    }
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The accumulator serializer.
+    pub fn serializer(&self) -> &Arc<dyn TypeSerializer<ACC>> {
+        &self.serializer
+    }
+    /// The aggregate function.
+    pub fn function(&self) -> &Arc<dyn AggregateFunction<IN, ACC, OUT>> {
+        &self.function
+    }
+}

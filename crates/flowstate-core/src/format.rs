@@ -1,0 +1,400 @@
+//! The key-group-indexed file: the container of every keyed snapshot.
+//!
+//! A file holds one block of bytes per key group of a contiguous range, an opaque
+//! header, an index of block offsets and a footer. Every byte is covered by a CRC32C
+//! (header, each block, index, footer) or is a magic number, so one flipped byte or a
+//! truncation is always detected. A reader fetches the footer, index and header, then
+//! only the blocks of the key groups it owns (contiguous blocks in one ranged read).
+//! The byte layout is specified in `docs/formats.md` ("Key-group-indexed file").
+//!
+//! ```
+//! use flowstate_core::format::KeyGroupFileWriter;
+//! use flowstate_core::keygroup::KeyGroupRange;
+//! let range = KeyGroupRange::new(0, 3).unwrap();
+//! let mut w = KeyGroupFileWriter::new(1, 128, range, b"header");
+//! for kg in range.iter() {
+//!     w.begin_key_group(kg).unwrap();
+//!     w.buffer().extend_from_slice(&[kg as u8; 3]);
+//! }
+//! let bytes = w.finish().unwrap();
+//! assert!(bytes.len() > 16 + 40);
+//! ```
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::error::{StateError, StateResult};
+use crate::keygroup::{KeyGroupRange, check_max_parallelism};
+use crate::storage::CheckpointStorage;
+
+/// Magic at the start of a key-group-indexed file.
+pub const FILE_MAGIC: &[u8; 8] = b"FLWSKGF\0";
+/// Magic at the very end of a key-group-indexed file.
+pub const FOOTER_MAGIC: &[u8; 8] = b"FLWSEND\0";
+/// Current format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Payload kind: managed keyed state (see `snapshot`).
+pub const KIND_KEYED_MANAGED: u32 = 1;
+/// Payload kind: raw keyed state written by operators.
+pub const KIND_KEYED_RAW: u32 = 2;
+
+const PRELUDE_LEN: u64 = 16;
+const FOOTER_LEN: u64 = 40;
+const INDEX_ENTRY_LEN: u64 = 24;
+
+/// Little-endian appends used by all writers.
+pub(crate) trait PutLe {
+    fn put_u8(&mut self, v: u8);
+    fn put_u32(&mut self, v: u32);
+    fn put_u64(&mut self, v: u64);
+    /// `u32` length then the bytes; errors past 4 GiB.
+    fn put_bytes(&mut self, what: &str, v: &[u8]) -> StateResult<()>;
+}
+
+impl PutLe for Vec<u8> {
+    fn put_u8(&mut self, v: u8) {
+        self.push(v);
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_bytes(&mut self, what: &str, v: &[u8]) -> StateResult<()> {
+        let len = u32::try_from(v.len()).map_err(|_| {
+            StateError::InvalidArgument(format!("{what} of {} bytes exceeds 4 GiB", v.len()))
+        })?;
+        self.put_u32(len);
+        self.extend_from_slice(v);
+        Ok(())
+    }
+}
+
+/// Reserves a `u32` length, lets `f` append, then patches the length in.
+pub(crate) fn put_len_prefixed<E>(
+    out: &mut Vec<u8>,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> StateResult<Result<(), E>> {
+    let at = out.len();
+    out.put_u32(0);
+    if let Err(e) = f(out) {
+        out.truncate(at);
+        return Ok(Err(e));
+    }
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| StateError::InvalidArgument("an encoded value exceeds 4 GiB".into()))?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(Ok(()))
+}
+
+/// A bounds-checked little-endian reader; every failure names the file.
+pub(crate) struct ByteReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    path: &'a str,
+}
+
+impl<'a> ByteReader<'a> {
+    pub(crate) fn new(buf: &'a [u8], path: &'a str) -> Self {
+        ByteReader { buf, pos: 0, path }
+    }
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> StateResult<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| {
+                StateError::corrupt(
+                    self.path,
+                    format!(
+                        "{what}: needs {n} bytes at offset {}, only {} left",
+                        self.pos,
+                        self.buf.len().saturating_sub(self.pos)
+                    ),
+                )
+            })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    pub(crate) fn u8(&mut self, what: &str) -> StateResult<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    pub(crate) fn u32(&mut self, what: &str) -> StateResult<u32> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self, what: &str) -> StateResult<u64> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub(crate) fn bytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+    pub(crate) fn string(&mut self, what: &str) -> StateResult<String> {
+        let b = self.bytes(what)?;
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| StateError::corrupt(self.path, format!("{what} is not UTF-8")))
+    }
+}
+
+/// Builds a key-group-indexed file in memory.
+pub struct KeyGroupFileWriter {
+    out: Vec<u8>,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    index: Vec<(u32, u64)>,
+}
+
+impl KeyGroupFileWriter {
+    /// Starts a file of `kind` for `range` with an opaque `header`.
+    pub fn new(kind: u32, max_parallelism: u32, range: KeyGroupRange, header: &[u8]) -> Self {
+        let mut out = Vec::with_capacity(64 + header.len());
+        out.extend_from_slice(FILE_MAGIC);
+        out.put_u32(FORMAT_VERSION);
+        out.put_u32(kind);
+        out.put_u32(header.len() as u32);
+        out.extend_from_slice(header);
+        out.put_u32(crc32c::crc32c(header));
+        KeyGroupFileWriter {
+            out,
+            max_parallelism,
+            range,
+            index: Vec::with_capacity(range.len()),
+        }
+    }
+
+    /// Starts the block of `key_group`; key groups must come in order, each once.
+    pub fn begin_key_group(&mut self, key_group: u32) -> StateResult<()> {
+        let expected = self.range.start() + self.index.len() as u32;
+        if !self.range.contains(key_group) || key_group != expected {
+            return Err(StateError::InvalidArgument(format!(
+                "key group {key_group} written out of order (expected {expected} within {})",
+                self.range
+            )));
+        }
+        self.index.push((key_group, self.out.len() as u64));
+        Ok(())
+    }
+
+    /// The buffer the current key group's bytes are appended to.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Writes the index and footer and returns the file.
+    pub fn finish(mut self) -> StateResult<Bytes> {
+        if self.index.len() != self.range.len() {
+            return Err(StateError::InvalidArgument(format!(
+                "{} of {} key groups written",
+                self.index.len(),
+                self.range.len()
+            )));
+        }
+        let index_offset = self.out.len() as u64;
+        let mut index = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN as usize);
+        for (i, (kg, offset)) in self.index.iter().enumerate() {
+            let end = self.index.get(i + 1).map_or(index_offset, |n| n.1);
+            let block = &self.out[*offset as usize..end as usize];
+            index.put_u32(*kg);
+            index.put_u64(*offset);
+            index.put_u64(end - offset);
+            index.put_u32(crc32c::crc32c(block));
+        }
+        let index_crc = crc32c::crc32c(&index);
+        self.out.extend_from_slice(&index);
+        let footer_start = self.out.len();
+        self.out.put_u32(self.max_parallelism);
+        self.out.put_u32(self.range.start());
+        self.out.put_u32(self.range.start() + self.range.len() as u32);
+        self.out.put_u64(index_offset);
+        self.out.put_u32(self.index.len() as u32);
+        self.out.put_u32(index_crc);
+        let footer_crc = crc32c::crc32c(&self.out[footer_start..]);
+        self.out.put_u32(footer_crc);
+        self.out.extend_from_slice(FOOTER_MAGIC);
+        Ok(Bytes::from(self.out))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct IndexEntry {
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+/// An opened key-group-indexed file: footer, index and header verified.
+pub struct KeyGroupFileReader<'s> {
+    storage: &'s dyn CheckpointStorage,
+    path: String,
+    kind: u32,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    header: Bytes,
+    index: Vec<IndexEntry>,
+}
+
+impl<'s> KeyGroupFileReader<'s> {
+    /// Opens `path`, verifying magic numbers, version, kind and checksums of the
+    /// footer, index and header.
+    pub fn open(storage: &'s dyn CheckpointStorage, path: &str, expected_kind: u32) -> StateResult<Self> {
+        let size = storage.size(path)?;
+        if size < PRELUDE_LEN + 4 + 4 + FOOTER_LEN {
+            return Err(StateError::corrupt(path, format!("file of {size} bytes is truncated")));
+        }
+        let prelude = storage.get_range(path, 0..PRELUDE_LEN + 4)?;
+        let mut r = ByteReader::new(&prelude, path);
+        if r.take(8, "magic")? != FILE_MAGIC {
+            return Err(StateError::corrupt(path, "not a flowstate key-group file (bad magic)"));
+        }
+        let version = r.u32("version")?;
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(StateError::UnsupportedVersion {
+                path: path.to_string(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let kind = r.u32("kind")?;
+        let header_len = r.u32("header length")? as u64;
+
+        let footer = storage.get_range(path, size - FOOTER_LEN..size)?;
+        let mut f = ByteReader::new(&footer, path);
+        let max_parallelism = f.u32("max parallelism")?;
+        let start = f.u32("range start")?;
+        let end_exclusive = f.u32("range end")?;
+        let index_offset = f.u64("index offset")?;
+        let count = f.u32("index count")?;
+        let index_crc = f.u32("index crc")?;
+        let footer_crc = f.u32("footer crc")?;
+        if f.take(8, "footer magic")? != FOOTER_MAGIC {
+            return Err(StateError::corrupt(path, "bad footer magic (file truncated or overwritten)"));
+        }
+        if crc32c::crc32c(&footer[..28]) != footer_crc {
+            return Err(StateError::corrupt(path, "footer checksum mismatch"));
+        }
+        if kind != expected_kind {
+            return Err(StateError::corrupt(
+                path,
+                format!("file holds payload kind {kind}, expected {expected_kind}"),
+            ));
+        }
+        check_max_parallelism(max_parallelism)
+            .map_err(|_| StateError::corrupt(path, format!("max parallelism {max_parallelism} invalid")))?;
+        if end_exclusive < start || end_exclusive > max_parallelism || (end_exclusive - start) != count {
+            return Err(StateError::corrupt(path, "key-group range and index count disagree"));
+        }
+        let range = if count == 0 {
+            KeyGroupRange::empty()
+        } else {
+            KeyGroupRange::new(start, end_exclusive - 1)?
+        };
+        let header_end = PRELUDE_LEN + 4 + header_len + 4;
+        let index_len = count as u64 * INDEX_ENTRY_LEN;
+        if index_offset < header_end || index_offset.checked_add(index_len) != Some(size - FOOTER_LEN) {
+            return Err(StateError::corrupt(path, "index offset does not match the file size"));
+        }
+        let index_bytes = storage.get_range(path, index_offset..index_offset + index_len)?;
+        if crc32c::crc32c(&index_bytes) != index_crc {
+            return Err(StateError::corrupt(path, "index checksum mismatch"));
+        }
+        let mut ir = ByteReader::new(&index_bytes, path);
+        let mut index = Vec::with_capacity(count as usize);
+        let mut expected_offset = header_end;
+        for kg in range.iter() {
+            let stored_kg = ir.u32("index key group")?;
+            let offset = ir.u64("index offset")?;
+            let len = ir.u64("index length")?;
+            let crc = ir.u32("index crc")?;
+            if stored_kg != kg || offset != expected_offset {
+                return Err(StateError::corrupt(path, format!("index entry of key group {kg} is inconsistent")));
+            }
+            expected_offset = offset
+                .checked_add(len)
+                .filter(|e| *e <= index_offset)
+                .ok_or_else(|| StateError::corrupt(path, format!("block of key group {kg} overruns the index")))?;
+            index.push(IndexEntry { offset, len, crc });
+        }
+        if expected_offset != index_offset {
+            return Err(StateError::corrupt(path, "blocks do not end where the index starts"));
+        }
+        let header_block = storage.get_range(path, PRELUDE_LEN + 4..header_end)?;
+        let (header, crc) = header_block.split_at(header_block.len() - 4);
+        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        if crc32c::crc32c(header) != stored {
+            return Err(StateError::corrupt(path, "header checksum mismatch"));
+        }
+        Ok(KeyGroupFileReader {
+            storage,
+            path: path.to_string(),
+            kind,
+            max_parallelism,
+            range,
+            header: header_block.slice(..header_block.len() - 4),
+            index,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The payload kind.
+    pub fn kind(&self) -> u32 {
+        self.kind
+    }
+    /// Max parallelism the file was written with.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+    /// The key groups the file holds.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+    /// The opaque header.
+    pub fn header(&self) -> &Bytes {
+        &self.header
+    }
+
+    /// Reads and verifies the blocks of every key group in `wanted ∩ file range`, in
+    /// order, with one ranged read for the whole contiguous span.
+    pub fn read_key_groups(&self, wanted: KeyGroupRange) -> StateResult<Vec<(u32, Bytes)>> {
+        let span = self.range.intersection(&wanted);
+        if span.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.index[self.range.index_of(span.start()).unwrap_or(0)];
+        let last_kg = span.start() + span.len() as u32 - 1;
+        let last = self.index[self.range.index_of(last_kg).unwrap_or(0)];
+        let bytes: Range<u64> = first.offset..last.offset + last.len;
+        let expected = bytes.end - bytes.start;
+        let data = self.storage.get_range(&self.path, bytes)?;
+        if data.len() as u64 != expected {
+            return Err(StateError::corrupt(&self.path, "storage returned a short read"));
+        }
+        let mut out = Vec::with_capacity(span.len());
+        for kg in span.iter() {
+            let e = self.index[self.range.index_of(kg).unwrap_or(0)];
+            let from = (e.offset - first.offset) as usize;
+            let block = data.slice(from..from + e.len as usize);
+            if crc32c::crc32c(&block) != e.crc {
+                return Err(StateError::corrupt(&self.path, format!("checksum mismatch in key group {kg}")));
+            }
+            out.push((kg, block));
+        }
+        Ok(out)
+    }
+}

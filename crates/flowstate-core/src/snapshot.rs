@@ -1,0 +1,477 @@
+//! Keyed-state snapshots in the canonical format, shared by every backend.
+//!
+//! A snapshot of one instance's keyed state is one key-group-indexed file
+//! ([`crate::format`]) whose header lists the states (name, kind, serializer
+//! snapshots) and whose block for each key group holds one section per state:
+//! `state id | byte length | entries`. An entry is `key | namespace | payload`, each
+//! length-prefixed; the payload of value, reducing and aggregating state is the
+//! serialized value, of list state the element count and elements, of map state the
+//! pair count and pairs. `docs/formats.md` specifies every byte.
+//!
+//! Backends produce a [`KeyedSnapshot`] in their synchronous phase (capturing what to
+//! write without copying it) and the caller runs [`KeyedSnapshot::write`] on any thread.
+//! Restores go through [`read_keyed_state`], which reads only the key groups a backend
+//! owns and hands back raw sections per state; a backend decodes them when the state is
+//! registered, after checking serializer compatibility.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{StateError, StateResult};
+use crate::format::{
+    ByteReader, KIND_KEYED_MANAGED, KeyGroupFileReader, KeyGroupFileWriter, PutLe, put_len_prefixed,
+};
+use crate::keygroup::KeyGroupRange;
+use crate::error::SerializationError;
+use crate::serializer::{SerializerSnapshot, TypeSerializer};
+use crate::state::StateKind;
+use crate::storage::CheckpointStorage;
+
+/// Where one instance's keyed snapshot was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateHandle {
+    /// Path in checkpoint storage.
+    pub path: String,
+    /// Key groups the file covers.
+    pub key_group_range: KeyGroupRange,
+    /// Max parallelism it was written with.
+    pub max_parallelism: u32,
+    /// File size in bytes.
+    pub size: u64,
+}
+
+/// The stored description of one keyed state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateMetaInfo {
+    /// Unique name within the backend.
+    pub name: String,
+    /// Kind of state.
+    pub kind: StateKind,
+    /// Snapshot of the namespace serializer.
+    pub namespace_serializer: SerializerSnapshot,
+    /// Snapshot of the value serializer (list element, map value, accumulator, ...).
+    pub value_serializer: SerializerSnapshot,
+    /// Snapshot of the map user-key serializer (map state only).
+    pub user_key_serializer: Option<SerializerSnapshot>,
+}
+
+fn put_serializer(out: &mut Vec<u8>, s: &SerializerSnapshot) -> StateResult<()> {
+    out.put_bytes("serializer identity", s.identity.as_bytes())?;
+    out.put_u32(s.version);
+    out.put_bytes("serializer schema", &s.schema)
+}
+
+fn read_serializer(r: &mut ByteReader<'_>) -> StateResult<SerializerSnapshot> {
+    Ok(SerializerSnapshot {
+        identity: r.string("serializer identity")?,
+        version: r.u32("serializer version")?,
+        schema: r.bytes("serializer schema")?.to_vec(),
+    })
+}
+
+fn encode_header(key_serializer: &SerializerSnapshot, states: &[StateMetaInfo]) -> StateResult<Vec<u8>> {
+    let mut out = Vec::new();
+    put_serializer(&mut out, key_serializer)?;
+    out.put_u32(states.len() as u32);
+    for s in states {
+        out.put_bytes("state name", s.name.as_bytes())?;
+        out.put_u8(s.kind.code());
+        put_serializer(&mut out, &s.namespace_serializer)?;
+        put_serializer(&mut out, &s.value_serializer)?;
+        match &s.user_key_serializer {
+            Some(u) => {
+                out.put_u8(1);
+                put_serializer(&mut out, u)?;
+            }
+            None => out.put_u8(0),
+        }
+    }
+    Ok(out)
+}
+
+fn decode_header(bytes: &[u8], path: &str) -> StateResult<(SerializerSnapshot, Vec<StateMetaInfo>)> {
+    let mut r = ByteReader::new(bytes, path);
+    let key = read_serializer(&mut r)?;
+    let n = r.u32("state count")?;
+    let mut states = Vec::new();
+    for _ in 0..n {
+        let name = r.string("state name")?;
+        let code = r.u8("state kind")?;
+        let kind = StateKind::from_code(code)
+            .ok_or_else(|| StateError::corrupt(path, format!("unknown state kind {code} for `{name}`")))?;
+        let namespace_serializer = read_serializer(&mut r)?;
+        let value_serializer = read_serializer(&mut r)?;
+        let user_key_serializer = match r.u8("user key flag")? {
+            0 => None,
+            1 => Some(read_serializer(&mut r)?),
+            f => return Err(StateError::corrupt(path, format!("bad user key flag {f}"))),
+        };
+        states.push(StateMetaInfo {
+            name,
+            kind,
+            namespace_serializer,
+            value_serializer,
+            user_key_serializer,
+        });
+    }
+    if !r.is_empty() {
+        return Err(StateError::corrupt(path, "trailing bytes after the header"));
+    }
+    Ok((key, states))
+}
+
+/// Writes the entries of one state, one key group at a time (the asynchronous part).
+pub trait KeyedStateWriter: Send {
+    /// The state's stored description.
+    fn meta(&self) -> &StateMetaInfo;
+    /// Appends every entry of `key_group` to `out` (see [`EntryEncoder`]), then may
+    /// release whatever it held for that key group.
+    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()>;
+}
+
+/// Appends canonical entries to a section.
+pub struct EntryEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    entries: usize,
+}
+
+fn ser_err(state: &str) -> impl Fn(SerializationError) -> StateError + '_ {
+    move |e| StateError::serialization(state, e)
+}
+
+impl EntryEncoder<'_> {
+    /// Appends an entry: `key` and `namespace` encoded by their serializers, then the
+    /// payload produced by `payload`.
+    pub fn entry<K: 'static, N: 'static>(
+        &mut self,
+        state: &str,
+        key_serializer: &dyn TypeSerializer<K>,
+        key: &K,
+        namespace_serializer: &dyn TypeSerializer<N>,
+        namespace: &N,
+        payload: impl FnOnce(&mut Vec<u8>) -> StateResult<()>,
+    ) -> StateResult<()> {
+        put_len_prefixed(self.out, |o| key_serializer.serialize_into(key, o))?.map_err(ser_err(state))?;
+        put_len_prefixed(self.out, |o| namespace_serializer.serialize_into(namespace, o))?
+            .map_err(ser_err(state))?;
+        put_len_prefixed(self.out, payload)??;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Appends an already encoded entry (key, namespace and payload bytes).
+    pub fn raw_entry(&mut self, key: &[u8], namespace: &[u8], payload: &[u8]) -> StateResult<()> {
+        self.out.put_bytes("key", key)?;
+        self.out.put_bytes("namespace", namespace)?;
+        self.out.put_bytes("payload", payload)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Appends already encoded entries verbatim (a section carried over from a restore).
+    pub fn raw_entries(&mut self, section: &[u8]) {
+        if !section.is_empty() {
+            self.out.extend_from_slice(section);
+            self.entries += 1;
+        }
+    }
+}
+
+/// Payload encoders and decoders of the canonical format.
+pub mod payload {
+    use super::*;
+
+    /// A single value (value, reducing, aggregating state).
+    pub fn put_value<T: 'static>(state: &str, ser: &dyn TypeSerializer<T>, v: &T, out: &mut Vec<u8>) -> StateResult<()> {
+        ser.serialize_into(v, out).map_err(ser_err(state))
+    }
+
+    /// A list: `u32` count, then length-prefixed elements.
+    pub fn put_list<'v, T: 'static>(
+        state: &str,
+        ser: &dyn TypeSerializer<T>,
+        items: impl ExactSizeIterator<Item = &'v T>,
+        out: &mut Vec<u8>,
+    ) -> StateResult<()> {
+        out.put_u32(items.len() as u32);
+        for v in items {
+            put_len_prefixed(out, |o| ser.serialize_into(v, o))?.map_err(ser_err(state))?;
+        }
+        Ok(())
+    }
+
+    /// A map: `u32` count, then length-prefixed user key and value per pair.
+    pub fn put_map<'v, K: 'static, V: 'static>(
+        state: &str,
+        key_ser: &dyn TypeSerializer<K>,
+        value_ser: &dyn TypeSerializer<V>,
+        pairs: impl ExactSizeIterator<Item = (&'v K, &'v V)>,
+        out: &mut Vec<u8>,
+    ) -> StateResult<()> {
+        out.put_u32(pairs.len() as u32);
+        for (k, v) in pairs {
+            put_len_prefixed(out, |o| key_ser.serialize_into(k, o))?.map_err(ser_err(state))?;
+            put_len_prefixed(out, |o| value_ser.serialize_into(v, o))?.map_err(ser_err(state))?;
+        }
+        Ok(())
+    }
+
+    /// Splits a list payload into element encodings.
+    pub fn list_items<'a>(payload: &'a [u8], path: &'a str) -> StateResult<Vec<&'a [u8]>> {
+        let mut r = ByteReader::new(payload, path);
+        let n = r.u32("list length")?;
+        let mut items = Vec::with_capacity((n as usize).min(payload.len() / 4));
+        for _ in 0..n {
+            items.push(r.bytes("list element")?);
+        }
+        if !r.is_empty() {
+            return Err(StateError::corrupt(path, "trailing bytes after list elements"));
+        }
+        Ok(items)
+    }
+
+    /// Splits a map payload into (user key, value) encodings.
+    pub fn map_pairs<'a>(payload: &'a [u8], path: &'a str) -> StateResult<Vec<(&'a [u8], &'a [u8])>> {
+        let mut r = ByteReader::new(payload, path);
+        let n = r.u32("map length")?;
+        let mut pairs = Vec::with_capacity((n as usize).min(payload.len() / 8));
+        for _ in 0..n {
+            let k = r.bytes("map user key")?;
+            let v = r.bytes("map value")?;
+            pairs.push((k, v));
+        }
+        if !r.is_empty() {
+            return Err(StateError::corrupt(path, "trailing bytes after map entries"));
+        }
+        Ok(pairs)
+    }
+}
+
+/// One encoded entry of a section.
+#[derive(Clone, Copy, Debug)]
+pub struct RawEntry<'a> {
+    /// Serialized key.
+    pub key: &'a [u8],
+    /// Serialized namespace.
+    pub namespace: &'a [u8],
+    /// Canonical payload.
+    pub payload: &'a [u8],
+}
+
+/// Parses every entry of a section.
+pub fn section_entries<'a>(section: &'a [u8], path: &'a str) -> StateResult<Vec<RawEntry<'a>>> {
+    let mut r = ByteReader::new(section, path);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let key = r.bytes("entry key")?;
+        let namespace = r.bytes("entry namespace")?;
+        let payload = r.bytes("entry payload")?;
+        out.push(RawEntry { key, namespace, payload });
+    }
+    Ok(out)
+}
+
+/// The asynchronous part of a keyed snapshot: everything needed to write the file.
+pub struct KeyedSnapshot {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    key_serializer: SerializerSnapshot,
+    writers: Vec<Box<dyn KeyedStateWriter>>,
+}
+
+impl KeyedSnapshot {
+    /// Assembles a snapshot from per-state writers (backends call this in their
+    /// synchronous phase).
+    pub fn new(
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        key_serializer: SerializerSnapshot,
+        writers: Vec<Box<dyn KeyedStateWriter>>,
+    ) -> Self {
+        KeyedSnapshot {
+            max_parallelism,
+            range,
+            key_serializer,
+            writers,
+        }
+    }
+
+    /// Number of states captured.
+    pub fn state_count(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// Encodes the file in memory without writing it.
+    pub fn encode(mut self) -> StateResult<Bytes> {
+        let metas: Vec<StateMetaInfo> = self.writers.iter().map(|w| w.meta().clone()).collect();
+        let header = encode_header(&self.key_serializer, &metas)?;
+        let mut file = KeyGroupFileWriter::new(KIND_KEYED_MANAGED, self.max_parallelism, self.range, &header);
+        for kg in self.range.iter() {
+            file.begin_key_group(kg)?;
+            for (id, w) in self.writers.iter_mut().enumerate() {
+                let out = file.buffer();
+                let at = out.len();
+                out.put_u32(id as u32);
+                out.put_u64(0);
+                let mut enc = EntryEncoder { out, entries: 0 };
+                w.write_key_group(kg, &mut enc)?;
+                let entries = enc.entries;
+                let len = (out.len() - at - 12) as u64;
+                if entries == 0 {
+                    out.truncate(at);
+                } else {
+                    out[at + 4..at + 12].copy_from_slice(&len.to_le_bytes());
+                }
+            }
+        }
+        file.finish()
+    }
+
+    /// Writes the snapshot to `path` in `storage` and returns its handle.
+    pub fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
+        let (max_parallelism, range) = (self.max_parallelism, self.range);
+        let bytes = self.encode()?;
+        let size = bytes.len() as u64;
+        storage.put(path, bytes)?;
+        Ok(KeyedStateHandle {
+            path: path.to_string(),
+            key_group_range: range,
+            max_parallelism,
+            size,
+        })
+    }
+}
+
+/// The restored raw bytes of one state: its description and its sections per key group.
+#[derive(Clone, Debug)]
+pub struct RestoredState {
+    /// The stored description.
+    pub meta: StateMetaInfo,
+    /// `(key group, section bytes)` for every owned key group that has entries.
+    pub sections: Vec<(u32, Bytes)>,
+    /// The file it came from (first one if several), for error messages.
+    pub path: String,
+}
+
+/// Everything read for one backend's key-group range.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredKeyedState {
+    /// The key serializer's snapshot, if any file was read.
+    pub key_serializer: Option<SerializerSnapshot>,
+    /// Restored states by name.
+    pub states: HashMap<String, RestoredState>,
+}
+
+/// Opens every handle whose key groups overlap `range`, checking max parallelism,
+/// that no key group is held twice, and that each file covers what its handle claims.
+pub(crate) fn open_overlapping<'s, 'h>(
+    storage: &'s dyn CheckpointStorage,
+    handles: &'h [KeyedStateHandle],
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    kind: u32,
+) -> StateResult<Vec<(&'h KeyedStateHandle, KeyGroupFileReader<'s>, KeyGroupRange)>> {
+    let mut owner: HashMap<u32, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for h in handles {
+        if h.max_parallelism != max_parallelism {
+            return Err(StateError::MaxParallelismMismatch {
+                path: h.path.clone(),
+                snapshot: h.max_parallelism,
+                backend: max_parallelism,
+            });
+        }
+        let overlap = h.key_group_range.intersection(&range);
+        if overlap.is_empty() {
+            continue;
+        }
+        for kg in overlap.iter() {
+            if let Some(other) = owner.insert(kg, &h.path) {
+                return Err(StateError::InvalidArgument(format!(
+                    "snapshots `{other}` and `{}` both hold key group {kg}",
+                    h.path
+                )));
+            }
+        }
+        let file = KeyGroupFileReader::open(storage, &h.path, kind)?;
+        if file.max_parallelism() != max_parallelism {
+            return Err(StateError::MaxParallelismMismatch {
+                path: h.path.clone(),
+                snapshot: file.max_parallelism(),
+                backend: max_parallelism,
+            });
+        }
+        if file.key_group_range().intersection(&overlap) != overlap {
+            return Err(StateError::corrupt(
+                &h.path,
+                format!("file covers {}, its handle claims {}", file.key_group_range(), h.key_group_range),
+            ));
+        }
+        out.push((h, file, overlap));
+    }
+    Ok(out)
+}
+
+/// Reads the key groups of `range` from every handle that overlaps it.
+///
+/// Errors: another max parallelism, overlapping handles, corrupt files, states that
+/// disagree about their kind across files.
+pub fn read_keyed_state(
+    storage: &dyn CheckpointStorage,
+    handles: &[KeyedStateHandle],
+    max_parallelism: u32,
+    range: KeyGroupRange,
+) -> StateResult<RestoredKeyedState> {
+    let mut restored = RestoredKeyedState::default();
+    for (h, file, overlap) in open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_MANAGED)? {
+        let (key_ser, metas) = decode_header(file.header(), &h.path)?;
+        match &restored.key_serializer {
+            None => restored.key_serializer = Some(key_ser),
+            Some(k) if *k != key_ser => {
+                return Err(StateError::corrupt(&h.path, "key serializer differs from other snapshot files"));
+            }
+            Some(_) => {}
+        }
+        for meta in &metas {
+            match restored.states.get(&meta.name) {
+                Some(existing) if existing.meta.kind != meta.kind => {
+                    return Err(StateError::KindMismatch {
+                        name: meta.name.clone(),
+                        existing: existing.meta.kind,
+                        requested: meta.kind,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    restored.states.insert(
+                        meta.name.clone(),
+                        RestoredState {
+                            meta: meta.clone(),
+                            sections: Vec::new(),
+                            path: h.path.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        for (kg, block) in file.read_key_groups(overlap)? {
+            let mut r = ByteReader::new(&block, &h.path);
+            while !r.is_empty() {
+                let id = r.u32("section state id")? as usize;
+                let len = r.u64("section length")?;
+                let start = r.position();
+                let len = usize::try_from(len).map_err(|_| StateError::corrupt(&h.path, "section too long"))?;
+                r.take(len, "section")?;
+                let meta = metas
+                    .get(id)
+                    .ok_or_else(|| StateError::corrupt(&h.path, format!("section names unknown state id {id}")))?;
+                if let Some(state) = restored.states.get_mut(&meta.name) {
+                    state.sections.push((kg, block.slice(start..start + len)));
+                }
+            }
+        }
+    }
+    Ok(restored)
+}

@@ -1,0 +1,33 @@
+//! The checkpoint-storage interface: where snapshot files go.
+//!
+//! Paths are `/`-separated relative object names (`chk-7/op-1/keyed-0.kgs`); nothing
+//! here assumes a local file system. Writes are atomic: a reader sees the whole
+//! object or none of it. The implementation on the `object_store` crate (local
+//! directory now, S3-compatible stores later) lives in `flowstate-storage`.
+//!
+//! The interface is blocking on purpose: snapshots are written from the asynchronous
+//! snapshot thread and restores run before processing starts, neither on an async
+//! executor.
+
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::error::StorageError;
+
+/// Storage of checkpoint and savepoint files.
+pub trait CheckpointStorage: Send + Sync + fmt::Debug {
+    /// Writes `data` at `path` atomically, replacing any previous object.
+    fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError>;
+    /// Reads a whole object.
+    fn get(&self, path: &str) -> Result<Bytes, StorageError>;
+    /// Reads the bytes `range` of an object; a range past the end is an error.
+    fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
+    /// The size of an object in bytes.
+    fn size(&self, path: &str) -> Result<u64, StorageError>;
+    /// Paths of all objects under `prefix` (a directory-like prefix; `""` for all).
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, path: &str) -> Result<(), StorageError>;
+}

@@ -1,0 +1,425 @@
+//! [`HeapKeyedStateBackend`]: keyed state in memory, per key group, with asynchronous
+//! copy-on-write snapshots in the canonical format.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::descriptor::{
+    AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    ValueStateDescriptor, validate_state_name,
+};
+use flowstate_core::error::{StateError, StateResult};
+use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::serializer::{
+    SerdeSerializer, SerializerSnapshot, TypeSerializer, require_same_layout, resolve_value_serializer,
+};
+use flowstate_core::snapshot::{KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state};
+use flowstate_core::state::{
+    InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState, InternalValueState,
+    Namespace, StateKey, StateKind, StateValue,
+};
+use flowstate_core::storage::CheckpointStorage;
+
+use crate::states::{AggExtra, HeapState, ListExtra, MapExtra, ReduceExtra, ValueExtra};
+use crate::table::{Codec, ErasedTable, KeyContext, ListCodec, MapCodec, PendingWriter, StateTable, UserMap, ValueCodec};
+
+struct Registered<K> {
+    kind: StateKind,
+    handle: Rc<dyn Any>,
+    table: Rc<dyn ErasedTable<K>>,
+}
+
+/// Keyed state of one operator instance, held in memory.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+/// use flowstate_core::descriptor::ValueStateDescriptor;
+/// use flowstate_core::keygroup::KeyGroupRange;
+/// use flowstate_core::serializer::SerdeSerializer;
+/// use flowstate_core::state::{ValueState, VoidNamespace};
+/// use flowstate_heap::HeapKeyedStateBackend;
+///
+/// let backend = HeapKeyedStateBackend::<String>::new(KeyedBackendConfig {
+///     max_parallelism: 128,
+///     key_group_range: KeyGroupRange::all(128).unwrap(),
+///     key_serializer: SerdeSerializer::<String>::arc(),
+/// }).unwrap();
+/// let count = backend
+///     .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("count").with_default(0))
+///     .unwrap();
+/// backend.set_current_key("alice".to_string()).unwrap();
+/// count.update(count.value().unwrap().unwrap_or(0) + 1).unwrap();
+/// assert_eq!(count.value().unwrap(), Some(1));
+/// ```
+pub struct HeapKeyedStateBackend<K> {
+    config: KeyedBackendConfig<K>,
+    ctx: Rc<KeyContext<K>>,
+    states: RefCell<BTreeMap<String, Registered<K>>>,
+    /// Restored states not registered yet, still encoded.
+    pending: RefCell<BTreeMap<String, RestoredState>>,
+}
+
+impl<K: StateKey> HeapKeyedStateBackend<K> {
+    /// An empty backend.
+    pub fn new(config: KeyedBackendConfig<K>) -> StateResult<Self> {
+        config.validate()?;
+        Ok(HeapKeyedStateBackend {
+            config,
+            ctx: Rc::new(KeyContext {
+                key: RefCell::new(None),
+                kg_index: Cell::new(0),
+                scratch: RefCell::new(Vec::with_capacity(64)),
+            }),
+            states: RefCell::new(BTreeMap::new()),
+            pending: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    /// A backend restored from keyed snapshots of any parallelism (same max
+    /// parallelism): reads only the key groups of `config.key_group_range`. States are
+    /// decoded when registered, after their serializers are checked.
+    pub fn restore(
+        config: KeyedBackendConfig<K>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<Self> {
+        let backend = Self::new(config)?;
+        let restored = read_keyed_state(
+            storage,
+            handles,
+            backend.config.max_parallelism,
+            backend.config.key_group_range,
+        )?;
+        if let Some(key_ser) = &restored.key_serializer {
+            require_same_layout("<keys>", "key", backend.config.key_serializer.as_ref(), key_ser)?;
+        }
+        *backend.pending.borrow_mut() = restored.states.into_iter().collect();
+        Ok(backend)
+    }
+
+    fn meta<N: Namespace>(
+        name: &str,
+        kind: StateKind,
+        value: SerializerSnapshot,
+        user_key: Option<SerializerSnapshot>,
+    ) -> StateMetaInfo {
+        StateMetaInfo {
+            name: name.to_string(),
+            kind,
+            namespace_serializer: SerdeSerializer::<N>::new().snapshot(),
+            value_serializer: value,
+            user_key_serializer: user_key,
+        }
+    }
+
+    /// Gets the registered state `name` or registers it: checks kind, types and
+    /// serializers against what is registered or restored, then decodes restored data.
+    /// `resolve` checks the serializers against a restored description and returns the
+    /// codec and the description to store from now on.
+    fn register<N, S, X>(
+        &self,
+        name: &str,
+        kind: StateKind,
+        current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
+        resolve: &dyn Fn(Option<&StateMetaInfo>) -> StateResult<(Arc<dyn Codec<S>>, StateMetaInfo)>,
+        extra: X,
+    ) -> StateResult<Rc<HeapState<K, N, S, X>>>
+    where
+        N: Namespace,
+        S: StateValue,
+        X: 'static,
+    {
+        validate_state_name(name)?;
+        if let Some(r) = self.states.borrow().get(name) {
+            if r.kind != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    existing: r.kind,
+                    requested: kind,
+                });
+            }
+            current(r.table.meta())?;
+            return r.handle.clone().downcast::<HeapState<K, N, S, X>>().map_err(|_| StateError::TypeMismatch {
+                name: name.to_string(),
+                detail: "registered with other namespace or value types".into(),
+            });
+        }
+        let pending = self.pending.borrow();
+        let restored = pending.get(name);
+        if let Some(p) = restored {
+            if p.meta.kind != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    existing: p.meta.kind,
+                    requested: kind,
+                });
+            }
+            require_same_layout(name, "namespace", &SerdeSerializer::<N>::new(), &p.meta.namespace_serializer)?;
+        }
+        let (codec, meta) = resolve(restored.map(|p| &p.meta))?;
+        let table = Rc::new(StateTable::<K, N, S>::new(
+            meta,
+            self.config.key_group_range,
+            self.config.max_parallelism,
+            self.config.key_serializer.clone(),
+            Arc::new(SerdeSerializer::<N>::new()),
+            codec,
+        ));
+        if let Some(p) = restored {
+            table.load(&p.sections, &p.path)?;
+        }
+        drop(pending);
+        self.pending.borrow_mut().remove(name);
+        let handle = Rc::new(HeapState {
+            ctx: self.ctx.clone(),
+            table: table.clone(),
+            ns: RefCell::new(N::default()),
+            extra,
+        });
+        self.states.borrow_mut().insert(
+            name.to_string(),
+            Registered {
+                kind,
+                handle: handle.clone(),
+                table,
+            },
+        );
+        Ok(handle)
+    }
+}
+
+fn check_value<'a, T: 'static>(
+    name: &str,
+    new: &'a Arc<dyn TypeSerializer<T>>,
+) -> impl Fn(&StateMetaInfo) -> StateResult<()> + 'a {
+    let name = name.to_string();
+    move |meta: &StateMetaInfo| require_same_layout(&name, "value", new.as_ref(), &meta.value_serializer)
+}
+
+impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
+    fn max_parallelism(&self) -> u32 {
+        self.config.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.config.key_group_range
+    }
+
+    fn key_group_of(&self, key: &K) -> StateResult<u32> {
+        let mut scratch = self.ctx.scratch.borrow_mut();
+        scratch.clear();
+        self.config
+            .key_serializer
+            .serialize_into(key, &mut scratch)
+            .map_err(|e| StateError::Serialization {
+                state: "<key>".into(),
+                source: e,
+            })?;
+        Ok(key_group_for_serialized_key(&scratch, self.config.max_parallelism))
+    }
+
+    fn set_current_key(&self, key: K) -> StateResult<()> {
+        let kg = self.key_group_of(&key)?;
+        let range = self.config.key_group_range;
+        let idx = range.index_of(kg).ok_or(StateError::KeyGroupOutOfRange { key_group: kg, range })?;
+        *self.ctx.key.borrow_mut() = Some(key);
+        self.ctx.kg_index.set(idx);
+        Ok(())
+    }
+
+    fn current_key(&self) -> Option<K> {
+        self.ctx.key.borrow().clone()
+    }
+
+    fn current_key_group(&self) -> Option<u32> {
+        self.ctx
+            .key
+            .borrow()
+            .as_ref()
+            .map(|_| self.config.key_group_range.start() + self.ctx.kg_index.get() as u32)
+    }
+
+    fn value_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ValueStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
+        let name = desc.name();
+        let resolve = |old: Option<&StateMetaInfo>| {
+            let r = match old {
+                Some(m) => resolve_value_serializer(name, "value", desc.serializer(), &m.value_serializer)?,
+                None => resolve_value_serializer(name, "value", desc.serializer(), &desc.serializer().snapshot())?,
+            };
+            let meta = Self::meta::<N>(name, StateKind::Value, r.serializer.snapshot(), None);
+            let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
+                ser: r.serializer,
+                reader: r.reader,
+            });
+            Ok((codec, meta))
+        };
+        let s = self.register::<N, T, ValueExtra<T>>(
+            name,
+            StateKind::Value,
+            &check_value(name, desc.serializer()),
+            &resolve,
+            ValueExtra(desc.default_value().cloned()),
+        )?;
+        Ok(s)
+    }
+
+    fn list_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ListStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
+        let name = desc.name();
+        let resolve = |old: Option<&StateMetaInfo>| {
+            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let r = resolve_value_serializer(name, "element", desc.serializer(), &prev)?;
+            let meta = Self::meta::<N>(name, StateKind::List, r.serializer.snapshot(), None);
+            let codec: Arc<dyn Codec<Vec<T>>> = Arc::new(ListCodec {
+                ser: r.serializer,
+                reader: r.reader,
+            });
+            Ok((codec, meta))
+        };
+        let s = self.register::<N, Vec<T>, ListExtra>(
+            name,
+            StateKind::List,
+            &check_value(name, desc.serializer()),
+            &resolve,
+            ListExtra,
+        )?;
+        Ok(s)
+    }
+
+    fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<UK, UV>,
+    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
+        let name = desc.name();
+        let current = |meta: &StateMetaInfo| {
+            require_same_layout(name, "value", desc.value_serializer().as_ref(), &meta.value_serializer)?;
+            match &meta.user_key_serializer {
+                Some(u) => require_same_layout(name, "user key", desc.key_serializer().as_ref(), u),
+                None => Err(StateError::CorruptSnapshot {
+                    path: name.to_string(),
+                    detail: "map state without a user key serializer".into(),
+                }),
+            }
+        };
+        let resolve = |old: Option<&StateMetaInfo>| {
+            if let Some(m) = old {
+                current(&StateMetaInfo {
+                    value_serializer: desc.value_serializer().snapshot(),
+                    ..m.clone()
+                })?;
+            }
+            let prev = old.map_or_else(|| desc.value_serializer().snapshot(), |m| m.value_serializer.clone());
+            let r = resolve_value_serializer(name, "value", desc.value_serializer(), &prev)?;
+            let meta = Self::meta::<N>(
+                name,
+                StateKind::Map,
+                r.serializer.snapshot(),
+                Some(desc.key_serializer().snapshot()),
+            );
+            let codec: Arc<dyn Codec<UserMap<UK, UV>>> = Arc::new(MapCodec {
+                key_ser: desc.key_serializer().clone(),
+                value_ser: r.serializer,
+                value_reader: r.reader,
+            });
+            Ok((codec, meta))
+        };
+        let s = self.register::<N, UserMap<UK, UV>, MapExtra>(name, StateKind::Map, &current, &resolve, MapExtra)?;
+        Ok(s)
+    }
+
+    fn reducing_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ReducingStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
+        let name = desc.name();
+        let resolve = |old: Option<&StateMetaInfo>| {
+            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let r = resolve_value_serializer(name, "value", desc.serializer(), &prev)?;
+            let meta = Self::meta::<N>(name, StateKind::Reducing, r.serializer.snapshot(), None);
+            let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
+                ser: r.serializer,
+                reader: r.reader,
+            });
+            Ok((codec, meta))
+        };
+        let s = self.register::<N, T, ReduceExtra<T>>(
+            name,
+            StateKind::Reducing,
+            &check_value(name, desc.serializer()),
+            &resolve,
+            ReduceExtra(desc.reduce_fn().clone()),
+        )?;
+        Ok(s)
+    }
+
+    fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+        &self,
+        desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
+    ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
+        let name = desc.name();
+        let resolve = |old: Option<&StateMetaInfo>| {
+            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let r = resolve_value_serializer(name, "accumulator", desc.serializer(), &prev)?;
+            let meta = Self::meta::<N>(name, StateKind::Aggregating, r.serializer.snapshot(), None);
+            let codec: Arc<dyn Codec<ACC>> = Arc::new(ValueCodec {
+                ser: r.serializer,
+                reader: r.reader,
+            });
+            Ok((codec, meta))
+        };
+        let s = self.register::<N, ACC, AggExtra<IN, ACC, OUT>>(
+            name,
+            StateKind::Aggregating,
+            &check_value(name, desc.serializer()),
+            &resolve,
+            AggExtra(desc.function().clone()),
+        )?;
+        Ok(s)
+    }
+
+    fn state_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.states.borrow().keys().cloned().collect();
+        names.extend(self.pending.borrow().keys().cloned());
+        names.sort();
+        names
+    }
+
+    fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>> {
+        let states = self.states.borrow();
+        let r = states.get(state).ok_or_else(|| StateError::UnknownState(state.to_string()))?;
+        r.table.keys(namespace)
+    }
+
+    fn snapshot(&self) -> StateResult<KeyedSnapshot> {
+        let mut writers: Vec<Box<dyn flowstate_core::snapshot::KeyedStateWriter>> = Vec::new();
+        for r in self.states.borrow().values() {
+            writers.push(r.table.writer());
+        }
+        for p in self.pending.borrow().values() {
+            let mut sections: hashbrown::HashMap<u32, Vec<bytes::Bytes>> = hashbrown::HashMap::new();
+            for (kg, s) in &p.sections {
+                sections.entry(*kg).or_default().push(s.clone());
+            }
+            writers.push(Box::new(PendingWriter {
+                meta: p.meta.clone(),
+                sections,
+            }));
+        }
+        Ok(KeyedSnapshot::new(
+            self.config.max_parallelism,
+            self.config.key_group_range,
+            self.config.key_serializer.snapshot(),
+            writers,
+        ))
+    }
+}

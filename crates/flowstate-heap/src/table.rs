@@ -1,0 +1,295 @@
+//! The heap backend's storage: one hash table per key group per state, copy-on-write.
+//!
+//! Each key group's table sits behind an `Arc`. A snapshot's synchronous part clones
+//! the `Arc`s (O(key groups), no entry is copied). A write to a key group whose table
+//! is still shared with a running snapshot clones that one table first
+//! (`Arc::make_mut`), so the snapshot keeps seeing exactly the state at the snapshot
+//! point while processing continues. The snapshot writer drops each key group's `Arc`
+//! as soon as it is written, so after that writes no longer copy. A key group is
+//! copied at most once per snapshot, and only if it is written before the snapshot
+//! thread reaches it.
+//!
+//! Entries live in a `hashbrown::HashTable` keyed by `(key, namespace)`: one hash and
+//! one probe per access, and the key is cloned only when a new entry is inserted.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use flowstate_core::error::{StateError, StateResult};
+use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::serializer::{MigrationReader, TypeSerializer};
+use flowstate_core::snapshot::{EntryEncoder, KeyedStateWriter, StateMetaInfo, payload, section_entries};
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// One stored entry.
+#[derive(Clone)]
+pub(crate) struct Entry<K, N, S> {
+    pub(crate) key: K,
+    pub(crate) ns: N,
+    pub(crate) value: S,
+}
+
+/// The entries of one key group of one state.
+pub(crate) type KgTable<K, N, S> = HashTable<Entry<K, N, S>>;
+
+/// The backend's current key, shared by every state handle.
+pub(crate) struct KeyContext<K> {
+    pub(crate) key: RefCell<Option<K>>,
+    /// Position of the current key's group within the backend's range.
+    pub(crate) kg_index: Cell<usize>,
+    pub(crate) scratch: RefCell<Vec<u8>>,
+}
+
+/// Encodes and decodes a stored value `S` as a canonical payload.
+pub(crate) trait Codec<S>: Send + Sync {
+    fn encode(&self, state: &str, value: &S, out: &mut Vec<u8>) -> StateResult<()>;
+    fn decode(&self, state: &str, path: &str, payload: &[u8]) -> StateResult<S>;
+}
+
+fn ser_err(state: &str) -> impl Fn(flowstate_core::SerializationError) -> StateError + '_ {
+    move |e| StateError::Serialization {
+        state: state.to_string(),
+        source: e,
+    }
+}
+
+/// Value, reducing and aggregating state: the payload is the serialized value.
+pub(crate) struct ValueCodec<T> {
+    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+    pub(crate) reader: MigrationReader<T>,
+}
+
+impl<T: 'static> Codec<T> for ValueCodec<T> {
+    fn encode(&self, state: &str, value: &T, out: &mut Vec<u8>) -> StateResult<()> {
+        payload::put_value(state, self.ser.as_ref(), value, out)
+    }
+    fn decode(&self, state: &str, _path: &str, bytes: &[u8]) -> StateResult<T> {
+        (self.reader)(bytes).map_err(ser_err(state))
+    }
+}
+
+/// List state: the payload is the element count and the elements.
+pub(crate) struct ListCodec<T> {
+    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+    pub(crate) reader: MigrationReader<T>,
+}
+
+impl<T: 'static> Codec<Vec<T>> for ListCodec<T> {
+    fn encode(&self, state: &str, value: &Vec<T>, out: &mut Vec<u8>) -> StateResult<()> {
+        payload::put_list(state, self.ser.as_ref(), value.iter(), out)
+    }
+    fn decode(&self, state: &str, path: &str, bytes: &[u8]) -> StateResult<Vec<T>> {
+        payload::list_items(bytes, path)?
+            .into_iter()
+            .map(|b| (self.reader)(b).map_err(ser_err(state)))
+            .collect()
+    }
+}
+
+/// The per-key map of a map state.
+pub(crate) type UserMap<UK, UV> = hashbrown::HashMap<UK, UV>;
+
+/// Map state: the payload is the pair count and the pairs.
+pub(crate) struct MapCodec<UK, UV> {
+    pub(crate) key_ser: Arc<dyn TypeSerializer<UK>>,
+    pub(crate) value_ser: Arc<dyn TypeSerializer<UV>>,
+    pub(crate) value_reader: MigrationReader<UV>,
+}
+
+impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<UK, UV> {
+    fn encode(&self, state: &str, value: &UserMap<UK, UV>, out: &mut Vec<u8>) -> StateResult<()> {
+        payload::put_map(state, self.key_ser.as_ref(), self.value_ser.as_ref(), value.iter(), out)
+    }
+    fn decode(&self, state: &str, path: &str, bytes: &[u8]) -> StateResult<UserMap<UK, UV>> {
+        let pairs = payload::map_pairs(bytes, path)?;
+        let mut map = UserMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            let k = self.key_ser.deserialize(k).map_err(ser_err(state))?;
+            map.insert(k, (self.value_reader)(v).map_err(ser_err(state))?);
+        }
+        Ok(map)
+    }
+}
+
+/// All key groups of one state.
+pub(crate) struct StateTable<K, N, S> {
+    pub(crate) meta: StateMetaInfo,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: u32,
+    pub(crate) maps: RefCell<Vec<Arc<KgTable<K, N, S>>>>,
+    pub(crate) hasher: DefaultHashBuilder,
+    pub(crate) key_ser: Arc<dyn TypeSerializer<K>>,
+    pub(crate) ns_ser: Arc<dyn TypeSerializer<N>>,
+    pub(crate) codec: Arc<dyn Codec<S>>,
+}
+
+impl<K, N, S> StateTable<K, N, S>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    N: Clone + Eq + Hash + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(
+        meta: StateMetaInfo,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        key_ser: Arc<dyn TypeSerializer<K>>,
+        ns_ser: Arc<dyn TypeSerializer<N>>,
+        codec: Arc<dyn Codec<S>>,
+    ) -> Self {
+        StateTable {
+            meta,
+            range,
+            max_parallelism,
+            maps: RefCell::new((0..range.len()).map(|_| Arc::new(HashTable::new())).collect()),
+            hasher: DefaultHashBuilder::default(),
+            key_ser,
+            ns_ser,
+            codec,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn hash(&self, key: &K, ns: &N) -> u64 {
+        self.hasher.hash_one((key, ns))
+    }
+
+    /// Decodes restored sections into the tables. Nothing is inserted unless every
+    /// entry decodes and sits in the key group it was stored under.
+    pub(crate) fn load(&self, sections: &[(u32, bytes::Bytes)], path: &str) -> StateResult<()> {
+        let name = &self.meta.name;
+        let mut decoded: Vec<(usize, Entry<K, N, S>)> = Vec::new();
+        for (kg, section) in sections {
+            let idx = self.range.index_of(*kg).ok_or(StateError::KeyGroupOutOfRange {
+                key_group: *kg,
+                range: self.range,
+            })?;
+            for e in section_entries(section, path)? {
+                if key_group_for_serialized_key(e.key, self.max_parallelism) != *kg {
+                    return Err(StateError::CorruptSnapshot {
+                        path: path.to_string(),
+                        detail: format!("state `{name}`: a key stored in key group {kg} belongs elsewhere"),
+                    });
+                }
+                let key = self.key_ser.deserialize(e.key).map_err(ser_err(name))?;
+                let ns = self.ns_ser.deserialize(e.namespace).map_err(ser_err(name))?;
+                let value = self.codec.decode(name, path, e.payload)?;
+                decoded.push((idx, Entry { key, ns, value }));
+            }
+        }
+        let mut maps = self.maps.borrow_mut();
+        for (idx, entry) in decoded {
+            let hash = self.hash(&entry.key, &entry.ns);
+            let table = Arc::make_mut(&mut maps[idx]);
+            match table.entry(
+                hash,
+                |e| e.key == entry.key && e.ns == entry.ns,
+                |e| self.hasher.hash_one((&e.key, &e.ns)),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().value = entry.value,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(entry);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A state table seen without its namespace and value types.
+pub(crate) trait ErasedTable<K> {
+    fn meta(&self) -> &StateMetaInfo;
+    fn writer(&self) -> Box<dyn KeyedStateWriter>;
+    fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>>;
+}
+
+impl<K, N, S> ErasedTable<K> for StateTable<K, N, S>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    N: Clone + Eq + Hash + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    fn meta(&self) -> &StateMetaInfo {
+        &self.meta
+    }
+
+    fn writer(&self) -> Box<dyn KeyedStateWriter> {
+        Box::new(TableSnapshot {
+            meta: self.meta.clone(),
+            range: self.range,
+            maps: self.maps.borrow().iter().map(|m| Some(m.clone())).collect(),
+            key_ser: self.key_ser.clone(),
+            ns_ser: self.ns_ser.clone(),
+            codec: self.codec.clone(),
+        })
+    }
+
+    fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>> {
+        let ns = ns.downcast_ref::<N>().ok_or_else(|| StateError::TypeMismatch {
+            name: self.meta.name.clone(),
+            detail: "requested keys under another namespace type".into(),
+        })?;
+        Ok(self
+            .maps
+            .borrow()
+            .iter()
+            .flat_map(|m| m.iter().filter(|e| e.ns == *ns).map(|e| e.key.clone()).collect::<Vec<_>>())
+            .collect())
+    }
+}
+
+/// The asynchronous part of a snapshot of one state: the key groups' tables as they
+/// were at the snapshot point.
+struct TableSnapshot<K, N, S> {
+    meta: StateMetaInfo,
+    range: KeyGroupRange,
+    maps: Vec<Option<Arc<KgTable<K, N, S>>>>,
+    key_ser: Arc<dyn TypeSerializer<K>>,
+    ns_ser: Arc<dyn TypeSerializer<N>>,
+    codec: Arc<dyn Codec<S>>,
+}
+
+impl<K, N, S> KeyedStateWriter for TableSnapshot<K, N, S>
+where
+    K: Send + Sync + 'static,
+    N: Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    fn meta(&self) -> &StateMetaInfo {
+        &self.meta
+    }
+
+    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
+        let Some(table) = self.range.index_of(key_group).and_then(|i| self.maps[i].take()) else {
+            return Ok(());
+        };
+        let name = &self.meta.name;
+        for e in table.iter() {
+            out.entry(name, self.key_ser.as_ref(), &e.key, self.ns_ser.as_ref(), &e.ns, |o| {
+                self.codec.encode(name, &e.value, o)
+            })?;
+        }
+        // `table` drops here: the processing thread stops copying this key group.
+        Ok(())
+    }
+}
+
+/// Carries a restored state that was never registered into later snapshots unchanged.
+pub(crate) struct PendingWriter {
+    pub(crate) meta: StateMetaInfo,
+    pub(crate) sections: hashbrown::HashMap<u32, Vec<bytes::Bytes>>,
+}
+
+impl KeyedStateWriter for PendingWriter {
+    fn meta(&self) -> &StateMetaInfo {
+        &self.meta
+    }
+    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
+        for s in self.sections.remove(&key_group).unwrap_or_default() {
+            out.raw_entries(&s);
+        }
+        Ok(())
+    }
+}
