@@ -316,6 +316,32 @@ mod tests {
         ));
     }
 
+    /// Expected values computed by running Flink's `MathUtils.murmurHash(int)` in Java 17.
+    #[test]
+    fn murmur_mix_matches_flink_java() {
+        let cases: [(i32, i32); 13] = [
+            (0, 593689054),
+            (1, 68075478),
+            (-1, 1982413648),
+            (2, 1085422463),
+            (42, 1134849565),
+            (100, 616682048),
+            (12345, 638799361),
+            (-12345, 1626926666),
+            (i32::MAX, 1653689534),
+            (i32::MIN, 1718298732),
+            (0x7fff_0000, 1260750601),
+            (0xdead_beef_u32 as i32, 1047277220),
+            (987654321, 359423800),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(murmur_mix(input), expected, "murmur_mix({input})");
+        }
+        assert_eq!(key_group_for_hash(42, 128), 29);
+        assert_eq!(key_group_for_hash(42, 32768), 28189);
+        assert_eq!(key_group_for_hash(0xdead_beef, 128), 36);
+    }
+
     #[test]
     fn murmur_mix_is_non_negative() {
         for c in [0, 1, -1, i32::MIN, i32::MAX, 42, 0x7fff_0000] {

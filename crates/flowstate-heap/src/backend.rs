@@ -17,7 +17,9 @@ use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{
     SerdeSerializer, SerializerSnapshot, TypeSerializer, require_same_layout, resolve_value_serializer,
 };
-use flowstate_core::snapshot::{KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state};
+use flowstate_core::snapshot::{
+    KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state, section_entries,
+};
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState, InternalValueState,
     Namespace, StateKey, StateKind, StateValue,
@@ -395,9 +397,27 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     }
 
     fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>> {
-        let states = self.states.borrow();
-        let r = states.get(state).ok_or_else(|| StateError::UnknownState(state.to_string()))?;
-        r.table.keys(namespace)
+        if let Some(r) = self.states.borrow().get(state) {
+            return r.table.keys(namespace);
+        }
+        // A restored state not registered yet: decode keys and namespaces only.
+        let pending = self.pending.borrow();
+        let p = pending.get(state).ok_or_else(|| StateError::UnknownState(state.to_string()))?;
+        let ns_ser = SerdeSerializer::<N>::new();
+        require_same_layout(state, "namespace", &ns_ser, &p.meta.namespace_serializer)?;
+        let ser_err = |e| StateError::Serialization {
+            state: state.to_string(),
+            source: e,
+        };
+        let mut keys = Vec::new();
+        for (_, section) in &p.sections {
+            for e in section_entries(section, &p.path)? {
+                if ns_ser.deserialize(e.namespace).map_err(ser_err)? == *namespace {
+                    keys.push(self.config.key_serializer.deserialize(e.key).map_err(ser_err)?);
+                }
+            }
+        }
+        Ok(keys)
     }
 
     fn snapshot(&self) -> StateResult<KeyedSnapshot> {
