@@ -19,7 +19,7 @@ pub use model::{
     reducing_state_matches_model, value_state_matches_model,
 };
 pub use scenarios::{
-    bad_input_is_typed_errors, corrupt_snapshots_are_rejected, merge_namespaces, rescaling_every_key_once,
+    GOLDEN_DIR, bad_input_is_typed_errors, reads_golden_keyed_snapshot, corrupt_snapshots_are_rejected, merge_namespaces, rescaling_every_key_once,
     same_descriptor_same_state, serialized_value_access, serializer_compatibility_on_restore,
     snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,
     snapshot_round_trip_all_kinds, unregistered_restored_state_is_kept,

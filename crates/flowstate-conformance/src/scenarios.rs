@@ -631,3 +631,34 @@ pub fn merge_namespaces<F: BackendFactory>(factory: &F) {
     assert_eq!(l.get().unwrap(), vec![4]);
 }
 
+
+/// Directory of the committed format fixtures.
+pub const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
+
+/// Reads the committed version-1 canonical keyed snapshot (every kind, two namespaces,
+/// 40 keys, max parallelism 16) and checks every value, whole and rescaled to two
+/// instances. With `FLOWSTATE_BLESS=1` the fixture is first rewritten by `factory`;
+/// only do that for a new format version, never to make a failing test pass.
+pub fn reads_golden_keyed_snapshot<F: BackendFactory>(factory: &F) {
+    let storage = flowstate_storage::ObjectCheckpointStorage::local(GOLDEN_DIR).unwrap();
+    let path = "v1/keyed-all-kinds.kgs";
+    if std::env::var_os("FLOWSTATE_BLESS").is_some() {
+        let b = factory.create(config::<u64>(16, all(16))).unwrap();
+        fill_all_kinds(&b, 0..40);
+        snapshot_to(&b, &storage, path);
+    }
+    let handle = KeyedStateHandle {
+        path: path.into(),
+        key_group_range: all(16),
+        max_parallelism: 16,
+        size: storage.size(path).unwrap(),
+    };
+    let b = factory.restore(config::<u64>(16, all(16)), &storage, std::slice::from_ref(&handle)).unwrap();
+    check_all_kinds(&b, 0..40);
+    for i in 0..2 {
+        let range = key_group_range_for_operator(16, 2, i).unwrap();
+        let b = factory.restore(config::<u64>(16, range), &storage, std::slice::from_ref(&handle)).unwrap();
+        let owned: Vec<u64> = (0..40).filter(|k| range.contains(b.key_group_of(k).unwrap())).collect();
+        check_all_kinds(&b, owned.into_iter());
+    }
+}

@@ -48,4 +48,5 @@ conformance!(
     same_descriptor_same_state,
     serialized_value_access,
     merge_namespaces,
+    reads_golden_keyed_snapshot,
 );
