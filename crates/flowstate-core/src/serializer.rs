@@ -87,9 +87,10 @@ const SERDE_POSTCARD_VERSION: u32 = 1;
 
 /// The default serializer: postcard over serde.
 ///
-/// Its snapshot records a type name (by default `std::any::type_name::<T>()`; give a
-/// stable one with [`SerdeSerializer::named`] if the type may move between modules) and
-/// a schema version. A restore with another type name or schema version is
+/// Its snapshot records a type name (by default `std::any::type_name::<T>()` with
+/// module paths stripped, e.g. `Vec<String>`, so it survives compiler upgrades and
+/// moving a type between modules; give an explicit one with [`SerdeSerializer::named`])
+/// and a schema version. A restore with another type name or schema version is
 /// incompatible: serde formats like postcard do not survive layout changes, so
 /// silently reading them would corrupt state.
 pub struct SerdeSerializer<T> {
@@ -124,7 +125,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeSerializer<T> {
     /// A serializer named after `T`'s Rust type name, schema version 1.
     pub fn new() -> Self {
         SerdeSerializer {
-            type_name: Cow::Borrowed(std::any::type_name::<T>()),
+            type_name: Cow::Owned(short_type_name(std::any::type_name::<T>())),
             schema_version: 1,
             _marker: PhantomData,
         }
@@ -151,6 +152,26 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeSerializer<T> {
         out.extend_from_slice(&self.schema_version.to_le_bytes());
         out
     }
+}
+
+/// `std::any::type_name` without module paths: `alloc::vec::Vec<alloc::string::String>`
+/// becomes `Vec<String>`. The full form is not stable across compiler versions.
+pub fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut ident_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(ident_start);
+        } else {
+            out.push(c);
+            if !(c.is_alphanumeric() || c == '_') {
+                ident_start = out.len();
+            }
+        }
+    }
+    out
 }
 
 fn parse_serde_schema(schema: &[u8]) -> Option<(&str, u32)> {
@@ -301,6 +322,17 @@ pub fn require_same_layout<T: 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_type_names() {
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(short_type_name("(alloc::string::String, u32)"), "(String, u32)");
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<my::mod::Event<core::option::Option<u8>>>"),
+            "Vec<Event<Option<u8>>>"
+        );
+        assert_eq!(short_type_name("[u8; 4]"), "[u8; 4]");
+    }
 
     #[test]
     fn rejects_trailing_bytes_and_garbage() {
