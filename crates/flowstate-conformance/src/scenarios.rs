@@ -582,8 +582,8 @@ pub fn serialized_value_access<F: BackendFactory>(factory: &F) {
 
     l.add_all(vec!["a".into(), "bc".into()]).unwrap();
     let payload = l.get_serialized().unwrap().unwrap();
-    // u32 count 2, then [len 2: postcard "a"], [len 3: postcard "bc"]
-    assert_eq!(payload, vec![2, 0, 0, 0, 2, 0, 0, 0, 1, b'a', 3, 0, 0, 0, 2, b'b', b'c']);
+    // varint count 2, then [len 2: postcard "a"], [len 3: postcard "bc"]
+    assert_eq!(payload, vec![2, 2, 1, b'a', 3, 2, b'b', b'c']);
     l.clear().unwrap();
     l.set_serialized(&payload).unwrap();
     assert_eq!(l.get().unwrap(), vec!["a".to_string(), "bc".to_string()]);

@@ -72,20 +72,46 @@ impl PutLe for Vec<u8> {
     }
 }
 
-/// Reserves a `u32` length, lets `f` append, then patches the length in.
+/// Appends `v` as an unsigned LEB128 varint (1 to 5 bytes).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn checked_len(len: usize) -> StateResult<u32> {
+    u32::try_from(len).map_err(|_| StateError::InvalidArgument(format!("an encoded value of {len} bytes exceeds 4 GiB")))
+}
+
+/// Appends `v` with a varint length prefix.
+pub(crate) fn put_vbytes(out: &mut Vec<u8>, v: &[u8]) -> StateResult<()> {
+    put_varint(out, checked_len(v.len())?);
+    out.extend_from_slice(v);
+    Ok(())
+}
+
+/// Lets `f` append a value, then puts a varint length in front of it. Values shorter
+/// than 128 bytes (almost all keys and values) need no move.
 pub(crate) fn put_len_prefixed<E>(
     out: &mut Vec<u8>,
     f: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> StateResult<Result<(), E>> {
     let at = out.len();
-    out.put_u32(0);
+    out.push(0);
     if let Err(e) = f(out) {
         out.truncate(at);
         return Ok(Err(e));
     }
-    let len = u32::try_from(out.len() - at - 4)
-        .map_err(|_| StateError::InvalidArgument("an encoded value exceeds 4 GiB".into()))?;
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    let len = checked_len(out.len() - at - 1)?;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(5);
+        put_varint(&mut prefix, len);
+        out.splice(at..at + 1, prefix);
+    }
     Ok(Ok(()))
 }
 
@@ -137,6 +163,26 @@ impl<'a> ByteReader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
+    }
+    /// An unsigned LEB128 varint of at most 5 bytes that fits a `u32`, in its shortest form.
+    pub(crate) fn varint(&mut self, what: &str) -> StateResult<u32> {
+        let mut v: u64 = 0;
+        for i in 0..5 {
+            let b = self.u8(what)?;
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                if (i > 0 && b == 0) || v > u32::MAX as u64 {
+                    break;
+                }
+                return Ok(v as u32);
+            }
+        }
+        Err(StateError::corrupt(self.path, format!("{what}: malformed varint")))
+    }
+    /// A varint length, then that many bytes.
+    pub(crate) fn vbytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
+        let n = self.varint(what)? as usize;
+        self.take(n, what)
     }
     pub(crate) fn bytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
         let n = self.u32(what)? as usize;
@@ -396,5 +442,39 @@ impl<'s> KeyGroupFileReader<'s> {
             out.push((kg, block));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_reject_malformed() {
+        for v in [0u32, 1, 127, 128, 300, 16383, 16384, u32::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut r = ByteReader::new(&out, "t");
+            assert_eq!(r.varint("v").unwrap(), v);
+            assert!(r.is_empty());
+        }
+        for bad in [&[0x80u8][..], &[0x80, 0x00], &[0xff, 0xff, 0xff, 0xff, 0x1f], &[0xff; 6]] {
+            assert!(ByteReader::new(bad, "t").varint("v").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn long_values_get_multi_byte_prefixes() {
+        let mut out = vec![9u8];
+        put_len_prefixed(&mut out, |o| {
+            o.extend_from_slice(&[7u8; 300]);
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        let mut r = ByteReader::new(&out[1..], "t");
+        assert_eq!(r.vbytes("v").unwrap(), &[7u8; 300][..]);
+        assert!(r.is_empty());
+        assert_eq!(out[0], 9);
     }
 }

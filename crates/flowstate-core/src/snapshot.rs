@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{StateError, StateResult};
 use crate::format::{
-    ByteReader, KIND_KEYED_MANAGED, KeyGroupFileReader, KeyGroupFileWriter, PutLe, put_len_prefixed,
+    ByteReader, KIND_KEYED_MANAGED, KeyGroupFileReader, KeyGroupFileWriter, PutLe, put_len_prefixed, put_varint,
+    put_vbytes,
 };
 use crate::keygroup::KeyGroupRange;
 use crate::error::SerializationError;
@@ -163,9 +164,9 @@ impl EntryEncoder<'_> {
 
     /// Appends an already encoded entry (key, namespace and payload bytes).
     pub fn raw_entry(&mut self, key: &[u8], namespace: &[u8], payload: &[u8]) -> StateResult<()> {
-        self.out.put_bytes("key", key)?;
-        self.out.put_bytes("namespace", namespace)?;
-        self.out.put_bytes("payload", payload)?;
+        put_vbytes(self.out, key)?;
+        put_vbytes(self.out, namespace)?;
+        put_vbytes(self.out, payload)?;
         self.entries += 1;
         Ok(())
     }
@@ -188,21 +189,21 @@ pub mod payload {
         ser.serialize_into(v, out).map_err(ser_err(state))
     }
 
-    /// A list: `u32` count, then length-prefixed elements.
+    /// A list: varint count, then varint-length-prefixed elements.
     pub fn put_list<'v, T: 'static>(
         state: &str,
         ser: &dyn TypeSerializer<T>,
         items: impl ExactSizeIterator<Item = &'v T>,
         out: &mut Vec<u8>,
     ) -> StateResult<()> {
-        out.put_u32(items.len() as u32);
+        put_varint(out, u32::try_from(items.len()).map_err(|_| StateError::InvalidArgument("list too long".into()))?);
         for v in items {
             put_len_prefixed(out, |o| ser.serialize_into(v, o))?.map_err(ser_err(state))?;
         }
         Ok(())
     }
 
-    /// A map: `u32` count, then length-prefixed user key and value per pair.
+    /// A map: varint count, then varint-length-prefixed user key and value per pair.
     pub fn put_map<'v, K: 'static, V: 'static>(
         state: &str,
         key_ser: &dyn TypeSerializer<K>,
@@ -210,7 +211,7 @@ pub mod payload {
         pairs: impl ExactSizeIterator<Item = (&'v K, &'v V)>,
         out: &mut Vec<u8>,
     ) -> StateResult<()> {
-        out.put_u32(pairs.len() as u32);
+        put_varint(out, u32::try_from(pairs.len()).map_err(|_| StateError::InvalidArgument("map too large".into()))?);
         for (k, v) in pairs {
             put_len_prefixed(out, |o| key_ser.serialize_into(k, o))?.map_err(ser_err(state))?;
             put_len_prefixed(out, |o| value_ser.serialize_into(v, o))?.map_err(ser_err(state))?;
@@ -221,10 +222,10 @@ pub mod payload {
     /// Splits a list payload into element encodings.
     pub fn list_items<'a>(payload: &'a [u8], path: &'a str) -> StateResult<Vec<&'a [u8]>> {
         let mut r = ByteReader::new(payload, path);
-        let n = r.u32("list length")?;
-        let mut items = Vec::with_capacity((n as usize).min(payload.len() / 4));
+        let n = r.varint("list length")?;
+        let mut items = Vec::with_capacity((n as usize).min(payload.len()));
         for _ in 0..n {
-            items.push(r.bytes("list element")?);
+            items.push(r.vbytes("list element")?);
         }
         if !r.is_empty() {
             return Err(StateError::corrupt(path, "trailing bytes after list elements"));
@@ -235,11 +236,11 @@ pub mod payload {
     /// Splits a map payload into (user key, value) encodings.
     pub fn map_pairs<'a>(payload: &'a [u8], path: &'a str) -> StateResult<Vec<(&'a [u8], &'a [u8])>> {
         let mut r = ByteReader::new(payload, path);
-        let n = r.u32("map length")?;
-        let mut pairs = Vec::with_capacity((n as usize).min(payload.len() / 8));
+        let n = r.varint("map length")?;
+        let mut pairs = Vec::with_capacity((n as usize).min(payload.len() / 2));
         for _ in 0..n {
-            let k = r.bytes("map user key")?;
-            let v = r.bytes("map value")?;
+            let k = r.vbytes("map user key")?;
+            let v = r.vbytes("map value")?;
             pairs.push((k, v));
         }
         if !r.is_empty() {
@@ -265,9 +266,9 @@ pub fn section_entries<'a>(section: &'a [u8], path: &'a str) -> StateResult<Vec<
     let mut r = ByteReader::new(section, path);
     let mut out = Vec::new();
     while !r.is_empty() {
-        let key = r.bytes("entry key")?;
-        let namespace = r.bytes("entry namespace")?;
-        let payload = r.bytes("entry payload")?;
+        let key = r.vbytes("entry key")?;
+        let namespace = r.vbytes("entry namespace")?;
+        let payload = r.vbytes("entry payload")?;
         out.push(RawEntry { key, namespace, payload });
     }
     Ok(out)
