@@ -19,7 +19,7 @@ use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::serializer::SerdeSerializer;
-use flowstate_core::snapshot::KeyedStateHandle;
+use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
 use flowstate_heap::HeapKeyedStateBackend;
 use flowstate_storage::ObjectCheckpointStorage;
@@ -155,7 +155,7 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
 
         // First checkpoint: synchronous part, then the asynchronous write alone.
         let t = Instant::now();
-        let snap = b.snapshot()?;
+        let snap = b.snapshot(1)?;
         add("checkpoint_sync_part", millis(t.elapsed()));
         let t = Instant::now();
         let h1 = snap.write(&storage, &format!("it{it}/chk-1"))?;
@@ -166,10 +166,10 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         // (every key group is copied once), then the async write running on another
         // thread while this thread rewrites every key.
         add("update_all_keys_no_snapshot", millis(fill(&b, keys, 0, 1)?));
-        let held = b.snapshot()?;
+        let held = b.snapshot(2)?;
         add("update_all_keys_during_snapshot", millis(fill(&b, keys, 0, 1)?));
         drop(held);
-        let snap = b.snapshot()?;
+        let snap = b.snapshot(3)?;
         let (write_time, _) = std::thread::scope(|s| -> Result<(Duration, Duration)> {
             let writer = s.spawn(|| {
                 let t = Instant::now();
@@ -184,7 +184,7 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         // Second checkpoint after 1% of keys changed (full again on the heap backend).
         fill(&b, keys, 1, 100)?;
         let t = Instant::now();
-        let snap = b.snapshot()?;
+        let snap = b.snapshot(4)?;
         add("checkpoint2_after_1pct_sync_part", millis(t.elapsed()));
         let t = Instant::now();
         let h2 = snap.write(&storage, &format!("it{it}/chk-2"))?;

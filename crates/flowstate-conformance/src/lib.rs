@@ -19,6 +19,7 @@ pub use model::{
     reducing_state_matches_model, value_state_matches_model,
 };
 pub use scenarios::{
+    shared_registry_retention,
     GOLDEN_DIR, bad_input_is_typed_errors, reads_golden_keyed_snapshot, corrupt_snapshots_are_rejected, merge_namespaces, rescaling_every_key_once,
     same_descriptor_same_state, serialized_value_access, serializer_compatibility_on_restore,
     snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,
@@ -29,7 +30,9 @@ use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
 use flowstate_core::error::StateResult;
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::serializer::SerdeSerializer;
-use flowstate_core::snapshot::KeyedStateHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::StateKey;
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_storage::ObjectCheckpointStorage;
@@ -67,15 +70,26 @@ pub fn temp_storage() -> (tempfile::TempDir, ObjectCheckpointStorage) {
     (dir, storage)
 }
 
-/// Snapshots `backend` (both phases) to `path`.
+static CHECKPOINT_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh checkpoint id (unique within the test process).
+pub fn next_checkpoint_id() -> u64 {
+    CHECKPOINT_IDS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Takes checkpoint (both phases) of `backend` to `path` and confirms it complete, as a
+/// coordinator would.
 pub fn snapshot_to<K: StateKey, B: KeyedStateBackend<K>>(
     backend: &B,
     storage: &dyn CheckpointStorage,
     path: &str,
 ) -> KeyedStateHandle {
-    backend
-        .snapshot()
+    let id = next_checkpoint_id();
+    let handle = backend
+        .snapshot(id)
         .expect("synchronous snapshot part")
         .write(storage, path)
-        .expect("asynchronous snapshot part")
+        .expect("asynchronous snapshot part");
+    backend.notify_checkpoint_complete(id).expect("notify complete");
+    handle
 }

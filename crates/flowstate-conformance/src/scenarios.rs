@@ -13,7 +13,7 @@ use flowstate_core::descriptor::{
 use flowstate_core::error::StateError;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
-use flowstate_core::snapshot::KeyedStateHandle;
+use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::storage::CheckpointStorage;
 
@@ -305,7 +305,8 @@ pub fn snapshot_isolated_from_later_writes<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();
     let b = factory.create(config::<u64>(128, all(128))).unwrap();
     isolation_fill(&b);
-    let snapshot = b.snapshot().unwrap();
+    let id = crate::next_checkpoint_id();
+    let snapshot = b.snapshot(id).unwrap();
     isolation_mutate(&b);
     let h = snapshot.write(&storage, "iso").unwrap();
     isolation_check_live(&b);
@@ -320,7 +321,8 @@ pub fn snapshot_isolated_from_concurrent_writer<F: BackendFactory>(factory: &F) 
     for round in 0..3 {
         let b = factory.create(config::<u64>(128, all(128))).unwrap();
         isolation_fill(&b);
-        let snapshot = b.snapshot().unwrap();
+        let id = crate::next_checkpoint_id();
+        let snapshot = b.snapshot(id).unwrap();
         let path = format!("iso-concurrent-{round}");
         let h = std::thread::scope(|s| {
             let writer = s.spawn(|| snapshot.write(&storage, &path));
@@ -647,12 +649,7 @@ pub fn reads_golden_keyed_snapshot<F: BackendFactory>(factory: &F) {
         fill_all_kinds(&b, 0..40);
         snapshot_to(&b, &storage, path);
     }
-    let handle = KeyedStateHandle {
-        path: path.into(),
-        key_group_range: all(16),
-        max_parallelism: 16,
-        size: storage.size(path).unwrap(),
-    };
+    let handle = KeyedStateHandle::canonical(path, all(16), 16, storage.size(path).unwrap());
     let b = factory.restore(config::<u64>(16, all(16)), &storage, std::slice::from_ref(&handle)).unwrap();
     check_all_kinds(&b, 0..40);
     for i in 0..2 {
@@ -660,5 +657,60 @@ pub fn reads_golden_keyed_snapshot<F: BackendFactory>(factory: &F) {
         let b = factory.restore(config::<u64>(16, range), &storage, std::slice::from_ref(&handle)).unwrap();
         let owned: Vec<u64> = (0..40).filter(|k| range.contains(b.key_group_of(k).unwrap())).collect();
         check_all_kinds(&b, owned.into_iter());
+    }
+}
+
+/// Five checkpoints with changes in between, registered with a shared-file registry that
+/// retains two: every shared file no retained checkpoint refers to is deleted, every
+/// referenced file exists, and each retained checkpoint restores exactly.
+pub fn shared_registry_retention<F: BackendFactory>(factory: &F) {
+    use flowstate_core::registry::SharedStateRegistry;
+    let (_dir, storage) = temp_storage();
+    let b = factory.create(config::<u64>(128, all(128))).unwrap();
+    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+    let mut registry = SharedStateRegistry::new();
+    let mut retained: Vec<(KeyedStateHandle, BTreeMap<u64, u64>)> = Vec::new();
+    let mut model = BTreeMap::new();
+    for round in 0..5u64 {
+        // Each round changes a fifth of the keys and adds new ones.
+        for k in (round * 400)..(round * 400 + 2_000) {
+            b.set_current_key(k).unwrap();
+            v.update(k * 100 + round).unwrap();
+            model.insert(k, k * 100 + round);
+        }
+        let h = snapshot_to(&b, &storage, &format!("chk-{round}/keyed-0"));
+        registry.register(round, std::slice::from_ref(&h));
+        retained.push((h, model.clone()));
+        let deleted = registry.retain_latest(2, &storage).unwrap();
+        while retained.len() > 2 {
+            let (old, _) = retained.remove(0);
+            storage.delete(&old.path).unwrap();
+        }
+        let referenced = registry.referenced();
+        for (h, _) in &retained {
+            for f in &h.shared_files {
+                assert!(referenced.contains(&f.path));
+                assert!(storage.size(&f.path).is_ok(), "retained checkpoint's file {} is missing", f.path);
+            }
+        }
+        for path in &deleted {
+            assert!(!referenced.contains(path));
+            assert!(storage.size(path).is_err(), "{path} was not deleted");
+        }
+        for path in storage.list("shared").unwrap() {
+            assert!(referenced.contains(&path), "{path} is referenced by no retained checkpoint");
+        }
+    }
+    assert_eq!(registry.checkpoints(), vec![3, 4]);
+    for (h, expected) in &retained {
+        let r = factory.restore(config::<u64>(128, all(128)), &storage, std::slice::from_ref(h)).unwrap();
+        let v = r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+        let mut keys = r.keys("v", &VoidNamespace).unwrap();
+        keys.sort();
+        assert_eq!(keys, expected.keys().copied().collect::<Vec<_>>());
+        for (k, val) in expected {
+            r.set_current_key(*k).unwrap();
+            assert_eq!(v.value().unwrap(), Some(*val));
+        }
     }
 }

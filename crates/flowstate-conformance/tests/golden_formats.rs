@@ -59,12 +59,7 @@ fn raw_keyed_state_v1() {
         }
         out.write(&storage, path).unwrap();
     }
-    let h = KeyedStateHandle {
-        path: path.into(),
-        key_group_range: range,
-        max_parallelism: 16,
-        size: storage.size(path).unwrap(),
-    };
+    let h = KeyedStateHandle::canonical(path, range, 16, storage.size(path).unwrap());
     let got: Vec<(u32, String)> = read_raw_keyed_state(&storage, &[h], 16, KeyGroupRange::new(0, 7).unwrap())
         .unwrap()
         .into_iter()

@@ -19,7 +19,7 @@ use crate::descriptor::{
 use crate::error::{StateError, StateResult};
 use crate::keygroup::{KeyGroupRange, check_max_parallelism};
 use crate::serializer::TypeSerializer;
-use crate::snapshot::KeyedSnapshot;
+use crate::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot};
 use crate::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
     InternalValueState, Namespace, StateKey, StateValue,
@@ -63,6 +63,9 @@ impl<K> KeyedBackendConfig<K> {
 
 /// The keyed state of one operator instance.
 pub trait KeyedStateBackend<K: StateKey> {
+    /// The asynchronous part of this backend's checkpoints.
+    type Snapshot: AsyncKeyedSnapshot;
+
     /// Number of key groups.
     fn max_parallelism(&self) -> u32;
     /// Key groups owned by this instance.
@@ -106,6 +109,21 @@ pub trait KeyedStateBackend<K: StateKey> {
     fn state_names(&self) -> Vec<String>;
     /// Every key with an entry in the registered state `state` under `namespace`.
     fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>>;
-    /// The synchronous part of a snapshot in the canonical format.
-    fn snapshot(&self) -> StateResult<KeyedSnapshot>;
+    /// The synchronous part of checkpoint `checkpoint_id` in the backend's configured
+    /// format (canonical, native, incremental).
+    fn snapshot(&self, checkpoint_id: u64) -> StateResult<Self::Snapshot>;
+    /// The synchronous part of a savepoint: always the canonical format, which every
+    /// backend restores.
+    fn savepoint(&self) -> StateResult<KeyedSnapshot>;
+    /// Checkpoint `checkpoint_id` completed everywhere: files it uploaded may be
+    /// referenced by later incremental checkpoints.
+    fn notify_checkpoint_complete(&self, checkpoint_id: u64) -> StateResult<()> {
+        let _ = checkpoint_id;
+        Ok(())
+    }
+    /// Checkpoint `checkpoint_id` was abandoned: nothing it uploaded may be referenced.
+    fn notify_checkpoint_aborted(&self, checkpoint_id: u64) -> StateResult<()> {
+        let _ = checkpoint_id;
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`backend`]: the keyed state backend interface both backends implement;
 //! - [`operator`]: operator state (even-split, union, broadcast);
 //! - [`raw`]: raw keyed state written by operators per key group;
+//! - [`registry`]: reference counting of files shared between checkpoints;
 //! - [`format`] and [`snapshot`]: the canonical key-group-indexed snapshot format;
 //! - [`storage`]: the checkpoint-storage interface.
 //!
@@ -21,6 +22,7 @@ pub mod format;
 pub mod keygroup;
 pub mod operator;
 pub mod raw;
+pub mod registry;
 pub mod serializer;
 pub mod snapshot;
 pub mod state;

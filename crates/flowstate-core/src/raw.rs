@@ -66,12 +66,7 @@ impl RawKeyedStateOutput {
         let bytes = file.finish()?;
         let size = bytes.len() as u64;
         storage.put(path, bytes)?;
-        Ok(KeyedStateHandle {
-            path: path.to_string(),
-            key_group_range: self.range,
-            max_parallelism: self.max_parallelism,
-            size,
-        })
+        Ok(KeyedStateHandle::canonical(path, self.range, self.max_parallelism, size))
     }
 }
 

@@ -30,17 +30,74 @@ use crate::serializer::{SerializerSnapshot, TypeSerializer};
 use crate::state::StateKind;
 use crate::storage::CheckpointStorage;
 
+/// How a keyed snapshot is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SnapshotFormat {
+    /// The canonical key-group-indexed file, readable by every backend.
+    #[default]
+    Canonical,
+    /// A RocksDB native snapshot: a manifest at `path` naming the database files.
+    RocksDbNative,
+}
+
+/// A file shared between checkpoints (incremental snapshots).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SharedFile {
+    /// Path in checkpoint storage (under `shared/`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// Where one instance's keyed snapshot was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyedStateHandle {
-    /// Path in checkpoint storage.
+    /// Path in checkpoint storage of the file (canonical) or manifest (native).
     pub path: String,
-    /// Key groups the file covers.
+    /// Key groups the snapshot covers.
     pub key_group_range: KeyGroupRange,
     /// Max parallelism it was written with.
     pub max_parallelism: u32,
-    /// File size in bytes.
+    /// Size of the file at `path` in bytes.
     pub size: u64,
+    /// Layout of the snapshot.
+    #[serde(default)]
+    pub format: SnapshotFormat,
+    /// Shared files the snapshot needs (incremental snapshots), uploaded by it or by an
+    /// earlier checkpoint; a registry deletes one only when no retained checkpoint
+    /// refers to it.
+    #[serde(default)]
+    pub shared_files: Vec<SharedFile>,
+    /// Bytes this snapshot uploaded (for an incremental snapshot, only the new files).
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+}
+
+impl KeyedStateHandle {
+    /// A handle of a canonical file of `size` bytes.
+    pub fn canonical(path: &str, key_group_range: KeyGroupRange, max_parallelism: u32, size: u64) -> Self {
+        KeyedStateHandle {
+            path: path.to_string(),
+            key_group_range,
+            max_parallelism,
+            size,
+            format: SnapshotFormat::Canonical,
+            shared_files: Vec::new(),
+            uploaded_bytes: size,
+        }
+    }
+
+    /// Bytes needed to restore: the file at `path` plus every shared file.
+    pub fn full_size(&self) -> u64 {
+        self.size + self.shared_files.iter().map(|f| f.size).sum::<u64>()
+    }
+}
+
+/// The asynchronous part of a keyed snapshot: written on any thread while processing
+/// continues.
+pub trait AsyncKeyedSnapshot: Send + 'static {
+    /// Writes the snapshot under `path` and returns its handle.
+    fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle>;
 }
 
 /// The stored description of one keyed state.
@@ -330,18 +387,15 @@ impl KeyedSnapshot {
         file.finish()
     }
 
-    /// Writes the snapshot to `path` in `storage` and returns its handle.
-    pub fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
+}
+
+impl AsyncKeyedSnapshot for KeyedSnapshot {
+    fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
         let (max_parallelism, range) = (self.max_parallelism, self.range);
         let bytes = self.encode()?;
         let size = bytes.len() as u64;
         storage.put(path, bytes)?;
-        Ok(KeyedStateHandle {
-            path: path.to_string(),
-            key_group_range: range,
-            max_parallelism,
-            size,
-        })
+        Ok(KeyedStateHandle::canonical(path, range, max_parallelism, size))
     }
 }
 
@@ -377,6 +431,12 @@ pub(crate) fn open_overlapping<'s, 'h>(
     let mut owner: HashMap<u32, &str> = HashMap::new();
     let mut out = Vec::new();
     for h in handles {
+        if h.format != SnapshotFormat::Canonical {
+            return Err(StateError::InvalidArgument(format!(
+                "`{}` is a {:?} snapshot, not a canonical one",
+                h.path, h.format
+            )));
+        }
         if h.max_parallelism != max_parallelism {
             return Err(StateError::MaxParallelismMismatch {
                 path: h.path.clone(),

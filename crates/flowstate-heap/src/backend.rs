@@ -420,7 +420,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         Ok(keys)
     }
 
-    fn snapshot(&self) -> StateResult<KeyedSnapshot> {
+    type Snapshot = KeyedSnapshot;
+
+    fn snapshot(&self, _checkpoint_id: u64) -> StateResult<KeyedSnapshot> {
+        self.savepoint()
+    }
+
+    fn savepoint(&self) -> StateResult<KeyedSnapshot> {
         let mut writers: Vec<Box<dyn flowstate_core::snapshot::KeyedStateWriter>> = Vec::new();
         for r in self.states.borrow().values() {
             writers.push(r.table.writer());

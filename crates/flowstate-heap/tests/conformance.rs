@@ -49,4 +49,5 @@ conformance!(
     serialized_value_access,
     merge_namespaces,
     reads_golden_keyed_snapshot,
+    shared_registry_retention,
 );

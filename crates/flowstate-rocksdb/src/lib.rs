@@ -1,0 +1,1 @@
+//! Placeholder while RocksDB builds.
