@@ -72,7 +72,11 @@ impl Figure {
         let mut s = self.samples.clone();
         s.sort_by(f64::total_cmp);
         let median = if s.is_empty() { 0.0 } else { s[s.len() / 2] };
-        (median, *s.first().unwrap_or(&0.0), *s.last().unwrap_or(&0.0))
+        (
+            median,
+            *s.first().unwrap_or(&0.0),
+            *s.last().unwrap_or(&0.0),
+        )
     }
 }
 
@@ -107,7 +111,11 @@ fn fill(b: &HeapKeyedStateBackend<u64>, keys: u64, generation: u64, step: u64) -
     Ok(t.elapsed())
 }
 
-fn read_back(b: &HeapKeyedStateBackend<u64>, keys: impl Iterator<Item = u64>, generation: u64) -> Result<Duration> {
+fn read_back(
+    b: &HeapKeyedStateBackend<u64>,
+    keys: impl Iterator<Item = u64>,
+    generation: u64,
+) -> Result<Duration> {
     let s = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
     let t = Instant::now();
     for k in keys {
@@ -141,7 +149,11 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         ("restore_rescaled_p2_both_instances", "ms"),
     ]
     .into_iter()
-    .map(|(op, unit)| Figure { op, samples: Vec::new(), unit })
+    .map(|(op, unit)| Figure {
+        op,
+        samples: Vec::new(),
+        unit,
+    })
     .collect();
     let mut add = |op: &str, v: f64| {
         if let Some(f) = figs.iter_mut().find(|f| f.op == op) {
@@ -149,7 +161,10 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         }
     };
     for it in 0..iterations {
-        eprintln!("[snapshot] iteration {}/{iterations}: filling {keys} keys", it + 1);
+        eprintln!(
+            "[snapshot] iteration {}/{iterations}: filling {keys} keys",
+            it + 1
+        );
         let b = HeapKeyedStateBackend::new(config(max_p, all))?;
         add("fill_1m_updates", millis(fill(&b, keys, 0, 1)?));
 
@@ -167,16 +182,22 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         // thread while this thread rewrites every key.
         add("update_all_keys_no_snapshot", millis(fill(&b, keys, 0, 1)?));
         let held = b.snapshot(2)?;
-        add("update_all_keys_during_snapshot", millis(fill(&b, keys, 0, 1)?));
+        add(
+            "update_all_keys_during_snapshot",
+            millis(fill(&b, keys, 0, 1)?),
+        );
         drop(held);
         let snap = b.snapshot(3)?;
         let (write_time, _) = std::thread::scope(|s| -> Result<(Duration, Duration)> {
             let writer = s.spawn(|| {
                 let t = Instant::now();
-                snap.write(&storage, &format!("it{it}/concurrent")).map(|_| t.elapsed())
+                snap.write(&storage, &format!("it{it}/concurrent"))
+                    .map(|_| t.elapsed())
             });
             let upd = fill(&b, keys, 0, 1)?;
-            let w = writer.join().map_err(|_| anyhow::anyhow!("snapshot thread panicked"))??;
+            let w = writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("snapshot thread panicked"))??;
             Ok((w, upd))
         })?;
         add("async_write_while_updating", millis(write_time));
@@ -193,7 +214,11 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         drop(b);
 
         let t = Instant::now();
-        let r = HeapKeyedStateBackend::restore(config(max_p, all), &storage, std::slice::from_ref(&h2))?;
+        let r = HeapKeyedStateBackend::restore(
+            config(max_p, all),
+            &storage,
+            std::slice::from_ref(&h2),
+        )?;
         r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
         add("restore", millis(t.elapsed()));
         add("read_back_all_keys", millis(read_back(&r, 0..keys, 0)?));
@@ -202,7 +227,11 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
         let t = Instant::now();
         for i in 0..2 {
             let range = key_group_range_for_operator(max_p, 2, i)?;
-            let r = HeapKeyedStateBackend::restore(config(max_p, range), &storage, std::slice::from_ref(&h2))?;
+            let r = HeapKeyedStateBackend::restore(
+                config(max_p, range),
+                &storage,
+                std::slice::from_ref(&h2),
+            )?;
             r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
         }
         add("restore_rescaled_p2_both_instances", millis(t.elapsed()));
@@ -213,11 +242,17 @@ fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Resul
 }
 
 /// Every key restored exactly once across two instances (a sanity check, not timed).
-fn verify_counts(storage: &ObjectCheckpointStorage, h: &KeyedStateHandle, max_p: u32, keys: u64) -> Result<()> {
+fn verify_counts(
+    storage: &ObjectCheckpointStorage,
+    h: &KeyedStateHandle,
+    max_p: u32,
+    keys: u64,
+) -> Result<()> {
     let mut total = 0;
     for i in 0..2 {
         let range = key_group_range_for_operator(max_p, 2, i)?;
-        let r = HeapKeyedStateBackend::restore(config(max_p, range), storage, std::slice::from_ref(h))?;
+        let r =
+            HeapKeyedStateBackend::restore(config(max_p, range), storage, std::slice::from_ref(h))?;
         r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
         total += r.keys(STATE, &VoidNamespace)?.len() as u64;
     }
@@ -242,12 +277,29 @@ fn print(figs: &[Figure], backend: &str, keys: u64, iterations: usize, json: boo
         }
         return;
     }
-    println!("snapshot benchmark: backend {backend}, {keys} keys, ValueState<u64>, {iterations} iterations");
-    println!("{:<40} {:>14} {:>14} {:>14}", "figure", "median", "min", "max");
+    println!(
+        "snapshot benchmark: backend {backend}, {keys} keys, ValueState<u64>, {iterations} iterations"
+    );
+    println!(
+        "{:<40} {:>14} {:>14} {:>14}",
+        "figure", "median", "min", "max"
+    );
     for f in figs {
         let (median, min, max) = f.stats();
-        let fmt = |v: f64| if f.unit == "bytes" { format!("{v:.0} B") } else { format!("{v:.3} ms") };
-        println!("{:<40} {:>14} {:>14} {:>14}", f.op, fmt(median), fmt(min), fmt(max));
+        let fmt = |v: f64| {
+            if f.unit == "bytes" {
+                format!("{v:.0} B")
+            } else {
+                format!("{v:.3} ms")
+            }
+        };
+        println!(
+            "{:<40} {:>14} {:>14} {:>14}",
+            f.op,
+            fmt(median),
+            fmt(min),
+            fmt(max)
+        );
     }
 }
 

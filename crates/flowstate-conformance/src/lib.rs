@@ -19,9 +19,9 @@ pub use model::{
     reducing_state_matches_model, value_state_matches_model,
 };
 pub use scenarios::{
-    shared_registry_retention,
-    GOLDEN_DIR, bad_input_is_typed_errors, reads_golden_keyed_snapshot, corrupt_snapshots_are_rejected, merge_namespaces, rescaling_every_key_once,
-    same_descriptor_same_state, serialized_value_access, serializer_compatibility_on_restore,
+    GOLDEN_DIR, bad_input_is_typed_errors, corrupt_snapshots_are_rejected, merge_namespaces,
+    reads_golden_keyed_snapshot, rescaling_every_key_once, same_descriptor_same_state,
+    serialized_value_access, serializer_compatibility_on_restore, shared_registry_retention,
     snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,
     snapshot_round_trip_all_kinds, unregistered_restored_state_is_kept,
 };
@@ -55,7 +55,10 @@ pub trait BackendFactory {
 }
 
 /// A backend configuration with the default serde key serializer.
-pub fn config<K: Serialize + DeserializeOwned + 'static>(max_parallelism: u32, range: KeyGroupRange) -> KeyedBackendConfig<K> {
+pub fn config<K: Serialize + DeserializeOwned + 'static>(
+    max_parallelism: u32,
+    range: KeyGroupRange,
+) -> KeyedBackendConfig<K> {
     KeyedBackendConfig {
         max_parallelism,
         key_group_range: range,
@@ -90,6 +93,8 @@ pub fn snapshot_to<K: StateKey, B: KeyedStateBackend<K>>(
         .expect("synchronous snapshot part")
         .write(storage, path)
         .expect("asynchronous snapshot part");
-    backend.notify_checkpoint_complete(id).expect("notify complete");
+    backend
+        .notify_checkpoint_complete(id)
+        .expect("notify complete");
     handle
 }

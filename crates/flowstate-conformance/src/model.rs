@@ -33,7 +33,11 @@ struct Harness<'a, F: BackendFactory> {
 }
 
 impl<'a, F: BackendFactory> Harness<'a, F> {
-    fn new(factory: &'a F, storage: &'a dyn flowstate_core::storage::CheckpointStorage, counter: &'a Cell<u32>) -> Self {
+    fn new(
+        factory: &'a F,
+        storage: &'a dyn flowstate_core::storage::CheckpointStorage,
+        counter: &'a Cell<u32>,
+    ) -> Self {
         let backend = factory
             .create(config::<u64>(MAX_P, KeyGroupRange::all(MAX_P).unwrap()))
             .unwrap();
@@ -57,7 +61,11 @@ impl<'a, F: BackendFactory> Harness<'a, F> {
         let h = snapshot_to(&self.backend, self.storage, &format!("model/snap-{n}"));
         self.backend = self
             .factory
-            .restore(config::<u64>(MAX_P, KeyGroupRange::all(MAX_P).unwrap()), self.storage, &[h])
+            .restore(
+                config::<u64>(MAX_P, KeyGroupRange::all(MAX_P).unwrap()),
+                self.storage,
+                &[h],
+            )
             .unwrap();
         if let Some(k) = self.key {
             self.backend.set_current_key(k).unwrap();
@@ -65,19 +73,25 @@ impl<'a, F: BackendFactory> Harness<'a, F> {
     }
 }
 
-fn run<T: std::fmt::Debug>(strategy: impl Strategy<Value = T>, test: impl Fn(T) -> Result<(), TestCaseError>) {
+fn run<T: std::fmt::Debug>(
+    strategy: impl Strategy<Value = T>,
+    test: impl Fn(T) -> Result<(), TestCaseError>,
+) {
     let mut runner = TestRunner::new(Config {
         cases: CASES,
         failure_persistence: None,
         ..Config::default()
     });
-    if let Err(e) = runner.run(&strategy, |v| test(v)) {
+    if let Err(e) = runner.run(&strategy, test) {
         panic!("{e}");
     }
 }
 
 fn expect_no_key<T: std::fmt::Debug>(r: Result<T, StateError>) -> Result<(), TestCaseError> {
-    prop_assert!(matches!(r, Err(StateError::NoCurrentKey { .. })), "expected NoCurrentKey, got {r:?}");
+    prop_assert!(
+        matches!(r, Err(StateError::NoCurrentKey { .. })),
+        "expected NoCurrentKey, got {r:?}"
+    );
     Ok(())
 }
 
@@ -140,7 +154,10 @@ pub fn value_state_matches_model<F: BackendFactory>(factory: &F) {
                 ValueOp::Get => {
                     let m = model.get(&(key, ns)).copied();
                     prop_assert_eq!(s.value().unwrap(), m);
-                    prop_assert_eq!(d.value().unwrap(), Some(m.map_or(-7, |v| v.wrapping_mul(3))));
+                    prop_assert_eq!(
+                        d.value().unwrap(),
+                        Some(m.map_or(-7, |v| v.wrapping_mul(3)))
+                    );
                 }
                 ValueOp::Clear => {
                     s.clear().unwrap();
@@ -154,7 +171,11 @@ pub fn value_state_matches_model<F: BackendFactory>(factory: &F) {
         for n in 0..3u32 {
             let mut keys = h.backend.keys::<u32>("v", &n).unwrap();
             keys.sort();
-            let expected: Vec<u64> = model.keys().filter(|(_, m)| *m == n).map(|(k, _)| *k).collect();
+            let expected: Vec<u64> = model
+                .keys()
+                .filter(|(_, m)| *m == n)
+                .map(|(k, _)| *k)
+                .collect();
             prop_assert_eq!(keys, expected);
         }
         Ok(())
@@ -235,7 +256,10 @@ pub fn list_state_matches_model<F: BackendFactory>(factory: &F) {
                     }
                 }
                 ListOp::Get => {
-                    prop_assert_eq!(s.get().unwrap(), model.get(&(key, ns)).cloned().unwrap_or_default());
+                    prop_assert_eq!(
+                        s.get().unwrap(),
+                        model.get(&(key, ns)).cloned().unwrap_or_default()
+                    );
                 }
                 ListOp::Clear => {
                     s.clear().unwrap();
@@ -370,7 +394,11 @@ pub fn map_state_matches_model<F: BackendFactory>(factory: &F) {
         for n in 0..3u32 {
             let mut keys = h.backend.keys::<u32>("m", &n).unwrap();
             keys.sort();
-            let expected: Vec<u64> = model.keys().filter(|(_, m)| *m == n).map(|(k, _)| *k).collect();
+            let expected: Vec<u64> = model
+                .keys()
+                .filter(|(_, m)| *m == n)
+                .map(|(k, _)| *k)
+                .collect();
             prop_assert_eq!(keys, expected);
         }
         Ok(())
@@ -470,7 +498,11 @@ impl AggregateFunction<i64, (i64, u64), i64> for Average {
         acc.1 += 1;
     }
     fn get_result(&self, acc: &(i64, u64)) -> i64 {
-        if acc.1 == 0 { 0 } else { acc.0 * 1000 / acc.1 as i64 }
+        if acc.1 == 0 {
+            0
+        } else {
+            acc.0 * 1000 / acc.1 as i64
+        }
     }
     fn merge(&self, acc: &mut (i64, u64), other: (i64, u64)) {
         acc.0 += other.0;
@@ -488,7 +520,10 @@ pub fn aggregating_state_matches_model<F: BackendFactory>(factory: &F) {
         let mut model: BTreeMap<(u64, u32), (i64, u64)> = BTreeMap::new();
         let mut ns = 0u32;
         for op in ops {
-            let s = h.backend.aggregating_state::<u32, i64, (i64, u64), i64>(&desc).unwrap();
+            let s = h
+                .backend
+                .aggregating_state::<u32, i64, (i64, u64), i64>(&desc)
+                .unwrap();
             s.set_current_namespace(ns);
             let Some(key) = h.key else {
                 if let FoldOp::Key(k) = op {
@@ -505,7 +540,10 @@ pub fn aggregating_state_matches_model<F: BackendFactory>(factory: &F) {
                     s.add(v).unwrap();
                     Average.add(v, model.entry((key, ns)).or_insert((0, 0)));
                 }
-                FoldOp::Get => prop_assert_eq!(s.get().unwrap(), model.get(&(key, ns)).map(|a| Average.get_result(a))),
+                FoldOp::Get => prop_assert_eq!(
+                    s.get().unwrap(),
+                    model.get(&(key, ns)).map(|a| Average.get_result(a))
+                ),
                 FoldOp::Clear => {
                     s.clear().unwrap();
                     model.remove(&(key, ns));

@@ -40,13 +40,16 @@ impl AggregateFunction<u64, u64, String> for Sum {
     }
 }
 
-fn descs() -> (
+/// Descriptors of every kind used by the round-trip scenarios.
+type AllKinds = (
     ValueStateDescriptor<u64>,
     ListStateDescriptor<String>,
     MapStateDescriptor<u32, (i8, String)>,
     ReducingStateDescriptor<u64>,
     AggregatingStateDescriptor<u64, u64, String>,
-) {
+);
+
+fn descs() -> AllKinds {
     (
         ValueStateDescriptor::new("value"),
         ListStateDescriptor::new("list"),
@@ -67,7 +70,7 @@ fn fill_all_kinds<B: KeyedStateBackend<u64>>(b: &B, keys: impl Iterator<Item = u
     for k in keys {
         b.set_current_key(k).unwrap();
         for ns in 0..2u32 {
-            if (k + ns as u64) % 3 == 0 {
+            if (k + ns as u64).is_multiple_of(3) {
                 continue;
             }
             v.set_current_namespace(ns);
@@ -103,7 +106,7 @@ fn check_all_kinds<B: KeyedStateBackend<u64>>(b: &B, keys: impl Iterator<Item = 
             m.set_current_namespace(ns);
             r.set_current_namespace(ns);
             a.set_current_namespace(ns);
-            if (k + ns as u64) % 3 == 0 {
+            if (k + ns as u64).is_multiple_of(3) {
                 assert_eq!(v.value().unwrap(), None, "key {k} ns {ns}");
                 assert!(l.get().unwrap().is_empty());
                 assert!(m.is_empty().unwrap());
@@ -111,11 +114,21 @@ fn check_all_kinds<B: KeyedStateBackend<u64>>(b: &B, keys: impl Iterator<Item = 
                 assert_eq!(a.get().unwrap(), None);
                 continue;
             }
-            assert_eq!(v.value().unwrap(), Some(k * 10 + ns as u64), "key {k} ns {ns}");
+            assert_eq!(
+                v.value().unwrap(),
+                Some(k * 10 + ns as u64),
+                "key {k} ns {ns}"
+            );
             assert_eq!(l.get().unwrap(), vec![format!("{k}"), format!("ns{ns}")]);
             let mut entries = m.entries().unwrap();
             entries.sort();
-            assert_eq!(entries, vec![(ns, (k as i8, "x".repeat((k % 5) as usize))), (99, (-1, String::new()))]);
+            assert_eq!(
+                entries,
+                vec![
+                    (ns, (k as i8, "x".repeat((k % 5) as usize))),
+                    (99, (-1, String::new()))
+                ]
+            );
             assert_eq!(r.get().unwrap(), Some(k.max(ns as u64 * 1000)));
             assert_eq!(a.get().unwrap(), Some(format!("sum={}", k + 1)));
         }
@@ -127,19 +140,32 @@ pub fn snapshot_round_trip_all_kinds<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();
     let empty = factory.create(config::<u64>(128, all(128))).unwrap();
     let h = snapshot_to(&empty, &storage, "empty");
-    let restored = factory.restore(config::<u64>(128, all(128)), &storage, &[h]).unwrap();
+    let restored = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h])
+        .unwrap();
     assert!(restored.state_names().is_empty());
 
     let b = factory.create(config::<u64>(128, all(128))).unwrap();
     fill_all_kinds(&b, 0..500);
     check_all_kinds(&b, 0..500);
     let h = snapshot_to(&b, &storage, "full");
-    let restored = factory.restore(config::<u64>(128, all(128)), &storage, &[h.clone()]).unwrap();
-    assert_eq!(restored.state_names(), vec!["list", "map", "max", "sum", "value"]);
+    let restored = factory
+        .restore(
+            config::<u64>(128, all(128)),
+            &storage,
+            std::slice::from_ref(&h),
+        )
+        .unwrap();
+    assert_eq!(
+        restored.state_names(),
+        vec!["list", "map", "max", "sum", "value"]
+    );
     check_all_kinds(&restored, 0..500);
     // A second generation: restore, snapshot again, restore again.
     let h2 = snapshot_to(&restored, &storage, "full-2");
-    let again = factory.restore(config::<u64>(128, all(128)), &storage, &[h2]).unwrap();
+    let again = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h2])
+        .unwrap();
     check_all_kinds(&again, 0..500);
 }
 
@@ -174,7 +200,8 @@ pub fn rescaling_every_key_once<F: BackendFactory>(factory: &F) {
                     l.update(vec![(k % 100) as u32, (k % 7) as u32]).unwrap();
                 }
                 if k % 5 == 0 {
-                    m.put_all(vec![(1, k.to_string()), (2, "x".into())]).unwrap();
+                    m.put_all(vec![(1, k.to_string()), (2, "x".into())])
+                        .unwrap();
                 }
                 if k % 11 == 0 {
                     w.set_current_namespace((k % 4) as u32);
@@ -192,7 +219,9 @@ pub fn rescaling_every_key_once<F: BackendFactory>(factory: &F) {
             let mut seen: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
             for j in 0..new_p {
                 let range = key_group_range_for_operator(MAX_P, new_p, j).unwrap();
-                let b = factory.restore(config::<u64>(MAX_P, range), &storage, handles).unwrap();
+                let b = factory
+                    .restore(config::<u64>(MAX_P, range), &storage, handles)
+                    .unwrap();
                 let v = b.value_state::<VoidNamespace, u64>(&value).unwrap();
                 let l = b.list_state::<VoidNamespace, u32>(&list).unwrap();
                 let m = b.map_state::<VoidNamespace, u8, String>(&map).unwrap();
@@ -200,8 +229,14 @@ pub fn rescaling_every_key_once<F: BackendFactory>(factory: &F) {
                 let ctx = format!("p={p} -> p'={new_p}, instance {j}");
                 let mut record = |state: &'static str, keys: Vec<u64>| {
                     for k in keys {
-                        assert!(range.contains(b.key_group_of(&k).unwrap()), "{ctx}: {state} key {k} not owned");
-                        assert!(seen.entry(state).or_default().insert(k), "{ctx}: {state} key {k} restored twice");
+                        assert!(
+                            range.contains(b.key_group_of(&k).unwrap()),
+                            "{ctx}: {state} key {k} not owned"
+                        );
+                        assert!(
+                            seen.entry(state).or_default().insert(k),
+                            "{ctx}: {state} key {k} restored twice"
+                        );
                     }
                 };
                 record("value", b.keys("value", &VoidNamespace).unwrap());
@@ -227,10 +262,23 @@ pub fn rescaling_every_key_once<F: BackendFactory>(factory: &F) {
                 }
             }
             let expect = |f: fn(&u64) -> bool| (0..KEYS).filter(f).collect::<BTreeSet<u64>>();
-            assert_eq!(seen.remove("value").unwrap_or_default(), expect(|_| true), "p={p} -> {new_p}");
-            assert_eq!(seen.remove("list").unwrap_or_default(), expect(|k| k % 3 == 0));
-            assert_eq!(seen.remove("map").unwrap_or_default(), expect(|k| k % 5 == 0));
-            assert_eq!(seen.remove("windowed").unwrap_or_default(), expect(|k| k % 11 == 0));
+            assert_eq!(
+                seen.remove("value").unwrap_or_default(),
+                expect(|_| true),
+                "p={p} -> {new_p}"
+            );
+            assert_eq!(
+                seen.remove("list").unwrap_or_default(),
+                expect(|k| k % 3 == 0)
+            );
+            assert_eq!(
+                seen.remove("map").unwrap_or_default(),
+                expect(|k| k % 5 == 0)
+            );
+            assert_eq!(
+                seen.remove("windowed").unwrap_or_default(),
+                expect(|k| k % 11 == 0)
+            );
         }
     }
 }
@@ -238,9 +286,15 @@ pub fn rescaling_every_key_once<F: BackendFactory>(factory: &F) {
 const ISOLATION_KEYS: u64 = 3_000;
 
 fn isolation_fill<B: KeyedStateBackend<u64>>(b: &B) {
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
-    let l = b.list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l")).unwrap();
-    let m = b.map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l"))
+        .unwrap();
+    let m = b
+        .map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m"))
+        .unwrap();
     for k in 0..ISOLATION_KEYS {
         b.set_current_key(k).unwrap();
         v.update(k).unwrap();
@@ -254,9 +308,15 @@ fn isolation_fill<B: KeyedStateBackend<u64>>(b: &B) {
 }
 
 fn isolation_mutate<B: KeyedStateBackend<u64>>(b: &B) {
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
-    let l = b.list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l")).unwrap();
-    let m = b.map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l"))
+        .unwrap();
+    let m = b
+        .map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m"))
+        .unwrap();
     for k in 0..ISOLATION_KEYS + 500 {
         b.set_current_key(k).unwrap();
         if k % 10 == 0 {
@@ -273,17 +333,31 @@ fn isolation_mutate<B: KeyedStateBackend<u64>>(b: &B) {
 }
 
 fn isolation_check_snapshot<B: KeyedStateBackend<u64>>(b: &B) {
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
-    let l = b.list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l")).unwrap();
-    let m = b.map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l"))
+        .unwrap();
+    let m = b
+        .map_state::<VoidNamespace, u8, u64>(&MapStateDescriptor::new("m"))
+        .unwrap();
     for k in 0..ISOLATION_KEYS + 500 {
         b.set_current_key(k).unwrap();
         if k >= ISOLATION_KEYS {
-            assert_eq!(v.value().unwrap(), None, "key {k} was written after the snapshot point");
+            assert_eq!(
+                v.value().unwrap(),
+                None,
+                "key {k} was written after the snapshot point"
+            );
             continue;
         }
         assert_eq!(v.value().unwrap(), Some(k), "key {k}");
-        assert_eq!(l.get().unwrap(), if k % 2 == 0 { vec![k] } else { vec![] }, "key {k}");
+        assert_eq!(
+            l.get().unwrap(),
+            if k % 2 == 0 { vec![k] } else { vec![] },
+            "key {k}"
+        );
         let mut e = m.entries().unwrap();
         e.sort();
         assert_eq!(e, if k % 3 == 0 { vec![(0, k)] } else { vec![] }, "key {k}");
@@ -291,10 +365,16 @@ fn isolation_check_snapshot<B: KeyedStateBackend<u64>>(b: &B) {
 }
 
 fn isolation_check_live<B: KeyedStateBackend<u64>>(b: &B) {
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
     for k in 0..ISOLATION_KEYS + 500 {
         b.set_current_key(k).unwrap();
-        let expected = if k % 10 == 0 { None } else { Some(k + 1_000_000) };
+        let expected = if k % 10 == 0 {
+            None
+        } else {
+            Some(k + 1_000_000)
+        };
         assert_eq!(v.value().unwrap(), expected, "live key {k}");
     }
 }
@@ -310,7 +390,9 @@ pub fn snapshot_isolated_from_later_writes<F: BackendFactory>(factory: &F) {
     isolation_mutate(&b);
     let h = snapshot.write(&storage, "iso").unwrap();
     isolation_check_live(&b);
-    let restored = factory.restore(config::<u64>(128, all(128)), &storage, &[h]).unwrap();
+    let restored = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h])
+        .unwrap();
     isolation_check_snapshot(&restored);
 }
 
@@ -331,15 +413,24 @@ pub fn snapshot_isolated_from_concurrent_writer<F: BackendFactory>(factory: &F) 
         })
         .unwrap();
         isolation_check_live(&b);
-        let restored = factory.restore(config::<u64>(128, all(128)), &storage, &[h]).unwrap();
+        let restored = factory
+            .restore(config::<u64>(128, all(128)), &storage, &[h])
+            .unwrap();
         isolation_check_snapshot(&restored);
     }
 }
 
-fn corrupt_fixture<F: BackendFactory>(factory: &F, storage: &dyn CheckpointStorage) -> KeyedStateHandle {
+fn corrupt_fixture<F: BackendFactory>(
+    factory: &F,
+    storage: &dyn CheckpointStorage,
+) -> KeyedStateHandle {
     let b = factory.create(config::<u64>(8, all(8))).unwrap();
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
-    let l = b.list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l"))
+        .unwrap();
     for k in 0..24u64 {
         b.set_current_key(k).unwrap();
         v.update(k * 1000).unwrap();
@@ -352,8 +443,16 @@ fn corrupt_fixture<F: BackendFactory>(factory: &F, storage: &dyn CheckpointStora
 
 /// Restores from `handle`; returns whether any error (at restore or on registering and
 /// reading the states) surfaced. A wrong value is a test failure.
-fn restore_fails<F: BackendFactory>(factory: &F, storage: &dyn CheckpointStorage, handle: &KeyedStateHandle) -> bool {
-    let b = match factory.restore(config::<u64>(8, all(8)), storage, std::slice::from_ref(handle)) {
+fn restore_fails<F: BackendFactory>(
+    factory: &F,
+    storage: &dyn CheckpointStorage,
+    handle: &KeyedStateHandle,
+) -> bool {
+    let b = match factory.restore(
+        config::<u64>(8, all(8)),
+        storage,
+        std::slice::from_ref(handle),
+    ) {
         Err(_) => return true,
         Ok(b) => b,
     };
@@ -367,9 +466,20 @@ fn restore_fails<F: BackendFactory>(factory: &F, storage: &dyn CheckpointStorage
         b.set_current_key(k).unwrap();
         match (v.value(), l.get()) {
             (Ok(value), Ok(list)) => {
-                assert_eq!(value, Some(k * 1000), "corruption produced a wrong value for key {k}");
-                let expected: Vec<String> = if k % 4 == 0 { vec!["a".into(), k.to_string()] } else { vec![] };
-                assert_eq!(list, expected, "corruption produced a wrong list for key {k}");
+                assert_eq!(
+                    value,
+                    Some(k * 1000),
+                    "corruption produced a wrong value for key {k}"
+                );
+                let expected: Vec<String> = if k % 4 == 0 {
+                    vec!["a".into(), k.to_string()]
+                } else {
+                    vec![]
+                };
+                assert_eq!(
+                    list, expected,
+                    "corruption produced a wrong list for key {k}"
+                );
             }
             _ => return true,
         }
@@ -382,7 +492,10 @@ fn restore_fails<F: BackendFactory>(factory: &F, storage: &dyn CheckpointStorage
 pub fn corrupt_snapshots_are_rejected<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();
     let pristine = corrupt_fixture(factory, &storage);
-    assert!(!restore_fails(factory, &storage, &pristine), "the pristine snapshot must restore");
+    assert!(
+        !restore_fails(factory, &storage, &pristine),
+        "the pristine snapshot must restore"
+    );
     let bytes = storage.get(&pristine.path).unwrap();
     for i in 0..bytes.len() {
         let mut flipped = bytes.to_vec();
@@ -392,7 +505,11 @@ pub fn corrupt_snapshots_are_rejected<F: BackendFactory>(factory: &F) {
             path: "corrupt".into(),
             ..pristine.clone()
         };
-        assert!(restore_fails(factory, &storage, &h), "byte {i} of {} flipped went undetected", bytes.len());
+        assert!(
+            restore_fails(factory, &storage, &h),
+            "byte {i} of {} flipped went undetected",
+            bytes.len()
+        );
     }
     for len in (0..bytes.len()).step_by(3) {
         storage.put("truncated", bytes.slice(..len)).unwrap();
@@ -401,7 +518,10 @@ pub fn corrupt_snapshots_are_rejected<F: BackendFactory>(factory: &F) {
             size: len as u64,
             ..pristine.clone()
         };
-        assert!(restore_fails(factory, &storage, &h), "truncation to {len} bytes went undetected");
+        assert!(
+            restore_fails(factory, &storage, &h),
+            "truncation to {len} bytes went undetected"
+        );
     }
     let missing = KeyedStateHandle {
         path: "does-not-exist".into(),
@@ -425,22 +545,35 @@ pub fn bad_input_is_typed_errors<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();
     for bad in [0u32, 32769, u32::MAX] {
         let e = err(factory.create(config::<u64>(bad, KeyGroupRange::empty())));
-        assert!(matches!(e, StateError::InvalidMaxParallelism(m) if m == bad), "{e}");
+        assert!(
+            matches!(e, StateError::InvalidMaxParallelism(m) if m == bad),
+            "{e}"
+        );
     }
     let e = err(factory.create(config::<u64>(64, KeyGroupRange::new(0, 64).unwrap())));
     assert!(matches!(e, StateError::InvalidArgument(_)), "{e}");
 
     let half = KeyGroupRange::new(0, 63).unwrap();
     let b = factory.create(config::<u64>(128, half)).unwrap();
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
     assert!(matches!(err(v.value()), StateError::NoCurrentKey { state } if state == "v"));
-    let foreign = (0u64..).find(|k| !half.contains(b.key_group_of(k).unwrap())).unwrap();
+    let foreign = (0u64..)
+        .find(|k| !half.contains(b.key_group_of(k).unwrap()))
+        .unwrap();
     let e = err(b.set_current_key(foreign));
-    assert!(matches!(e, StateError::KeyGroupOutOfRange { key_group, range } if key_group >= 64 && range == half), "{e}");
+    assert!(
+        matches!(e, StateError::KeyGroupOutOfRange { key_group, range } if key_group >= 64 && range == half),
+        "{e}"
+    );
     assert!(e.to_string().contains("key group"), "{e}");
 
     let e = err(b.keys::<VoidNamespace>("nope", &VoidNamespace));
-    assert!(matches!(&e, StateError::UnknownState(n) if n == "nope"), "{e}");
+    assert!(
+        matches!(&e, StateError::UnknownState(n) if n == "nope"),
+        "{e}"
+    );
     let e = err(b.list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("v")));
     assert!(
         matches!(&e, StateError::KindMismatch { name, .. } if name == "v"),
@@ -453,7 +586,10 @@ pub fn bad_input_is_typed_errors<F: BackendFactory>(factory: &F) {
         "same name, another value type: {e}"
     );
     let e = err(b.value_state::<u32, u64>(&ValueStateDescriptor::new("v")));
-    assert!(matches!(&e, StateError::TypeMismatch { name, .. } if name == "v"), "{e}");
+    assert!(
+        matches!(&e, StateError::TypeMismatch { name, .. } if name == "v"),
+        "{e}"
+    );
     let e = err(b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("")));
     assert!(matches!(e, StateError::InvalidStateName { .. }), "{e}");
 
@@ -461,15 +597,52 @@ pub fn bad_input_is_typed_errors<F: BackendFactory>(factory: &F) {
     let full = factory.create(config::<u64>(128, all(128))).unwrap();
     fill_all_kinds(&full, 0..50);
     let h = snapshot_to(&full, &storage, "bad-input");
-    let e = err(factory.restore(config::<u64>(256, all(256)), &storage, std::slice::from_ref(&h)));
-    assert!(matches!(e, StateError::MaxParallelismMismatch { snapshot: 128, backend: 256, .. }), "{e}");
-    let e = err(factory.restore(config::<String>(128, all(128)), &storage, std::slice::from_ref(&h)));
-    assert!(matches!(e, StateError::IncompatibleSerializer { what: "key", .. }), "{e}");
-    let e = err(factory.restore(config::<u64>(128, all(128)), &storage, &[h.clone(), h.clone()]));
-    assert!(matches!(e, StateError::InvalidArgument(_)), "overlapping snapshots: {e}");
-    let restored = factory.restore(config::<u64>(128, all(128)), &storage, std::slice::from_ref(&h)).unwrap();
+    let e = err(factory.restore(
+        config::<u64>(256, all(256)),
+        &storage,
+        std::slice::from_ref(&h),
+    ));
+    assert!(
+        matches!(
+            e,
+            StateError::MaxParallelismMismatch {
+                snapshot: 128,
+                backend: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = err(factory.restore(
+        config::<String>(128, all(128)),
+        &storage,
+        std::slice::from_ref(&h),
+    ));
+    assert!(
+        matches!(e, StateError::IncompatibleSerializer { what: "key", .. }),
+        "{e}"
+    );
+    let e = err(factory.restore(
+        config::<u64>(128, all(128)),
+        &storage,
+        &[h.clone(), h.clone()],
+    ));
+    assert!(
+        matches!(e, StateError::InvalidArgument(_)),
+        "overlapping snapshots: {e}"
+    );
+    let restored = factory
+        .restore(
+            config::<u64>(128, all(128)),
+            &storage,
+            std::slice::from_ref(&h),
+        )
+        .unwrap();
     let e = err(restored.list_state::<u32, u64>(&ListStateDescriptor::new("value")));
-    assert!(matches!(&e, StateError::KindMismatch { name, .. } if name == "value"), "{e}");
+    assert!(
+        matches!(&e, StateError::KindMismatch { name, .. } if name == "value"),
+        "{e}"
+    );
     // The refused registration touched nothing: the state still restores intact.
     check_all_kinds(&restored, 0..50);
 }
@@ -481,10 +654,18 @@ pub fn serializer_compatibility_on_restore<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();
     let counter_v1 = ValueStateDescriptor::with_serializer("counter", Arc::new(CounterV1));
     let counter_v2 = ValueStateDescriptor::with_serializer("counter", Arc::new(CounterV2));
-    let little = ValueStateDescriptor::with_serializer("endian", Arc::new(EndianU64 { little: true }));
-    let big = ValueStateDescriptor::with_serializer("endian", Arc::new(EndianU64 { little: false }));
-    let serde_v1 = ValueStateDescriptor::with_serializer("serde", Arc::new(SerdeSerializer::<u64>::named("Count", 1)));
-    let serde_v2 = ValueStateDescriptor::with_serializer("serde", Arc::new(SerdeSerializer::<u64>::named("Count", 2)));
+    let little =
+        ValueStateDescriptor::with_serializer("endian", Arc::new(EndianU64 { little: true }));
+    let big =
+        ValueStateDescriptor::with_serializer("endian", Arc::new(EndianU64 { little: false }));
+    let serde_v1 = ValueStateDescriptor::with_serializer(
+        "serde",
+        Arc::new(SerdeSerializer::<u64>::named("Count", 1)),
+    );
+    let serde_v2 = ValueStateDescriptor::with_serializer(
+        "serde",
+        Arc::new(SerdeSerializer::<u64>::named("Count", 2)),
+    );
 
     let a = factory.create(config::<u64>(128, all(128))).unwrap();
     let (c, e, s) = (
@@ -500,7 +681,9 @@ pub fn serializer_compatibility_on_restore<F: BackendFactory>(factory: &F) {
     }
     let h1 = snapshot_to(&a, &storage, "compat-1");
 
-    let b = factory.restore(config::<u64>(128, all(128)), &storage, &[h1]).unwrap();
+    let b = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h1])
+        .unwrap();
     let err_v = err(b.value_state::<VoidNamespace, u64>(&serde_v2));
     assert!(
         matches!(&err_v, StateError::IncompatibleSerializer { state, what: "value", .. } if state == "serde"),
@@ -520,9 +703,18 @@ pub fn serializer_compatibility_on_restore<F: BackendFactory>(factory: &F) {
     c2.update(1 << 40).unwrap(); // only representable in the new format
     let h2 = snapshot_to(&b, &storage, "compat-2");
 
-    let c = factory.restore(config::<u64>(128, all(128)), &storage, std::slice::from_ref(&h2)).unwrap();
+    let c = factory
+        .restore(
+            config::<u64>(128, all(128)),
+            &storage,
+            std::slice::from_ref(&h2),
+        )
+        .unwrap();
     let e = err(c.value_state::<VoidNamespace, u64>(&counter_v1));
-    assert!(matches!(&e, StateError::IncompatibleSerializer { state, .. } if state == "counter"), "{e}");
+    assert!(
+        matches!(&e, StateError::IncompatibleSerializer { state, .. } if state == "counter"),
+        "{e}"
+    );
     let c3 = c.value_state::<VoidNamespace, u64>(&counter_v2).unwrap();
     let e3 = c.value_state::<VoidNamespace, u64>(&big).unwrap();
     c.set_current_key(1).unwrap();
@@ -538,7 +730,9 @@ pub fn unregistered_restored_state_is_kept<F: BackendFactory>(factory: &F) {
     let a = factory.create(config::<u64>(128, all(128))).unwrap();
     fill_all_kinds(&a, 0..200);
     let h1 = snapshot_to(&a, &storage, "keep-1");
-    let b = factory.restore(config::<u64>(128, all(128)), &storage, &[h1]).unwrap();
+    let b = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h1])
+        .unwrap();
     let (vd, ..) = descs();
     let v = b.value_state::<u32, u64>(&vd).unwrap();
     b.set_current_key(1).unwrap();
@@ -547,7 +741,9 @@ pub fn unregistered_restored_state_is_kept<F: BackendFactory>(factory: &F) {
     v.update(10).unwrap();
     assert_eq!(b.state_names().len(), 5);
     let h2 = snapshot_to(&b, &storage, "keep-2");
-    let c = factory.restore(config::<u64>(128, all(128)), &storage, &[h2]).unwrap();
+    let c = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h2])
+        .unwrap();
     check_all_kinds(&c, 0..200);
 }
 
@@ -557,7 +753,10 @@ pub fn same_descriptor_same_state<F: BackendFactory>(factory: &F) {
     let d = ValueStateDescriptor::<u64>::new("v");
     let s1 = b.value_state::<VoidNamespace, u64>(&d).unwrap();
     let s2 = b.value_state::<VoidNamespace, u64>(&d).unwrap();
-    assert!(std::ptr::addr_eq(std::rc::Rc::as_ptr(&s1), std::rc::Rc::as_ptr(&s2)));
+    assert!(std::ptr::addr_eq(
+        std::rc::Rc::as_ptr(&s1),
+        std::rc::Rc::as_ptr(&s2)
+    ));
     b.set_current_key(3).unwrap();
     s1.update(9).unwrap();
     assert_eq!(s2.value().unwrap(), Some(9));
@@ -568,16 +767,24 @@ pub fn same_descriptor_same_state<F: BackendFactory>(factory: &F) {
 /// `get_serialized`/`set_serialized` speak the canonical payload encoding.
 pub fn serialized_value_access<F: BackendFactory>(factory: &F) {
     let b = factory.create(config::<u64>(128, all(128))).unwrap();
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
-    let l = b.list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l"))
+        .unwrap();
     b.set_current_key(5).unwrap();
     assert_eq!(v.get_serialized().unwrap(), None);
     v.update(300).unwrap();
     let mut expected = Vec::new();
-    SerdeSerializer::<u64>::new().serialize_into(&300, &mut expected).unwrap();
+    SerdeSerializer::<u64>::new()
+        .serialize_into(&300, &mut expected)
+        .unwrap();
     assert_eq!(v.get_serialized().unwrap(), Some(expected));
     let mut seven = Vec::new();
-    SerdeSerializer::<u64>::new().serialize_into(&7, &mut seven).unwrap();
+    SerdeSerializer::<u64>::new()
+        .serialize_into(&7, &mut seven)
+        .unwrap();
     v.set_serialized(&seven).unwrap();
     assert_eq!(v.value().unwrap(), Some(7));
     assert!(v.set_serialized(&[0xff; 11]).is_err());
@@ -595,7 +802,9 @@ pub fn serialized_value_access<F: BackendFactory>(factory: &F) {
 pub fn merge_namespaces<F: BackendFactory>(factory: &F) {
     let b = factory.create(config::<u64>(128, all(128))).unwrap();
     let (_, _, _, rd, ad) = descs();
-    let l = b.list_state::<u32, u64>(&ListStateDescriptor::new("l")).unwrap();
+    let l = b
+        .list_state::<u32, u64>(&ListStateDescriptor::new("l"))
+        .unwrap();
     let r = b.reducing_state::<u32, u64>(&rd).unwrap();
     let a = b.aggregating_state::<u32, u64, u64, String>(&ad).unwrap();
     for key in [1u64, 2] {
@@ -633,7 +842,6 @@ pub fn merge_namespaces<F: BackendFactory>(factory: &F) {
     assert_eq!(l.get().unwrap(), vec![4]);
 }
 
-
 /// Directory of the committed format fixtures.
 pub const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
 
@@ -650,12 +858,26 @@ pub fn reads_golden_keyed_snapshot<F: BackendFactory>(factory: &F) {
         snapshot_to(&b, &storage, path);
     }
     let handle = KeyedStateHandle::canonical(path, all(16), 16, storage.size(path).unwrap());
-    let b = factory.restore(config::<u64>(16, all(16)), &storage, std::slice::from_ref(&handle)).unwrap();
+    let b = factory
+        .restore(
+            config::<u64>(16, all(16)),
+            &storage,
+            std::slice::from_ref(&handle),
+        )
+        .unwrap();
     check_all_kinds(&b, 0..40);
     for i in 0..2 {
         let range = key_group_range_for_operator(16, 2, i).unwrap();
-        let b = factory.restore(config::<u64>(16, range), &storage, std::slice::from_ref(&handle)).unwrap();
-        let owned: Vec<u64> = (0..40).filter(|k| range.contains(b.key_group_of(k).unwrap())).collect();
+        let b = factory
+            .restore(
+                config::<u64>(16, range),
+                &storage,
+                std::slice::from_ref(&handle),
+            )
+            .unwrap();
+        let owned: Vec<u64> = (0..40)
+            .filter(|k| range.contains(b.key_group_of(k).unwrap()))
+            .collect();
         check_all_kinds(&b, owned.into_iter());
     }
 }
@@ -667,7 +889,9 @@ pub fn shared_registry_retention<F: BackendFactory>(factory: &F) {
     use flowstate_core::registry::SharedStateRegistry;
     let (_dir, storage) = temp_storage();
     let b = factory.create(config::<u64>(128, all(128))).unwrap();
-    let v = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
     let mut registry = SharedStateRegistry::new();
     let mut retained: Vec<(KeyedStateHandle, BTreeMap<u64, u64>)> = Vec::new();
     let mut model = BTreeMap::new();
@@ -690,7 +914,11 @@ pub fn shared_registry_retention<F: BackendFactory>(factory: &F) {
         for (h, _) in &retained {
             for f in &h.shared_files {
                 assert!(referenced.contains(&f.path));
-                assert!(storage.size(&f.path).is_ok(), "retained checkpoint's file {} is missing", f.path);
+                assert!(
+                    storage.size(&f.path).is_ok(),
+                    "retained checkpoint's file {} is missing",
+                    f.path
+                );
             }
         }
         for path in &deleted {
@@ -698,13 +926,24 @@ pub fn shared_registry_retention<F: BackendFactory>(factory: &F) {
             assert!(storage.size(path).is_err(), "{path} was not deleted");
         }
         for path in storage.list("shared").unwrap() {
-            assert!(referenced.contains(&path), "{path} is referenced by no retained checkpoint");
+            assert!(
+                referenced.contains(&path),
+                "{path} is referenced by no retained checkpoint"
+            );
         }
     }
     assert_eq!(registry.checkpoints(), vec![3, 4]);
     for (h, expected) in &retained {
-        let r = factory.restore(config::<u64>(128, all(128)), &storage, std::slice::from_ref(h)).unwrap();
-        let v = r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v")).unwrap();
+        let r = factory
+            .restore(
+                config::<u64>(128, all(128)),
+                &storage,
+                std::slice::from_ref(h),
+            )
+            .unwrap();
+        let v = r
+            .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+            .unwrap();
         let mut keys = r.keys("v", &VoidNamespace).unwrap();
         keys.sort();
         assert_eq!(keys, expected.keys().copied().collect::<Vec<_>>());

@@ -24,7 +24,8 @@ pub struct CounterV1;
 
 impl TypeSerializer<u64> for CounterV1 {
     fn serialize_into(&self, value: &u64, out: &mut Vec<u8>) -> Result<(), SerializationError> {
-        let v = u32::try_from(*value).map_err(|_| SerializationError::new("counter exceeds u32"))?;
+        let v =
+            u32::try_from(*value).map_err(|_| SerializationError::new("counter exceeds u32"))?;
         out.extend_from_slice(&v.to_le_bytes());
         Ok(())
     }
@@ -42,7 +43,10 @@ impl TypeSerializer<u64> for CounterV1 {
         if previous.identity == COUNTER && previous.version == 1 {
             Compatibility::CompatibleAsIs
         } else {
-            Compatibility::Incompatible(format!("cannot read {} v{}", previous.identity, previous.version))
+            Compatibility::Incompatible(format!(
+                "cannot read {} v{}",
+                previous.identity, previous.version
+            ))
         }
     }
 }
@@ -68,7 +72,9 @@ impl TypeSerializer<u64> for CounterV2 {
     fn resolve_compatibility(&self, previous: &SerializerSnapshot) -> Compatibility<u64> {
         match (previous.identity.as_str(), previous.version) {
             (COUNTER, 2) => Compatibility::CompatibleAsIs,
-            (COUNTER, 1) => Compatibility::CompatibleAfterMigration(Arc::new(|b: &[u8]| CounterV1.deserialize(b))),
+            (COUNTER, 1) => Compatibility::CompatibleAfterMigration(Arc::new(|b: &[u8]| {
+                CounterV1.deserialize(b)
+            })),
             (id, v) => Compatibility::Incompatible(format!("cannot read {id} v{v}")),
         }
     }
@@ -82,12 +88,20 @@ pub struct EndianU64 {
 
 impl TypeSerializer<u64> for EndianU64 {
     fn serialize_into(&self, value: &u64, out: &mut Vec<u8>) -> Result<(), SerializationError> {
-        out.extend_from_slice(&if self.little { value.to_le_bytes() } else { value.to_be_bytes() });
+        out.extend_from_slice(&if self.little {
+            value.to_le_bytes()
+        } else {
+            value.to_be_bytes()
+        });
         Ok(())
     }
     fn deserialize(&self, bytes: &[u8]) -> Result<u64, SerializationError> {
         let b = fixed(bytes)?;
-        Ok(if self.little { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
+        Ok(if self.little {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
     }
     fn snapshot(&self) -> SerializerSnapshot {
         SerializerSnapshot {
@@ -102,7 +116,9 @@ impl TypeSerializer<u64> for EndianU64 {
         }
         match previous.schema.as_slice() {
             [l] if (*l == 1) == self.little => Compatibility::CompatibleAsIs,
-            [l] => Compatibility::CompatibleWithReconfiguredSerializer(Arc::new(EndianU64 { little: *l == 1 })),
+            [l] => Compatibility::CompatibleWithReconfiguredSerializer(Arc::new(EndianU64 {
+                little: *l == 1,
+            })),
             _ => Compatibility::Incompatible("malformed endian schema".into()),
         }
     }

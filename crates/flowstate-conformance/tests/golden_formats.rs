@@ -2,6 +2,7 @@
 //! keep reading back exactly. (The keyed canonical fixture is read by every backend
 //! through `reads_golden_keyed_snapshot`.) Rewrite only for a new format version:
 //! `FLOWSTATE_BLESS=1 cargo test -p flowstate-conformance --test golden_formats`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use flowstate_conformance::GOLDEN_DIR;
 use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor};
@@ -26,9 +27,18 @@ fn operator_state_v1() {
     let bcast = MapStateDescriptor::<String, Vec<u32>>::new("rules");
     if bless() {
         let s = OperatorStateStore::new(3);
-        s.list_state(&split).unwrap().update(vec![("file-a".into(), 10), ("file-b".into(), 20)]).unwrap();
-        s.union_list_state(&union).unwrap().update(vec![-5, 1_000_000]).unwrap();
-        s.broadcast_state(&bcast).unwrap().put_all(vec![("r1".into(), vec![1, 2]), ("r2".into(), vec![])]).unwrap();
+        s.list_state(&split)
+            .unwrap()
+            .update(vec![("file-a".into(), 10), ("file-b".into(), 20)])
+            .unwrap();
+        s.union_list_state(&union)
+            .unwrap()
+            .update(vec![-5, 1_000_000])
+            .unwrap();
+        s.broadcast_state(&bcast)
+            .unwrap()
+            .put_all(vec![("r1".into(), vec![1, 2]), ("r2".into(), vec![])])
+            .unwrap();
         s.snapshot().unwrap().write(&storage, path).unwrap();
     }
     let h = OperatorStateHandle {
@@ -41,10 +51,16 @@ fn operator_state_v1() {
         s.list_state(&split).unwrap().get().unwrap(),
         vec![("file-a".to_string(), 10), ("file-b".to_string(), 20)]
     );
-    assert_eq!(s.union_list_state(&union).unwrap().get().unwrap(), vec![-5, 1_000_000]);
+    assert_eq!(
+        s.union_list_state(&union).unwrap().get().unwrap(),
+        vec![-5, 1_000_000]
+    );
     let mut rules = s.broadcast_state(&bcast).unwrap().entries().unwrap();
     rules.sort();
-    assert_eq!(rules, vec![("r1".to_string(), vec![1, 2]), ("r2".to_string(), vec![])]);
+    assert_eq!(
+        rules,
+        vec![("r1".to_string(), vec![1, 2]), ("r2".to_string(), vec![])]
+    );
 }
 
 #[test]
@@ -55,15 +71,24 @@ fn raw_keyed_state_v1() {
     if bless() {
         let mut out = RawKeyedStateOutput::new(16, range).unwrap();
         for kg in [4u32, 7, 11] {
-            out.key_group(kg).unwrap().extend_from_slice(format!("timer-heap-{kg}").as_bytes());
+            out.key_group(kg)
+                .unwrap()
+                .extend_from_slice(format!("timer-heap-{kg}").as_bytes());
         }
         out.write(&storage, path).unwrap();
     }
     let h = KeyedStateHandle::canonical(path, range, 16, storage.size(path).unwrap());
-    let got: Vec<(u32, String)> = read_raw_keyed_state(&storage, &[h], 16, KeyGroupRange::new(0, 7).unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|(kg, b)| (kg, String::from_utf8(b.to_vec()).unwrap()))
-        .collect();
-    assert_eq!(got, vec![(4, "timer-heap-4".to_string()), (7, "timer-heap-7".to_string())]);
+    let got: Vec<(u32, String)> =
+        read_raw_keyed_state(&storage, &[h], 16, KeyGroupRange::new(0, 7).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|(kg, b)| (kg, String::from_utf8(b.to_vec()).unwrap()))
+            .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, "timer-heap-4".to_string()),
+            (7, "timer-heap-7".to_string())
+        ]
+    );
 }

@@ -79,7 +79,10 @@ impl<T: Serialize + DeserializeOwned + 'static> ValueStateDescriptor<T> {
 
 impl<T> ValueStateDescriptor<T> {
     /// A descriptor with an explicit serializer.
-    pub fn with_serializer(name: impl Into<String>, serializer: Arc<dyn TypeSerializer<T>>) -> Self {
+    pub fn with_serializer(
+        name: impl Into<String>,
+        serializer: Arc<dyn TypeSerializer<T>>,
+    ) -> Self {
         ValueStateDescriptor {
             name: name.into(),
             serializer,
@@ -133,7 +136,10 @@ impl<T: Serialize + DeserializeOwned + 'static> ListStateDescriptor<T> {
 
 impl<T> ListStateDescriptor<T> {
     /// A descriptor with an explicit element serializer.
-    pub fn with_serializer(name: impl Into<String>, serializer: Arc<dyn TypeSerializer<T>>) -> Self {
+    pub fn with_serializer(
+        name: impl Into<String>,
+        serializer: Arc<dyn TypeSerializer<T>>,
+    ) -> Self {
         ListStateDescriptor {
             name: name.into(),
             serializer,
@@ -173,7 +179,11 @@ where
 {
     /// A descriptor with the default serde serializers.
     pub fn new(name: impl Into<String>) -> Self {
-        Self::with_serializers(name, SerdeSerializer::<K>::arc(), SerdeSerializer::<V>::arc())
+        Self::with_serializers(
+            name,
+            SerdeSerializer::<K>::arc(),
+            SerdeSerializer::<V>::arc(),
+        )
     }
 }
 
@@ -223,7 +233,10 @@ impl<T> Clone for ReducingStateDescriptor<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> ReducingStateDescriptor<T> {
     /// A descriptor with the default serde serializer.
-    pub fn new(name: impl Into<String>, reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static,
+    ) -> Self {
         Self::with_serializer(name, Arc::new(reduce), SerdeSerializer::<T>::arc())
     }
 }
@@ -272,7 +285,9 @@ impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
     }
 }
 
-impl<IN, ACC: Serialize + DeserializeOwned + 'static, OUT> AggregatingStateDescriptor<IN, ACC, OUT> {
+impl<IN, ACC: Serialize + DeserializeOwned + 'static, OUT>
+    AggregatingStateDescriptor<IN, ACC, OUT>
+{
     /// A descriptor with the default serde serializer for the accumulator.
     pub fn new(name: impl Into<String>, function: impl AggregateFunction<IN, ACC, OUT>) -> Self {
         Self::with_serializer(name, Arc::new(function), SerdeSerializer::<ACC>::arc())

@@ -70,7 +70,9 @@ pub enum StateError {
     #[error("invalid max parallelism {0}: must be in 1..=32768")]
     InvalidMaxParallelism(u32),
     /// Parallelism of 0 or above the max parallelism.
-    #[error("invalid parallelism {parallelism} for max parallelism {max_parallelism}: must be in 1..={max_parallelism}")]
+    #[error(
+        "invalid parallelism {parallelism} for max parallelism {max_parallelism}: must be in 1..={max_parallelism}"
+    )]
     InvalidParallelism {
         /// The requested parallelism.
         parallelism: u32,
@@ -94,7 +96,9 @@ pub enum StateError {
         range: KeyGroupRange,
     },
     /// A keyed state was used before any key was set.
-    #[error("no current key set: keyed state `{state}` can only be used while processing a keyed record")]
+    #[error(
+        "no current key set: keyed state `{state}` can only be used while processing a keyed record"
+    )]
     NoCurrentKey {
         /// The state that was accessed.
         state: String,
@@ -139,7 +143,9 @@ pub enum StateError {
         reason: String,
     },
     /// A restore from snapshots of another max parallelism.
-    #[error("snapshot `{path}` was taken with max parallelism {snapshot}, but this backend uses {backend}; key groups cannot be remapped")]
+    #[error(
+        "snapshot `{path}` was taken with max parallelism {snapshot}, but this backend uses {backend}; key groups cannot be remapped"
+    )]
     MaxParallelismMismatch {
         /// The snapshot file.
         path: String,
@@ -181,17 +187,27 @@ pub enum StateError {
     /// Checkpoint storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The backend's own store failed (RocksDB, local files, ...).
+    #[error("state backend: {op} failed: {message}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error, rendered.
+        message: String,
+    },
 }
 
 impl StateError {
-    pub(crate) fn serialization(state: &str, source: SerializationError) -> Self {
+    /// A [`StateError::Serialization`] for `state`.
+    pub fn serialization(state: &str, source: SerializationError) -> Self {
         StateError::Serialization {
             state: state.to_string(),
             source,
         }
     }
 
-    pub(crate) fn corrupt(path: &str, detail: impl Into<String>) -> Self {
+    /// A [`StateError::CorruptSnapshot`] for `path`.
+    pub fn corrupt(path: &str, detail: impl Into<String>) -> Self {
         StateError::CorruptSnapshot {
             path: path.to_string(),
             detail: detail.into(),

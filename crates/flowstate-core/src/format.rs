@@ -44,9 +44,13 @@ const FOOTER_LEN: u64 = 40;
 const INDEX_ENTRY_LEN: u64 = 24;
 
 /// Little-endian appends used by all writers.
-pub(crate) trait PutLe {
+/// Little-endian and length-prefixed appends (the encodings of `docs/formats.md`).
+pub trait PutLe {
+    /// One byte.
     fn put_u8(&mut self, v: u8);
+    /// A little-endian `u32`.
     fn put_u32(&mut self, v: u32);
+    /// A little-endian `u64`.
     fn put_u64(&mut self, v: u64);
     /// `u32` length then the bytes; errors past 4 GiB.
     fn put_bytes(&mut self, what: &str, v: &[u8]) -> StateResult<()>;
@@ -73,7 +77,7 @@ impl PutLe for Vec<u8> {
 }
 
 /// Appends `v` as an unsigned LEB128 varint (1 to 5 bytes).
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -82,11 +86,13 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
 }
 
 fn checked_len(len: usize) -> StateResult<u32> {
-    u32::try_from(len).map_err(|_| StateError::InvalidArgument(format!("an encoded value of {len} bytes exceeds 4 GiB")))
+    u32::try_from(len).map_err(|_| {
+        StateError::InvalidArgument(format!("an encoded value of {len} bytes exceeds 4 GiB"))
+    })
 }
 
 /// Appends `v` with a varint length prefix.
-pub(crate) fn put_vbytes(out: &mut Vec<u8>, v: &[u8]) -> StateResult<()> {
+pub fn put_vbytes(out: &mut Vec<u8>, v: &[u8]) -> StateResult<()> {
     put_varint(out, checked_len(v.len())?);
     out.extend_from_slice(v);
     Ok(())
@@ -115,24 +121,29 @@ pub(crate) fn put_len_prefixed<E>(
     Ok(Ok(()))
 }
 
-/// A bounds-checked little-endian reader; every failure names the file.
-pub(crate) struct ByteReader<'a> {
+/// A bounds-checked little-endian reader; every failure is a
+/// [`StateError::CorruptSnapshot`] naming the file.
+pub struct ByteReader<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a str,
 }
 
 impl<'a> ByteReader<'a> {
-    pub(crate) fn new(buf: &'a [u8], path: &'a str) -> Self {
+    /// A reader over `buf`; errors name `path`.
+    pub fn new(buf: &'a [u8], path: &'a str) -> Self {
         ByteReader { buf, pos: 0, path }
     }
-    pub(crate) fn position(&self) -> usize {
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
         self.pos
     }
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether every byte was consumed.
+    pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> StateResult<&'a [u8]> {
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize, what: &str) -> StateResult<&'a [u8]> {
         let end = self
             .pos
             .checked_add(n)
@@ -151,21 +162,24 @@ impl<'a> ByteReader<'a> {
         self.pos = end;
         Ok(s)
     }
-    pub(crate) fn u8(&mut self, what: &str) -> StateResult<u8> {
+    /// One byte.
+    pub fn u8(&mut self, what: &str) -> StateResult<u8> {
         Ok(self.take(1, what)?[0])
     }
-    pub(crate) fn u32(&mut self, what: &str) -> StateResult<u32> {
+    /// A little-endian `u32`.
+    pub fn u32(&mut self, what: &str) -> StateResult<u32> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    pub(crate) fn u64(&mut self, what: &str) -> StateResult<u64> {
+    /// A little-endian `u64`.
+    pub fn u64(&mut self, what: &str) -> StateResult<u64> {
         let b = self.take(8, what)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
     /// An unsigned LEB128 varint of at most 5 bytes that fits a `u32`, in its shortest form.
-    pub(crate) fn varint(&mut self, what: &str) -> StateResult<u32> {
+    pub fn varint(&mut self, what: &str) -> StateResult<u32> {
         let mut v: u64 = 0;
         for i in 0..5 {
             let b = self.u8(what)?;
@@ -177,18 +191,23 @@ impl<'a> ByteReader<'a> {
                 return Ok(v as u32);
             }
         }
-        Err(StateError::corrupt(self.path, format!("{what}: malformed varint")))
+        Err(StateError::corrupt(
+            self.path,
+            format!("{what}: malformed varint"),
+        ))
     }
     /// A varint length, then that many bytes.
-    pub(crate) fn vbytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
+    pub fn vbytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
         let n = self.varint(what)? as usize;
         self.take(n, what)
     }
-    pub(crate) fn bytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
+    /// A `u32` length, then that many bytes.
+    pub fn bytes(&mut self, what: &str) -> StateResult<&'a [u8]> {
         let n = self.u32(what)? as usize;
         self.take(n, what)
     }
-    pub(crate) fn string(&mut self, what: &str) -> StateResult<String> {
+    /// [`ByteReader::bytes`] holding UTF-8.
+    pub fn string(&mut self, what: &str) -> StateResult<String> {
         let b = self.bytes(what)?;
         std::str::from_utf8(b)
             .map(str::to_string)
@@ -264,7 +283,8 @@ impl KeyGroupFileWriter {
         let footer_start = self.out.len();
         self.out.put_u32(self.max_parallelism);
         self.out.put_u32(self.range.start());
-        self.out.put_u32(self.range.start() + self.range.len() as u32);
+        self.out
+            .put_u32(self.range.start() + self.range.len() as u32);
         self.out.put_u64(index_offset);
         self.out.put_u32(self.index.len() as u32);
         self.out.put_u32(index_crc);
@@ -296,15 +316,25 @@ pub struct KeyGroupFileReader<'s> {
 impl<'s> KeyGroupFileReader<'s> {
     /// Opens `path`, verifying magic numbers, version, kind and checksums of the
     /// footer, index and header.
-    pub fn open(storage: &'s dyn CheckpointStorage, path: &str, expected_kind: u32) -> StateResult<Self> {
+    pub fn open(
+        storage: &'s dyn CheckpointStorage,
+        path: &str,
+        expected_kind: u32,
+    ) -> StateResult<Self> {
         let size = storage.size(path)?;
         if size < PRELUDE_LEN + 4 + 4 + FOOTER_LEN {
-            return Err(StateError::corrupt(path, format!("file of {size} bytes is truncated")));
+            return Err(StateError::corrupt(
+                path,
+                format!("file of {size} bytes is truncated"),
+            ));
         }
         let prelude = storage.get_range(path, 0..PRELUDE_LEN + 4)?;
         let mut r = ByteReader::new(&prelude, path);
         if r.take(8, "magic")? != FILE_MAGIC {
-            return Err(StateError::corrupt(path, "not a flowstate key-group file (bad magic)"));
+            return Err(StateError::corrupt(
+                path,
+                "not a flowstate key-group file (bad magic)",
+            ));
         }
         let version = r.u32("version")?;
         if version == 0 || version > FORMAT_VERSION {
@@ -327,7 +357,10 @@ impl<'s> KeyGroupFileReader<'s> {
         let index_crc = f.u32("index crc")?;
         let footer_crc = f.u32("footer crc")?;
         if f.take(8, "footer magic")? != FOOTER_MAGIC {
-            return Err(StateError::corrupt(path, "bad footer magic (file truncated or overwritten)"));
+            return Err(StateError::corrupt(
+                path,
+                "bad footer magic (file truncated or overwritten)",
+            ));
         }
         if crc32c::crc32c(&footer[..28]) != footer_crc {
             return Err(StateError::corrupt(path, "footer checksum mismatch"));
@@ -338,10 +371,17 @@ impl<'s> KeyGroupFileReader<'s> {
                 format!("file holds payload kind {kind}, expected {expected_kind}"),
             ));
         }
-        check_max_parallelism(max_parallelism)
-            .map_err(|_| StateError::corrupt(path, format!("max parallelism {max_parallelism} invalid")))?;
-        if end_exclusive < start || end_exclusive > max_parallelism || (end_exclusive - start) != count {
-            return Err(StateError::corrupt(path, "key-group range and index count disagree"));
+        check_max_parallelism(max_parallelism).map_err(|_| {
+            StateError::corrupt(path, format!("max parallelism {max_parallelism} invalid"))
+        })?;
+        if end_exclusive < start
+            || end_exclusive > max_parallelism
+            || (end_exclusive - start) != count
+        {
+            return Err(StateError::corrupt(
+                path,
+                "key-group range and index count disagree",
+            ));
         }
         let range = if count == 0 {
             KeyGroupRange::empty()
@@ -350,8 +390,13 @@ impl<'s> KeyGroupFileReader<'s> {
         };
         let header_end = PRELUDE_LEN + 4 + header_len + 4;
         let index_len = count as u64 * INDEX_ENTRY_LEN;
-        if index_offset < header_end || index_offset.checked_add(index_len) != Some(size - FOOTER_LEN) {
-            return Err(StateError::corrupt(path, "index offset does not match the file size"));
+        if index_offset < header_end
+            || index_offset.checked_add(index_len) != Some(size - FOOTER_LEN)
+        {
+            return Err(StateError::corrupt(
+                path,
+                "index offset does not match the file size",
+            ));
         }
         let index_bytes = storage.get_range(path, index_offset..index_offset + index_len)?;
         if crc32c::crc32c(&index_bytes) != index_crc {
@@ -366,16 +411,24 @@ impl<'s> KeyGroupFileReader<'s> {
             let len = ir.u64("index length")?;
             let crc = ir.u32("index crc")?;
             if stored_kg != kg || offset != expected_offset {
-                return Err(StateError::corrupt(path, format!("index entry of key group {kg} is inconsistent")));
+                return Err(StateError::corrupt(
+                    path,
+                    format!("index entry of key group {kg} is inconsistent"),
+                ));
             }
             expected_offset = offset
                 .checked_add(len)
                 .filter(|e| *e <= index_offset)
-                .ok_or_else(|| StateError::corrupt(path, format!("block of key group {kg} overruns the index")))?;
+                .ok_or_else(|| {
+                    StateError::corrupt(path, format!("block of key group {kg} overruns the index"))
+                })?;
             index.push(IndexEntry { offset, len, crc });
         }
         if expected_offset != index_offset {
-            return Err(StateError::corrupt(path, "blocks do not end where the index starts"));
+            return Err(StateError::corrupt(
+                path,
+                "blocks do not end where the index starts",
+            ));
         }
         let header_block = storage.get_range(path, PRELUDE_LEN + 4..header_end)?;
         let (header, crc) = header_block.split_at(header_block.len() - 4);
@@ -429,7 +482,10 @@ impl<'s> KeyGroupFileReader<'s> {
         let expected = bytes.end - bytes.start;
         let data = self.storage.get_range(&self.path, bytes)?;
         if data.len() as u64 != expected {
-            return Err(StateError::corrupt(&self.path, "storage returned a short read"));
+            return Err(StateError::corrupt(
+                &self.path,
+                "storage returned a short read",
+            ));
         }
         let mut out = Vec::with_capacity(span.len());
         for kg in span.iter() {
@@ -437,7 +493,10 @@ impl<'s> KeyGroupFileReader<'s> {
             let from = (e.offset - first.offset) as usize;
             let block = data.slice(from..from + e.len as usize);
             if crc32c::crc32c(&block) != e.crc {
-                return Err(StateError::corrupt(&self.path, format!("checksum mismatch in key group {kg}")));
+                return Err(StateError::corrupt(
+                    &self.path,
+                    format!("checksum mismatch in key group {kg}"),
+                ));
             }
             out.push((kg, block));
         }
@@ -458,7 +517,12 @@ mod tests {
             assert_eq!(r.varint("v").unwrap(), v);
             assert!(r.is_empty());
         }
-        for bad in [&[0x80u8][..], &[0x80, 0x00], &[0xff, 0xff, 0xff, 0xff, 0x1f], &[0xff; 6]] {
+        for bad in [
+            &[0x80u8][..],
+            &[0x80, 0x00],
+            &[0xff, 0xff, 0xff, 0xff, 0x1f],
+            &[0xff; 6],
+        ] {
             assert!(ByteReader::new(bad, "t").varint("v").is_err(), "{bad:?}");
         }
     }

@@ -71,7 +71,9 @@ impl KeyGroupRange {
 
     /// Last key group, inclusive; `None` when empty.
     pub fn end(&self) -> Option<u32> {
-        self.end_exclusive.checked_sub(1).filter(|e| *e >= self.start)
+        self.end_exclusive
+            .checked_sub(1)
+            .filter(|e| *e >= self.start)
     }
 
     /// Number of key groups.
@@ -249,10 +251,7 @@ mod tests {
             .map(|i| key_group_range_for_operator(128, 3, i).map(|r| (r.start(), r.end())))
             .collect::<Result<_, _>>()
             .unwrap_or_default();
-        assert_eq!(
-            ranges,
-            vec![(0, Some(42)), (43, Some(85)), (86, Some(127))]
-        );
+        assert_eq!(ranges, vec![(0, Some(42)), (43, Some(85)), (86, Some(127))]);
     }
 
     #[test]
@@ -264,7 +263,8 @@ mod tests {
                 }
                 let mut next = 0;
                 for i in 0..p {
-                    let r = key_group_range_for_operator(max_p, p, i).unwrap_or(KeyGroupRange::empty());
+                    let r =
+                        key_group_range_for_operator(max_p, p, i).unwrap_or(KeyGroupRange::empty());
                     assert_eq!(r.start(), next, "max_p {max_p} p {p} i {i}");
                     for kg in r.iter() {
                         assert_eq!(operator_index_for_key_group(max_p, p, kg).ok(), Some(i));

@@ -35,7 +35,8 @@ use crate::descriptor::{ListStateDescriptor, MapStateDescriptor, validate_state_
 use crate::error::{StateError, StateResult};
 use crate::format::{ByteReader, PutLe};
 use crate::serializer::{
-    MigrationReader, SerializerSnapshot, TypeSerializer, require_same_layout, resolve_value_serializer,
+    MigrationReader, SerializerSnapshot, TypeSerializer, require_same_layout,
+    resolve_value_serializer,
 };
 use crate::state::{ListState, MapState, StateKey, StateValue};
 use crate::storage::CheckpointStorage;
@@ -189,7 +190,12 @@ impl<K: StateKey, V: StateValue> MapState<K, V> for BroadcastState<K, V> {
         Ok(self.map.borrow().contains_key(key))
     }
     fn entries(&self) -> StateResult<Vec<(K, V)>> {
-        Ok(self.map.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .map
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
     fn keys(&self) -> StateResult<Vec<K>> {
         Ok(self.map.borrow().keys().cloned().collect())
@@ -227,7 +233,10 @@ impl<K: StateKey, V: StateValue> ErasedOperatorState for BroadcastState<K, V> {
         });
         Ok(EncodedState {
             mode: OperatorStateMode::Broadcast,
-            serializers: vec![self.key_serializer.snapshot(), self.value_serializer.snapshot()],
+            serializers: vec![
+                self.key_serializer.snapshot(),
+                self.value_serializer.snapshot(),
+            ],
             items,
         })
     }
@@ -267,7 +276,10 @@ impl OperatorStateStore {
     }
 
     /// An even-split list state.
-    pub fn list_state<T: StateValue>(&self, desc: &ListStateDescriptor<T>) -> StateResult<Rc<OperatorListState<T>>> {
+    pub fn list_state<T: StateValue>(
+        &self,
+        desc: &ListStateDescriptor<T>,
+    ) -> StateResult<Rc<OperatorListState<T>>> {
         self.list_state_with_mode(desc, OperatorStateMode::SplitDistribute)
     }
 
@@ -279,28 +291,53 @@ impl OperatorStateStore {
         self.list_state_with_mode(desc, OperatorStateMode::Union)
     }
 
-    fn existing<S: 'static>(&self, name: &str, mode: OperatorStateMode) -> StateResult<Option<Rc<S>>> {
+    fn existing<S: 'static>(
+        &self,
+        name: &str,
+        mode: OperatorStateMode,
+    ) -> StateResult<Option<Rc<S>>> {
         let reg = self.registered.borrow();
-        let Some(r) = reg.get(name) else { return Ok(None) };
+        let Some(r) = reg.get(name) else {
+            return Ok(None);
+        };
         if r.mode != mode {
             return Err(StateError::TypeMismatch {
                 name: name.to_string(),
-                detail: format!("registered as {}, requested as {}", r.mode.describe(), mode.describe()),
+                detail: format!(
+                    "registered as {}, requested as {}",
+                    r.mode.describe(),
+                    mode.describe()
+                ),
             });
         }
-        r.state.clone().as_any().downcast::<S>().map(Some).map_err(|_| StateError::TypeMismatch {
-            name: name.to_string(),
-            detail: "registered with other element types".into(),
-        })
+        r.state
+            .clone()
+            .as_any()
+            .downcast::<S>()
+            .map(Some)
+            .map_err(|_| StateError::TypeMismatch {
+                name: name.to_string(),
+                detail: "registered with other element types".into(),
+            })
     }
 
-    fn take_restored(&self, name: &str, mode: OperatorStateMode) -> StateResult<Option<EncodedState>> {
+    fn take_restored(
+        &self,
+        name: &str,
+        mode: OperatorStateMode,
+    ) -> StateResult<Option<EncodedState>> {
         let restored = self.restored.borrow();
-        let Some(enc) = restored.get(name) else { return Ok(None) };
+        let Some(enc) = restored.get(name) else {
+            return Ok(None);
+        };
         if enc.mode != mode {
             return Err(StateError::TypeMismatch {
                 name: name.to_string(),
-                detail: format!("restored as {}, requested as {}", enc.mode.describe(), mode.describe()),
+                detail: format!(
+                    "restored as {}, requested as {}",
+                    enc.mode.describe(),
+                    mode.describe()
+                ),
             });
         }
         Ok(Some(enc.clone()))
@@ -314,13 +351,21 @@ impl OperatorStateStore {
         let name = desc.name();
         validate_state_name(name)?;
         if let Some(s) = self.existing::<OperatorListState<T>>(name, mode)? {
-            require_same_layout(name, "element", desc.serializer().as_ref(), &s.serializer.snapshot())?;
+            require_same_layout(
+                name,
+                "element",
+                desc.serializer().as_ref(),
+                &s.serializer.snapshot(),
+            )?;
             return Ok(s);
         }
         let mut items = Vec::new();
         let mut serializer = desc.serializer().clone();
         if let Some(enc) = self.take_restored(name, mode)? {
-            let prev = enc.serializers.first().ok_or_else(|| StateError::corrupt(name, "no serializer"))?;
+            let prev = enc
+                .serializers
+                .first()
+                .ok_or_else(|| StateError::corrupt(name, "no serializer"))?;
             let resolved = resolve_value_serializer(name, "element", desc.serializer(), prev)?;
             items = decode_items(name, &enc.items, &resolved.reader)?;
             serializer = resolved.serializer;
@@ -351,21 +396,37 @@ impl OperatorStateStore {
         validate_state_name(name)?;
         let mode = OperatorStateMode::Broadcast;
         if let Some(s) = self.existing::<BroadcastState<K, V>>(name, mode)? {
-            require_same_layout(name, "key", desc.key_serializer().as_ref(), &s.key_serializer.snapshot())?;
-            require_same_layout(name, "value", desc.value_serializer().as_ref(), &s.value_serializer.snapshot())?;
+            require_same_layout(
+                name,
+                "key",
+                desc.key_serializer().as_ref(),
+                &s.key_serializer.snapshot(),
+            )?;
+            require_same_layout(
+                name,
+                "value",
+                desc.value_serializer().as_ref(),
+                &s.value_serializer.snapshot(),
+            )?;
             return Ok(s);
         }
         let mut map = HashMap::new();
         let mut value_serializer = desc.value_serializer().clone();
         if let Some(enc) = self.take_restored(name, mode)? {
             let [ks, vs] = enc.serializers.as_slice() else {
-                return Err(StateError::corrupt(name, "broadcast state needs two serializers"));
+                return Err(StateError::corrupt(
+                    name,
+                    "broadcast state needs two serializers",
+                ));
             };
             require_same_layout(name, "key", desc.key_serializer().as_ref(), ks)?;
             let resolved = resolve_value_serializer(name, "value", desc.value_serializer(), vs)?;
             for item in &enc.items {
                 let Item::Pair(k, v) = item else {
-                    return Err(StateError::corrupt(name, "broadcast state holds a list element"));
+                    return Err(StateError::corrupt(
+                        name,
+                        "broadcast state holds a list element",
+                    ));
                 };
                 let key = desc
                     .key_serializer()
@@ -451,7 +512,10 @@ impl OperatorStateStore {
         }
         let mut handles: Vec<&OperatorStateHandle> = handles.iter().collect();
         handles.sort_by_key(|h| h.subtask_index);
-        if let Some(w) = handles.windows(2).find(|w| w[0].subtask_index == w[1].subtask_index) {
+        if let Some(w) = handles
+            .windows(2)
+            .find(|w| w[0].subtask_index == w[1].subtask_index)
+        {
             return Err(StateError::InvalidArgument(format!(
                 "two operator state snapshots of subtask {}: `{}` and `{}`",
                 w[0].subtask_index, w[0].path, w[1].path
@@ -469,7 +533,11 @@ impl OperatorStateStore {
                     Some(m) if m.mode != enc.mode => {
                         return Err(StateError::corrupt(
                             &h.path,
-                            format!("state `{name}` is {} here but {} elsewhere", enc.mode.describe(), m.mode.describe()),
+                            format!(
+                                "state `{name}` is {} here but {} elsewhere",
+                                enc.mode.describe(),
+                                m.mode.describe()
+                            ),
                         ));
                     }
                     // Broadcast state is identical everywhere: keep the lowest instance's copy.
@@ -480,7 +548,11 @@ impl OperatorStateStore {
         }
         for enc in merged.values_mut() {
             if enc.mode == OperatorStateMode::SplitDistribute {
-                let range = even_split(enc.items.len(), parallelism as usize, subtask_index as usize);
+                let range = even_split(
+                    enc.items.len(),
+                    parallelism as usize,
+                    subtask_index as usize,
+                );
                 enc.items = enc.items[range].to_vec();
             }
         }
@@ -507,7 +579,10 @@ fn decode_items<T>(name: &str, items: &[Item], reader: &MigrationReader<T>) -> S
         .iter()
         .map(|i| match i {
             Item::Element(b) => reader(b).map_err(|e| StateError::serialization(name, e)),
-            Item::Pair(..) => Err(StateError::corrupt(name, "list state holds a key/value pair")),
+            Item::Pair(..) => Err(StateError::corrupt(
+                name,
+                "list state holds a key/value pair",
+            )),
         })
         .collect()
 }
@@ -515,7 +590,10 @@ fn decode_items<T>(name: &str, items: &[Item], reader: &MigrationReader<T>) -> S
 fn parse_operator_file(bytes: &[u8], path: &str) -> StateResult<Vec<(String, EncodedState)>> {
     let mut r = ByteReader::new(bytes, path);
     if r.take(8, "magic")? != OPS_MAGIC {
-        return Err(StateError::corrupt(path, "not a flowstate operator state file (bad magic)"));
+        return Err(StateError::corrupt(
+            path,
+            "not a flowstate operator state file (bad magic)",
+        ));
     }
     let version = r.u32("version")?;
     if version == 0 || version > OPS_VERSION {
@@ -525,7 +603,8 @@ fn parse_operator_file(bytes: &[u8], path: &str) -> StateResult<Vec<(String, Enc
             supported: OPS_VERSION,
         });
     }
-    let len = usize::try_from(r.u64("body length")?).map_err(|_| StateError::corrupt(path, "body too long"))?;
+    let len = usize::try_from(r.u64("body length")?)
+        .map_err(|_| StateError::corrupt(path, "body too long"))?;
     let body = r.take(len, "body")?;
     let crc = r.u32("body crc")?;
     if !r.is_empty() {
@@ -586,7 +665,11 @@ pub struct OperatorSnapshot {
 
 impl OperatorSnapshot {
     /// Writes the snapshot to `path`.
-    pub fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<OperatorStateHandle> {
+    pub fn write(
+        self,
+        storage: &dyn CheckpointStorage,
+        path: &str,
+    ) -> StateResult<OperatorStateHandle> {
         let size = self.bytes.len() as u64;
         storage.put(path, self.bytes)?;
         Ok(OperatorStateHandle {

@@ -57,8 +57,13 @@ impl RawKeyedStateOutput {
     }
 
     /// Writes the streams to `path`.
-    pub fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
-        let mut file = KeyGroupFileWriter::new(KIND_KEYED_RAW, self.max_parallelism, self.range, &[]);
+    pub fn write(
+        self,
+        storage: &dyn CheckpointStorage,
+        path: &str,
+    ) -> StateResult<KeyedStateHandle> {
+        let mut file =
+            KeyGroupFileWriter::new(KIND_KEYED_RAW, self.max_parallelism, self.range, &[]);
         for (kg, block) in self.range.iter().zip(&self.blocks) {
             file.begin_key_group(kg)?;
             file.buffer().extend_from_slice(block);
@@ -66,7 +71,12 @@ impl RawKeyedStateOutput {
         let bytes = file.finish()?;
         let size = bytes.len() as u64;
         storage.put(path, bytes)?;
-        Ok(KeyedStateHandle::canonical(path, self.range, self.max_parallelism, size))
+        Ok(KeyedStateHandle::canonical(
+            path,
+            self.range,
+            self.max_parallelism,
+            size,
+        ))
     }
 }
 
@@ -78,8 +88,14 @@ pub fn read_raw_keyed_state(
     range: KeyGroupRange,
 ) -> StateResult<Vec<(u32, Bytes)>> {
     let mut out = Vec::new();
-    for (_, file, overlap) in open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_RAW)? {
-        out.extend(file.read_key_groups(overlap)?.into_iter().filter(|(_, b)| !b.is_empty()));
+    for (_, file, overlap) in
+        open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_RAW)?
+    {
+        out.extend(
+            file.read_key_groups(overlap)?
+                .into_iter()
+                .filter(|(_, b)| !b.is_empty()),
+        );
     }
     out.sort_by_key(|(kg, _)| *kg);
     Ok(out)

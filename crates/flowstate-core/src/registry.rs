@@ -34,13 +34,20 @@ impl SharedStateRegistry {
     /// Records the shared files of checkpoint `id` (all instances' handles).
     pub fn register(&mut self, id: u64, handles: &[KeyedStateHandle]) {
         let files = self.checkpoints.entry(id).or_default();
-        files.extend(handles.iter().flat_map(|h| h.shared_files.iter().map(|f| f.path.clone())));
+        files.extend(
+            handles
+                .iter()
+                .flat_map(|h| h.shared_files.iter().map(|f| f.path.clone())),
+        );
     }
 
     /// Marks files this job does not own (no-claim restore, savepoints): never deleted.
     pub fn pin(&mut self, handles: &[KeyedStateHandle]) {
-        self.pinned
-            .extend(handles.iter().flat_map(|h| h.shared_files.iter().map(|f| f.path.clone())));
+        self.pinned.extend(
+            handles
+                .iter()
+                .flat_map(|h| h.shared_files.iter().map(|f| f.path.clone())),
+        );
     }
 
     /// Ids of registered checkpoints, oldest first.
@@ -66,7 +73,11 @@ impl SharedStateRegistry {
 
     /// Keeps the `retained` newest checkpoints, forgets the others and deletes the shared
     /// files no retained checkpoint refers to. Returns the deleted paths.
-    pub fn retain_latest(&mut self, retained: usize, storage: &dyn CheckpointStorage) -> StateResult<Vec<String>> {
+    pub fn retain_latest(
+        &mut self,
+        retained: usize,
+        storage: &dyn CheckpointStorage,
+    ) -> StateResult<Vec<String>> {
         let ids = self.checkpoints();
         let drop_count = ids.len().saturating_sub(retained);
         let mut deleted = Vec::new();
@@ -88,7 +99,13 @@ mod tests {
 
     fn handle(files: &[&str]) -> KeyedStateHandle {
         let mut h = KeyedStateHandle::canonical("m", KeyGroupRange::empty(), 128, 1);
-        h.shared_files = files.iter().map(|p| SharedFile { path: p.to_string(), size: 1 }).collect();
+        h.shared_files = files
+            .iter()
+            .map(|p| SharedFile {
+                path: p.to_string(),
+                size: 1,
+            })
+            .collect();
         h
     }
 
@@ -105,6 +122,9 @@ mod tests {
         let mut left = r.discard(3);
         left.sort();
         assert_eq!(left, vec!["c".to_string(), "d".to_string()]);
-        assert_eq!(r.referenced().into_iter().collect::<Vec<_>>(), vec!["p".to_string()]);
+        assert_eq!(
+            r.referenced().into_iter().collect::<Vec<_>>(),
+            vec!["p".to_string()]
+        );
     }
 }

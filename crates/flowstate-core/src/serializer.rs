@@ -111,7 +111,11 @@ impl<T> Clone for SerdeSerializer<T> {
 
 impl<T> fmt::Debug for SerdeSerializer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SerdeSerializer<{}>(v{})", self.type_name, self.schema_version)
+        write!(
+            f,
+            "SerdeSerializer<{}>(v{})",
+            self.type_name, self.schema_version
+        )
     }
 }
 
@@ -326,7 +330,10 @@ mod tests {
     #[test]
     fn short_type_names() {
         assert_eq!(short_type_name("alloc::string::String"), "String");
-        assert_eq!(short_type_name("(alloc::string::String, u32)"), "(String, u32)");
+        assert_eq!(
+            short_type_name("(alloc::string::String, u32)"),
+            "(String, u32)"
+        );
         assert_eq!(
             short_type_name("alloc::vec::Vec<my::mod::Event<core::option::Option<u8>>>"),
             "Vec<Event<Option<u8>>>"
@@ -338,8 +345,15 @@ mod tests {
     fn rejects_trailing_bytes_and_garbage() {
         let s = SerdeSerializer::<u32>::new();
         assert!(s.deserialize(&[1, 2]).is_err());
-        assert!(s.deserialize(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(SerdeSerializer::<String>::new().deserialize(&[5, b'a']).is_err());
+        assert!(
+            s.deserialize(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
+        assert!(
+            SerdeSerializer::<String>::new()
+                .deserialize(&[5, b'a'])
+                .is_err()
+        );
     }
 
     #[test]
@@ -347,12 +361,34 @@ mod tests {
         let v1 = SerdeSerializer::<u64>::named("Counter", 1);
         let v2 = SerdeSerializer::<u64>::named("Counter", 2);
         let other = SerdeSerializer::<u64>::named("Other", 1);
-        assert!(matches!(v1.resolve_compatibility(&v1.snapshot()), Compatibility::CompatibleAsIs));
-        assert!(matches!(v2.resolve_compatibility(&v1.snapshot()), Compatibility::Incompatible(_)));
-        assert!(matches!(other.resolve_compatibility(&v1.snapshot()), Compatibility::Incompatible(_)));
-        let foreign = SerializerSnapshot { identity: "x".into(), version: 1, schema: vec![] };
-        assert!(matches!(v1.resolve_compatibility(&foreign), Compatibility::Incompatible(_)));
-        let malformed = SerializerSnapshot { schema: vec![9, 9], ..v1.snapshot() };
-        assert!(matches!(v1.resolve_compatibility(&malformed), Compatibility::Incompatible(_)));
+        assert!(matches!(
+            v1.resolve_compatibility(&v1.snapshot()),
+            Compatibility::CompatibleAsIs
+        ));
+        assert!(matches!(
+            v2.resolve_compatibility(&v1.snapshot()),
+            Compatibility::Incompatible(_)
+        ));
+        assert!(matches!(
+            other.resolve_compatibility(&v1.snapshot()),
+            Compatibility::Incompatible(_)
+        ));
+        let foreign = SerializerSnapshot {
+            identity: "x".into(),
+            version: 1,
+            schema: vec![],
+        };
+        assert!(matches!(
+            v1.resolve_compatibility(&foreign),
+            Compatibility::Incompatible(_)
+        ));
+        let malformed = SerializerSnapshot {
+            schema: vec![9, 9],
+            ..v1.snapshot()
+        };
+        assert!(matches!(
+            v1.resolve_compatibility(&malformed),
+            Compatibility::Incompatible(_)
+        ));
     }
 }

@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::error::SerializationError;
 use crate::error::{StateError, StateResult};
 use crate::format::{
-    ByteReader, KIND_KEYED_MANAGED, KeyGroupFileReader, KeyGroupFileWriter, PutLe, put_len_prefixed, put_varint,
-    put_vbytes,
+    ByteReader, KIND_KEYED_MANAGED, KeyGroupFileReader, KeyGroupFileWriter, PutLe,
+    put_len_prefixed, put_varint, put_vbytes,
 };
 use crate::keygroup::KeyGroupRange;
-use crate::error::SerializationError;
 use crate::serializer::{SerializerSnapshot, TypeSerializer};
 use crate::state::StateKind;
 use crate::storage::CheckpointStorage;
@@ -75,7 +75,12 @@ pub struct KeyedStateHandle {
 
 impl KeyedStateHandle {
     /// A handle of a canonical file of `size` bytes.
-    pub fn canonical(path: &str, key_group_range: KeyGroupRange, max_parallelism: u32, size: u64) -> Self {
+    pub fn canonical(
+        path: &str,
+        key_group_range: KeyGroupRange,
+        max_parallelism: u32,
+        size: u64,
+    ) -> Self {
         KeyedStateHandle {
             path: path.to_string(),
             key_group_range,
@@ -115,13 +120,15 @@ pub struct StateMetaInfo {
     pub user_key_serializer: Option<SerializerSnapshot>,
 }
 
-fn put_serializer(out: &mut Vec<u8>, s: &SerializerSnapshot) -> StateResult<()> {
+/// Appends a serializer snapshot (identity, version, schema).
+pub fn put_serializer(out: &mut Vec<u8>, s: &SerializerSnapshot) -> StateResult<()> {
     out.put_bytes("serializer identity", s.identity.as_bytes())?;
     out.put_u32(s.version);
     out.put_bytes("serializer schema", &s.schema)
 }
 
-fn read_serializer(r: &mut ByteReader<'_>) -> StateResult<SerializerSnapshot> {
+/// Reads what [`put_serializer`] wrote.
+pub fn read_serializer(r: &mut ByteReader<'_>) -> StateResult<SerializerSnapshot> {
     Ok(SerializerSnapshot {
         identity: r.string("serializer identity")?,
         version: r.u32("serializer version")?,
@@ -129,7 +136,11 @@ fn read_serializer(r: &mut ByteReader<'_>) -> StateResult<SerializerSnapshot> {
     })
 }
 
-fn encode_header(key_serializer: &SerializerSnapshot, states: &[StateMetaInfo]) -> StateResult<Vec<u8>> {
+/// Encodes the key serializer and state descriptions (the managed keyed header).
+pub fn encode_header(
+    key_serializer: &SerializerSnapshot,
+    states: &[StateMetaInfo],
+) -> StateResult<Vec<u8>> {
     let mut out = Vec::new();
     put_serializer(&mut out, key_serializer)?;
     out.put_u32(states.len() as u32);
@@ -149,7 +160,11 @@ fn encode_header(key_serializer: &SerializerSnapshot, states: &[StateMetaInfo]) 
     Ok(out)
 }
 
-fn decode_header(bytes: &[u8], path: &str) -> StateResult<(SerializerSnapshot, Vec<StateMetaInfo>)> {
+/// Decodes what [`encode_header`] wrote.
+pub fn decode_header(
+    bytes: &[u8],
+    path: &str,
+) -> StateResult<(SerializerSnapshot, Vec<StateMetaInfo>)> {
     let mut r = ByteReader::new(bytes, path);
     let key = read_serializer(&mut r)?;
     let n = r.u32("state count")?;
@@ -157,8 +172,9 @@ fn decode_header(bytes: &[u8], path: &str) -> StateResult<(SerializerSnapshot, V
     for _ in 0..n {
         let name = r.string("state name")?;
         let code = r.u8("state kind")?;
-        let kind = StateKind::from_code(code)
-            .ok_or_else(|| StateError::corrupt(path, format!("unknown state kind {code} for `{name}`")))?;
+        let kind = StateKind::from_code(code).ok_or_else(|| {
+            StateError::corrupt(path, format!("unknown state kind {code} for `{name}`"))
+        })?;
         let namespace_serializer = read_serializer(&mut r)?;
         let value_serializer = read_serializer(&mut r)?;
         let user_key_serializer = match r.u8("user key flag")? {
@@ -211,9 +227,12 @@ impl EntryEncoder<'_> {
         namespace: &N,
         payload: impl FnOnce(&mut Vec<u8>) -> StateResult<()>,
     ) -> StateResult<()> {
-        put_len_prefixed(self.out, |o| key_serializer.serialize_into(key, o))?.map_err(ser_err(state))?;
-        put_len_prefixed(self.out, |o| namespace_serializer.serialize_into(namespace, o))?
+        put_len_prefixed(self.out, |o| key_serializer.serialize_into(key, o))?
             .map_err(ser_err(state))?;
+        put_len_prefixed(self.out, |o| {
+            namespace_serializer.serialize_into(namespace, o)
+        })?
+        .map_err(ser_err(state))?;
         put_len_prefixed(self.out, payload)??;
         self.entries += 1;
         Ok(())
@@ -242,7 +261,12 @@ pub mod payload {
     use super::*;
 
     /// A single value (value, reducing, aggregating state).
-    pub fn put_value<T: 'static>(state: &str, ser: &dyn TypeSerializer<T>, v: &T, out: &mut Vec<u8>) -> StateResult<()> {
+    pub fn put_value<T: 'static>(
+        state: &str,
+        ser: &dyn TypeSerializer<T>,
+        v: &T,
+        out: &mut Vec<u8>,
+    ) -> StateResult<()> {
         ser.serialize_into(v, out).map_err(ser_err(state))
     }
 
@@ -253,7 +277,11 @@ pub mod payload {
         items: impl ExactSizeIterator<Item = &'v T>,
         out: &mut Vec<u8>,
     ) -> StateResult<()> {
-        put_varint(out, u32::try_from(items.len()).map_err(|_| StateError::InvalidArgument("list too long".into()))?);
+        put_varint(
+            out,
+            u32::try_from(items.len())
+                .map_err(|_| StateError::InvalidArgument("list too long".into()))?,
+        );
         for v in items {
             put_len_prefixed(out, |o| ser.serialize_into(v, o))?.map_err(ser_err(state))?;
         }
@@ -268,7 +296,11 @@ pub mod payload {
         pairs: impl ExactSizeIterator<Item = (&'v K, &'v V)>,
         out: &mut Vec<u8>,
     ) -> StateResult<()> {
-        put_varint(out, u32::try_from(pairs.len()).map_err(|_| StateError::InvalidArgument("map too large".into()))?);
+        put_varint(
+            out,
+            u32::try_from(pairs.len())
+                .map_err(|_| StateError::InvalidArgument("map too large".into()))?,
+        );
         for (k, v) in pairs {
             put_len_prefixed(out, |o| key_ser.serialize_into(k, o))?.map_err(ser_err(state))?;
             put_len_prefixed(out, |o| value_ser.serialize_into(v, o))?.map_err(ser_err(state))?;
@@ -285,13 +317,19 @@ pub mod payload {
             items.push(r.vbytes("list element")?);
         }
         if !r.is_empty() {
-            return Err(StateError::corrupt(path, "trailing bytes after list elements"));
+            return Err(StateError::corrupt(
+                path,
+                "trailing bytes after list elements",
+            ));
         }
         Ok(items)
     }
 
     /// Splits a map payload into (user key, value) encodings.
-    pub fn map_pairs<'a>(payload: &'a [u8], path: &'a str) -> StateResult<Vec<(&'a [u8], &'a [u8])>> {
+    pub fn map_pairs<'a>(
+        payload: &'a [u8],
+        path: &'a str,
+    ) -> StateResult<Vec<(&'a [u8], &'a [u8])>> {
         let mut r = ByteReader::new(payload, path);
         let n = r.varint("map length")?;
         let mut pairs = Vec::with_capacity((n as usize).min(payload.len() / 2));
@@ -301,7 +339,10 @@ pub mod payload {
             pairs.push((k, v));
         }
         if !r.is_empty() {
-            return Err(StateError::corrupt(path, "trailing bytes after map entries"));
+            return Err(StateError::corrupt(
+                path,
+                "trailing bytes after map entries",
+            ));
         }
         Ok(pairs)
     }
@@ -326,7 +367,11 @@ pub fn section_entries<'a>(section: &'a [u8], path: &'a str) -> StateResult<Vec<
         let key = r.vbytes("entry key")?;
         let namespace = r.vbytes("entry namespace")?;
         let payload = r.vbytes("entry payload")?;
-        out.push(RawEntry { key, namespace, payload });
+        out.push(RawEntry {
+            key,
+            namespace,
+            payload,
+        });
     }
     Ok(out)
 }
@@ -365,7 +410,12 @@ impl KeyedSnapshot {
     pub fn encode(mut self) -> StateResult<Bytes> {
         let metas: Vec<StateMetaInfo> = self.writers.iter().map(|w| w.meta().clone()).collect();
         let header = encode_header(&self.key_serializer, &metas)?;
-        let mut file = KeyGroupFileWriter::new(KIND_KEYED_MANAGED, self.max_parallelism, self.range, &header);
+        let mut file = KeyGroupFileWriter::new(
+            KIND_KEYED_MANAGED,
+            self.max_parallelism,
+            self.range,
+            &header,
+        );
         for kg in self.range.iter() {
             file.begin_key_group(kg)?;
             for (id, w) in self.writers.iter_mut().enumerate() {
@@ -386,7 +436,6 @@ impl KeyedSnapshot {
         }
         file.finish()
     }
-
 }
 
 impl AsyncKeyedSnapshot for KeyedSnapshot {
@@ -395,7 +444,12 @@ impl AsyncKeyedSnapshot for KeyedSnapshot {
         let bytes = self.encode()?;
         let size = bytes.len() as u64;
         storage.put(path, bytes)?;
-        Ok(KeyedStateHandle::canonical(path, range, max_parallelism, size))
+        Ok(KeyedStateHandle::canonical(
+            path,
+            range,
+            max_parallelism,
+            size,
+        ))
     }
 }
 
@@ -467,7 +521,11 @@ pub(crate) fn open_overlapping<'s, 'h>(
         if file.key_group_range().intersection(&overlap) != overlap {
             return Err(StateError::corrupt(
                 &h.path,
-                format!("file covers {}, its handle claims {}", file.key_group_range(), h.key_group_range),
+                format!(
+                    "file covers {}, its handle claims {}",
+                    file.key_group_range(),
+                    h.key_group_range
+                ),
             ));
         }
         out.push((h, file, overlap));
@@ -486,12 +544,17 @@ pub fn read_keyed_state(
     range: KeyGroupRange,
 ) -> StateResult<RestoredKeyedState> {
     let mut restored = RestoredKeyedState::default();
-    for (h, file, overlap) in open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_MANAGED)? {
+    for (h, file, overlap) in
+        open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_MANAGED)?
+    {
         let (key_ser, metas) = decode_header(file.header(), &h.path)?;
         match &restored.key_serializer {
             None => restored.key_serializer = Some(key_ser),
             Some(k) if *k != key_ser => {
-                return Err(StateError::corrupt(&h.path, "key serializer differs from other snapshot files"));
+                return Err(StateError::corrupt(
+                    &h.path,
+                    "key serializer differs from other snapshot files",
+                ));
             }
             Some(_) => {}
         }
@@ -523,11 +586,12 @@ pub fn read_keyed_state(
                 let id = r.u32("section state id")? as usize;
                 let len = r.u64("section length")?;
                 let start = r.position();
-                let len = usize::try_from(len).map_err(|_| StateError::corrupt(&h.path, "section too long"))?;
+                let len = usize::try_from(len)
+                    .map_err(|_| StateError::corrupt(&h.path, "section too long"))?;
                 r.take(len, "section")?;
-                let meta = metas
-                    .get(id)
-                    .ok_or_else(|| StateError::corrupt(&h.path, format!("section names unknown state id {id}")))?;
+                let meta = metas.get(id).ok_or_else(|| {
+                    StateError::corrupt(&h.path, format!("section names unknown state id {id}"))
+                })?;
                 if let Some(state) = restored.states.get_mut(&meta.name) {
                     state.sections.push((kg, block.slice(start..start + len)));
                 }

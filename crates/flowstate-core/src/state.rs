@@ -31,7 +31,9 @@ pub trait Namespace: StateKey + Default + Serialize + serde::de::DeserializeOwne
 impl<T: StateKey + Default + Serialize + serde::de::DeserializeOwned> Namespace for T {}
 
 /// The namespace of state that is not scoped to a window. Serializes to zero bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct VoidNamespace;
 
 /// The kinds of keyed state. Codes are stored in snapshot headers (`docs/formats.md`).

@@ -1,4 +1,5 @@
 //! Operator state: round trips and redistribution on restore at every parallelism.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,11 @@ fn write_old(storage: &dyn CheckpointStorage, p: u32) -> Vec<OperatorStateHandle
             }
             b.put("max-amount".into(), 500).unwrap();
             b.put("min-age".into(), 18).unwrap();
-            store.snapshot().unwrap().write(storage, &format!("ops/p{p}/i{i}")).unwrap()
+            store
+                .snapshot()
+                .unwrap()
+                .write(storage, &format!("ops/p{p}/i{i}"))
+                .unwrap()
         })
         .collect()
 }
@@ -56,7 +61,9 @@ fn redistribution_for_every_parallelism_pair() {
         let all_split: Vec<String> = (0..p)
             .flat_map(|i| (0..(i % 3 + 1)).map(move |j| format!("i{i}-e{j}")))
             .collect();
-        let all_union: Vec<u64> = (0..p).flat_map(|i| (0..(i % 2 + 1)).map(move |j| (i * 100 + j) as u64)).collect();
+        let all_union: Vec<u64> = (0..p)
+            .flat_map(|i| (0..(i % 2 + 1)).map(move |j| (i * 100 + j) as u64))
+            .collect();
         for new_p in 1..=8u32 {
             let mut concatenated = Vec::new();
             for j in 0..new_p {
@@ -68,12 +75,22 @@ fn redistribution_for_every_parallelism_pair() {
                 let expected = &all_split[even_split(all_split.len(), new_p as usize, j as usize)];
                 assert_eq!(part, expected, "split p={p} -> {new_p}, instance {j}");
                 concatenated.extend(part);
-                assert_eq!(store.union_list_state(&union()).unwrap().get().unwrap(), all_union, "union p={p} -> {new_p}");
+                assert_eq!(
+                    store.union_list_state(&union()).unwrap().get().unwrap(),
+                    all_union,
+                    "union p={p} -> {new_p}"
+                );
                 let mut b = store.broadcast_state(&rules()).unwrap().entries().unwrap();
                 b.sort();
-                assert_eq!(b, vec![("max-amount".to_string(), 500), ("min-age".to_string(), 18)]);
+                assert_eq!(
+                    b,
+                    vec![("max-amount".to_string(), 500), ("min-age".to_string(), 18)]
+                );
             }
-            assert_eq!(concatenated, all_split, "every element exactly once, in order: p={p} -> {new_p}");
+            assert_eq!(
+                concatenated, all_split,
+                "every element exactly once, in order: p={p} -> {new_p}"
+            );
         }
     }
 }
@@ -82,7 +99,11 @@ fn redistribution_for_every_parallelism_pair() {
 fn spec_example_one_to_two() {
     let (_d, storage) = storage();
     let store = OperatorStateStore::new(0);
-    store.list_state(&split()).unwrap().update(vec!["e1".into(), "e2".into()]).unwrap();
+    store
+        .list_state(&split())
+        .unwrap()
+        .update(vec!["e1".into(), "e2".into()])
+        .unwrap();
     let h = store.snapshot().unwrap().write(&storage, "one").unwrap();
     let got: Vec<Vec<String>> = (0..2)
         .map(|j| {
@@ -103,19 +124,48 @@ fn unregistered_state_is_carried_and_modes_are_checked() {
     let h = write_old(&storage, 1);
     let store = OperatorStateStore::restore(&storage, &h, 0, 1).unwrap();
     assert_eq!(store.state_names(), vec!["offsets", "rules", "watermarks"]);
-    let e = store.union_list_state(&ListStateDescriptor::<String>::new("offsets")).err().unwrap();
-    assert!(matches!(&e, StateError::TypeMismatch { name, .. } if name == "offsets"), "{e}");
-    let e = store.list_state(&ListStateDescriptor::<String>::new("")).err().unwrap();
+    let e = store
+        .union_list_state(&ListStateDescriptor::<String>::new("offsets"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, StateError::TypeMismatch { name, .. } if name == "offsets"),
+        "{e}"
+    );
+    let e = store
+        .list_state(&ListStateDescriptor::<String>::new(""))
+        .err()
+        .unwrap();
     assert!(matches!(e, StateError::InvalidStateName { .. }));
     // Register only one state, snapshot again: the others survive.
-    store.list_state(&split()).unwrap().add("new".into()).unwrap();
+    store
+        .list_state(&split())
+        .unwrap()
+        .add("new".into())
+        .unwrap();
     let h2 = store.snapshot().unwrap().write(&storage, "again").unwrap();
     let again = OperatorStateStore::restore(&storage, &[h2], 0, 1).unwrap();
-    assert_eq!(again.list_state(&split()).unwrap().get().unwrap(), vec!["i0-e0".to_string(), "new".into()]);
-    assert_eq!(again.union_list_state(&union()).unwrap().get().unwrap(), vec![0]);
-    assert_eq!(again.broadcast_state(&rules()).unwrap().get(&"min-age".into()).unwrap(), Some(18));
+    assert_eq!(
+        again.list_state(&split()).unwrap().get().unwrap(),
+        vec!["i0-e0".to_string(), "new".into()]
+    );
+    assert_eq!(
+        again.union_list_state(&union()).unwrap().get().unwrap(),
+        vec![0]
+    );
+    assert_eq!(
+        again
+            .broadcast_state(&rules())
+            .unwrap()
+            .get(&"min-age".into())
+            .unwrap(),
+        Some(18)
+    );
     // An incompatible element type is refused, naming the state.
-    let e = again.broadcast_state(&MapStateDescriptor::<String, String>::new("rules")).err().unwrap();
+    let e = again
+        .broadcast_state(&MapStateDescriptor::<String, String>::new("rules"))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("rules"), "{e}");
 }
 
@@ -128,13 +178,25 @@ fn corrupt_operator_state_is_rejected() {
         let mut b = bytes.to_vec();
         b[i] ^= 0x21;
         storage.put("bad", Bytes::from(b)).unwrap();
-        let bad = OperatorStateHandle { path: "bad".into(), ..h.clone() };
-        assert!(OperatorStateStore::restore(&storage, &[bad], 0, 1).is_err(), "flipped byte {i} undetected");
+        let bad = OperatorStateHandle {
+            path: "bad".into(),
+            ..h.clone()
+        };
+        assert!(
+            OperatorStateStore::restore(&storage, &[bad], 0, 1).is_err(),
+            "flipped byte {i} undetected"
+        );
     }
     for len in 0..bytes.len() {
         storage.put("short", bytes.slice(..len)).unwrap();
-        let bad = OperatorStateHandle { path: "short".into(), ..h.clone() };
-        assert!(OperatorStateStore::restore(&storage, &[bad], 0, 1).is_err(), "truncation {len} undetected");
+        let bad = OperatorStateHandle {
+            path: "short".into(),
+            ..h.clone()
+        };
+        assert!(
+            OperatorStateStore::restore(&storage, &[bad], 0, 1).is_err(),
+            "truncation {len} undetected"
+        );
     }
     assert!(matches!(
         OperatorStateStore::restore(&storage, std::slice::from_ref(&h), 2, 2),

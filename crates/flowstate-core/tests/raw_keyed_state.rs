@@ -1,5 +1,6 @@
 //! Raw keyed state: per-key-group byte streams come back to whichever instance owns
 //! the key group after a restore at any parallelism.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use flowstate_core::StateError;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
@@ -17,7 +18,9 @@ fn raw_streams_follow_their_key_groups() {
                 let range = key_group_range_for_operator(128, p, i).unwrap();
                 let mut out = RawKeyedStateOutput::new(128, range).unwrap();
                 for kg in range.iter() {
-                    out.key_group(kg).unwrap().extend_from_slice(bytes_of(kg).as_bytes());
+                    out.key_group(kg)
+                        .unwrap()
+                        .extend_from_slice(bytes_of(kg).as_bytes());
                 }
                 out.write(&storage, &format!("raw/p{p}/i{i}")).unwrap()
             })
@@ -41,7 +44,10 @@ fn raw_streams_follow_their_key_groups() {
 #[test]
 fn raw_output_checks_key_groups() {
     let mut out = RawKeyedStateOutput::new(128, KeyGroupRange::new(10, 20).unwrap()).unwrap();
-    assert!(matches!(out.key_group(21), Err(StateError::KeyGroupOutOfRange { key_group: 21, .. })));
+    assert!(matches!(
+        out.key_group(21),
+        Err(StateError::KeyGroupOutOfRange { key_group: 21, .. })
+    ));
     assert!(matches!(
         RawKeyedStateOutput::new(0, KeyGroupRange::empty()),
         Err(StateError::InvalidMaxParallelism(0))

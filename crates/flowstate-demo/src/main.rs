@@ -11,7 +11,11 @@
 //! abruptly after N events so you can watch recovery. At the end the state is checked
 //! against a computation that never failed.
 //!
-//! Until the streaming runtime lands this drives the instances from one thread.
+//! `--backend rocksdb` (the default) checkpoints incrementally: each checkpoint uploads
+//! only the RocksDB files the previous one did not, and a shared-file registry deletes
+//! files once no retained checkpoint needs them. `--backend heap` writes full canonical
+//! snapshots. Until the streaming runtime lands this drives the instances from one
+//! thread.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,13 +24,17 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
 use flowstate_core::descriptor::{ListStateDescriptor, ValueStateDescriptor};
-use flowstate_core::keygroup::{key_group_range_for_operator, operator_index_for_key_group};
+use flowstate_core::keygroup::{
+    KeyGroupRange, key_group_range_for_operator, operator_index_for_key_group,
+};
 use flowstate_core::operator::{OperatorStateHandle, OperatorStateStore};
+use flowstate_core::registry::SharedStateRegistry;
 use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::{ListState, VoidNamespace};
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_heap::HeapKeyedStateBackend;
+use flowstate_rocksdb::{RestoreMode, RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
 use flowstate_storage::ObjectCheckpointStorage;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +62,9 @@ struct Args {
     /// Start over: delete the checkpoints in --dir first.
     #[arg(long)]
     fresh: bool,
+    /// State backend: `rocksdb` (embedded, incremental checkpoints) or `heap`.
+    #[arg(long, default_value = "rocksdb")]
+    backend: String,
 }
 
 const MAX_P: u32 = 128;
@@ -78,9 +89,61 @@ fn event(i: u64, users: u64) -> (u64, u64) {
     (z % users, (z >> 32) % 10_000 + 1)
 }
 
-struct Instance {
-    backend: HeapKeyedStateBackend<u64>,
+struct Instance<B> {
+    backend: B,
     operator: OperatorStateStore,
+}
+
+/// Makes and restores the backend of one instance.
+trait Backends {
+    type B: KeyedStateBackend<u64>;
+    fn create(&self, range: KeyGroupRange) -> Result<Self::B>;
+    fn restore(
+        &self,
+        range: KeyGroupRange,
+        storage: &dyn CheckpointStorage,
+        h: &[KeyedStateHandle],
+    ) -> Result<Self::B>;
+}
+
+struct Heap;
+impl Backends for Heap {
+    type B = HeapKeyedStateBackend<u64>;
+    fn create(&self, range: KeyGroupRange) -> Result<Self::B> {
+        Ok(HeapKeyedStateBackend::new(config(range))?)
+    }
+    fn restore(
+        &self,
+        range: KeyGroupRange,
+        storage: &dyn CheckpointStorage,
+        h: &[KeyedStateHandle],
+    ) -> Result<Self::B> {
+        Ok(HeapKeyedStateBackend::restore(config(range), storage, h)?)
+    }
+}
+
+struct Rocks(RocksDbOptions);
+impl Backends for Rocks {
+    type B = RocksDbKeyedStateBackend<u64>;
+    fn create(&self, range: KeyGroupRange) -> Result<Self::B> {
+        Ok(RocksDbKeyedStateBackend::new(
+            config(range),
+            self.0.clone(),
+        )?)
+    }
+    fn restore(
+        &self,
+        range: KeyGroupRange,
+        storage: &dyn CheckpointStorage,
+        h: &[KeyedStateHandle],
+    ) -> Result<Self::B> {
+        Ok(RocksDbKeyedStateBackend::restore(
+            config(range),
+            self.0.clone(),
+            storage,
+            h,
+        )?)
+    }
 }
 
 fn total() -> ValueStateDescriptor<u64> {
@@ -93,7 +156,7 @@ fn position() -> ListStateDescriptor<u64> {
     ListStateDescriptor::new("source-position")
 }
 
-fn config(range: flowstate_core::keygroup::KeyGroupRange) -> KeyedBackendConfig<u64> {
+fn config(range: KeyGroupRange) -> KeyedBackendConfig<u64> {
     KeyedBackendConfig {
         max_parallelism: MAX_P,
         key_group_range: range,
@@ -105,7 +168,12 @@ fn latest_checkpoint(storage: &dyn CheckpointStorage) -> Result<Option<Metadata>
     let mut ids: Vec<u64> = storage
         .list("")?
         .iter()
-        .filter_map(|p| p.strip_prefix("chk-")?.strip_suffix("/_metadata")?.parse().ok())
+        .filter_map(|p| {
+            p.strip_prefix("chk-")?
+                .strip_suffix("/_metadata")?
+                .parse()
+                .ok()
+        })
         .collect();
     ids.sort_unstable();
     for id in ids.into_iter().rev() {
@@ -126,7 +194,25 @@ fn main() -> Result<()> {
     if args.fresh {
         let _ = std::fs::remove_dir_all(&args.dir);
     }
-    let storage = ObjectCheckpointStorage::local(&args.dir).with_context(|| format!("opening {}", args.dir))?;
+    match args.backend.as_str() {
+        "heap" => run(&args, &Heap),
+        "rocksdb" => {
+            let local = std::path::Path::new(&args.dir).join("local");
+            let _ = std::fs::remove_dir_all(&local);
+            let opts = RocksDbOptions::new(local)
+                .with_snapshot_mode(SnapshotMode::Incremental)
+                .with_restore_mode(RestoreMode::Claim);
+            run(&args, &Rocks(opts))
+        }
+        other => bail!("unknown --backend `{other}` (use rocksdb or heap)"),
+    }
+}
+
+fn run<F: Backends>(args: &Args, backends: &F) -> Result<()> {
+    // Checkpoints live under `<dir>/checkpoints`; RocksDB's working files under `<dir>/local`.
+    let storage =
+        ObjectCheckpointStorage::local(std::path::Path::new(&args.dir).join("checkpoints"))
+            .with_context(|| format!("opening {}", args.dir))?;
     let p = args.workers;
 
     // Restore from the newest complete checkpoint, or start empty.
@@ -137,19 +223,30 @@ fn main() -> Result<()> {
         let range = key_group_range_for_operator(MAX_P, p, i)?;
         let instance = match &restored {
             Some(m) => Instance {
-                backend: HeapKeyedStateBackend::restore(config(range), &storage, &m.keyed)?,
+                backend: backends.restore(range, &storage, &m.keyed)?,
                 operator: OperatorStateStore::restore(&storage, &m.operator, i, p)?,
             },
             None => Instance {
-                backend: HeapKeyedStateBackend::new(config(range))?,
+                backend: backends.create(range)?,
                 operator: OperatorStateStore::new(i),
             },
         };
         instances.push(instance);
     }
+    // Claim mode: this job owns the restored checkpoint's shared files from now on.
+    let mut registry = SharedStateRegistry::new();
+    if let Some(m) = &restored {
+        registry.register(m.id, &m.keyed);
+    }
     if let Some(m) = &restored {
         // The source position is union state: every instance sees it; take the maximum.
-        next_event = instances[0].operator.union_list_state(&position())?.get()?.into_iter().max().unwrap_or(0);
+        next_event = instances[0]
+            .operator
+            .union_list_state(&position())?
+            .get()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         next_id = m.id + 1;
         println!(
             "resumed from checkpoint {} (event {}, {} → {} workers) in {:.1} ms",
@@ -160,7 +257,10 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64() * 1e3
         );
     } else {
-        println!("starting a fresh job: {} events, {} users, {p} workers", args.events, args.users);
+        println!(
+            "starting a fresh job: {} events, {} users, {p} workers",
+            args.events, args.users
+        );
     }
 
     let handles: Vec<_> = instances
@@ -174,7 +274,7 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
 
-    let mut pending: Option<std::thread::JoinHandle<Result<(u64, u64, u64)>>> = None;
+    let mut pending: Option<std::thread::JoinHandle<Result<Metadata>>> = None;
     let run_started = Instant::now();
     let mut processed_this_run = 0u64;
     while next_event < args.events {
@@ -196,7 +296,7 @@ fn main() -> Result<()> {
         if next_event % args.checkpoint_every == 0 || next_event == args.events {
             // Synchronous part: record the source position, capture every instance.
             if let Some(prev) = pending.take() {
-                report(prev)?;
+                complete(prev, &instances, &mut registry, &storage)?;
             }
             let id = next_id;
             next_id += 1;
@@ -211,8 +311,9 @@ fn main() -> Result<()> {
             let sync_ms = sync.elapsed().as_secs_f64() * 1e3;
             let (dir, events) = (args.dir.clone(), next_event);
             // Asynchronous part: write files, then publish the metadata atomically.
-            pending = Some(std::thread::spawn(move || -> Result<(u64, u64, u64)> {
-                let storage = ObjectCheckpointStorage::local(&dir)?;
+            pending = Some(std::thread::spawn(move || -> Result<Metadata> {
+                let storage =
+                    ObjectCheckpointStorage::local(std::path::Path::new(&dir).join("checkpoints"))?;
                 let t = Instant::now();
                 let mut meta = Metadata {
                     id,
@@ -223,51 +324,76 @@ fn main() -> Result<()> {
                     operator: Vec::new(),
                 };
                 for (i, (k, o)) in keyed.into_iter().zip(ops).enumerate() {
-                    meta.keyed.push(k.write(&storage, &format!("chk-{id}/keyed-{i}.kgs"))?);
-                    meta.operator.push(o.write(&storage, &format!("chk-{id}/operator-{i}.ops"))?);
+                    meta.keyed
+                        .push(k.write(&storage, &format!("chk-{id}/keyed-{i}.kgs"))?);
+                    meta.operator
+                        .push(o.write(&storage, &format!("chk-{id}/operator-{i}.ops"))?);
                 }
-                let bytes: u64 = meta.keyed.iter().map(|h| h.size).sum::<u64>() + meta.operator.iter().map(|h| h.size).sum::<u64>();
-                storage.put(&format!("chk-{id}/_metadata"), serde_json::to_vec_pretty(&meta)?.into())?;
-                retain(&storage, id)?;
-                Ok((id, bytes, t.elapsed().as_millis() as u64))
+                storage.put(
+                    &format!("chk-{id}/_metadata"),
+                    serde_json::to_vec_pretty(&meta)?.into(),
+                )?;
+                let full: u64 = meta.keyed.iter().map(|h| h.full_size()).sum();
+                let uploaded: u64 = meta.keyed.iter().map(|h| h.uploaded_bytes).sum();
+                println!(
+                    "checkpoint {id} written in {} ms: state {full} bytes, uploaded {uploaded} bytes",
+                    t.elapsed().as_millis()
+                );
+                Ok(meta)
             }));
-            println!("checkpoint {id} at event {next_event}: synchronous part {sync_ms:.3} ms, writing in the background");
+            println!(
+                "checkpoint {id} at event {next_event}: synchronous part {sync_ms:.3} ms, writing in the background"
+            );
         }
         if args.crash_after == Some(processed_this_run) {
-            println!("simulated crash after {processed_this_run} events (event {next_event}); run again to resume");
+            println!(
+                "simulated crash after {processed_this_run} events (event {next_event}); run again to resume"
+            );
             std::process::exit(3);
         }
     }
     if let Some(prev) = pending.take() {
-        report(prev)?;
+        complete(prev, &instances, &mut registry, &storage)?;
     }
     let secs = run_started.elapsed().as_secs_f64();
     println!(
         "processed {processed_this_run} events in {secs:.2} s ({:.0} events/s)",
         processed_this_run as f64 / secs.max(1e-9)
     );
-    verify(&instances, &args)
+    verify(&instances, args)
 }
 
-fn report(h: std::thread::JoinHandle<Result<(u64, u64, u64)>>) -> Result<()> {
-    let (id, bytes, ms) = h.join().map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))??;
-    println!("checkpoint {id} complete: {bytes} bytes written in {ms} ms");
-    Ok(())
-}
-
-/// Deletes all but the newest `RETAINED` checkpoints.
-fn retain(storage: &dyn CheckpointStorage, newest: u64) -> Result<()> {
+/// A checkpoint's files and metadata are written: tell every backend (incremental
+/// bookkeeping), register its shared files and drop what retention no longer needs.
+fn complete<B: KeyedStateBackend<u64>>(
+    h: std::thread::JoinHandle<Result<Metadata>>,
+    instances: &[Instance<B>],
+    registry: &mut SharedStateRegistry,
+    storage: &dyn CheckpointStorage,
+) -> Result<()> {
+    let meta = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))??;
+    for inst in instances {
+        inst.backend.notify_checkpoint_complete(meta.id)?;
+    }
+    registry.register(meta.id, &meta.keyed);
+    registry.retain_latest(RETAINED, storage)?;
     for path in storage.list("")? {
-        let id = path.strip_prefix("chk-").and_then(|r| r.split('/').next()).and_then(|s| s.parse::<u64>().ok());
-        if id.is_some_and(|id| id + RETAINED as u64 <= newest) {
+        let id = path
+            .strip_prefix("chk-")
+            .and_then(|r| r.split('/').next())
+            .and_then(|s| s.parse::<u64>().ok());
+        if id.is_some_and(|id| id + RETAINED as u64 <= meta.id) {
             storage.delete(&path)?;
         }
     }
+    println!("checkpoint {} complete", meta.id);
     Ok(())
 }
 
 /// Recomputes the job without failures and compares every user's state.
-fn verify(instances: &[Instance], args: &Args) -> Result<()> {
+fn verify<B: KeyedStateBackend<u64>>(instances: &[Instance<B>], args: &Args) -> Result<()> {
     let mut expected: BTreeMap<u64, (u64, Vec<u64>)> = BTreeMap::new();
     for i in 0..args.events {
         let (user, amount) = event(i, args.users);

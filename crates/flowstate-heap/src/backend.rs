@@ -15,19 +15,29 @@ use flowstate_core::descriptor::{
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{
-    SerdeSerializer, SerializerSnapshot, TypeSerializer, require_same_layout, resolve_value_serializer,
+    SerdeSerializer, SerializerSnapshot, TypeSerializer, require_same_layout,
+    resolve_value_serializer,
 };
 use flowstate_core::snapshot::{
-    KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state, section_entries,
+    KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state,
+    section_entries,
 };
 use flowstate_core::state::{
-    InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState, InternalValueState,
-    Namespace, StateKey, StateKind, StateValue,
+    InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
+    InternalValueState, Namespace, StateKey, StateKind, StateValue,
 };
 use flowstate_core::storage::CheckpointStorage;
 
 use crate::states::{AggExtra, HeapState, ListExtra, MapExtra, ReduceExtra, ValueExtra};
-use crate::table::{Codec, ErasedTable, KeyContext, ListCodec, MapCodec, PendingWriter, StateTable, UserMap, ValueCodec};
+use crate::table::{
+    Codec, ErasedTable, KeyContext, ListCodec, MapCodec, PendingWriter, StateTable, UserMap,
+    ValueCodec,
+};
+
+/// Checks serializers against a restored description (if any) and returns the codec
+/// and the description to store from now on.
+type Resolver<'a, S> =
+    dyn Fn(Option<&StateMetaInfo>) -> StateResult<(Arc<dyn Codec<S>>, StateMetaInfo)> + 'a;
 
 struct Registered<K> {
     kind: StateKind,
@@ -98,7 +108,12 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             backend.config.key_group_range,
         )?;
         if let Some(key_ser) = &restored.key_serializer {
-            require_same_layout("<keys>", "key", backend.config.key_serializer.as_ref(), key_ser)?;
+            require_same_layout(
+                "<keys>",
+                "key",
+                backend.config.key_serializer.as_ref(),
+                key_ser,
+            )?;
         }
         *backend.pending.borrow_mut() = restored.states.into_iter().collect();
         Ok(backend)
@@ -128,7 +143,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         name: &str,
         kind: StateKind,
         current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
-        resolve: &dyn Fn(Option<&StateMetaInfo>) -> StateResult<(Arc<dyn Codec<S>>, StateMetaInfo)>,
+        resolve: &Resolver<'_, S>,
         extra: X,
     ) -> StateResult<Rc<HeapState<K, N, S, X>>>
     where
@@ -146,10 +161,14 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
                 });
             }
             current(r.table.meta())?;
-            return r.handle.clone().downcast::<HeapState<K, N, S, X>>().map_err(|_| StateError::TypeMismatch {
-                name: name.to_string(),
-                detail: "registered with other namespace or value types".into(),
-            });
+            return r
+                .handle
+                .clone()
+                .downcast::<HeapState<K, N, S, X>>()
+                .map_err(|_| StateError::TypeMismatch {
+                    name: name.to_string(),
+                    detail: "registered with other namespace or value types".into(),
+                });
         }
         let pending = self.pending.borrow();
         let restored = pending.get(name);
@@ -161,7 +180,12 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
                     requested: kind,
                 });
             }
-            require_same_layout(name, "namespace", &SerdeSerializer::<N>::new(), &p.meta.namespace_serializer)?;
+            require_same_layout(
+                name,
+                "namespace",
+                &SerdeSerializer::<N>::new(),
+                &p.meta.namespace_serializer,
+            )?;
         }
         let (codec, meta) = resolve(restored.map(|p| &p.meta))?;
         let table = Rc::new(StateTable::<K, N, S>::new(
@@ -200,7 +224,9 @@ fn check_value<'a, T: 'static>(
     new: &'a Arc<dyn TypeSerializer<T>>,
 ) -> impl Fn(&StateMetaInfo) -> StateResult<()> + 'a {
     let name = name.to_string();
-    move |meta: &StateMetaInfo| require_same_layout(&name, "value", new.as_ref(), &meta.value_serializer)
+    move |meta: &StateMetaInfo| {
+        require_same_layout(&name, "value", new.as_ref(), &meta.value_serializer)
+    }
 }
 
 impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
@@ -222,13 +248,19 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 state: "<key>".into(),
                 source: e,
             })?;
-        Ok(key_group_for_serialized_key(&scratch, self.config.max_parallelism))
+        Ok(key_group_for_serialized_key(
+            &scratch,
+            self.config.max_parallelism,
+        ))
     }
 
     fn set_current_key(&self, key: K) -> StateResult<()> {
         let kg = self.key_group_of(&key)?;
         let range = self.config.key_group_range;
-        let idx = range.index_of(kg).ok_or(StateError::KeyGroupOutOfRange { key_group: kg, range })?;
+        let idx = range.index_of(kg).ok_or(StateError::KeyGroupOutOfRange {
+            key_group: kg,
+            range,
+        })?;
         *self.ctx.key.borrow_mut() = Some(key);
         self.ctx.kg_index.set(idx);
         Ok(())
@@ -253,8 +285,15 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let name = desc.name();
         let resolve = |old: Option<&StateMetaInfo>| {
             let r = match old {
-                Some(m) => resolve_value_serializer(name, "value", desc.serializer(), &m.value_serializer)?,
-                None => resolve_value_serializer(name, "value", desc.serializer(), &desc.serializer().snapshot())?,
+                Some(m) => {
+                    resolve_value_serializer(name, "value", desc.serializer(), &m.value_serializer)?
+                }
+                None => resolve_value_serializer(
+                    name,
+                    "value",
+                    desc.serializer(),
+                    &desc.serializer().snapshot(),
+                )?,
             };
             let meta = Self::meta::<N>(name, StateKind::Value, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
@@ -279,7 +318,10 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
         let name = desc.name();
         let resolve = |old: Option<&StateMetaInfo>| {
-            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let prev = old.map_or_else(
+                || desc.serializer().snapshot(),
+                |m| m.value_serializer.clone(),
+            );
             let r = resolve_value_serializer(name, "element", desc.serializer(), &prev)?;
             let meta = Self::meta::<N>(name, StateKind::List, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<Vec<T>>> = Arc::new(ListCodec {
@@ -304,7 +346,12 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
         let name = desc.name();
         let current = |meta: &StateMetaInfo| {
-            require_same_layout(name, "value", desc.value_serializer().as_ref(), &meta.value_serializer)?;
+            require_same_layout(
+                name,
+                "value",
+                desc.value_serializer().as_ref(),
+                &meta.value_serializer,
+            )?;
             match &meta.user_key_serializer {
                 Some(u) => require_same_layout(name, "user key", desc.key_serializer().as_ref(), u),
                 None => Err(StateError::CorruptSnapshot {
@@ -320,7 +367,10 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                     ..m.clone()
                 })?;
             }
-            let prev = old.map_or_else(|| desc.value_serializer().snapshot(), |m| m.value_serializer.clone());
+            let prev = old.map_or_else(
+                || desc.value_serializer().snapshot(),
+                |m| m.value_serializer.clone(),
+            );
             let r = resolve_value_serializer(name, "value", desc.value_serializer(), &prev)?;
             let meta = Self::meta::<N>(
                 name,
@@ -335,7 +385,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             });
             Ok((codec, meta))
         };
-        let s = self.register::<N, UserMap<UK, UV>, MapExtra>(name, StateKind::Map, &current, &resolve, MapExtra)?;
+        let s = self.register::<N, UserMap<UK, UV>, MapExtra>(
+            name,
+            StateKind::Map,
+            &current,
+            &resolve,
+            MapExtra,
+        )?;
         Ok(s)
     }
 
@@ -345,7 +401,10 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
         let name = desc.name();
         let resolve = |old: Option<&StateMetaInfo>| {
-            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let prev = old.map_or_else(
+                || desc.serializer().snapshot(),
+                |m| m.value_serializer.clone(),
+            );
             let r = resolve_value_serializer(name, "value", desc.serializer(), &prev)?;
             let meta = Self::meta::<N>(name, StateKind::Reducing, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
@@ -370,7 +429,10 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
         let name = desc.name();
         let resolve = |old: Option<&StateMetaInfo>| {
-            let prev = old.map_or_else(|| desc.serializer().snapshot(), |m| m.value_serializer.clone());
+            let prev = old.map_or_else(
+                || desc.serializer().snapshot(),
+                |m| m.value_serializer.clone(),
+            );
             let r = resolve_value_serializer(name, "accumulator", desc.serializer(), &prev)?;
             let meta = Self::meta::<N>(name, StateKind::Aggregating, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<ACC>> = Arc::new(ValueCodec {
@@ -402,7 +464,9 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         }
         // A restored state not registered yet: decode keys and namespaces only.
         let pending = self.pending.borrow();
-        let p = pending.get(state).ok_or_else(|| StateError::UnknownState(state.to_string()))?;
+        let p = pending
+            .get(state)
+            .ok_or_else(|| StateError::UnknownState(state.to_string()))?;
         let ns_ser = SerdeSerializer::<N>::new();
         require_same_layout(state, "namespace", &ns_ser, &p.meta.namespace_serializer)?;
         let ser_err = |e| StateError::Serialization {
@@ -413,7 +477,12 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         for (_, section) in &p.sections {
             for e in section_entries(section, &p.path)? {
                 if ns_ser.deserialize(e.namespace).map_err(ser_err)? == *namespace {
-                    keys.push(self.config.key_serializer.deserialize(e.key).map_err(ser_err)?);
+                    keys.push(
+                        self.config
+                            .key_serializer
+                            .deserialize(e.key)
+                            .map_err(ser_err)?,
+                    );
                 }
             }
         }
@@ -432,7 +501,8 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             writers.push(r.table.writer());
         }
         for p in self.pending.borrow().values() {
-            let mut sections: hashbrown::HashMap<u32, Vec<bytes::Bytes>> = hashbrown::HashMap::new();
+            let mut sections: hashbrown::HashMap<u32, Vec<bytes::Bytes>> =
+                hashbrown::HashMap::new();
             for (kg, s) in &p.sections {
                 sections.entry(*kg).or_default().push(s.clone());
             }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use flowstate_core::descriptor::{AggregateFunction, ReduceFn};
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::state::{
-    AggregatingState, InternalAggregatingState, InternalKvState, InternalListState, InternalMapState,
-    InternalMergingState, InternalReducingState, InternalValueState, ListState, MapState, ReducingState,
-    ValueState,
+    AggregatingState, InternalAggregatingState, InternalKvState, InternalListState,
+    InternalMapState, InternalMergingState, InternalReducingState, InternalValueState, ListState,
+    MapState, ReducingState, ValueState,
 };
 use hashbrown::hash_table::Entry as SlotEntry;
 
@@ -59,9 +59,13 @@ where
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
         let ns = self.ns.borrow();
         let maps = self.table.maps.borrow();
-        let table = maps.get(self.ctx.kg_index.get()).ok_or_else(|| self.no_key())?;
+        let table = maps
+            .get(self.ctx.kg_index.get())
+            .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
-        Ok(f(table.find(hash, |e| e.key == *key && e.ns == *ns).map(|e| &e.value)))
+        Ok(f(table
+            .find(hash, |e| e.key == *key && e.ns == *ns)
+            .map(|e| &e.value)))
     }
 
     /// Runs `f` with the current key group's table (unshared first), the hash, key and
@@ -72,7 +76,9 @@ where
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
         let ns = self.ns.borrow();
         let mut maps = self.table.maps.borrow_mut();
-        let table = maps.get_mut(self.ctx.kg_index.get()).ok_or_else(|| self.no_key())?;
+        let table = maps
+            .get_mut(self.ctx.kg_index.get())
+            .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
         Ok(f(Arc::make_mut(table), hash, key, &ns))
     }
@@ -84,7 +90,11 @@ where
     fn modify(&self, f: impl FnOnce(Option<&mut S>) -> Option<S>) -> StateResult<()> {
         let hasher = &self.table.hasher;
         self.write(|t, hash, key, ns| {
-            match t.entry(hash, |e| e.key == *key && e.ns == *ns, |e| hasher.hash_one((&e.key, &e.ns))) {
+            match t.entry(
+                hash,
+                |e| e.key == *key && e.ns == *ns,
+                |e| hasher.hash_one((&e.key, &e.ns)),
+            ) {
                 SlotEntry::Occupied(mut o) => {
                     f(Some(&mut o.get_mut().value));
                 }
@@ -117,8 +127,12 @@ where
             let key = self.ctx.key.borrow();
             let key = key.as_ref().ok_or_else(|| self.no_key())?;
             let maps = self.table.maps.borrow();
-            let table = maps.get(self.ctx.kg_index.get()).ok_or_else(|| self.no_key())?;
-            table.find(self.table.hash(key, ns), |e| e.key == *key && e.ns == *ns).is_some()
+            let table = maps
+                .get(self.ctx.kg_index.get())
+                .ok_or_else(|| self.no_key())?;
+            table
+                .find(self.table.hash(key, ns), |e| e.key == *key && e.ns == *ns)
+                .is_some()
         };
         if !present {
             // Avoids unsharing a key group for a no-op during a snapshot.
@@ -127,7 +141,9 @@ where
         let key = self.ctx.key.borrow();
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
         let mut maps = self.table.maps.borrow_mut();
-        let table = maps.get_mut(self.ctx.kg_index.get()).ok_or_else(|| self.no_key())?;
+        let table = maps
+            .get_mut(self.ctx.kg_index.get())
+            .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, ns);
         Ok(Arc::make_mut(table)
             .find_entry(hash, |e| e.key == *key && e.ns == *ns)
@@ -164,7 +180,10 @@ where
         })?
     }
     fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        let value = self.table.codec.decode(&self.table.meta.name, "<serialized value>", payload)?;
+        let value =
+            self.table
+                .codec
+                .decode(&self.table.meta.name, "<serialized value>", payload)?;
         self.put(value)
     }
 }
@@ -314,7 +333,10 @@ where
         self.read(|m| m.is_some_and(|m| m.contains_key(key)))
     }
     fn entries(&self) -> StateResult<Vec<(UK, UV)>> {
-        self.read(|m| m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
+        self.read(|m| {
+            m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        })
     }
     fn keys(&self) -> StateResult<Vec<UK>> {
         self.read(|m| m.map(|m| m.keys().cloned().collect()).unwrap_or_default())
@@ -399,7 +421,8 @@ where
 
 // ---- aggregating ----
 
-impl<K, N, IN: 'static, ACC, OUT: 'static> AggregatingState<IN, OUT> for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
+impl<K, N, IN: 'static, ACC, OUT: 'static> AggregatingState<IN, OUT>
+    for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
 where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     N: Clone + Eq + Hash + Send + Sync + 'static,
@@ -427,7 +450,8 @@ where
     }
 }
 
-impl<K, N, IN: 'static, ACC, OUT: 'static> InternalMergingState<N> for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
+impl<K, N, IN: 'static, ACC, OUT: 'static> InternalMergingState<N>
+    for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
 where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     N: Clone + Eq + Hash + Send + Sync + 'static,
@@ -458,7 +482,8 @@ where
     }
 }
 
-impl<K, N, IN: 'static, ACC, OUT: 'static> InternalAggregatingState<N, IN, OUT> for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
+impl<K, N, IN: 'static, ACC, OUT: 'static> InternalAggregatingState<N, IN, OUT>
+    for HeapState<K, N, ACC, AggExtra<IN, ACC, OUT>>
 where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     N: Clone + Eq + Hash + Send + Sync + 'static,

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{MigrationReader, TypeSerializer};
-use flowstate_core::snapshot::{EntryEncoder, KeyedStateWriter, StateMetaInfo, payload, section_entries};
+use flowstate_core::snapshot::{
+    EntryEncoder, KeyedStateWriter, StateMetaInfo, payload, section_entries,
+};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// One stored entry.
@@ -100,7 +102,13 @@ pub(crate) struct MapCodec<UK, UV> {
 
 impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<UK, UV> {
     fn encode(&self, state: &str, value: &UserMap<UK, UV>, out: &mut Vec<u8>) -> StateResult<()> {
-        payload::put_map(state, self.key_ser.as_ref(), self.value_ser.as_ref(), value.iter(), out)
+        payload::put_map(
+            state,
+            self.key_ser.as_ref(),
+            self.value_ser.as_ref(),
+            value.iter(),
+            out,
+        )
     }
     fn decode(&self, state: &str, path: &str, bytes: &[u8]) -> StateResult<UserMap<UK, UV>> {
         let pairs = payload::map_pairs(bytes, path)?;
@@ -143,7 +151,11 @@ where
             meta,
             range,
             max_parallelism,
-            maps: RefCell::new((0..range.len()).map(|_| Arc::new(HashTable::new())).collect()),
+            maps: RefCell::new(
+                (0..range.len())
+                    .map(|_| Arc::new(HashTable::new()))
+                    .collect(),
+            ),
             hasher: DefaultHashBuilder::default(),
             key_ser,
             ns_ser,
@@ -162,19 +174,27 @@ where
         let name = &self.meta.name;
         let mut decoded: Vec<(usize, Entry<K, N, S>)> = Vec::new();
         for (kg, section) in sections {
-            let idx = self.range.index_of(*kg).ok_or(StateError::KeyGroupOutOfRange {
-                key_group: *kg,
-                range: self.range,
-            })?;
+            let idx = self
+                .range
+                .index_of(*kg)
+                .ok_or(StateError::KeyGroupOutOfRange {
+                    key_group: *kg,
+                    range: self.range,
+                })?;
             for e in section_entries(section, path)? {
                 if key_group_for_serialized_key(e.key, self.max_parallelism) != *kg {
                     return Err(StateError::CorruptSnapshot {
                         path: path.to_string(),
-                        detail: format!("state `{name}`: a key stored in key group {kg} belongs elsewhere"),
+                        detail: format!(
+                            "state `{name}`: a key stored in key group {kg} belongs elsewhere"
+                        ),
                     });
                 }
                 let key = self.key_ser.deserialize(e.key).map_err(ser_err(name))?;
-                let ns = self.ns_ser.deserialize(e.namespace).map_err(ser_err(name))?;
+                let ns = self
+                    .ns_ser
+                    .deserialize(e.namespace)
+                    .map_err(ser_err(name))?;
                 let value = self.codec.decode(name, path, e.payload)?;
                 decoded.push((idx, Entry { key, ns, value }));
             }
@@ -227,15 +247,22 @@ where
     }
 
     fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>> {
-        let ns = ns.downcast_ref::<N>().ok_or_else(|| StateError::TypeMismatch {
-            name: self.meta.name.clone(),
-            detail: "requested keys under another namespace type".into(),
-        })?;
+        let ns = ns
+            .downcast_ref::<N>()
+            .ok_or_else(|| StateError::TypeMismatch {
+                name: self.meta.name.clone(),
+                detail: "requested keys under another namespace type".into(),
+            })?;
         Ok(self
             .maps
             .borrow()
             .iter()
-            .flat_map(|m| m.iter().filter(|e| e.ns == *ns).map(|e| e.key.clone()).collect::<Vec<_>>())
+            .flat_map(|m| {
+                m.iter()
+                    .filter(|e| e.ns == *ns)
+                    .map(|e| e.key.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect())
     }
 }
@@ -262,14 +289,23 @@ where
     }
 
     fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
-        let Some(table) = self.range.index_of(key_group).and_then(|i| self.maps[i].take()) else {
+        let Some(table) = self
+            .range
+            .index_of(key_group)
+            .and_then(|i| self.maps[i].take())
+        else {
             return Ok(());
         };
         let name = &self.meta.name;
         for e in table.iter() {
-            out.entry(name, self.key_ser.as_ref(), &e.key, self.ns_ser.as_ref(), &e.ns, |o| {
-                self.codec.encode(name, &e.value, o)
-            })?;
+            out.entry(
+                name,
+                self.key_ser.as_ref(),
+                &e.key,
+                self.ns_ser.as_ref(),
+                &e.ns,
+                |o| self.codec.encode(name, &e.value, o),
+            )?;
         }
         // `table` drops here: the processing thread stops copying this key group.
         Ok(())

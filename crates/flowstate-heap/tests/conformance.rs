@@ -1,4 +1,5 @@
 //! Runs the shared conformance suite against the heap backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use flowstate_conformance::BackendFactory;
 use flowstate_core::backend::KeyedBackendConfig;
@@ -12,7 +13,10 @@ struct Heap;
 
 impl BackendFactory for Heap {
     type Backend<K: StateKey> = HeapKeyedStateBackend<K>;
-    fn create<K: StateKey>(&self, config: KeyedBackendConfig<K>) -> StateResult<HeapKeyedStateBackend<K>> {
+    fn create<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+    ) -> StateResult<HeapKeyedStateBackend<K>> {
         HeapKeyedStateBackend::new(config)
     }
     fn restore<K: StateKey>(

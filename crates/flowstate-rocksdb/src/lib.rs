@@ -1,1 +1,20 @@
-//! Placeholder while RocksDB builds.
+//! Flowstate's embedded RocksDB keyed state backend.
+//!
+//! State larger than memory, like Flink's `EmbeddedRocksDBStateBackend`: one column
+//! family per state; keys laid out as `key group | key | namespace | user key` so a key
+//! group is a contiguous range (see `keys.rs`); list appends through a merge operator;
+//! writes without a WAL (checkpoints give durability). Checkpoints are canonical,
+//! native, or incremental (only SST files not uploaded by an earlier completed
+//! checkpoint are uploaded; see `snapshot.rs`). Savepoints are always canonical, so state
+//! moves between this backend and the heap backend in both directions.
+
+mod backend;
+mod db;
+mod keys;
+mod options;
+mod snapshot;
+mod states;
+
+pub use backend::RocksDbKeyedStateBackend;
+pub use options::{Compression, RestoreMode, RocksDbOptions, SnapshotMode};
+pub use snapshot::{NativeSnapshot, RocksDbSnapshot};

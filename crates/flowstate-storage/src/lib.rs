@@ -64,7 +64,10 @@ impl ObjectCheckpointStorage {
     }
 
     /// Storage over any object store (S3-compatible, in-memory, ...).
-    pub fn new(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Result<Self, StorageError> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        description: impl Into<String>,
+    ) -> Result<Self, StorageError> {
         let description = description.into();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -167,7 +170,12 @@ impl CheckpointStorage for ObjectCheckpointStorage {
             });
         }
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move { store.get_range(&p, range).await.map_err(|e| map_err("get range", &owned, e)) })
+        self.run(async move {
+            store
+                .get_range(&p, range)
+                .await
+                .map_err(|e| map_err("get range", &owned, e))
+        })
     }
 
     fn size(&self, path: &str) -> Result<u64, StorageError> {
@@ -182,7 +190,11 @@ impl CheckpointStorage for ObjectCheckpointStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let p = if prefix.is_empty() { None } else { Some(object_path(prefix)?) };
+        let p = if prefix.is_empty() {
+            None
+        } else {
+            Some(object_path(prefix)?)
+        };
         let (store, owned) = (self.store.clone(), prefix.to_string());
         self.run(async move {
             use futures_util::TryStreamExt;

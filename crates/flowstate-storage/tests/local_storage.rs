@@ -1,4 +1,5 @@
 //! The object-store checkpoint storage on a real local directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use bytes::Bytes;
 use flowstate_core::StorageError;
@@ -14,23 +15,32 @@ fn storage() -> (tempfile::TempDir, ObjectCheckpointStorage) {
 #[test]
 fn put_get_range_list_delete() {
     let (dir, s) = storage();
-    s.put("chk-1/op/keyed-0", Bytes::from_static(b"0123456789")).unwrap();
-    s.put("chk-1/_metadata", Bytes::from_static(b"meta")).unwrap();
+    s.put("chk-1/op/keyed-0", Bytes::from_static(b"0123456789"))
+        .unwrap();
+    s.put("chk-1/_metadata", Bytes::from_static(b"meta"))
+        .unwrap();
     s.put("shared/abc.sst", Bytes::from_static(b"sst")).unwrap();
     assert_eq!(&s.get("chk-1/op/keyed-0").unwrap()[..], b"0123456789");
     assert_eq!(&s.get_range("chk-1/op/keyed-0", 2..5).unwrap()[..], b"234");
     assert_eq!(s.get_range("chk-1/op/keyed-0", 10..10).unwrap().len(), 0);
     assert_eq!(s.size("chk-1/op/keyed-0").unwrap(), 10);
-    assert_eq!(s.list("chk-1").unwrap(), vec!["chk-1/_metadata", "chk-1/op/keyed-0"]);
+    assert_eq!(
+        s.list("chk-1").unwrap(),
+        vec!["chk-1/_metadata", "chk-1/op/keyed-0"]
+    );
     assert_eq!(s.list("").unwrap().len(), 3);
     // Files are real files under the directory.
     assert!(dir.path().join("checkpoints/shared/abc.sst").is_file());
     // Replacing is atomic from a reader's point of view: old or new, never a mix.
-    s.put("chk-1/_metadata", Bytes::from_static(b"metadata v2")).unwrap();
+    s.put("chk-1/_metadata", Bytes::from_static(b"metadata v2"))
+        .unwrap();
     assert_eq!(&s.get("chk-1/_metadata").unwrap()[..], b"metadata v2");
     s.delete("chk-1/_metadata").unwrap();
     s.delete("chk-1/_metadata").unwrap();
-    assert!(matches!(s.get("chk-1/_metadata"), Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get("chk-1/_metadata"),
+        Err(StorageError::NotFound { .. })
+    ));
     assert_eq!(s.list("chk-1").unwrap(), vec!["chk-1/op/keyed-0"]);
 }
 
@@ -42,18 +52,26 @@ fn errors_name_the_path() {
     assert!(matches!(e, StorageError::OutOfRange { size: 3, .. }), "{e}");
     assert!(e.to_string().contains("`a`"));
     let e = s.get("missing/file").unwrap_err();
-    assert!(matches!(&e, StorageError::NotFound { path } if path == "missing/file"), "{e}");
+    assert!(
+        matches!(&e, StorageError::NotFound { path } if path == "missing/file"),
+        "{e}"
+    );
     assert!(matches!(s.size("nope"), Err(StorageError::NotFound { .. })));
     for bad in ["", "a/../b", "a//b"] {
         let e = s.put(bad, Bytes::new()).unwrap_err();
-        assert!(matches!(e, StorageError::InvalidPath { .. }), "{bad:?}: {e}");
+        assert!(
+            matches!(e, StorageError::InvalidPath { .. }),
+            "{bad:?}: {e}"
+        );
     }
 }
 
 #[test]
 fn usable_from_inside_an_async_runtime() {
     let (_dir, s) = storage();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         s.put("x", Bytes::from_static(b"y")).unwrap();
         assert_eq!(&s.get("x").unwrap()[..], b"y");

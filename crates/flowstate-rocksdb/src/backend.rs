@@ -1,0 +1,866 @@
+//! [`RocksDbKeyedStateBackend`]: keyed state in an embedded RocksDB, one column family
+//! per state, larger than memory, with canonical, native and incremental snapshots.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::descriptor::{
+    AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    ValueStateDescriptor, validate_state_name,
+};
+use flowstate_core::format::put_vbytes;
+use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::serializer::{
+    MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
+};
+use flowstate_core::snapshot::{
+    KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo, payload,
+    read_keyed_state, section_entries,
+};
+use flowstate_core::state::{
+    InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
+    InternalValueState, Namespace, StateKey, StateKind, StateValue,
+};
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_core::{StateError, StateResult};
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ReadOptions, WriteBatch};
+
+use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, unique_id, write_options};
+use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix, parse_key};
+use crate::options::{RestoreMode, RocksDbOptions, SnapshotMode};
+use crate::snapshot::{
+    CfWriter, CheckpointSource, Manifest, NativeSnapshot, RocksDbSnapshot, Tracker, lock,
+};
+use crate::states::{
+    AggX, ListX, MapX, ReduceX, RocksState, Shared, ValueX, canonical_list_to_stored,
+    stored_list_items,
+};
+
+/// Rewrites stored value bytes from an old serializer's format to the new one.
+type Rewrite = Box<dyn Fn(&[u8]) -> StateResult<Vec<u8>>>;
+
+struct Registered {
+    kind: StateKind,
+    handle: Rc<dyn Any>,
+    meta: StateMetaInfo,
+}
+
+/// Keyed state of one operator instance in an embedded RocksDB.
+///
+/// ```no_run
+/// use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+/// use flowstate_core::descriptor::ValueStateDescriptor;
+/// use flowstate_core::keygroup::KeyGroupRange;
+/// use flowstate_core::serializer::SerdeSerializer;
+/// use flowstate_core::state::{ValueState, VoidNamespace};
+/// use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions};
+///
+/// let backend = RocksDbKeyedStateBackend::<u64>::new(
+///     KeyedBackendConfig {
+///         max_parallelism: 128,
+///         key_group_range: KeyGroupRange::all(128).unwrap(),
+///         key_serializer: SerdeSerializer::<u64>::arc(),
+///     },
+///     RocksDbOptions::new("/tmp/flowstate-rocksdb"),
+/// ).unwrap();
+/// let count = backend.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("count")).unwrap();
+/// backend.set_current_key(7).unwrap();
+/// count.update(1).unwrap();
+/// ```
+pub struct RocksDbKeyedStateBackend<K> {
+    config: KeyedBackendConfig<K>,
+    settings: Arc<DbSettings>,
+    shared: Rc<Shared<K>>,
+    states: RefCell<BTreeMap<String, Registered>>,
+    /// States present in the database (restored) but not registered yet.
+    restored: RefCell<BTreeMap<String, StateMetaInfo>>,
+    tracker: Arc<Mutex<Tracker>>,
+    session: String,
+}
+
+impl<K: StateKey> RocksDbKeyedStateBackend<K> {
+    /// An empty backend in a fresh directory under `options.local_dir`.
+    pub fn new(config: KeyedBackendConfig<K>, options: RocksDbOptions) -> StateResult<Self> {
+        config.validate()?;
+        let settings = Arc::new(DbSettings::new(options));
+        let dir = fresh_dir(&settings.options.local_dir, "instance")?;
+        let db = settings.open(&dir, &[])?;
+        Ok(Self::assemble(
+            config,
+            settings,
+            DbHolder {
+                db,
+                dir: DirGuard(dir),
+            },
+        ))
+    }
+
+    fn assemble(
+        config: KeyedBackendConfig<K>,
+        settings: Arc<DbSettings>,
+        holder: DbHolder,
+    ) -> Self {
+        let max_parallelism = config.max_parallelism;
+        RocksDbKeyedStateBackend {
+            config,
+            settings,
+            shared: Rc::new(Shared {
+                holder: Arc::new(holder),
+                key: RefCell::new(None),
+                prefix: RefCell::new(Vec::new()),
+                write_options: write_options(),
+                max_parallelism,
+            }),
+            states: RefCell::new(BTreeMap::new()),
+            restored: RefCell::new(BTreeMap::new()),
+            tracker: Arc::new(Mutex::new(Tracker::default())),
+            session: unique_id(),
+        }
+    }
+
+    /// Restores from snapshots of any parallelism with the same max parallelism, reading
+    /// only the key groups of `config.key_group_range`. Canonical snapshots (from any
+    /// backend) are loaded key group by key group; native ones are rescaled by opening
+    /// the best-overlapping one, clipping it to the range with range deletes, and copying
+    /// in the owned key groups of the others.
+    pub fn restore(
+        config: KeyedBackendConfig<K>,
+        options: RocksDbOptions,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<Self> {
+        config.validate()?;
+        let range = config.key_group_range;
+        let overlapping: Vec<&KeyedStateHandle> = handles
+            .iter()
+            .filter(|h| !h.key_group_range.intersection(&range).is_empty())
+            .collect();
+        let native = overlapping
+            .iter()
+            .filter(|h| h.format == SnapshotFormat::RocksDbNative)
+            .count();
+        if native == 0 {
+            let owned: Vec<KeyedStateHandle> = overlapping.into_iter().cloned().collect();
+            return Self::restore_canonical(config, options, storage, &owned);
+        }
+        if native != overlapping.len() {
+            return Err(StateError::InvalidArgument(
+                "cannot restore from a mix of canonical and native snapshots".into(),
+            ));
+        }
+        Self::restore_native(config, options, storage, &overlapping)
+    }
+
+    fn restore_canonical(
+        config: KeyedBackendConfig<K>,
+        options: RocksDbOptions,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<Self> {
+        let restored = read_keyed_state(
+            storage,
+            handles,
+            config.max_parallelism,
+            config.key_group_range,
+        )?;
+        if let Some(k) = &restored.key_serializer {
+            require_same_layout("<keys>", "key", config.key_serializer.as_ref(), k)?;
+        }
+        let backend = Self::new(config, options)?;
+        let max_p = backend.config.max_parallelism;
+        let db = &backend.shared.holder.db;
+        for (name, state) in &restored.states {
+            db.create_cf(name, &backend.settings.cf_options())
+                .map_err(rerr("create column family"))?;
+            let cf = db
+                .cf_handle(name)
+                .ok_or_else(|| StateError::UnknownState(name.clone()))?;
+            let mut batch = WriteBatch::default();
+            for (kg, section) in &state.sections {
+                for e in section_entries(section, &state.path)? {
+                    if key_group_for_serialized_key(e.key, max_p) != *kg {
+                        return Err(StateError::corrupt(
+                            &state.path,
+                            format!(
+                                "state `{name}`: a key stored in key group {kg} belongs elsewhere"
+                            ),
+                        ));
+                    }
+                    let mut k = key_prefix(*kg, max_p, e.key)?;
+                    put_vbytes(&mut k, e.namespace)?;
+                    match state.meta.kind {
+                        StateKind::List => {
+                            batch.put_cf(&cf, &k, canonical_list_to_stored(e.payload, &state.path)?)
+                        }
+                        StateKind::Map => {
+                            for (uk, uv) in payload::map_pairs(e.payload, &state.path)? {
+                                let mut full = k.clone();
+                                full.extend_from_slice(uk);
+                                batch.put_cf(&cf, full, uv);
+                            }
+                        }
+                        _ => batch.put_cf(&cf, &k, e.payload),
+                    }
+                }
+                if batch.size_in_bytes() > 4 << 20 {
+                    db.write_opt(std::mem::take(&mut batch), &backend.shared.write_options)
+                        .map_err(rerr("write batch"))?;
+                }
+            }
+            db.write_opt(batch, &backend.shared.write_options)
+                .map_err(rerr("write batch"))?;
+            backend
+                .restored
+                .borrow_mut()
+                .insert(name.clone(), state.meta.clone());
+        }
+        Ok(backend)
+    }
+
+    fn restore_native(
+        config: KeyedBackendConfig<K>,
+        options: RocksDbOptions,
+        storage: &dyn CheckpointStorage,
+        handles: &[&KeyedStateHandle],
+    ) -> StateResult<Self> {
+        let range = config.key_group_range;
+        let max_p = config.max_parallelism;
+        let mut manifests = Vec::new();
+        let mut owner: HashMap<u32, &str> = HashMap::new();
+        for h in handles {
+            if h.max_parallelism != max_p {
+                return Err(StateError::MaxParallelismMismatch {
+                    path: h.path.clone(),
+                    snapshot: h.max_parallelism,
+                    backend: max_p,
+                });
+            }
+            for kg in h.key_group_range.intersection(&range).iter() {
+                if let Some(other) = owner.insert(kg, &h.path) {
+                    return Err(StateError::InvalidArgument(format!(
+                        "snapshots `{other}` and `{}` both hold key group {kg}",
+                        h.path
+                    )));
+                }
+            }
+            let m = Manifest::decode(&storage.get(&h.path)?, &h.path)?;
+            if m.max_parallelism != max_p || m.range != h.key_group_range {
+                return Err(StateError::corrupt(
+                    &h.path,
+                    "manifest disagrees with its handle",
+                ));
+            }
+            require_same_layout(
+                "<keys>",
+                "key",
+                config.key_serializer.as_ref(),
+                &m.key_serializer,
+            )?;
+            manifests.push((*h, m));
+        }
+        // The base is the snapshot holding most of the new range.
+        let base_index = (0..manifests.len())
+            .max_by_key(|i| manifests[*i].1.range.intersection(&range).len())
+            .unwrap_or(0);
+        let (base_handle, base) = manifests.remove(base_index);
+        let settings = Arc::new(DbSettings::new(options));
+        let dir = fresh_dir(&settings.options.local_dir, "instance")?;
+        let guard = DirGuard(dir.clone());
+        download(storage, &base, &dir, &base_handle.path)?;
+        let cfs: Vec<String> = base.metas.iter().map(|m| m.name.clone()).collect();
+        let db = settings.open(&dir, &cfs)?;
+        // Clip the base to the new range.
+        let start = key_group_start(range.start(), max_p);
+        let end = match range.end() {
+            Some(e) if e + 1 < max_p => key_group_start(e + 1, max_p),
+            _ => ALL_KEYS_END.to_vec(),
+        };
+        for name in &cfs {
+            let cf = db
+                .cf_handle(name)
+                .ok_or_else(|| StateError::UnknownState(name.clone()))?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(&cf, Vec::new(), start.clone());
+            batch.delete_range_cf(&cf, end.clone(), ALL_KEYS_END.to_vec());
+            db.write_opt(batch, &write_options())
+                .map_err(rerr("clip key groups"))?;
+        }
+        let mut metas: BTreeMap<String, StateMetaInfo> = base
+            .metas
+            .iter()
+            .map(|m| (m.name.clone(), m.clone()))
+            .collect();
+        // Copy in the owned key groups of every other snapshot.
+        for (h, m) in &manifests {
+            let tmp = fresh_dir(&settings.options.local_dir, "merge")?;
+            let _tmp_guard = DirGuard(tmp.clone());
+            download(storage, m, &tmp, &h.path)?;
+            let other = settings.open_read_only(&tmp)?;
+            let overlap = m.range.intersection(&range);
+            for meta in &m.metas {
+                match metas.get(&meta.name) {
+                    Some(existing) if existing.kind != meta.kind => {
+                        return Err(StateError::KindMismatch {
+                            name: meta.name.clone(),
+                            existing: existing.kind,
+                            requested: meta.kind,
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        db.create_cf(&meta.name, &settings.cf_options())
+                            .map_err(rerr("create column family"))?;
+                        metas.insert(meta.name.clone(), meta.clone());
+                    }
+                }
+                let (Some(src), Some(dst)) =
+                    (other.cf_handle(&meta.name), db.cf_handle(&meta.name))
+                else {
+                    continue;
+                };
+                let mut ro = ReadOptions::default();
+                ro.fill_cache(false);
+                let upper = match overlap.end() {
+                    Some(e) if e + 1 < max_p => key_group_start(e + 1, max_p),
+                    _ => ALL_KEYS_END.to_vec(),
+                };
+                ro.set_iterate_upper_bound(upper);
+                let mut it = other.raw_iterator_cf_opt(&src, ro);
+                it.seek(key_group_start(overlap.start(), max_p));
+                let mut batch = WriteBatch::default();
+                while it.valid() {
+                    if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                        batch.put_cf(&dst, k, v);
+                    }
+                    if batch.size_in_bytes() > 4 << 20 {
+                        db.write_opt(std::mem::take(&mut batch), &write_options())
+                            .map_err(rerr("write batch"))?;
+                    }
+                    it.next();
+                }
+                it.status().map_err(rerr("iterate snapshot"))?;
+                db.write_opt(batch, &write_options())
+                    .map_err(rerr("write batch"))?;
+            }
+        }
+        let claim = settings.options.restore_mode == RestoreMode::Claim;
+        let backend = Self::assemble(config, settings, DbHolder { db, dir: guard });
+        *backend.restored.borrow_mut() = metas;
+        if claim {
+            lock(&backend.tracker)?.confirmed = base.ssts.iter().cloned().collect();
+        }
+        Ok(backend)
+    }
+
+    fn db(&self) -> &rocksdb::DB {
+        &self.shared.holder.db
+    }
+
+    /// Descriptions of every state in the database (registered or restored).
+    fn all_metas(&self) -> Vec<StateMetaInfo> {
+        let mut metas: BTreeMap<String, StateMetaInfo> = self
+            .restored
+            .borrow()
+            .iter()
+            .map(|(n, m)| (n.clone(), m.clone()))
+            .collect();
+        for (n, r) in self.states.borrow().iter() {
+            metas.insert(n.clone(), r.meta.clone());
+        }
+        metas.into_values().collect()
+    }
+
+    /// Synchronous part shared by every snapshot: a hard-linked RocksDB checkpoint.
+    fn checkpoint(&self) -> StateResult<CheckpointSource> {
+        let dir = self
+            .settings
+            .options
+            .local_dir
+            .join(format!("snapshot-{}", unique_id()));
+        let cp = Checkpoint::new(self.db()).map_err(rerr("create checkpoint"))?;
+        cp.create_checkpoint(&dir)
+            .map_err(rerr("create checkpoint"))?;
+        Ok(CheckpointSource::new(self.settings.clone(), dir))
+    }
+
+    fn meta<N: Namespace>(
+        name: &str,
+        kind: StateKind,
+        value: flowstate_core::serializer::SerializerSnapshot,
+        user_key: Option<flowstate_core::serializer::SerializerSnapshot>,
+    ) -> StateMetaInfo {
+        StateMetaInfo {
+            name: name.to_string(),
+            kind,
+            namespace_serializer: SerdeSerializer::<N>::new().snapshot(),
+            value_serializer: value,
+            user_key_serializer: user_key,
+        }
+    }
+
+    /// Rewrites every stored value of a restored state into the new serializer's format.
+    fn migrate(&self, name: &str, kind: StateKind, rewrite: &Rewrite) -> StateResult<()> {
+        let db = self.db();
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let mut batch = WriteBatch::default();
+        let mut it = db.raw_iterator_cf(&cf);
+        it.seek_to_first();
+        while it.valid() {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let new = if kind == StateKind::List {
+                    let mut out = Vec::with_capacity(v.len());
+                    for item in stored_list_items(v, name)? {
+                        put_vbytes(&mut out, &rewrite(item)?)?;
+                    }
+                    out
+                } else {
+                    rewrite(v)?
+                };
+                batch.put_cf(&cf, k, new);
+            }
+            it.next();
+        }
+        it.status().map_err(rerr("iterate for migration"))?;
+        db.write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write migrated values"))
+    }
+
+    /// Gets the registered state `name` or registers it: checks kind, types and
+    /// serializers against what is registered or restored; migrates restored values
+    /// when the new serializer asks for it.
+    fn register<N, X>(
+        &self,
+        name: &str,
+        kind: StateKind,
+        current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
+        resolve: &dyn Fn(
+            Option<&StateMetaInfo>,
+        ) -> StateResult<(X, StateMetaInfo, Option<Rewrite>)>,
+    ) -> StateResult<Rc<RocksState<K, N, X>>>
+    where
+        N: Namespace,
+        X: 'static,
+    {
+        validate_state_name(name)?;
+        if let Some(r) = self.states.borrow().get(name) {
+            if r.kind != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    existing: r.kind,
+                    requested: kind,
+                });
+            }
+            current(&r.meta)?;
+            return r
+                .handle
+                .clone()
+                .downcast::<RocksState<K, N, X>>()
+                .map_err(|_| StateError::TypeMismatch {
+                    name: name.to_string(),
+                    detail: "registered with other namespace or value types".into(),
+                });
+        }
+        let restored = self.restored.borrow().get(name).cloned();
+        if let Some(m) = &restored {
+            if m.kind != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    existing: m.kind,
+                    requested: kind,
+                });
+            }
+            require_same_layout(
+                name,
+                "namespace",
+                &SerdeSerializer::<N>::new(),
+                &m.namespace_serializer,
+            )?;
+        }
+        let (extra, meta, rewrite) = resolve(restored.as_ref())?;
+        if restored.is_some() {
+            if let Some(rw) = &rewrite {
+                self.migrate(name, kind, rw)?;
+            }
+        } else if self.db().cf_handle(name).is_none() {
+            self.db()
+                .create_cf(name, &self.settings.cf_options())
+                .map_err(rerr("create column family"))?;
+        }
+        self.restored.borrow_mut().remove(name);
+        let handle = Rc::new(RocksState {
+            shared: self.shared.clone(),
+            name: name.to_string(),
+            ns: RefCell::new(N::default()),
+            extra,
+        });
+        self.states.borrow_mut().insert(
+            name.to_string(),
+            Registered {
+                kind,
+                handle: handle.clone(),
+                meta,
+            },
+        );
+        Ok(handle)
+    }
+}
+
+/// Downloads the files of a native snapshot into `dir`, checking sizes.
+fn download(
+    storage: &dyn CheckpointStorage,
+    m: &Manifest,
+    dir: &Path,
+    manifest_path: &str,
+) -> StateResult<()> {
+    for (name, f) in &m.ssts {
+        let data: Bytes = storage.get(&f.path)?;
+        if data.len() as u64 != f.size {
+            return Err(StateError::corrupt(
+                &f.path,
+                format!(
+                    "{} bytes, manifest `{manifest_path}` says {}",
+                    data.len(),
+                    f.size
+                ),
+            ));
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, &data).map_err(ioerr("write restored file", &p))?;
+    }
+    for (name, contents) in &m.private {
+        let p = dir.join(name);
+        std::fs::write(&p, contents).map_err(ioerr("write restored file", &p))?;
+    }
+    Ok(())
+}
+
+fn rewrite_with<T: 'static>(
+    state: &str,
+    reader: MigrationReader<T>,
+    ser: Arc<dyn TypeSerializer<T>>,
+) -> Rewrite {
+    let state = state.to_string();
+    Box::new(move |old: &[u8]| {
+        let v = reader(old).map_err(|e| StateError::serialization(&state, e))?;
+        let mut out = Vec::new();
+        ser.serialize_into(&v, &mut out)
+            .map_err(|e| StateError::serialization(&state, e))?;
+        Ok(out)
+    })
+}
+
+fn check_value<'a, T: 'static>(
+    name: &'a str,
+    new: &'a Arc<dyn TypeSerializer<T>>,
+) -> impl Fn(&StateMetaInfo) -> StateResult<()> + 'a {
+    move |meta: &StateMetaInfo| {
+        require_same_layout(name, "value", new.as_ref(), &meta.value_serializer)
+    }
+}
+
+/// Resolves a value serializer against a restored description (or itself).
+fn resolve<T: 'static>(
+    name: &str,
+    what: &'static str,
+    new: &Arc<dyn TypeSerializer<T>>,
+    old: Option<&StateMetaInfo>,
+) -> StateResult<(Arc<dyn TypeSerializer<T>>, Option<Rewrite>)> {
+    let prev = old.map_or_else(|| new.snapshot(), |m| m.value_serializer.clone());
+    let r = resolve_value_serializer(name, what, new, &prev)?;
+    let rewrite = r
+        .migrated
+        .then(|| rewrite_with(name, r.reader.clone(), r.serializer.clone()));
+    Ok((r.serializer, rewrite))
+}
+
+impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
+    type Snapshot = RocksDbSnapshot;
+
+    fn max_parallelism(&self) -> u32 {
+        self.config.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.config.key_group_range
+    }
+
+    fn key_group_of(&self, key: &K) -> StateResult<u32> {
+        let mut bytes = Vec::with_capacity(16);
+        self.config
+            .key_serializer
+            .serialize_into(key, &mut bytes)
+            .map_err(|e| StateError::serialization("<key>", e))?;
+        Ok(key_group_for_serialized_key(
+            &bytes,
+            self.config.max_parallelism,
+        ))
+    }
+
+    fn set_current_key(&self, key: K) -> StateResult<()> {
+        let mut bytes = Vec::with_capacity(16);
+        self.config
+            .key_serializer
+            .serialize_into(&key, &mut bytes)
+            .map_err(|e| StateError::serialization("<key>", e))?;
+        let kg = key_group_for_serialized_key(&bytes, self.config.max_parallelism);
+        let range = self.config.key_group_range;
+        if !range.contains(kg) {
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group: kg,
+                range,
+            });
+        }
+        *self.shared.prefix.borrow_mut() = key_prefix(kg, self.config.max_parallelism, &bytes)?;
+        *self.shared.key.borrow_mut() = Some(key);
+        Ok(())
+    }
+
+    fn current_key(&self) -> Option<K> {
+        self.shared.key.borrow().clone()
+    }
+
+    fn current_key_group(&self) -> Option<u32> {
+        let key = self.shared.key.borrow();
+        key.as_ref().and_then(|k| self.key_group_of(k).ok())
+    }
+
+    fn value_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ValueStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
+        let name = desc.name();
+        let s = self.register::<N, ValueX<T>>(
+            name,
+            StateKind::Value,
+            &check_value(name, desc.serializer()),
+            &|old| {
+                let (ser, rw) = resolve(name, "value", desc.serializer(), old)?;
+                let meta = Self::meta::<N>(name, StateKind::Value, ser.snapshot(), None);
+                let x = ValueX {
+                    ser,
+                    default: desc.default_value().cloned(),
+                };
+                Ok((x, meta, rw))
+            },
+        )?;
+        Ok(s)
+    }
+
+    fn list_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ListStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
+        let name = desc.name();
+        let s = self.register::<N, ListX<T>>(
+            name,
+            StateKind::List,
+            &check_value(name, desc.serializer()),
+            &|old| {
+                let (ser, rw) = resolve(name, "element", desc.serializer(), old)?;
+                let meta = Self::meta::<N>(name, StateKind::List, ser.snapshot(), None);
+                Ok((ListX { ser }, meta, rw))
+            },
+        )?;
+        Ok(s)
+    }
+
+    fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<UK, UV>,
+    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
+        let name = desc.name();
+        let user_key_check = |meta: &StateMetaInfo| match &meta.user_key_serializer {
+            Some(u) => require_same_layout(name, "user key", desc.key_serializer().as_ref(), u),
+            None => Err(StateError::corrupt(
+                name,
+                "map state without a user key serializer",
+            )),
+        };
+        let current = |meta: &StateMetaInfo| {
+            require_same_layout(
+                name,
+                "value",
+                desc.value_serializer().as_ref(),
+                &meta.value_serializer,
+            )?;
+            user_key_check(meta)
+        };
+        let s = self.register::<N, MapX<UK, UV>>(name, StateKind::Map, &current, &|old| {
+            if let Some(m) = old {
+                user_key_check(m)?;
+            }
+            let (value_ser, rw) = resolve(name, "value", desc.value_serializer(), old)?;
+            let meta = Self::meta::<N>(
+                name,
+                StateKind::Map,
+                value_ser.snapshot(),
+                Some(desc.key_serializer().snapshot()),
+            );
+            let x = MapX {
+                key_ser: desc.key_serializer().clone(),
+                value_ser,
+            };
+            Ok((x, meta, rw))
+        })?;
+        Ok(s)
+    }
+
+    fn reducing_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ReducingStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
+        let name = desc.name();
+        let s = self.register::<N, ReduceX<T>>(
+            name,
+            StateKind::Reducing,
+            &check_value(name, desc.serializer()),
+            &|old| {
+                let (ser, rw) = resolve(name, "value", desc.serializer(), old)?;
+                let meta = Self::meta::<N>(name, StateKind::Reducing, ser.snapshot(), None);
+                let x = ReduceX {
+                    ser,
+                    reduce: desc.reduce_fn().clone(),
+                };
+                Ok((x, meta, rw))
+            },
+        )?;
+        Ok(s)
+    }
+
+    fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+        &self,
+        desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
+    ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
+        let name = desc.name();
+        let s = self.register::<N, AggX<IN, ACC, OUT>>(
+            name,
+            StateKind::Aggregating,
+            &check_value(name, desc.serializer()),
+            &|old| {
+                let (ser, rw) = resolve(name, "accumulator", desc.serializer(), old)?;
+                let meta = Self::meta::<N>(name, StateKind::Aggregating, ser.snapshot(), None);
+                let x = AggX {
+                    ser,
+                    function: desc.function().clone(),
+                };
+                Ok((x, meta, rw))
+            },
+        )?;
+        Ok(s)
+    }
+
+    fn state_names(&self) -> Vec<String> {
+        self.all_metas().into_iter().map(|m| m.name).collect()
+    }
+
+    fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>> {
+        let known =
+            self.states.borrow().contains_key(state) || self.restored.borrow().contains_key(state);
+        let cf = self.db().cf_handle(state).filter(|_| known);
+        let Some(cf) = cf else {
+            return Err(StateError::UnknownState(state.to_string()));
+        };
+        if let Some(m) = self.restored.borrow().get(state) {
+            require_same_layout(
+                state,
+                "namespace",
+                &SerdeSerializer::<N>::new(),
+                &m.namespace_serializer,
+            )?;
+        }
+        let mut ns = Vec::new();
+        SerdeSerializer::<N>::new()
+            .serialize_into(namespace, &mut ns)
+            .map_err(|e| StateError::serialization(state, e))?;
+        let mut out = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        let mut it = self.db().raw_iterator_cf(&cf);
+        it.seek_to_first();
+        while it.valid() {
+            if let Some(raw) = it.key() {
+                let p = parse_key(raw, self.config.max_parallelism, state)?;
+                if p.namespace == ns.as_slice() && last.as_deref() != Some(p.key) {
+                    out.push(
+                        self.config
+                            .key_serializer
+                            .deserialize(p.key)
+                            .map_err(|e| StateError::serialization(state, e))?,
+                    );
+                    last = Some(p.key.to_vec());
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(rerr("iterate keys"))?;
+        Ok(out)
+    }
+
+    fn snapshot(&self, checkpoint_id: u64) -> StateResult<RocksDbSnapshot> {
+        let mode = self.settings.options.snapshot_mode;
+        if mode == SnapshotMode::Canonical {
+            return self.savepoint().map(RocksDbSnapshot::Canonical);
+        }
+        let source = self.checkpoint()?;
+        let base = if mode == SnapshotMode::Incremental {
+            lock(&self.tracker)?.confirmed.clone()
+        } else {
+            HashMap::new()
+        };
+        Ok(RocksDbSnapshot::Native(NativeSnapshot {
+            checkpoint_id,
+            source,
+            metas: self.all_metas(),
+            key_serializer: self.config.key_serializer.snapshot(),
+            range: self.config.key_group_range,
+            max_parallelism: self.config.max_parallelism,
+            base,
+            tracker: self.tracker.clone(),
+            session: self.session.clone(),
+            shared_prefix: self.settings.options.shared_prefix.clone(),
+        }))
+    }
+
+    fn savepoint(&self) -> StateResult<KeyedSnapshot> {
+        let source = Arc::new(self.checkpoint()?);
+        let writers: Vec<Box<dyn KeyedStateWriter>> = self
+            .all_metas()
+            .into_iter()
+            .map(|meta| {
+                Box::new(CfWriter {
+                    source: source.clone(),
+                    meta,
+                    max_parallelism: self.config.max_parallelism,
+                }) as Box<dyn KeyedStateWriter>
+            })
+            .collect();
+        Ok(KeyedSnapshot::new(
+            self.config.max_parallelism,
+            self.config.key_group_range,
+            self.config.key_serializer.snapshot(),
+            writers,
+        ))
+    }
+
+    fn notify_checkpoint_complete(&self, checkpoint_id: u64) -> StateResult<()> {
+        let mut t = lock(&self.tracker)?;
+        if let Some(files) = t.pending.remove(&checkpoint_id) {
+            t.confirmed = files;
+            t.pending.retain(|id, _| *id > checkpoint_id);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&self, checkpoint_id: u64) -> StateResult<()> {
+        lock(&self.tracker)?.pending.remove(&checkpoint_id);
+        Ok(())
+    }
+}

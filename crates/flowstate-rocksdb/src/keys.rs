@@ -1,0 +1,108 @@
+//! The RocksDB key layout.
+//!
+//! `key group (1 byte if max parallelism <= 128, else 2, big-endian) | varint length |
+//! key | varint length | namespace | map user key`. The key group comes first so a key
+//! group is one contiguous key range (clipping on rescale is a range delete); the length
+//! prefixes make `(key group, key, namespace)` an unambiguous prefix whatever the key
+//! serializer, so a map's entries for one key and namespace are one contiguous range.
+
+use flowstate_core::StateResult;
+use flowstate_core::format::{ByteReader, put_vbytes};
+
+/// Bytes of the key-group prefix for a max parallelism.
+pub(crate) fn prefix_len(max_parallelism: u32) -> usize {
+    if max_parallelism <= 128 { 1 } else { 2 }
+}
+
+/// Appends the key-group prefix.
+pub(crate) fn put_key_group(out: &mut Vec<u8>, key_group: u32, max_parallelism: u32) {
+    if prefix_len(max_parallelism) == 1 {
+        out.push(key_group as u8);
+    } else {
+        out.extend_from_slice(&(key_group as u16).to_be_bytes());
+    }
+}
+
+/// The first key of `key_group`.
+pub(crate) fn key_group_start(key_group: u32, max_parallelism: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2);
+    put_key_group(&mut v, key_group, max_parallelism);
+    v
+}
+
+/// A bound above every key of every key group.
+pub(crate) const ALL_KEYS_END: [u8; 3] = [0xff, 0xff, 0xff];
+
+/// `key group | key` (what the current key contributes).
+pub(crate) fn key_prefix(key_group: u32, max_parallelism: u32, key: &[u8]) -> StateResult<Vec<u8>> {
+    let mut v = Vec::with_capacity(key.len() + 4);
+    put_key_group(&mut v, key_group, max_parallelism);
+    put_vbytes(&mut v, key)?;
+    Ok(v)
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    ALL_KEYS_END.to_vec()
+}
+
+/// A stored key split into its parts.
+pub(crate) struct ParsedKey<'a> {
+    pub(crate) key_group: u32,
+    pub(crate) key: &'a [u8],
+    pub(crate) namespace: &'a [u8],
+    /// The map user key (empty for other kinds).
+    pub(crate) user_key: &'a [u8],
+    /// Length of `key group | key | namespace` with their length prefixes.
+    pub(crate) prefix_len: usize,
+}
+
+/// Splits a stored key; a malformed key is reported as corrupt state of `what`.
+pub(crate) fn parse_key<'a>(
+    raw: &'a [u8],
+    max_parallelism: u32,
+    what: &'a str,
+) -> StateResult<ParsedKey<'a>> {
+    let mut r = ByteReader::new(raw, what);
+    let kg_bytes = r.take(prefix_len(max_parallelism), "key group")?;
+    let key_group = kg_bytes.iter().fold(0u32, |acc, b| (acc << 8) | *b as u32);
+    let key = r.vbytes("key")?;
+    let namespace = r.vbytes("namespace")?;
+    let prefix_len = r.position();
+    Ok(ParsedKey {
+        key_group,
+        key,
+        namespace,
+        user_key: &raw[prefix_len..],
+        prefix_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_and_orders_by_key_group() {
+        for max_p in [128u32, 32768] {
+            let mut k = key_prefix(7, max_p, b"user").unwrap();
+            put_vbytes(&mut k, b"ns").unwrap();
+            k.extend_from_slice(b"uk");
+            let p = parse_key(&k, max_p, "t").unwrap();
+            assert_eq!(
+                (p.key_group, p.key, p.namespace, p.user_key),
+                (7, &b"user"[..], &b"ns"[..], &b"uk"[..])
+            );
+            assert!(key_group_start(7, max_p) < k && k < key_group_start(8, max_p));
+        }
+        assert_eq!(prefix_end(&[1, 2, 0xff]), vec![1, 3]);
+        assert_eq!(prefix_end(&[0xff]), ALL_KEYS_END.to_vec());
+    }
+}

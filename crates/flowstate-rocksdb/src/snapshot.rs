@@ -1,0 +1,364 @@
+//! Snapshots of the RocksDB backend.
+//!
+//! Every snapshot starts the same way in its synchronous part: a RocksDB checkpoint
+//! (memtables flushed, SST files hard-linked into a scratch directory), which freezes
+//! the state at the snapshot point while processing goes on. The asynchronous part then
+//! either
+//! - reads the checkpoint and writes the canonical key-group format ([`CfWriter`]), or
+//! - uploads the checkpoint's files ([`NativeSnapshot`]): SST files go to the shared
+//!   prefix, except those an earlier completed checkpoint already uploaded
+//!   (incremental), and the small private files (MANIFEST, OPTIONS, CURRENT) are
+//!   inlined into a manifest written at the snapshot's path. The format of the
+//!   manifest is in `docs/formats.md`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flowstate_core::format::{ByteReader, PutLe};
+use flowstate_core::keygroup::KeyGroupRange;
+use flowstate_core::serializer::SerializerSnapshot;
+use flowstate_core::snapshot::{
+    AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateHandle, KeyedStateWriter,
+    SharedFile, SnapshotFormat, StateMetaInfo, decode_header, encode_header,
+};
+use flowstate_core::state::StateKind;
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_core::{StateError, StateResult};
+use rocksdb::{DB, ReadOptions};
+
+use crate::db::{DbSettings, DirGuard, ioerr, rerr};
+use crate::keys::{key_group_start, parse_key};
+use crate::states::stored_list_to_canonical;
+
+const MANIFEST_MAGIC: &[u8; 8] = b"FLWSRDB\0";
+const MANIFEST_VERSION: u32 = 1;
+
+/// Which uploaded SST files later checkpoints may refer to.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    /// SST files of checkpoints written but not yet confirmed complete.
+    pub(crate) pending: HashMap<u64, HashMap<String, SharedFile>>,
+    /// SST files of the last completed checkpoint (or claimed restore), by local name.
+    pub(crate) confirmed: HashMap<String, SharedFile>,
+}
+
+pub(crate) fn lock(t: &Mutex<Tracker>) -> StateResult<std::sync::MutexGuard<'_, Tracker>> {
+    t.lock().map_err(|_| StateError::Backend {
+        op: "lock incremental tracker",
+        message: "poisoned by a panic in another thread".into(),
+    })
+}
+
+/// A hard-linked RocksDB checkpoint, opened read-only on first use and deleted when the
+/// last user drops it.
+pub(crate) struct CheckpointSource {
+    settings: Arc<DbSettings>,
+    db: Mutex<Option<Arc<DB>>>,
+    dir: DirGuard,
+}
+
+impl CheckpointSource {
+    pub(crate) fn new(settings: Arc<DbSettings>, dir: PathBuf) -> Self {
+        CheckpointSource {
+            settings,
+            db: Mutex::new(None),
+            dir: DirGuard(dir),
+        }
+    }
+
+    fn db(&self) -> StateResult<Arc<DB>> {
+        let mut slot = self.db.lock().map_err(|_| StateError::Backend {
+            op: "open checkpoint",
+            message: "poisoned lock".into(),
+        })?;
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(self.settings.open_read_only(&self.dir.0)?);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir.0
+    }
+}
+
+/// Writes one column family of a checkpoint in the canonical format.
+pub(crate) struct CfWriter {
+    pub(crate) source: Arc<CheckpointSource>,
+    pub(crate) meta: StateMetaInfo,
+    pub(crate) max_parallelism: u32,
+}
+
+impl KeyedStateWriter for CfWriter {
+    fn meta(&self) -> &StateMetaInfo {
+        &self.meta
+    }
+
+    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
+        let db = self.source.db()?;
+        let Some(cf) = db.cf_handle(&self.meta.name) else {
+            return Ok(());
+        };
+        let name = self.meta.name.as_str();
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_iterate_upper_bound(key_group_start(key_group + 1, self.max_parallelism));
+        let mut it = db.raw_iterator_cf_opt(&cf, ro);
+        it.seek(key_group_start(key_group, self.max_parallelism));
+        // Map state: consecutive entries of one (key, namespace) form one payload.
+        let mut group: Option<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> = None;
+        let flush = |out: &mut EntryEncoder<'_>,
+                     g: (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)|
+         -> StateResult<()> {
+            let mut payload = Vec::new();
+            flowstate_core::format::put_varint(&mut payload, g.2.len() as u32);
+            for (k, v) in &g.2 {
+                flowstate_core::format::put_vbytes(&mut payload, k)?;
+                flowstate_core::format::put_vbytes(&mut payload, v)?;
+            }
+            out.raw_entry(&g.0, &g.1, &payload)
+        };
+        while it.valid() {
+            let (Some(raw_key), Some(value)) = (it.key(), it.value()) else {
+                break;
+            };
+            let p = parse_key(raw_key, self.max_parallelism, name)?;
+            match self.meta.kind {
+                StateKind::Map => {
+                    let same = group
+                        .as_ref()
+                        .is_some_and(|g| g.0 == p.key && g.1 == p.namespace);
+                    if !same && let Some(g) = group.take() {
+                        flush(out, g)?;
+                    }
+                    group
+                        .get_or_insert_with(|| (p.key.to_vec(), p.namespace.to_vec(), Vec::new()))
+                        .2
+                        .push((p.user_key.to_vec(), value.to_vec()));
+                }
+                StateKind::List => {
+                    out.raw_entry(p.key, p.namespace, &stored_list_to_canonical(value, name)?)?
+                }
+                _ => out.raw_entry(p.key, p.namespace, value)?,
+            }
+            it.next();
+        }
+        it.status().map_err(rerr("iterate checkpoint"))?;
+        if let Some(g) = group.take() {
+            flush(out, g)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a native manifest records.
+pub(crate) struct Manifest {
+    pub(crate) max_parallelism: u32,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) key_serializer: SerializerSnapshot,
+    pub(crate) metas: Vec<StateMetaInfo>,
+    /// (local file name, shared file)
+    pub(crate) ssts: Vec<(String, SharedFile)>,
+    /// (local file name, contents)
+    pub(crate) private: Vec<(String, Vec<u8>)>,
+}
+
+impl Manifest {
+    pub(crate) fn encode(&self) -> StateResult<Vec<u8>> {
+        let mut body = Vec::new();
+        body.put_u32(self.max_parallelism);
+        body.put_u32(self.range.start());
+        body.put_u32(self.range.start() + self.range.len() as u32);
+        body.put_bytes(
+            "state header",
+            &encode_header(&self.key_serializer, &self.metas)?,
+        )?;
+        body.put_u32(self.ssts.len() as u32);
+        for (name, f) in &self.ssts {
+            body.put_bytes("file name", name.as_bytes())?;
+            body.put_bytes("shared path", f.path.as_bytes())?;
+            body.put_u64(f.size);
+        }
+        body.put_u32(self.private.len() as u32);
+        for (name, contents) in &self.private {
+            body.put_bytes("file name", name.as_bytes())?;
+            body.put_bytes("file contents", contents)?;
+        }
+        let mut out = Vec::with_capacity(body.len() + 24);
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.put_u32(MANIFEST_VERSION);
+        out.put_u64(body.len() as u64);
+        out.extend_from_slice(&body);
+        out.put_u32(crc32c::crc32c(&body));
+        Ok(out)
+    }
+
+    pub(crate) fn decode(bytes: &[u8], path: &str) -> StateResult<Self> {
+        let mut r = ByteReader::new(bytes, path);
+        if r.take(8, "magic")? != MANIFEST_MAGIC {
+            return Err(StateError::corrupt(
+                path,
+                "not a flowstate RocksDB manifest (bad magic)",
+            ));
+        }
+        let version = r.u32("version")?;
+        if version == 0 || version > MANIFEST_VERSION {
+            return Err(StateError::UnsupportedVersion {
+                path: path.to_string(),
+                found: version,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        let len = usize::try_from(r.u64("body length")?)
+            .map_err(|_| StateError::corrupt(path, "body too long"))?;
+        let body = r.take(len, "body")?;
+        let crc = r.u32("crc")?;
+        if !r.is_empty() || crc32c::crc32c(body) != crc {
+            return Err(StateError::corrupt(
+                path,
+                "manifest checksum mismatch or trailing bytes",
+            ));
+        }
+        let mut r = ByteReader::new(body, path);
+        let max_parallelism = r.u32("max parallelism")?;
+        let start = r.u32("range start")?;
+        let end = r.u32("range end")?;
+        let range = if end > start {
+            KeyGroupRange::new(start, end - 1)?
+        } else {
+            KeyGroupRange::empty()
+        };
+        let (key_serializer, metas) = decode_header(r.bytes("state header")?, path)?;
+        let n = r.u32("file count")?;
+        let mut ssts = Vec::new();
+        for _ in 0..n {
+            let name = r.string("file name")?;
+            let shared = r.string("shared path")?;
+            let size = r.u64("file size")?;
+            ssts.push((name, SharedFile { path: shared, size }));
+        }
+        let n = r.u32("private file count")?;
+        let mut private = Vec::new();
+        for _ in 0..n {
+            private.push((r.string("file name")?, r.bytes("file contents")?.to_vec()));
+        }
+        if !r.is_empty() {
+            return Err(StateError::corrupt(path, "trailing bytes in manifest"));
+        }
+        for name in ssts
+            .iter()
+            .map(|(n, _)| n)
+            .chain(private.iter().map(|(n, _)| n))
+        {
+            if name.is_empty() || name.contains('/') || name.contains("..") {
+                return Err(StateError::corrupt(
+                    path,
+                    format!("bad file name `{name}` in manifest"),
+                ));
+            }
+        }
+        Ok(Manifest {
+            max_parallelism,
+            range,
+            key_serializer,
+            metas,
+            ssts,
+            private,
+        })
+    }
+}
+
+/// The asynchronous part of a native (full or incremental) snapshot.
+pub struct NativeSnapshot {
+    pub(crate) checkpoint_id: u64,
+    pub(crate) source: CheckpointSource,
+    pub(crate) metas: Vec<StateMetaInfo>,
+    pub(crate) key_serializer: SerializerSnapshot,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: u32,
+    /// SST files that may be referenced instead of uploaded.
+    pub(crate) base: HashMap<String, SharedFile>,
+    pub(crate) tracker: Arc<Mutex<Tracker>>,
+    pub(crate) session: String,
+    pub(crate) shared_prefix: String,
+}
+
+impl AsyncKeyedSnapshot for NativeSnapshot {
+    fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
+        let dir = self.source.path().to_path_buf();
+        let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(ioerr("list checkpoint", &dir))?
+            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
+            .collect::<Result<_, _>>()
+            .map_err(ioerr("list checkpoint", &dir))?;
+        entries.sort();
+        let mut manifest = Manifest {
+            max_parallelism: self.max_parallelism,
+            range: self.range,
+            key_serializer: self.key_serializer,
+            metas: self.metas,
+            ssts: Vec::new(),
+            private: Vec::new(),
+        };
+        let mut uploaded = 0u64;
+        for (name, file) in entries {
+            if name.ends_with(".sst") {
+                let shared = match self.base.get(&name) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let data =
+                            std::fs::read(&file).map_err(ioerr("read checkpoint file", &file))?;
+                        let shared = SharedFile {
+                            path: format!("{}/{}-{}", self.shared_prefix, self.session, name),
+                            size: data.len() as u64,
+                        };
+                        uploaded += shared.size;
+                        storage.put(&shared.path, Bytes::from(data))?;
+                        shared
+                    }
+                };
+                manifest.ssts.push((name, shared));
+            } else {
+                let data = std::fs::read(&file).map_err(ioerr("read checkpoint file", &file))?;
+                manifest.private.push((name, data));
+            }
+        }
+        let bytes = manifest.encode()?;
+        let size = bytes.len() as u64;
+        storage.put(path, Bytes::from(bytes))?;
+        lock(&self.tracker)?
+            .pending
+            .insert(self.checkpoint_id, manifest.ssts.iter().cloned().collect());
+        Ok(KeyedStateHandle {
+            path: path.to_string(),
+            key_group_range: self.range,
+            max_parallelism: self.max_parallelism,
+            size,
+            format: SnapshotFormat::RocksDbNative,
+            shared_files: manifest.ssts.into_iter().map(|(_, f)| f).collect(),
+            uploaded_bytes: uploaded + size,
+        })
+        // `self.source` drops here and removes the local checkpoint.
+    }
+}
+
+/// A checkpoint in whichever format the backend is configured for.
+pub enum RocksDbSnapshot {
+    /// Canonical key-group stream.
+    Canonical(KeyedSnapshot),
+    /// Native files (full or incremental).
+    Native(NativeSnapshot),
+}
+
+impl AsyncKeyedSnapshot for RocksDbSnapshot {
+    fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
+        match self {
+            RocksDbSnapshot::Canonical(s) => s.write(storage, path),
+            RocksDbSnapshot::Native(s) => s.write(storage, path),
+        }
+    }
+}

@@ -1,0 +1,675 @@
+//! State handles of the RocksDB backend.
+//!
+//! Values are stored serialized: value, reducing and aggregating state as the value;
+//! list state as a concatenation of length-prefixed elements (appends are merge
+//! operands, never a read-modify-write); map state as one RocksDB entry per user key.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use flowstate_core::descriptor::{AggregateFunction, ReduceFn};
+use flowstate_core::format::{ByteReader, put_varint, put_vbytes};
+use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+use flowstate_core::snapshot::payload;
+use flowstate_core::state::{
+    AggregatingState, InternalAggregatingState, InternalKvState, InternalListState,
+    InternalMapState, InternalMergingState, InternalReducingState, InternalValueState, ListState,
+    MapState, Namespace, ReducingState, StateKey, StateValue, ValueState,
+};
+use flowstate_core::{StateError, StateResult};
+use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::db::{DbHolder, rerr};
+use crate::keys::prefix_end;
+
+/// What every handle of one backend shares: the database and the current key.
+pub(crate) struct Shared<K> {
+    pub(crate) holder: Arc<DbHolder>,
+    pub(crate) key: RefCell<Option<K>>,
+    /// `key group | length | key` of the current key.
+    pub(crate) prefix: RefCell<Vec<u8>>,
+    pub(crate) write_options: WriteOptions,
+    pub(crate) max_parallelism: u32,
+}
+
+/// A keyed state handle; `X` carries the kind's serializers and functions.
+pub(crate) struct RocksState<K, N, X> {
+    pub(crate) shared: Rc<Shared<K>>,
+    pub(crate) name: String,
+    pub(crate) ns: RefCell<N>,
+    pub(crate) extra: X,
+}
+
+pub(crate) struct ValueX<T> {
+    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+    pub(crate) default: Option<T>,
+}
+pub(crate) struct ListX<T> {
+    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+}
+pub(crate) struct MapX<UK, UV> {
+    pub(crate) key_ser: Arc<dyn TypeSerializer<UK>>,
+    pub(crate) value_ser: Arc<dyn TypeSerializer<UV>>,
+}
+pub(crate) struct ReduceX<T> {
+    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+    pub(crate) reduce: ReduceFn<T>,
+}
+pub(crate) struct AggX<IN, ACC, OUT> {
+    pub(crate) ser: Arc<dyn TypeSerializer<ACC>>,
+    pub(crate) function: Arc<dyn AggregateFunction<IN, ACC, OUT>>,
+}
+
+fn ser_err(state: &str) -> impl Fn(flowstate_core::SerializationError) -> StateError + '_ {
+    move |e| StateError::serialization(state, e)
+}
+
+/// Splits a stored list (length-prefixed elements back to back) into elements.
+pub(crate) fn stored_list_items<'a>(stored: &'a [u8], what: &'a str) -> StateResult<Vec<&'a [u8]>> {
+    let mut r = ByteReader::new(stored, what);
+    let mut items = Vec::new();
+    while !r.is_empty() {
+        items.push(r.vbytes("list element")?);
+    }
+    Ok(items)
+}
+
+/// Canonical list payload (count, then elements) of a stored list.
+pub(crate) fn stored_list_to_canonical(stored: &[u8], what: &str) -> StateResult<Vec<u8>> {
+    let n = stored_list_items(stored, what)?.len();
+    let mut out = Vec::with_capacity(stored.len() + 5);
+    put_varint(&mut out, n as u32);
+    out.extend_from_slice(stored);
+    Ok(out)
+}
+
+/// Stored form of a canonical list payload (checks every element).
+pub(crate) fn canonical_list_to_stored(canonical: &[u8], what: &str) -> StateResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(canonical.len());
+    for item in payload::list_items(canonical, what)? {
+        put_vbytes(&mut out, item)?;
+    }
+    Ok(out)
+}
+
+impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
+    fn db(&self) -> &rocksdb::DB {
+        &self.shared.holder.db
+    }
+
+    fn cf(&self) -> StateResult<Arc<BoundColumnFamily<'_>>> {
+        self.db()
+            .cf_handle(&self.name)
+            .ok_or_else(|| StateError::UnknownState(self.name.clone()))
+    }
+
+    /// `key group | key | namespace` of the current key and namespace.
+    fn entry_key(&self) -> StateResult<Vec<u8>> {
+        if self.shared.key.borrow().is_none() {
+            return Err(StateError::NoCurrentKey {
+                state: self.name.clone(),
+            });
+        }
+        let mut ns = Vec::new();
+        SerdeSerializer::<N>::new()
+            .serialize_into(&self.ns.borrow(), &mut ns)
+            .map_err(ser_err(&self.name))?;
+        let prefix = self.shared.prefix.borrow();
+        let mut k = Vec::with_capacity(prefix.len() + ns.len() + 1);
+        k.extend_from_slice(&prefix);
+        put_vbytes(&mut k, &ns)?;
+        Ok(k)
+    }
+
+    fn with_raw<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> StateResult<R>,
+    ) -> StateResult<R> {
+        let cf = self.cf()?;
+        let v = self.db().get_pinned_cf(&cf, key).map_err(rerr("get"))?;
+        f(v.as_deref())
+    }
+
+    fn put_raw(&self, key: &[u8], value: &[u8]) -> StateResult<()> {
+        let cf = self.cf()?;
+        self.db()
+            .put_cf_opt(&cf, key, value, &self.shared.write_options)
+            .map_err(rerr("put"))
+    }
+
+    fn delete_raw(&self, key: &[u8]) -> StateResult<()> {
+        let cf = self.cf()?;
+        self.db()
+            .delete_cf_opt(&cf, key, &self.shared.write_options)
+            .map_err(rerr("delete"))
+    }
+
+    fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
+        let cf = self.cf()?;
+        self.db()
+            .merge_cf_opt(&cf, key, operand, &self.shared.write_options)
+            .map_err(rerr("merge"))
+    }
+
+    /// Runs `f` with the entry key of (current key, `ns`), restoring the namespace after.
+    fn at_namespace<R>(
+        &self,
+        ns: &N,
+        f: impl FnOnce(&Self, Vec<u8>) -> StateResult<R>,
+    ) -> StateResult<R> {
+        let previous = self.ns.replace(ns.clone());
+        let r = self.entry_key().and_then(|k| f(self, k));
+        *self.ns.borrow_mut() = previous;
+        r
+    }
+
+    /// Removes and returns the raw values of (current key, each source namespace).
+    fn take_sources(&self, sources: &[N]) -> StateResult<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for s in sources {
+            if let Some(v) = self.at_namespace(s, |st, k| {
+                let v = st.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))?;
+                if v.is_some() {
+                    st.delete_raw(&k)?;
+                }
+                Ok(v)
+            })? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode<T>(&self, ser: &dyn TypeSerializer<T>, bytes: &[u8]) -> StateResult<T> {
+        ser.deserialize(bytes).map_err(ser_err(&self.name))
+    }
+
+    fn encode<T>(&self, ser: &dyn TypeSerializer<T>, v: &T) -> StateResult<Vec<u8>> {
+        let mut out = Vec::new();
+        ser.serialize_into(v, &mut out)
+            .map_err(ser_err(&self.name))?;
+        Ok(out)
+    }
+}
+
+fn name_of<K, N, X>(s: &RocksState<K, N, X>) -> &str {
+    &s.name
+}
+
+// ---- value ----
+
+impl<K: StateKey, N: Namespace, T: StateValue> ValueState<T> for RocksState<K, N, ValueX<T>> {
+    fn value(&self) -> StateResult<Option<T>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| match v {
+            Some(b) => self.decode(self.extra.ser.as_ref(), b).map(Some),
+            None => Ok(self.extra.default.clone()),
+        })
+    }
+    fn update(&self, value: T) -> StateResult<()> {
+        let k = self.entry_key()?;
+        let v = self.encode(self.extra.ser.as_ref(), &value)?;
+        self.put_raw(&k, &v)
+    }
+    fn clear(&self) -> StateResult<()> {
+        let k = self.entry_key()?;
+        self.delete_raw(&k)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ValueX<T>> {
+    fn name(&self) -> &str {
+        name_of(self)
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
+        self.decode(self.extra.ser.as_ref(), payload)?;
+        let k = self.entry_key()?;
+        self.put_raw(&k, payload)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalValueState<N, T>
+    for RocksState<K, N, ValueX<T>>
+{
+}
+
+// ---- list ----
+
+impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
+    fn encode_items(&self, values: &[T]) -> StateResult<Vec<u8>> {
+        let mut out = Vec::new();
+        for v in values {
+            let b = self.encode(self.extra.ser.as_ref(), v)?;
+            put_vbytes(&mut out, &b)?;
+        }
+        Ok(out)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> ListState<T> for RocksState<K, N, ListX<T>> {
+    fn get(&self) -> StateResult<Vec<T>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| {
+            let Some(stored) = v else {
+                return Ok(Vec::new());
+            };
+            stored_list_items(stored, &self.name)?
+                .into_iter()
+                .map(|b| self.decode(self.extra.ser.as_ref(), b))
+                .collect()
+        })
+    }
+    fn add(&self, value: T) -> StateResult<()> {
+        self.add_all(vec![value])
+    }
+    fn add_all(&self, values: Vec<T>) -> StateResult<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let k = self.entry_key()?;
+        let operand = self.encode_items(&values)?;
+        self.merge_raw(&k, &operand)
+    }
+    fn update(&self, values: Vec<T>) -> StateResult<()> {
+        let k = self.entry_key()?;
+        if values.is_empty() {
+            return self.delete_raw(&k);
+        }
+        let stored = self.encode_items(&values)?;
+        self.put_raw(&k, &stored)
+    }
+    fn clear(&self) -> StateResult<()> {
+        let k = self.entry_key()?;
+        self.delete_raw(&k)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ListX<T>> {
+    fn name(&self) -> &str {
+        name_of(self)
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| {
+            v.map(|s| stored_list_to_canonical(s, &self.name))
+                .transpose()
+        })
+    }
+    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
+        let stored = canonical_list_to_stored(payload, &self.name)?;
+        for item in stored_list_items(&stored, &self.name)? {
+            self.decode(self.extra.ser.as_ref(), item)?;
+        }
+        let k = self.entry_key()?;
+        if stored.is_empty() {
+            self.delete_raw(&k)
+        } else {
+            self.put_raw(&k, &stored)
+        }
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalMergingState<N>
+    for RocksState<K, N, ListX<T>>
+{
+    fn merge_namespaces(&self, target: &N, sources: &[N]) -> StateResult<()> {
+        let merged: Vec<u8> = self.take_sources(sources)?.concat();
+        if merged.is_empty() {
+            return Ok(());
+        }
+        self.at_namespace(target, |st, k| st.merge_raw(&k, &merged))
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalListState<N, T>
+    for RocksState<K, N, ListX<T>>
+{
+}
+
+// ---- map ----
+
+impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, MapX<UK, UV>> {
+    fn user_entry_key(&self, uk: &UK) -> StateResult<Vec<u8>> {
+        let mut k = self.entry_key()?;
+        self.extra
+            .key_ser
+            .serialize_into(uk, &mut k)
+            .map_err(ser_err(&self.name))?;
+        Ok(k)
+    }
+
+    /// Runs `f` on every (user key bytes, value bytes) of the current key and namespace.
+    fn scan(&self, mut f: impl FnMut(&[u8], &[u8]) -> StateResult<bool>) -> StateResult<()> {
+        let prefix = self.entry_key()?;
+        let cf = self.cf()?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(prefix_end(&prefix));
+        let mut it = self.db().raw_iterator_cf_opt(&cf, ro);
+        it.seek(&prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let Some(uk) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if !f(uk, v)? {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(rerr("iterate"))
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> MapState<UK, UV>
+    for RocksState<K, N, MapX<UK, UV>>
+{
+    fn get(&self, key: &UK) -> StateResult<Option<UV>> {
+        let k = self.user_entry_key(key)?;
+        self.with_raw(&k, |v| {
+            v.map(|b| self.decode(self.extra.value_ser.as_ref(), b))
+                .transpose()
+        })
+    }
+    fn put(&self, key: UK, value: UV) -> StateResult<()> {
+        let k = self.user_entry_key(&key)?;
+        let v = self.encode(self.extra.value_ser.as_ref(), &value)?;
+        self.put_raw(&k, &v)
+    }
+    fn put_all(&self, entries: Vec<(UK, UV)>) -> StateResult<()> {
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (uk, uv) in &entries {
+            batch.put_cf(
+                &cf,
+                self.user_entry_key(uk)?,
+                self.encode(self.extra.value_ser.as_ref(), uv)?,
+            );
+        }
+        self.db()
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write batch"))
+    }
+    fn remove(&self, key: &UK) -> StateResult<()> {
+        let k = self.user_entry_key(key)?;
+        self.delete_raw(&k)
+    }
+    fn contains(&self, key: &UK) -> StateResult<bool> {
+        let k = self.user_entry_key(key)?;
+        self.with_raw(&k, |v| Ok(v.is_some()))
+    }
+    fn entries(&self) -> StateResult<Vec<(UK, UV)>> {
+        let mut out = Vec::new();
+        self.scan(|k, v| {
+            out.push((
+                self.decode(self.extra.key_ser.as_ref(), k)?,
+                self.decode(self.extra.value_ser.as_ref(), v)?,
+            ));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+    fn keys(&self) -> StateResult<Vec<UK>> {
+        let mut out = Vec::new();
+        self.scan(|k, _| {
+            out.push(self.decode(self.extra.key_ser.as_ref(), k)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+    fn values(&self) -> StateResult<Vec<UV>> {
+        let mut out = Vec::new();
+        self.scan(|_, v| {
+            out.push(self.decode(self.extra.value_ser.as_ref(), v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+    fn is_empty(&self) -> StateResult<bool> {
+        let mut empty = true;
+        self.scan(|_, _| {
+            empty = false;
+            Ok(false)
+        })?;
+        Ok(empty)
+    }
+    fn clear(&self) -> StateResult<()> {
+        let prefix = self.entry_key()?;
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        self.scan(|uk, _| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(uk);
+            batch.delete_cf(&cf, k);
+            Ok(true)
+        })?;
+        self.db()
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write batch"))
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> InternalKvState<N>
+    for RocksState<K, N, MapX<UK, UV>>
+{
+    fn name(&self) -> &str {
+        name_of(self)
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        self.scan(|k, v| {
+            pairs.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, pairs.len() as u32);
+        for (k, v) in &pairs {
+            put_vbytes(&mut out, k)?;
+            put_vbytes(&mut out, v)?;
+        }
+        Ok(Some(out))
+    }
+    fn set_serialized(&self, canonical: &[u8]) -> StateResult<()> {
+        let pairs = payload::map_pairs(canonical, &self.name)?;
+        for (k, v) in &pairs {
+            self.decode(self.extra.key_ser.as_ref(), k)?;
+            self.decode(self.extra.value_ser.as_ref(), v)?;
+        }
+        MapState::clear(self)?;
+        let prefix = self.entry_key()?;
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in pairs {
+            let mut key = prefix.clone();
+            key.extend_from_slice(k);
+            batch.put_cf(&cf, key, v);
+        }
+        self.db()
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write batch"))
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> InternalMapState<N, UK, UV>
+    for RocksState<K, N, MapX<UK, UV>>
+{
+}
+
+// ---- reducing ----
+
+impl<K: StateKey, N: Namespace, T: StateValue> ReducingState<T> for RocksState<K, N, ReduceX<T>> {
+    fn get(&self) -> StateResult<Option<T>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| {
+            v.map(|b| self.decode(self.extra.ser.as_ref(), b))
+                .transpose()
+        })
+    }
+    fn add(&self, value: T) -> StateResult<()> {
+        let k = self.entry_key()?;
+        let current = self.with_raw(&k, |v| {
+            v.map(|b| self.decode(self.extra.ser.as_ref(), b))
+                .transpose()
+        })?;
+        let next = match current {
+            Some(c) => (self.extra.reduce)(&c, &value),
+            None => value,
+        };
+        let b = self.encode(self.extra.ser.as_ref(), &next)?;
+        self.put_raw(&k, &b)
+    }
+    fn clear(&self) -> StateResult<()> {
+        let k = self.entry_key()?;
+        self.delete_raw(&k)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ReduceX<T>> {
+    fn name(&self) -> &str {
+        name_of(self)
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
+        self.decode(self.extra.ser.as_ref(), payload)?;
+        let k = self.entry_key()?;
+        self.put_raw(&k, payload)
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalMergingState<N>
+    for RocksState<K, N, ReduceX<T>>
+{
+    fn merge_namespaces(&self, target: &N, sources: &[N]) -> StateResult<()> {
+        let mut merged: Option<T> = None;
+        for raw in self.take_sources(sources)? {
+            let v = self.decode(self.extra.ser.as_ref(), &raw)?;
+            merged = Some(match merged {
+                Some(m) => (self.extra.reduce)(&m, &v),
+                None => v,
+            });
+        }
+        let Some(m) = merged else { return Ok(()) };
+        self.at_namespace(target, |st, _| st.add(m))
+    }
+}
+
+impl<K: StateKey, N: Namespace, T: StateValue> InternalReducingState<N, T>
+    for RocksState<K, N, ReduceX<T>>
+{
+}
+
+// ---- aggregating ----
+
+impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>
+    RocksState<K, N, AggX<IN, ACC, OUT>>
+{
+    fn accumulator(&self, key: &[u8]) -> StateResult<Option<ACC>> {
+        self.with_raw(key, |v| {
+            v.map(|b| self.decode(self.extra.ser.as_ref(), b))
+                .transpose()
+        })
+    }
+}
+
+impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>
+    AggregatingState<IN, OUT> for RocksState<K, N, AggX<IN, ACC, OUT>>
+{
+    fn get(&self) -> StateResult<Option<OUT>> {
+        let k = self.entry_key()?;
+        Ok(self
+            .accumulator(&k)?
+            .map(|a| self.extra.function.get_result(&a)))
+    }
+    fn add(&self, value: IN) -> StateResult<()> {
+        let k = self.entry_key()?;
+        let f = &self.extra.function;
+        let mut acc = self
+            .accumulator(&k)?
+            .unwrap_or_else(|| f.create_accumulator());
+        f.add(value, &mut acc);
+        let b = self.encode(self.extra.ser.as_ref(), &acc)?;
+        self.put_raw(&k, &b)
+    }
+    fn clear(&self) -> StateResult<()> {
+        let k = self.entry_key()?;
+        self.delete_raw(&k)
+    }
+}
+
+impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static> InternalKvState<N>
+    for RocksState<K, N, AggX<IN, ACC, OUT>>
+{
+    fn name(&self) -> &str {
+        name_of(self)
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
+        self.decode(self.extra.ser.as_ref(), payload)?;
+        let k = self.entry_key()?;
+        self.put_raw(&k, payload)
+    }
+}
+
+impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static> InternalMergingState<N>
+    for RocksState<K, N, AggX<IN, ACC, OUT>>
+{
+    fn merge_namespaces(&self, target: &N, sources: &[N]) -> StateResult<()> {
+        let f = &self.extra.function;
+        let mut merged: Option<ACC> = None;
+        for raw in self.take_sources(sources)? {
+            let acc = self.decode(self.extra.ser.as_ref(), &raw)?;
+            match merged.as_mut() {
+                Some(m) => f.merge(m, acc),
+                None => merged = Some(acc),
+            }
+        }
+        let Some(m) = merged else { return Ok(()) };
+        self.at_namespace(target, |st, k| {
+            let acc = match st.accumulator(&k)? {
+                Some(mut a) => {
+                    f.merge(&mut a, m);
+                    a
+                }
+                None => m,
+            };
+            let b = st.encode(st.extra.ser.as_ref(), &acc)?;
+            st.put_raw(&k, &b)
+        })
+    }
+}
+
+impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>
+    InternalAggregatingState<N, IN, OUT> for RocksState<K, N, AggX<IN, ACC, OUT>>
+{
+}

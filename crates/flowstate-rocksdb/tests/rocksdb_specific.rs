@@ -1,0 +1,266 @@
+//! What only the RocksDB backend does: incremental checkpoints, claim and no-claim
+//! restores, moving state to and from the heap backend, and state larger than memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+
+use std::collections::BTreeSet;
+
+use flowstate_conformance::{config, snapshot_to, temp_storage};
+use flowstate_core::backend::KeyedStateBackend;
+use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
+use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
+use flowstate_core::state::VoidNamespace;
+use flowstate_heap::HeapKeyedStateBackend;
+use flowstate_rocksdb::{RestoreMode, RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
+
+fn all() -> KeyGroupRange {
+    KeyGroupRange::all(128).unwrap()
+}
+
+fn value(k: u64, generation: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    let mut z = k ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    while v.len() < 64 {
+        z = z
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.extend_from_slice(&z.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn incremental_second_checkpoint_uploads_a_small_fraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, storage) = temp_storage();
+    let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts.clone()).unwrap();
+    let s = b
+        .value_state::<VoidNamespace, Vec<u8>>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    for k in 0..100_000 {
+        b.set_current_key(k).unwrap();
+        s.update(value(k, 0)).unwrap();
+    }
+    let h1 = snapshot_to(&b, &storage, "chk-1/keyed-0");
+    for k in (0..100_000).step_by(100) {
+        b.set_current_key(k).unwrap();
+        s.update(value(k, 1)).unwrap();
+    }
+    let h2 = snapshot_to(&b, &storage, "chk-2/keyed-0");
+    assert!(
+        h2.uploaded_bytes * 5 < h1.uploaded_bytes,
+        "second checkpoint uploaded {} bytes, first {}",
+        h2.uploaded_bytes,
+        h1.uploaded_bytes
+    );
+    // The second refers to the first one's files rather than uploading them again.
+    let first: BTreeSet<_> = h1.shared_files.iter().map(|f| &f.path).collect();
+    assert!(h2.shared_files.iter().any(|f| first.contains(&f.path)));
+    for (h, changed) in [(&h1, false), (&h2, true)] {
+        let r = RocksDbKeyedStateBackend::<u64>::restore(
+            config(128, all()),
+            opts.clone(),
+            &storage,
+            std::slice::from_ref(h),
+        )
+        .unwrap();
+        let s = r
+            .value_state::<VoidNamespace, Vec<u8>>(&ValueStateDescriptor::new("v"))
+            .unwrap();
+        for k in 0..100_000 {
+            r.set_current_key(k).unwrap();
+            let g = u64::from(changed && k % 100 == 0);
+            assert_eq!(s.value().unwrap(), Some(value(k, g)), "key {k}");
+        }
+    }
+}
+
+#[test]
+fn no_claim_restore_never_refers_to_restored_files_and_claim_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, storage) = temp_storage();
+    let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts.clone()).unwrap();
+    let s = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    for k in 0..20_000 {
+        b.set_current_key(k).unwrap();
+        s.update(k).unwrap();
+    }
+    let h = snapshot_to(&b, &storage, "chk-1/keyed-0");
+    let restored_files: BTreeSet<_> = h.shared_files.iter().map(|f| f.path.clone()).collect();
+    for (mode, expect_reuse) in [(RestoreMode::NoClaim, false), (RestoreMode::Claim, true)] {
+        let r = RocksDbKeyedStateBackend::<u64>::restore(
+            config(128, all()),
+            opts.clone().with_restore_mode(mode),
+            &storage,
+            std::slice::from_ref(&h),
+        )
+        .unwrap();
+        let s = r
+            .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+            .unwrap();
+        r.set_current_key(1).unwrap();
+        s.update(7).unwrap();
+        let next = snapshot_to(&r, &storage, &format!("after-{mode:?}"));
+        let reused = next
+            .shared_files
+            .iter()
+            .any(|f| restored_files.contains(&f.path));
+        assert_eq!(reused, expect_reuse, "{mode:?}");
+    }
+}
+
+fn fill_mixed<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) {
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l"))
+        .unwrap();
+    let m = b
+        .map_state::<u32, u16, String>(&MapStateDescriptor::new("m"))
+        .unwrap();
+    for k in keys {
+        if !b.key_group_range().contains(b.key_group_of(&k).unwrap()) {
+            continue;
+        }
+        b.set_current_key(k).unwrap();
+        v.update(k * 3).unwrap();
+        l.add_all(vec![k.to_string(), "x".into()]).unwrap();
+        m.set_current_namespace((k % 3) as u32);
+        m.put_all(vec![(1, format!("a{k}")), (2, "b".into())])
+            .unwrap();
+    }
+}
+
+fn check_mixed<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) -> usize {
+    let v = b
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("l"))
+        .unwrap();
+    let m = b
+        .map_state::<u32, u16, String>(&MapStateDescriptor::new("m"))
+        .unwrap();
+    let mut n = 0;
+    for k in keys {
+        if !b.key_group_range().contains(b.key_group_of(&k).unwrap()) {
+            continue;
+        }
+        b.set_current_key(k).unwrap();
+        assert_eq!(v.value().unwrap(), Some(k * 3));
+        assert_eq!(l.get().unwrap(), vec![k.to_string(), "x".into()]);
+        m.set_current_namespace((k % 3) as u32);
+        let mut e = m.entries().unwrap();
+        e.sort();
+        assert_eq!(e, vec![(1, format!("a{k}")), (2, "b".into())]);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, storage) = temp_storage();
+    let opts = RocksDbOptions::new(dir.path());
+    // Heap at parallelism 2 -> RocksDB at 3.
+    let mut heap_handles = Vec::new();
+    for i in 0..2 {
+        let h = HeapKeyedStateBackend::<u64>::new(config(
+            128,
+            key_group_range_for_operator(128, 2, i).unwrap(),
+        ))
+        .unwrap();
+        fill_mixed(&h, 0..3_000);
+        heap_handles.push(
+            h.savepoint()
+                .unwrap()
+                .write(&storage, &format!("sp-heap/{i}"))
+                .unwrap(),
+        );
+    }
+    let mut rocks_handles: Vec<KeyedStateHandle> = Vec::new();
+    let mut total = 0;
+    for j in 0..3 {
+        let range = key_group_range_for_operator(128, 3, j).unwrap();
+        let r = RocksDbKeyedStateBackend::<u64>::restore(
+            config(128, range),
+            opts.clone(),
+            &storage,
+            &heap_handles,
+        )
+        .unwrap();
+        total += check_mixed(&r, 0..3_000);
+        rocks_handles.push(
+            r.savepoint()
+                .unwrap()
+                .write(&storage, &format!("sp-rocks/{j}"))
+                .unwrap(),
+        );
+    }
+    assert_eq!(total, 3_000);
+    // RocksDB at 3 -> heap at 1 and at 4.
+    for p in [1u32, 4] {
+        let mut total = 0;
+        for i in 0..p {
+            let range = key_group_range_for_operator(128, p, i).unwrap();
+            let h =
+                HeapKeyedStateBackend::<u64>::restore(config(128, range), &storage, &rocks_handles)
+                    .unwrap();
+            total += check_mixed(&h, 0..3_000);
+        }
+        assert_eq!(total, 3_000, "heap at {p}");
+    }
+}
+
+#[test]
+fn state_larger_than_memory_reads_back_exactly() {
+    const KEYS: u64 = 1_200_000; // ~1.2M x (64-byte value + key) > 100 MB of state
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RocksDbOptions::new(dir.path())
+        .with_block_cache_bytes(8 << 20)
+        .with_write_buffer_bytes(4 << 20)
+        .with_compression(flowstate_rocksdb::Compression::None);
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts).unwrap();
+    let s = b
+        .value_state::<VoidNamespace, Vec<u8>>(&ValueStateDescriptor::new("big"))
+        .unwrap();
+    let l = b
+        .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("appends"))
+        .unwrap();
+    for k in 0..KEYS {
+        b.set_current_key(k).unwrap();
+        s.update(value(k, 0)).unwrap();
+        if k % 10 == 0 {
+            l.add(k).unwrap();
+            l.add(k + 1).unwrap();
+        }
+    }
+    let on_disk: u64 = walk_size(dir.path());
+    assert!(on_disk > 100 << 20, "state on disk is only {on_disk} bytes");
+    for k in 0..KEYS {
+        b.set_current_key(k).unwrap();
+        assert_eq!(s.value().unwrap(), Some(value(k, 0)), "key {k}");
+        if k % 10 == 0 {
+            assert_eq!(l.get().unwrap(), vec![k, k + 1]);
+        }
+    }
+}
+
+fn walk_size(p: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
