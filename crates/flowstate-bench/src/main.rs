@@ -1,15 +1,22 @@
 //! `flowstate-bench`: measured figures for Flowstate's state layer.
 //!
+//! `state` reproduces apache/flink-benchmarks' keyed state benchmarks (see `state.rs`)
+//! and prints each op's ops/s next to Flink 2.3's figure on a machine like ours.
+//!
 //! `snapshot` fills N keys of a `ValueState<u64>`, then measures a checkpoint's
-//! synchronous part and asynchronous write, the cost of writing while a snapshot is
-//! in flight (copy-on-write) against the same writes without one, a second checkpoint
-//! after 1% of keys changed, restore (whole, and rescaled to two instances) and reading
-//! every key back. Figures are medians over `--iterations` runs with min and max; inputs
-//! are deterministic. `--json` prints one JSON object per figure.
+//! synchronous part and asynchronous write, writes made while a snapshot is in flight,
+//! a second checkpoint after 1% of keys changed (incremental on `rocksdb-incremental`),
+//! a canonical savepoint, restores (from the checkpoint, from the savepoint, and
+//! rescaled to two instances) and reading every key back. Figures are medians over
+//! `--iterations` runs with min and max; inputs are deterministic. `--json` prints one
+//! JSON object per figure.
 //!
 //! ```text
+//! cargo run --release -p flowstate-bench -- state --backend heap
 //! cargo run --release -p flowstate-bench -- snapshot --backend heap --keys 1000000
 //! ```
+
+mod state;
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +28,9 @@ use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
+use flowstate_core::storage::CheckpointStorage;
 use flowstate_heap::HeapKeyedStateBackend;
+use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
 use flowstate_storage::ObjectCheckpointStorage;
 
 #[derive(Parser)]
@@ -40,7 +49,24 @@ enum Backend {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Checkpoint, copy-on-write, restore and read-back figures for a ValueState<u64>.
+    /// Flink's Value/List/MapStateBenchmark ops: ops/s per op.
+    State {
+        #[arg(long, value_enum, default_value = "heap")]
+        backend: Backend,
+        /// Seconds per timed iteration.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Timed iterations per op (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        /// Only these ops (Flink names, e.g. valueGet); all when empty.
+        #[arg(long = "op")]
+        ops: Vec<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint, savepoint, restore and read-back figures for a ValueState<u64>.
     Snapshot {
         #[arg(long, value_enum, default_value = "heap")]
         backend: Backend,
@@ -61,6 +87,55 @@ enum Command {
 
 const STATE: &str = "value";
 
+/// Makes and restores backends of one kind.
+trait Factory {
+    type B: KeyedStateBackend<u64>;
+    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B>;
+    fn restore(
+        &self,
+        config: KeyedBackendConfig<u64>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> Result<Self::B>;
+}
+
+struct Heap;
+impl Factory for Heap {
+    type B = HeapKeyedStateBackend<u64>;
+    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B> {
+        Ok(HeapKeyedStateBackend::new(config)?)
+    }
+    fn restore(
+        &self,
+        config: KeyedBackendConfig<u64>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> Result<Self::B> {
+        Ok(HeapKeyedStateBackend::restore(config, storage, handles)?)
+    }
+}
+
+struct Rocks(RocksDbOptions);
+impl Factory for Rocks {
+    type B = RocksDbKeyedStateBackend<u64>;
+    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B> {
+        Ok(RocksDbKeyedStateBackend::new(config, self.0.clone())?)
+    }
+    fn restore(
+        &self,
+        config: KeyedBackendConfig<u64>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> Result<Self::B> {
+        Ok(RocksDbKeyedStateBackend::restore(
+            config,
+            self.0.clone(),
+            storage,
+            handles,
+        )?)
+    }
+}
+
 struct Figure {
     op: &'static str,
     samples: Vec<f64>,
@@ -80,8 +155,25 @@ impl Figure {
     }
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+struct Figures(Vec<Figure>);
+
+impl Figures {
+    fn add(&mut self, op: &'static str, unit: &'static str, v: f64) {
+        match self.0.iter_mut().find(|f| f.op == op) {
+            Some(f) => f.samples.push(v),
+            None => self.0.push(Figure {
+                op,
+                samples: vec![v],
+                unit,
+            }),
+        }
+    }
+    fn ms(&mut self, op: &'static str, d: Duration) {
+        self.add(op, "ms", d.as_secs_f64() * 1e3);
+    }
+    fn bytes(&mut self, op: &'static str, b: u64) {
+        self.add(op, "bytes", b as f64);
+    }
 }
 
 fn config(max_p: u32, range: KeyGroupRange) -> KeyedBackendConfig<u64> {
@@ -99,7 +191,12 @@ fn value_of(k: u64, g: u64) -> u64 {
     z ^ (z >> 27)
 }
 
-fn fill(b: &HeapKeyedStateBackend<u64>, keys: u64, generation: u64, step: u64) -> Result<Duration> {
+fn fill<B: KeyedStateBackend<u64>>(
+    b: &B,
+    keys: u64,
+    generation: u64,
+    step: u64,
+) -> Result<Duration> {
     let s = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
     let t = Instant::now();
     let mut k = 0;
@@ -111,160 +208,123 @@ fn fill(b: &HeapKeyedStateBackend<u64>, keys: u64, generation: u64, step: u64) -
     Ok(t.elapsed())
 }
 
-fn read_back(
-    b: &HeapKeyedStateBackend<u64>,
-    keys: impl Iterator<Item = u64>,
-    generation: u64,
-) -> Result<Duration> {
+/// Reads every key back; one key in 100 was rewritten in generation 1.
+fn read_back<B: KeyedStateBackend<u64>>(b: &B, keys: u64) -> Result<Duration> {
     let s = b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
     let t = Instant::now();
-    for k in keys {
+    for k in 0..keys {
         b.set_current_key(k)?;
-        let v = s.value()?;
-        // One percent of keys were rewritten in generation + 1.
-        if v != Some(value_of(k, generation)) && v != Some(value_of(k, generation + 1)) {
-            bail!("key {k}: read {v:?} after restore");
+        let expected = value_of(k, u64::from(k % 100 == 0));
+        if s.value()? != Some(expected) {
+            bail!("key {k}: wrong value after restore");
         }
     }
     Ok(t.elapsed())
 }
 
-fn snapshot_bench(keys: u64, iterations: usize, max_p: u32, json: bool) -> Result<()> {
+/// Restores the two instances of parallelism 2; checks every key is restored once.
+fn restore_rescaled<F: Factory>(
+    f: &F,
+    storage: &dyn CheckpointStorage,
+    h: &[KeyedStateHandle],
+    max_p: u32,
+    keys: u64,
+) -> Result<Duration> {
+    let t = Instant::now();
+    let mut backends = Vec::new();
+    for i in 0..2 {
+        let range = key_group_range_for_operator(max_p, 2, i)?;
+        let r = f.restore(config(max_p, range), storage, h)?;
+        r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
+        backends.push(r);
+    }
+    let elapsed = t.elapsed();
+    let total: usize = backends
+        .iter()
+        .map(|b| b.keys(STATE, &VoidNamespace).map(|k| k.len()))
+        .sum::<Result<usize, _>>()?;
+    if total as u64 != keys {
+        bail!("rescaled restore holds {total} keys, expected {keys}");
+    }
+    Ok(elapsed)
+}
+
+fn snapshot_bench<F: Factory>(f: &F, keys: u64, iterations: usize, max_p: u32) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let storage = ObjectCheckpointStorage::local(dir.path())?;
     let all = KeyGroupRange::all(max_p)?;
-    let mut figs: Vec<Figure> = [
-        ("fill_1m_updates", "ms"),
-        ("checkpoint_sync_part", "ms"),
-        ("checkpoint_async_write", "ms"),
-        ("checkpoint_bytes", "bytes"),
-        ("update_all_keys_no_snapshot", "ms"),
-        ("update_all_keys_during_snapshot", "ms"),
-        ("async_write_while_updating", "ms"),
-        ("checkpoint2_after_1pct_sync_part", "ms"),
-        ("checkpoint2_after_1pct_async_write", "ms"),
-        ("checkpoint2_bytes", "bytes"),
-        ("restore", "ms"),
-        ("read_back_all_keys", "ms"),
-        ("restore_rescaled_p2_both_instances", "ms"),
-    ]
-    .into_iter()
-    .map(|(op, unit)| Figure {
-        op,
-        samples: Vec::new(),
-        unit,
-    })
-    .collect();
-    let mut add = |op: &str, v: f64| {
-        if let Some(f) = figs.iter_mut().find(|f| f.op == op) {
-            f.samples.push(v);
-        }
-    };
+    let mut figs = Figures(Vec::new());
     for it in 0..iterations {
         eprintln!(
             "[snapshot] iteration {}/{iterations}: filling {keys} keys",
             it + 1
         );
-        let b = HeapKeyedStateBackend::new(config(max_p, all))?;
-        add("fill_1m_updates", millis(fill(&b, keys, 0, 1)?));
+        let b = f.create(config(max_p, all))?;
+        figs.ms("fill_all_keys", fill(&b, keys, 0, 1)?);
 
-        // First checkpoint: synchronous part, then the asynchronous write alone.
         let t = Instant::now();
         let snap = b.snapshot(1)?;
-        add("checkpoint_sync_part", millis(t.elapsed()));
+        figs.ms("checkpoint1_sync_part", t.elapsed());
         let t = Instant::now();
         let h1 = snap.write(&storage, &format!("it{it}/chk-1"))?;
-        add("checkpoint_async_write", millis(t.elapsed()));
-        add("checkpoint_bytes", h1.size as f64);
+        figs.ms("checkpoint1_async_part", t.elapsed());
+        figs.bytes("checkpoint1_uploaded_bytes", h1.uploaded_bytes);
+        b.notify_checkpoint_complete(1)?;
 
-        // Writes with no snapshot in flight, then the same writes while one is held
-        // (every key group is copied once), then the async write running on another
-        // thread while this thread rewrites every key.
-        add("update_all_keys_no_snapshot", millis(fill(&b, keys, 0, 1)?));
+        figs.ms("update_all_keys_no_snapshot", fill(&b, keys, 0, 1)?);
         let held = b.snapshot(2)?;
-        add(
-            "update_all_keys_during_snapshot",
-            millis(fill(&b, keys, 0, 1)?),
-        );
+        figs.ms("update_all_keys_snapshot_held", fill(&b, keys, 0, 1)?);
         drop(held);
-        let snap = b.snapshot(3)?;
-        let (write_time, _) = std::thread::scope(|s| -> Result<(Duration, Duration)> {
-            let writer = s.spawn(|| {
-                let t = Instant::now();
-                snap.write(&storage, &format!("it{it}/concurrent"))
-                    .map(|_| t.elapsed())
-            });
-            let upd = fill(&b, keys, 0, 1)?;
-            let w = writer
-                .join()
-                .map_err(|_| anyhow::anyhow!("snapshot thread panicked"))??;
-            Ok((w, upd))
-        })?;
-        add("async_write_while_updating", millis(write_time));
+        b.notify_checkpoint_aborted(2)?;
 
-        // Second checkpoint after 1% of keys changed (full again on the heap backend).
+        // Second checkpoint after 1% of keys changed.
         fill(&b, keys, 1, 100)?;
         let t = Instant::now();
-        let snap = b.snapshot(4)?;
-        add("checkpoint2_after_1pct_sync_part", millis(t.elapsed()));
+        let snap = b.snapshot(3)?;
+        figs.ms("checkpoint2_1pct_sync_part", t.elapsed());
         let t = Instant::now();
         let h2 = snap.write(&storage, &format!("it{it}/chk-2"))?;
-        add("checkpoint2_after_1pct_async_write", millis(t.elapsed()));
-        add("checkpoint2_bytes", h2.size as f64);
+        figs.ms("checkpoint2_1pct_async_part", t.elapsed());
+        figs.bytes("checkpoint2_1pct_uploaded_bytes", h2.uploaded_bytes);
+        figs.bytes("checkpoint2_full_size_bytes", h2.full_size());
+        b.notify_checkpoint_complete(3)?;
+
+        let t = Instant::now();
+        let sp = b.savepoint()?;
+        figs.ms("savepoint_sync_part", t.elapsed());
+        let t = Instant::now();
+        let hs = sp.write(&storage, &format!("it{it}/savepoint"))?;
+        figs.ms("savepoint_async_part", t.elapsed());
+        figs.bytes("savepoint_bytes", hs.size);
         drop(b);
 
-        let t = Instant::now();
-        let r = HeapKeyedStateBackend::restore(
-            config(max_p, all),
-            &storage,
-            std::slice::from_ref(&h2),
-        )?;
-        r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
-        add("restore", millis(t.elapsed()));
-        add("read_back_all_keys", millis(read_back(&r, 0..keys, 0)?));
-        drop(r);
-
-        let t = Instant::now();
-        for i in 0..2 {
-            let range = key_group_range_for_operator(max_p, 2, i)?;
-            let r = HeapKeyedStateBackend::restore(
-                config(max_p, range),
-                &storage,
-                std::slice::from_ref(&h2),
-            )?;
+        for (op, h) in [
+            ("restore_from_checkpoint", &h2),
+            ("restore_from_savepoint", &hs),
+        ] {
+            let t = Instant::now();
+            let r = f.restore(config(max_p, all), &storage, std::slice::from_ref(h))?;
             r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
+            figs.ms(op, t.elapsed());
+            if op == "restore_from_checkpoint" {
+                figs.ms("read_back_all_keys", read_back(&r, keys)?);
+            }
         }
-        add("restore_rescaled_p2_both_instances", millis(t.elapsed()));
-        verify_counts(&storage, &h2, max_p, keys)?;
+        figs.ms(
+            "restore_checkpoint_rescaled_to_p2",
+            restore_rescaled(f, &storage, std::slice::from_ref(&h2), max_p, keys)?,
+        );
+        figs.ms(
+            "restore_savepoint_rescaled_to_p2",
+            restore_rescaled(f, &storage, std::slice::from_ref(&hs), max_p, keys)?,
+        );
     }
-    print(&figs, "heap", keys, iterations, json);
-    Ok(())
+    Ok(figs)
 }
 
-/// Every key restored exactly once across two instances (a sanity check, not timed).
-fn verify_counts(
-    storage: &ObjectCheckpointStorage,
-    h: &KeyedStateHandle,
-    max_p: u32,
-    keys: u64,
-) -> Result<()> {
-    let mut total = 0;
-    for i in 0..2 {
-        let range = key_group_range_for_operator(max_p, 2, i)?;
-        let r =
-            HeapKeyedStateBackend::restore(config(max_p, range), storage, std::slice::from_ref(h))?;
-        r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
-        total += r.keys(STATE, &VoidNamespace)?.len() as u64;
-    }
-    if total != keys {
-        bail!("rescaled restore holds {total} keys, expected {keys}");
-    }
-    Ok(())
-}
-
-fn print(figs: &[Figure], backend: &str, keys: u64, iterations: usize, json: bool) {
+fn print(figs: &Figures, backend: &str, keys: u64, iterations: usize, json: bool) {
     if json {
-        for f in figs {
+        for f in &figs.0 {
             let (median, min, max) = f.stats();
             let unit_key = if f.unit == "bytes" { "bytes" } else { "millis" };
             println!(
@@ -281,10 +341,10 @@ fn print(figs: &[Figure], backend: &str, keys: u64, iterations: usize, json: boo
         "snapshot benchmark: backend {backend}, {keys} keys, ValueState<u64>, {iterations} iterations"
     );
     println!(
-        "{:<40} {:>14} {:>14} {:>14}",
+        "{:<36} {:>14} {:>14} {:>14}",
         "figure", "median", "min", "max"
     );
-    for f in figs {
+    for f in &figs.0 {
         let (median, min, max) = f.stats();
         let fmt = |v: f64| {
             if f.unit == "bytes" {
@@ -294,7 +354,7 @@ fn print(figs: &[Figure], backend: &str, keys: u64, iterations: usize, json: boo
             }
         };
         println!(
-            "{:<40} {:>14} {:>14} {:>14}",
+            "{:<36} {:>14} {:>14} {:>14}",
             f.op,
             fmt(median),
             fmt(min),
@@ -303,9 +363,105 @@ fn print(figs: &[Figure], backend: &str, keys: u64, iterations: usize, json: boo
     }
 }
 
+/// Flink 2.3.0 on a 2-core machine like ours (median ops/s, `shared/BENCHMARKS.md`).
+fn flink_figure(backend: Backend, op: &str) -> Option<f64> {
+    let (heap, rocks) = match op {
+        "valueGet" => (2.68e6, 261e3),
+        "valueUpdate" => (2.09e6, 224e3),
+        "valueAdd" => (3.16e6, 173e3),
+        "listGet" => (2.29e6, 128e3),
+        "listGetAndIterate" => (1.97e6, 94e3),
+        "listAppend" => (1.90e6, 313e3),
+        "mapGet" => (1.85e6, 48e3),
+        "mapContains" => (1.48e6, 53e3),
+        "mapIterator" => (8.26e6, 256e3),
+        "mapUpdate" => (607e3, 91e3),
+        "mapAdd" => (2.87e6, 96e3),
+        _ => return None,
+    };
+    Some(if backend == Backend::Heap {
+        heap
+    } else {
+        rocks
+    })
+}
+
+fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize, json: bool) {
+    let name = format!("{backend:?}").to_lowercase();
+    for r in results {
+        let mut s = r.samples.clone();
+        s.sort_by(f64::total_cmp);
+        let median = s.get(s.len() / 2).copied().unwrap_or(0.0);
+        let (min, max) = (
+            s.first().copied().unwrap_or(0.0),
+            s.last().copied().unwrap_or(0.0),
+        );
+        let flink = flink_figure(backend, r.op);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "suite": "state", "backend": name, "state": r.state, "op": r.op, "ops_per_sec": median,
+                    "iterations": iterations, "min": min, "max": max, "flink_ops_per_sec": flink,
+                    "ratio_vs_flink": flink.map(|f| median / f),
+                })
+            );
+        } else {
+            let ratio = flink.map_or_else(|| "-".to_string(), |f| format!("{:.2}x", median / f));
+            let flink = flink.map_or_else(|| "-".to_string(), |f| format!("{:.0}", f));
+            println!(
+                "{:<12} {:<18} {:>14.0} {:>14.0} {:>14.0} {:>12} {:>8}",
+                r.state, r.op, median, min, max, flink, ratio
+            );
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::State {
+            backend,
+            seconds,
+            iterations,
+            ops,
+            json,
+        } => {
+            if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
+                bail!("--seconds and --iterations must be positive");
+            }
+            if let Some(bad) = ops.iter().find(|o| !state::OPS.iter().any(|(_, n)| n == o)) {
+                bail!(
+                    "unknown op `{bad}`; ops are: {}",
+                    state::OPS
+                        .iter()
+                        .map(|(_, n)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let data = state::Data::new();
+            let local = tempfile::tempdir()?;
+            if !json {
+                println!("state benchmark: backend {backend:?}, {iterations} x {seconds} s per op");
+                println!(
+                    "{:<12} {:<18} {:>14} {:>14} {:>14} {:>12} {:>8}",
+                    "state", "op", "median ops/s", "min", "max", "Flink 2.3", "ratio"
+                );
+            }
+            let results = match backend {
+                Backend::Heap => state::state_bench(&Heap, &data, seconds, iterations, &ops)?,
+                _ => state::state_bench(
+                    &Rocks(RocksDbOptions::new(local.path())),
+                    &data,
+                    seconds,
+                    iterations,
+                    &ops,
+                )?,
+            };
+            print_state(&results, backend, iterations, json);
+            Ok(())
+        }
         Command::Snapshot {
             backend,
             keys,
@@ -313,13 +469,30 @@ fn main() -> Result<()> {
             max_parallelism,
             json,
         } => {
-            if backend != Backend::Heap {
-                bail!("backend {backend:?} is not built yet; only `heap` is available");
-            }
             if keys == 0 || iterations == 0 {
                 bail!("--keys and --iterations must be positive");
             }
-            snapshot_bench(keys, iterations, max_parallelism, json).context("snapshot benchmark")
+            let local = tempfile::tempdir()?;
+            let rocks = |mode| Rocks(RocksDbOptions::new(local.path()).with_snapshot_mode(mode));
+            let figs = match backend {
+                Backend::Heap => snapshot_bench(&Heap, keys, iterations, max_parallelism),
+                Backend::Rocksdb => snapshot_bench(
+                    &rocks(SnapshotMode::NativeFull),
+                    keys,
+                    iterations,
+                    max_parallelism,
+                ),
+                Backend::RocksdbIncremental => snapshot_bench(
+                    &rocks(SnapshotMode::Incremental),
+                    keys,
+                    iterations,
+                    max_parallelism,
+                ),
+            }
+            .context("snapshot benchmark")?;
+            let name = format!("{backend:?}").to_lowercase();
+            print(&figs, &name, keys, iterations, json);
+            Ok(())
         }
     }
 }

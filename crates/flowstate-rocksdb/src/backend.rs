@@ -46,6 +46,11 @@ use crate::states::{
 /// Rewrites stored value bytes from an old serializer's format to the new one.
 type Rewrite = Box<dyn Fn(&[u8]) -> StateResult<Vec<u8>>>;
 
+/// Checks serializers against a restored description (if any); returns the handle's
+/// typed parts, the description to store from now on, and a rewrite if values migrate.
+type Resolver<'a, X> =
+    dyn Fn(Option<&StateMetaInfo>) -> StateResult<(X, StateMetaInfo, Option<Rewrite>)> + 'a;
+
 struct Registered {
     kind: StateKind,
     handle: Rc<dyn Any>,
@@ -97,7 +102,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             settings,
             DbHolder {
                 db,
-                dir: DirGuard(dir),
+                _dir: DirGuard(dir),
             },
         ))
     }
@@ -107,7 +112,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         settings: Arc<DbSettings>,
         holder: DbHolder,
     ) -> Self {
-        let max_parallelism = config.max_parallelism;
         RocksDbKeyedStateBackend {
             config,
             settings,
@@ -116,7 +120,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 key: RefCell::new(None),
                 prefix: RefCell::new(Vec::new()),
                 write_options: write_options(),
-                max_parallelism,
             }),
             states: RefCell::new(BTreeMap::new()),
             restored: RefCell::new(BTreeMap::new()),
@@ -351,7 +354,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             }
         }
         let claim = settings.options.restore_mode == RestoreMode::Claim;
-        let backend = Self::assemble(config, settings, DbHolder { db, dir: guard });
+        let backend = Self::assemble(config, settings, DbHolder { db, _dir: guard });
         *backend.restored.borrow_mut() = metas;
         if claim {
             lock(&backend.tracker)?.confirmed = base.ssts.iter().cloned().collect();
@@ -442,9 +445,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         name: &str,
         kind: StateKind,
         current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
-        resolve: &dyn Fn(
-            Option<&StateMetaInfo>,
-        ) -> StateResult<(X, StateMetaInfo, Option<Rewrite>)>,
+        resolve: &Resolver<'_, X>,
     ) -> StateResult<Rc<RocksState<K, N, X>>>
     where
         N: Namespace,

@@ -20,7 +20,10 @@ pub(crate) fn rerr(op: &'static str) -> impl Fn(rocksdb::Error) -> StateError {
 }
 
 /// Maps a local I/O error to a typed backend error naming the path.
-pub(crate) fn ioerr(op: &'static str, path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+pub(crate) fn ioerr<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl Fn(std::io::Error) -> StateError + 'a {
     move |e| StateError::Backend {
         op,
         message: format!("{}: {e}", path.display()),
@@ -40,7 +43,7 @@ impl Drop for DirGuard {
 /// closes (fields drop in order).
 pub(crate) struct DbHolder {
     pub(crate) db: DB,
-    pub(crate) dir: DirGuard,
+    pub(crate) _dir: DirGuard,
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);

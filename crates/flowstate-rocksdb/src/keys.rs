@@ -60,8 +60,6 @@ pub(crate) struct ParsedKey<'a> {
     pub(crate) namespace: &'a [u8],
     /// The map user key (empty for other kinds).
     pub(crate) user_key: &'a [u8],
-    /// Length of `key group | key | namespace` with their length prefixes.
-    pub(crate) prefix_len: usize,
 }
 
 /// Splits a stored key; a malformed key is reported as corrupt state of `what`.
@@ -81,7 +79,6 @@ pub(crate) fn parse_key<'a>(
         key,
         namespace,
         user_key: &raw[prefix_len..],
-        prefix_len,
     })
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flowstate_core::format::{ByteReader, PutLe};
+use flowstate_core::format::{ByteReader, PutLe, put_varint, put_vbytes};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
@@ -110,34 +110,33 @@ impl KeyedStateWriter for CfWriter {
         let mut it = db.raw_iterator_cf_opt(&cf, ro);
         it.seek(key_group_start(key_group, self.max_parallelism));
         // Map state: consecutive entries of one (key, namespace) form one payload.
-        let mut group: Option<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> = None;
-        let flush = |out: &mut EntryEncoder<'_>,
-                     g: (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)|
-         -> StateResult<()> {
-            let mut payload = Vec::new();
-            flowstate_core::format::put_varint(&mut payload, g.2.len() as u32);
-            for (k, v) in &g.2 {
-                flowstate_core::format::put_vbytes(&mut payload, k)?;
-                flowstate_core::format::put_vbytes(&mut payload, v)?;
-            }
-            out.raw_entry(&g.0, &g.1, &payload)
-        };
+        let mut group: Option<MapGroup> = None;
         while it.valid() {
             let (Some(raw_key), Some(value)) = (it.key(), it.value()) else {
                 break;
             };
             let p = parse_key(raw_key, self.max_parallelism, name)?;
+            if p.key_group != key_group {
+                return Err(StateError::corrupt(
+                    name,
+                    format!("key of key group {} found in {key_group}", p.key_group),
+                ));
+            }
             match self.meta.kind {
                 StateKind::Map => {
                     let same = group
                         .as_ref()
-                        .is_some_and(|g| g.0 == p.key && g.1 == p.namespace);
+                        .is_some_and(|g| g.key == p.key && g.namespace == p.namespace);
                     if !same && let Some(g) = group.take() {
-                        flush(out, g)?;
+                        g.write(out)?;
                     }
                     group
-                        .get_or_insert_with(|| (p.key.to_vec(), p.namespace.to_vec(), Vec::new()))
-                        .2
+                        .get_or_insert_with(|| MapGroup {
+                            key: p.key.to_vec(),
+                            namespace: p.namespace.to_vec(),
+                            pairs: Vec::new(),
+                        })
+                        .pairs
                         .push((p.user_key.to_vec(), value.to_vec()));
                 }
                 StateKind::List => {
@@ -149,9 +148,28 @@ impl KeyedStateWriter for CfWriter {
         }
         it.status().map_err(rerr("iterate checkpoint"))?;
         if let Some(g) = group.take() {
-            flush(out, g)?;
+            g.write(out)?;
         }
         Ok(())
+    }
+}
+
+/// The entries of one map (key and namespace), gathered into one canonical payload.
+struct MapGroup {
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MapGroup {
+    fn write(self, out: &mut EntryEncoder<'_>) -> StateResult<()> {
+        let mut payload = Vec::new();
+        put_varint(&mut payload, self.pairs.len() as u32);
+        for (k, v) in &self.pairs {
+            put_vbytes(&mut payload, k)?;
+            put_vbytes(&mut payload, v)?;
+        }
+        out.raw_entry(&self.key, &self.namespace, &payload)
     }
 }
 

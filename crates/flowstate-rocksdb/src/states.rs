@@ -30,7 +30,6 @@ pub(crate) struct Shared<K> {
     /// `key group | length | key` of the current key.
     pub(crate) prefix: RefCell<Vec<u8>>,
     pub(crate) write_options: WriteOptions,
-    pub(crate) max_parallelism: u32,
 }
 
 /// A keyed state handle; `X` carries the kind's serializers and functions.
@@ -182,11 +181,11 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         Ok(out)
     }
 
-    fn decode<T>(&self, ser: &dyn TypeSerializer<T>, bytes: &[u8]) -> StateResult<T> {
+    fn decode<T: 'static>(&self, ser: &dyn TypeSerializer<T>, bytes: &[u8]) -> StateResult<T> {
         ser.deserialize(bytes).map_err(ser_err(&self.name))
     }
 
-    fn encode<T>(&self, ser: &dyn TypeSerializer<T>, v: &T) -> StateResult<Vec<u8>> {
+    fn encode<T: 'static>(&self, ser: &dyn TypeSerializer<T>, v: &T) -> StateResult<Vec<u8>> {
         let mut out = Vec::new();
         ser.serialize_into(v, &mut out)
             .map_err(ser_err(&self.name))?;

@@ -1,0 +1,343 @@
+//! `state`: apache/flink-benchmarks' ValueStateBenchmark, ListStateBenchmark and
+//! MapStateBenchmark, with their constants: u64 keys; 500,000 set-up keys and 500,000
+//! new keys, each pre-shuffled; 1,000,000 pre-generated random values; 10 map keys per
+//! key with f64 values; 100-element lists for `update`/`add_all`.
+//!
+//! Each op runs on a freshly set-up backend: a warm-up, then `iterations` timed runs of
+//! `seconds` each. Like JMH's per-invocation state, invocation `i` uses set-up key
+//! `i mod 500,000` of the shuffled order, new key `i mod 500,000`, random value
+//! `i mod 1,000,000`. Figures are ops/s (median, min, max); iteration ops (`mapKeys`,
+//! `mapValues`, `mapEntries`, `mapIterator`) count one op per entry, as Flink's
+//! `@OperationsPerInvocation` does.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use flowstate_core::backend::KeyedStateBackend;
+use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::keygroup::KeyGroupRange;
+use flowstate_core::state::VoidNamespace;
+
+use crate::{Factory, config};
+
+pub(crate) const SETUP_KEYS: usize = 500_000;
+pub(crate) const NEW_KEYS: usize = 500_000;
+pub(crate) const RANDOM_VALUES: usize = 1_000_000;
+pub(crate) const MAP_KEYS: usize = 10;
+pub(crate) const LIST_VALUES: usize = 100;
+
+/// Deterministic inputs, generated once.
+pub(crate) struct Data {
+    setup_keys: Vec<u64>,
+    new_keys: Vec<u64>,
+    values: Vec<u64>,
+    map_keys: Vec<u64>,
+    map_values: Vec<f64>,
+    list: Vec<u64>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn shuffle(&mut self, v: &mut [u64]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+impl Data {
+    pub(crate) fn new() -> Self {
+        let mut rng = Rng(42);
+        let mut setup_keys: Vec<u64> = (0..SETUP_KEYS as u64).collect();
+        rng.shuffle(&mut setup_keys);
+        let mut new_keys: Vec<u64> = (SETUP_KEYS as u64..(SETUP_KEYS + NEW_KEYS) as u64).collect();
+        rng.shuffle(&mut new_keys);
+        let values = (0..RANDOM_VALUES).map(|_| rng.next()).collect();
+        let map_keys = (0..MAP_KEYS).map(|_| rng.next()).collect();
+        let map_values = (0..MAP_KEYS)
+            .map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64)
+            .collect();
+        let list = (0..LIST_VALUES).map(|_| rng.next()).collect();
+        Data {
+            setup_keys,
+            new_keys,
+            values,
+            map_keys,
+            map_values,
+            list,
+        }
+    }
+    fn setup_key(&self, i: usize) -> u64 {
+        self.setup_keys[i % SETUP_KEYS]
+    }
+    fn new_key(&self, i: usize) -> u64 {
+        self.new_keys[i % NEW_KEYS]
+    }
+    fn value(&self, i: usize) -> u64 {
+        self.values[i % RANDOM_VALUES]
+    }
+}
+
+/// Which state a benchmark sets up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Value,
+    List,
+    Map,
+}
+
+/// The ops, in Flink's names.
+pub(crate) const OPS: &[(&str, &str)] = &[
+    ("ValueState", "valueUpdate"),
+    ("ValueState", "valueAdd"),
+    ("ValueState", "valueGet"),
+    ("ListState", "listUpdate"),
+    ("ListState", "listAdd"),
+    ("ListState", "listAppend"),
+    ("ListState", "listGet"),
+    ("ListState", "listGetAndIterate"),
+    ("ListState", "listAddAll"),
+    ("MapState", "mapUpdate"),
+    ("MapState", "mapAdd"),
+    ("MapState", "mapGet"),
+    ("MapState", "mapContains"),
+    ("MapState", "mapIsEmpty"),
+    ("MapState", "mapKeys"),
+    ("MapState", "mapValues"),
+    ("MapState", "mapEntries"),
+    ("MapState", "mapIterator"),
+    ("MapState", "mapRemove"),
+    ("MapState", "mapPutAll"),
+];
+
+fn value_desc() -> ValueStateDescriptor<u64> {
+    ValueStateDescriptor::new("valueState")
+}
+fn list_desc() -> ListStateDescriptor<u64> {
+    ListStateDescriptor::new("listState")
+}
+fn map_desc() -> MapStateDescriptor<u64, f64> {
+    MapStateDescriptor::new("mapState")
+}
+
+fn setup<B: KeyedStateBackend<u64>>(b: &B, d: &Data, kind: Kind) -> Result<()> {
+    match kind {
+        Kind::Value => {
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc())?;
+            for (i, k) in d.setup_keys.iter().enumerate() {
+                b.set_current_key(*k)?;
+                s.update(d.value(i))?;
+            }
+        }
+        Kind::List => {
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc())?;
+            for (i, k) in d.setup_keys.iter().enumerate() {
+                b.set_current_key(*k)?;
+                s.add(d.value(i))?;
+            }
+        }
+        Kind::Map => {
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc())?;
+            for k in &d.setup_keys {
+                b.set_current_key(*k)?;
+                for (mk, mv) in d.map_keys.iter().zip(&d.map_values) {
+                    s.put(*mk, *mv)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs op `name` `n` times from invocation `start`; returns the ops counted.
+fn run_op<B: KeyedStateBackend<u64>>(
+    b: &B,
+    d: &Data,
+    name: &str,
+    start: usize,
+    n: usize,
+) -> Result<u64> {
+    let mut ops = 0u64;
+    let mut sink = 0u64;
+    match &name[..3] {
+        "val" => {
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc())?;
+            for i in start..start + n {
+                match name {
+                    "valueUpdate" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.update(d.value(i))?;
+                    }
+                    "valueAdd" => {
+                        b.set_current_key(d.new_key(i))?;
+                        s.update(d.value(i))?;
+                    }
+                    _ => {
+                        b.set_current_key(d.setup_key(i))?;
+                        sink ^= s.value()?.unwrap_or(0);
+                    }
+                }
+                ops += 1;
+            }
+        }
+        "lis" => {
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc())?;
+            for i in start..start + n {
+                match name {
+                    "listUpdate" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.update(d.list.clone())?;
+                    }
+                    "listAdd" => {
+                        b.set_current_key(d.new_key(i))?;
+                        s.add(d.value(i))?;
+                    }
+                    "listAppend" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.add(d.value(i))?;
+                    }
+                    "listGet" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        sink ^= s.get()?.len() as u64;
+                    }
+                    "listGetAndIterate" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        for v in s.get()? {
+                            sink ^= v;
+                        }
+                    }
+                    _ => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.add_all(d.list.clone())?;
+                    }
+                }
+                ops += 1;
+            }
+        }
+        _ => {
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc())?;
+            for i in start..start + n {
+                let mk = d.map_keys[i % MAP_KEYS];
+                let mv = d.map_values[i % MAP_KEYS];
+                match name {
+                    "mapUpdate" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.put(mk, mv + 1.0)?;
+                    }
+                    "mapAdd" => {
+                        b.set_current_key(d.new_key(i))?;
+                        s.put(mk, mv)?;
+                    }
+                    "mapGet" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        sink ^= s.get(&mk)?.map_or(0, f64::to_bits);
+                    }
+                    "mapContains" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        sink ^= u64::from(s.contains(&mk)?);
+                    }
+                    "mapIsEmpty" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        sink ^= u64::from(s.is_empty()?);
+                    }
+                    "mapKeys" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        let keys = s.keys()?;
+                        ops += keys.len() as u64;
+                        sink ^= keys.into_iter().fold(0, |a, k| a ^ k);
+                        continue;
+                    }
+                    "mapValues" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        let values = s.values()?;
+                        ops += values.len() as u64;
+                        sink ^= values.into_iter().fold(0, |a, v| a ^ v.to_bits());
+                        continue;
+                    }
+                    "mapEntries" | "mapIterator" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        let entries = s.entries()?;
+                        ops += entries.len() as u64;
+                        sink ^= entries.into_iter().fold(0, |a, (k, v)| a ^ k ^ v.to_bits());
+                        continue;
+                    }
+                    "mapRemove" => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.remove(&mk)?;
+                    }
+                    _ => {
+                        b.set_current_key(d.setup_key(i))?;
+                        s.put_all(
+                            d.map_keys
+                                .iter()
+                                .copied()
+                                .zip(d.map_values.iter().copied())
+                                .collect(),
+                        )?;
+                    }
+                }
+                ops += 1;
+            }
+        }
+    }
+    std::hint::black_box(sink);
+    Ok(ops)
+}
+
+/// One op's figures.
+pub(crate) struct OpResult {
+    pub(crate) state: &'static str,
+    pub(crate) op: &'static str,
+    pub(crate) samples: Vec<f64>,
+}
+
+/// Runs every op (or those named in `only`) on backends from `f`.
+pub(crate) fn state_bench<F: Factory>(
+    f: &F,
+    d: &Data,
+    seconds: f64,
+    iterations: usize,
+    only: &[String],
+) -> Result<Vec<OpResult>> {
+    let mut out = Vec::new();
+    for (state, op) in OPS {
+        if !only.is_empty() && !only.iter().any(|o| o == op) {
+            continue;
+        }
+        let kind = match *state {
+            "ValueState" => Kind::Value,
+            "ListState" => Kind::List,
+            _ => Kind::Map,
+        };
+        eprintln!("[state] {op}: setting up {SETUP_KEYS} keys");
+        let b = f.create(config(128, KeyGroupRange::all(128)?))?;
+        setup(&b, d, kind)?;
+        let mut next = 0usize;
+        // Warm-up: a fifth of the measured time.
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+            run_op(&b, d, op, next, 1024)?;
+            next += 1024;
+        }
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let mut ops = 0u64;
+            while t.elapsed() < Duration::from_secs_f64(seconds) {
+                ops += run_op(&b, d, op, next, 1024)?;
+                next += 1024;
+            }
+            samples.push(ops as f64 / t.elapsed().as_secs_f64());
+        }
+        out.push(OpResult { state, op, samples });
+    }
+    Ok(out)
+}
