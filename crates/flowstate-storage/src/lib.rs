@@ -5,7 +5,7 @@
 //! and, through the same type, S3-compatible stores for multi-machine jobs. Writes are
 //! atomic: `object_store`'s local store writes a temporary file and renames it, and
 //! object stores publish an object only when its put completes, so a crash mid-write
-//! never leaves a partial file under the final name.
+//! never leaves a partial file under the final name. Local writes are fsynced.
 //!
 //! `object_store` is async; this crate owns a small Tokio runtime and blocks on it, so
 //! callers (snapshot threads, restores) need no executor of their own and may call it
@@ -55,11 +55,17 @@ impl ObjectCheckpointStorage {
             path: shown.clone(),
             message: e.to_string(),
         })?;
-        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StorageError::Io {
-            op: "open directory",
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        // fsync: a complete checkpoint must survive power loss, not only a crash.
+        // Automatic cleanup: deleting a directory's last object removes the directory,
+        // so retention leaves no empty `chk-<id>/` behind.
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StorageError::Io {
+                op: "open directory",
+                path: shown.clone(),
+                message: e.to_string(),
+            })?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
         Self::new(Arc::new(fs), format!("local:{shown}"))
     }
 

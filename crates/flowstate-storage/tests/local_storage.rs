@@ -42,6 +42,11 @@ fn put_get_range_list_delete() {
         Err(StorageError::NotFound { .. })
     ));
     assert_eq!(s.list("chk-1").unwrap(), vec!["chk-1/op/keyed-0"]);
+    // Deleting the last object of a directory removes the directory (retention leaves
+    // no empty `chk-<id>/` behind).
+    s.delete("chk-1/op/keyed-0").unwrap();
+    assert!(!dir.path().join("checkpoints/chk-1").exists());
+    assert!(dir.path().join("checkpoints").is_dir());
 }
 
 #[test]
