@@ -116,6 +116,8 @@ pub(crate) const OPS: &[(&str, &str)] = &[
     ("MapState", "mapIterator"),
     ("MapState", "mapRemove"),
     ("MapState", "mapPutAll"),
+    // Not a Flink op: the cost of selecting the key alone, to break figures down.
+    ("ValueState", "setCurrentKey"),
 ];
 
 fn value_desc() -> ValueStateDescriptor<u64> {
@@ -180,6 +182,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
                         b.set_current_key(d.new_key(i))?;
                         s.update(d.value(i))?;
                     }
+                    "setCurrentKey" => b.set_current_key(d.setup_key(i))?,
                     _ => {
                         b.set_current_key(d.setup_key(i))?;
                         sink ^= s.value()?.unwrap_or(0);
@@ -340,4 +343,51 @@ pub(crate) fn state_bench<F: Factory>(
         out.push(OpResult { state, op, samples });
     }
     Ok(out)
+}
+
+/// The hardware baseline: a bare `hashbrown::HashMap<u64, u64>` (no key groups, no
+/// serialization, no state API) with the same keys and access order as `valueGet` and
+/// `valueUpdate`, measured the same way in the same process.
+pub(crate) fn baseline(d: &Data, seconds: f64, iterations: usize) -> Vec<OpResult> {
+    let mut map: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
+    for (i, k) in d.setup_keys.iter().enumerate() {
+        map.insert(*k, d.value(i));
+    }
+    let mut out = Vec::new();
+    for op in ["baselineHashMapGet", "baselineHashMapUpdate"] {
+        let mut next = 0usize;
+        let mut sink = 0u64;
+        let mut samples = Vec::with_capacity(iterations);
+        let mut run = |n: usize, next: &mut usize| {
+            for i in *next..*next + n {
+                let k = d.setup_key(i);
+                if op == "baselineHashMapGet" {
+                    sink ^= map.get(&k).copied().unwrap_or(0);
+                } else if let Some(v) = map.get_mut(&k) {
+                    *v = d.value(i);
+                }
+            }
+            *next += n;
+        };
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+            run(1024, &mut next);
+        }
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let mut ops = 0u64;
+            while t.elapsed() < Duration::from_secs_f64(seconds) {
+                run(1024, &mut next);
+                ops += 1024;
+            }
+            samples.push(ops as f64 / t.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(sink);
+        out.push(OpResult {
+            state: "HashMap",
+            op,
+            samples,
+        });
+    }
+    out
 }

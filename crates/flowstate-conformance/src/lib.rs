@@ -39,6 +39,41 @@ use flowstate_storage::ObjectCheckpointStorage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Declares one `#[test]` per scenario of the suite for a factory expression, so every
+/// backend runs every scenario, including ones added later.
+///
+/// ```text
+/// flowstate_conformance::conformance_suite!(MyFactory::new());
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@tests $factory;
+            value_state_matches_model,
+            list_state_matches_model,
+            map_state_matches_model,
+            reducing_state_matches_model,
+            aggregating_state_matches_model,
+            snapshot_round_trip_all_kinds,
+            rescaling_every_key_once,
+            snapshot_isolated_from_later_writes,
+            snapshot_isolated_from_concurrent_writer,
+            corrupt_snapshots_are_rejected,
+            bad_input_is_typed_errors,
+            serializer_compatibility_on_restore,
+            unregistered_restored_state_is_kept,
+            same_descriptor_same_state,
+            serialized_value_access,
+            merge_namespaces,
+            reads_golden_keyed_snapshot,
+            shared_registry_retention,
+        );
+    };
+    (@tests $factory:expr; $($name:ident),* $(,)?) => {
+        $( #[test] fn $name() { $crate::$name(&$factory); } )*
+    };
+}
+
 /// How the suite makes and restores backends of the implementation under test.
 pub trait BackendFactory {
     /// The backend type for keys `K`.

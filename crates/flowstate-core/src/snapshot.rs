@@ -120,6 +120,35 @@ pub struct StateMetaInfo {
     pub user_key_serializer: Option<SerializerSnapshot>,
 }
 
+/// Checks that a state registered or restored as `existing` may be used as `requested`.
+pub fn check_kind(name: &str, existing: StateKind, requested: StateKind) -> StateResult<()> {
+    if existing == requested {
+        return Ok(());
+    }
+    Err(StateError::KindMismatch {
+        name: name.to_string(),
+        existing,
+        requested,
+    })
+}
+
+impl StateMetaInfo {
+    /// Checks that this restored state can be registered as `kind` with namespaces of
+    /// type `N` (namespace bytes locate data, so their layout may not change).
+    pub fn check_restorable_as<N: crate::state::Namespace>(
+        &self,
+        kind: StateKind,
+    ) -> StateResult<()> {
+        check_kind(&self.name, self.kind, kind)?;
+        crate::serializer::require_same_layout(
+            &self.name,
+            "namespace",
+            &crate::serializer::SerdeSerializer::<N>::new(),
+            &self.namespace_serializer,
+        )
+    }
+}
+
 /// Appends a serializer snapshot (identity, version, schema).
 pub fn put_serializer(out: &mut Vec<u8>, s: &SerializerSnapshot) -> StateResult<()> {
     out.put_bytes("serializer identity", s.identity.as_bytes())?;

@@ -19,7 +19,7 @@ use flowstate_core::serializer::{
     resolve_value_serializer,
 };
 use flowstate_core::snapshot::{
-    KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, read_keyed_state,
+    KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, check_kind, read_keyed_state,
     section_entries,
 };
 use flowstate_core::state::{
@@ -153,13 +153,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     {
         validate_state_name(name)?;
         if let Some(r) = self.states.borrow().get(name) {
-            if r.kind != kind {
-                return Err(StateError::KindMismatch {
-                    name: name.to_string(),
-                    existing: r.kind,
-                    requested: kind,
-                });
-            }
+            check_kind(name, r.kind, kind)?;
             current(r.table.meta())?;
             return r
                 .handle
@@ -173,19 +167,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         let pending = self.pending.borrow();
         let restored = pending.get(name);
         if let Some(p) = restored {
-            if p.meta.kind != kind {
-                return Err(StateError::KindMismatch {
-                    name: name.to_string(),
-                    existing: p.meta.kind,
-                    requested: kind,
-                });
-            }
-            require_same_layout(
-                name,
-                "namespace",
-                &SerdeSerializer::<N>::new(),
-                &p.meta.namespace_serializer,
-            )?;
+            p.meta.check_restorable_as::<N>(kind)?;
         }
         let (codec, meta) = resolve(restored.map(|p| &p.meta))?;
         let table = Rc::new(StateTable::<K, N, S>::new(

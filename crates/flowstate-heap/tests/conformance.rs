@@ -29,29 +29,4 @@ impl BackendFactory for Heap {
     }
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        $( #[test] fn $name() { flowstate_conformance::$name(&Heap); } )*
-    };
-}
-
-conformance!(
-    value_state_matches_model,
-    list_state_matches_model,
-    map_state_matches_model,
-    reducing_state_matches_model,
-    aggregating_state_matches_model,
-    snapshot_round_trip_all_kinds,
-    rescaling_every_key_once,
-    snapshot_isolated_from_later_writes,
-    snapshot_isolated_from_concurrent_writer,
-    corrupt_snapshots_are_rejected,
-    bad_input_is_typed_errors,
-    serializer_compatibility_on_restore,
-    unregistered_restored_state_is_kept,
-    same_descriptor_same_state,
-    serialized_value_access,
-    merge_namespaces,
-    reads_golden_keyed_snapshot,
-    shared_registry_retention,
-);
+flowstate_conformance::conformance_suite!(Heap);

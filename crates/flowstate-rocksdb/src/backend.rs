@@ -20,8 +20,8 @@ use flowstate_core::serializer::{
     MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
 };
 use flowstate_core::snapshot::{
-    KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo, payload,
-    read_keyed_state, section_entries,
+    KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo, check_kind,
+    payload, read_keyed_state, section_entries,
 };
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
@@ -33,7 +33,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, unique_id, write_options};
-use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix, parse_key};
+use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix, parse_key, put_key_group};
 use crate::options::{RestoreMode, RocksDbOptions, SnapshotMode};
 use crate::snapshot::{
     CfWriter, CheckpointSource, Manifest, NativeSnapshot, RocksDbSnapshot, Tracker, lock,
@@ -120,6 +120,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 key: RefCell::new(None),
                 prefix: RefCell::new(Vec::new()),
                 write_options: write_options(),
+                read_options: ReadOptions::default(),
             }),
             states: RefCell::new(BTreeMap::new()),
             restored: RefCell::new(BTreeMap::new()),
@@ -453,13 +454,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     {
         validate_state_name(name)?;
         if let Some(r) = self.states.borrow().get(name) {
-            if r.kind != kind {
-                return Err(StateError::KindMismatch {
-                    name: name.to_string(),
-                    existing: r.kind,
-                    requested: kind,
-                });
-            }
+            check_kind(name, r.kind, kind)?;
             current(&r.meta)?;
             return r
                 .handle
@@ -472,19 +467,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         }
         let restored = self.restored.borrow().get(name).cloned();
         if let Some(m) = &restored {
-            if m.kind != kind {
-                return Err(StateError::KindMismatch {
-                    name: name.to_string(),
-                    existing: m.kind,
-                    requested: kind,
-                });
-            }
-            require_same_layout(
-                name,
-                "namespace",
-                &SerdeSerializer::<N>::new(),
-                &m.namespace_serializer,
-            )?;
+            m.check_restorable_as::<N>(kind)?;
         }
         let (extra, meta, rewrite) = resolve(restored.as_ref())?;
         if restored.is_some() {
@@ -501,6 +484,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             shared: self.shared.clone(),
             name: name.to_string(),
             ns: RefCell::new(N::default()),
+            ns_ser: SerdeSerializer::new(),
             extra,
         });
         self.states.borrow_mut().insert(
@@ -620,7 +604,13 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
                 range,
             });
         }
-        *self.shared.prefix.borrow_mut() = key_prefix(kg, self.config.max_parallelism, &bytes)?;
+        {
+            // Reuses the buffer: this runs once per record.
+            let mut prefix = self.shared.prefix.borrow_mut();
+            prefix.clear();
+            put_key_group(&mut prefix, kg, self.config.max_parallelism);
+            put_vbytes(&mut prefix, &bytes)?;
+        }
         *self.shared.key.borrow_mut() = Some(key);
         Ok(())
     }

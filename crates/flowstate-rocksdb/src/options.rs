@@ -84,7 +84,7 @@ impl RocksDbOptions {
             restore_mode: RestoreMode::default(),
             shared_prefix: "shared".into(),
             block_cache_bytes: 64 << 20,
-            write_buffer_bytes: 32 << 20,
+            write_buffer_bytes: 8 << 20,
             max_write_buffers: 2,
             compression: Compression::default(),
             bloom_bits_per_key: 10.0,

@@ -30,6 +30,8 @@ pub(crate) struct Shared<K> {
     /// `key group | length | key` of the current key.
     pub(crate) prefix: RefCell<Vec<u8>>,
     pub(crate) write_options: WriteOptions,
+    /// Reused: rust-rocksdb's `get_pinned_cf` builds and frees options on every call.
+    pub(crate) read_options: ReadOptions,
 }
 
 /// A keyed state handle; `X` carries the kind's serializers and functions.
@@ -37,6 +39,8 @@ pub(crate) struct RocksState<K, N, X> {
     pub(crate) shared: Rc<Shared<K>>,
     pub(crate) name: String,
     pub(crate) ns: RefCell<N>,
+    /// Built once: constructing a serde serializer formats its type name.
+    pub(crate) ns_ser: SerdeSerializer<N>,
     pub(crate) extra: X,
 }
 
@@ -111,7 +115,7 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
             });
         }
         let mut ns = Vec::new();
-        SerdeSerializer::<N>::new()
+        self.ns_ser
             .serialize_into(&self.ns.borrow(), &mut ns)
             .map_err(ser_err(&self.name))?;
         let prefix = self.shared.prefix.borrow();
@@ -127,7 +131,10 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         f: impl FnOnce(Option<&[u8]>) -> StateResult<R>,
     ) -> StateResult<R> {
         let cf = self.cf()?;
-        let v = self.db().get_pinned_cf(&cf, key).map_err(rerr("get"))?;
+        let v = self
+            .db()
+            .get_pinned_cf_opt(&cf, key, &self.shared.read_options)
+            .map_err(rerr("get"))?;
         f(v.as_deref())
     }
 
@@ -193,8 +200,49 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     }
 }
 
-fn name_of<K, N, X>(s: &RocksState<K, N, X>) -> &str {
-    &s.name
+/// Kinds stored as one serialized value: their serialized form is the stored bytes.
+pub(crate) trait SingleValue {
+    type V: 'static;
+    fn serializer(&self) -> &dyn TypeSerializer<Self::V>;
+}
+
+impl<T: 'static> SingleValue for ValueX<T> {
+    type V = T;
+    fn serializer(&self) -> &dyn TypeSerializer<T> {
+        self.ser.as_ref()
+    }
+}
+
+impl<T: 'static> SingleValue for ReduceX<T> {
+    type V = T;
+    fn serializer(&self) -> &dyn TypeSerializer<T> {
+        self.ser.as_ref()
+    }
+}
+
+impl<IN, ACC: 'static, OUT> SingleValue for AggX<IN, ACC, OUT> {
+    type V = ACC;
+    fn serializer(&self) -> &dyn TypeSerializer<ACC> {
+        self.ser.as_ref()
+    }
+}
+
+impl<K: StateKey, N: Namespace, X: SingleValue> InternalKvState<N> for RocksState<K, N, X> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_current_namespace(&self, namespace: N) {
+        *self.ns.borrow_mut() = namespace;
+    }
+    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
+        let k = self.entry_key()?;
+        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
+        self.decode(self.extra.serializer(), payload)?;
+        let k = self.entry_key()?;
+        self.put_raw(&k, payload)
+    }
 }
 
 // ---- value ----
@@ -215,24 +263,6 @@ impl<K: StateKey, N: Namespace, T: StateValue> ValueState<T> for RocksState<K, N
     fn clear(&self) -> StateResult<()> {
         let k = self.entry_key()?;
         self.delete_raw(&k)
-    }
-}
-
-impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ValueX<T>> {
-    fn name(&self) -> &str {
-        name_of(self)
-    }
-    fn set_current_namespace(&self, namespace: N) {
-        *self.ns.borrow_mut() = namespace;
-    }
-    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
-        let k = self.entry_key()?;
-        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
-    }
-    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        self.decode(self.extra.ser.as_ref(), payload)?;
-        let k = self.entry_key()?;
-        self.put_raw(&k, payload)
     }
 }
 
@@ -294,7 +324,7 @@ impl<K: StateKey, N: Namespace, T: StateValue> ListState<T> for RocksState<K, N,
 
 impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ListX<T>> {
     fn name(&self) -> &str {
-        name_of(self)
+        &self.name
     }
     fn set_current_namespace(&self, namespace: N) {
         *self.ns.borrow_mut() = namespace;
@@ -465,7 +495,7 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> InternalKvState<N>
     for RocksState<K, N, MapX<UK, UV>>
 {
     fn name(&self) -> &str {
-        name_of(self)
+        &self.name
     }
     fn set_current_namespace(&self, namespace: N) {
         *self.ns.borrow_mut() = namespace;
@@ -542,24 +572,6 @@ impl<K: StateKey, N: Namespace, T: StateValue> ReducingState<T> for RocksState<K
     }
 }
 
-impl<K: StateKey, N: Namespace, T: StateValue> InternalKvState<N> for RocksState<K, N, ReduceX<T>> {
-    fn name(&self) -> &str {
-        name_of(self)
-    }
-    fn set_current_namespace(&self, namespace: N) {
-        *self.ns.borrow_mut() = namespace;
-    }
-    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
-        let k = self.entry_key()?;
-        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
-    }
-    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        self.decode(self.extra.ser.as_ref(), payload)?;
-        let k = self.entry_key()?;
-        self.put_raw(&k, payload)
-    }
-}
-
 impl<K: StateKey, N: Namespace, T: StateValue> InternalMergingState<N>
     for RocksState<K, N, ReduceX<T>>
 {
@@ -617,26 +629,6 @@ impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>
     fn clear(&self) -> StateResult<()> {
         let k = self.entry_key()?;
         self.delete_raw(&k)
-    }
-}
-
-impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static> InternalKvState<N>
-    for RocksState<K, N, AggX<IN, ACC, OUT>>
-{
-    fn name(&self) -> &str {
-        name_of(self)
-    }
-    fn set_current_namespace(&self, namespace: N) {
-        *self.ns.borrow_mut() = namespace;
-    }
-    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
-        let k = self.entry_key()?;
-        self.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))
-    }
-    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        self.decode(self.extra.ser.as_ref(), payload)?;
-        let k = self.entry_key()?;
-        self.put_raw(&k, payload)
     }
 }
 

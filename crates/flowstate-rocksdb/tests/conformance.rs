@@ -48,40 +48,17 @@ impl BackendFactory for Rocks {
     }
 }
 
-macro_rules! conformance {
-    ($mode:ident, $($name:ident),* $(,)?) => {
-        #[allow(non_snake_case)]
-        mod $mode {
-            use super::*;
-            $( #[test] fn $name() { flowstate_conformance::$name(&Rocks::new(SnapshotMode::$mode)); } )*
-        }
-    };
+mod canonical {
+    use super::*;
+    flowstate_conformance::conformance_suite!(Rocks::new(SnapshotMode::Canonical));
 }
 
-macro_rules! suite {
-    ($($mode:ident),*) => {
-        $( conformance!(
-            $mode,
-            value_state_matches_model,
-            list_state_matches_model,
-            map_state_matches_model,
-            reducing_state_matches_model,
-            aggregating_state_matches_model,
-            snapshot_round_trip_all_kinds,
-            rescaling_every_key_once,
-            snapshot_isolated_from_later_writes,
-            snapshot_isolated_from_concurrent_writer,
-            corrupt_snapshots_are_rejected,
-            bad_input_is_typed_errors,
-            serializer_compatibility_on_restore,
-            unregistered_restored_state_is_kept,
-            same_descriptor_same_state,
-            serialized_value_access,
-            merge_namespaces,
-            reads_golden_keyed_snapshot,
-            shared_registry_retention,
-        ); )*
-    };
+mod native_full {
+    use super::*;
+    flowstate_conformance::conformance_suite!(Rocks::new(SnapshotMode::NativeFull));
 }
 
-suite!(Canonical, NativeFull, Incremental);
+mod incremental {
+    use super::*;
+    flowstate_conformance::conformance_suite!(Rocks::new(SnapshotMode::Incremental));
+}
