@@ -170,7 +170,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
     let mut ops = 0u64;
     let mut sink = 0u64;
     match &name[..3] {
-        "val" => {
+        "val" | "set" => {
             let s = b.value_state::<VoidNamespace, u64>(&value_desc())?;
             for i in start..start + n {
                 match name {

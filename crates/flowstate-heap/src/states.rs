@@ -302,7 +302,17 @@ where
         self.read(|m| m.and_then(|m| m.get(key).cloned()))
     }
     fn put(&self, key: UK, value: UV) -> StateResult<()> {
-        self.put_all(vec![(key, value)])
+        self.modify(|slot| match slot {
+            Some(m) => {
+                m.insert(key, value);
+                None
+            }
+            None => {
+                let mut m = UserMap::with_capacity(1);
+                m.insert(key, value);
+                Some(m)
+            }
+        })
     }
     fn put_all(&self, entries: Vec<(UK, UV)>) -> StateResult<()> {
         if entries.is_empty() {

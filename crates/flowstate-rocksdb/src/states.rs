@@ -298,7 +298,11 @@ impl<K: StateKey, N: Namespace, T: StateValue> ListState<T> for RocksState<K, N,
         })
     }
     fn add(&self, value: T) -> StateResult<()> {
-        self.add_all(vec![value])
+        let k = self.entry_key()?;
+        let encoded = self.encode(self.extra.ser.as_ref(), &value)?;
+        let mut operand = Vec::with_capacity(encoded.len() + 1);
+        put_vbytes(&mut operand, &encoded)?;
+        self.merge_raw(&k, &operand)
     }
     fn add_all(&self, values: Vec<T>) -> StateResult<()> {
         if values.is_empty() {
