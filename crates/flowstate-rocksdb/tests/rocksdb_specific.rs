@@ -264,3 +264,74 @@ fn walk_size(p: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+#[test]
+fn memory_bound_option_holds_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RocksDbOptions::new(dir.path()).with_memory_bound_bytes(16 << 20);
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts).unwrap();
+    let s = b
+        .value_state::<VoidNamespace, Vec<u8>>(&ValueStateDescriptor::new("v"))
+        .unwrap();
+    for k in 0..200_000 {
+        b.set_current_key(k).unwrap();
+        s.update(value(k, 3)).unwrap();
+    }
+    for k in (0..200_000).step_by(7) {
+        b.set_current_key(k).unwrap();
+        assert_eq!(s.value().unwrap(), Some(value(k, 3)));
+    }
+}
+
+/// A committed version-1 native (incremental) snapshot: manifest plus SST files. Future
+/// versions must keep restoring it. Rewrite only for a new format version:
+/// `FLOWSTATE_BLESS=1 cargo test --release -p flowstate-rocksdb --test rocksdb_specific golden`.
+#[test]
+fn reads_golden_native_snapshot() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+    let storage = flowstate_storage::ObjectCheckpointStorage::local(golden).unwrap();
+    let handle_path = format!("{golden}/v1-native-handle.json");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
+    if std::env::var_os("FLOWSTATE_BLESS").is_some() {
+        let _ = std::fs::remove_dir_all(format!("{golden}/v1"));
+        let mut o = opts.clone();
+        o.shared_prefix = "v1/shared".into();
+        let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), o).unwrap();
+        fill_mixed(&b, 0..60);
+        let h = b
+            .snapshot(1)
+            .unwrap()
+            .write(&storage, "v1/native-manifest")
+            .unwrap();
+        std::fs::write(&handle_path, serde_json::to_vec_pretty(&h).unwrap()).unwrap();
+    }
+    let h: KeyedStateHandle =
+        serde_json::from_slice(&std::fs::read(&handle_path).unwrap()).unwrap();
+    assert_eq!(
+        h.format,
+        flowstate_core::snapshot::SnapshotFormat::RocksDbNative
+    );
+    let r = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        opts.clone(),
+        &storage,
+        std::slice::from_ref(&h),
+    )
+    .unwrap();
+    assert_eq!(check_mixed(&r, 0..60), 60);
+    // Rescaled from the fixture as well.
+    let mut total = 0;
+    for i in 0..2 {
+        let range = key_group_range_for_operator(128, 2, i).unwrap();
+        let r = RocksDbKeyedStateBackend::<u64>::restore(
+            config(128, range),
+            opts.clone(),
+            &storage,
+            std::slice::from_ref(&h),
+        )
+        .unwrap();
+        total += check_mixed(&r, 0..60);
+    }
+    assert_eq!(total, 60);
+}
