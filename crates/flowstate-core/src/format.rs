@@ -7,26 +7,25 @@
 //! only the blocks of the key groups it owns (contiguous blocks in one ranged read).
 //! The byte layout is specified in `docs/formats.md` ("Key-group-indexed file").
 //!
-//! ```
-//! use flowstate_core::format::KeyGroupFileWriter;
-//! use flowstate_core::keygroup::KeyGroupRange;
-//! let range = KeyGroupRange::new(0, 3).unwrap();
-//! let mut w = KeyGroupFileWriter::new(1, 128, range, b"header");
+//! ```no_run
+//! # use flowstate_core::format::{KeyGroupFileWriter, KIND_KEYED_RAW};
+//! # use flowstate_core::keygroup::KeyGroupRange;
+//! # fn demo(storage: &dyn flowstate_core::storage::CheckpointStorage) -> flowstate_core::StateResult<()> {
+//! let range = KeyGroupRange::new(0, 3)?;
+//! let mut w = KeyGroupFileWriter::new(storage.create("chk-1/raw-0")?, KIND_KEYED_RAW, 128, range, b"")?;
 //! for kg in range.iter() {
-//!     w.begin_key_group(kg).unwrap();
+//!     w.begin_key_group(kg)?;
 //!     w.buffer().extend_from_slice(&[kg as u8; 3]);
 //! }
-//! let bytes = w.finish().unwrap();
-//! assert!(bytes.len() > 16 + 40);
+//! let size = w.finish()?;
+//! # Ok(()) }
 //! ```
-
-use std::ops::Range;
 
 use bytes::Bytes;
 
 use crate::error::{StateError, StateResult};
 use crate::keygroup::{KeyGroupRange, check_max_parallelism};
-use crate::storage::CheckpointStorage;
+use crate::storage::{CheckpointStorage, StorageWrite};
 
 /// Magic at the start of a key-group-indexed file.
 pub const FILE_MAGIC: &[u8; 8] = b"FLWSKGF\0";
@@ -215,34 +214,74 @@ impl<'a> ByteReader<'a> {
     }
 }
 
-/// Builds a key-group-indexed file in memory.
-pub struct KeyGroupFileWriter {
-    out: Vec<u8>,
+/// Writes a key-group-indexed file into a [`StorageWrite`], one key group at a time:
+/// memory holds at most the current key group's block (plus buffering), never the file.
+pub struct KeyGroupFileWriter<'w> {
+    sink: Box<dyn StorageWrite + 'w>,
+    /// Bytes not yet handed to the sink; starts at file offset `flushed`.
+    buf: Vec<u8>,
+    flushed: u64,
     max_parallelism: u32,
     range: KeyGroupRange,
-    index: Vec<(u32, u64)>,
+    /// (key group, offset, length, crc) of finished blocks.
+    index: Vec<(u32, u64, u64, u32)>,
+    /// Key group and buffer position of the block being written.
+    current: Option<(u32, usize)>,
 }
 
-impl KeyGroupFileWriter {
+/// Hand buffered bytes to the sink once this many accumulate (at block boundaries).
+const FLUSH_BYTES: usize = 1 << 20;
+
+impl<'w> KeyGroupFileWriter<'w> {
     /// Starts a file of `kind` for `range` with an opaque `header`.
-    pub fn new(kind: u32, max_parallelism: u32, range: KeyGroupRange, header: &[u8]) -> Self {
-        let mut out = Vec::with_capacity(64 + header.len());
-        out.extend_from_slice(FILE_MAGIC);
-        out.put_u32(FORMAT_VERSION);
-        out.put_u32(kind);
-        out.put_u32(header.len() as u32);
-        out.extend_from_slice(header);
-        out.put_u32(crc32c::crc32c(header));
-        KeyGroupFileWriter {
-            out,
+    pub fn new(
+        sink: Box<dyn StorageWrite + 'w>,
+        kind: u32,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        header: &[u8],
+    ) -> StateResult<Self> {
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| StateError::InvalidArgument("snapshot header exceeds 4 GiB".into()))?;
+        let mut buf = Vec::with_capacity(64 + header.len());
+        buf.extend_from_slice(FILE_MAGIC);
+        buf.put_u32(FORMAT_VERSION);
+        buf.put_u32(kind);
+        buf.put_u32(header_len);
+        buf.extend_from_slice(header);
+        buf.put_u32(crc32c::crc32c(header));
+        Ok(KeyGroupFileWriter {
+            sink,
+            buf,
+            flushed: 0,
             max_parallelism,
             range,
             index: Vec::with_capacity(range.len()),
+            current: None,
+        })
+    }
+
+    fn close_block(&mut self) -> StateResult<()> {
+        if let Some((kg, start)) = self.current.take() {
+            let block = &self.buf[start..];
+            self.index.push((
+                kg,
+                self.flushed + start as u64,
+                block.len() as u64,
+                crc32c::crc32c(block),
+            ));
+            if self.buf.len() >= FLUSH_BYTES {
+                self.sink.write(&self.buf)?;
+                self.flushed += self.buf.len() as u64;
+                self.buf.clear();
+            }
         }
+        Ok(())
     }
 
     /// Starts the block of `key_group`; key groups must come in order, each once.
     pub fn begin_key_group(&mut self, key_group: u32) -> StateResult<()> {
+        self.close_block()?;
         let expected = self.range.start() + self.index.len() as u32;
         if !self.range.contains(key_group) || key_group != expected {
             return Err(StateError::InvalidArgument(format!(
@@ -250,17 +289,18 @@ impl KeyGroupFileWriter {
                 self.range
             )));
         }
-        self.index.push((key_group, self.out.len() as u64));
+        self.current = Some((key_group, self.buf.len()));
         Ok(())
     }
 
     /// The buffer the current key group's bytes are appended to.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.out
+        &mut self.buf
     }
 
-    /// Writes the index and footer and returns the file.
-    pub fn finish(mut self) -> StateResult<Bytes> {
+    /// Writes the index and footer, publishes the file and returns its size.
+    pub fn finish(mut self) -> StateResult<u64> {
+        self.close_block()?;
         if self.index.len() != self.range.len() {
             return Err(StateError::InvalidArgument(format!(
                 "{} of {} key groups written",
@@ -268,30 +308,29 @@ impl KeyGroupFileWriter {
                 self.range.len()
             )));
         }
-        let index_offset = self.out.len() as u64;
+        let index_offset = self.flushed + self.buf.len() as u64;
         let mut index = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN as usize);
-        for (i, (kg, offset)) in self.index.iter().enumerate() {
-            let end = self.index.get(i + 1).map_or(index_offset, |n| n.1);
-            let block = &self.out[*offset as usize..end as usize];
+        for (kg, offset, len, crc) in &self.index {
             index.put_u32(*kg);
             index.put_u64(*offset);
-            index.put_u64(end - offset);
-            index.put_u32(crc32c::crc32c(block));
+            index.put_u64(*len);
+            index.put_u32(*crc);
         }
         let index_crc = crc32c::crc32c(&index);
-        self.out.extend_from_slice(&index);
-        let footer_start = self.out.len();
-        self.out.put_u32(self.max_parallelism);
-        self.out.put_u32(self.range.start());
-        self.out
+        self.buf.extend_from_slice(&index);
+        let footer_start = self.buf.len();
+        self.buf.put_u32(self.max_parallelism);
+        self.buf.put_u32(self.range.start());
+        self.buf
             .put_u32(self.range.start() + self.range.len() as u32);
-        self.out.put_u64(index_offset);
-        self.out.put_u32(self.index.len() as u32);
-        self.out.put_u32(index_crc);
-        let footer_crc = crc32c::crc32c(&self.out[footer_start..]);
-        self.out.put_u32(footer_crc);
-        self.out.extend_from_slice(FOOTER_MAGIC);
-        Ok(Bytes::from(self.out))
+        self.buf.put_u64(index_offset);
+        self.buf.put_u32(self.index.len() as u32);
+        self.buf.put_u32(index_crc);
+        let footer_crc = crc32c::crc32c(&self.buf[footer_start..]);
+        self.buf.put_u32(footer_crc);
+        self.buf.extend_from_slice(FOOTER_MAGIC);
+        self.sink.write(&self.buf)?;
+        Ok(self.sink.finish()?)
     }
 }
 
@@ -469,38 +508,76 @@ impl<'s> KeyGroupFileReader<'s> {
     }
 
     /// Reads and verifies the blocks of every key group in `wanted ∩ file range`, in
-    /// order, with one ranged read for the whole contiguous span.
-    pub fn read_key_groups(&self, wanted: KeyGroupRange) -> StateResult<Vec<(u32, Bytes)>> {
+    /// order, fetching contiguous blocks together in reads of at most 16 MiB (or one
+    /// block, if larger), and hands each to `visit`.
+    pub fn for_each_key_group(
+        &self,
+        wanted: KeyGroupRange,
+        mut visit: impl FnMut(u32, Bytes) -> StateResult<()>,
+    ) -> StateResult<()> {
+        const SPAN_BYTES: u64 = 16 << 20;
         let span = self.range.intersection(&wanted);
-        if span.is_empty() {
-            return Ok(Vec::new());
-        }
-        let first = self.index[self.range.index_of(span.start()).unwrap_or(0)];
-        let last_kg = span.start() + span.len() as u32 - 1;
-        let last = self.index[self.range.index_of(last_kg).unwrap_or(0)];
-        let bytes: Range<u64> = first.offset..last.offset + last.len;
-        let expected = bytes.end - bytes.start;
-        let data = self.storage.get_range(&self.path, bytes)?;
-        if data.len() as u64 != expected {
-            return Err(StateError::corrupt(
-                &self.path,
-                "storage returned a short read",
-            ));
-        }
-        let mut out = Vec::with_capacity(span.len());
-        for kg in span.iter() {
-            let e = self.index[self.range.index_of(kg).unwrap_or(0)];
-            let from = (e.offset - first.offset) as usize;
-            let block = data.slice(from..from + e.len as usize);
-            if crc32c::crc32c(&block) != e.crc {
+        let kgs: Vec<u32> = span.iter().collect();
+        let mut i = 0;
+        while i < kgs.len() {
+            // Extend the read while it stays under the span limit.
+            let first = self.entry(kgs[i])?;
+            let mut j = i + 1;
+            while j < kgs.len() {
+                let e = self.entry(kgs[j])?;
+                if e.offset + e.len - first.offset > SPAN_BYTES {
+                    break;
+                }
+                j += 1;
+            }
+            let last = self.entry(kgs[j - 1])?;
+            let expected = last.offset + last.len - first.offset;
+            let data = self
+                .storage
+                .get_range(&self.path, first.offset..last.offset + last.len)?;
+            if data.len() as u64 != expected {
                 return Err(StateError::corrupt(
                     &self.path,
-                    format!("checksum mismatch in key group {kg}"),
+                    "storage returned a short read",
                 ));
             }
-            out.push((kg, block));
+            for kg in &kgs[i..j] {
+                let e = self.entry(*kg)?;
+                let from = (e.offset - first.offset) as usize;
+                let block = data.slice(from..from + e.len as usize);
+                if crc32c::crc32c(&block) != e.crc {
+                    return Err(StateError::corrupt(
+                        &self.path,
+                        format!("checksum mismatch in key group {kg}"),
+                    ));
+                }
+                visit(*kg, block)?;
+            }
+            i = j;
         }
+        Ok(())
+    }
+
+    /// The blocks of every key group in `wanted ∩ file range`, in order.
+    pub fn read_key_groups(&self, wanted: KeyGroupRange) -> StateResult<Vec<(u32, Bytes)>> {
+        let mut out = Vec::new();
+        self.for_each_key_group(wanted, |kg, b| {
+            out.push((kg, b));
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    fn entry(&self, key_group: u32) -> StateResult<IndexEntry> {
+        self.range
+            .index_of(key_group)
+            .and_then(|i| self.index.get(i).copied())
+            .ok_or_else(|| {
+                StateError::corrupt(
+                    &self.path,
+                    format!("no index entry for key group {key_group}"),
+                )
+            })
     }
 }
 

@@ -62,15 +62,18 @@ impl RawKeyedStateOutput {
         storage: &dyn CheckpointStorage,
         path: &str,
     ) -> StateResult<KeyedStateHandle> {
-        let mut file =
-            KeyGroupFileWriter::new(KIND_KEYED_RAW, self.max_parallelism, self.range, &[]);
+        let mut file = KeyGroupFileWriter::new(
+            storage.create(path)?,
+            KIND_KEYED_RAW,
+            self.max_parallelism,
+            self.range,
+            &[],
+        )?;
         for (kg, block) in self.range.iter().zip(&self.blocks) {
             file.begin_key_group(kg)?;
             file.buffer().extend_from_slice(block);
         }
-        let bytes = file.finish()?;
-        let size = bytes.len() as u64;
-        storage.put(path, bytes)?;
+        let size = file.finish()?;
         Ok(KeyedStateHandle::canonical(
             path,
             self.range,

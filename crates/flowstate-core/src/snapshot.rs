@@ -434,17 +434,23 @@ impl KeyedSnapshot {
     pub fn state_count(&self) -> usize {
         self.writers.len()
     }
+}
 
-    /// Encodes the file in memory without writing it.
-    pub fn encode(mut self) -> StateResult<Bytes> {
+impl AsyncKeyedSnapshot for KeyedSnapshot {
+    fn write(
+        mut self,
+        storage: &dyn CheckpointStorage,
+        path: &str,
+    ) -> StateResult<KeyedStateHandle> {
         let metas: Vec<StateMetaInfo> = self.writers.iter().map(|w| w.meta().clone()).collect();
         let header = encode_header(&self.key_serializer, &metas)?;
         let mut file = KeyGroupFileWriter::new(
+            storage.create(path)?,
             KIND_KEYED_MANAGED,
             self.max_parallelism,
             self.range,
             &header,
-        );
+        )?;
         for kg in self.range.iter() {
             file.begin_key_group(kg)?;
             for (id, w) in self.writers.iter_mut().enumerate() {
@@ -463,20 +469,11 @@ impl KeyedSnapshot {
                 }
             }
         }
-        file.finish()
-    }
-}
-
-impl AsyncKeyedSnapshot for KeyedSnapshot {
-    fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
-        let (max_parallelism, range) = (self.max_parallelism, self.range);
-        let bytes = self.encode()?;
-        let size = bytes.len() as u64;
-        storage.put(path, bytes)?;
+        let size = file.finish()?;
         Ok(KeyedStateHandle::canonical(
             path,
-            range,
-            max_parallelism,
+            self.range,
+            self.max_parallelism,
             size,
         ))
     }
@@ -562,54 +559,42 @@ pub(crate) fn open_overlapping<'s, 'h>(
     Ok(out)
 }
 
-/// Reads the key groups of `range` from every handle that overlaps it.
+/// What one snapshot file says about its contents.
+#[derive(Clone, Debug)]
+pub struct RestoredFileHeader {
+    /// The file.
+    pub path: String,
+    /// Snapshot of the key serializer that wrote it.
+    pub key_serializer: SerializerSnapshot,
+    /// The states it holds; a section's state id indexes this list.
+    pub metas: Vec<StateMetaInfo>,
+}
+
+/// Streams the key groups of `range` from every handle that overlaps it: `on_file` sees
+/// each file's header first, then `on_section` each (state, key group) section, one
+/// key group at a time, so a restore never needs the whole state in memory.
 ///
-/// Errors: another max parallelism, overlapping handles, corrupt files, states that
-/// disagree about their kind across files.
-pub fn read_keyed_state(
+/// Errors: another max parallelism, overlapping handles, non-canonical handles, corrupt
+/// files.
+pub fn visit_keyed_state(
     storage: &dyn CheckpointStorage,
     handles: &[KeyedStateHandle],
     max_parallelism: u32,
     range: KeyGroupRange,
-) -> StateResult<RestoredKeyedState> {
-    let mut restored = RestoredKeyedState::default();
+    mut on_file: impl FnMut(&RestoredFileHeader) -> StateResult<()>,
+    mut on_section: impl FnMut(&RestoredFileHeader, &StateMetaInfo, u32, Bytes) -> StateResult<()>,
+) -> StateResult<()> {
     for (h, file, overlap) in
         open_overlapping(storage, handles, max_parallelism, range, KIND_KEYED_MANAGED)?
     {
-        let (key_ser, metas) = decode_header(file.header(), &h.path)?;
-        match &restored.key_serializer {
-            None => restored.key_serializer = Some(key_ser),
-            Some(k) if *k != key_ser => {
-                return Err(StateError::corrupt(
-                    &h.path,
-                    "key serializer differs from other snapshot files",
-                ));
-            }
-            Some(_) => {}
-        }
-        for meta in &metas {
-            match restored.states.get(&meta.name) {
-                Some(existing) if existing.meta.kind != meta.kind => {
-                    return Err(StateError::KindMismatch {
-                        name: meta.name.clone(),
-                        existing: existing.meta.kind,
-                        requested: meta.kind,
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    restored.states.insert(
-                        meta.name.clone(),
-                        RestoredState {
-                            meta: meta.clone(),
-                            sections: Vec::new(),
-                            path: h.path.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        for (kg, block) in file.read_key_groups(overlap)? {
+        let (key_serializer, metas) = decode_header(file.header(), &h.path)?;
+        let header = RestoredFileHeader {
+            path: h.path.clone(),
+            key_serializer,
+            metas,
+        };
+        on_file(&header)?;
+        file.for_each_key_group(overlap, |kg, block| {
             let mut r = ByteReader::new(&block, &h.path);
             while !r.is_empty() {
                 let id = r.u32("section state id")? as usize;
@@ -618,14 +603,80 @@ pub fn read_keyed_state(
                 let len = usize::try_from(len)
                     .map_err(|_| StateError::corrupt(&h.path, "section too long"))?;
                 r.take(len, "section")?;
-                let meta = metas.get(id).ok_or_else(|| {
+                let meta = header.metas.get(id).ok_or_else(|| {
                     StateError::corrupt(&h.path, format!("section names unknown state id {id}"))
                 })?;
-                if let Some(state) = restored.states.get_mut(&meta.name) {
-                    state.sections.push((kg, block.slice(start..start + len)));
-                }
+                on_section(&header, meta, kg, block.slice(start..start + len))?;
             }
-        }
+            Ok(())
+        })?;
     }
+    Ok(())
+}
+
+/// Checks that a file's header agrees with what earlier files said (same key
+/// serializer, same kind per state name).
+pub fn check_header_consistency(
+    seen_key_serializer: &mut Option<SerializerSnapshot>,
+    seen_kinds: &mut HashMap<String, StateKind>,
+    header: &RestoredFileHeader,
+) -> StateResult<()> {
+    match seen_key_serializer {
+        None => *seen_key_serializer = Some(header.key_serializer.clone()),
+        Some(k) if *k != header.key_serializer => {
+            return Err(StateError::corrupt(
+                &header.path,
+                "key serializer differs from other snapshot files",
+            ));
+        }
+        Some(_) => {}
+    }
+    for meta in &header.metas {
+        let kind = *seen_kinds.entry(meta.name.clone()).or_insert(meta.kind);
+        check_kind(&meta.name, kind, meta.kind)?;
+    }
+    Ok(())
+}
+
+/// Reads the key groups of `range` from every handle that overlaps it into memory
+/// (for backends that hold state in memory anyway).
+pub fn read_keyed_state(
+    storage: &dyn CheckpointStorage,
+    handles: &[KeyedStateHandle],
+    max_parallelism: u32,
+    range: KeyGroupRange,
+) -> StateResult<RestoredKeyedState> {
+    let mut restored = RestoredKeyedState::default();
+    let mut kinds = HashMap::new();
+    let mut key_serializer = None;
+    let states = std::cell::RefCell::new(HashMap::<String, RestoredState>::new());
+    visit_keyed_state(
+        storage,
+        handles,
+        max_parallelism,
+        range,
+        |header| {
+            check_header_consistency(&mut key_serializer, &mut kinds, header)?;
+            let mut states = states.borrow_mut();
+            for meta in &header.metas {
+                states
+                    .entry(meta.name.clone())
+                    .or_insert_with(|| RestoredState {
+                        meta: meta.clone(),
+                        sections: Vec::new(),
+                        path: header.path.clone(),
+                    });
+            }
+            Ok(())
+        },
+        |_, meta, kg, section| {
+            if let Some(state) = states.borrow_mut().get_mut(&meta.name) {
+                state.sections.push((kg, section));
+            }
+            Ok(())
+        },
+    )?;
+    restored.key_serializer = key_serializer;
+    restored.states = states.into_inner();
     Ok(restored)
 }

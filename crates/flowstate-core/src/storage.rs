@@ -16,10 +16,22 @@ use bytes::Bytes;
 
 use crate::error::StorageError;
 
+/// An object being written piece by piece. It appears under its path, whole, only when
+/// [`StorageWrite::finish`] succeeds; dropped unfinished, nothing appears. Lets
+/// snapshots of state larger than memory be written without holding them in memory.
+pub trait StorageWrite: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> Result<(), StorageError>;
+    /// Publishes the object and returns its size.
+    fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+}
+
 /// Storage of checkpoint and savepoint files.
 pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Writes `data` at `path` atomically, replacing any previous object.
     fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError>;
+    /// Starts writing `path` piece by piece (see [`StorageWrite`]).
+    fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError>;
     /// Reads a whole object.
     fn get(&self, path: &str) -> Result<Bytes, StorageError>;
     /// Reads the bytes `range` of an object; a range past the end is an error.

@@ -5,6 +5,7 @@
 use flowstate_core::StateError;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::raw::{RawKeyedStateOutput, read_raw_keyed_state};
+use flowstate_core::storage::CheckpointStorage;
 use flowstate_storage::ObjectCheckpointStorage;
 
 #[test]
@@ -53,4 +54,43 @@ fn raw_output_checks_key_groups() {
         Err(StateError::InvalidMaxParallelism(0))
     ));
     assert!(RawKeyedStateOutput::new(16, KeyGroupRange::new(0, 16).unwrap()).is_err());
+}
+
+#[test]
+fn large_files_are_read_in_spans_with_every_block_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = ObjectCheckpointStorage::local(dir.path()).unwrap();
+    let range = KeyGroupRange::new(0, 127).unwrap();
+    // ~25 MB over 128 key groups (several 16 MiB read spans), plus one block larger
+    // than a span on its own.
+    let block = |kg: u32| -> Vec<u8> {
+        let len = if kg == 5 { 17 << 20 } else { 200 << 10 };
+        (0..len)
+            .map(|i| (i as u32 ^ kg.wrapping_mul(2654435761)) as u8)
+            .collect()
+    };
+    let mut out = RawKeyedStateOutput::new(128, range).unwrap();
+    for kg in range.iter() {
+        out.key_group(kg).unwrap().extend_from_slice(&block(kg));
+    }
+    let h = out.write(&storage, "raw/big").unwrap();
+    assert!(h.size > 40 << 20);
+    let got = read_raw_keyed_state(&storage, std::slice::from_ref(&h), 128, range).unwrap();
+    assert_eq!(got.len(), 128);
+    for (kg, bytes) in got {
+        assert!(bytes[..] == block(kg)[..], "key group {kg}");
+    }
+    // A flipped byte deep inside a later span is still caught.
+    let mut bytes = storage.get("raw/big").unwrap().to_vec();
+    let at = bytes.len() - (1 << 20);
+    bytes[at] ^= 1;
+    storage.put("raw/big-bad", bytes.into()).unwrap();
+    let bad = flowstate_core::snapshot::KeyedStateHandle {
+        path: "raw/big-bad".into(),
+        ..h
+    };
+    assert!(matches!(
+        read_raw_keyed_state(&storage, &[bad], 128, range),
+        Err(StateError::CorruptSnapshot { .. })
+    ));
 }

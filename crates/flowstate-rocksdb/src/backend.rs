@@ -20,8 +20,8 @@ use flowstate_core::serializer::{
     MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
 };
 use flowstate_core::snapshot::{
-    KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo, check_kind,
-    payload, read_keyed_state, section_entries,
+    KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo,
+    check_header_consistency, check_kind, payload, section_entries, visit_keyed_state,
 };
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
@@ -168,43 +168,59 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         storage: &dyn CheckpointStorage,
         handles: &[KeyedStateHandle],
     ) -> StateResult<Self> {
-        let restored = read_keyed_state(
-            storage,
-            handles,
-            config.max_parallelism,
-            config.key_group_range,
-        )?;
-        if let Some(k) = &restored.key_serializer {
-            require_same_layout("<keys>", "key", config.key_serializer.as_ref(), k)?;
-        }
         let backend = Self::new(config, options)?;
         let max_p = backend.config.max_parallelism;
         let db = &backend.shared.holder.db;
-        for (name, state) in &restored.states {
-            db.create_cf(name, &backend.settings.cf_options())
-                .map_err(rerr("create column family"))?;
-            let cf = db
-                .cf_handle(name)
-                .ok_or_else(|| StateError::UnknownState(name.clone()))?;
-            let mut batch = WriteBatch::default();
-            for (kg, section) in &state.sections {
-                for e in section_entries(section, &state.path)? {
-                    if key_group_for_serialized_key(e.key, max_p) != *kg {
+        let (mut key_serializer, mut kinds) = (None, HashMap::new());
+        let mut metas: BTreeMap<String, StateMetaInfo> = BTreeMap::new();
+        // Key groups arrive one at a time and go straight into the database: a restore
+        // never holds the whole state in memory.
+        visit_keyed_state(
+            storage,
+            handles,
+            max_p,
+            backend.config.key_group_range,
+            |header| {
+                check_header_consistency(&mut key_serializer, &mut kinds, header)?;
+                require_same_layout(
+                    "<keys>",
+                    "key",
+                    backend.config.key_serializer.as_ref(),
+                    &header.key_serializer,
+                )?;
+                for meta in &header.metas {
+                    if !metas.contains_key(&meta.name) {
+                        db.create_cf(&meta.name, &backend.settings.cf_options())
+                            .map_err(rerr("create column family"))?;
+                        metas.insert(meta.name.clone(), meta.clone());
+                    }
+                }
+                Ok(())
+            },
+            |header, meta, kg, section| {
+                let path = header.path.as_str();
+                let name = meta.name.as_str();
+                let cf = db
+                    .cf_handle(name)
+                    .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+                let mut batch = WriteBatch::default();
+                for e in section_entries(&section, path)? {
+                    if key_group_for_serialized_key(e.key, max_p) != kg {
                         return Err(StateError::corrupt(
-                            &state.path,
+                            path,
                             format!(
                                 "state `{name}`: a key stored in key group {kg} belongs elsewhere"
                             ),
                         ));
                     }
-                    let mut k = key_prefix(*kg, max_p, e.key)?;
+                    let mut k = key_prefix(kg, max_p, e.key)?;
                     put_vbytes(&mut k, e.namespace)?;
-                    match state.meta.kind {
+                    match meta.kind {
                         StateKind::List => {
-                            batch.put_cf(&cf, &k, canonical_list_to_stored(e.payload, &state.path)?)
+                            batch.put_cf(&cf, &k, canonical_list_to_stored(e.payload, path)?)
                         }
                         StateKind::Map => {
-                            for (uk, uv) in payload::map_pairs(e.payload, &state.path)? {
+                            for (uk, uv) in payload::map_pairs(e.payload, path)? {
                                 let mut full = k.clone();
                                 full.extend_from_slice(uk);
                                 batch.put_cf(&cf, full, uv);
@@ -213,18 +229,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                         _ => batch.put_cf(&cf, &k, e.payload),
                     }
                 }
-                if batch.size_in_bytes() > 4 << 20 {
-                    db.write_opt(std::mem::take(&mut batch), &backend.shared.write_options)
-                        .map_err(rerr("write batch"))?;
-                }
-            }
-            db.write_opt(batch, &backend.shared.write_options)
-                .map_err(rerr("write batch"))?;
-            backend
-                .restored
-                .borrow_mut()
-                .insert(name.clone(), state.meta.clone());
-        }
+                db.write_opt(batch, &backend.shared.write_options)
+                    .map_err(rerr("write batch"))
+            },
+        )?;
+        *backend.restored.borrow_mut() = metas;
         Ok(backend)
     }
 

@@ -328,15 +328,10 @@ impl AsyncKeyedSnapshot for NativeSnapshot {
                 let shared = match self.base.get(&name) {
                     Some(f) => f.clone(),
                     None => {
-                        let data =
-                            std::fs::read(&file).map_err(ioerr("read checkpoint file", &file))?;
-                        let shared = SharedFile {
-                            path: format!("{}/{}-{}", self.shared_prefix, self.session, name),
-                            size: data.len() as u64,
-                        };
-                        uploaded += shared.size;
-                        storage.put(&shared.path, Bytes::from(data))?;
-                        shared
+                        let path = format!("{}/{}-{}", self.shared_prefix, self.session, name);
+                        let size = upload_file(storage, &file, &path)?;
+                        uploaded += size;
+                        SharedFile { path, size }
                     }
                 };
                 manifest.ssts.push((name, shared));
@@ -362,6 +357,24 @@ impl AsyncKeyedSnapshot for NativeSnapshot {
         })
         // `self.source` drops here and removes the local checkpoint.
     }
+}
+
+/// Streams a local file to `path` in storage without holding it in memory.
+fn upload_file(storage: &dyn CheckpointStorage, file: &Path, path: &str) -> StateResult<u64> {
+    use std::io::Read;
+    let mut src = std::fs::File::open(file).map_err(ioerr("open checkpoint file", file))?;
+    let mut out = storage.create(path)?;
+    let mut chunk = vec![0u8; 4 << 20];
+    loop {
+        let n = src
+            .read(&mut chunk)
+            .map_err(ioerr("read checkpoint file", file))?;
+        if n == 0 {
+            break;
+        }
+        out.write(&chunk[..n])?;
+    }
+    Ok(out.finish()?)
 }
 
 /// A checkpoint in whichever format the backend is configured for.

@@ -27,10 +27,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flowstate_core::StorageError;
-use flowstate_core::storage::CheckpointStorage;
+use flowstate_core::storage::{CheckpointStorage, StorageWrite};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Part size of streamed writes (object stores want parts of at least 5 MiB).
+const PART_BYTES: usize = 8 << 20;
 
 /// Checkpoint storage over an [`ObjectStore`].
 pub struct ObjectCheckpointStorage {
@@ -215,6 +218,17 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         })
     }
 
+    fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError> {
+        Ok(Box::new(ObjectWrite {
+            storage: self,
+            location: object_path(path)?,
+            path: path.to_string(),
+            upload: None,
+            buf: Vec::new(),
+            size: 0,
+        }))
+    }
+
     fn delete(&self, path: &str) -> Result<(), StorageError> {
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
         self.run(async move {
@@ -223,5 +237,87 @@ impl CheckpointStorage for ObjectCheckpointStorage {
                 Err(e) => Err(map_err("delete", &owned, e)),
             }
         })
+    }
+}
+
+/// A streamed write: small objects are one atomic put; larger ones a multipart upload
+/// (on the local file system a staging file renamed into place on completion).
+struct ObjectWrite<'s> {
+    storage: &'s ObjectCheckpointStorage,
+    location: ObjectPath,
+    path: String,
+    upload: Option<Box<dyn MultipartUpload>>,
+    buf: Vec<u8>,
+    size: u64,
+}
+
+impl ObjectWrite<'_> {
+    fn flush_part(&mut self) -> Result<(), StorageError> {
+        if self.upload.is_none() {
+            let (store, location, path) = (
+                self.storage.store.clone(),
+                self.location.clone(),
+                self.path.clone(),
+            );
+            let upload = self.storage.run(async move {
+                store
+                    .put_multipart(&location)
+                    .await
+                    .map_err(|e| map_err("start upload", &path, e))
+            })?;
+            self.upload = Some(upload);
+        }
+        let data = PutPayload::from(std::mem::take(&mut self.buf));
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        let part = upload.put_part(data);
+        let path = self.path.clone();
+        self.storage
+            .run(async move { part.await.map_err(|e| map_err("upload part", &path, e)) })
+    }
+}
+
+impl StorageWrite for ObjectWrite<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.buf.extend_from_slice(data);
+        self.size += data.len() as u64;
+        if self.buf.len() >= PART_BYTES {
+            self.flush_part()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        if self.upload.is_none() {
+            let data = Bytes::from(std::mem::take(&mut self.buf));
+            self.storage.put(&self.path, data)?;
+            return Ok(self.size);
+        }
+        if !self.buf.is_empty() {
+            self.flush_part()?;
+        }
+        if let Some(mut upload) = self.upload.take() {
+            let path = self.path.clone();
+            self.storage.run(async move {
+                upload
+                    .complete()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| map_err("complete upload", &path, e))
+            })?;
+        }
+        Ok(self.size)
+    }
+}
+
+impl Drop for ObjectWrite<'_> {
+    fn drop(&mut self) {
+        // Unfinished: discard the parts (nothing was published under the path).
+        if let Some(mut upload) = self.upload.take() {
+            self.storage.runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
+        }
     }
 }

@@ -105,3 +105,39 @@ fn no_partial_objects_are_listed() {
     assert_eq!(s.list("").unwrap().len(), 5);
     drop(dir);
 }
+
+#[test]
+fn streamed_writes_appear_whole_on_finish_only() {
+    let (_dir, s) = storage();
+    // Larger than one part: a multipart upload.
+    let data: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut w = s.create("big/object").unwrap();
+    for chunk in data.chunks(1 << 20) {
+        w.write(chunk).unwrap();
+        assert!(s.size("big/object").is_err(), "visible before finish");
+    }
+    assert_eq!(w.finish().unwrap(), data.len() as u64);
+    assert_eq!(&s.get("big/object").unwrap()[..], &data[..]);
+    // Small: one put.
+    let mut w = s.create("small").unwrap();
+    w.write(b"abc").unwrap();
+    w.write(b"def").unwrap();
+    assert_eq!(w.finish().unwrap(), 6);
+    assert_eq!(&s.get("small").unwrap()[..], b"abcdef");
+    // Dropped unfinished, large or small: nothing appears.
+    let mut w = s.create("abandoned").unwrap();
+    w.write(&data).unwrap();
+    drop(w);
+    let mut w = s.create("abandoned-small").unwrap();
+    w.write(b"x").unwrap();
+    drop(w);
+    assert!(matches!(
+        s.get("abandoned"),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.get("abandoned-small"),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(s.create("").is_err());
+}
