@@ -133,6 +133,46 @@ pub fn check_kind(name: &str, existing: StateKind, requested: StateKind) -> Stat
 }
 
 impl StateMetaInfo {
+    /// The description of a state with namespaces of type `N` (serialized with serde).
+    pub fn new<N: crate::state::Namespace>(
+        name: &str,
+        kind: StateKind,
+        value_serializer: SerializerSnapshot,
+        user_key_serializer: Option<SerializerSnapshot>,
+    ) -> Self {
+        StateMetaInfo {
+            name: name.to_string(),
+            kind,
+            namespace_serializer: crate::serializer::SerdeSerializer::<N>::new().snapshot(),
+            value_serializer,
+            user_key_serializer,
+        }
+    }
+
+    /// Checks that asking again for this registered state with `value` as its value
+    /// serializer reads the same bytes.
+    pub fn check_value_serializer<T: 'static>(
+        &self,
+        value: &dyn TypeSerializer<T>,
+    ) -> StateResult<()> {
+        crate::serializer::require_same_layout(&self.name, "value", value, &self.value_serializer)
+    }
+
+    /// Checks a map state's user-key serializer (user keys locate entries, so their
+    /// layout may not change).
+    pub fn check_user_key_serializer<K: 'static>(
+        &self,
+        user_key: &dyn TypeSerializer<K>,
+    ) -> StateResult<()> {
+        match &self.user_key_serializer {
+            Some(u) => crate::serializer::require_same_layout(&self.name, "user key", user_key, u),
+            None => Err(StateError::corrupt(
+                &self.name,
+                "map state without a user key serializer",
+            )),
+        }
+    }
+
     /// Checks that this restored state can be registered as `kind` with namespaces of
     /// type `N` (namespace bytes locate data, so their layout may not change).
     pub fn check_restorable_as<N: crate::state::Namespace>(

@@ -15,8 +15,7 @@ use flowstate_core::descriptor::{
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{
-    SerdeSerializer, SerializerSnapshot, TypeSerializer, require_same_layout,
-    resolve_value_serializer,
+    SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
 };
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, check_kind, read_keyed_state,
@@ -119,21 +118,6 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         Ok(backend)
     }
 
-    fn meta<N: Namespace>(
-        name: &str,
-        kind: StateKind,
-        value: SerializerSnapshot,
-        user_key: Option<SerializerSnapshot>,
-    ) -> StateMetaInfo {
-        StateMetaInfo {
-            name: name.to_string(),
-            kind,
-            namespace_serializer: SerdeSerializer::<N>::new().snapshot(),
-            value_serializer: value,
-            user_key_serializer: user_key,
-        }
-    }
-
     /// Gets the registered state `name` or registers it: checks kind, types and
     /// serializers against what is registered or restored, then decodes restored data.
     /// `resolve` checks the serializers against a restored description and returns the
@@ -198,16 +182,6 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             },
         );
         Ok(handle)
-    }
-}
-
-fn check_value<'a, T: 'static>(
-    name: &str,
-    new: &'a Arc<dyn TypeSerializer<T>>,
-) -> impl Fn(&StateMetaInfo) -> StateResult<()> + 'a {
-    let name = name.to_string();
-    move |meta: &StateMetaInfo| {
-        require_same_layout(&name, "value", new.as_ref(), &meta.value_serializer)
     }
 }
 
@@ -277,7 +251,8 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                     &desc.serializer().snapshot(),
                 )?,
             };
-            let meta = Self::meta::<N>(name, StateKind::Value, r.serializer.snapshot(), None);
+            let meta =
+                StateMetaInfo::new::<N>(name, StateKind::Value, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
                 ser: r.serializer,
                 reader: r.reader,
@@ -287,7 +262,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let s = self.register::<N, T, ValueExtra<T>>(
             name,
             StateKind::Value,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
             ValueExtra(desc.default_value().cloned()),
         )?;
@@ -305,7 +280,8 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 |m| m.value_serializer.clone(),
             );
             let r = resolve_value_serializer(name, "element", desc.serializer(), &prev)?;
-            let meta = Self::meta::<N>(name, StateKind::List, r.serializer.snapshot(), None);
+            let meta =
+                StateMetaInfo::new::<N>(name, StateKind::List, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<Vec<T>>> = Arc::new(ListCodec {
                 ser: r.serializer,
                 reader: r.reader,
@@ -315,7 +291,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let s = self.register::<N, Vec<T>, ListExtra>(
             name,
             StateKind::List,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
             ListExtra,
         )?;
@@ -328,33 +304,19 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
         let name = desc.name();
         let current = |meta: &StateMetaInfo| {
-            require_same_layout(
-                name,
-                "value",
-                desc.value_serializer().as_ref(),
-                &meta.value_serializer,
-            )?;
-            match &meta.user_key_serializer {
-                Some(u) => require_same_layout(name, "user key", desc.key_serializer().as_ref(), u),
-                None => Err(StateError::CorruptSnapshot {
-                    path: name.to_string(),
-                    detail: "map state without a user key serializer".into(),
-                }),
-            }
+            meta.check_value_serializer(desc.value_serializer().as_ref())?;
+            meta.check_user_key_serializer(desc.key_serializer().as_ref())
         };
         let resolve = |old: Option<&StateMetaInfo>| {
             if let Some(m) = old {
-                current(&StateMetaInfo {
-                    value_serializer: desc.value_serializer().snapshot(),
-                    ..m.clone()
-                })?;
+                m.check_user_key_serializer(desc.key_serializer().as_ref())?;
             }
             let prev = old.map_or_else(
                 || desc.value_serializer().snapshot(),
                 |m| m.value_serializer.clone(),
             );
             let r = resolve_value_serializer(name, "value", desc.value_serializer(), &prev)?;
-            let meta = Self::meta::<N>(
+            let meta = StateMetaInfo::new::<N>(
                 name,
                 StateKind::Map,
                 r.serializer.snapshot(),
@@ -388,7 +350,8 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 |m| m.value_serializer.clone(),
             );
             let r = resolve_value_serializer(name, "value", desc.serializer(), &prev)?;
-            let meta = Self::meta::<N>(name, StateKind::Reducing, r.serializer.snapshot(), None);
+            let meta =
+                StateMetaInfo::new::<N>(name, StateKind::Reducing, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
                 ser: r.serializer,
                 reader: r.reader,
@@ -398,7 +361,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let s = self.register::<N, T, ReduceExtra<T>>(
             name,
             StateKind::Reducing,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
             ReduceExtra(desc.reduce_fn().clone()),
         )?;
@@ -416,7 +379,12 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 |m| m.value_serializer.clone(),
             );
             let r = resolve_value_serializer(name, "accumulator", desc.serializer(), &prev)?;
-            let meta = Self::meta::<N>(name, StateKind::Aggregating, r.serializer.snapshot(), None);
+            let meta = StateMetaInfo::new::<N>(
+                name,
+                StateKind::Aggregating,
+                r.serializer.snapshot(),
+                None,
+            );
             let codec: Arc<dyn Codec<ACC>> = Arc::new(ValueCodec {
                 ser: r.serializer,
                 reader: r.reader,
@@ -426,7 +394,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let s = self.register::<N, ACC, AggExtra<IN, ACC, OUT>>(
             name,
             StateKind::Aggregating,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
             AggExtra(desc.function().clone()),
         )?;

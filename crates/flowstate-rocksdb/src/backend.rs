@@ -403,21 +403,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(CheckpointSource::new(self.settings.clone(), dir))
     }
 
-    fn meta<N: Namespace>(
-        name: &str,
-        kind: StateKind,
-        value: flowstate_core::serializer::SerializerSnapshot,
-        user_key: Option<flowstate_core::serializer::SerializerSnapshot>,
-    ) -> StateMetaInfo {
-        StateMetaInfo {
-            name: name.to_string(),
-            kind,
-            namespace_serializer: SerdeSerializer::<N>::new().snapshot(),
-            value_serializer: value,
-            user_key_serializer: user_key,
-        }
-    }
-
     /// Rewrites every stored value of a restored state into the new serializer's format.
     fn migrate(&self, name: &str, kind: StateKind, rewrite: &Rewrite) -> StateResult<()> {
         let db = self.db();
@@ -552,15 +537,6 @@ fn rewrite_with<T: 'static>(
     })
 }
 
-fn check_value<'a, T: 'static>(
-    name: &'a str,
-    new: &'a Arc<dyn TypeSerializer<T>>,
-) -> impl Fn(&StateMetaInfo) -> StateResult<()> + 'a {
-    move |meta: &StateMetaInfo| {
-        require_same_layout(name, "value", new.as_ref(), &meta.value_serializer)
-    }
-}
-
 /// Resolves a value serializer against a restored description (or itself).
 fn resolve<T: 'static>(
     name: &str,
@@ -641,10 +617,10 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         let s = self.register::<N, ValueX<T>>(
             name,
             StateKind::Value,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &|old| {
                 let (ser, rw) = resolve(name, "value", desc.serializer(), old)?;
-                let meta = Self::meta::<N>(name, StateKind::Value, ser.snapshot(), None);
+                let meta = StateMetaInfo::new::<N>(name, StateKind::Value, ser.snapshot(), None);
                 let x = ValueX {
                     ser,
                     default: desc.default_value().cloned(),
@@ -663,10 +639,10 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         let s = self.register::<N, ListX<T>>(
             name,
             StateKind::List,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &|old| {
                 let (ser, rw) = resolve(name, "element", desc.serializer(), old)?;
-                let meta = Self::meta::<N>(name, StateKind::List, ser.snapshot(), None);
+                let meta = StateMetaInfo::new::<N>(name, StateKind::List, ser.snapshot(), None);
                 Ok((ListX { ser }, meta, rw))
             },
         )?;
@@ -678,28 +654,16 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         desc: &MapStateDescriptor<UK, UV>,
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
         let name = desc.name();
-        let user_key_check = |meta: &StateMetaInfo| match &meta.user_key_serializer {
-            Some(u) => require_same_layout(name, "user key", desc.key_serializer().as_ref(), u),
-            None => Err(StateError::corrupt(
-                name,
-                "map state without a user key serializer",
-            )),
-        };
         let current = |meta: &StateMetaInfo| {
-            require_same_layout(
-                name,
-                "value",
-                desc.value_serializer().as_ref(),
-                &meta.value_serializer,
-            )?;
-            user_key_check(meta)
+            meta.check_value_serializer(desc.value_serializer().as_ref())?;
+            meta.check_user_key_serializer(desc.key_serializer().as_ref())
         };
         let s = self.register::<N, MapX<UK, UV>>(name, StateKind::Map, &current, &|old| {
             if let Some(m) = old {
-                user_key_check(m)?;
+                m.check_user_key_serializer(desc.key_serializer().as_ref())?;
             }
             let (value_ser, rw) = resolve(name, "value", desc.value_serializer(), old)?;
-            let meta = Self::meta::<N>(
+            let meta = StateMetaInfo::new::<N>(
                 name,
                 StateKind::Map,
                 value_ser.snapshot(),
@@ -722,10 +686,10 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         let s = self.register::<N, ReduceX<T>>(
             name,
             StateKind::Reducing,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &|old| {
                 let (ser, rw) = resolve(name, "value", desc.serializer(), old)?;
-                let meta = Self::meta::<N>(name, StateKind::Reducing, ser.snapshot(), None);
+                let meta = StateMetaInfo::new::<N>(name, StateKind::Reducing, ser.snapshot(), None);
                 let x = ReduceX {
                     ser,
                     reduce: desc.reduce_fn().clone(),
@@ -744,10 +708,11 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         let s = self.register::<N, AggX<IN, ACC, OUT>>(
             name,
             StateKind::Aggregating,
-            &check_value(name, desc.serializer()),
+            &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &|old| {
                 let (ser, rw) = resolve(name, "accumulator", desc.serializer(), old)?;
-                let meta = Self::meta::<N>(name, StateKind::Aggregating, ser.snapshot(), None);
+                let meta =
+                    StateMetaInfo::new::<N>(name, StateKind::Aggregating, ser.snapshot(), None);
                 let x = AggX {
                     ser,
                     function: desc.function().clone(),
