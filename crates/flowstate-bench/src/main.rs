@@ -312,14 +312,15 @@ fn snapshot_bench<F: Factory>(f: &F, keys: u64, iterations: usize, max_p: u32) -
         drop(b);
 
         for (op, h) in [
-            ("restore_from_checkpoint", &h2),
+            ("restore_from_checkpoint1", &h1),
+            ("restore_from_checkpoint2", &h2),
             ("restore_from_savepoint", &hs),
         ] {
             let t = Instant::now();
             let r = f.restore(config(max_p, all), &storage, std::slice::from_ref(h))?;
             r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new(STATE))?;
             figs.ms(op, t.elapsed());
-            if op == "restore_from_checkpoint" {
+            if op == "restore_from_checkpoint2" {
                 figs.ms("read_back_all_keys", read_back(&r, keys)?);
             }
         }
