@@ -141,3 +141,58 @@ fn streamed_writes_appear_whole_on_finish_only() {
     ));
     assert!(s.create("").is_err());
 }
+
+const CRASH_CHILD: &str = "FLOWSTATE_CRASH_CHILD_DIR";
+
+/// The child side of `killed_mid_write_leaves_the_previous_object_intact`: streams a
+/// replacement larger than one part, reports once parts are on disk, then waits to be
+/// killed before `finish`.
+fn crash_child(dir: &str) {
+    let s = ObjectCheckpointStorage::local(dir).unwrap();
+    let mut w = s.create("chk-1/_metadata").unwrap();
+    w.write(&vec![b'x'; 20 << 20]).unwrap();
+    println!("PARTS_WRITTEN");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn killed_mid_write_leaves_the_previous_object_intact() {
+    use std::io::BufRead;
+    if let Ok(dir) = std::env::var(CRASH_CHILD) {
+        crash_child(&dir);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = ObjectCheckpointStorage::local(dir.path()).unwrap();
+    s.put("chk-1/_metadata", Bytes::from_static(b"complete v1"))
+        .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "killed_mid_write_leaves_the_previous_object_intact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reached = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("PARTS_WRITTEN"));
+    assert!(reached, "the child never reached the kill point");
+    child.kill().unwrap(); // SIGKILL: no destructors, no abort of the upload
+    child.wait().unwrap();
+    assert_eq!(&s.get("chk-1/_metadata").unwrap()[..], b"complete v1");
+    assert_eq!(
+        s.list("").unwrap(),
+        vec!["chk-1/_metadata"],
+        "no partial object is visible"
+    );
+}
