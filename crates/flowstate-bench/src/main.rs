@@ -444,7 +444,10 @@ fn main() -> Result<()> {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
             }
-            if let Some(bad) = ops.iter().find(|o| !state::OPS.iter().any(|(_, n)| n == o)) {
+            if let Some(bad) = ops
+                .iter()
+                .find(|o| *o != "baselines" && !state::OPS.iter().any(|(_, n)| n == o))
+            {
                 bail!(
                     "unknown op `{bad}`; ops are: {}",
                     state::OPS
@@ -466,7 +469,7 @@ fn main() -> Result<()> {
             let results = match backend {
                 Backend::Heap => {
                     let mut r = state::state_bench(&Heap, &data, seconds, iterations, &ops)?;
-                    if ops.is_empty() {
+                    if ops.is_empty() || ops.iter().any(|o| o == "baselines") {
                         r.extend(state::baseline(&data, seconds, iterations));
                     }
                     r

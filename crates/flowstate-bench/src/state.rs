@@ -347,13 +347,55 @@ pub(crate) fn state_bench<F: Factory>(
 
 /// The hardware baseline: a bare `hashbrown::HashMap<u64, u64>` (no key groups, no
 /// serialization, no state API) with the same keys and access order as `valueGet` and
-/// `valueUpdate`, measured the same way in the same process.
+/// `valueUpdate`, measured the same way in the same process; and the same with a
+/// persistent map (`imbl`), the design alternative for copy-on-write snapshots.
 pub(crate) fn baseline(d: &Data, seconds: f64, iterations: usize) -> Vec<OpResult> {
     let mut map: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
     for (i, k) in d.setup_keys.iter().enumerate() {
         map.insert(*k, d.value(i));
     }
+    // The alternative design for copy-on-write snapshots: a persistent (HAMT) map,
+    // whose snapshot is an O(1) clone but whose every access walks a trie.
+    let mut persistent: imbl::HashMap<u64, u64> = imbl::HashMap::new();
+    for (i, k) in d.setup_keys.iter().enumerate() {
+        persistent.insert(*k, d.value(i));
+    }
     let mut out = Vec::new();
+    for op in ["baselinePersistentMapGet", "baselinePersistentMapUpdate"] {
+        let mut next = 0usize;
+        let mut sink = 0u64;
+        let mut samples = Vec::with_capacity(iterations);
+        let mut run = |n: usize, next: &mut usize| {
+            for i in *next..*next + n {
+                let k = d.setup_key(i);
+                if op == "baselinePersistentMapGet" {
+                    sink ^= persistent.get(&k).copied().unwrap_or(0);
+                } else if let Some(v) = persistent.get_mut(&k) {
+                    *v = d.value(i);
+                }
+            }
+            *next += n;
+        };
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+            run(1024, &mut next);
+        }
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let mut ops = 0u64;
+            while t.elapsed() < Duration::from_secs_f64(seconds) {
+                run(1024, &mut next);
+                ops += 1024;
+            }
+            samples.push(ops as f64 / t.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(sink);
+        out.push(OpResult {
+            state: "HashMap",
+            op,
+            samples,
+        });
+    }
     for op in ["baselineHashMapGet", "baselineHashMapUpdate"] {
         let mut next = 0usize;
         let mut sink = 0u64;
