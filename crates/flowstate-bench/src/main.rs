@@ -470,7 +470,7 @@ fn main() -> Result<()> {
                 Backend::Heap => {
                     let mut r = state::state_bench(&Heap, &data, seconds, iterations, &ops)?;
                     if ops.is_empty() || ops.iter().any(|o| o == "baselines") {
-                        r.extend(state::baseline(&data, seconds, iterations));
+                        r.extend(state::baseline(&data, seconds, iterations)?);
                     }
                     r
                 }

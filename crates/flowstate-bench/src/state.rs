@@ -323,24 +323,104 @@ pub(crate) fn state_bench<F: Factory>(
         eprintln!("[state] {op}: setting up {SETUP_KEYS} keys");
         let b = f.create(config(128, KeyGroupRange::all(128)?))?;
         setup(&b, d, kind)?;
-        let mut next = 0usize;
-        // Warm-up: a fifth of the measured time.
-        let warm = Instant::now();
-        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-            run_op(&b, d, op, next, 1024)?;
-            next += 1024;
-        }
-        let mut samples = Vec::with_capacity(iterations);
-        for _ in 0..iterations {
-            let t = Instant::now();
-            let mut ops = 0u64;
-            while t.elapsed() < Duration::from_secs_f64(seconds) {
-                ops += run_op(&b, d, op, next, 1024)?;
-                next += 1024;
-            }
-            samples.push(ops as f64 / t.elapsed().as_secs_f64());
-        }
+        let samples = measure(seconds, iterations, |start| run_op(&b, d, op, start, BATCH))?;
         out.push(OpResult { state, op, samples });
+    }
+    Ok(out)
+}
+
+/// Invocations per timing check.
+const BATCH: usize = 1024;
+
+/// Warms up for a fifth of `seconds`, then runs `iterations` timed runs of `seconds`
+/// each; `batch(start)` runs `BATCH` invocations from index `start` and returns the ops
+/// they count. Returns ops/s per timed run.
+fn measure(
+    seconds: f64,
+    iterations: usize,
+    mut batch: impl FnMut(usize) -> Result<u64>,
+) -> Result<Vec<f64>> {
+    let mut next = 0usize;
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+        batch(next)?;
+        next += BATCH;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let mut ops = 0u64;
+        while t.elapsed() < Duration::from_secs_f64(seconds) {
+            ops += batch(next)?;
+            next += BATCH;
+        }
+        samples.push(ops as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(samples)
+}
+
+/// The maps the baselines compare.
+trait BaselineMap: FromIterator<(u64, u64)> {
+    fn get(&self, k: u64) -> Option<u64>;
+    fn set(&mut self, k: u64, v: u64);
+}
+
+impl BaselineMap for hashbrown::HashMap<u64, u64> {
+    fn get(&self, k: u64) -> Option<u64> {
+        hashbrown::HashMap::get(self, &k).copied()
+    }
+    fn set(&mut self, k: u64, v: u64) {
+        if let Some(slot) = self.get_mut(&k) {
+            *slot = v;
+        }
+    }
+}
+
+impl BaselineMap for imbl::HashMap<u64, u64> {
+    fn get(&self, k: u64) -> Option<u64> {
+        imbl::HashMap::get(self, &k).copied()
+    }
+    fn set(&mut self, k: u64, v: u64) {
+        if let Some(slot) = self.get_mut(&k) {
+            *slot = v;
+        }
+    }
+}
+
+/// Gets and updates on a bare map `M` with the set-up keys, in `valueGet`/`valueUpdate`
+/// order.
+fn baseline_map<M: BaselineMap>(
+    d: &Data,
+    names: [&'static str; 2],
+    seconds: f64,
+    iterations: usize,
+) -> Result<Vec<OpResult>> {
+    let mut map: M = d
+        .setup_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, d.value(i)))
+        .collect();
+    let mut out = Vec::new();
+    for (n, op) in names.into_iter().enumerate() {
+        let mut sink = 0u64;
+        let samples = measure(seconds, iterations, |start| {
+            for i in start..start + BATCH {
+                let k = d.setup_key(i);
+                if n == 0 {
+                    sink ^= map.get(k).unwrap_or(0);
+                } else {
+                    map.set(k, d.value(i));
+                }
+            }
+            Ok(BATCH as u64)
+        })?;
+        std::hint::black_box(sink);
+        out.push(OpResult {
+            state: "HashMap",
+            op,
+            samples,
+        });
     }
     Ok(out)
 }
@@ -349,87 +429,18 @@ pub(crate) fn state_bench<F: Factory>(
 /// serialization, no state API) with the same keys and access order as `valueGet` and
 /// `valueUpdate`, measured the same way in the same process; and the same with a
 /// persistent map (`imbl`), the design alternative for copy-on-write snapshots.
-pub(crate) fn baseline(d: &Data, seconds: f64, iterations: usize) -> Vec<OpResult> {
-    let mut map: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
-    for (i, k) in d.setup_keys.iter().enumerate() {
-        map.insert(*k, d.value(i));
-    }
-    // The alternative design for copy-on-write snapshots: a persistent (HAMT) map,
-    // whose snapshot is an O(1) clone but whose every access walks a trie.
-    let mut persistent: imbl::HashMap<u64, u64> = imbl::HashMap::new();
-    for (i, k) in d.setup_keys.iter().enumerate() {
-        persistent.insert(*k, d.value(i));
-    }
-    let mut out = Vec::new();
-    for op in ["baselinePersistentMapGet", "baselinePersistentMapUpdate"] {
-        let mut next = 0usize;
-        let mut sink = 0u64;
-        let mut samples = Vec::with_capacity(iterations);
-        let mut run = |n: usize, next: &mut usize| {
-            for i in *next..*next + n {
-                let k = d.setup_key(i);
-                if op == "baselinePersistentMapGet" {
-                    sink ^= persistent.get(&k).copied().unwrap_or(0);
-                } else if let Some(v) = persistent.get_mut(&k) {
-                    *v = d.value(i);
-                }
-            }
-            *next += n;
-        };
-        let warm = Instant::now();
-        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-            run(1024, &mut next);
-        }
-        for _ in 0..iterations {
-            let t = Instant::now();
-            let mut ops = 0u64;
-            while t.elapsed() < Duration::from_secs_f64(seconds) {
-                run(1024, &mut next);
-                ops += 1024;
-            }
-            samples.push(ops as f64 / t.elapsed().as_secs_f64());
-        }
-        std::hint::black_box(sink);
-        out.push(OpResult {
-            state: "HashMap",
-            op,
-            samples,
-        });
-    }
-    for op in ["baselineHashMapGet", "baselineHashMapUpdate"] {
-        let mut next = 0usize;
-        let mut sink = 0u64;
-        let mut samples = Vec::with_capacity(iterations);
-        let mut run = |n: usize, next: &mut usize| {
-            for i in *next..*next + n {
-                let k = d.setup_key(i);
-                if op == "baselineHashMapGet" {
-                    sink ^= map.get(&k).copied().unwrap_or(0);
-                } else if let Some(v) = map.get_mut(&k) {
-                    *v = d.value(i);
-                }
-            }
-            *next += n;
-        };
-        let warm = Instant::now();
-        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-            run(1024, &mut next);
-        }
-        for _ in 0..iterations {
-            let t = Instant::now();
-            let mut ops = 0u64;
-            while t.elapsed() < Duration::from_secs_f64(seconds) {
-                run(1024, &mut next);
-                ops += 1024;
-            }
-            samples.push(ops as f64 / t.elapsed().as_secs_f64());
-        }
-        std::hint::black_box(sink);
-        out.push(OpResult {
-            state: "HashMap",
-            op,
-            samples,
-        });
-    }
-    out
+pub(crate) fn baseline(d: &Data, seconds: f64, iterations: usize) -> Result<Vec<OpResult>> {
+    let mut out = baseline_map::<imbl::HashMap<u64, u64>>(
+        d,
+        ["baselinePersistentMapGet", "baselinePersistentMapUpdate"],
+        seconds,
+        iterations,
+    )?;
+    out.extend(baseline_map::<hashbrown::HashMap<u64, u64>>(
+        d,
+        ["baselineHashMapGet", "baselineHashMapUpdate"],
+        seconds,
+        iterations,
+    )?);
+    Ok(out)
 }
