@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_heap::HeapKeyedStateBackend;
-use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
+use flowstate_heap::HeapBackendFactory;
+use flowstate_rocksdb::{RocksDbOptions, SnapshotMode};
 use flowstate_storage::ObjectCheckpointStorage;
 
 #[derive(Parser)]
@@ -86,55 +86,6 @@ enum Command {
 }
 
 const STATE: &str = "value";
-
-/// Makes and restores backends of one kind.
-trait Factory {
-    type B: KeyedStateBackend<u64>;
-    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B>;
-    fn restore(
-        &self,
-        config: KeyedBackendConfig<u64>,
-        storage: &dyn CheckpointStorage,
-        handles: &[KeyedStateHandle],
-    ) -> Result<Self::B>;
-}
-
-struct Heap;
-impl Factory for Heap {
-    type B = HeapKeyedStateBackend<u64>;
-    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B> {
-        Ok(HeapKeyedStateBackend::new(config)?)
-    }
-    fn restore(
-        &self,
-        config: KeyedBackendConfig<u64>,
-        storage: &dyn CheckpointStorage,
-        handles: &[KeyedStateHandle],
-    ) -> Result<Self::B> {
-        Ok(HeapKeyedStateBackend::restore(config, storage, handles)?)
-    }
-}
-
-struct Rocks(RocksDbOptions);
-impl Factory for Rocks {
-    type B = RocksDbKeyedStateBackend<u64>;
-    fn create(&self, config: KeyedBackendConfig<u64>) -> Result<Self::B> {
-        Ok(RocksDbKeyedStateBackend::new(config, self.0.clone())?)
-    }
-    fn restore(
-        &self,
-        config: KeyedBackendConfig<u64>,
-        storage: &dyn CheckpointStorage,
-        handles: &[KeyedStateHandle],
-    ) -> Result<Self::B> {
-        Ok(RocksDbKeyedStateBackend::restore(
-            config,
-            self.0.clone(),
-            storage,
-            handles,
-        )?)
-    }
-}
 
 struct Figure {
     op: &'static str,
@@ -234,7 +185,7 @@ fn read_back<B: KeyedStateBackend<u64>>(b: &B, keys: u64) -> Result<Duration> {
 }
 
 /// Restores the two instances of parallelism 2; checks every key is restored once.
-fn restore_rescaled<F: Factory>(
+fn restore_rescaled<F: KeyedBackendFactory>(
     f: &F,
     storage: &dyn CheckpointStorage,
     h: &[KeyedStateHandle],
@@ -260,7 +211,12 @@ fn restore_rescaled<F: Factory>(
     Ok(elapsed)
 }
 
-fn snapshot_bench<F: Factory>(f: &F, keys: u64, iterations: usize, max_p: u32) -> Result<Figures> {
+fn snapshot_bench<F: KeyedBackendFactory>(
+    f: &F,
+    keys: u64,
+    iterations: usize,
+    max_p: u32,
+) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let storage = ObjectCheckpointStorage::local(dir.path())?;
     let all = KeyGroupRange::all(max_p)?;
@@ -468,14 +424,15 @@ fn main() -> Result<()> {
             }
             let results = match backend {
                 Backend::Heap => {
-                    let mut r = state::state_bench(&Heap, &data, seconds, iterations, &ops)?;
+                    let mut r =
+                        state::state_bench(&HeapBackendFactory, &data, seconds, iterations, &ops)?;
                     if ops.is_empty() || ops.iter().any(|o| o == "baselines") {
                         r.extend(state::baseline(&data, seconds, iterations)?);
                     }
                     r
                 }
                 _ => state::state_bench(
-                    &Rocks(RocksDbOptions::new(local.path())),
+                    &RocksDbOptions::new(local.path()),
                     &data,
                     seconds,
                     iterations,
@@ -496,9 +453,11 @@ fn main() -> Result<()> {
                 bail!("--keys and --iterations must be positive");
             }
             let local = tempfile::tempdir()?;
-            let rocks = |mode| Rocks(RocksDbOptions::new(local.path()).with_snapshot_mode(mode));
+            let rocks = |mode| RocksDbOptions::new(local.path()).with_snapshot_mode(mode);
             let figs = match backend {
-                Backend::Heap => snapshot_bench(&Heap, keys, iterations, max_parallelism),
+                Backend::Heap => {
+                    snapshot_bench(&HeapBackendFactory, keys, iterations, max_parallelism)
+                }
                 Backend::Rocksdb => snapshot_bench(
                     &rocks(SnapshotMode::NativeFull),
                     keys,

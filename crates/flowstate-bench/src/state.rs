@@ -18,7 +18,9 @@ use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueS
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::state::VoidNamespace;
 
-use crate::{Factory, config};
+use flowstate_core::backend::KeyedBackendFactory;
+
+use crate::config;
 
 pub(crate) const SETUP_KEYS: usize = 500_000;
 pub(crate) const NEW_KEYS: usize = 500_000;
@@ -303,7 +305,7 @@ pub(crate) struct OpResult {
 }
 
 /// Runs every op (or those named in `only`) on backends from `f`.
-pub(crate) fn state_bench<F: Factory>(
+pub(crate) fn state_bench<F: KeyedBackendFactory>(
     f: &F,
     d: &Data,
     seconds: f64,

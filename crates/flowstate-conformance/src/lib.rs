@@ -27,7 +27,6 @@ pub use scenarios::{
 };
 
 use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
-use flowstate_core::error::StateResult;
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::serializer::SerdeSerializer;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,19 +74,7 @@ macro_rules! conformance_suite {
 }
 
 /// How the suite makes and restores backends of the implementation under test.
-pub trait BackendFactory {
-    /// The backend type for keys `K`.
-    type Backend<K: StateKey>: KeyedStateBackend<K>;
-    /// A fresh, empty backend.
-    fn create<K: StateKey>(&self, config: KeyedBackendConfig<K>) -> StateResult<Self::Backend<K>>;
-    /// A backend restored from snapshots written by [`KeyedStateBackend::snapshot`].
-    fn restore<K: StateKey>(
-        &self,
-        config: KeyedBackendConfig<K>,
-        storage: &dyn CheckpointStorage,
-        handles: &[KeyedStateHandle],
-    ) -> StateResult<Self::Backend<K>>;
-}
+pub use flowstate_core::backend::KeyedBackendFactory as BackendFactory;
 
 /// A backend configuration with the default serde key serializer.
 pub fn config<K: Serialize + DeserializeOwned + 'static>(

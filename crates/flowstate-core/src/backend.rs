@@ -19,11 +19,12 @@ use crate::descriptor::{
 use crate::error::{StateError, StateResult};
 use crate::keygroup::{KeyGroupRange, check_max_parallelism};
 use crate::serializer::TypeSerializer;
-use crate::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot};
+use crate::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot, KeyedStateHandle};
 use crate::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
     InternalValueState, Namespace, StateKey, StateValue,
 };
+use crate::storage::CheckpointStorage;
 
 /// What every keyed backend is built from.
 pub struct KeyedBackendConfig<K> {
@@ -59,6 +60,22 @@ impl<K> KeyedBackendConfig<K> {
         }
         Ok(())
     }
+}
+
+/// Makes and restores keyed backends of one kind: the piece of configuration that picks
+/// a backend, so code that runs operators never names one.
+pub trait KeyedBackendFactory {
+    /// The backend type for keys `K`.
+    type Backend<K: StateKey>: KeyedStateBackend<K>;
+    /// A fresh, empty backend.
+    fn create<K: StateKey>(&self, config: KeyedBackendConfig<K>) -> StateResult<Self::Backend<K>>;
+    /// A backend restored from snapshots (any parallelism, same max parallelism).
+    fn restore<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<Self::Backend<K>>;
 }
 
 /// The keyed state of one operator instance.

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 use flowstate_core::descriptor::{ListStateDescriptor, ValueStateDescriptor};
 use flowstate_core::keygroup::{
     KeyGroupRange, key_group_range_for_operator, operator_index_for_key_group,
@@ -33,8 +33,8 @@ use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::{ListState, VoidNamespace};
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_heap::HeapKeyedStateBackend;
-use flowstate_rocksdb::{RestoreMode, RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
+use flowstate_heap::HeapBackendFactory;
+use flowstate_rocksdb::{RestoreMode, RocksDbOptions, SnapshotMode};
 use flowstate_storage::ObjectCheckpointStorage;
 use serde::{Deserialize, Serialize};
 
@@ -94,58 +94,6 @@ struct Instance<B> {
     operator: OperatorStateStore,
 }
 
-/// Makes and restores the backend of one instance.
-trait Backends {
-    type B: KeyedStateBackend<u64>;
-    fn create(&self, range: KeyGroupRange) -> Result<Self::B>;
-    fn restore(
-        &self,
-        range: KeyGroupRange,
-        storage: &dyn CheckpointStorage,
-        h: &[KeyedStateHandle],
-    ) -> Result<Self::B>;
-}
-
-struct Heap;
-impl Backends for Heap {
-    type B = HeapKeyedStateBackend<u64>;
-    fn create(&self, range: KeyGroupRange) -> Result<Self::B> {
-        Ok(HeapKeyedStateBackend::new(config(range))?)
-    }
-    fn restore(
-        &self,
-        range: KeyGroupRange,
-        storage: &dyn CheckpointStorage,
-        h: &[KeyedStateHandle],
-    ) -> Result<Self::B> {
-        Ok(HeapKeyedStateBackend::restore(config(range), storage, h)?)
-    }
-}
-
-struct Rocks(RocksDbOptions);
-impl Backends for Rocks {
-    type B = RocksDbKeyedStateBackend<u64>;
-    fn create(&self, range: KeyGroupRange) -> Result<Self::B> {
-        Ok(RocksDbKeyedStateBackend::new(
-            config(range),
-            self.0.clone(),
-        )?)
-    }
-    fn restore(
-        &self,
-        range: KeyGroupRange,
-        storage: &dyn CheckpointStorage,
-        h: &[KeyedStateHandle],
-    ) -> Result<Self::B> {
-        Ok(RocksDbKeyedStateBackend::restore(
-            config(range),
-            self.0.clone(),
-            storage,
-            h,
-        )?)
-    }
-}
-
 fn total() -> ValueStateDescriptor<u64> {
     ValueStateDescriptor::new("total-spend").with_default(0)
 }
@@ -195,20 +143,20 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&args.dir);
     }
     match args.backend.as_str() {
-        "heap" => run(&args, &Heap),
+        "heap" => run(&args, &HeapBackendFactory),
         "rocksdb" => {
             let local = std::path::Path::new(&args.dir).join("local");
             let _ = std::fs::remove_dir_all(&local);
             let opts = RocksDbOptions::new(local)
                 .with_snapshot_mode(SnapshotMode::Incremental)
                 .with_restore_mode(RestoreMode::Claim);
-            run(&args, &Rocks(opts))
+            run(&args, &opts)
         }
         other => bail!("unknown --backend `{other}` (use rocksdb or heap)"),
     }
 }
 
-fn run<F: Backends>(args: &Args, backends: &F) -> Result<()> {
+fn run<F: KeyedBackendFactory>(args: &Args, backends: &F) -> Result<()> {
     // Checkpoints live under `<dir>/checkpoints`; RocksDB's working files under `<dir>/local`.
     let storage =
         ObjectCheckpointStorage::local(std::path::Path::new(&args.dir).join("checkpoints"))
@@ -223,11 +171,11 @@ fn run<F: Backends>(args: &Args, backends: &F) -> Result<()> {
         let range = key_group_range_for_operator(MAX_P, p, i)?;
         let instance = match &restored {
             Some(m) => Instance {
-                backend: backends.restore(range, &storage, &m.keyed)?,
+                backend: backends.restore(config(range), &storage, &m.keyed)?,
                 operator: OperatorStateStore::restore(&storage, &m.operator, i, p)?,
             },
             None => Instance {
-                backend: backends.create(range)?,
+                backend: backends.create(config(range))?,
                 operator: OperatorStateStore::new(i),
             },
         };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 use flowstate_core::descriptor::{
     AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor, validate_state_name,
@@ -38,6 +38,28 @@ use crate::table::{
 type Resolver<'a, S> =
     dyn Fn(Option<&StateMetaInfo>) -> StateResult<(Arc<dyn Codec<S>>, StateMetaInfo)> + 'a;
 
+/// Selects the heap backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapBackendFactory;
+
+impl KeyedBackendFactory for HeapBackendFactory {
+    type Backend<K: StateKey> = HeapKeyedStateBackend<K>;
+    fn create<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+    ) -> StateResult<HeapKeyedStateBackend<K>> {
+        HeapKeyedStateBackend::new(config)
+    }
+    fn restore<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<HeapKeyedStateBackend<K>> {
+        HeapKeyedStateBackend::restore(config, storage, handles)
+    }
+}
+
 struct Registered<K> {
     kind: StateKind,
     handle: Rc<dyn Any>,
@@ -48,7 +70,7 @@ struct Registered<K> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+/// use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 /// use flowstate_core::descriptor::ValueStateDescriptor;
 /// use flowstate_core::keygroup::KeyGroupRange;
 /// use flowstate_core::serializer::SerdeSerializer;

@@ -12,4 +12,4 @@ mod backend;
 mod states;
 mod table;
 
-pub use backend::HeapKeyedStateBackend;
+pub use backend::{HeapBackendFactory, HeapKeyedStateBackend};

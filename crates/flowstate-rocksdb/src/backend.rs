@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 use flowstate_core::descriptor::{
     AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor, validate_state_name,
@@ -51,6 +51,26 @@ type Rewrite = Box<dyn Fn(&[u8]) -> StateResult<Vec<u8>>>;
 type Resolver<'a, X> =
     dyn Fn(Option<&StateMetaInfo>) -> StateResult<(X, StateMetaInfo, Option<Rewrite>)> + 'a;
 
+/// The options select the RocksDB backend: each backend made gets its own directory
+/// under `local_dir`.
+impl KeyedBackendFactory for RocksDbOptions {
+    type Backend<K: StateKey> = RocksDbKeyedStateBackend<K>;
+    fn create<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+    ) -> StateResult<RocksDbKeyedStateBackend<K>> {
+        RocksDbKeyedStateBackend::new(config, self.clone())
+    }
+    fn restore<K: StateKey>(
+        &self,
+        config: KeyedBackendConfig<K>,
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> StateResult<RocksDbKeyedStateBackend<K>> {
+        RocksDbKeyedStateBackend::restore(config, self.clone(), storage, handles)
+    }
+}
+
 struct Registered {
     kind: StateKind,
     handle: Rc<dyn Any>,
@@ -60,7 +80,7 @@ struct Registered {
 /// Keyed state of one operator instance in an embedded RocksDB.
 ///
 /// ```no_run
-/// use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+/// use flowstate_core::backend::{KeyedBackendConfig, KeyedBackendFactory, KeyedStateBackend};
 /// use flowstate_core::descriptor::ValueStateDescriptor;
 /// use flowstate_core::keygroup::KeyGroupRange;
 /// use flowstate_core::serializer::SerdeSerializer;

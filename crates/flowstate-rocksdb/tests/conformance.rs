@@ -36,7 +36,7 @@ impl BackendFactory for Rocks {
         &self,
         config: KeyedBackendConfig<K>,
     ) -> StateResult<RocksDbKeyedStateBackend<K>> {
-        RocksDbKeyedStateBackend::new(config, self.options())
+        self.options().create(config)
     }
     fn restore<K: StateKey>(
         &self,
@@ -44,7 +44,7 @@ impl BackendFactory for Rocks {
         storage: &dyn CheckpointStorage,
         handles: &[KeyedStateHandle],
     ) -> StateResult<RocksDbKeyedStateBackend<K>> {
-        RocksDbKeyedStateBackend::restore(config, self.options(), storage, handles)
+        self.options().restore(config, storage, handles)
     }
 }
 
