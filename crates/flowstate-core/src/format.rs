@@ -214,6 +214,55 @@ impl<'a> ByteReader<'a> {
     }
 }
 
+/// A small checksummed file: `magic (8) | version u32 | body_len u64 | body | crc32c(body) u32`
+/// (operator state, RocksDB manifests; see `docs/formats.md`).
+pub fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(magic);
+    out.put_u32(version);
+    out.put_u64(body.len() as u64);
+    out.extend_from_slice(body);
+    out.put_u32(crc32c::crc32c(body));
+    out
+}
+
+/// Checks what [`frame`] wrote (magic, a version in `1..=supported`, length, checksum,
+/// nothing after) and returns the body; `what` names the kind of file in errors.
+pub fn unframe<'a>(
+    bytes: &'a [u8],
+    path: &'a str,
+    magic: &[u8; 8],
+    supported: u32,
+    what: &str,
+) -> StateResult<&'a [u8]> {
+    let mut r = ByteReader::new(bytes, path);
+    if r.take(8, "magic")? != magic {
+        return Err(StateError::corrupt(
+            path,
+            format!("not a flowstate {what} (bad magic)"),
+        ));
+    }
+    let version = r.u32("version")?;
+    if version == 0 || version > supported {
+        return Err(StateError::UnsupportedVersion {
+            path: path.to_string(),
+            found: version,
+            supported,
+        });
+    }
+    let len = usize::try_from(r.u64("body length")?)
+        .map_err(|_| StateError::corrupt(path, "body too long"))?;
+    let body = r.take(len, "body")?;
+    let crc = r.u32("body crc")?;
+    if !r.is_empty() {
+        return Err(StateError::corrupt(path, "trailing bytes after the body"));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(StateError::corrupt(path, "checksum mismatch"));
+    }
+    Ok(body)
+}
+
 /// Writes a key-group-indexed file into a [`StorageWrite`], one key group at a time:
 /// memory holds at most the current key group's block (plus buffering), never the file.
 pub struct KeyGroupFileWriter<'w> {

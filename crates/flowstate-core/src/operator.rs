@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::descriptor::{ListStateDescriptor, MapStateDescriptor, validate_state_name};
 use crate::error::{StateError, StateResult};
-use crate::format::{ByteReader, PutLe};
+use crate::format::{ByteReader, PutLe, frame, unframe};
 use crate::serializer::{
     MigrationReader, SerializerSnapshot, TypeSerializer, require_same_layout,
     resolve_value_serializer,
@@ -484,15 +484,9 @@ impl OperatorStateStore {
                 }
             }
         }
-        let mut file = Vec::with_capacity(body.len() + 24);
-        file.extend_from_slice(OPS_MAGIC);
-        file.put_u32(OPS_VERSION);
-        file.put_u64(body.len() as u64);
-        file.extend_from_slice(&body);
-        file.put_u32(crc32c::crc32c(&body));
         Ok(OperatorSnapshot {
             subtask_index: self.subtask_index,
-            bytes: Bytes::from(file),
+            bytes: Bytes::from(frame(OPS_MAGIC, OPS_VERSION, &body)),
         })
     }
 
@@ -588,31 +582,7 @@ fn decode_items<T>(name: &str, items: &[Item], reader: &MigrationReader<T>) -> S
 }
 
 fn parse_operator_file(bytes: &[u8], path: &str) -> StateResult<Vec<(String, EncodedState)>> {
-    let mut r = ByteReader::new(bytes, path);
-    if r.take(8, "magic")? != OPS_MAGIC {
-        return Err(StateError::corrupt(
-            path,
-            "not a flowstate operator state file (bad magic)",
-        ));
-    }
-    let version = r.u32("version")?;
-    if version == 0 || version > OPS_VERSION {
-        return Err(StateError::UnsupportedVersion {
-            path: path.to_string(),
-            found: version,
-            supported: OPS_VERSION,
-        });
-    }
-    let len = usize::try_from(r.u64("body length")?)
-        .map_err(|_| StateError::corrupt(path, "body too long"))?;
-    let body = r.take(len, "body")?;
-    let crc = r.u32("body crc")?;
-    if !r.is_empty() {
-        return Err(StateError::corrupt(path, "trailing bytes after the body"));
-    }
-    if crc32c::crc32c(body) != crc {
-        return Err(StateError::corrupt(path, "checksum mismatch"));
-    }
+    let body = unframe(bytes, path, OPS_MAGIC, OPS_VERSION, "operator state file")?;
     let mut r = ByteReader::new(body, path);
     let _subtask = r.u32("subtask index")?;
     let n = r.u32("state count")?;

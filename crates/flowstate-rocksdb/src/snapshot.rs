@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flowstate_core::format::{ByteReader, PutLe, put_varint, put_vbytes};
+use flowstate_core::format::{ByteReader, PutLe, frame, put_varint, put_vbytes, unframe};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
@@ -206,41 +206,17 @@ impl Manifest {
             body.put_bytes("file name", name.as_bytes())?;
             body.put_bytes("file contents", contents)?;
         }
-        let mut out = Vec::with_capacity(body.len() + 24);
-        out.extend_from_slice(MANIFEST_MAGIC);
-        out.put_u32(MANIFEST_VERSION);
-        out.put_u64(body.len() as u64);
-        out.extend_from_slice(&body);
-        out.put_u32(crc32c::crc32c(&body));
-        Ok(out)
+        Ok(frame(MANIFEST_MAGIC, MANIFEST_VERSION, &body))
     }
 
     pub(crate) fn decode(bytes: &[u8], path: &str) -> StateResult<Self> {
-        let mut r = ByteReader::new(bytes, path);
-        if r.take(8, "magic")? != MANIFEST_MAGIC {
-            return Err(StateError::corrupt(
-                path,
-                "not a flowstate RocksDB manifest (bad magic)",
-            ));
-        }
-        let version = r.u32("version")?;
-        if version == 0 || version > MANIFEST_VERSION {
-            return Err(StateError::UnsupportedVersion {
-                path: path.to_string(),
-                found: version,
-                supported: MANIFEST_VERSION,
-            });
-        }
-        let len = usize::try_from(r.u64("body length")?)
-            .map_err(|_| StateError::corrupt(path, "body too long"))?;
-        let body = r.take(len, "body")?;
-        let crc = r.u32("crc")?;
-        if !r.is_empty() || crc32c::crc32c(body) != crc {
-            return Err(StateError::corrupt(
-                path,
-                "manifest checksum mismatch or trailing bytes",
-            ));
-        }
+        let body = unframe(
+            bytes,
+            path,
+            MANIFEST_MAGIC,
+            MANIFEST_VERSION,
+            "RocksDB manifest",
+        )?;
         let mut r = ByteReader::new(body, path);
         let max_parallelism = r.u32("max parallelism")?;
         let start = r.u32("range start")?;
