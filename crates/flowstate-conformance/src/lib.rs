@@ -5,7 +5,7 @@
 //! behaviour, not code paths: every state kind against an in-memory model over random
 //! operation sequences (with snapshot/restore round trips in the middle), rescaling
 //! across parallelisms with every key accounted for, snapshot isolation from later
-//! writes, corruption detection, serializer compatibility on restore and bad input.
+//! writes, corruption detection, serializer compatibility on restore, bad input, and state TTL.
 //!
 //! It is test support: a failed expectation panics with a message, as a test would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,6 +13,7 @@
 mod model;
 mod scenarios;
 pub mod serializers;
+mod ttl;
 
 pub use model::{
     aggregating_state_matches_model, list_state_matches_model, map_state_matches_model,
@@ -24,6 +25,10 @@ pub use scenarios::{
     serialized_value_access, serializer_compatibility_on_restore, shared_registry_retention,
     snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,
     snapshot_round_trip_all_kinds, unregistered_restored_state_is_kept,
+};
+pub use ttl::{
+    ttl_full_snapshot_cleanup, ttl_per_element_expiry, ttl_restore_toggled_and_changed,
+    ttl_visibility_table,
 };
 
 use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
@@ -66,6 +71,10 @@ macro_rules! conformance_suite {
             merge_namespaces,
             reads_golden_keyed_snapshot,
             shared_registry_retention,
+            ttl_visibility_table,
+            ttl_per_element_expiry,
+            ttl_full_snapshot_cleanup,
+            ttl_restore_toggled_and_changed,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

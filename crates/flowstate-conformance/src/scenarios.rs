@@ -24,7 +24,7 @@ fn all(max_p: u32) -> KeyGroupRange {
     KeyGroupRange::all(max_p).unwrap()
 }
 
-struct Sum;
+pub(crate) struct Sum;
 impl AggregateFunction<u64, u64, String> for Sum {
     fn create_accumulator(&self) -> u64 {
         0

@@ -96,28 +96,86 @@ pub trait KeyedStateBackend<K: StateKey> {
     /// The current key's key group.
     fn current_key_group(&self) -> Option<u32>;
 
-    /// Gets or creates a value state.
+    /// Gets or creates a value state; with an enabled TTL in the descriptor, a
+    /// [`crate::ttl`] decorator over the stored form.
     fn value_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ValueStateDescriptor<T>,
-    ) -> StateResult<Rc<dyn InternalValueState<N, T>>>;
-    /// Gets or creates a list state.
+    ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
+        match desc.enabled_ttl() {
+            Some(ttl) => crate::ttl::value_state(self, desc, ttl),
+            None => self.create_value_state(desc),
+        }
+    }
+    /// Gets or creates a list state (with TTL as for [`KeyedStateBackend::value_state`]).
     fn list_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ListStateDescriptor<T>,
-    ) -> StateResult<Rc<dyn InternalListState<N, T>>>;
-    /// Gets or creates a map state.
+    ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
+        match desc.enabled_ttl() {
+            Some(ttl) => crate::ttl::list_state(self, desc, ttl),
+            None => self.create_list_state(desc),
+        }
+    }
+    /// Gets or creates a map state (with TTL as for [`KeyedStateBackend::value_state`]).
     fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
         &self,
         desc: &MapStateDescriptor<UK, UV>,
-    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>>;
-    /// Gets or creates a reducing state.
+    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
+        match desc.enabled_ttl() {
+            Some(ttl) => crate::ttl::map_state(self, desc, ttl),
+            None => self.create_map_state(desc),
+        }
+    }
+    /// Gets or creates a reducing state (with TTL as for
+    /// [`KeyedStateBackend::value_state`]).
     fn reducing_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ReducingStateDescriptor<T>,
-    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>>;
-    /// Gets or creates an aggregating state.
+    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
+        match desc.enabled_ttl() {
+            Some(ttl) => crate::ttl::reducing_state(self, desc, ttl),
+            None => self.create_reducing_state(desc),
+        }
+    }
+    /// Gets or creates an aggregating state (with TTL as for
+    /// [`KeyedStateBackend::value_state`]).
     fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+        &self,
+        desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
+    ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
+        match desc.enabled_ttl() {
+            Some(ttl) => crate::ttl::aggregating_state(self, desc, ttl),
+            None => self.create_aggregating_state(desc),
+        }
+    }
+
+    /// The backend's own value state for `desc`, ignoring its TTL config (backends
+    /// implement this; user code calls [`KeyedStateBackend::value_state`]). The TTL
+    /// layer calls it with the stored form, whose descriptor carries
+    /// [`crate::ttl::TtlStorage`] for background cleanup.
+    fn create_value_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ValueStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalValueState<N, T>>>;
+    /// The backend's own list state (see [`KeyedStateBackend::create_value_state`]).
+    fn create_list_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ListStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalListState<N, T>>>;
+    /// The backend's own map state (see [`KeyedStateBackend::create_value_state`]).
+    fn create_map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<UK, UV>,
+    ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>>;
+    /// The backend's own reducing state (see [`KeyedStateBackend::create_value_state`]).
+    fn create_reducing_state<N: Namespace, T: StateValue>(
+        &self,
+        desc: &ReducingStateDescriptor<T>,
+    ) -> StateResult<Rc<dyn InternalReducingState<N, T>>>;
+    /// The backend's own aggregating state (see
+    /// [`KeyedStateBackend::create_value_state`]).
+    fn create_aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
         &self,
         desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
     ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>>;

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{StateError, StateResult};
 use crate::serializer::{SerdeSerializer, TypeSerializer};
 use crate::state::StateKind;
+use crate::ttl::{StateTtlConfig, TtlStorage};
 
 /// Checks a state name: non-empty, at most 1024 bytes, no control characters.
 pub fn validate_state_name(name: &str) -> StateResult<()> {
@@ -58,6 +59,8 @@ pub struct ValueStateDescriptor<T> {
     name: String,
     serializer: Arc<dyn TypeSerializer<T>>,
     default: Option<T>,
+    ttl: Option<StateTtlConfig>,
+    ttl_storage: Option<TtlStorage<T>>,
 }
 
 impl<T: Clone> Clone for ValueStateDescriptor<T> {
@@ -66,6 +69,8 @@ impl<T: Clone> Clone for ValueStateDescriptor<T> {
             name: self.name.clone(),
             serializer: self.serializer.clone(),
             default: self.default.clone(),
+            ttl: self.ttl.clone(),
+            ttl_storage: self.ttl_storage.clone(),
         }
     }
 }
@@ -87,6 +92,8 @@ impl<T> ValueStateDescriptor<T> {
             name: name.into(),
             serializer,
             default: None,
+            ttl: None,
+            ttl_storage: None,
         }
     }
     /// Returns `value` from `value()` instead of `None` when nothing is stored.
@@ -97,6 +104,31 @@ impl<T> ValueStateDescriptor<T> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the state a time to live (see [`crate::ttl`]). A config with
+    /// [`crate::ttl::UpdateType::Disabled`] leaves the state without TTL.
+    pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// The TTL config, if any.
+    pub fn ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref()
+    }
+    /// The TTL config when it is in effect (set and not disabled).
+    pub fn enabled_ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref().filter(|t| t.is_enabled())
+    }
+    /// Marks this descriptor as the stored form of a TTL state (set by
+    /// [`crate::ttl`]; backends read it to clean up in the background).
+    pub fn with_ttl_storage(mut self, storage: TtlStorage<T>) -> Self {
+        self.ttl_storage = Some(storage);
+        self
+    }
+    /// How stored values carry their timestamps, for a state stored with TTL.
+    pub fn ttl_storage(&self) -> Option<&TtlStorage<T>> {
+        self.ttl_storage.as_ref()
     }
     /// The value serializer.
     pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
@@ -116,6 +148,8 @@ impl<T> ValueStateDescriptor<T> {
 pub struct ListStateDescriptor<T> {
     name: String,
     serializer: Arc<dyn TypeSerializer<T>>,
+    ttl: Option<StateTtlConfig>,
+    ttl_storage: Option<TtlStorage<T>>,
 }
 
 impl<T> Clone for ListStateDescriptor<T> {
@@ -123,6 +157,8 @@ impl<T> Clone for ListStateDescriptor<T> {
         ListStateDescriptor {
             name: self.name.clone(),
             serializer: self.serializer.clone(),
+            ttl: self.ttl.clone(),
+            ttl_storage: self.ttl_storage.clone(),
         }
     }
 }
@@ -143,11 +179,38 @@ impl<T> ListStateDescriptor<T> {
         ListStateDescriptor {
             name: name.into(),
             serializer,
+            ttl: None,
+            ttl_storage: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the state a time to live (see [`crate::ttl`]). A config with
+    /// [`crate::ttl::UpdateType::Disabled`] leaves the state without TTL.
+    pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// The TTL config, if any.
+    pub fn ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref()
+    }
+    /// The TTL config when it is in effect (set and not disabled).
+    pub fn enabled_ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref().filter(|t| t.is_enabled())
+    }
+    /// Marks this descriptor as the stored form of a TTL state (set by
+    /// [`crate::ttl`]; backends read it to clean up in the background).
+    pub fn with_ttl_storage(mut self, storage: TtlStorage<T>) -> Self {
+        self.ttl_storage = Some(storage);
+        self
+    }
+    /// How stored values carry their timestamps, for a state stored with TTL.
+    pub fn ttl_storage(&self) -> Option<&TtlStorage<T>> {
+        self.ttl_storage.as_ref()
     }
     /// The element serializer.
     pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
@@ -160,6 +223,8 @@ pub struct MapStateDescriptor<K, V> {
     name: String,
     key_serializer: Arc<dyn TypeSerializer<K>>,
     value_serializer: Arc<dyn TypeSerializer<V>>,
+    ttl: Option<StateTtlConfig>,
+    ttl_storage: Option<TtlStorage<V>>,
 }
 
 impl<K, V> Clone for MapStateDescriptor<K, V> {
@@ -168,6 +233,8 @@ impl<K, V> Clone for MapStateDescriptor<K, V> {
             name: self.name.clone(),
             key_serializer: self.key_serializer.clone(),
             value_serializer: self.value_serializer.clone(),
+            ttl: self.ttl.clone(),
+            ttl_storage: self.ttl_storage.clone(),
         }
     }
 }
@@ -198,11 +265,38 @@ impl<K, V> MapStateDescriptor<K, V> {
             name: name.into(),
             key_serializer,
             value_serializer,
+            ttl: None,
+            ttl_storage: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the state a time to live (see [`crate::ttl`]). A config with
+    /// [`crate::ttl::UpdateType::Disabled`] leaves the state without TTL.
+    pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// The TTL config, if any.
+    pub fn ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref()
+    }
+    /// The TTL config when it is in effect (set and not disabled).
+    pub fn enabled_ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref().filter(|t| t.is_enabled())
+    }
+    /// Marks this descriptor as the stored form of a TTL state (set by
+    /// [`crate::ttl`]; backends read it to clean up in the background).
+    pub fn with_ttl_storage(mut self, storage: TtlStorage<V>) -> Self {
+        self.ttl_storage = Some(storage);
+        self
+    }
+    /// How stored values carry their timestamps, for a state stored with TTL.
+    pub fn ttl_storage(&self) -> Option<&TtlStorage<V>> {
+        self.ttl_storage.as_ref()
     }
     /// The user-key serializer.
     pub fn key_serializer(&self) -> &Arc<dyn TypeSerializer<K>> {
@@ -219,6 +313,8 @@ pub struct ReducingStateDescriptor<T> {
     name: String,
     serializer: Arc<dyn TypeSerializer<T>>,
     reduce: ReduceFn<T>,
+    ttl: Option<StateTtlConfig>,
+    ttl_storage: Option<TtlStorage<T>>,
 }
 
 impl<T> Clone for ReducingStateDescriptor<T> {
@@ -227,6 +323,8 @@ impl<T> Clone for ReducingStateDescriptor<T> {
             name: self.name.clone(),
             serializer: self.serializer.clone(),
             reduce: self.reduce.clone(),
+            ttl: self.ttl.clone(),
+            ttl_storage: self.ttl_storage.clone(),
         }
     }
 }
@@ -252,11 +350,38 @@ impl<T> ReducingStateDescriptor<T> {
             name: name.into(),
             serializer,
             reduce,
+            ttl: None,
+            ttl_storage: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the state a time to live (see [`crate::ttl`]). A config with
+    /// [`crate::ttl::UpdateType::Disabled`] leaves the state without TTL.
+    pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// The TTL config, if any.
+    pub fn ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref()
+    }
+    /// The TTL config when it is in effect (set and not disabled).
+    pub fn enabled_ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref().filter(|t| t.is_enabled())
+    }
+    /// Marks this descriptor as the stored form of a TTL state (set by
+    /// [`crate::ttl`]; backends read it to clean up in the background).
+    pub fn with_ttl_storage(mut self, storage: TtlStorage<T>) -> Self {
+        self.ttl_storage = Some(storage);
+        self
+    }
+    /// How stored values carry their timestamps, for a state stored with TTL.
+    pub fn ttl_storage(&self) -> Option<&TtlStorage<T>> {
+        self.ttl_storage.as_ref()
     }
     /// The value serializer.
     pub fn serializer(&self) -> &Arc<dyn TypeSerializer<T>> {
@@ -273,6 +398,8 @@ pub struct AggregatingStateDescriptor<IN, ACC, OUT> {
     name: String,
     serializer: Arc<dyn TypeSerializer<ACC>>,
     function: Arc<dyn AggregateFunction<IN, ACC, OUT>>,
+    ttl: Option<StateTtlConfig>,
+    ttl_storage: Option<TtlStorage<ACC>>,
 }
 
 impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
@@ -281,6 +408,8 @@ impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
             name: self.name.clone(),
             serializer: self.serializer.clone(),
             function: self.function.clone(),
+            ttl: self.ttl.clone(),
+            ttl_storage: self.ttl_storage.clone(),
         }
     }
 }
@@ -305,11 +434,38 @@ impl<IN, ACC, OUT> AggregatingStateDescriptor<IN, ACC, OUT> {
             name: name.into(),
             serializer,
             function,
+            ttl: None,
+            ttl_storage: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the state a time to live (see [`crate::ttl`]). A config with
+    /// [`crate::ttl::UpdateType::Disabled`] leaves the state without TTL.
+    pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// The TTL config, if any.
+    pub fn ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref()
+    }
+    /// The TTL config when it is in effect (set and not disabled).
+    pub fn enabled_ttl(&self) -> Option<&StateTtlConfig> {
+        self.ttl.as_ref().filter(|t| t.is_enabled())
+    }
+    /// Marks this descriptor as the stored form of a TTL state (set by
+    /// [`crate::ttl`]; backends read it to clean up in the background).
+    pub fn with_ttl_storage(mut self, storage: TtlStorage<ACC>) -> Self {
+        self.ttl_storage = Some(storage);
+        self
+    }
+    /// How stored values carry their timestamps, for a state stored with TTL.
+    pub fn ttl_storage(&self) -> Option<&TtlStorage<ACC>> {
+        self.ttl_storage.as_ref()
     }
     /// The accumulator serializer.
     pub fn serializer(&self) -> &Arc<dyn TypeSerializer<ACC>> {

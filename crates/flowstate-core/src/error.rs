@@ -66,6 +66,9 @@ pub enum StorageError {
 /// Every error the state layer can report.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A state TTL config that cannot be used.
+    #[error("invalid state TTL config: {0}")]
+    InvalidTtlConfig(String),
     /// Max parallelism outside `1..=32768`.
     #[error("invalid max parallelism {0}: must be in 1..=32768")]
     InvalidMaxParallelism(u32),

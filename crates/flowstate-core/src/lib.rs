@@ -10,7 +10,8 @@
 //! - [`raw`]: raw keyed state written by operators per key group;
 //! - [`registry`]: reference counting of files shared between checkpoints;
 //! - [`format`] and [`snapshot`]: the canonical key-group-indexed snapshot format;
-//! - [`storage`]: the checkpoint-storage interface.
+//! - [`storage`]: the checkpoint-storage interface;
+//! - [`ttl`]: state time-to-live (config, stored form, decorators, cleanup helpers).
 //!
 //! Backends live in their own crates (`flowstate-heap`, ...); the object-store based
 //! checkpoint storage in `flowstate-storage`.
@@ -27,5 +28,6 @@ pub mod serializer;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod ttl;
 
 pub use error::{SerializationError, StateError, StateResult, StorageError};

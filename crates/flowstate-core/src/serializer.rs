@@ -268,6 +268,18 @@ pub fn resolve_value_serializer<T: 'static>(
     new: &Arc<dyn TypeSerializer<T>>,
     previous: &SerializerSnapshot,
 ) -> StateResult<Resolved<T>> {
+    // TTL switched off: the stored values carry timestamps the new serializer does not
+    // know; resolve against the inner serializer and drop the timestamps.
+    if new.snapshot().identity != crate::ttl::TTL_IDENTITY
+        && let Some(inner) = crate::ttl::ttl_inner_snapshot(previous)
+    {
+        let r = resolve_value_serializer(state, what, new, &inner)?;
+        return Ok(Resolved {
+            reader: crate::ttl::strip_ttl_reader(r.reader),
+            serializer: r.serializer,
+            migrated: true,
+        });
+    }
     match new.resolve_compatibility(previous) {
         Compatibility::CompatibleAsIs => {
             let s = new.clone();

@@ -284,7 +284,12 @@ fn ser_err(state: &str) -> impl Fn(SerializationError) -> StateError + '_ {
     move |e| StateError::serialization(state, e)
 }
 
-impl EntryEncoder<'_> {
+impl<'a> EntryEncoder<'a> {
+    /// An encoder appending to `out` (for writers that post-process a section).
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        EntryEncoder { out, entries: 0 }
+    }
+
     /// Appends an entry: `key` and `namespace` encoded by their serializers, then the
     /// payload produced by `payload`.
     pub fn entry<K: 'static, N: 'static>(

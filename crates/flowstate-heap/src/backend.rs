@@ -29,8 +29,8 @@ use flowstate_core::storage::CheckpointStorage;
 
 use crate::states::{AggExtra, HeapState, ListExtra, MapExtra, ReduceExtra, ValueExtra};
 use crate::table::{
-    Codec, ErasedTable, KeyContext, ListCodec, MapCodec, PendingWriter, StateTable, UserMap,
-    ValueCodec,
+    Codec, ErasedTable, KeyContext, ListCodec, MapCodec, PendingWriter, StateTable, TableTtl,
+    UserMap, ValueCodec,
 };
 
 /// Checks serializers against a restored description (if any) and returns the codec
@@ -95,6 +95,8 @@ pub struct HeapKeyedStateBackend<K> {
     states: RefCell<BTreeMap<String, Registered<K>>>,
     /// Restored states not registered yet, still encoded.
     pending: RefCell<BTreeMap<String, RestoredState>>,
+    /// TTL states that clean up incrementally on every record.
+    per_record_cleanup: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
 }
 
 impl<K: StateKey> HeapKeyedStateBackend<K> {
@@ -110,6 +112,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             }),
             states: RefCell::new(BTreeMap::new()),
             pending: RefCell::new(BTreeMap::new()),
+            per_record_cleanup: RefCell::new(Vec::new()),
         })
     }
 
@@ -150,6 +153,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         kind: StateKind,
         current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
         resolve: &Resolver<'_, S>,
+        ttl: Option<TableTtl<S>>,
         extra: X,
     ) -> StateResult<Rc<HeapState<K, N, S, X>>>
     where
@@ -183,6 +187,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             self.config.key_serializer.clone(),
             Arc::new(SerdeSerializer::<N>::new()),
             codec,
+            ttl,
         ));
         if let Some(p) = restored {
             table.load(&p.sections, &p.path)?;
@@ -195,6 +200,9 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             ns: RefCell::new(N::default()),
             extra,
         });
+        if table.cleans_per_record() {
+            self.per_record_cleanup.borrow_mut().push(table.clone());
+        }
         self.states.borrow_mut().insert(
             name.to_string(),
             Registered {
@@ -241,6 +249,9 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         })?;
         *self.ctx.key.borrow_mut() = Some(key);
         self.ctx.kg_index.set(idx);
+        for t in self.per_record_cleanup.borrow().iter() {
+            t.per_record_cleanup();
+        }
         Ok(())
     }
 
@@ -256,7 +267,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             .map(|_| self.config.key_group_range.start() + self.ctx.kg_index.get() as u32)
     }
 
-    fn value_state<N: Namespace, T: StateValue>(
+    fn create_value_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ValueStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
@@ -286,12 +297,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             StateKind::Value,
             &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
+            desc.ttl_storage().map(TableTtl::whole),
             ValueExtra(desc.default_value().cloned()),
         )?;
         Ok(s)
     }
 
-    fn list_state<N: Namespace, T: StateValue>(
+    fn create_list_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ListStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
@@ -315,12 +327,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             StateKind::List,
             &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
+            desc.ttl_storage().map(TableTtl::list),
             ListExtra,
         )?;
         Ok(s)
     }
 
-    fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+    fn create_map_state<N: Namespace, UK: StateKey, UV: StateValue>(
         &self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
@@ -356,12 +369,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             StateKind::Map,
             &current,
             &resolve,
+            desc.ttl_storage().map(TableTtl::map),
             MapExtra,
         )?;
         Ok(s)
     }
 
-    fn reducing_state<N: Namespace, T: StateValue>(
+    fn create_reducing_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ReducingStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
@@ -385,12 +399,13 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             StateKind::Reducing,
             &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
+            desc.ttl_storage().map(TableTtl::whole),
             ReduceExtra(desc.reduce_fn().clone()),
         )?;
         Ok(s)
     }
 
-    fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+    fn create_aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
         &self,
         desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
     ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
@@ -418,6 +433,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             StateKind::Aggregating,
             &|m: &StateMetaInfo| m.check_value_serializer(desc.serializer().as_ref()),
             &resolve,
+            desc.ttl_storage().map(TableTtl::whole),
             AggExtra(desc.function().clone()),
         )?;
         Ok(s)

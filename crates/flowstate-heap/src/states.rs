@@ -63,9 +63,12 @@ where
             .get(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
-        Ok(f(table
+        let r = f(table
             .find(hash, |e| e.key == *key && e.ns == *ns)
-            .map(|e| &e.value)))
+            .map(|e| &e.value));
+        drop(maps);
+        self.table.after_access();
+        Ok(r)
     }
 
     /// Runs `f` with the current key group's table (unshared first), the hash, key and
@@ -80,7 +83,10 @@ where
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
-        Ok(f(Arc::make_mut(table), hash, key, &ns))
+        let r = f(Arc::make_mut(table), hash, key, &ns);
+        drop(maps);
+        self.table.after_access();
+        Ok(r)
     }
 
     /// Updates the current entry in place: `f` gets `Some(value)` when the entry exists

@@ -23,6 +23,7 @@ use flowstate_core::serializer::{MigrationReader, TypeSerializer};
 use flowstate_core::snapshot::{
     EntryEncoder, KeyedStateWriter, StateMetaInfo, payload, section_entries,
 };
+use flowstate_core::ttl::{StateTtlConfig, TtlStorage, filter_snapshot_writer};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// One stored entry.
@@ -121,6 +122,64 @@ impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<U
     }
 }
 
+/// TTL bookkeeping of a state stored with timestamps (see `flowstate_core::ttl`).
+pub(crate) struct TableTtl<S> {
+    pub(crate) config: StateTtlConfig,
+    /// Whether any part of a stored value is expired at the given time.
+    pub(crate) has_expired: Box<dyn Fn(&S, i64) -> bool>,
+    /// Removes the expired parts of a stored value; `true` when nothing is left.
+    pub(crate) prune: Box<dyn Fn(&mut S, i64) -> bool>,
+    /// Where incremental cleanup continues: (key-group index, bucket index).
+    pub(crate) cursor: Cell<(usize, usize)>,
+}
+
+impl<T: 'static> TableTtl<T> {
+    /// Value, reducing and aggregating state: the stored value expires as a whole.
+    pub(crate) fn whole(storage: &TtlStorage<T>) -> Self {
+        let (a, b) = (storage.clone(), storage.clone());
+        TableTtl {
+            config: storage.config.clone(),
+            has_expired: Box::new(move |v, now| a.is_expired(v, now)),
+            prune: Box::new(move |v, now| b.is_expired(v, now)),
+            cursor: Cell::new((0, 0)),
+        }
+    }
+}
+
+impl<T: 'static> TableTtl<Vec<T>> {
+    /// List state: elements expire one by one.
+    pub(crate) fn list(storage: &TtlStorage<T>) -> Self {
+        let (a, b) = (storage.clone(), storage.clone());
+        TableTtl {
+            config: storage.config.clone(),
+            has_expired: Box::new(move |l: &Vec<T>, now| l.iter().any(|e| a.is_expired(e, now))),
+            prune: Box::new(move |l: &mut Vec<T>, now| {
+                l.retain(|e| !b.is_expired(e, now));
+                l.is_empty()
+            }),
+            cursor: Cell::new((0, 0)),
+        }
+    }
+}
+
+impl<UK: 'static, UV: 'static> TableTtl<UserMap<UK, UV>> {
+    /// Map state: entries expire one by one.
+    pub(crate) fn map(storage: &TtlStorage<UV>) -> Self {
+        let (a, b) = (storage.clone(), storage.clone());
+        TableTtl {
+            config: storage.config.clone(),
+            has_expired: Box::new(move |m: &UserMap<UK, UV>, now| {
+                m.values().any(|e| a.is_expired(e, now))
+            }),
+            prune: Box::new(move |m: &mut UserMap<UK, UV>, now| {
+                m.retain(|_, e| !b.is_expired(e, now));
+                m.is_empty()
+            }),
+            cursor: Cell::new((0, 0)),
+        }
+    }
+}
+
 /// All key groups of one state.
 pub(crate) struct StateTable<K, N, S> {
     pub(crate) meta: StateMetaInfo,
@@ -131,6 +190,7 @@ pub(crate) struct StateTable<K, N, S> {
     pub(crate) key_ser: Arc<dyn TypeSerializer<K>>,
     pub(crate) ns_ser: Arc<dyn TypeSerializer<N>>,
     pub(crate) codec: Arc<dyn Codec<S>>,
+    pub(crate) ttl: Option<TableTtl<S>>,
 }
 
 impl<K, N, S> StateTable<K, N, S>
@@ -146,6 +206,7 @@ where
         key_ser: Arc<dyn TypeSerializer<K>>,
         ns_ser: Arc<dyn TypeSerializer<N>>,
         codec: Arc<dyn Codec<S>>,
+        ttl: Option<TableTtl<S>>,
     ) -> Self {
         StateTable {
             meta,
@@ -160,7 +221,61 @@ where
             key_ser,
             ns_ser,
             codec,
+            ttl,
         }
+    }
+
+    /// Incremental TTL cleanup after a state access, when configured.
+    #[inline]
+    pub(crate) fn after_access(&self) {
+        if let Some(t) = &self.ttl
+            && let Some(inc) = t.config.cleanup().incremental
+        {
+            self.cleanup_expired(t, inc.cleanup_size);
+        }
+    }
+
+    /// Checks up to `budget` entries from where the last call stopped (wrapping around
+    /// all key groups) and removes what has expired. Removal leaves other entries in
+    /// their buckets, so the cursor stays meaningful; a resize only moves where the
+    /// walk continues. Empty buckets are skipped within a bound, so one call's cost
+    /// stays bounded however sparse the tables are.
+    fn cleanup_expired(&self, t: &TableTtl<S>, budget: u32) {
+        // A call from inside another access of this state (not possible through the
+        // handles today) would find the tables borrowed: skip rather than fail.
+        let Ok(mut maps) = self.maps.try_borrow_mut() else {
+            return;
+        };
+        if maps.is_empty() {
+            return;
+        }
+        let now = t.config.clock().now_ms();
+        let (mut kg, mut bucket) = t.cursor.get();
+        let max_steps = (budget as usize).saturating_mul(64);
+        let (mut checked, mut steps) = (0u32, 0usize);
+        while checked < budget && steps < max_steps {
+            steps += 1;
+            if kg >= maps.len() {
+                kg = 0;
+                bucket = 0;
+            }
+            if bucket >= maps[kg].num_buckets() {
+                kg += 1;
+                bucket = 0;
+                continue;
+            }
+            if let Some(e) = maps[kg].get_bucket(bucket) {
+                checked += 1;
+                if (t.has_expired)(&e.value, now)
+                    && let Ok(mut o) = Arc::make_mut(&mut maps[kg]).get_bucket_entry(bucket)
+                    && (t.prune)(&mut o.get_mut().value, now)
+                {
+                    o.remove();
+                }
+            }
+            bucket += 1;
+        }
+        t.cursor.set((kg, bucket));
     }
 
     #[inline]
@@ -221,6 +336,10 @@ where
 /// A state table seen without its namespace and value types.
 pub(crate) trait ErasedTable<K> {
     fn meta(&self) -> &StateMetaInfo;
+    /// Incremental TTL cleanup run once per record, when configured.
+    fn per_record_cleanup(&self);
+    /// Whether [`ErasedTable::per_record_cleanup`] does anything.
+    fn cleans_per_record(&self) -> bool;
     fn writer(&self) -> Box<dyn KeyedStateWriter>;
     fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>>;
 }
@@ -235,15 +354,34 @@ where
         &self.meta
     }
 
+    fn per_record_cleanup(&self) {
+        if let Some(t) = &self.ttl
+            && let Some(inc) = t.config.cleanup().incremental
+            && inc.run_for_every_record
+        {
+            self.cleanup_expired(t, inc.cleanup_size);
+        }
+    }
+
+    fn cleans_per_record(&self) -> bool {
+        self.ttl.as_ref().is_some_and(|t| {
+            t.config
+                .cleanup()
+                .incremental
+                .is_some_and(|i| i.run_for_every_record)
+        })
+    }
+
     fn writer(&self) -> Box<dyn KeyedStateWriter> {
-        Box::new(TableSnapshot {
+        let writer = Box::new(TableSnapshot {
             meta: self.meta.clone(),
             range: self.range,
             maps: self.maps.borrow().iter().map(|m| Some(m.clone())).collect(),
             key_ser: self.key_ser.clone(),
             ns_ser: self.ns_ser.clone(),
             codec: self.codec.clone(),
-        })
+        });
+        filter_snapshot_writer(writer, self.ttl.as_ref().map(|t| &t.config))
     }
 
     fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>> {

@@ -28,6 +28,7 @@ use flowstate_core::state::{
     InternalValueState, Namespace, StateKey, StateKind, StateValue,
 };
 use flowstate_core::storage::CheckpointStorage;
+use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ReadOptions, WriteBatch};
@@ -42,6 +43,7 @@ use crate::states::{
     AggX, ListX, MapX, ReduceX, RocksState, Shared, ValueX, canonical_list_to_stored,
     stored_list_items,
 };
+use crate::ttl_filter::TtlFilterSpec;
 
 /// Rewrites stored value bytes from an old serializer's format to the new one.
 type Rewrite = Box<dyn Fn(&[u8]) -> StateResult<Vec<u8>>>;
@@ -75,6 +77,8 @@ struct Registered {
     kind: StateKind,
     handle: Rc<dyn Any>,
     meta: StateMetaInfo,
+    /// The TTL of a state stored with timestamps.
+    ttl: Option<StateTtlConfig>,
 }
 
 /// Keyed state of one operator instance in an embedded RocksDB.
@@ -210,7 +214,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 )?;
                 for meta in &header.metas {
                     if !metas.contains_key(&meta.name) {
-                        db.create_cf(&meta.name, &backend.settings.cf_options())
+                        db.create_cf(&meta.name, &backend.settings.cf_options(&meta.name))
                             .map_err(rerr("create column family"))?;
                         metas.insert(meta.name.clone(), meta.clone());
                     }
@@ -348,7 +352,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     }
                     Some(_) => {}
                     None => {
-                        db.create_cf(&meta.name, &settings.cf_options())
+                        db.create_cf(&meta.name, &settings.cf_options(&meta.name))
                             .map_err(rerr("create column family"))?;
                         metas.insert(meta.name.clone(), meta.clone());
                     }
@@ -423,6 +427,65 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(CheckpointSource::new(self.settings.clone(), dir))
     }
 
+    /// Lets compactions of `name`'s column family drop expired values, and sets its
+    /// periodic compaction, when the TTL config asks for it.
+    fn install_ttl_filter(
+        &self,
+        name: &str,
+        kind: StateKind,
+        ttl: &StateTtlConfig,
+    ) -> StateResult<()> {
+        let Some(c) = ttl.cleanup().compaction_filter else {
+            return Ok(());
+        };
+        let spec = TtlFilterSpec {
+            list: kind == StateKind::List,
+            ttl_ms: ttl.ttl_ms(),
+            clock: ttl.clock().clone(),
+            query_time_after_num_entries: c.query_time_after_num_entries,
+        };
+        match self.settings.ttl_filters.write() {
+            Ok(mut m) => m.insert(name.to_string(), spec),
+            Err(p) => p.into_inner().insert(name.to_string(), spec),
+        };
+        let db = self.db();
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let secs = c.periodic_compaction.as_secs().to_string();
+        db.set_options_cf(&cf, &[("periodic_compaction_seconds", secs.as_str())])
+            .map_err(rerr("set periodic compaction"))
+    }
+
+    /// Compacts the whole column family of state `name` now (what RocksDB does in the
+    /// background over time): expired TTL values are dropped by the compaction filter.
+    pub fn compact_state(&self, name: &str) -> StateResult<()> {
+        let db = self.db();
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    /// Number of physical RocksDB entries of state `name` (one per value, list, or map
+    /// entry), as a raw iterator sees them: for operations and tests.
+    pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
+        let db = self.db();
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let mut it = db.raw_iterator_cf(&cf);
+        it.seek_to_first();
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(rerr("iterate"))?;
+        Ok(n)
+    }
+
     /// Rewrites every stored value of a restored state into the new serializer's format.
     fn migrate(&self, name: &str, kind: StateKind, rewrite: &Rewrite) -> StateResult<()> {
         let db = self.db();
@@ -461,6 +524,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         kind: StateKind,
         current: &dyn Fn(&StateMetaInfo) -> StateResult<()>,
         resolve: &Resolver<'_, X>,
+        ttl: Option<&StateTtlConfig>,
     ) -> StateResult<Rc<RocksState<K, N, X>>>
     where
         N: Namespace,
@@ -490,10 +554,13 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             }
         } else if self.db().cf_handle(name).is_none() {
             self.db()
-                .create_cf(name, &self.settings.cf_options())
+                .create_cf(name, &self.settings.cf_options(name))
                 .map_err(rerr("create column family"))?;
         }
         self.restored.borrow_mut().remove(name);
+        if let Some(t) = ttl {
+            self.install_ttl_filter(name, kind, t)?;
+        }
         let handle = Rc::new(RocksState {
             shared: self.shared.clone(),
             name: name.to_string(),
@@ -507,6 +574,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 kind,
                 handle: handle.clone(),
                 meta,
+                ttl: ttl.cloned(),
             },
         );
         Ok(handle)
@@ -629,7 +697,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
         key.as_ref().and_then(|k| self.key_group_of(k).ok())
     }
 
-    fn value_state<N: Namespace, T: StateValue>(
+    fn create_value_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ValueStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
@@ -647,11 +715,12 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
                 };
                 Ok((x, meta, rw))
             },
+            desc.ttl_storage().map(|t| &t.config),
         )?;
         Ok(s)
     }
 
-    fn list_state<N: Namespace, T: StateValue>(
+    fn create_list_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ListStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
@@ -665,11 +734,12 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
                 let meta = StateMetaInfo::new::<N>(name, StateKind::List, ser.snapshot(), None);
                 Ok((ListX { ser }, meta, rw))
             },
+            desc.ttl_storage().map(|t| &t.config),
         )?;
         Ok(s)
     }
 
-    fn map_state<N: Namespace, UK: StateKey, UV: StateValue>(
+    fn create_map_state<N: Namespace, UK: StateKey, UV: StateValue>(
         &self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
@@ -678,27 +748,33 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
             meta.check_value_serializer(desc.value_serializer().as_ref())?;
             meta.check_user_key_serializer(desc.key_serializer().as_ref())
         };
-        let s = self.register::<N, MapX<UK, UV>>(name, StateKind::Map, &current, &|old| {
-            if let Some(m) = old {
-                m.check_user_key_serializer(desc.key_serializer().as_ref())?;
-            }
-            let (value_ser, rw) = resolve(name, "value", desc.value_serializer(), old)?;
-            let meta = StateMetaInfo::new::<N>(
-                name,
-                StateKind::Map,
-                value_ser.snapshot(),
-                Some(desc.key_serializer().snapshot()),
-            );
-            let x = MapX {
-                key_ser: desc.key_serializer().clone(),
-                value_ser,
-            };
-            Ok((x, meta, rw))
-        })?;
+        let s = self.register::<N, MapX<UK, UV>>(
+            name,
+            StateKind::Map,
+            &current,
+            &|old| {
+                if let Some(m) = old {
+                    m.check_user_key_serializer(desc.key_serializer().as_ref())?;
+                }
+                let (value_ser, rw) = resolve(name, "value", desc.value_serializer(), old)?;
+                let meta = StateMetaInfo::new::<N>(
+                    name,
+                    StateKind::Map,
+                    value_ser.snapshot(),
+                    Some(desc.key_serializer().snapshot()),
+                );
+                let x = MapX {
+                    key_ser: desc.key_serializer().clone(),
+                    value_ser,
+                };
+                Ok((x, meta, rw))
+            },
+            desc.ttl_storage().map(|t| &t.config),
+        )?;
         Ok(s)
     }
 
-    fn reducing_state<N: Namespace, T: StateValue>(
+    fn create_reducing_state<N: Namespace, T: StateValue>(
         &self,
         desc: &ReducingStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
@@ -716,11 +792,12 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
                 };
                 Ok((x, meta, rw))
             },
+            desc.ttl_storage().map(|t| &t.config),
         )?;
         Ok(s)
     }
 
-    fn aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
+    fn create_aggregating_state<N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static>(
         &self,
         desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
     ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
@@ -739,6 +816,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
                 };
                 Ok((x, meta, rw))
             },
+            desc.ttl_storage().map(|t| &t.config),
         )?;
         Ok(s)
     }
@@ -820,11 +898,14 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
             .all_metas()
             .into_iter()
             .map(|meta| {
-                Box::new(CfWriter {
+                let states = self.states.borrow();
+                let ttl = states.get(&meta.name).and_then(|r| r.ttl.as_ref());
+                let writer = Box::new(CfWriter {
                     source: source.clone(),
                     meta,
                     max_parallelism: self.config.max_parallelism,
-                }) as Box<dyn KeyedStateWriter>
+                });
+                filter_snapshot_writer(writer, ttl)
             })
             .collect();
         Ok(KeyedSnapshot::new(

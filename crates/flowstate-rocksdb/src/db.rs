@@ -10,6 +10,7 @@ use rocksdb::{
 };
 
 use crate::options::{Compression, RocksDbOptions};
+use crate::ttl_filter::{TtlFilterFactory, TtlFilters};
 
 /// Maps a RocksDB error to a typed backend error.
 pub(crate) fn rerr(op: &'static str) -> impl Fn(rocksdb::Error) -> StateError {
@@ -88,6 +89,8 @@ pub(crate) struct DbSettings {
     pub(crate) options: RocksDbOptions,
     cache: Cache,
     write_buffers: Option<WriteBufferManager>,
+    /// TTL compaction-filter specs by column family.
+    pub(crate) ttl_filters: TtlFilters,
 }
 
 impl DbSettings {
@@ -105,6 +108,7 @@ impl DbSettings {
             options,
             cache,
             write_buffers,
+            ttl_filters: TtlFilters::default(),
         }
     }
 
@@ -122,7 +126,8 @@ impl DbSettings {
         o
     }
 
-    pub(crate) fn cf_options(&self) -> Options {
+    /// Options of column family `name` (its TTL filter factory is bound to the name).
+    pub(crate) fn cf_options(&self, name: &str) -> Options {
         let mut block = BlockBasedOptions::default();
         block.set_block_cache(&self.cache);
         if self.options.bloom_bits_per_key > 0.0 {
@@ -143,13 +148,14 @@ impl DbSettings {
             Compression::Zstd => DBCompressionType::Zstd,
         });
         o.set_merge_operator_associative("flowstate.list-append", list_append);
+        o.set_compaction_filter_factory(TtlFilterFactory::new(name, self.ttl_filters.clone()));
         o
     }
 
     fn descriptors(&self, cfs: &[String]) -> Vec<ColumnFamilyDescriptor> {
         cfs.iter()
             .filter(|n| n.as_str() != "default")
-            .map(|n| ColumnFamilyDescriptor::new(n.clone(), self.cf_options()))
+            .map(|n| ColumnFamilyDescriptor::new(n.clone(), self.cf_options(n)))
             .collect()
     }
 

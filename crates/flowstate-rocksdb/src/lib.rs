@@ -6,7 +6,8 @@
 //! writes without a WAL (checkpoints give durability). Checkpoints are canonical,
 //! native, or incremental (only SST files not uploaded by an earlier completed
 //! checkpoint are uploaded; see `snapshot.rs`). Savepoints are always canonical, so state
-//! moves between this backend and the heap backend in both directions.
+//! moves between this backend and the heap backend in both directions. State TTL is
+//! cleaned up by a compaction filter (`ttl_filter.rs`).
 
 mod backend;
 mod db;
@@ -14,6 +15,7 @@ mod keys;
 mod options;
 mod snapshot;
 mod states;
+mod ttl_filter;
 
 pub use backend::RocksDbKeyedStateBackend;
 pub use options::{Compression, RestoreMode, RocksDbOptions, SnapshotMode};
