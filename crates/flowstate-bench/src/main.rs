@@ -65,6 +65,10 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also run every op on a state with TTL (1 h, defaults) and report the ratio
+        /// to the run without.
+        #[arg(long)]
+        ttl: bool,
     },
     /// Checkpoint, savepoint, restore and read-back figures for a ValueState<u64>.
     Snapshot {
@@ -356,32 +360,58 @@ fn flink_figure(backend: Backend, op: &str) -> Option<f64> {
     })
 }
 
+fn median_of(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize, json: bool) {
     let name = format!("{backend:?}").to_lowercase();
     for r in results {
         let mut s = r.samples.clone();
         s.sort_by(f64::total_cmp);
-        let median = s.get(s.len() / 2).copied().unwrap_or(0.0);
+        let median = median_of(&s);
         let (min, max) = (
             s.first().copied().unwrap_or(0.0),
             s.last().copied().unwrap_or(0.0),
         );
-        let flink = flink_figure(backend, r.op);
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "suite": "state", "backend": name, "state": r.state, "op": r.op, "ops_per_sec": median,
-                    "iterations": iterations, "min": min, "max": max, "flink_ops_per_sec": flink,
-                    "ratio_vs_flink": flink.map(|f| median / f),
-                })
-            );
+        // TTL rows compare with the same op measured without TTL in this run.
+        let (reference, label) = if r.ttl {
+            let plain = results
+                .iter()
+                .find(|o| !o.ttl && o.op == r.op && o.state == r.state)
+                .map(|o| median_of(&o.samples));
+            (plain, "no TTL")
         } else {
-            let ratio = flink.map_or_else(|| "-".to_string(), |f| format!("{:.2}x", median / f));
-            let flink = flink.map_or_else(|| "-".to_string(), |f| format!("{:.0}", f));
+            (flink_figure(backend, r.op), "Flink 2.3")
+        };
+        let state = if r.ttl {
+            format!("{}+TTL", r.state)
+        } else {
+            r.state.to_string()
+        };
+        if json {
+            let mut obj = serde_json::json!({
+                "suite": "state", "backend": name, "state": r.state, "op": r.op, "ops_per_sec": median,
+                "iterations": iterations, "min": min, "max": max, "ttl": r.ttl,
+            });
+            if r.ttl {
+                obj["no_ttl_ops_per_sec"] = serde_json::json!(reference);
+                obj["ratio_vs_no_ttl"] = serde_json::json!(reference.map(|f| median / f));
+            } else {
+                obj["flink_ops_per_sec"] = serde_json::json!(reference);
+                obj["ratio_vs_flink"] = serde_json::json!(reference.map(|f| median / f));
+            }
+            println!("{obj}");
+        } else {
+            let ratio =
+                reference.map_or_else(|| "-".to_string(), |f| format!("{:.2}x", median / f));
+            let reference =
+                reference.map_or_else(|| "-".to_string(), |f| format!("{f:.0} ({label})"));
             println!(
-                "{:<12} {:<18} {:>14.0} {:>14.0} {:>14.0} {:>12} {:>8}",
-                r.state, r.op, median, min, max, flink, ratio
+                "{:<16} {:<18} {:>14.0} {:>14.0} {:>14.0} {:>22} {:>8}",
+                state, r.op, median, min, max, reference, ratio
             );
         }
     }
@@ -396,6 +426,7 @@ fn main() -> Result<()> {
             iterations,
             ops,
             json,
+            ttl,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
@@ -418,14 +449,20 @@ fn main() -> Result<()> {
             if !json {
                 println!("state benchmark: backend {backend:?}, {iterations} x {seconds} s per op");
                 println!(
-                    "{:<12} {:<18} {:>14} {:>14} {:>14} {:>12} {:>8}",
-                    "state", "op", "median ops/s", "min", "max", "Flink 2.3", "ratio"
+                    "{:<16} {:<18} {:>14} {:>14} {:>14} {:>22} {:>8}",
+                    "state", "op", "median ops/s", "min", "max", "reference", "ratio"
                 );
             }
             let results = match backend {
                 Backend::Heap => {
-                    let mut r =
-                        state::state_bench(&HeapBackendFactory, &data, seconds, iterations, &ops)?;
+                    let mut r = state::state_bench(
+                        &HeapBackendFactory,
+                        &data,
+                        seconds,
+                        iterations,
+                        &ops,
+                        ttl,
+                    )?;
                     if ops.is_empty() || ops.iter().any(|o| o == "baselines") {
                         r.extend(state::baseline(&data, seconds, iterations)?);
                     }
@@ -437,6 +474,7 @@ fn main() -> Result<()> {
                     seconds,
                     iterations,
                     &ops,
+                    ttl,
                 )?,
             };
             print_state(&results, backend, iterations, json);

@@ -17,6 +17,7 @@ use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::state::VoidNamespace;
+use flowstate_core::ttl::StateTtlConfig;
 
 use flowstate_core::backend::KeyedBackendFactory;
 
@@ -122,34 +123,58 @@ pub(crate) const OPS: &[(&str, &str)] = &[
     ("ValueState", "setCurrentKey"),
 ];
 
-fn value_desc() -> ValueStateDescriptor<u64> {
-    ValueStateDescriptor::new("valueState")
-}
-fn list_desc() -> ListStateDescriptor<u64> {
-    ListStateDescriptor::new("listState")
-}
-fn map_desc() -> MapStateDescriptor<u64, f64> {
-    MapStateDescriptor::new("mapState")
+/// The TTL of `--ttl` runs: long enough that nothing expires while measuring, with
+/// every default (OnCreateAndWrite, NeverReturnExpired, background cleanups on,
+/// system clock), so the figures are the cost of TTL's bookkeeping.
+fn bench_ttl() -> Result<StateTtlConfig> {
+    Ok(StateTtlConfig::new(Duration::from_secs(3600))?)
 }
 
-fn setup<B: KeyedStateBackend<u64>>(b: &B, d: &Data, kind: Kind) -> Result<()> {
+fn value_desc(ttl: Option<&StateTtlConfig>) -> ValueStateDescriptor<u64> {
+    let d = ValueStateDescriptor::new("valueState");
+    match ttl {
+        Some(t) => d.with_ttl(t.clone()),
+        None => d,
+    }
+}
+fn list_desc(ttl: Option<&StateTtlConfig>) -> ListStateDescriptor<u64> {
+    let d = ListStateDescriptor::new("listState");
+    match ttl {
+        Some(t) => d.with_ttl(t.clone()),
+        None => d,
+    }
+}
+fn map_desc(ttl: Option<&StateTtlConfig>) -> MapStateDescriptor<u64, f64> {
+    let d = MapStateDescriptor::new("mapState");
+    match ttl {
+        Some(t) => d.with_ttl(t.clone()),
+        None => d,
+    }
+}
+
+fn setup<B: KeyedStateBackend<u64>>(
+    b: &B,
+    d: &Data,
+    kind: Kind,
+    ttl: Option<&StateTtlConfig>,
+) -> Result<()> {
     match kind {
         Kind::Value => {
-            let s = b.value_state::<VoidNamespace, u64>(&value_desc())?;
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc(ttl))?;
             for (i, k) in d.setup_keys.iter().enumerate() {
                 b.set_current_key(*k)?;
                 s.update(d.value(i))?;
             }
         }
         Kind::List => {
-            let s = b.list_state::<VoidNamespace, u64>(&list_desc())?;
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc(ttl))?;
             for (i, k) in d.setup_keys.iter().enumerate() {
                 b.set_current_key(*k)?;
                 s.add(d.value(i))?;
             }
         }
         Kind::Map => {
-            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc())?;
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(ttl))?;
             for k in &d.setup_keys {
                 b.set_current_key(*k)?;
                 for (mk, mv) in d.map_keys.iter().zip(&d.map_values) {
@@ -168,12 +193,13 @@ fn run_op<B: KeyedStateBackend<u64>>(
     name: &str,
     start: usize,
     n: usize,
+    ttl: Option<&StateTtlConfig>,
 ) -> Result<u64> {
     let mut ops = 0u64;
     let mut sink = 0u64;
     match &name[..3] {
         "val" | "set" => {
-            let s = b.value_state::<VoidNamespace, u64>(&value_desc())?;
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc(ttl))?;
             for i in start..start + n {
                 match name {
                     "valueUpdate" => {
@@ -194,7 +220,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
             }
         }
         "lis" => {
-            let s = b.list_state::<VoidNamespace, u64>(&list_desc())?;
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc(ttl))?;
             for i in start..start + n {
                 match name {
                     "listUpdate" => {
@@ -228,7 +254,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
             }
         }
         _ => {
-            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc())?;
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(ttl))?;
             for i in start..start + n {
                 let mk = d.map_keys[i % MAP_KEYS];
                 let mv = d.map_values[i % MAP_KEYS];
@@ -300,6 +326,8 @@ fn run_op<B: KeyedStateBackend<u64>>(
 /// One op's figures.
 pub(crate) struct OpResult {
     pub(crate) state: &'static str,
+    /// Measured with a TTL on the state.
+    pub(crate) ttl: bool,
     pub(crate) op: &'static str,
     pub(crate) samples: Vec<f64>,
 }
@@ -311,8 +339,10 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
     seconds: f64,
     iterations: usize,
     only: &[String],
+    with_ttl: bool,
 ) -> Result<Vec<OpResult>> {
     let mut out = Vec::new();
+    let ttl_config = bench_ttl()?;
     for (state, op) in OPS {
         if !only.is_empty() && !only.iter().any(|o| o == op) {
             continue;
@@ -322,11 +352,24 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             "ListState" => Kind::List,
             _ => Kind::Map,
         };
-        eprintln!("[state] {op}: setting up {SETUP_KEYS} keys");
-        let b = f.create(config(128, KeyGroupRange::all(128)?))?;
-        setup(&b, d, kind)?;
-        let samples = measure(seconds, iterations, |start| run_op(&b, d, op, start, BATCH))?;
-        out.push(OpResult { state, op, samples });
+        // With `with_ttl`, each op runs without and then with TTL in this process, so
+        // the two figures compare like for like.
+        let variants: &[bool] = if with_ttl { &[false, true] } else { &[false] };
+        for &ttl_on in variants {
+            let ttl = ttl_on.then_some(&ttl_config);
+            eprintln!("[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on})");
+            let b = f.create(config(128, KeyGroupRange::all(128)?))?;
+            setup(&b, d, kind, ttl)?;
+            let samples = measure(seconds, iterations, |start| {
+                run_op(&b, d, op, start, BATCH, ttl)
+            })?;
+            out.push(OpResult {
+                state,
+                ttl: ttl_on,
+                op,
+                samples,
+            });
+        }
     }
     Ok(out)
 }
@@ -419,6 +462,7 @@ fn baseline_map<M: BaselineMap>(
         })?;
         std::hint::black_box(sink);
         out.push(OpResult {
+            ttl: false,
             state: "HashMap",
             op,
             samples,

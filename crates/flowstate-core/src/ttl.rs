@@ -70,15 +70,30 @@ pub trait TtlClock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
 }
 
-/// The default clock: wall-clock milliseconds since the Unix epoch.
+/// The default clock: milliseconds since the Unix epoch, read cheaply.
+///
+/// It is the wall-clock time when the process first read it, advanced by the kernel's
+/// coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: resolution of a scheduler tick,
+/// 1-4 ms). Reading the precise clock costs a serializing timestamp-counter read that
+/// stalls the out-of-order memory accesses state lookups overlap; this read does not,
+/// and TTLs are far longer than a tick. It also never steps back within a process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl TtlClock for SystemClock {
+    #[inline]
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        static ANCHOR: std::sync::OnceLock<(i64, coarsetime::Instant)> = std::sync::OnceLock::new();
+        let (wall, start) =
+            ANCHOR.get_or_init(|| (wall_ms(), coarsetime::Instant::now_without_cache_update()));
+        let elapsed = coarsetime::Instant::now_without_cache_update().duration_since(*start);
+        wall.saturating_add(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
     }
 }
 
@@ -1230,6 +1245,17 @@ mod tests {
         let off = c.disable_cleanup_in_background();
         assert!(!off.cleanup().full_snapshot);
         assert!(off.cleanup().incremental.is_none() && off.cleanup().compaction_filter.is_none());
+    }
+
+    #[test]
+    fn system_clock_follows_wall_time() {
+        let before = wall_ms();
+        let now = SystemClock.now_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        let later = SystemClock.now_ms();
+        // Anchored at the wall clock, moving forward with it (coarse resolution).
+        assert!((now - before).abs() < 1000, "{now} vs {before}");
+        assert!(later >= now + 20, "{later} vs {now}");
     }
 
     #[test]

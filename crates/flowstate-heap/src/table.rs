@@ -122,13 +122,18 @@ impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<U
     }
 }
 
+/// Tests a stored value at a time: whether any part of it is expired.
+type ExpiryCheck<S> = Box<dyn Fn(&S, i64) -> bool>;
+/// Removes the expired parts of a stored value; `true` when nothing is left.
+type Pruner<S> = Box<dyn Fn(&mut S, i64) -> bool>;
+
 /// TTL bookkeeping of a state stored with timestamps (see `flowstate_core::ttl`).
 pub(crate) struct TableTtl<S> {
     pub(crate) config: StateTtlConfig,
     /// Whether any part of a stored value is expired at the given time.
-    pub(crate) has_expired: Box<dyn Fn(&S, i64) -> bool>,
+    pub(crate) has_expired: ExpiryCheck<S>,
     /// Removes the expired parts of a stored value; `true` when nothing is left.
-    pub(crate) prune: Box<dyn Fn(&mut S, i64) -> bool>,
+    pub(crate) prune: Pruner<S>,
     /// Where incremental cleanup continues: (key-group index, bucket index).
     pub(crate) cursor: Cell<(usize, usize)>,
 }

@@ -137,6 +137,38 @@ mod tests {
         v
     }
 
+    /// The filter reads the clock when created and again every
+    /// `query_time_after_num_entries` entries, not in between.
+    #[test]
+    fn clock_is_reread_every_n_entries() {
+        use flowstate_core::ttl::ManualClock;
+        let clock = ManualClock::new(0);
+        let filters = TtlFilters::default();
+        filters.write().unwrap().insert(
+            "s".into(),
+            TtlFilterSpec {
+                list: false,
+                ttl_ms: 10,
+                clock: Arc::new(clock.clone()),
+                query_time_after_num_entries: 3,
+            },
+        );
+        let ctx = || CompactionFilterContext {
+            is_full_compaction: true,
+            is_manual_compaction: true,
+        };
+        let mut f = TtlFilterFactory::new("s", filters.clone()).create(ctx());
+        let v = stamped(0);
+        let removed = |d: CompactionDecision| matches!(d, CompactionDecision::Remove);
+        clock.set(100); // moves after the filter read the time (0)
+        assert!(!removed(f.filter(0, b"k", &v)), "entry 1: time 0");
+        assert!(!removed(f.filter(0, b"k", &v)), "entry 2: time 0");
+        assert!(removed(f.filter(0, b"k", &v)), "entry 3: time re-read, 100");
+        // Column families without TTL keep everything.
+        let mut other = TtlFilterFactory::new("other", filters).create(ctx());
+        assert!(!removed(other.filter(0, b"k", &v)));
+    }
+
     #[test]
     fn lists_go_only_when_every_element_expired() {
         let mut l = Vec::new();
