@@ -1,0 +1,215 @@
+//! Flowstate's streaming runtime on timely dataflow.
+//!
+//! A job runs as timely workers (threads of one process today; timely's own
+//! process/host configuration runs the same job over several processes). The user's
+//! build function runs once per worker and describes the dataflow with a Flink-like
+//! API: [`Job::source_vec`], [`DataStream::map`]/[`DataStream::filter`]/
+//! [`DataStream::flat_map`], [`DataStream::key_by`], [`KeyedStream::process`] with a
+//! [`KeyedProcessFunction`], and sinks.
+//!
+//! **Key groups.** `key_by` exchanges records by key group: a record goes to the worker
+//! that owns its key's group at the job's parallelism (Flink's formulas, SPEC 1.2), so
+//! state lands where Flink would put it and rescales the same way. Each keyed operator
+//! instance holds a keyed backend for its key-group range, of the kind chosen in
+//! [`JobConfig::backend`] ([`BackendChoice`]); user code never names a backend.
+//!
+//! **Time.** Timely's timestamps are the watermarks. Every record carries its event
+//! time; a source sends records at its current watermark epoch and advances the epoch
+//! as its bounded-out-of-orderness watermark grows (`max seen - bound - 1`). Timely's
+//! progress tracking then gives every operator, as its input frontier, the minimum
+//! watermark over all its inputs and all workers: an operator with frontier `f` has
+//! watermark `f - 1`, and once the input ends every event-time timer fires (Flink's
+//! final watermark). Processing time comes from the injectable [`JobConfig::clock`].
+//!
+//! ```
+//! use flowstate_core::descriptor::ValueStateDescriptor;
+//! use flowstate_core::state::ValueState;
+//! use flowstate_runtime::{
+//!     JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError,
+//!     WatermarkStrategy, execute,
+//! };
+//! use std::rc::Rc;
+//!
+//! /// Running count per word.
+//! #[derive(Default)]
+//! struct Count(Option<Rc<dyn ValueState<u64>>>);
+//! impl KeyedProcessFunction<String, String, (String, u64)> for Count {
+//!     fn open(&mut self, ctx: &OpenContext<'_, String>) -> Result<(), RuntimeError> {
+//!         self.0 = Some(ctx.value_state(&ValueStateDescriptor::new("count"))?);
+//!         Ok(())
+//!     }
+//!     fn process_element(
+//!         &mut self,
+//!         word: String,
+//!         ctx: &mut ProcessContext<'_, String, (String, u64)>,
+//!     ) -> Result<(), RuntimeError> {
+//!         let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+//!         let n = s.value()?.unwrap_or(0) + 1;
+//!         s.update(n)?;
+//!         ctx.collect((word, n));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let out = execute(JobConfig::default().workers(2), |job| {
+//!     let words = vec!["a", "b", "a"].into_iter().map(String::from).collect();
+//!     job.source_vec(words, |_| 0, WatermarkStrategy::None)
+//!         .key_by(|w: &String| w.clone())
+//!         .process(Count::default())
+//!         .collect()
+//! })
+//! .unwrap();
+//! let mut all: Vec<(String, u64)> = out.into_iter().flatten().collect();
+//! all.sort();
+//! assert_eq!(all, vec![("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]);
+//! ```
+
+mod backend;
+mod process;
+mod stream;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use backend::{AnyBackend, AnySnapshot, BackendChoice};
+use flowstate_core::StateError;
+pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
+pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
+pub use stream::{DataStream, Job, KeyedStream, WatermarkStrategy};
+
+/// What can stop a job.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A state operation failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The job configuration cannot run.
+    #[error("invalid job configuration: {0}")]
+    Config(String),
+    /// A process function used state before `open` declared it.
+    #[error("a process function used its state before `open` declared it")]
+    NotOpened,
+    /// User code reported a failure.
+    #[error("user function failed: {0}")]
+    User(String),
+    /// A worker thread failed (timely reports it as text).
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+/// How a job runs.
+#[derive(Clone)]
+pub struct JobConfig {
+    /// Worker threads (the job's parallelism).
+    pub workers: usize,
+    /// Key groups; fixed for the life of the job's state.
+    pub max_parallelism: u32,
+    /// The keyed state backend.
+    pub backend: BackendChoice,
+    /// The processing-time clock (timers, TTL); tests inject a [`ManualClock`].
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            workers: 1,
+            max_parallelism: 128,
+            backend: BackendChoice::Heap,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl JobConfig {
+    /// Sets the number of workers.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+    /// Sets the keyed state backend.
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Sets the max parallelism (number of key groups).
+    pub fn max_parallelism(mut self, max_parallelism: u32) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+    /// Sets the processing-time clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn validate(&self) -> Result<(), RuntimeError> {
+        let p = u32::try_from(self.workers)
+            .map_err(|_| RuntimeError::Config(format!("{} workers", self.workers)))?;
+        flowstate_core::keygroup::check_max_parallelism(self.max_parallelism)?;
+        if p == 0 || p > self.max_parallelism {
+            return Err(RuntimeError::Config(format!(
+                "workers must be in 1..={} (the max parallelism), got {}",
+                self.max_parallelism, self.workers
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The first error of a worker; later ones are dropped (they are usually consequences).
+pub(crate) type ErrorSlot = Rc<RefCell<Option<RuntimeError>>>;
+
+pub(crate) fn record_error(slot: &ErrorSlot, e: RuntimeError) {
+    let mut s = slot.borrow_mut();
+    if s.is_none() {
+        *s = Some(e);
+    }
+}
+
+/// Runs a job: `build` describes the dataflow on every worker and returns what that
+/// worker should hand back (e.g. a [`DataStream::collect`] handle); after the sources
+/// are exhausted and every record and timer is processed, returns each worker's
+/// result, in worker order.
+pub fn execute<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
+where
+    F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
+    R: stream::JobResult,
+{
+    config.validate()?;
+    let workers = config.workers;
+    let shared = Arc::new(config);
+    let guards = timely::execute(
+        timely::Config::process(workers),
+        move |worker| -> Result<R::Output, RuntimeError> {
+            let errors: ErrorSlot = Rc::new(RefCell::new(None));
+            let (mut drivers, result) = worker.dataflow::<u64, _, _>(|scope| {
+                let mut job = Job::new(scope, shared.clone(), errors.clone());
+                let result = build(&mut job);
+                (job.into_drivers(), result)
+            });
+            // Feed the sources until all are exhausted, stepping the dataflow between
+            // batches so memory stays bounded; then let it drain.
+            while !drivers.is_empty() {
+                drivers.retain_mut(|d| d.step());
+                worker.step();
+                if errors.borrow().is_some() {
+                    break;
+                }
+            }
+            drop(drivers);
+            while worker.step() {}
+            if let Some(e) = errors.borrow_mut().take() {
+                return Err(e);
+            }
+            Ok(result.finish())
+        },
+    )
+    .map_err(RuntimeError::Worker)?;
+    let mut out = Vec::with_capacity(workers);
+    for r in guards.join() {
+        out.push(r.map_err(RuntimeError::Worker)??);
+    }
+    Ok(out)
+}
