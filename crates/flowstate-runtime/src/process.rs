@@ -146,6 +146,48 @@ impl<K: Hash + Eq + Clone> TimerQueue<K> {
     }
 }
 
+/// The timers of one operator instance and its watermark.
+struct Timers<K> {
+    event: TimerQueue<K>,
+    processing: TimerQueue<K>,
+    watermark: i64,
+}
+
+impl<K: StateKey> Timers<K> {
+    fn new() -> Self {
+        Timers {
+            event: TimerQueue::new(),
+            processing: TimerQueue::new(),
+            watermark: i64::MIN,
+        }
+    }
+
+    /// Makes `key` current and runs `f` (a record or a timer at `ts`) with a context
+    /// whose output goes to `out`.
+    fn run<OUT>(
+        &mut self,
+        backend: &AnyBackend<K>,
+        key: &K,
+        ts: i64,
+        clock: &Arc<dyn Clock>,
+        out: &mut Vec<(i64, OUT)>,
+        f: impl FnOnce(&mut ProcessContext<'_, K, OUT>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        backend.set_current_key(key.clone())?;
+        f(&mut ProcessContext {
+            timestamp: ts,
+            out,
+            timers: TimerService {
+                key,
+                event: &mut self.event,
+                processing: &mut self.processing,
+                watermark: self.watermark,
+                clock,
+            },
+        })
+    }
+}
+
 /// Registers and deletes timers of the current key.
 pub struct TimerService<'a, K> {
     key: &'a K,
@@ -263,10 +305,8 @@ where
                 move |cap, info| {
                     let activator = scope.activator_for(info.address);
                     let mut cap = Some(cap);
-                    let mut event = TimerQueue::<K>::new();
-                    let mut processing = TimerQueue::<K>::new();
+                    let mut timers = Timers::<K>::new();
                     let mut out: Vec<(i64, OUT)> = Vec::new();
-                    let mut watermark = i64::MIN;
                     move |(input, frontier), output| {
                         let Some(backend) = backend.as_ref() else {
                             // Failed to start: drain and drop everything.
@@ -279,23 +319,9 @@ where
                                 if errors.borrow().is_some() {
                                     continue;
                                 }
-                                let r = backend
-                                    .set_current_key(key.clone())
-                                    .map_err(Into::into)
-                                    .and_then(|()| {
-                                        let mut ctx = ProcessContext {
-                                            timestamp: ts,
-                                            out: &mut out,
-                                            timers: TimerService {
-                                                key: &key,
-                                                event: &mut event,
-                                                processing: &mut processing,
-                                                watermark,
-                                                clock: &clock,
-                                            },
-                                        };
-                                        function.process_element(value, &mut ctx)
-                                    });
+                                let r = timers.run(backend, &key, ts, &clock, &mut out, |ctx| {
+                                    function.process_element(value, ctx)
+                                });
                                 if let Err(e) = r {
                                     record_error(&errors, e);
                                 }
@@ -304,7 +330,7 @@ where
                         });
                         // The watermark: everything below the frontier is complete.
                         let frontier_min = frontier.frontier().first().copied();
-                        watermark = match frontier_min {
+                        timers.watermark = match frontier_min {
                             Some(f) => i64::try_from(f).unwrap_or(i64::MAX).saturating_sub(1),
                             None => i64::MAX,
                         };
@@ -316,33 +342,21 @@ where
                                 c.downgrade(&f);
                             }
                             // Event-time timers in timestamp order, then processing time.
-                            for (queue_is_event, limit) in [(true, watermark), (false, now)] {
+                            for (queue_is_event, limit) in [(true, timers.watermark), (false, now)]
+                            {
                                 loop {
                                     let due = if queue_is_event {
-                                        event.pop_due(limit)
+                                        timers.event.pop_due(limit)
                                     } else {
-                                        processing.pop_due(limit)
+                                        timers.processing.pop_due(limit)
                                     };
                                     let Some((ts, key)) = due else { break };
                                     if errors.borrow().is_some() {
                                         break;
                                     }
-                                    let r = backend
-                                        .set_current_key(key.clone())
-                                        .map_err(Into::into)
-                                        .and_then(|()| {
-                                            let mut ctx = ProcessContext {
-                                                timestamp: ts,
-                                                out: &mut out,
-                                                timers: TimerService {
-                                                    key: &key,
-                                                    event: &mut event,
-                                                    processing: &mut processing,
-                                                    watermark,
-                                                    clock: &clock,
-                                                },
-                                            };
-                                            function.on_timer(ts, &mut ctx)
+                                    let r =
+                                        timers.run(backend, &key, ts, &clock, &mut out, |ctx| {
+                                            function.on_timer(ts, ctx)
                                         });
                                     if let Err(e) = r {
                                         record_error(&errors, e);
@@ -355,7 +369,7 @@ where
                             // Input done and every event-time timer fired; processing
                             // timers still pending at the end are dropped (bounded input).
                             cap = None;
-                        } else if !processing.is_empty() {
+                        } else if !timers.processing.is_empty() {
                             activator.activate();
                         }
                     }
