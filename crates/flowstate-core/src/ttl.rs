@@ -904,20 +904,7 @@ impl<N, K: Clone, V: Clone> MapState<K, V> for TtlMapState<N, K, V> {
     }
 }
 
-impl<N, K, V> InternalKvState<N> for TtlMapState<N, K, V> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn set_current_namespace(&self, namespace: N) {
-        self.inner.set_current_namespace(namespace)
-    }
-    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
-        self.inner.get_serialized()
-    }
-    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        self.inner.set_serialized(payload)
-    }
-}
+forward_kv!(TtlMapState<K, V>);
 impl<N, K: Clone, V: Clone> InternalMapState<N, K, V> for TtlMapState<N, K, V> {}
 
 /// Reads a whole-value TTL state (reducing, aggregating) with expiry and refresh.
@@ -995,20 +982,7 @@ impl<N, IN, OUT> AggregatingState<IN, OUT> for TtlAggregatingState<N, IN, OUT> {
     }
 }
 
-impl<N, IN, OUT> InternalKvState<N> for TtlAggregatingState<N, IN, OUT> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn set_current_namespace(&self, namespace: N) {
-        self.inner.set_current_namespace(namespace)
-    }
-    fn get_serialized(&self) -> StateResult<Option<Vec<u8>>> {
-        self.inner.get_serialized()
-    }
-    fn set_serialized(&self, payload: &[u8]) -> StateResult<()> {
-        self.inner.set_serialized(payload)
-    }
-}
+forward_kv!(TtlAggregatingState<IN, OUT>);
 impl<N, IN, OUT> InternalMergingState<N> for TtlAggregatingState<N, IN, OUT> {
     fn merge_namespaces(&self, target: &N, sources: &[N]) -> StateResult<()> {
         self.inner.merge_namespaces(target, sources)

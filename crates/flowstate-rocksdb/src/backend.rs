@@ -31,7 +31,7 @@ use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 
 use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, unique_id, write_options};
 use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix, parse_key, put_key_group};
@@ -427,6 +427,13 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(CheckpointSource::new(self.settings.clone(), dir))
     }
 
+    /// The column family of state `name`.
+    fn state_cf(&self, name: &str) -> StateResult<Arc<BoundColumnFamily<'_>>> {
+        self.db()
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownState(name.to_string()))
+    }
+
     /// Lets compactions of `name`'s column family drop expired values, and sets its
     /// periodic compaction, when the TTL config asks for it.
     fn install_ttl_filter(
@@ -449,9 +456,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             Err(p) => p.into_inner().insert(name.to_string(), spec),
         };
         let db = self.db();
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let cf = self.state_cf(name)?;
         let secs = c.periodic_compaction.as_secs().to_string();
         db.set_options_cf(&cf, &[("periodic_compaction_seconds", secs.as_str())])
             .map_err(rerr("set periodic compaction"))
@@ -461,9 +466,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// background over time): expired TTL values are dropped by the compaction filter.
     pub fn compact_state(&self, name: &str) -> StateResult<()> {
         let db = self.db();
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let cf = self.state_cf(name)?;
         db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
@@ -472,9 +475,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// entry), as a raw iterator sees them: for operations and tests.
     pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
         let db = self.db();
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let cf = self.state_cf(name)?;
         let mut it = db.raw_iterator_cf(&cf);
         it.seek_to_first();
         let mut n = 0;
@@ -489,9 +490,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Rewrites every stored value of a restored state into the new serializer's format.
     fn migrate(&self, name: &str, kind: StateKind, rewrite: &Rewrite) -> StateResult<()> {
         let db = self.db();
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
+        let cf = self.state_cf(name)?;
         let mut batch = WriteBatch::default();
         let mut it = db.raw_iterator_cf(&cf);
         it.seek_to_first();
