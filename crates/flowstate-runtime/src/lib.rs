@@ -65,8 +65,10 @@
 //! ```
 
 mod backend;
+mod keyed;
 mod process;
 mod stream;
+mod timers;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -75,8 +77,10 @@ use std::sync::Arc;
 pub use backend::{AnyBackend, AnySnapshot, BackendChoice};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
+pub use keyed::OutputTag;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
-pub use stream::{DataStream, Job, KeyedStream, WatermarkStrategy};
+pub use stream::{Collected, Data, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy};
+pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
 
 /// What can stop a job.
 #[derive(Debug, thiserror::Error)]

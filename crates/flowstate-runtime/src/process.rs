@@ -1,35 +1,28 @@
-//! Keyed process functions: state declared in `open`, records and timers processed
-//! with the current key set on the worker's keyed backend.
+//! Keyed process functions (Flink's `KeyedProcessFunction`): state declared in
+//! `open`, records and timers processed with the current key set on the worker's keyed
+//! backend, timers per key, side outputs.
 //!
-//! The operator receives records exchanged by key group (each worker owns the
-//! key-group range of its index), creates the configured backend for that range,
-//! sets the current key before every record and timer, and fires event-time timers in
-//! timestamp order as its input frontier (the watermark) passes them, deduplicated per
-//! (key, timestamp). Processing-time timers fire by the job's clock.
+//! They run on the keyed operator of [`crate::keyed`]: records exchanged by key group,
+//! processed in watermark-epoch order, timers stored in the keyed backend (namespace
+//! [`VoidNamespace`]).
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::Hash;
 use std::rc::Rc;
-use std::sync::Arc;
 
-use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{
     AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor,
 };
-use flowstate_core::keygroup::key_group_range_for_operator;
-use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::state::{
     AggregatingState, ListState, MapState, ReducingState, StateKey, StateValue, ValueState,
     VoidNamespace,
 };
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
+use crate::RuntimeError;
 use crate::backend::AnyBackend;
+use crate::keyed::{KeyedCtx, KeyedLogic, OutputTag, keyed_operator};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::{Clock, RuntimeError, record_error};
+use crate::timers::TimeDomain;
 
 /// Flink's `KeyedProcessFunction`: one instance per worker, called with the current
 /// key set.
@@ -101,162 +94,139 @@ impl<K: StateKey> OpenContext<'_, K> {
     }
 }
 
-/// Pending timers of one domain: timestamp -> keys, so they fire in timestamp order
-/// and a (key, timestamp) pair is registered at most once.
-struct TimerQueue<K> {
-    by_time: BTreeMap<i64, HashSet<K>>,
-}
-
-impl<K: Hash + Eq + Clone> TimerQueue<K> {
-    fn new() -> Self {
-        TimerQueue {
-            by_time: BTreeMap::new(),
-        }
-    }
-    fn register(&mut self, key: &K, ts: i64) {
-        self.by_time.entry(ts).or_default().insert(key.clone());
-    }
-    fn delete(&mut self, key: &K, ts: i64) {
-        if let Some(keys) = self.by_time.get_mut(&ts) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_time.remove(&ts);
-            }
-        }
-    }
-    /// Removes and returns the earliest timer at or before `limit`.
-    fn pop_due(&mut self, limit: i64) -> Option<(i64, K)> {
-        let mut entry = self.by_time.first_entry()?;
-        if *entry.key() > limit {
-            return None;
-        }
-        let ts = *entry.key();
-        let keys = entry.get_mut();
-        let key = keys.iter().next().cloned();
-        if let Some(k) = &key {
-            keys.remove(k);
-        }
-        if keys.is_empty() {
-            entry.remove();
-        }
-        key.map(|k| (ts, k))
-    }
-    fn is_empty(&self) -> bool {
-        self.by_time.is_empty()
-    }
-}
-
-/// The timers of one operator instance and its watermark.
-struct Timers<K> {
-    event: TimerQueue<K>,
-    processing: TimerQueue<K>,
-    watermark: i64,
-}
-
-impl<K: StateKey> Timers<K> {
-    fn new() -> Self {
-        Timers {
-            event: TimerQueue::new(),
-            processing: TimerQueue::new(),
-            watermark: i64::MIN,
-        }
-    }
-
-    /// Makes `key` current and runs `f` (a record or a timer at `ts`) with a context
-    /// whose output goes to `out`.
-    fn run<OUT>(
-        &mut self,
-        backend: &AnyBackend<K>,
-        key: &K,
-        ts: i64,
-        clock: &Arc<dyn Clock>,
-        out: &mut Vec<(i64, OUT)>,
-        f: impl FnOnce(&mut ProcessContext<'_, K, OUT>) -> Result<(), RuntimeError>,
-    ) -> Result<(), RuntimeError> {
-        backend.set_current_key(key.clone())?;
-        f(&mut ProcessContext {
-            timestamp: ts,
-            out,
-            timers: TimerService {
-                key,
-                event: &mut self.event,
-                processing: &mut self.processing,
-                watermark: self.watermark,
-                clock,
-            },
-        })
-    }
-}
-
 /// Registers and deletes timers of the current key.
-pub struct TimerService<'a, K> {
-    key: &'a K,
-    event: &'a mut TimerQueue<K>,
-    processing: &'a mut TimerQueue<K>,
-    watermark: i64,
-    clock: &'a Arc<dyn Clock>,
+pub struct TimerService<'c, 'a, K, OUT> {
+    ctx: &'c mut KeyedCtx<'a, K, VoidNamespace, OUT>,
 }
 
-impl<K: Hash + Eq + Clone> TimerService<'_, K> {
+impl<K: StateKey, OUT> TimerService<'_, '_, K, OUT> {
     /// Fires `on_timer(ts)` once the watermark reaches `ts` (once per key and time).
-    pub fn register_event_time_timer(&mut self, ts: i64) {
-        self.event.register(self.key, ts);
+    pub fn register_event_time_timer(&mut self, ts: i64) -> Result<(), RuntimeError> {
+        let c = &mut *self.ctx;
+        c.timers
+            .register(TimeDomain::EventTime, c.key, VoidNamespace, ts)
     }
     /// Cancels an event-time timer of the current key.
-    pub fn delete_event_time_timer(&mut self, ts: i64) {
-        self.event.delete(self.key, ts);
+    pub fn delete_event_time_timer(&mut self, ts: i64) -> Result<(), RuntimeError> {
+        let c = &mut *self.ctx;
+        c.timers
+            .delete(TimeDomain::EventTime, c.key, VoidNamespace, ts)
     }
     /// Fires `on_timer(ts)` once the processing-time clock reaches `ts`.
-    pub fn register_processing_time_timer(&mut self, ts: i64) {
-        self.processing.register(self.key, ts);
+    pub fn register_processing_time_timer(&mut self, ts: i64) -> Result<(), RuntimeError> {
+        let c = &mut *self.ctx;
+        c.timers
+            .register(TimeDomain::ProcessingTime, c.key, VoidNamespace, ts)
     }
     /// Cancels a processing-time timer of the current key.
-    pub fn delete_processing_time_timer(&mut self, ts: i64) {
-        self.processing.delete(self.key, ts);
+    pub fn delete_processing_time_timer(&mut self, ts: i64) -> Result<(), RuntimeError> {
+        let c = &mut *self.ctx;
+        c.timers
+            .delete(TimeDomain::ProcessingTime, c.key, VoidNamespace, ts)
     }
     /// The operator's current watermark (`i64::MIN` before the first).
     pub fn current_watermark(&self) -> i64 {
-        self.watermark
+        self.ctx.watermark
     }
     /// The processing-time clock, in ms.
     pub fn current_processing_time(&self) -> i64 {
-        self.clock.now_ms()
+        self.ctx.clock.now_ms()
     }
 }
 
 /// What [`KeyedProcessFunction::process_element`] sees besides the record.
 pub struct ProcessContext<'a, K, OUT> {
-    timestamp: i64,
-    out: &'a mut Vec<(i64, OUT)>,
-    timers: TimerService<'a, K>,
+    ctx: KeyedCtx<'a, K, VoidNamespace, OUT>,
+    domain: Option<TimeDomain>,
 }
 
-impl<'a, K: Hash + Eq + Clone, OUT> ProcessContext<'a, K, OUT> {
+impl<'a, K: StateKey, OUT> ProcessContext<'a, K, OUT> {
     /// The current key.
     pub fn current_key(&self) -> &K {
-        self.timers.key
+        self.ctx.key
     }
-    /// The record's event time.
+    /// The record's event time (for a timer: the timer's timestamp).
     pub fn timestamp(&self) -> i64 {
-        self.timestamp
+        self.ctx.timestamp
+    }
+    /// In [`KeyedProcessFunction::on_timer`]: which clock fired the timer.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.domain
     }
     /// Emits a record with the input record's event time.
     pub fn collect(&mut self, value: OUT) {
-        self.out.push((self.timestamp, value));
+        let ts = self.ctx.timestamp;
+        self.ctx.emit.main(ts, value);
     }
     /// Emits a record with the given event time.
     pub fn collect_at(&mut self, timestamp: i64, value: OUT) {
-        self.out.push((timestamp, value));
+        self.ctx.emit.main(timestamp, value);
+    }
+    /// Emits `value` to the side output `tag` (read it with
+    /// [`DataStream::side_output`]), with the input record's event time.
+    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) -> Result<(), RuntimeError> {
+        let ts = self.ctx.timestamp;
+        self.ctx.emit.side(tag, ts, &value)
     }
     /// Timers of the current key.
-    pub fn timer_service(&mut self) -> &mut TimerService<'a, K> {
-        &mut self.timers
+    pub fn timer_service(&mut self) -> TimerService<'_, 'a, K, OUT> {
+        TimerService { ctx: &mut self.ctx }
     }
 }
 
 /// The context of [`KeyedProcessFunction::on_timer`]: the same as for records, with
 /// the timer's timestamp as the event time of what it emits.
 pub type TimerContext<'a, K, OUT> = ProcessContext<'a, K, OUT>;
+
+/// Runs a user's process function on the keyed operator.
+struct ProcessLogic<F>(F);
+
+fn reborrow<'s, K, OUT>(
+    c: &'s mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+) -> KeyedCtx<'s, K, VoidNamespace, OUT> {
+    KeyedCtx {
+        key: c.key,
+        timestamp: c.timestamp,
+        emit: crate::keyed::Emitter {
+            out: &mut *c.emit.out,
+        },
+        timers: &mut *c.timers,
+        watermark: c.watermark,
+        clock: c.clock,
+        backend: c.backend,
+    }
+}
+
+impl<K, IN, OUT, F> KeyedLogic<K, VoidNamespace, IN, OUT> for ProcessLogic<F>
+where
+    K: StateKey,
+    F: KeyedProcessFunction<K, IN, OUT>,
+{
+    fn element(
+        &mut self,
+        value: IN,
+        ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let mut pc = ProcessContext {
+            ctx: reborrow(ctx),
+            domain: None,
+        };
+        self.0.process_element(value, &mut pc)
+    }
+    fn timer(
+        &mut self,
+        ts: i64,
+        _namespace: VoidNamespace,
+        domain: TimeDomain,
+        ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let mut pc = ProcessContext {
+            ctx: reborrow(ctx),
+            domain: Some(domain),
+        };
+        self.0.on_timer(ts, &mut pc)
+    }
+}
 
 impl<'scope, K, T> KeyedStream<'scope, K, T>
 where
@@ -269,117 +239,9 @@ where
         self,
         mut function: F,
     ) -> DataStream<'scope, OUT> {
-        let stream = self.inner;
-        let config = stream.config.clone();
-        let errors = stream.errors.clone();
-        let scope = stream.scope;
-        let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-        let max_p = config.max_parallelism;
-        let backend = key_group_range_for_operator(max_p, peers, index)
-            .map_err(RuntimeError::from)
-            .and_then(|range| {
-                Ok(config.backend.create(KeyedBackendConfig {
-                    max_parallelism: max_p,
-                    key_group_range: range,
-                    key_serializer: SerdeSerializer::<K>::arc(),
-                })?)
-            })
-            .and_then(|b| {
-                function.open(&OpenContext { backend: &b })?;
-                Ok(b)
-            });
-        let backend = match backend {
-            Ok(b) => Some(b),
-            Err(e) => {
-                record_error(&errors, e);
-                None
-            }
-        };
-        let clock = config.clock.clone();
-        let inner = stream
-            .inner
-            .clone()
-            .unary_frontier::<CapacityContainerBuilder<Vec<(i64, OUT)>>, _, _, _>(
-                Exchange::new(|(_, (target, _, _, _)): &(i64, (u32, u32, K, T))| *target as u64),
-                "KeyedProcess",
-                move |cap, info| {
-                    let activator = scope.activator_for(info.address);
-                    let mut cap = Some(cap);
-                    let mut timers = Timers::<K>::new();
-                    let mut out: Vec<(i64, OUT)> = Vec::new();
-                    move |(input, frontier), output| {
-                        let Some(backend) = backend.as_ref() else {
-                            // Failed to start: drain and drop everything.
-                            input.for_each(|_, data| data.clear());
-                            cap = None;
-                            return;
-                        };
-                        input.for_each(|time, data| {
-                            for (ts, (_, _, key, value)) in data.drain(..) {
-                                if errors.borrow().is_some() {
-                                    continue;
-                                }
-                                let r = timers.run(backend, &key, ts, &clock, &mut out, |ctx| {
-                                    function.process_element(value, ctx)
-                                });
-                                if let Err(e) = r {
-                                    record_error(&errors, e);
-                                }
-                            }
-                            output.session(&time).give_iterator(out.drain(..));
-                        });
-                        // The watermark: everything below the frontier is complete.
-                        let frontier_min = frontier.frontier().first().copied();
-                        timers.watermark = match frontier_min {
-                            Some(f) => i64::try_from(f).unwrap_or(i64::MAX).saturating_sub(1),
-                            None => i64::MAX,
-                        };
-                        let now = clock.now_ms();
-                        if let Some(c) = cap.as_mut() {
-                            if let Some(f) = frontier_min
-                                && f > *c.time()
-                            {
-                                c.downgrade(&f);
-                            }
-                            // Event-time timers in timestamp order, then processing time.
-                            for (queue_is_event, limit) in [(true, timers.watermark), (false, now)]
-                            {
-                                loop {
-                                    let due = if queue_is_event {
-                                        timers.event.pop_due(limit)
-                                    } else {
-                                        timers.processing.pop_due(limit)
-                                    };
-                                    let Some((ts, key)) = due else { break };
-                                    if errors.borrow().is_some() {
-                                        break;
-                                    }
-                                    let r =
-                                        timers.run(backend, &key, ts, &clock, &mut out, |ctx| {
-                                            function.on_timer(ts, ctx)
-                                        });
-                                    if let Err(e) = r {
-                                        record_error(&errors, e);
-                                    }
-                                    output.session(&*c).give_iterator(out.drain(..));
-                                }
-                            }
-                        }
-                        if frontier_min.is_none() {
-                            // Input done and every event-time timer fired; processing
-                            // timers still pending at the end are dropped (bounded input).
-                            cap = None;
-                        } else if !timers.processing.is_empty() {
-                            activator.activate();
-                        }
-                    }
-                },
-            );
-        DataStream {
-            inner,
-            config,
-            errors: stream.errors,
-            scope,
-        }
+        keyed_operator::<K, T, VoidNamespace, OUT, _>(self, "KeyedProcess", move |backend| {
+            function.open(&OpenContext { backend })?;
+            Ok(ProcessLogic(function))
+        })
     }
 }

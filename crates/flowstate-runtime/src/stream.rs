@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{InputHandle, Scope, StreamVec};
 
+use crate::keyed::{OutputTag, Tagged};
 use crate::{ErrorSlot, JobConfig};
 
 /// Records exchanged between workers: any owned, serializable value.
@@ -57,18 +58,30 @@ impl<T: Data> SourceDriver for VecSource<T> {
                 return false;
             };
             let ts = (self.timestamp)(&item);
-            self.max_ts = self.max_ts.max(ts);
             self.input.send((ts, item));
-        }
-        if let WatermarkStrategy::BoundedOutOfOrderness(bound) = self.strategy {
-            let watermark = self.max_ts.saturating_sub(bound).saturating_sub(1);
-            // Epoch w + 1 carries everything after watermark w (epochs are unsigned).
-            let epoch = u64::try_from(watermark.saturating_add(1)).unwrap_or(0);
-            if epoch > *self.input.time() {
-                self.input.advance_to(epoch);
-            }
+            // The watermark follows every record (Flink's periodic emission would make
+            // lateness depend on wall-clock timing).
+            self.max_ts = self.max_ts.max(ts);
+            advance_epoch(&mut self.input, self.strategy, self.max_ts);
         }
         true
+    }
+}
+
+/// Moves a source's input to the epoch after its watermark: records sent from now on
+/// come after watermark `max_ts - bound - 1`.
+pub(crate) fn advance_epoch<T: Data>(
+    input: &mut InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
+    strategy: WatermarkStrategy,
+    max_ts: i64,
+) {
+    if let WatermarkStrategy::BoundedOutOfOrderness(bound) = strategy {
+        let watermark = max_ts.saturating_sub(bound).saturating_sub(1);
+        // Epoch w + 1 carries everything after watermark w (epochs are unsigned).
+        let epoch = u64::try_from(watermark.saturating_add(1)).unwrap_or(0);
+        if epoch > *input.time() {
+            input.advance_to(epoch);
+        }
     }
 }
 
@@ -77,7 +90,7 @@ pub struct Job<'scope> {
     pub(crate) scope: Scope<'scope, u64>,
     pub(crate) config: Arc<JobConfig>,
     pub(crate) errors: ErrorSlot,
-    drivers: Vec<Box<dyn SourceDriver>>,
+    pub(crate) drivers: Vec<Box<dyn SourceDriver>>,
 }
 
 impl<'scope> Job<'scope> {
@@ -131,8 +144,16 @@ impl<'scope> Job<'scope> {
             max_ts: i64::MIN,
             input,
         }));
+        self.stream(stream)
+    }
+
+    pub(crate) fn stream<T>(
+        &self,
+        inner: StreamVec<'scope, u64, (i64, T)>,
+    ) -> DataStream<'scope, T> {
         DataStream {
-            inner: stream,
+            inner,
+            side: None,
             config: self.config.clone(),
             errors: self.errors.clone(),
             scope: self.scope,
@@ -143,15 +164,68 @@ impl<'scope> Job<'scope> {
 /// A stream of records of type `T` with event times.
 pub struct DataStream<'scope, T> {
     pub(crate) inner: StreamVec<'scope, u64, (i64, T)>,
+    /// Side outputs of the operator that made this stream: (tag name, value bytes).
+    pub(crate) side: Option<SideStream<'scope>>,
     pub(crate) config: Arc<JobConfig>,
     pub(crate) errors: ErrorSlot,
     pub(crate) scope: Scope<'scope, u64>,
 }
 
+/// Side outputs of a keyed operator: `(event time, (tag name, value bytes))`.
+pub(crate) type SideStream<'scope> = StreamVec<'scope, u64, (i64, (String, Vec<u8>))>;
+
 impl<'scope, T: Data> DataStream<'scope, T> {
+    /// Splits a keyed operator's output into the main stream and its side outputs.
+    pub(crate) fn from_tagged(
+        raw: StreamVec<'scope, u64, (i64, Tagged<T>)>,
+        config: Arc<JobConfig>,
+        errors: ErrorSlot,
+        scope: Scope<'scope, u64>,
+    ) -> Self {
+        let main = flat_map_stream(&raw, "Main", |t| match t {
+            Tagged::Main(v) => Some(v),
+            Tagged::Side(..) => None,
+        });
+        let side = flat_map_stream(&raw, "Side", |t| match t {
+            Tagged::Main(_) => None,
+            Tagged::Side(name, bytes) => Some((name, bytes)),
+        });
+        DataStream {
+            inner: main,
+            side: Some(side),
+            config,
+            errors,
+            scope,
+        }
+    }
+
+    /// The side output `tag` of the operator that made this stream (Flink's
+    /// `getSideOutput`); empty when that operator has none by this name.
+    pub fn side_output<U: Data>(&self, tag: &OutputTag<U>) -> DataStream<'scope, U> {
+        let tag = tag.clone();
+        let errors = self.errors.clone();
+        let inner = match &self.side {
+            Some(side) => flat_map_stream(side, "SideOutput", move |(name, bytes)| {
+                if name != tag.name() {
+                    return None;
+                }
+                match tag.decode(&bytes) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        crate::record_error(&errors, e);
+                        None
+                    }
+                }
+            }),
+            None => flat_map_stream(&self.inner, "NoSideOutput", |_| None),
+        };
+        self.with(inner)
+    }
+
     fn with<U>(&self, inner: StreamVec<'scope, u64, (i64, U)>) -> DataStream<'scope, U> {
         DataStream {
             inner,
+            side: None,
             config: self.config.clone(),
             errors: self.errors.clone(),
             scope: self.scope,
@@ -161,27 +235,9 @@ impl<'scope, T: Data> DataStream<'scope, T> {
     /// Zero or more records per record, keeping its event time.
     pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(
         self,
-        mut f: impl FnMut(T) -> I + 'static,
+        f: impl FnMut(T) -> I + 'static,
     ) -> DataStream<'scope, U> {
-        let inner = self
-            .inner
-            .clone()
-            .unary::<CapacityContainerBuilder<Vec<(i64, U)>>, _, _, _>(
-                Pipeline,
-                "FlatMap",
-                |_cap, _info| {
-                    move |input, output| {
-                        input.for_each(|time, data| {
-                            let mut session = output.session(&time);
-                            for (ts, v) in data.drain(..) {
-                                for u in f(v) {
-                                    session.give((ts, u));
-                                }
-                            }
-                        });
-                    }
-                },
-            );
+        let inner = flat_map_stream(&self.inner, "FlatMap", f);
         self.with(inner)
     }
 
@@ -262,6 +318,34 @@ impl<'scope, T: Data> DataStream<'scope, T> {
             .inspect(move |(ts, v)| o.borrow_mut().push((*ts, v.clone())));
         out
     }
+}
+
+/// A pipelined (same-worker) operator emitting zero or more records per record, each
+/// with the event time of the record it came from.
+pub(crate) fn flat_map_stream<
+    'scope,
+    T: Clone + 'static,
+    U: Clone + 'static,
+    I: IntoIterator<Item = U>,
+>(
+    stream: &StreamVec<'scope, u64, (i64, T)>,
+    name: &str,
+    mut f: impl FnMut(T) -> I + 'static,
+) -> StreamVec<'scope, u64, (i64, U)> {
+    stream
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<(i64, U)>>, _, _, _>(Pipeline, name, |_cap, _info| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for (ts, v) in data.drain(..) {
+                        for u in f(v) {
+                            session.give((ts, u));
+                        }
+                    }
+                });
+            }
+        })
 }
 
 /// Records of one worker gathered by [`DataStream::collect`].

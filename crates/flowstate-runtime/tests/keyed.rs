@@ -46,7 +46,7 @@ impl KeyedProcessFunction<u16, (u16, i64), (u16, i64, u64, usize)> for SumPerKey
             .ok_or(RuntimeError::NotOpened)?
             .put(v, ())?;
         // Registered for every record, fires once per key.
-        ctx.timer_service().register_event_time_timer(END);
+        ctx.timer_service().register_event_time_timer(END)?;
         Ok(())
     }
     fn on_timer(
@@ -130,9 +130,9 @@ impl KeyedProcessFunction<u8, (u8, i64), (String, i64, i64)> for TimerProbe {
         ctx: &mut ProcessContext<'_, u8, (String, i64, i64)>,
     ) -> Result<(), RuntimeError> {
         if v >= 0 {
-            ctx.timer_service().register_event_time_timer(v);
+            ctx.timer_service().register_event_time_timer(v)?;
         } else {
-            ctx.timer_service().delete_event_time_timer(-v);
+            ctx.timer_service().delete_event_time_timer(-v)?;
         }
         Ok(())
     }
@@ -205,7 +205,8 @@ impl KeyedProcessFunction<u8, String, String> for ProcTimers {
             self.0.advance(100);
         } else {
             let now = ctx.timer_service().current_processing_time();
-            ctx.timer_service().register_processing_time_timer(now + 50);
+            ctx.timer_service()
+                .register_processing_time_timer(now + 50)?;
         }
         Ok(())
     }
