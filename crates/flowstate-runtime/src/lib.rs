@@ -69,6 +69,7 @@ mod keyed;
 mod process;
 mod stream;
 mod timers;
+mod window;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -81,6 +82,7 @@ pub use keyed::OutputTag;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
 pub use stream::{Collected, Data, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy};
 pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
+pub use window::{TimeWindow, WindowAssigner, WindowedStream};
 
 /// What can stop a job.
 #[derive(Debug, thiserror::Error)]

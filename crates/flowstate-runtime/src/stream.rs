@@ -200,7 +200,10 @@ impl<'scope, T: Data> DataStream<'scope, T> {
     }
 
     /// The side output `tag` of the operator that made this stream (Flink's
-    /// `getSideOutput`); empty when that operator has none by this name.
+    /// `getSideOutput`); empty when that operator emitted none by this name. Only
+    /// keyed operators (process functions, windows, broadcast joins) have side outputs:
+    /// on any other stream the job fails with [`crate::RuntimeError::Config`] instead of
+    /// silently giving nothing.
     pub fn side_output<U: Data>(&self, tag: &OutputTag<U>) -> DataStream<'scope, U> {
         let tag = tag.clone();
         let errors = self.errors.clone();
@@ -217,7 +220,17 @@ impl<'scope, T: Data> DataStream<'scope, T> {
                     }
                 }
             }),
-            None => flat_map_stream(&self.inner, "NoSideOutput", |_| None),
+            None => {
+                crate::record_error(
+                    &self.errors,
+                    crate::RuntimeError::Config(format!(
+                        "side output {:?} asked of a stream without side outputs; ask the \
+                         result of process/window/broadcast process directly",
+                        tag.name()
+                    )),
+                );
+                flat_map_stream(&self.inner, "NoSideOutput", |_| None)
+            }
         };
         self.with(inner)
     }

@@ -1,0 +1,280 @@
+//! Windows against hand-computed outputs: tumbling, sliding and session windows with
+//! out-of-order records, allowed lateness, late-data side outputs and session merging;
+//! each on the heap backend and on RocksDB, which must give the same outputs. A
+//! tumbling count over random input at 1, 2 and 4 workers equals a simple model.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+
+use std::collections::BTreeMap;
+
+use flowstate_core::descriptor::AggregateFunction;
+use flowstate_rocksdb::RocksDbOptions;
+use flowstate_runtime::{
+    BackendChoice, Collected, DataStream, JobConfig, KeyedStream, OutputTag, TimeWindow,
+    WatermarkStrategy, WindowAssigner, execute,
+};
+use proptest::prelude::*;
+
+type Rec = (String, i64, i64); // key, event time, value
+
+fn recs(items: &[(&str, i64, i64)]) -> Vec<Rec> {
+    items
+        .iter()
+        .map(|(k, t, v)| (k.to_string(), *t, *v))
+        .collect()
+}
+
+fn w(start: i64, end: i64) -> TimeWindow {
+    TimeWindow::new(start, end)
+}
+
+/// Runs `job` on the heap and on RocksDB; asserts both give the same result, returns it.
+fn on_both_backends<O: PartialEq + std::fmt::Debug + Send + 'static>(
+    job: impl Fn(JobConfig) -> O,
+) -> O {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = job(JobConfig::default());
+    let rocks =
+        job(JobConfig::default().backend(BackendChoice::RocksDb(RocksDbOptions::new(dir.path()))));
+    assert_eq!(heap, rocks, "heap and RocksDB disagree");
+    heap
+}
+
+/// Runs a windowed job on one worker and returns (main output with event times,
+/// late side output with event times), main sorted by (time, value) because timers of
+/// one timestamp fire in no fixed key order.
+fn run_windowed<
+    O: Ord + Clone + Send + 'static + serde::Serialize + serde::de::DeserializeOwned,
+>(
+    config: JobConfig,
+    input: Vec<Rec>,
+    bound: i64,
+    build: impl for<'s> Fn(KeyedStream<'s, String, Rec>, &OutputTag<Rec>) -> DataStream<'s, O>
+    + Send
+    + Sync
+    + 'static,
+) -> (Vec<(i64, O)>, Vec<(i64, Rec)>) {
+    let out = execute(config, move |job| {
+        let tag = OutputTag::<Rec>::new("late");
+        let windowed = job
+            .source_vec(
+                input.clone(),
+                |r: &Rec| r.1,
+                WatermarkStrategy::BoundedOutOfOrderness(bound),
+            )
+            .key_by(|r: &Rec| r.0.clone());
+        let result = build(windowed, &tag);
+        let late: Collected<(i64, Rec)> = result.side_output(&tag).collect_with_time();
+        (result.collect_with_time(), late)
+    })
+    .unwrap();
+    let (main, late): (Vec<_>, Vec<_>) = out.into_iter().unzip();
+    let mut main = main.concat();
+    main.sort();
+    (main, late.concat())
+}
+
+fn sum_values(a: &Rec, b: &Rec) -> Rec {
+    (a.0.clone(), a.1.max(b.1), a.2 + b.2)
+}
+
+fn s(k: &str) -> String {
+    k.to_string()
+}
+
+#[test]
+fn tumbling_reduce_with_late_side_output() {
+    let input = recs(&[
+        ("a", 1, 1),
+        ("a", 5, 2),
+        ("b", 3, 10),
+        ("a", 12, 4),  // watermark 11: [0,10) fires for a and b
+        ("a", 8, 100), // too late for [0,10): side output
+        ("a", 15, 8),  // watermark 14
+        ("a", 25, 16), // watermark 24: [10,20) fires; [20,30) at the end
+    ]);
+    let got = on_both_backends(|config| {
+        run_windowed(config, input.clone(), 0, |ws, tag| {
+            ws.window(WindowAssigner::tumbling(10))
+                .side_output_late_data(tag)
+                .reduce(sum_values)
+        })
+    });
+    assert_eq!(
+        got.0,
+        vec![
+            (9, (s("a"), w(0, 10), (s("a"), 5, 3))),
+            (9, (s("b"), w(0, 10), (s("b"), 3, 10))),
+            (19, (s("a"), w(10, 20), (s("a"), 15, 12))),
+            (29, (s("a"), w(20, 30), (s("a"), 25, 16))),
+        ]
+    );
+    assert_eq!(got.1, vec![(8, (s("a"), 8, 100))]);
+}
+
+#[test]
+fn out_of_order_within_bound_and_allowed_lateness_refires() {
+    let input = recs(&[
+        ("a", 1, 1),   // watermark -5
+        ("a", 12, 2),  // watermark 6
+        ("a", 7, 4),   // out of order, in time for [0,10)
+        ("a", 16, 8),  // watermark 10: [0,10) fires with 1+4
+        ("a", 3, 16),  // late but within lateness 5: [0,10) fires again with 21
+        ("a", 30, 32), // watermark 24: [10,20) fires (2+8); [0,10) and [10,20) cleaned up
+        ("a", 14, 64), // [10,20) is gone: side output
+    ]);
+    let got = on_both_backends(|config| {
+        run_windowed(config, input.clone(), 5, |ws, tag| {
+            ws.window(WindowAssigner::tumbling(10))
+                .allowed_lateness(5)
+                .side_output_late_data(tag)
+                .reduce(sum_values)
+        })
+    });
+    assert_eq!(
+        got.0,
+        vec![
+            (9, (s("a"), w(0, 10), (s("a"), 7, 5))),
+            (9, (s("a"), w(0, 10), (s("a"), 7, 21))),
+            (19, (s("a"), w(10, 20), (s("a"), 16, 10))),
+            (39, (s("a"), w(30, 40), (s("a"), 30, 32))),
+        ]
+    );
+    assert_eq!(got.1, vec![(14, (s("a"), 14, 64))]);
+}
+
+/// Counts records.
+struct Count;
+impl AggregateFunction<Rec, u64, u64> for Count {
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, _value: Rec, acc: &mut u64) {
+        *acc += 1;
+    }
+    fn get_result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+}
+
+#[test]
+fn sliding_aggregate_counts_every_overlapping_window() {
+    // Windows of 10 every 5: a record is in two. [-5,5) fires when a@12 arrives
+    // (watermark 6); the rest at the end.
+    let input = recs(&[("a", 1, 0), ("a", 7, 0), ("a", 12, 0)]);
+    let got = on_both_backends(|config| {
+        run_windowed(config, input.clone(), 0, |ws, _| {
+            ws.window(WindowAssigner::sliding(10, 5)).aggregate(Count)
+        })
+    });
+    assert_eq!(
+        got.0,
+        vec![
+            (4, (s("a"), w(-5, 5), 1)),
+            (9, (s("a"), w(0, 10), 2)),
+            (14, (s("a"), w(5, 15), 2)),
+            (19, (s("a"), w(10, 20), 1)),
+        ]
+    );
+    assert!(got.1.is_empty());
+}
+
+#[test]
+fn session_windows_merge_and_late_records_join_or_leave() {
+    let input = recs(&[
+        ("a", 0, 1),  // [0,10)
+        ("a", 5, 2),  // [5,15) merges: [0,15)
+        ("b", 3, 3),  // [3,13)
+        ("a", 30, 4), // watermark 29 from here on: b's and a's first sessions fire
+        ("a", 20, 5), // [20,30) touches [30,40): merged [20,40)
+        ("a", 12, 6), // [12,22) is late alone but merges into a live session: [12,40)
+        ("a", 1, 7),  // [1,11) touches nothing live and is late: side output
+    ]);
+    let got = on_both_backends(|config| {
+        run_windowed(config, input.clone(), 0, |ws, tag| {
+            ws.window(WindowAssigner::session(10))
+                .side_output_late_data(tag)
+                .process(|k: &String, w: &TimeWindow, items: Vec<Rec>, out| {
+                    let mut values: Vec<i64> = items.iter().map(|r| r.2).collect();
+                    values.sort();
+                    out.push((k.clone(), *w, values));
+                    Ok(())
+                })
+        })
+    });
+    assert_eq!(
+        got.0,
+        vec![
+            (12, (s("b"), w(3, 13), vec![3])),
+            (14, (s("a"), w(0, 15), vec![1, 2])),
+            (39, (s("a"), w(12, 40), vec![4, 5, 6])),
+        ]
+    );
+    assert_eq!(got.1, vec![(1, (s("a"), 1, 7))]);
+}
+
+#[test]
+fn invalid_window_settings_are_typed_errors() {
+    for (assigner, lateness) in [
+        (WindowAssigner::tumbling(0), 0),
+        (WindowAssigner::sliding(10, 0), 0),
+        (WindowAssigner::session(-1), 0),
+        (WindowAssigner::tumbling(10), -1),
+    ] {
+        let err = execute(JobConfig::default(), move |job| {
+            job.source_vec(vec![(s("a"), 1, 1)], |r: &Rec| r.1, WatermarkStrategy::None)
+                .key_by(|r: &Rec| r.0.clone())
+                .window(assigner)
+                .allowed_lateness(lateness)
+                .reduce(sum_values)
+                .collect()
+        })
+        .err()
+        .expect("must fail");
+        assert!(
+            matches!(err, flowstate_runtime::RuntimeError::Config(_)),
+            "{assigner:?}: {err}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+    /// Random keys and times, in order (no late data): per-key tumbling counts at 1, 2
+    /// and 4 workers equal a model.
+    #[test]
+    fn tumbling_counts_equal_a_model(
+        data in prop::collection::vec((0u8..20, 0i64..50), 1..600),
+    ) {
+        let mut t = 0;
+        let input: Vec<Rec> = data
+            .iter()
+            .map(|(k, dt)| {
+                t += dt;
+                (format!("k{k}"), t, 1)
+            })
+            .collect();
+        let mut model: BTreeMap<(String, TimeWindow), u64> = BTreeMap::new();
+        for r in &input {
+            for win in WindowAssigner::tumbling(100).assign(r.1) {
+                *model.entry((r.0.clone(), win)).or_default() += 1;
+            }
+        }
+        for workers in [1, 2, 4] {
+            let input = input.clone();
+            let out = execute(JobConfig::default().workers(workers), move |job| {
+                job.source_vec(input.clone(), |r: &Rec| r.1, WatermarkStrategy::None)
+                    .key_by(|r: &Rec| r.0.clone())
+                    .window(WindowAssigner::tumbling(100))
+                    .aggregate(Count)
+                    .collect()
+            })
+            .unwrap();
+            let got: BTreeMap<(String, TimeWindow), u64> =
+                out.into_iter().flatten().map(|(k, w, n)| ((k, w), n)).collect();
+            prop_assert_eq!(&got, &model, "{} workers", workers);
+        }
+    }
+}
