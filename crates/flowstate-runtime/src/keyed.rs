@@ -136,6 +136,9 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
     }
 }
 
+/// A record of a keyed stream: event time, (target worker, key group, key, value).
+pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));
+
 /// The watermark an epoch stands for (epochs are unsigned; epoch 0 is "none yet").
 pub(crate) fn watermark_before(epoch: u64) -> i64 {
     if epoch == 0 {
@@ -277,13 +280,13 @@ where
         .inner
         .clone()
         .unary_frontier::<CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>, _, _, _>(
-            Exchange::new(|(_, (target, _, _, _)): &(i64, (u32, u32, K, T))| *target as u64),
+            Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
             name,
             move |cap, info| {
                 let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
                 let mut runner = runner;
-                let mut stash: BTreeMap<u64, Vec<(i64, (u32, u32, K, T))>> = BTreeMap::new();
+                let mut stash: BTreeMap<u64, Vec<KeyedRecord<K, T>>> = BTreeMap::new();
                 let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                 let errors = op_errors;
                 move |(input, frontier), output| {

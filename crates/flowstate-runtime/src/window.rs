@@ -492,10 +492,11 @@ where
                 self.add_and_trigger(w, value.clone(), ctx)?;
             }
         }
-        if skipped && ts.saturating_add(self.lateness) <= wm {
-            if let Some(tag) = &self.late {
-                ctx.emit.side(tag, ts, &value)?;
-            }
+        if skipped
+            && ts.saturating_add(self.lateness) <= wm
+            && let Some(tag) = &self.late
+        {
+            ctx.emit.side(tag, ts, &value)?;
         }
         Ok(())
     }
