@@ -39,6 +39,9 @@ fn on_both_backends<O: PartialEq + std::fmt::Debug + Send + 'static>(
     heap
 }
 
+/// Main output and late side output, each with event times.
+type Outputs<O> = (Vec<(i64, O)>, Vec<(i64, Rec)>);
+
 /// Runs a windowed job on one worker and returns (main output with event times,
 /// late side output with event times), main sorted by (time, value) because timers of
 /// one timestamp fire in no fixed key order.
@@ -52,7 +55,7 @@ fn run_windowed<
     + Send
     + Sync
     + 'static,
-) -> (Vec<(i64, O)>, Vec<(i64, Rec)>) {
+) -> Outputs<O> {
     let out = execute(config, move |job| {
         let tag = OutputTag::<Rec>::new("late");
         let windowed = job
@@ -231,8 +234,7 @@ fn invalid_window_settings_are_typed_errors() {
                 .reduce(sum_values)
                 .collect()
         })
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
         assert!(
             matches!(err, flowstate_runtime::RuntimeError::Config(_)),
             "{assigner:?}: {err}"
