@@ -65,6 +65,7 @@
 //! ```
 
 mod backend;
+mod broadcast;
 mod keyed;
 mod process;
 mod stream;
@@ -76,6 +77,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use backend::{AnyBackend, AnySnapshot, BackendChoice};
+pub use broadcast::{
+    BroadcastConnectedStream, BroadcastContext, BroadcastStream, KeyedBroadcastProcessFunction,
+    ReadOnlyBroadcastState, ReadOnlyContext,
+};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 pub use keyed::OutputTag;

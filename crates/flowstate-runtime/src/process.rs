@@ -54,6 +54,12 @@ pub struct OpenContext<'a, K> {
     backend: &'a AnyBackend<K>,
 }
 
+impl<'a, K> OpenContext<'a, K> {
+    pub(crate) fn new(backend: &'a AnyBackend<K>) -> Self {
+        OpenContext { backend }
+    }
+}
+
 impl<K: StateKey> OpenContext<'_, K> {
     /// A value state of the operator's keyed backend.
     pub fn value_state<T: StateValue>(
@@ -140,6 +146,18 @@ pub struct ProcessContext<'a, K, OUT> {
     domain: Option<TimeDomain>,
 }
 
+impl<'a, K, OUT> ProcessContext<'a, K, OUT> {
+    pub(crate) fn new(
+        ctx: &'a mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+        domain: Option<TimeDomain>,
+    ) -> Self {
+        ProcessContext {
+            ctx: reborrow(ctx),
+            domain,
+        }
+    }
+}
+
 impl<'a, K: StateKey, OUT> ProcessContext<'a, K, OUT> {
     /// The current key.
     pub fn current_key(&self) -> &K {
@@ -207,10 +225,7 @@ where
         value: IN,
         ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
     ) -> Result<(), RuntimeError> {
-        let mut pc = ProcessContext {
-            ctx: reborrow(ctx),
-            domain: None,
-        };
+        let mut pc = ProcessContext::new(ctx, None);
         self.0.process_element(value, &mut pc)
     }
     fn timer(
@@ -220,10 +235,7 @@ where
         domain: TimeDomain,
         ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
     ) -> Result<(), RuntimeError> {
-        let mut pc = ProcessContext {
-            ctx: reborrow(ctx),
-            domain: Some(domain),
-        };
+        let mut pc = ProcessContext::new(ctx, Some(domain));
         self.0.on_timer(ts, &mut pc)
     }
 }
@@ -240,7 +252,7 @@ where
         mut function: F,
     ) -> DataStream<'scope, OUT> {
         keyed_operator::<K, T, VoidNamespace, OUT, _>(self, "KeyedProcess", move |backend| {
-            function.open(&OpenContext { backend })?;
+            function.open(&OpenContext::new(backend))?;
             Ok(ProcessLogic(function))
         })
     }

@@ -136,6 +136,31 @@ impl<'scope> Job<'scope> {
             .filter(|(i, _)| i % peers == index)
             .map(|(_, t)| t)
             .collect();
+        self.vec_source(mine, timestamp, strategy)
+    }
+
+    /// A source over `items` read by worker 0 alone, in order (a source of parallelism
+    /// 1: e.g. rules for the broadcast pattern, applied in input order).
+    pub fn source_vec_unsplit<T: Data>(
+        &mut self,
+        items: Vec<T>,
+        timestamp: impl Fn(&T) -> i64 + 'static,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<'scope, T> {
+        let mine = if self.worker_index() == 0 {
+            items
+        } else {
+            Vec::new()
+        };
+        self.vec_source(mine, timestamp, strategy)
+    }
+
+    fn vec_source<T: Data>(
+        &mut self,
+        mine: Vec<T>,
+        timestamp: impl Fn(&T) -> i64 + 'static,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<'scope, T> {
         let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
         self.drivers.push(Box::new(VecSource {
             items: mine.into_iter(),

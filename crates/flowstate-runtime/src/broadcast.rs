@@ -1,0 +1,413 @@
+//! The broadcast state pattern: a broadcast stream connected to a keyed stream.
+//!
+//! Every worker receives every broadcast record and applies it to its broadcast state
+//! (a map per [`MapStateDescriptor`], kept in the worker's operator state store, so it
+//! snapshots as Flink's broadcast state does). Keyed records see that state through
+//! [`ReadOnlyBroadcastState`], which has no writing methods: writing from the keyed
+//! side does not compile, because only the broadcast side may change what must stay
+//! identical on every worker.
+//!
+//! ```compile_fail
+//! # use flowstate_runtime::ReadOnlyBroadcastState;
+//! fn keyed_side_writes(rules: &ReadOnlyBroadcastState<String, u64>) {
+//!     rules.put("limit".to_string(), 10); // no such method: the keyed side only reads
+//! }
+//! ```
+//!
+//! **Order.** Flink gives no order between the two inputs. Here, on the watermark epochs
+//! of [`crate::keyed`], every broadcast record of epoch `e` or earlier is applied before
+//! any keyed record of epoch `e`, on every worker; so all workers see the same state
+//! for the same keyed record and runs repeat exactly. A broadcast source without event
+//! time stays in epoch 0 until it ends, so its whole input is applied first. Within an
+//! epoch, records are applied in the order (sending worker, position there): the same
+//! on every worker. Read a rules source on one worker ([`crate::Job::source_vec_unsplit`])
+//! to have them applied in input order, as Flink users set the rules source's
+//! parallelism to 1.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+
+use flowstate_core::descriptor::MapStateDescriptor;
+use flowstate_core::operator::{BroadcastState, OperatorStateStore};
+use flowstate_core::state::{MapState, StateKey, StateValue, VoidNamespace};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+use crate::keyed::{
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Tagged, watermark_before,
+};
+use crate::process::{OpenContext, ProcessContext};
+use crate::stream::{Data, DataStream, KeyedStream};
+use crate::timers::TimeDomain;
+use crate::{RuntimeError, record_error};
+
+/// A stream whose records go to every worker; connect it to a keyed stream.
+pub struct BroadcastStream<'scope, B> {
+    /// Records tagged with (sending worker, sequence number there): every receiver
+    /// applies one epoch's records in that order, so all end in the same state.
+    inner: StreamVec<'scope, u64, (i64, (u32, u64, B))>,
+}
+
+impl<'scope, T: Data> DataStream<'scope, T> {
+    /// Sends every record to every worker (Flink's `broadcast(descriptor)`; the states
+    /// are declared where they are used, in [`BroadcastContext::broadcast_state`]).
+    pub fn broadcast(self) -> BroadcastStream<'scope, T> {
+        let origin = self.scope.index() as u32;
+        let mut seq = 0u64;
+        let tagged = crate::stream::flat_map_stream(&self.inner, "BroadcastOrder", move |v| {
+            seq += 1;
+            Some((origin, seq, v))
+        });
+        BroadcastStream {
+            inner: tagged.broadcast(),
+        }
+    }
+}
+
+/// A keyed stream connected to a broadcast stream.
+pub struct BroadcastConnectedStream<'scope, K, T, B> {
+    keyed: KeyedStream<'scope, K, T>,
+    broadcast: BroadcastStream<'scope, B>,
+}
+
+impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
+    /// Connects a broadcast stream; process both with a
+    /// [`KeyedBroadcastProcessFunction`].
+    pub fn connect<B: Data>(
+        self,
+        broadcast: BroadcastStream<'scope, B>,
+    ) -> BroadcastConnectedStream<'scope, K, T, B> {
+        BroadcastConnectedStream {
+            keyed: self,
+            broadcast,
+        }
+    }
+}
+
+/// Flink's `KeyedBroadcastProcessFunction`: keyed records with keyed state and a
+/// read-only view of the broadcast state; broadcast records with write access to it.
+pub trait KeyedBroadcastProcessFunction<K, IN, B, OUT>: 'static {
+    /// Declares keyed state (once per worker, before any record).
+    fn open(&mut self, ctx: &OpenContext<'_, K>) -> Result<(), RuntimeError> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// A keyed record, with the current key set.
+    fn process_element(
+        &mut self,
+        value: IN,
+        ctx: &mut ReadOnlyContext<'_, K, OUT>,
+    ) -> Result<(), RuntimeError>;
+    /// A broadcast record; called on every worker with the same records in the same
+    /// order, so each must change the broadcast state the same way.
+    fn process_broadcast_element(
+        &mut self,
+        value: B,
+        ctx: &mut BroadcastContext<'_, OUT>,
+    ) -> Result<(), RuntimeError>;
+    /// A timer of the current key fired.
+    fn on_timer(
+        &mut self,
+        timestamp: i64,
+        ctx: &mut ReadOnlyContext<'_, K, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let _ = (timestamp, ctx);
+        Ok(())
+    }
+}
+
+/// Broadcast state as the keyed side sees it: read-only.
+pub struct ReadOnlyBroadcastState<K, V>(Rc<BroadcastState<K, V>>);
+
+impl<K: StateKey, V: StateValue> ReadOnlyBroadcastState<K, V> {
+    /// The value under `key`.
+    pub fn get(&self, key: &K) -> Result<Option<V>, RuntimeError> {
+        Ok(self.0.get(key)?)
+    }
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &K) -> Result<bool, RuntimeError> {
+        Ok(self.0.contains(key)?)
+    }
+    /// All entries (order unspecified).
+    pub fn entries(&self) -> Result<Vec<(K, V)>, RuntimeError> {
+        Ok(self.0.entries()?)
+    }
+    /// Whether the state is empty.
+    pub fn is_empty(&self) -> Result<bool, RuntimeError> {
+        Ok(self.0.is_empty()?)
+    }
+}
+
+/// The context of [`KeyedBroadcastProcessFunction::process_element`] and `on_timer`:
+/// everything of [`ProcessContext`] (key, timestamp, timers, outputs) plus read-only
+/// broadcast state.
+pub struct ReadOnlyContext<'a, K, OUT> {
+    inner: ProcessContext<'a, K, OUT>,
+    store: &'a OperatorStateStore,
+}
+
+impl<K, OUT> ReadOnlyContext<'_, K, OUT> {
+    /// The broadcast state declared by `desc`, read-only.
+    pub fn broadcast_state<BK: StateKey, BV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<BK, BV>,
+    ) -> Result<ReadOnlyBroadcastState<BK, BV>, RuntimeError> {
+        Ok(ReadOnlyBroadcastState(self.store.broadcast_state(desc)?))
+    }
+}
+
+impl<'a, K, OUT> Deref for ReadOnlyContext<'a, K, OUT> {
+    type Target = ProcessContext<'a, K, OUT>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl<K, OUT> DerefMut for ReadOnlyContext<'_, K, OUT> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+/// The context of [`KeyedBroadcastProcessFunction::process_broadcast_element`].
+pub struct BroadcastContext<'a, OUT> {
+    timestamp: i64,
+    emit: Emitter<'a, OUT>,
+    store: &'a OperatorStateStore,
+}
+
+impl<OUT> BroadcastContext<'_, OUT> {
+    /// The broadcast state declared by `desc`, writable.
+    pub fn broadcast_state<BK: StateKey, BV: StateValue>(
+        &self,
+        desc: &MapStateDescriptor<BK, BV>,
+    ) -> Result<Rc<BroadcastState<BK, BV>>, RuntimeError> {
+        Ok(self.store.broadcast_state(desc)?)
+    }
+    /// The broadcast record's event time.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    /// Emits a record (from every worker: each sees the broadcast record).
+    pub fn collect(&mut self, value: OUT) {
+        self.emit.main(self.timestamp, value);
+    }
+    /// Emits to a side output.
+    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) -> Result<(), RuntimeError> {
+        self.emit.side(tag, self.timestamp, &value)
+    }
+}
+
+/// The keyed side's logic plus the worker's broadcast state.
+struct BroadcastLogic<F, B> {
+    function: F,
+    store: OperatorStateStore,
+    _broadcast: std::marker::PhantomData<fn(B)>,
+}
+
+impl<K, IN, B: 'static, OUT, F> KeyedLogic<K, VoidNamespace, IN, OUT> for BroadcastLogic<F, B>
+where
+    K: StateKey,
+    F: KeyedBroadcastProcessFunction<K, IN, B, OUT>,
+{
+    fn element(
+        &mut self,
+        value: IN,
+        ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let mut c = ReadOnlyContext {
+            inner: ProcessContext::new(ctx, None),
+            store: &self.store,
+        };
+        self.function.process_element(value, &mut c)
+    }
+    fn timer(
+        &mut self,
+        ts: i64,
+        _namespace: VoidNamespace,
+        domain: TimeDomain,
+        ctx: &mut KeyedCtx<'_, K, VoidNamespace, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let mut c = ReadOnlyContext {
+            inner: ProcessContext::new(ctx, Some(domain)),
+            store: &self.store,
+        };
+        self.function.on_timer(ts, &mut c)
+    }
+}
+
+impl<'scope, K, T, B> BroadcastConnectedStream<'scope, K, T, B>
+where
+    K: Data + StateKey,
+    T: Data,
+    B: Data,
+{
+    /// Runs `function` on both inputs.
+    pub fn process<OUT: Data, F>(self, mut function: F) -> DataStream<'scope, OUT>
+    where
+        F: KeyedBroadcastProcessFunction<K, T, B, OUT>,
+    {
+        let stream = self.keyed.inner;
+        let errors = stream.errors.clone();
+        let scope = stream.scope;
+        let (index, peers) = (scope.index() as u32, scope.peers() as u32);
+        let runner = KeyedRunner::<K, VoidNamespace, _>::start(&stream.config, index, peers, |b| {
+            function.open(&OpenContext::new(b))?;
+            Ok(BroadcastLogic {
+                function,
+                store: OperatorStateStore::new(index),
+                _broadcast: std::marker::PhantomData,
+            })
+        });
+        let mut runner = match runner {
+            Ok(r) => Some(r),
+            Err(e) => {
+                record_error(&errors, e);
+                None
+            }
+        };
+        let op_errors = errors.clone();
+        let raw = stream
+            .inner
+            .clone()
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>, _, _, _, _>(
+                self.broadcast.inner,
+                Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
+                Pipeline,
+                "KeyedBroadcastProcess",
+                move |cap, info| {
+                    let activator = scope.activator_for(info.address);
+                    let mut cap = Some(cap);
+                    let mut keyed_stash: BTreeMap<u64, Vec<KeyedRecord<K, T>>> = BTreeMap::new();
+                    let mut bcast_stash: BTreeMap<u64, Vec<(i64, (u32, u64, B))>> = BTreeMap::new();
+                    let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
+                    let errors = op_errors;
+                    move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
+                        let fk = keyed_frontier.frontier().first().copied();
+                        let fb = bcast_frontier.frontier().first().copied();
+                        keyed_in.for_each(|time, data| {
+                            let epoch = time.least().copied().unwrap_or(0);
+                            keyed_stash.entry(epoch).or_default().append(data);
+                        });
+                        bcast_in.for_each(|time, data| {
+                            let epoch = time.least().copied().unwrap_or(0);
+                            bcast_stash.entry(epoch).or_default().append(data);
+                        });
+                        let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
+                            keyed_stash.clear();
+                            bcast_stash.clear();
+                            cap = None;
+                            return;
+                        };
+                        let failed = || errors.borrow().is_some();
+                        let both = match (fk, fb) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        loop {
+                            // An epoch is processed once complete on the broadcast side
+                            // (no broadcast record of it or earlier can still come), so
+                            // its broadcast records are applied whole, in canonical
+                            // order, and before the keyed records of the same epoch.
+                            let next_b = bcast_stash
+                                .first_key_value()
+                                .map(|(e, _)| *e)
+                                .filter(|e| fb.is_none_or(|b| *e < b));
+                            let next_k =
+                                keyed_stash.first_key_value().map(|(e, _)| *e).filter(|e| {
+                                    *e <= fk.unwrap_or(u64::MAX) && fb.is_none_or(|b| *e < b)
+                                });
+                            let (epoch, is_bcast) = match (next_b, next_k) {
+                                (Some(b), Some(k)) if b <= k => (b, true),
+                                (_, Some(k)) => (k, false),
+                                (Some(b), None) => (b, true),
+                                (None, None) => break,
+                            };
+                            if !failed()
+                                && let Err(e) =
+                                    r.advance_watermark::<T, OUT>(watermark_before(epoch), &mut out)
+                            {
+                                record_error(&errors, e);
+                            }
+                            if is_bcast {
+                                let mut batch = bcast_stash.remove(&epoch).unwrap_or_default();
+                                batch.sort_by_key(|(_, (origin, seq, _))| (*origin, *seq));
+                                for (ts, (_, _, value)) in batch {
+                                    if failed() {
+                                        break;
+                                    }
+                                    let mut ctx = BroadcastContext {
+                                        timestamp: ts,
+                                        emit: Emitter { out: &mut out },
+                                        store: &r.logic.store,
+                                    };
+                                    if let Err(e) =
+                                        r.logic.function.process_broadcast_element(value, &mut ctx)
+                                    {
+                                        record_error(&errors, e);
+                                    }
+                                }
+                            } else {
+                                for (ts, (_, _, key, value)) in
+                                    keyed_stash.remove(&epoch).unwrap_or_default()
+                                {
+                                    if failed() {
+                                        break;
+                                    }
+                                    if let Err(e) = r.element(&key, ts, value, &mut out) {
+                                        record_error(&errors, e);
+                                    }
+                                }
+                            }
+                            output
+                                .session(&c.delayed(&epoch))
+                                .give_iterator(out.drain(..));
+                        }
+                        if !failed() {
+                            let wm = both.map_or(i64::MAX, watermark_before);
+                            if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out) {
+                                record_error(&errors, e);
+                            }
+                            let now = r.clock.now_ms();
+                            if let Err(e) =
+                                r.fire::<T, OUT>(TimeDomain::ProcessingTime, now, &mut out)
+                            {
+                                record_error(&errors, e);
+                            }
+                        }
+                        let stashed = [keyed_stash.keys().next(), bcast_stash.keys().next()]
+                            .into_iter()
+                            .flatten()
+                            .min()
+                            .copied();
+                        let hold = match (both, stashed) {
+                            (Some(f), Some(s)) => Some(f.min(s)),
+                            (f, s) => f.or(s),
+                        };
+                        let emit_at = hold.map_or(*c.time(), |h| h.max(*c.time()));
+                        if !out.is_empty() {
+                            output
+                                .session(&c.delayed(&emit_at))
+                                .give_iterator(out.drain(..));
+                        }
+                        match hold {
+                            Some(h) => {
+                                if h > *c.time() {
+                                    c.downgrade(&h);
+                                }
+                                if !r.timers.is_empty(TimeDomain::ProcessingTime) {
+                                    activator.activate();
+                                }
+                            }
+                            None => cap = None,
+                        }
+                    }
+                },
+            );
+        DataStream::from_tagged(raw, stream.config, errors, scope)
+    }
+}

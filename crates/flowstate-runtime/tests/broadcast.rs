@@ -1,0 +1,174 @@
+//! The broadcast pattern: every worker ends with the same broadcast state and keyed
+//! records see it; broadcast records of a watermark epoch apply before keyed records of
+//! that epoch on every worker, so results repeat across worker counts and backends.
+//! (That the keyed side cannot write is a `compile_fail` doctest in `broadcast.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+
+use std::rc::Rc;
+
+use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::state::ValueState;
+use flowstate_rocksdb::RocksDbOptions;
+use flowstate_runtime::{
+    BackendChoice, BroadcastContext, JobConfig, KeyedBroadcastProcessFunction, OpenContext,
+    ReadOnlyContext, RuntimeError, WatermarkStrategy, execute,
+};
+
+/// A rule update: set `limit` for a rule name, or remove it when negative.
+type Rule = (String, i64, i64); // name, limit, event time
+type Tx = (u32, i64, i64); // account, amount, event time
+
+fn rules_desc() -> MapStateDescriptor<String, i64> {
+    MapStateDescriptor::new("rules")
+}
+
+/// Alerts when an amount exceeds a rule's limit; "probe" accounts (>= 1000) emit the
+/// whole rule set instead. Keeps a per-account count in keyed state.
+#[derive(Default)]
+struct Rules {
+    count: Option<Rc<dyn ValueState<u64>>>,
+}
+
+impl KeyedBroadcastProcessFunction<u32, Tx, Rule, String> for Rules {
+    fn open(&mut self, ctx: &OpenContext<'_, u32>) -> Result<(), RuntimeError> {
+        self.count = Some(ctx.value_state(&ValueStateDescriptor::new("count"))?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        (account, amount, ts): Tx,
+        ctx: &mut ReadOnlyContext<'_, u32, String>,
+    ) -> Result<(), RuntimeError> {
+        let count = self.count.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let n = count.value()?.unwrap_or(0) + 1;
+        count.update(n)?;
+        let mut rules = ctx.broadcast_state(&rules_desc())?.entries()?;
+        rules.sort();
+        if account >= 1000 {
+            ctx.collect(format!("{rules:?}"));
+            return Ok(());
+        }
+        for (name, limit) in rules {
+            if amount > limit {
+                ctx.collect(format!(
+                    "alert {account} #{n} {amount}@{ts} > {name}={limit}"
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn process_broadcast_element(
+        &mut self,
+        (name, limit, _): Rule,
+        ctx: &mut BroadcastContext<'_, String>,
+    ) -> Result<(), RuntimeError> {
+        let state = ctx.broadcast_state(&rules_desc())?;
+        if limit < 0 {
+            flowstate_core::state::MapState::remove(&*state, &name)?;
+        } else {
+            flowstate_core::state::MapState::put(&*state, name, limit)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rules and transactions are read split across workers (`split`) or by worker 0 alone.
+fn run(
+    config: JobConfig,
+    rules: Vec<Rule>,
+    txs: Vec<Tx>,
+    strategy: WatermarkStrategy,
+    split: bool,
+) -> Vec<Vec<String>> {
+    execute(config, move |job| {
+        let (rules, txs) = if split {
+            (
+                job.source_vec(rules.clone(), |r: &Rule| r.2, strategy),
+                job.source_vec(txs.clone(), |t: &Tx| t.2, strategy),
+            )
+        } else {
+            (
+                job.source_vec_unsplit(rules.clone(), |r: &Rule| r.2, strategy),
+                job.source_vec_unsplit(txs.clone(), |t: &Tx| t.2, strategy),
+            )
+        };
+        txs.key_by(|t: &Tx| t.0)
+            .connect(rules.broadcast())
+            .process(Rules::default())
+            .collect()
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_worker_sees_the_same_broadcast_state() {
+    let rules: Vec<Rule> = vec![
+        ("small".into(), 10, 0),
+        ("big".into(), 1000, 0),
+        ("small".into(), 20, 0), // update
+        ("tmp".into(), 5, 0),
+        ("tmp".into(), -1, 0), // removal
+    ];
+    let probes: Vec<Tx> = (1000..1060).map(|a| (a, 0, 0)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [
+        BackendChoice::Heap,
+        BackendChoice::RocksDb(RocksDbOptions::new(dir.path())),
+    ] {
+        let per_worker = run(
+            JobConfig::default().workers(3).backend(backend),
+            rules.clone(),
+            probes.clone(),
+            WatermarkStrategy::None,
+            true,
+        );
+        let expect = format!(
+            "{:?}",
+            vec![("big".to_string(), 1000), ("small".to_string(), 20)]
+        );
+        assert_eq!(per_worker.len(), 3);
+        for (w, outputs) in per_worker.iter().enumerate() {
+            assert!(!outputs.is_empty(), "worker {w} got no probe");
+            for o in outputs {
+                assert_eq!(o, &expect, "worker {w}");
+            }
+        }
+        assert_eq!(per_worker.iter().map(Vec::len).sum::<usize>(), probes.len());
+    }
+}
+
+#[test]
+fn broadcast_epochs_apply_before_keyed_records_of_the_same_epoch() {
+    // Rules: limit 100, then (sent after watermark 4) limit 10. Transactions are sent
+    // after watermarks -inf, 9, 19, 49; all but the first see limit 10, whichever
+    // worker holds their key.
+    let rules: Vec<Rule> = vec![
+        ("limit".into(), 100, 0),
+        ("limit".into(), 100, 5),
+        ("limit".into(), 10, 40),
+    ];
+    let txs: Vec<Tx> = vec![(1, 50, 10), (1, 50, 20), (2, 50, 50), (1, 50, 60)];
+    let expect: Vec<String> = vec![
+        "alert 1 #2 50@20 > limit=10".into(),
+        "alert 1 #3 50@60 > limit=10".into(),
+        "alert 2 #1 50@50 > limit=10".into(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for workers in [1, 3] {
+        for backend in [
+            BackendChoice::Heap,
+            BackendChoice::RocksDb(RocksDbOptions::new(dir.path())),
+        ] {
+            let mut got: Vec<String> = run(
+                JobConfig::default().workers(workers).backend(backend),
+                rules.clone(),
+                txs.clone(),
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+                false,
+            )
+            .concat();
+            got.sort();
+            assert_eq!(got, expect, "{workers} workers");
+        }
+    }
+}
