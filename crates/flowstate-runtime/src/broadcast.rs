@@ -45,11 +45,14 @@ use crate::stream::{Data, DataStream, KeyedStream};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
 
+/// A broadcast record: event time, (sending worker, sequence number there, value).
+type BroadcastRecord<B> = (i64, (u32, u64, B));
+
 /// A stream whose records go to every worker; connect it to a keyed stream.
 pub struct BroadcastStream<'scope, B> {
     /// Records tagged with (sending worker, sequence number there): every receiver
     /// applies one epoch's records in that order, so all end in the same state.
-    inner: StreamVec<'scope, u64, (i64, (u32, u64, B))>,
+    inner: StreamVec<'scope, u64, BroadcastRecord<B>>,
 }
 
 impl<'scope, T: Data> DataStream<'scope, T> {
@@ -283,7 +286,7 @@ where
                     let activator = scope.activator_for(info.address);
                     let mut cap = Some(cap);
                     let mut keyed_stash: BTreeMap<u64, Vec<KeyedRecord<K, T>>> = BTreeMap::new();
-                    let mut bcast_stash: BTreeMap<u64, Vec<(i64, (u32, u64, B))>> = BTreeMap::new();
+                    let mut bcast_stash: BTreeMap<u64, Vec<BroadcastRecord<B>>> = BTreeMap::new();
                     let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                     let errors = op_errors;
                     move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
