@@ -66,6 +66,7 @@
 
 mod backend;
 mod broadcast;
+mod connectors;
 mod keyed;
 mod process;
 mod stream;
@@ -81,9 +82,11 @@ pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastStream, KeyedBroadcastProcessFunction,
     ReadOnlyBroadcastState, ReadOnlyContext,
 };
+pub use connectors::{FILE_POSITION_STATE, FileFormat, FilePosition};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 pub use keyed::OutputTag;
+pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
 pub use stream::{Collected, Data, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy};
 pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
@@ -104,6 +107,12 @@ pub enum RuntimeError {
     /// User code reported a failure.
     #[error("user function failed: {0}")]
     User(String),
+    /// A source could not read its input (names the file and position).
+    #[error("source failed: {0}")]
+    Source(String),
+    /// A sink could not write its output.
+    #[error("sink failed: {0}")]
+    Sink(String),
     /// A worker thread failed (timely reports it as text).
     #[error("worker failed: {0}")]
     Worker(String),

@@ -43,15 +43,16 @@ pub(crate) trait SourceDriver {
 /// Records per source step: bounds memory between dataflow steps.
 const SOURCE_BATCH: usize = 1024;
 
-struct VecSource<T: Data> {
-    items: std::vec::IntoIter<T>,
-    timestamp: Box<dyn Fn(&T) -> i64>,
-    strategy: WatermarkStrategy,
-    max_ts: i64,
-    input: InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
+/// A source over an iterator (a vec's split, a generator).
+pub(crate) struct IterSource<T: Data> {
+    pub(crate) items: Box<dyn Iterator<Item = T>>,
+    pub(crate) timestamp: Box<dyn Fn(&T) -> i64>,
+    pub(crate) strategy: WatermarkStrategy,
+    pub(crate) max_ts: i64,
+    pub(crate) input: InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
 }
 
-impl<T: Data> SourceDriver for VecSource<T> {
+impl<T: Data> SourceDriver for IterSource<T> {
     fn step(&mut self) -> bool {
         for _ in 0..SOURCE_BATCH {
             let Some(item) = self.items.next() else {
@@ -162,8 +163,8 @@ impl<'scope> Job<'scope> {
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
         let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
-        self.drivers.push(Box::new(VecSource {
-            items: mine.into_iter(),
+        self.drivers.push(Box::new(IterSource {
+            items: Box::new(mine.into_iter()),
             timestamp: Box::new(timestamp),
             strategy,
             max_ts: i64::MIN,
