@@ -63,6 +63,9 @@ pub struct FilePosition {
     pub offset: u64,
 }
 
+/// Turns one line into a record, or says why not.
+type LineParser<T> = Box<dyn Fn(&str) -> Result<T, String>>;
+
 /// Records per source step, as for the vec source.
 const FILE_BATCH: usize = 1024;
 
@@ -70,7 +73,7 @@ struct FileSource<T: Data> {
     reader: BufReader<File>,
     pos: FilePosition,
     format: FileFormat,
-    parse: Box<dyn Fn(&str) -> Result<T, String>>,
+    parse: LineParser<T>,
     timestamp: Box<dyn Fn(&T) -> i64>,
     strategy: WatermarkStrategy,
     max_ts: i64,
@@ -188,7 +191,7 @@ impl<'scope> Job<'scope> {
     ) -> DataStream<'scope, T> {
         let path = path.as_ref().to_path_buf();
         let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
-        let parse: Box<dyn Fn(&str) -> Result<T, String>> = match format {
+        let parse: LineParser<T> = match format {
             FileFormat::Lines => Box::new(|line: &str| {
                 // A line is a JSON string's contents: this is the String case.
                 serde_json::from_value(serde_json::Value::String(line.to_string()))
