@@ -15,9 +15,11 @@
 //! ```
 //!
 //! **Order.** Flink gives no order between the two inputs. Here, on the watermark epochs
-//! of [`crate::keyed`], every broadcast record of epoch `e` or earlier is applied before
-//! any keyed record of epoch `e`, on every worker; so all workers see the same state
-//! for the same keyed record and runs repeat exactly. A broadcast source without event
+//! of [`crate::keyed`], a broadcast record takes effect at epoch `max(epoch it was sent
+//! in, its event time)`, and every broadcast record effective at epoch `e` or earlier
+//! is applied before any keyed record of epoch `e`, on every worker. So a rule with
+//! event time `t` applies to keyed records sent once their watermark reached `t - 1`,
+//! all workers see the same state for the same keyed record, and runs repeat exactly. A broadcast source without event
 //! time stays in epoch 0 until it ends, so its whole input is applied first. Within an
 //! epoch, records are applied in the order (sending worker, position there): the same
 //! on every worker. Read a rules source on one worker ([`crate::Job::source_vec_unsplit`])
@@ -298,7 +300,12 @@ where
                         });
                         bcast_in.for_each(|time, data| {
                             let epoch = time.least().copied().unwrap_or(0);
-                            bcast_stash.entry(epoch).or_default().append(data);
+                            // A broadcast record takes effect at the epoch of its own
+                            // event time, or when it arrives if that is later.
+                            for rec in data.drain(..) {
+                                let at = epoch.max(u64::try_from(rec.0).unwrap_or(0));
+                                bcast_stash.entry(at).or_default().push(rec);
+                            }
                         });
                         let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
                             keyed_stash.clear();
@@ -313,13 +320,14 @@ where
                         };
                         loop {
                             // An epoch is processed once complete on the broadcast side
-                            // (no broadcast record of it or earlier can still come), so
-                            // its broadcast records are applied whole, in canonical
-                            // order, and before the keyed records of the same epoch.
-                            let next_b = bcast_stash
-                                .first_key_value()
-                                .map(|(e, _)| *e)
-                                .filter(|e| fb.is_none_or(|b| *e < b));
+                            // (no broadcast record of it or earlier can still come) and
+                            // no earlier keyed record can come; its broadcast records
+                            // are applied whole, in canonical order, before the keyed
+                            // records of the same epoch.
+                            let next_b =
+                                bcast_stash.first_key_value().map(|(e, _)| *e).filter(|e| {
+                                    fb.is_none_or(|b| *e < b) && fk.is_none_or(|k| *e <= k)
+                                });
                             let next_k =
                                 keyed_stash.first_key_value().map(|(e, _)| *e).filter(|e| {
                                     *e <= fk.unwrap_or(u64::MAX) && fb.is_none_or(|b| *e < b)
