@@ -242,7 +242,9 @@ fn state_larger_than_memory_reads_back_exactly() {
         }
     }
     let on_disk: u64 = walk_size(dir.path());
-    assert!(on_disk > 100 << 20, "state on disk is only {on_disk} bytes");
+    // Far above the 8 MiB cache + 4 MiB write buffer; the exact size varies with
+    // compaction timing (about 100 MiB), so the bound leaves room.
+    assert!(on_disk > 64 << 20, "state on disk is only {on_disk} bytes");
     for k in 0..KEYS {
         b.set_current_key(k).unwrap();
         assert_eq!(s.value().unwrap(), Some(value(k, 0)), "key {k}");
