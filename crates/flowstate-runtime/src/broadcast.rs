@@ -378,43 +378,15 @@ where
                                 .session(&c.delayed(&epoch))
                                 .give_iterator(out.drain(..));
                         }
-                        if !failed() {
-                            let wm = both.map_or(i64::MAX, watermark_before);
-                            if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out) {
-                                record_error(&errors, e);
-                            }
-                            let now = r.clock.now_ms();
-                            if let Err(e) =
-                                r.fire::<T, OUT>(TimeDomain::ProcessingTime, now, &mut out)
-                            {
-                                record_error(&errors, e);
-                            }
-                        }
                         let stashed = [keyed_stash.keys().next(), bcast_stash.keys().next()]
                             .into_iter()
                             .flatten()
                             .min()
                             .copied();
-                        let hold = match (both, stashed) {
-                            (Some(f), Some(s)) => Some(f.min(s)),
-                            (f, s) => f.or(s),
-                        };
-                        let emit_at = hold.map_or(*c.time(), |h| h.max(*c.time()));
-                        if !out.is_empty() {
-                            output
-                                .session(&c.delayed(&emit_at))
-                                .give_iterator(out.drain(..));
-                        }
-                        match hold {
-                            Some(h) => {
-                                if h > *c.time() {
-                                    c.downgrade(&h);
-                                }
-                                if !r.timers.is_empty(TimeDomain::ProcessingTime) {
-                                    activator.activate();
-                                }
-                            }
-                            None => cap = None,
+                        if !r.end_activation::<T, OUT>(
+                            both, stashed, &errors, c, &mut out, output, &activator,
+                        ) {
+                            cap = None;
                         }
                     }
                 },

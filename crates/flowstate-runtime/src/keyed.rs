@@ -21,7 +21,9 @@ use flowstate_core::state::{Namespace, StateKey};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -116,7 +118,6 @@ pub(crate) struct KeyedCtx<'a, K, N, OUT> {
     pub(crate) timers: &'a mut TimerState<K, N>,
     pub(crate) watermark: i64,
     pub(crate) clock: &'a Arc<dyn Clock>,
-    pub(crate) backend: &'a AnyBackend<K>,
 }
 
 /// What a keyed operator does with records and timers.
@@ -135,6 +136,10 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
         Ok(())
     }
 }
+
+/// The output handle of a keyed operator.
+pub(crate) type TaggedOutput<'a, OUT> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>>;
 
 /// A record of a keyed stream: event time, (target worker, key group, key, value).
 pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));
@@ -203,7 +208,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             timers: &mut self.timers,
             watermark: self.watermark,
             clock: &self.clock,
-            backend: &self.backend,
         };
         self.logic.element(value, &mut ctx)
     }
@@ -226,7 +230,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 timers: &mut self.timers,
                 watermark: self.watermark,
                 clock: &self.clock,
-                backend: &self.backend,
             };
             self.logic.timer(ts, ns, domain, &mut ctx)?;
         }
@@ -247,6 +250,67 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             self.fire::<IN, OUT>(TimeDomain::EventTime, watermark, out)?;
         }
         Ok(())
+    }
+}
+
+impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
+    /// The end of an operator activation, once the epochs that were ready are done:
+    /// the frontier's own watermark and the due processing-time timers fire, pending
+    /// output goes out, and the capability is held at the earliest time still to come
+    /// (`frontier`, or a `stashed` epoch). Returns `false` once everything is done
+    /// (input ended, every event-time timer fired): the caller drops its capability.
+    /// Processing-time timers still pending then are dropped (a bounded input ended).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn end_activation<IN, OUT: 'static>(
+        &mut self,
+        frontier: Option<u64>,
+        stashed: Option<u64>,
+        errors: &crate::ErrorSlot,
+        cap: &mut Capability<u64>,
+        out: &mut Vec<(i64, Tagged<OUT>)>,
+        output: &mut TaggedOutput<'_, OUT>,
+        activator: &Activator,
+    ) -> bool
+    where
+        L: KeyedLogic<K, N, IN, OUT>,
+    {
+        if errors.borrow().is_none() {
+            let wm = frontier.map_or(i64::MAX, watermark_before);
+            if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out) {
+                record_error(errors, e);
+            }
+            let now = self.clock.now_ms();
+            if let Err(e) = self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, out) {
+                record_error(errors, e);
+            }
+        }
+        let hold = match (frontier, stashed) {
+            (Some(f), Some(s)) => Some(f.min(s)),
+            (f, s) => f.or(s),
+        };
+        if !out.is_empty() {
+            let emit_at = hold.map_or(*cap.time(), |h| h.max(*cap.time()));
+            output
+                .session(&cap.delayed(&emit_at))
+                .give_iterator(out.drain(..));
+        }
+        match hold {
+            Some(h) => {
+                if h > *cap.time() {
+                    cap.downgrade(&h);
+                }
+                if !self.timers.is_empty(TimeDomain::ProcessingTime) {
+                    activator.activate();
+                }
+                true
+            }
+            None => {
+                if let Err(e) = self.logic.finish() {
+                    record_error(errors, e);
+                }
+                false
+            }
+        }
     }
 }
 
@@ -328,45 +392,16 @@ where
                             .session(&c.delayed(&epoch))
                             .give_iterator(out.drain(..));
                     }
-                    // The watermark of the frontier itself (all input done: the end).
-                    if !failed(&errors) {
-                        let wm = frontier_min.map_or(i64::MAX, watermark_before);
-                        if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out) {
-                            record_error(&errors, e);
-                        }
-                        let now = r.clock.now_ms();
-                        if let Err(e) = r.fire::<T, OUT>(TimeDomain::ProcessingTime, now, &mut out)
-                        {
-                            record_error(&errors, e);
-                        }
-                    }
-                    let hold = match (frontier_min, stash.keys().next()) {
-                        (Some(f), Some(&s)) => Some(f.min(s)),
-                        (f, s) => f.or(s.copied()),
-                    };
-                    let emit_at = hold.map_or(*c.time(), |h| h.max(*c.time()));
-                    if !out.is_empty() {
-                        output
-                            .session(&c.delayed(&emit_at))
-                            .give_iterator(out.drain(..));
-                    }
-                    match hold {
-                        Some(h) => {
-                            if h > *c.time() {
-                                c.downgrade(&h);
-                            }
-                            if !r.timers.is_empty(TimeDomain::ProcessingTime) {
-                                activator.activate();
-                            }
-                        }
-                        None => {
-                            // Input done, every event-time timer fired. Processing-time
-                            // timers still pending are dropped (a bounded input ended).
-                            if let Err(e) = r.logic.finish() {
-                                record_error(&errors, e);
-                            }
-                            cap = None;
-                        }
+                    if !r.end_activation::<T, OUT>(
+                        frontier_min,
+                        stash.keys().next().copied(),
+                        &errors,
+                        c,
+                        &mut out,
+                        output,
+                        &activator,
+                    ) {
+                        cap = None;
                     }
                 }
             },

@@ -211,7 +211,6 @@ fn reborrow<'s, K, OUT>(
         timers: &mut *c.timers,
         watermark: c.watermark,
         clock: c.clock,
-        backend: c.backend,
     }
 }
 
