@@ -44,6 +44,7 @@ use crate::keyed::{
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
+use crate::time::{Time, frontier_clocks, time};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
 
@@ -54,7 +55,7 @@ type BroadcastRecord<B> = (i64, (u32, u64, B));
 pub struct BroadcastStream<'scope, B> {
     /// Records tagged with (sending worker, sequence number there): every receiver
     /// applies one epoch's records in that order, so all end in the same state.
-    inner: StreamVec<'scope, u64, BroadcastRecord<B>>,
+    inner: StreamVec<'scope, Time, BroadcastRecord<B>>,
 }
 
 impl<'scope, T: Data> DataStream<'scope, T> {
@@ -260,16 +261,33 @@ where
         let errors = stream.errors.clone();
         let scope = stream.scope;
         let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-        let runner = KeyedRunner::<K, VoidNamespace, _>::start(&stream.config, index, peers, |b| {
-            function.open(&OpenContext::new(b))?;
-            Ok(BroadcastLogic {
-                function,
-                store: OperatorStateStore::new(index),
-                _broadcast: std::marker::PhantomData,
-            })
-        });
+        if stream.checkpoints.is_some() {
+            // Which broadcast records a snapshot has applied differs between workers
+            // at the cut; until that is settled, refuse rather than restore wrongly.
+            record_error(
+                &errors,
+                RuntimeError::Config(
+                    "the broadcast state pattern does not support checkpointing yet".into(),
+                ),
+            );
+        }
+        let runner = KeyedRunner::<K, VoidNamespace, _>::start::<T>(
+            &stream.config,
+            None,
+            "broadcast",
+            index,
+            peers,
+            |b| {
+                function.open(&OpenContext::new(b))?;
+                Ok(BroadcastLogic {
+                    function,
+                    store: OperatorStateStore::new(index),
+                    _broadcast: std::marker::PhantomData,
+                })
+            },
+        );
         let mut runner = match runner {
-            Ok(r) => Some(r),
+            Ok((r, _, _)) => Some(r),
             Err(e) => {
                 record_error(&errors, e);
                 None
@@ -292,14 +310,15 @@ where
                     let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                     let errors = op_errors;
                     move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
-                        let fk = keyed_frontier.frontier().first().copied();
-                        let fb = bcast_frontier.frontier().first().copied();
-                        keyed_in.for_each(|time, data| {
-                            let epoch = time.least().copied().unwrap_or(0);
+                        let ck = frontier_clocks(&keyed_frontier.frontier());
+                        let cb = frontier_clocks(&bcast_frontier.frontier());
+                        let (fk, fb) = (ck.map(|c| c.0), cb.map(|c| c.0));
+                        keyed_in.for_each(|stamp, data| {
+                            let epoch = crate::time::stamp_time(stamp.stamp().elements()).outer;
                             keyed_stash.entry(epoch).or_default().append(data);
                         });
-                        bcast_in.for_each(|time, data| {
-                            let epoch = time.least().copied().unwrap_or(0);
+                        bcast_in.for_each(|stamp, data| {
+                            let epoch = crate::time::stamp_time(stamp.stamp().elements()).outer;
                             // A broadcast record takes effect at the epoch of its own
                             // event time, or when it arrives if that is later.
                             for rec in data.drain(..) {
@@ -314,8 +333,8 @@ where
                             return;
                         };
                         let failed = || errors.borrow().is_some();
-                        let both = match (fk, fb) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
+                        let both = match (ck, cb) {
+                            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
                             (a, b) => a.or(b),
                         };
                         loop {
@@ -374,8 +393,9 @@ where
                                     }
                                 }
                             }
+                            let at = c.time().clone();
                             output
-                                .session(&c.delayed(&epoch))
+                                .session(&c.delayed(&time(epoch.max(at.outer), at.inner)))
                                 .give_iterator(out.drain(..));
                         }
                         let stashed = [keyed_stash.keys().next(), bcast_stash.keys().next()]
@@ -391,6 +411,6 @@ where
                     }
                 },
             );
-        DataStream::from_tagged(raw, stream.config, errors, scope)
+        DataStream::from_tagged(raw, stream.config, errors, scope, stream.checkpoints)
     }
 }

@@ -6,34 +6,30 @@
 //! and finishes the line running past its end), so every line is read exactly once at
 //! any number of workers, as Hadoop and Flink's file sources split text. The read
 //! position of each split (`path`, range, next byte offset) is kept in the worker's
-//! operator state under [`FILE_POSITION_STATE`], updated after every batch.
+//! split state of the source ([`crate::SOURCE_SPLITS_STATE`]), stored at every checkpoint.
 //!
 //! **Nexmark.** [`Job::source_nexmark`] generates the benchmark's Person, Auction and
 //! Bid events with the `nexmark` crate; worker `i` of `W` generates events `i`, `i+W`,
 //! ..., so the job sees the same events at any parallelism. Event times are the
 //! events' `date_time` from a fixed base time, so runs repeat.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use flowstate_core::descriptor::ListStateDescriptor;
-use flowstate_core::operator::{OperatorListState, OperatorStateStore};
 use flowstate_core::state::ListState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::InputHandle;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Input;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::stream::{Data, DataStream, Job, SourceDriver, WatermarkStrategy, advance_epoch};
-use crate::{ErrorSlot, RuntimeError, record_error};
-
-/// Name of the operator list state holding file sources' read positions.
-pub const FILE_POSITION_STATE: &str = "file-source-position";
+use crate::source::{SeqReader, SplitFactory, SplitPosition, SplitReader};
+use crate::stream::{Data, DataStream, Job, WatermarkStrategy};
+use crate::{RuntimeError, record_error};
 
 /// How a file source turns lines into records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,49 +60,31 @@ pub struct FilePosition {
 }
 
 /// Turns one line into a record, or says why not.
-type LineParser<T> = Box<dyn Fn(&str) -> Result<T, String>>;
+type LineParser<T> = Rc<dyn Fn(&str) -> Result<T, String>>;
 
-/// Records per source step, as for the vec source.
-const FILE_BATCH: usize = 1024;
-
-struct FileSource<T: Data> {
+/// Reads the lines of one file split.
+struct FileSplitReader<T> {
     reader: BufReader<File>,
     pos: FilePosition,
     format: FileFormat,
     parse: LineParser<T>,
-    timestamp: Box<dyn Fn(&T) -> i64>,
-    strategy: WatermarkStrategy,
-    max_ts: i64,
     line: String,
-    position_state: Rc<OperatorListState<FilePosition>>,
-    _store: OperatorStateStore,
-    errors: ErrorSlot,
-    input: InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
 }
 
-impl<T: Data> FileSource<T> {
-    fn fail(&self, message: String) -> bool {
-        record_error(
-            &self.errors,
-            RuntimeError::Source(format!("{}: {message}", self.pos.path.display())),
-        );
-        false
-    }
-}
-
-impl<T: Data> SourceDriver for FileSource<T> {
-    fn step(&mut self) -> bool {
-        for _ in 0..FILE_BATCH {
+impl<T> SplitReader<T> for FileSplitReader<T> {
+    fn next(&mut self) -> Option<Result<T, String>> {
+        let path = self.pos.path.display().to_string();
+        loop {
             if self.pos.offset >= self.pos.split_end {
-                return false;
+                return None;
             }
             self.line.clear();
             let n = match self.reader.read_line(&mut self.line) {
-                Ok(0) => return false,
+                Ok(0) => return None,
                 Ok(n) => n,
                 Err(e) => {
                     let at = self.pos.offset;
-                    return self.fail(format!("read error at byte {at}: {e}"));
+                    return Some(Err(format!("{path}: read error at byte {at}: {e}")));
                 }
             };
             let line_start = self.pos.offset;
@@ -120,24 +98,25 @@ impl<T: Data> SourceDriver for FileSource<T> {
             if skip {
                 continue;
             }
-            match (self.parse)(text) {
-                Ok(v) => {
-                    let ts = (self.timestamp)(&v);
-                    self.input.send((ts, v));
-                    self.max_ts = self.max_ts.max(ts);
-                    advance_epoch(&mut self.input, self.strategy, self.max_ts);
-                }
-                Err(e) => {
-                    return self.fail(format!("bad record in the line at byte {line_start}: {e}"));
-                }
-            }
+            return Some(
+                (self.parse)(text).map_err(|e| {
+                    format!("{path}: bad record in the line at byte {line_start}: {e}")
+                }),
+            );
         }
-        if let Err(e) = self.position_state.update(vec![self.pos.clone()]) {
-            record_error(&self.errors, e.into());
-            return false;
-        }
-        true
     }
+    fn position(&self) -> SplitPosition {
+        SplitPosition::File(self.pos.clone())
+    }
+}
+
+/// Opens a split stored in a checkpoint at its read position.
+fn reopen_split(pos: FilePosition) -> Result<(BufReader<File>, FilePosition), String> {
+    let mut file =
+        File::open(&pos.path).map_err(|e| format!("{}: cannot open: {e}", pos.path.display()))?;
+    file.seek(SeekFrom::Start(pos.offset))
+        .map_err(|e| format!("{}: cannot seek: {e}", pos.path.display()))?;
+    Ok((BufReader::new(file), pos))
 }
 
 /// Opens `path` positioned at the first line starting in this worker's byte range.
@@ -190,14 +169,13 @@ impl<'scope> Job<'scope> {
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
         let path = path.as_ref().to_path_buf();
-        let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
         let parse: LineParser<T> = match format {
-            FileFormat::Lines => Box::new(|line: &str| {
+            FileFormat::Lines => Rc::new(|line: &str| {
                 // A line is a JSON string's contents: this is the String case.
                 serde_json::from_value(serde_json::Value::String(line.to_string()))
                     .map_err(|e| format!("line records need T = String: {e}"))
             }),
-            FileFormat::Csv { .. } => Box::new(|line: &str| {
+            FileFormat::Csv { .. } => Rc::new(|line: &str| {
                 let mut r = csv::ReaderBuilder::new()
                     .has_headers(false)
                     .from_reader(line.as_bytes());
@@ -208,37 +186,38 @@ impl<'scope> Job<'scope> {
                 }
             }),
             FileFormat::JsonLines => {
-                Box::new(|line: &str| serde_json::from_str::<T>(line).map_err(|e| e.to_string()))
+                Rc::new(|line: &str| serde_json::from_str::<T>(line).map_err(|e| e.to_string()))
             }
         };
         let (index, peers) = (self.worker_index(), self.workers());
-        let store = OperatorStateStore::new(index as u32);
-        let opened = open_split(&path, index, peers)
-            .map_err(|m| RuntimeError::Source(format!("{}: {m}", path.display())))
-            .and_then(|(reader, pos)| {
-                let state = store
-                    .list_state::<FilePosition>(&ListStateDescriptor::new(FILE_POSITION_STATE))?;
-                state.update(vec![pos.clone()])?;
-                Ok((reader, pos, state))
-            });
-        match opened {
-            Ok((reader, pos, position_state)) => self.drivers.push(Box::new(FileSource {
-                reader,
-                pos,
-                format,
-                parse,
-                timestamp: Box::new(timestamp),
-                strategy,
-                max_ts: i64::MIN,
-                line: String::new(),
-                position_state,
-                _store: store,
-                errors: self.errors.clone(),
-                input,
-            })),
-            Err(e) => record_error(&self.errors, e),
-        }
-        self.stream(stream)
+        let make: SplitFactory<T> = Box::new(move |stored| {
+            let opened = match stored {
+                None => vec![
+                    open_split(&path, index, peers)
+                        .map_err(|m| format!("{}: {m}", path.display()))?,
+                ],
+                Some(splits) => splits
+                    .into_iter()
+                    .map(|s| match s.position {
+                        SplitPosition::File(pos) => reopen_split(pos),
+                        other => Err(format!("a file source cannot resume from {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            Ok(opened
+                .into_iter()
+                .map(|(reader, pos)| {
+                    Box::new(FileSplitReader {
+                        reader,
+                        pos,
+                        format,
+                        parse: parse.clone(),
+                        line: String::new(),
+                    }) as Box<dyn SplitReader<T>>
+                })
+                .collect())
+        });
+        self.add_source("file-source", make, Box::new(timestamp), strategy)
     }
 
     /// `events` Nexmark events (Person, Auction, Bid in the benchmark's 1:3:46 mix),
@@ -251,75 +230,290 @@ impl<'scope> Job<'scope> {
         max_delay_ms: i64,
     ) -> DataStream<'scope, nexmark::event::Event> {
         let (index, peers) = (self.worker_index() as u64, self.workers() as u64);
-        let config = nexmark::config::NexmarkConfig {
-            base_time: base_time_ms,
-            ..Default::default()
+        let make: SplitFactory<nexmark::event::Event> = Box::new(move |stored| {
+            let positions = match stored {
+                None => vec![(index, peers, 0)],
+                Some(splits) => splits
+                    .into_iter()
+                    .map(|s| match s.position {
+                        SplitPosition::Seq {
+                            index,
+                            of,
+                            consumed,
+                        } => Ok((index, of.max(1), consumed)),
+                        other => Err(format!("a Nexmark source cannot resume from {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            Ok(positions
+                .into_iter()
+                .map(|(index, of, consumed)| {
+                    let config = nexmark::config::NexmarkConfig {
+                        base_time: base_time_ms,
+                        ..Default::default()
+                    };
+                    let mut generator = nexmark::EventGenerator::new(config)
+                        .with_offset(index + consumed * of)
+                        .with_step(of);
+                    Box::new(SeqReader {
+                        index,
+                        of,
+                        consumed,
+                        len: events,
+                        // The reader bounds the count; the generator is endless.
+                        element: Box::new(move |_| generator.next()),
+                    }) as Box<dyn SplitReader<nexmark::event::Event>>
+                })
+                .collect())
+        });
+        self.add_source(
+            "nexmark-source",
+            make,
+            Box::new(|e: &nexmark::event::Event| i64::try_from(e.timestamp()).unwrap_or(i64::MAX)),
+            WatermarkStrategy::BoundedOutOfOrderness(max_delay_ms),
+        )
+    }
+}
+
+/// A sink transaction: the records of one checkpoint interval in one in-progress file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkTransaction {
+    /// Checkpoint interval whose records it holds.
+    pub interval: u64,
+    /// The hidden in-progress file (pre-committed: flushed and synced).
+    pub pending: PathBuf,
+    /// The committed name.
+    pub committed: PathBuf,
+}
+
+impl SinkTransaction {
+    /// Makes the transaction's output visible; idempotent (a transaction committed
+    /// before a crash is found committed after it).
+    fn commit(&self) -> Result<(), RuntimeError> {
+        crate::failpoint::hit("sink-commit");
+        match std::fs::rename(&self.pending, &self.committed) {
+            Ok(()) => Ok(()),
+            Err(_) if self.committed.exists() => Ok(()),
+            Err(e) => Err(RuntimeError::Sink(format!(
+                "committing {}: {e}",
+                self.pending.display()
+            ))),
+        }
+    }
+}
+
+/// Name of the operator list state holding a sink's pre-committed transactions.
+pub const SINK_TRANSACTIONS_STATE: &str = "sink-transactions";
+
+/// Open and pre-committed transactions of one sink instance.
+struct SinkState {
+    dir: PathBuf,
+    index: usize,
+    open: BTreeMap<u64, (BufWriter<File>, SinkTransaction)>,
+    precommitted: Vec<SinkTransaction>,
+}
+
+impl SinkState {
+    fn transaction(&self, interval: u64) -> SinkTransaction {
+        SinkTransaction {
+            interval,
+            pending: self
+                .dir
+                .join(format!(".part-{}-{interval}.inprogress", self.index)),
+            committed: self.dir.join(format!("part-{}-{interval}", self.index)),
+        }
+    }
+
+    fn writer(&mut self, interval: u64) -> Result<&mut BufWriter<File>, RuntimeError> {
+        if !self.open.contains_key(&interval) {
+            let t = self.transaction(interval);
+            let f = File::create(&t.pending)
+                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            self.open.insert(interval, (BufWriter::new(f), t));
+        }
+        self.open
+            .get_mut(&interval)
+            .map(|(w, _)| w)
+            .ok_or_else(|| RuntimeError::Sink("transaction vanished".into()))
+    }
+
+    /// Pre-commits every open transaction of an interval below `limit`.
+    fn precommit_below(&mut self, limit: u64) -> Result<(), RuntimeError> {
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() >= limit {
+                break;
+            }
+            let (w, t) = entry.remove();
+            let f = w
+                .into_inner()
+                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            f.sync_all()
+                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            self.precommitted.push(t);
+        }
+        Ok(())
+    }
+
+    /// Commits every pre-committed transaction of checkpoints up to `done`.
+    fn commit_through(&mut self, done: u64) -> Result<(), RuntimeError> {
+        let mut keep = Vec::new();
+        for t in std::mem::take(&mut self.precommitted) {
+            if t.interval <= done {
+                t.commit()?;
+            } else {
+                keep.push(t);
+            }
+        }
+        self.precommitted = keep;
+        Ok(())
+    }
+}
+
+/// Deletes in-progress files of the workers `mine` accepts from intervals after
+/// `after`: output of a crashed run past its last checkpoint, which the restarted job
+/// writes again.
+fn delete_stray_transactions(dir: &Path, mine: impl Fn(usize) -> bool, after: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name
+            .strip_prefix(".part-")
+            .and_then(|r| r.strip_suffix(".inprogress"))
+        else {
+            continue;
         };
-        let mine = events.saturating_sub(index).div_ceil(peers);
-        let generator = nexmark::EventGenerator::new(config)
-            .with_offset(index)
-            .with_step(peers)
-            .take(usize::try_from(mine).unwrap_or(usize::MAX));
-        let (input, stream) = self.scope.new_input::<Vec<(i64, nexmark::event::Event)>>();
-        self.drivers.push(Box::new(crate::stream::IterSource {
-            items: Box::new(generator),
-            timestamp: Box::new(|e: &nexmark::event::Event| {
-                i64::try_from(e.timestamp()).unwrap_or(i64::MAX)
-            }),
-            strategy: WatermarkStrategy::BoundedOutOfOrderness(max_delay_ms),
-            max_ts: i64::MIN,
-            input,
-        }));
-        self.stream(stream)
+        let Some((w, c)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(w), Ok(c)) = (w.parse::<usize>(), c.parse::<u64>()) else {
+            continue;
+        };
+        if mine(w) && c > after {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
 impl<T: Data> DataStream<'_, T> {
-    /// Writes every record as a line `format(record)` to `dir/part-<worker>` (the
-    /// directory is created; existing part files are replaced). Write errors fail the
-    /// job with [`RuntimeError::Sink`]. Exactly-once output across failures is the
-    /// transactional sink of the checkpointing runtime.
+    /// Writes every record as a line `format(record)` into `dir`, exactly once across
+    /// failures when the job checkpoints: a transactional (two-phase commit) sink as
+    /// Flink's `FileSink`.
+    ///
+    /// Each worker writes the records of checkpoint interval `c` to a hidden
+    /// `.part-<worker>-<c>.inprogress`; when checkpoint `c`'s snapshot is taken the file
+    /// is flushed and synced (pre-commit) and listed in the sink's operator state; when
+    /// the checkpoint completes it is renamed to `part-<worker>-<c>` (commit). A restart
+    /// commits the transactions of the checkpoint it restores (idempotently: some may
+    /// already be committed) and deletes in-progress files written after it. Without
+    /// checkpointing, everything is committed when the input ends. Write errors fail
+    /// the job with [`RuntimeError::Sink`].
     pub fn write_text_files(self, dir: impl AsRef<Path>, format: impl Fn(&T) -> String + 'static) {
-        let path = dir.as_ref().join(format!("part-{}", self.scope.index()));
+        let dir = dir.as_ref().to_path_buf();
         let errors = self.errors.clone();
-        let fail = move |e: std::io::Error, errors: &ErrorSlot| {
+        let index = self.scope.index();
+        let peers = self.scope.peers();
+        if let Err(e) = std::fs::create_dir_all(&dir) {
             record_error(
-                errors,
-                RuntimeError::Sink(format!("{}: {e}", path.display())),
+                &errors,
+                RuntimeError::Sink(format!("{}: {e}", dir.display())),
             );
-        };
-        let file = std::fs::create_dir_all(dir.as_ref())
-            .and_then(|()| File::create(dir.as_ref().join(format!("part-{}", self.scope.index()))));
-        let mut writer = match file {
-            Ok(f) => Some(BufWriter::new(f)),
-            Err(e) => {
-                fail(e, &errors);
-                None
+            return;
+        }
+        let sink = Rc::new(RefCell::new(SinkState {
+            dir: dir.clone(),
+            index,
+            open: BTreeMap::new(),
+            precommitted: Vec::new(),
+        }));
+        // Checkpointing: a task whose operator state is the pre-committed transactions.
+        let mut task = None;
+        let mut restored_id = 0;
+        if let Some(ctx) = self.checkpoints.clone() {
+            let setup = (|| -> Result<_, RuntimeError> {
+                let (uid, restored) = ctx.task("file-sink", false);
+                let store = ctx.operator_store(restored.as_ref())?;
+                let state = store.list_state::<SinkTransaction>(&ListStateDescriptor::new(
+                    SINK_TRANSACTIONS_STATE,
+                ))?;
+                // The restored checkpoint completed: its transactions commit now.
+                for t in state.get()? {
+                    t.commit()?;
+                }
+                state.update(Vec::new())?;
+                Ok((uid, store, state))
+            })();
+            restored_id = ctx.restored.as_ref().map_or(0, |r| r.metadata.id);
+            match setup {
+                Ok(t) => task = Some((ctx.clone(), t)),
+                Err(e) => record_error(&errors, e),
             }
-        };
+            let listener = sink.clone();
+            ctx.on_complete(move |done| listener.borrow_mut().commit_through(done));
+        }
+        // Worker 0 also takes those of workers this run does not have (a rescale down).
+        delete_stray_transactions(
+            &dir,
+            |w| w == index || (index == 0 && w >= peers),
+            restored_id,
+        );
+        let mut snapshotted = task
+            .as_ref()
+            .map_or(0, |(ctx, _)| ctx.coordinator.start().saturating_sub(1));
         self.inner
             .sink(Pipeline, "FileSink", move |(input, frontier)| {
-                input.for_each(|_, data| {
-                    let mut broken = false;
-                    if let Some(w) = writer.as_mut() {
+                let mut s = sink.borrow_mut();
+                input.for_each(|time, data| {
+                    if errors.borrow().is_some() {
+                        data.clear();
+                        return;
+                    }
+                    let interval = crate::time::stamp_time(time.stamp().elements()).inner;
+                    let written = s.writer(interval).and_then(|w| {
                         for (_, v) in data.drain(..) {
-                            if let Err(e) = writeln!(w, "{}", format(&v)) {
-                                fail(e, &errors);
-                                broken = true;
-                                break;
+                            writeln!(w, "{}", format(&v)).map_err(|e| {
+                                RuntimeError::Sink(format!("{}: {e}", dir.display()))
+                            })?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = written {
+                        record_error(&errors, e);
+                    }
+                    data.clear();
+                });
+                if errors.borrow().is_some() {
+                    return;
+                }
+                let clocks = crate::time::frontier_clocks(&frontier.frontier());
+                let result = (|| -> Result<(), RuntimeError> {
+                    match &task {
+                        None => {
+                            if clocks.is_none() {
+                                s.precommit_below(u64::MAX)?;
+                                s.commit_through(u64::MAX)?;
+                            }
+                        }
+                        Some((ctx, (uid, store, state))) => {
+                            let through = match clocks {
+                                Some((_, c)) => c.saturating_sub(1),
+                                None => ctx.coordinator.final_id().unwrap_or(snapshotted),
+                            };
+                            while snapshotted < through {
+                                snapshotted += 1;
+                                let started = std::time::Instant::now();
+                                s.precommit_below(snapshotted + 1)?;
+                                state.update(s.precommitted.clone())?;
+                                let snap = store.snapshot()?;
+                                ctx.write_async(snapshotted, uid, None, Some(snap), started);
                             }
                         }
                     }
-                    data.clear();
-                    if broken {
-                        writer = None;
-                    }
-                });
-                if frontier.is_empty()
-                    && let Some(mut w) = writer.take()
-                    && let Err(e) = w.flush()
-                {
-                    fail(e, &errors);
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    record_error(&errors, e);
                 }
             });
     }

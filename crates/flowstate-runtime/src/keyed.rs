@@ -12,11 +12,17 @@
 //! with no event time every record is in epoch 0 and nothing waits.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+use flowstate_core::descriptor::ListStateDescriptor;
 use flowstate_core::keygroup::key_group_range_for_operator;
+use flowstate_core::operator::OperatorStateStore;
 use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+use flowstate_core::snapshot::AsyncKeyedSnapshot;
+use flowstate_core::state::VoidNamespace;
 use flowstate_core::state::{Namespace, StateKey};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -26,7 +32,10 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
+use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
 use crate::stream::{Data, DataStream, KeyedStream};
+use crate::task::{KeyedWrite, WorkerCheckpoints};
+use crate::time::{Time, frontier_clocks, time};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
 
@@ -139,7 +148,7 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
 
 /// The output handle of a keyed operator.
 pub(crate) type TaggedOutput<'a, OUT> =
-    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>>;
+    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>>;
 
 /// A record of a keyed stream: event time, (target worker, key group, key, value).
 pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));
@@ -153,6 +162,29 @@ pub(crate) fn watermark_before(epoch: u64) -> i64 {
     }
 }
 
+/// A stash of records waiting for their epoch, by (epoch, checkpoint interval).
+pub(crate) type Stash<K, T> = BTreeMap<(u64, u64), Vec<KeyedRecord<K, T>>>;
+
+/// Keyed state holding the records a snapshot caught waiting in the stash:
+/// per key, `(epoch, event time, serialized value)`.
+const INFLIGHT_STATE: &str = "_inflight";
+
+type InflightEntry = (u64, i64, Vec<u8>);
+
+fn inflight_descriptor() -> ListStateDescriptor<InflightEntry> {
+    ListStateDescriptor::new(INFLIGHT_STATE)
+}
+
+/// A keyed operator instance's part in checkpoints.
+pub(crate) struct KeyedTask {
+    pub(crate) uid: String,
+    pub(crate) ctx: Rc<WorkerCheckpoints>,
+    /// Checkpoints up to this one are snapshotted.
+    pub(crate) snapshotted: u64,
+    /// Completion delivered to the backend up to this one.
+    notified: u64,
+}
+
 /// The per-worker running part of a keyed operator.
 pub(crate) struct KeyedRunner<K: StateKey, N: Namespace, L> {
     pub(crate) backend: AnyBackend<K>,
@@ -160,35 +192,75 @@ pub(crate) struct KeyedRunner<K: StateKey, N: Namespace, L> {
     pub(crate) logic: L,
     pub(crate) watermark: i64,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) task: Option<KeyedTask>,
 }
 
 impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
-    /// Sets up the backend of this worker's key-group range and its timers, then
-    /// `open` builds the logic (declaring its state).
-    pub(crate) fn start(
+    /// Sets up the backend of this worker's key-group range (restored from the
+    /// snapshot when the job restores) and its timers, then `open` builds the logic
+    /// (declaring its state). Returns the runner, the records the snapshot caught in
+    /// flight, and the task's restored snapshot (for operator state).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn start<T: Data>(
         config: &crate::JobConfig,
+        checkpoints: Option<&Rc<WorkerCheckpoints>>,
+        kind: &str,
         index: u32,
         peers: u32,
         open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError>,
-    ) -> Result<Self, RuntimeError> {
+    ) -> Result<(Self, Stash<K, T>, Option<OperatorSnapshotMeta>), RuntimeError> {
         let max_p = config.max_parallelism;
         let range = key_group_range_for_operator(max_p, peers, index)?;
-        let backend = config.backend.create(KeyedBackendConfig {
+        let backend_config = KeyedBackendConfig {
             max_parallelism: max_p,
             key_group_range: range,
             key_serializer: SerdeSerializer::<K>::arc(),
-        })?;
+        };
+        let mut task = None;
+        let mut restored_meta = None;
+        let backend = match checkpoints {
+            None => config.backend.create(backend_config)?,
+            Some(ctx) => {
+                let (uid, restored) = ctx.task(kind, false);
+                let start = ctx.coordinator.start();
+                task = Some(KeyedTask {
+                    uid,
+                    ctx: ctx.clone(),
+                    snapshotted: start.saturating_sub(1),
+                    notified: 0,
+                });
+                let backend = match (&restored, &ctx.restored) {
+                    (Some(meta), Some(r)) if !meta.keyed.is_empty() => config
+                        .backend
+                        .restore(backend_config, r.storage.as_ref(), &meta.keyed)
+                        .map_err(|e| {
+                            RuntimeError::Restore(format!("checkpoint {}: {e}", r.metadata.id))
+                        })?,
+                    _ => config.backend.create(backend_config)?,
+                };
+                restored_meta = restored;
+                backend
+            }
+        };
         let logic = open(&backend)?;
         let timers = TimerState::rebuild(&backend)?;
-        Ok(KeyedRunner {
-            backend,
-            timers,
-            logic,
-            watermark: i64::MIN,
-            clock: config.clock.clone(),
-        })
+        let mut stash: Stash<K, T> = BTreeMap::new();
+        if let Some(t) = &task {
+            load_inflight(&backend, index, t.snapshotted + 1, &mut stash)?;
+        }
+        Ok((
+            KeyedRunner {
+                backend,
+                timers,
+                logic,
+                watermark: i64::MIN,
+                clock: config.clock.clone(),
+                task,
+            },
+            stash,
+            restored_meta,
+        ))
     }
-
     /// Runs one record of `key`.
     pub(crate) fn element<IN, OUT>(
         &mut self,
@@ -253,20 +325,120 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
+/// Puts records the restored snapshot caught in flight back into the stash, in
+/// interval `interval` (the first of this run), and clears their state.
+fn load_inflight<K: StateKey + Data, T: Data>(
+    backend: &AnyBackend<K>,
+    index: u32,
+    interval: u64,
+    stash: &mut Stash<K, T>,
+) -> Result<(), RuntimeError> {
+    let state = backend.list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
+    let ser = SerdeSerializer::<T>::new();
+    for key in backend.keys(INFLIGHT_STATE, &VoidNamespace)? {
+        backend.set_current_key(key.clone())?;
+        let kg = backend.key_group_of(&key)?;
+        for (epoch, ts, bytes) in state.get()? {
+            let value = ser
+                .deserialize(&bytes)
+                .map_err(|e| flowstate_core::StateError::serialization(INFLIGHT_STATE, e))?;
+            stash
+                .entry((epoch, interval))
+                .or_default()
+                .push((ts, (index, kg, key.clone(), value)));
+        }
+        state.clear()?;
+    }
+    Ok(())
+}
+
 impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
+    /// Takes the snapshots of every checkpoint up to `through` not taken yet: the
+    /// synchronous part here (stashed records of those checkpoints into `_inflight`,
+    /// the backend's snapshot, `operator`'s state), the files on another thread.
+    pub(crate) fn checkpoint_through<T: Data>(
+        &mut self,
+        through: u64,
+        stash: &Stash<K, T>,
+        operator: Option<&OperatorStateStore>,
+    ) -> Result<(), RuntimeError> {
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        while task.snapshotted < through {
+            task.snapshotted += 1;
+            let id = task.snapshotted;
+            let started = Instant::now();
+            let inflight = self
+                .backend
+                .list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
+            let ser = SerdeSerializer::<T>::new();
+            let mut keys = Vec::new();
+            for ((epoch, interval), records) in stash {
+                if *interval > id {
+                    continue;
+                }
+                for (ts, (_, _, key, value)) in records {
+                    let mut bytes = Vec::new();
+                    ser.serialize_into(value, &mut bytes).map_err(|e| {
+                        flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
+                    })?;
+                    self.backend.set_current_key(key.clone())?;
+                    inflight.add((*epoch, *ts, bytes))?;
+                    keys.push(key.clone());
+                }
+            }
+            let keyed: KeyedWrite = match task.ctx.coordinator.kind_of(id) {
+                SnapshotKind::Checkpoint => {
+                    let snap = self.backend.snapshot(id)?;
+                    Box::new(move |storage, path| snap.write(storage, path))
+                }
+                SnapshotKind::Savepoint => {
+                    let snap = self.backend.savepoint()?;
+                    Box::new(move |storage, path| snap.write(storage, path))
+                }
+            };
+            for key in keys {
+                self.backend.set_current_key(key)?;
+                inflight.clear()?;
+            }
+            let op = operator.map(OperatorStateStore::snapshot).transpose()?;
+            task.ctx
+                .write_async(id, &task.uid, Some(keyed), op, started);
+        }
+        Ok(())
+    }
+
+    /// Tells the backend about checkpoints the worker saw complete.
+    pub(crate) fn deliver_completions(&mut self) -> Result<(), RuntimeError> {
+        if let Some(task) = self.task.as_mut() {
+            let done = task.ctx.notified.get();
+            if done > task.notified {
+                task.notified = done;
+                self.backend.notify_checkpoint_complete(done)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint ids this operator snapshots at the end of its input.
+    pub(crate) fn final_checkpoint(&self) -> Option<u64> {
+        self.task.as_ref()?.ctx.coordinator.final_id()
+    }
     /// The end of an operator activation, once the epochs that were ready are done:
     /// the frontier's own watermark and the due processing-time timers fire, pending
     /// output goes out, and the capability is held at the earliest time still to come
-    /// (`frontier`, or a `stashed` epoch). Returns `false` once everything is done
-    /// (input ended, every event-time timer fired): the caller drops its capability.
-    /// Processing-time timers still pending then are dropped (a bounded input ended).
+    /// (`frontier`'s clocks, or a `stashed` epoch). Returns `false` once everything is
+    /// done (input ended, every event-time timer fired): the caller takes the final
+    /// checkpoint and drops its capability. Processing-time timers still pending then
+    /// are dropped (a bounded input ended).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn end_activation<IN, OUT: 'static>(
         &mut self,
-        frontier: Option<u64>,
+        frontier: Option<(u64, u64)>,
         stashed: Option<u64>,
         errors: &crate::ErrorSlot,
-        cap: &mut Capability<u64>,
+        cap: &mut Capability<Time>,
         out: &mut Vec<(i64, Tagged<OUT>)>,
         output: &mut TaggedOutput<'_, OUT>,
         activator: &Activator,
@@ -275,7 +447,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         L: KeyedLogic<K, N, IN, OUT>,
     {
         if errors.borrow().is_none() {
-            let wm = frontier.map_or(i64::MAX, watermark_before);
+            let wm = frontier.map_or(i64::MAX, |(e, _)| watermark_before(e));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out) {
                 record_error(errors, e);
             }
@@ -283,21 +455,24 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             if let Err(e) = self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, out) {
                 record_error(errors, e);
             }
+            if let Err(e) = self.deliver_completions() {
+                record_error(errors, e);
+            }
         }
-        let hold = match (frontier, stashed) {
-            (Some(f), Some(s)) => Some(f.min(s)),
-            (f, s) => f.or(s),
-        };
+        let hold = frontier.map(|(e, c)| time(stashed.map_or(e, |s| s.min(e)), c));
         if !out.is_empty() {
-            let emit_at = hold.map_or(*cap.time(), |h| h.max(*cap.time()));
+            let at = cap.time().clone();
+            let emit_at = hold.map_or(at, |h| time(h.outer.max(at.outer), h.inner.max(at.inner)));
             output
                 .session(&cap.delayed(&emit_at))
                 .give_iterator(out.drain(..));
         }
         match hold {
             Some(h) => {
-                if h > *cap.time() {
-                    cap.downgrade(&h);
+                let at = cap.time().clone();
+                let next = time(h.outer.max(at.outer), h.inner.max(at.inner));
+                if next != at {
+                    cap.downgrade(&next);
                 }
                 if !self.timers.is_empty(TimeDomain::ProcessingTime) {
                     activator.activate();
@@ -315,7 +490,8 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
 }
 
 /// Builds the keyed operator: records exchanged by key group to the worker that owns
-/// it, processed in epoch order by `L` (built per worker by `open`).
+/// it, processed in epoch order by `L` (built per worker by `open`), snapshotted at
+/// every checkpoint.
 pub(crate) fn keyed_operator<'scope, K, T, N, OUT, L>(
     stream: KeyedStream<'scope, K, T>,
     name: &str,
@@ -332,11 +508,19 @@ where
     let errors = stream.errors.clone();
     let scope = stream.scope;
     let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-    let runner = match KeyedRunner::<K, N, L>::start(&stream.config, index, peers, open) {
-        Ok(r) => Some(r),
+    let started = KeyedRunner::<K, N, L>::start::<T>(
+        &stream.config,
+        stream.checkpoints.as_ref(),
+        "keyed",
+        index,
+        peers,
+        open,
+    );
+    let (runner, restored_stash) = match started {
+        Ok((r, stash, _)) => (Some(r), stash),
         Err(e) => {
             record_error(&errors, e);
-            None
+            (None, BTreeMap::new())
         }
     };
     let op_errors = errors.clone();
@@ -350,15 +534,14 @@ where
                 let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
                 let mut runner = runner;
-                let mut stash: BTreeMap<u64, Vec<KeyedRecord<K, T>>> = BTreeMap::new();
+                let mut stash: Stash<K, T> = restored_stash;
                 let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                 let errors = op_errors;
                 move |(input, frontier), output| {
-                    let frontier_min = frontier.frontier().first().copied();
-                    input.for_each(|time, data| {
-                        // Unstamped messages claim no time; they are processed as epoch 0.
-                        let epoch = time.least().copied().unwrap_or(0);
-                        stash.entry(epoch).or_default().append(data);
+                    let clocks = frontier_clocks(&frontier.frontier());
+                    input.for_each(|stamp, data| {
+                        let t = crate::time::stamp_time(stamp.stamp().elements());
+                        stash.entry((t.outer, t.inner)).or_default().append(data);
                     });
                     let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
                         stash.clear();
@@ -366,13 +549,29 @@ where
                         return;
                     };
                     let failed = |errors: &crate::ErrorSlot| errors.borrow().is_some();
+                    // Checkpoints whose records have all arrived, before any record of
+                    // a later one.
+                    if let Some((_, interval)) = clocks
+                        && !failed(&errors)
+                        && let Err(e) =
+                            r.checkpoint_through(interval.saturating_sub(1), &stash, None)
+                    {
+                        record_error(&errors, e);
+                    }
+                    let (ready_epoch, ready_interval) = clocks.unwrap_or((u64::MAX, u64::MAX));
+                    let current = clocks.map_or(c.time().inner, |(_, i)| i);
                     // Epochs nothing earlier can precede any more, in order.
-                    let ready = frontier_min.unwrap_or(u64::MAX);
-                    while let Some(entry) = stash.first_entry() {
-                        if *entry.key() > ready {
-                            break;
-                        }
-                        let (epoch, records) = entry.remove_entry();
+                    let ready: Vec<(u64, u64)> = stash
+                        .keys()
+                        .take_while(|(e, _)| *e <= ready_epoch)
+                        .filter(|(_, i)| *i <= ready_interval)
+                        .copied()
+                        .collect();
+                    for key in ready {
+                        let Some(records) = stash.remove(&key) else {
+                            continue;
+                        };
+                        let epoch = key.0;
                         if !failed(&errors) {
                             if let Err(e) =
                                 r.advance_watermark::<T, OUT>(watermark_before(epoch), &mut out)
@@ -388,23 +587,25 @@ where
                                 }
                             }
                         }
+                        let at = c.time().clone();
                         output
-                            .session(&c.delayed(&epoch))
+                            .session(&c.delayed(&time(epoch.max(at.outer), current)))
                             .give_iterator(out.drain(..));
                     }
+                    let stashed = stash.keys().map(|(e, _)| *e).min();
                     if !r.end_activation::<T, OUT>(
-                        frontier_min,
-                        stash.keys().next().copied(),
-                        &errors,
-                        c,
-                        &mut out,
-                        output,
-                        &activator,
+                        clocks, stashed, &errors, c, &mut out, output, &activator,
                     ) {
+                        if !failed(&errors)
+                            && let Some(last) = r.final_checkpoint()
+                            && let Err(e) = r.checkpoint_through(last, &stash, None)
+                        {
+                            record_error(&errors, e);
+                        }
                         cap = None;
                     }
                 }
             },
         );
-    DataStream::from_tagged(raw, stream.config, errors, scope)
+    DataStream::from_tagged(raw, stream.config, errors, scope, stream.checkpoints)
 }

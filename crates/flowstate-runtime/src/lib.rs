@@ -66,10 +66,15 @@
 
 mod backend;
 mod broadcast;
+pub mod checkpoint;
 mod connectors;
+mod failpoint;
 mod keyed;
 mod process;
+mod source;
 mod stream;
+mod task;
+mod time;
 mod timers;
 mod window;
 
@@ -82,12 +87,16 @@ pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastStream, KeyedBroadcastProcessFunction,
     ReadOnlyBroadcastState, ReadOnlyContext,
 };
-pub use connectors::{FILE_POSITION_STATE, FileFormat, FilePosition};
+pub use checkpoint::{
+    CheckpointConfig, CheckpointMetadata, ClaimMode, Coordinator, RestoreFrom, SnapshotKind,
+};
+pub use connectors::{FileFormat, FilePosition, SINK_TRANSACTIONS_STATE, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 pub use keyed::OutputTag;
 pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
+pub use source::{SOURCE_SPLITS_STATE, SplitPosition, SplitState};
 pub use stream::{Collected, Data, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy};
 pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
 pub use window::{TimeWindow, WindowAssigner, WindowedStream};
@@ -116,6 +125,12 @@ pub enum RuntimeError {
     /// A worker thread failed (timely reports it as text).
     #[error("worker failed: {0}")]
     Worker(String),
+    /// Checkpointing failed (storage, too many aborted checkpoints).
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(String),
+    /// State could not be restored from a snapshot (corrupt or missing files).
+    #[error("restore failed: {0}")]
+    Restore(String),
 }
 
 /// How a job runs.
@@ -129,6 +144,8 @@ pub struct JobConfig {
     pub backend: BackendChoice,
     /// The processing-time clock (timers, TTL); tests inject a [`ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// Checkpoints, when on (off by default).
+    pub checkpointing: Option<CheckpointConfig>,
 }
 
 impl Default for JobConfig {
@@ -138,6 +155,7 @@ impl Default for JobConfig {
             max_parallelism: 128,
             backend: BackendChoice::Heap,
             clock: Arc::new(SystemClock),
+            checkpointing: None,
         }
     }
 }
@@ -164,7 +182,16 @@ impl JobConfig {
         self
     }
 
+    /// Turns checkpointing on.
+    pub fn checkpointing(mut self, checkpoints: CheckpointConfig) -> Self {
+        self.checkpointing = Some(checkpoints);
+        self
+    }
+
     fn validate(&self) -> Result<(), RuntimeError> {
+        if let Some(c) = &self.checkpointing {
+            c.validate()?;
+        }
         let p = u32::try_from(self.workers)
             .map_err(|_| RuntimeError::Config(format!("{} workers", self.workers)))?;
         flowstate_core::keygroup::check_max_parallelism(self.max_parallelism)?;
@@ -192,44 +219,233 @@ pub(crate) fn record_error(slot: &ErrorSlot, e: RuntimeError) {
 /// worker should hand back (e.g. a [`DataStream::collect`] handle); after the sources
 /// are exhausted and every record and timer is processed, returns each worker's
 /// result, in worker order.
+///
+/// With [`JobConfig::checkpointing`], the job first restores (the newest complete
+/// checkpoint of its directory, falling back to older ones when a snapshot turns out
+/// corrupt, or the named snapshot), takes checkpoints as configured while it runs,
+/// and ends with a final checkpoint that commits the transactional sinks' output.
 pub fn execute<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
 where
     F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
     R: stream::JobResult,
 {
     config.validate()?;
+    let build = Arc::new(build);
+    let Some(checkpoints) = config.checkpointing.clone() else {
+        return run(config, None, build);
+    };
+    let (candidates, highest) = checkpoint::restore_candidates(&checkpoints)?;
+    let start = highest + 1;
+    if candidates.is_empty() {
+        let coordinator = Coordinator::new(
+            checkpoints,
+            config.workers,
+            config.max_parallelism,
+            start,
+            None,
+        );
+        coordinator.clean_up_after_crash()?;
+        return run(config, Some((Arc::new(coordinator), None)), build);
+    }
+    let count = candidates.len();
+    for (i, restored) in candidates.into_iter().enumerate() {
+        let id = restored.metadata.id;
+        tracing::info!(
+            checkpoint = id,
+            "restoring from {} {id} ({} -> {} workers)",
+            if restored.metadata.kind == SnapshotKind::Savepoint {
+                "savepoint"
+            } else {
+                "checkpoint"
+            },
+            restored.metadata.parallelism,
+            config.workers
+        );
+        if restored.metadata.max_parallelism != config.max_parallelism {
+            return Err(RuntimeError::Config(format!(
+                "snapshot {id} has max parallelism {}, the job {}: key groups cannot change",
+                restored.metadata.max_parallelism, config.max_parallelism
+            )));
+        }
+        let restored = Arc::new(restored);
+        let coordinator = Coordinator::new(
+            checkpoints.clone(),
+            config.workers,
+            config.max_parallelism,
+            start,
+            Some(&restored),
+        );
+        coordinator.clean_up_after_crash()?;
+        let mut attempt = config.clone();
+        if let BackendChoice::RocksDb(o) = &mut attempt.backend {
+            o.snapshot_mode = if checkpoints.incremental {
+                flowstate_rocksdb::SnapshotMode::Incremental
+            } else {
+                flowstate_rocksdb::SnapshotMode::NativeFull
+            };
+            let claim = restored.own
+                && (checkpoints.restore == RestoreFrom::Latest
+                    || checkpoints.claim_mode == ClaimMode::Claim);
+            o.restore_mode = if claim {
+                flowstate_rocksdb::RestoreMode::Claim
+            } else {
+                flowstate_rocksdb::RestoreMode::NoClaim
+            };
+        }
+        match run(
+            attempt,
+            Some((Arc::new(coordinator), Some(restored))),
+            build.clone(),
+        ) {
+            Err(RuntimeError::Restore(why)) if i + 1 < count => {
+                tracing::warn!(
+                    checkpoint = id,
+                    "checkpoint {id} could not be restored ({why}); falling back to the previous complete checkpoint"
+                );
+            }
+            other => return other,
+        }
+    }
+    Err(RuntimeError::Restore(
+        "no checkpoint could be restored".into(),
+    ))
+}
+
+type Checkpointing = (Arc<Coordinator>, Option<Arc<checkpoint::Restored>>);
+
+fn run<R, F>(
+    config: JobConfig,
+    checkpointing: Option<Checkpointing>,
+    build: Arc<F>,
+) -> Result<Vec<R::Output>, RuntimeError>
+where
+    F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
+    R: stream::JobResult,
+{
     let workers = config.workers;
     let shared = Arc::new(config);
     let guards = timely::execute(
         timely::Config::process(workers),
         move |worker| -> Result<R::Output, RuntimeError> {
             let errors: ErrorSlot = Rc::new(RefCell::new(None));
-            let (mut drivers, result) = worker.dataflow::<u64, _, _>(|scope| {
-                let mut job = Job::new(scope, shared.clone(), errors.clone());
+            let ctx = checkpointing.as_ref().map(|(c, r)| {
+                Rc::new(task::WorkerCheckpoints::new(
+                    c.clone(),
+                    r.clone(),
+                    worker.index() as u32,
+                    worker.peers() as u32,
+                ))
+            });
+            let (drivers, result) = worker.dataflow::<time::Time, _, _>(|scope| {
+                let mut job = Job::new(scope, shared.clone(), errors.clone(), ctx.clone());
                 let result = build(&mut job);
                 (job.into_drivers(), result)
             });
-            // Feed the sources until all are exhausted, stepping the dataflow between
-            // batches so memory stays bounded; then let it drain.
-            while !drivers.is_empty() {
-                drivers.retain_mut(|d| d.step());
-                worker.step();
-                if errors.borrow().is_some() {
-                    break;
+            if let Some(ctx) = &ctx {
+                let unclaimed = ctx.unclaimed();
+                let allowed = shared
+                    .checkpointing
+                    .as_ref()
+                    .is_some_and(|c| c.allow_non_restored_state);
+                if !unclaimed.is_empty() && !allowed {
+                    record_error(
+                        &errors,
+                        RuntimeError::Config(format!(
+                            "the snapshot holds state of operators this job does not have: {}; \
+                             allow non-restored state to drop it",
+                            unclaimed.join(", ")
+                        )),
+                    );
                 }
+                let (tasks, sources) = ctx.counts();
+                ctx.coordinator.register_worker(tasks, sources);
             }
-            drop(drivers);
-            while worker.step() {}
+            drive(worker, drivers, &errors, ctx.as_deref());
             if let Some(e) = errors.borrow_mut().take() {
                 return Err(e);
+            }
+            if let Some(e) = ctx.as_ref().and_then(|c| c.coordinator.error()) {
+                return Err(RuntimeError::Checkpoint(e));
             }
             Ok(result.finish())
         },
     )
     .map_err(RuntimeError::Worker)?;
-    let mut out = Vec::with_capacity(workers);
+    let mut results = Vec::with_capacity(workers);
+    let mut first_error = None;
     for r in guards.join() {
-        out.push(r.map_err(RuntimeError::Worker)??);
+        match r.map_err(RuntimeError::Worker).and_then(|r| r) {
+            Ok(out) => results.push(out),
+            // A restore failure anywhere decides (it makes the caller fall back);
+            // otherwise the first worker's error.
+            Err(e @ RuntimeError::Restore(_)) => first_error = Some(e),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
     }
-    Ok(out)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
+
+/// Runs one worker: feeds the sources (stepping the dataflow between batches so
+/// memory stays bounded), follows the checkpoint coordinator, delivers checkpoint
+/// completions, and returns once the job is done (with checkpointing: once its final
+/// checkpoint completed) or failed.
+fn drive(
+    worker: &mut timely::worker::Worker,
+    mut drivers: Vec<Box<dyn source::SourceDriver>>,
+    errors: &ErrorSlot,
+    ctx: Option<&task::WorkerCheckpoints>,
+) {
+    loop {
+        if let Some(ctx) = ctx {
+            ctx.coordinator.poll();
+            if let Some(e) = errors.borrow().as_ref() {
+                ctx.coordinator.fail(e.to_string());
+            }
+            if ctx.coordinator.error().is_some() {
+                break;
+            }
+        } else if errors.borrow().is_some() {
+            break;
+        }
+        let mut busy = false;
+        drivers.retain_mut(|d| {
+            if !d.sync() {
+                return false;
+            }
+            busy |= d.step();
+            true
+        });
+        if busy {
+            worker.step();
+        } else {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        }
+        match ctx {
+            Some(ctx) => {
+                if let Err(e) = ctx.deliver_completions() {
+                    record_error(errors, e);
+                }
+                if ctx.coordinator.finished() && drivers.is_empty() {
+                    if let Err(e) = ctx.deliver_completions() {
+                        record_error(errors, e);
+                    }
+                    break;
+                }
+            }
+            None => {
+                if drivers.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(drivers);
+    while worker.step() {}
 }

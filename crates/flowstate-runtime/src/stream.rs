@@ -16,10 +16,13 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Inspect};
-use timely::dataflow::{InputHandle, Scope, StreamVec};
+use timely::dataflow::{Scope, StreamVec};
 
 use crate::keyed::{OutputTag, Tagged};
-use crate::{ErrorSlot, JobConfig};
+use crate::source::{SeqReader, Source, SourceDriver, SplitFactory, SplitPosition, SplitReader};
+use crate::task::WorkerCheckpoints;
+use crate::time::Time;
+use crate::{ErrorSlot, JobConfig, record_error};
 
 /// Records exchanged between workers: any owned, serializable value.
 pub trait Data: Clone + Serialize + DeserializeOwned + Send + 'static {}
@@ -34,77 +37,28 @@ pub enum WatermarkStrategy {
     BoundedOutOfOrderness(i64),
 }
 
-/// A source that feeds one worker's input, a batch per call.
-pub(crate) trait SourceDriver {
-    /// Sends the next batch; `false` once exhausted (the input is then closed).
-    fn step(&mut self) -> bool;
-}
-
-/// Records per source step: bounds memory between dataflow steps.
-const SOURCE_BATCH: usize = 1024;
-
-/// A source over an iterator (a vec's split, a generator).
-pub(crate) struct IterSource<T: Data> {
-    pub(crate) items: Box<dyn Iterator<Item = T>>,
-    pub(crate) timestamp: Box<dyn Fn(&T) -> i64>,
-    pub(crate) strategy: WatermarkStrategy,
-    pub(crate) max_ts: i64,
-    pub(crate) input: InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
-}
-
-impl<T: Data> SourceDriver for IterSource<T> {
-    fn step(&mut self) -> bool {
-        for _ in 0..SOURCE_BATCH {
-            let Some(item) = self.items.next() else {
-                return false;
-            };
-            let ts = (self.timestamp)(&item);
-            self.input.send((ts, item));
-            // The watermark follows every record (Flink's periodic emission would make
-            // lateness depend on wall-clock timing).
-            self.max_ts = self.max_ts.max(ts);
-            advance_epoch(&mut self.input, self.strategy, self.max_ts);
-        }
-        true
-    }
-}
-
-/// Moves a source's input to the epoch after its watermark: records sent from now on
-/// come after watermark `max_ts - bound - 1`.
-pub(crate) fn advance_epoch<T: Data>(
-    input: &mut InputHandle<u64, CapacityContainerBuilder<Vec<(i64, T)>>>,
-    strategy: WatermarkStrategy,
-    max_ts: i64,
-) {
-    if let WatermarkStrategy::BoundedOutOfOrderness(bound) = strategy {
-        let watermark = max_ts.saturating_sub(bound).saturating_sub(1);
-        // Epoch w + 1 carries everything after watermark w (epochs are unsigned).
-        let epoch = u64::try_from(watermark.saturating_add(1)).unwrap_or(0);
-        if epoch > *input.time() {
-            input.advance_to(epoch);
-        }
-    }
-}
-
 /// The dataflow under construction on one worker.
 pub struct Job<'scope> {
-    pub(crate) scope: Scope<'scope, u64>,
+    pub(crate) scope: Scope<'scope, Time>,
     pub(crate) config: Arc<JobConfig>,
     pub(crate) errors: ErrorSlot,
     pub(crate) drivers: Vec<Box<dyn SourceDriver>>,
+    pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
 }
 
 impl<'scope> Job<'scope> {
     pub(crate) fn new(
-        scope: Scope<'scope, u64>,
+        scope: Scope<'scope, Time>,
         config: Arc<JobConfig>,
         errors: ErrorSlot,
+        checkpoints: Option<Rc<WorkerCheckpoints>>,
     ) -> Self {
         Job {
             scope,
             config,
             errors,
             drivers: Vec::new(),
+            checkpoints,
         }
     }
 
@@ -130,14 +84,8 @@ impl<'scope> Job<'scope> {
         timestamp: impl Fn(&T) -> i64 + 'static,
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
-        let (index, peers) = (self.worker_index(), self.workers());
-        let mine: Vec<T> = items
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % peers == index)
-            .map(|(_, t)| t)
-            .collect();
-        self.vec_source(mine, timestamp, strategy)
+        let (index, peers) = (self.worker_index() as u64, self.workers() as u64);
+        self.seq_source(items, Some((index, peers)), timestamp, strategy)
     }
 
     /// A source over `items` read by worker 0 alone, in order (a source of parallelism
@@ -148,34 +96,86 @@ impl<'scope> Job<'scope> {
         timestamp: impl Fn(&T) -> i64 + 'static,
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
-        let mine = if self.worker_index() == 0 {
-            items
-        } else {
-            Vec::new()
-        };
-        self.vec_source(mine, timestamp, strategy)
+        let split = (self.worker_index() == 0).then_some((0, 1));
+        self.seq_source(items, split, timestamp, strategy)
     }
 
-    fn vec_source<T: Data>(
+    /// A vec source whose fresh split on this worker is `split` = (index, of).
+    fn seq_source<T: Data>(
         &mut self,
-        mine: Vec<T>,
+        items: Vec<T>,
+        split: Option<(u64, u64)>,
         timestamp: impl Fn(&T) -> i64 + 'static,
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
+        let items = Rc::new(items);
+        let len = items.len() as u64;
+        let make: SplitFactory<T> = Box::new(move |stored| {
+            let positions = match stored {
+                Some(s) => s.into_iter().map(|s| s.position).collect(),
+                None => split
+                    .map(|(index, of)| SplitPosition::Seq {
+                        index,
+                        of,
+                        consumed: 0,
+                    })
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            };
+            positions
+                .into_iter()
+                .map(|p| match p {
+                    SplitPosition::Seq {
+                        index,
+                        of,
+                        consumed,
+                    } => {
+                        let items = items.clone();
+                        let reader: Box<dyn SplitReader<T>> = Box::new(SeqReader {
+                            index,
+                            of: of.max(1),
+                            consumed,
+                            len,
+                            element: Box::new(move |i| {
+                                items.get(usize::try_from(i).ok()?).cloned()
+                            }),
+                        });
+                        Ok(reader)
+                    }
+                    other => Err(format!("a vec source cannot resume from {other:?}")),
+                })
+                .collect()
+        });
+        self.add_source("source", make, Box::new(timestamp), strategy)
+    }
+
+    /// Adds a source reading the splits `make` gives.
+    pub(crate) fn add_source<T: Data>(
+        &mut self,
+        kind: &str,
+        make: SplitFactory<T>,
+        timestamp: Box<dyn Fn(&T) -> i64>,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<'scope, T> {
         let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
-        self.drivers.push(Box::new(IterSource {
-            items: Box::new(mine.into_iter()),
-            timestamp: Box::new(timestamp),
-            strategy,
-            max_ts: i64::MIN,
+        match Source::new(
+            kind,
+            self.checkpoints.clone(),
             input,
-        }));
+            make,
+            timestamp,
+            strategy,
+            self.errors.clone(),
+        ) {
+            Ok(s) => self.drivers.push(Box::new(s)),
+            Err(e) => record_error(&self.errors, e),
+        }
         self.stream(stream)
     }
 
     pub(crate) fn stream<T>(
         &self,
-        inner: StreamVec<'scope, u64, (i64, T)>,
+        inner: StreamVec<'scope, Time, (i64, T)>,
     ) -> DataStream<'scope, T> {
         DataStream {
             inner,
@@ -183,30 +183,34 @@ impl<'scope> Job<'scope> {
             config: self.config.clone(),
             errors: self.errors.clone(),
             scope: self.scope,
+            checkpoints: self.checkpoints.clone(),
         }
     }
 }
 
 /// A stream of records of type `T` with event times.
 pub struct DataStream<'scope, T> {
-    pub(crate) inner: StreamVec<'scope, u64, (i64, T)>,
+    pub(crate) inner: StreamVec<'scope, Time, (i64, T)>,
     /// Side outputs of the operator that made this stream: (tag name, value bytes).
     pub(crate) side: Option<SideStream<'scope>>,
     pub(crate) config: Arc<JobConfig>,
     pub(crate) errors: ErrorSlot,
-    pub(crate) scope: Scope<'scope, u64>,
+    pub(crate) scope: Scope<'scope, Time>,
+    /// This worker's checkpointing, when the job checkpoints.
+    pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
 }
 
 /// Side outputs of a keyed operator: `(event time, (tag name, value bytes))`.
-pub(crate) type SideStream<'scope> = StreamVec<'scope, u64, (i64, (String, Vec<u8>))>;
+pub(crate) type SideStream<'scope> = StreamVec<'scope, Time, (i64, (String, Vec<u8>))>;
 
 impl<'scope, T: Data> DataStream<'scope, T> {
     /// Splits a keyed operator's output into the main stream and its side outputs.
     pub(crate) fn from_tagged(
-        raw: StreamVec<'scope, u64, (i64, Tagged<T>)>,
+        raw: StreamVec<'scope, Time, (i64, Tagged<T>)>,
         config: Arc<JobConfig>,
         errors: ErrorSlot,
-        scope: Scope<'scope, u64>,
+        scope: Scope<'scope, Time>,
+        checkpoints: Option<Rc<WorkerCheckpoints>>,
     ) -> Self {
         let main = flat_map_stream(&raw, "Main", |t| match t {
             Tagged::Main(v) => Some(v),
@@ -222,6 +226,7 @@ impl<'scope, T: Data> DataStream<'scope, T> {
             config,
             errors,
             scope,
+            checkpoints,
         }
     }
 
@@ -261,13 +266,14 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         self.with(inner)
     }
 
-    fn with<U>(&self, inner: StreamVec<'scope, u64, (i64, U)>) -> DataStream<'scope, U> {
+    fn with<U>(&self, inner: StreamVec<'scope, Time, (i64, U)>) -> DataStream<'scope, U> {
         DataStream {
             inner,
             side: None,
             config: self.config.clone(),
             errors: self.errors.clone(),
             scope: self.scope,
+            checkpoints: self.checkpoints.clone(),
         }
     }
 
@@ -367,10 +373,10 @@ pub(crate) fn flat_map_stream<
     U: Clone + 'static,
     I: IntoIterator<Item = U>,
 >(
-    stream: &StreamVec<'scope, u64, (i64, T)>,
+    stream: &StreamVec<'scope, Time, (i64, T)>,
     name: &str,
     mut f: impl FnMut(T) -> I + 'static,
-) -> StreamVec<'scope, u64, (i64, U)> {
+) -> StreamVec<'scope, Time, (i64, U)> {
     stream
         .clone()
         .unary::<CapacityContainerBuilder<Vec<(i64, U)>>, _, _, _>(Pipeline, name, |_cap, _info| {

@@ -130,7 +130,7 @@ fn file_sink_writes_every_record() {
     .unwrap();
     let mut got: Vec<String> = Vec::new();
     for i in 0..3 {
-        let text = std::fs::read_to_string(out_dir.join(format!("part-{i}"))).unwrap();
+        let text = std::fs::read_to_string(out_dir.join(format!("part-{i}-0"))).unwrap();
         got.extend(text.lines().map(String::from));
     }
     got.sort();

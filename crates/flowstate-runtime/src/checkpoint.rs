@@ -1,0 +1,885 @@
+//! Checkpoints of a running job: settings, the per-process coordinator, the
+//! `_metadata` of a complete checkpoint, recovery and retention.
+//!
+//! **Barriers are timestamps.** Every record's timely time carries its checkpoint
+//! interval ([`crate::time`]). Triggering checkpoint `c` moves every source from
+//! interval `c` to `c + 1` (a source snapshots its read position as it moves); an
+//! operator whose input frontier has passed interval `c` has received every record of
+//! checkpoints `<= c` and none later is processed before it snapshots: that is the
+//! aligned Chandy–Lamport cut, with timely's progress tracking doing the alignment.
+//! Records of checkpoint `c` an operator cannot process yet (waiting for the
+//! watermark) are part of its snapshot (`_inflight` keyed state) and are processed
+//! after a restore exactly when they would have been.
+//!
+//! **Two phases.** The synchronous part runs on the worker thread (backend snapshot,
+//! source position, sink pre-commit); the asynchronous part writes the files on its
+//! own thread and acknowledges to the [`Coordinator`]. When every task of every worker
+//! has acknowledged, the coordinator writes `chk-<id>/_metadata` in one atomic put,
+//! registers shared files, applies retention, and workers deliver
+//! `notify_checkpoint_complete` to their operators (sinks commit, the RocksDB backend
+//! learns which uploaded files later checkpoints may reuse).
+//!
+//! **Layout** (`docs/formats.md`): `chk-<id>/<operator>-<subtask>.kgs|.ops` and
+//! `chk-<id>/_metadata`; `shared/` holds RocksDB files of incremental checkpoints;
+//! `taskowned/` holds the sinks' pre-committed transactions' manifests;
+//! `savepoints/sp-<id>/` holds savepoints. A checkpoint without `_metadata` is not a
+//! checkpoint: a crash at any moment leaves every earlier complete one intact.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowstate_core::operator::OperatorStateHandle;
+use flowstate_core::registry::SharedStateRegistry;
+use flowstate_core::snapshot::KeyedStateHandle;
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::ObjectCheckpointStorage;
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+
+/// Version of the `_metadata` JSON document.
+pub const METADATA_VERSION: u32 = 1;
+
+/// Where a job's state comes from when it starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// The newest complete checkpoint in the checkpoint directory, if there is one
+    /// (a restarted job resumes; a new one starts empty).
+    #[default]
+    Latest,
+    /// Start empty even when checkpoints exist (their ids are not reused).
+    Nothing,
+    /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`) directory.
+    Path(PathBuf),
+}
+
+/// Who owns the files of the snapshot a job was restored from (Flink's restore modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// The job never deletes them, and its first checkpoint is a full one that does not
+    /// refer to them (Flink's default).
+    #[default]
+    NoClaim,
+    /// The job owns them: a restored checkpoint of its own directory joins retention,
+    /// and later incremental checkpoints may refer to its files.
+    Claim,
+}
+
+/// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
+#[derive(Clone)]
+pub struct CheckpointConfig {
+    /// Where checkpoints go (a local directory by default; any object store).
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// The directory behind `storage` when local (savepoints are written below it).
+    pub dir: Option<PathBuf>,
+    /// Time between checkpoint triggers.
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is aborted.
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the next trigger.
+    pub min_pause: Duration,
+    /// Checkpoints in flight at once.
+    pub max_concurrent: usize,
+    /// Complete checkpoints kept (older ones and the files only they use are deleted).
+    pub retained: usize,
+    /// Aborted checkpoints in a row tolerated before the job fails.
+    pub tolerable_failures: u32,
+    /// Incremental checkpoints (RocksDB uploads only new files); the heap backend always
+    /// writes full canonical snapshots.
+    pub incremental: bool,
+    /// What to restore from at start.
+    pub restore: RestoreFrom,
+    /// Ownership of the restored snapshot's files.
+    pub claim_mode: ClaimMode,
+    /// Start even when the snapshot holds state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+impl std::fmt::Debug for CheckpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointConfig")
+            .field("storage", &self.storage)
+            .field("interval", &self.interval)
+            .field("retained", &self.retained)
+            .field("restore", &self.restore)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in a local directory (created if missing), every `interval`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let c = flowstate_runtime::CheckpointConfig::local(dir.path(), Duration::from_millis(500))
+    ///     .unwrap()
+    ///     .retained(2);
+    /// assert_eq!(c.retained, 2);
+    /// ```
+    pub fn local(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, RuntimeError> {
+        let storage = ObjectCheckpointStorage::local(dir.as_ref()).map_err(|e| {
+            RuntimeError::Checkpoint(format!(
+                "checkpoint directory {}: {e}",
+                dir.as_ref().display()
+            ))
+        })?;
+        let mut c = Self::on(Arc::new(storage), interval);
+        c.dir = Some(dir.as_ref().to_path_buf());
+        Ok(c)
+    }
+
+    /// Checkpoints in any checkpoint storage (e.g. S3-compatible).
+    pub fn on(storage: Arc<dyn CheckpointStorage>, interval: Duration) -> Self {
+        CheckpointConfig {
+            storage,
+            dir: None,
+            interval,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            max_concurrent: 1,
+            retained: 1,
+            tolerable_failures: 0,
+            incremental: true,
+            restore: RestoreFrom::Latest,
+            claim_mode: ClaimMode::NoClaim,
+            allow_non_restored_state: false,
+        }
+    }
+
+    /// Sets the number of complete checkpoints kept.
+    pub fn retained(mut self, n: usize) -> Self {
+        self.retained = n;
+        self
+    }
+    /// Sets where state is restored from.
+    pub fn restore(mut self, from: RestoreFrom) -> Self {
+        self.restore = from;
+        self
+    }
+    /// Sets the checkpoint timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Sets the least pause between checkpoints.
+    pub fn min_pause(mut self, pause: Duration) -> Self {
+        self.min_pause = pause;
+        self
+    }
+    /// Sets how many checkpoints may be in flight.
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+    /// Sets how many aborted checkpoints in a row are tolerated.
+    pub fn tolerable_failures(mut self, n: u32) -> Self {
+        self.tolerable_failures = n;
+        self
+    }
+    /// Turns incremental checkpoints on or off.
+    pub fn incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
+    }
+    /// Sets the claim mode of the restore.
+    pub fn claim_mode(mut self, mode: ClaimMode) -> Self {
+        self.claim_mode = mode;
+        self
+    }
+    /// Allows restoring a snapshot with state of operators the job no longer has.
+    pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
+        if self.interval.is_zero() || self.max_concurrent == 0 || self.retained == 0 {
+            return Err(RuntimeError::Config(format!(
+                "checkpoint interval, max concurrent and retained count must be positive \
+                 (got {:?}, {}, {})",
+                self.interval, self.max_concurrent, self.retained
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a snapshot is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    /// A periodic checkpoint, owned by the job and deleted by retention.
+    Checkpoint,
+    /// A user-triggered savepoint in the canonical format, never deleted by the job.
+    Savepoint,
+}
+
+/// The snapshot of one operator (all its instances) in a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorSnapshotMeta {
+    /// Keyed state, one handle per instance.
+    pub keyed: Vec<KeyedStateHandle>,
+    /// Operator state, one handle per instance.
+    pub operator: Vec<OperatorStateHandle>,
+    /// Longest synchronous part over the instances, in milliseconds.
+    pub sync_ms: f64,
+    /// Longest asynchronous part over the instances, in milliseconds.
+    pub async_ms: f64,
+}
+
+impl OperatorSnapshotMeta {
+    /// Bytes needed to restore this operator.
+    pub fn full_size(&self) -> u64 {
+        self.keyed
+            .iter()
+            .map(KeyedStateHandle::full_size)
+            .sum::<u64>()
+            + self.operator.iter().map(|h| h.size).sum::<u64>()
+    }
+    /// Bytes this checkpoint wrote for the operator.
+    pub fn uploaded_size(&self) -> u64 {
+        self.keyed.iter().map(|h| h.uploaded_bytes).sum::<u64>()
+            + self.operator.iter().map(|h| h.size).sum::<u64>()
+    }
+}
+
+/// The `_metadata` of a complete checkpoint or savepoint (JSON; `docs/formats.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// [`METADATA_VERSION`] when written.
+    pub version: u32,
+    /// Checkpoint id (ids grow by one per trigger).
+    pub id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// Directory of this snapshot relative to the storage root its paths are relative
+    /// to (`chk-7`, `savepoints/sp-9`).
+    pub location: String,
+    /// Taken after every source had ended: the job's complete output is committed.
+    pub finished: bool,
+    /// Wall-clock trigger time, milliseconds since the Unix epoch.
+    pub triggered_at_ms: u64,
+    /// Trigger to `_metadata`, in milliseconds.
+    pub duration_ms: u64,
+    /// Workers of the job that wrote it.
+    pub parallelism: u32,
+    /// Key groups.
+    pub max_parallelism: u32,
+    /// Per operator (by its id in the job), its instances' snapshots.
+    pub operators: BTreeMap<String, OperatorSnapshotMeta>,
+}
+
+impl CheckpointMetadata {
+    /// Bytes needed to restore the whole job.
+    pub fn full_size(&self) -> u64 {
+        self.operators.values().map(|o| o.full_size()).sum()
+    }
+    /// Bytes written by this checkpoint.
+    pub fn uploaded_size(&self) -> u64 {
+        self.operators.values().map(|o| o.uploaded_size()).sum()
+    }
+    /// Every keyed handle.
+    pub fn keyed_handles(&self) -> Vec<KeyedStateHandle> {
+        self.operators
+            .values()
+            .flat_map(|o| o.keyed.iter().cloned())
+            .collect()
+    }
+
+    fn parse(bytes: &[u8], path: &str) -> Result<Self, String> {
+        let m: CheckpointMetadata =
+            serde_json::from_slice(bytes).map_err(|e| format!("{path}: unreadable ({e})"))?;
+        if m.version > METADATA_VERSION {
+            return Err(format!(
+                "{path}: metadata version {} is newer than this build's {METADATA_VERSION}",
+                m.version
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Every file the snapshot needs exists with the recorded size.
+    fn check_files(&self, storage: &dyn CheckpointStorage) -> Result<(), String> {
+        let mut files: Vec<(String, u64)> = Vec::new();
+        for o in self.operators.values() {
+            for h in &o.keyed {
+                files.push((h.path.clone(), h.size));
+                files.extend(h.shared_files.iter().map(|f| (f.path.clone(), f.size)));
+            }
+            files.extend(o.operator.iter().map(|h| (h.path.clone(), h.size)));
+        }
+        for (path, size) in files {
+            match storage.size(&path) {
+                Ok(s) if s == size => {}
+                Ok(s) => return Err(format!("{path} is {s} bytes, the metadata says {size}")),
+                Err(e) => return Err(format!("{path}: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the metadata of the checkpoint or savepoint in `dir`.
+pub fn read_metadata(dir: &Path) -> Result<CheckpointMetadata, RuntimeError> {
+    let path = dir.join("_metadata");
+    let bytes = std::fs::read(&path)
+        .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", path.display())))?;
+    CheckpointMetadata::parse(&bytes, &path.display().to_string()).map_err(RuntimeError::Checkpoint)
+}
+
+/// Ids of the directories `chk-<id>` under the storage root, with whether each has
+/// `_metadata`, ascending.
+fn checkpoint_dirs(storage: &dyn CheckpointStorage) -> Result<BTreeMap<u64, bool>, RuntimeError> {
+    let mut ids = BTreeMap::new();
+    for p in storage
+        .list("")
+        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
+    {
+        let Some(rest) = p.strip_prefix("chk-") else {
+            continue;
+        };
+        let (id, file) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Ok(id) = id.parse::<u64>() {
+            let has = ids.entry(id).or_insert(false);
+            *has |= file == "_metadata";
+        }
+    }
+    Ok(ids)
+}
+
+/// Complete checkpoints of a directory, newest first, with the reason each unusable
+/// one was skipped.
+pub fn list_checkpoints(
+    storage: &dyn CheckpointStorage,
+) -> Result<Vec<Result<CheckpointMetadata, (u64, String)>>, RuntimeError> {
+    let mut out = Vec::new();
+    for (id, has_meta) in checkpoint_dirs(storage)?.into_iter().rev() {
+        if !has_meta {
+            continue;
+        }
+        let path = format!("chk-{id}/_metadata");
+        let r = storage
+            .get(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| CheckpointMetadata::parse(&b, &path))
+            .and_then(|m| m.check_files(storage).map(|()| m));
+        out.push(r.map_err(|e| (id, e)));
+    }
+    Ok(out)
+}
+
+/// A snapshot chosen to restore from.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// Its metadata.
+    pub metadata: CheckpointMetadata,
+    /// The storage its paths are relative to.
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Whether it lives in this job's own checkpoint directory.
+    pub own: bool,
+}
+
+impl Restored {
+    /// The snapshot of operator `uid`, if it has one.
+    pub fn operator(&self, uid: &str) -> Option<&OperatorSnapshotMeta> {
+        self.metadata.operators.get(uid)
+    }
+}
+
+/// The candidates to restore from, in the order to try them: the newest complete
+/// checkpoint first, then older ones (a corrupt newest one falls back, with a log
+/// line), or the one named path. Also returns the highest checkpoint id in use, so new
+/// checkpoints never reuse a directory.
+pub(crate) fn restore_candidates(
+    config: &CheckpointConfig,
+) -> Result<(Vec<Restored>, u64), RuntimeError> {
+    let dirs = checkpoint_dirs(config.storage.as_ref())?;
+    let highest = dirs.keys().next_back().copied().unwrap_or(0);
+    let mut out = Vec::new();
+    match &config.restore {
+        RestoreFrom::Nothing => {}
+        RestoreFrom::Latest => {
+            for c in list_checkpoints(config.storage.as_ref())? {
+                match c {
+                    Ok(metadata) => out.push(Restored {
+                        metadata,
+                        storage: config.storage.clone(),
+                        own: true,
+                    }),
+                    Err((id, why)) => tracing::warn!(
+                        checkpoint = id,
+                        "checkpoint {id} is not usable, falling back to an older one: {why}"
+                    ),
+                }
+            }
+        }
+        RestoreFrom::Path(dir) => {
+            let metadata = read_metadata(dir)?;
+            // The root is the named directory without the snapshot's own location.
+            let mut root = dir.clone();
+            for _ in Path::new(&metadata.location).components() {
+                root.pop();
+            }
+            let storage: Arc<dyn CheckpointStorage> = Arc::new(
+                ObjectCheckpointStorage::local(&root)
+                    .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", root.display())))?,
+            );
+            metadata
+                .check_files(storage.as_ref())
+                .map_err(RuntimeError::Checkpoint)?;
+            let own = config
+                .dir
+                .as_ref()
+                .is_some_and(|d| same_dir(d, &root) && metadata.kind == SnapshotKind::Checkpoint);
+            out.push(Restored {
+                metadata,
+                storage,
+                own,
+            });
+        }
+    }
+    Ok((out, highest))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// One task's acknowledgement of a checkpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskAck {
+    pub(crate) uid: String,
+    pub(crate) keyed: Option<KeyedStateHandle>,
+    pub(crate) operator: Option<OperatorStateHandle>,
+    pub(crate) sync_ms: f64,
+    pub(crate) async_ms: f64,
+}
+
+struct Pending {
+    started: Instant,
+    triggered_at_ms: u64,
+    kind: SnapshotKind,
+    acks: Vec<TaskAck>,
+}
+
+struct Inner {
+    registered_workers: usize,
+    tasks: usize,
+    sources: usize,
+    exhausted_sources: usize,
+    pending: BTreeMap<u64, Pending>,
+    last_trigger: Instant,
+    last_complete: Instant,
+    failures: u32,
+    registry: SharedStateRegistry,
+    retained: VecDeque<u64>,
+    savepoint_requested: bool,
+    error: Option<String>,
+    completed_log: Vec<CheckpointMetadata>,
+}
+
+/// Coordinates the checkpoints of one job in one process: triggers them, collects
+/// every task's acknowledgement, writes `_metadata`, applies retention.
+pub struct Coordinator {
+    config: CheckpointConfig,
+    workers: usize,
+    max_parallelism: u32,
+    /// The interval sources should be in: checkpoints below it are triggered.
+    interval: AtomicU64,
+    /// Id of the final checkpoint once every source has ended (0: not yet).
+    final_id: AtomicU64,
+    /// Newest complete checkpoint (0: none).
+    completed: AtomicU64,
+    /// The interval the job started in (the first checkpoint id of this run).
+    start: u64,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("interval", &self.interval)
+            .field("completed", &self.completed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Coordinator {
+    /// A coordinator whose first checkpoint is `start`; `restored` (a snapshot of this
+    /// job's directory restored in claim mode) joins retention.
+    pub(crate) fn new(
+        config: CheckpointConfig,
+        workers: usize,
+        max_parallelism: u32,
+        start: u64,
+        restored: Option<&Restored>,
+    ) -> Self {
+        let mut registry = SharedStateRegistry::new();
+        let mut retained = VecDeque::new();
+        if let Some(r) = restored {
+            let handles = r.metadata.keyed_handles();
+            if r.own && config.claim_mode == ClaimMode::Claim {
+                registry.register(r.metadata.id, &handles);
+                retained.push_back(r.metadata.id);
+            } else {
+                registry.pin(&handles);
+            }
+        }
+        let now = Instant::now();
+        Coordinator {
+            config,
+            workers,
+            max_parallelism,
+            interval: AtomicU64::new(start),
+            final_id: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            start,
+            inner: Mutex::new(Inner {
+                registered_workers: 0,
+                tasks: 0,
+                sources: 0,
+                exhausted_sources: 0,
+                pending: BTreeMap::new(),
+                last_trigger: now,
+                last_complete: now,
+                failures: 0,
+                registry,
+                retained,
+                savepoint_requested: false,
+                error: None,
+                completed_log: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking thread cannot leave the bookkeeping half-updated in a way that
+        // matters more than stopping; keep going with what is there.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The checkpoint storage.
+    pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
+        &self.config.storage
+    }
+
+    /// The first checkpoint id of this run (sources start in this interval).
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The interval sources should be in.
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval.load(Ordering::Acquire)
+    }
+
+    /// The final checkpoint's id once every source has ended.
+    pub(crate) fn final_id(&self) -> Option<u64> {
+        match self.final_id.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// The newest complete checkpoint.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    /// The job is done: its final checkpoint completed.
+    pub(crate) fn finished(&self) -> bool {
+        self.final_id().is_some_and(|f| self.completed() >= f)
+    }
+
+    /// What checkpoint `id` is.
+    pub(crate) fn kind_of(&self, id: u64) -> SnapshotKind {
+        self.lock()
+            .pending
+            .get(&id)
+            .map_or(SnapshotKind::Checkpoint, |p| p.kind)
+    }
+
+    /// Where the files of checkpoint `id` go.
+    pub(crate) fn location(&self, id: u64) -> String {
+        match self.kind_of(id) {
+            SnapshotKind::Checkpoint => format!("chk-{id}"),
+            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
+        }
+    }
+
+    /// The failure that stops the job, if any.
+    pub(crate) fn error(&self) -> Option<String> {
+        self.lock().error.clone()
+    }
+
+    /// Stops checkpointing: the job failed (every worker stops when it sees this).
+    pub(crate) fn fail(&self, why: String) {
+        let mut s = self.lock();
+        if s.error.is_none() {
+            s.error = Some(why);
+        }
+    }
+
+    /// Metadata of the checkpoints completed by this run, oldest first.
+    pub fn completed_checkpoints(&self) -> Vec<CheckpointMetadata> {
+        self.lock().completed_log.clone()
+    }
+
+    /// Asks for a savepoint at the next trigger (now, unless one is in flight).
+    pub fn request_savepoint(&self) {
+        self.lock().savepoint_requested = true;
+    }
+
+    /// A worker's dataflow is built: it has `tasks` snapshotting tasks, `sources` of them
+    /// sources.
+    pub(crate) fn register_worker(&self, tasks: usize, sources: usize) {
+        let mut s = self.lock();
+        s.registered_workers += 1;
+        s.tasks += tasks;
+        s.sources += sources;
+    }
+
+    /// One source of one worker has no more records.
+    pub(crate) fn source_exhausted(&self) {
+        self.lock().exhausted_sources += 1;
+    }
+
+    /// Triggers, times out and finishes checkpoints as the settings say; called often
+    /// by every worker.
+    pub(crate) fn poll(&self) {
+        let Ok(mut s) = self.inner.try_lock() else {
+            return;
+        };
+        if s.registered_workers < self.workers || s.error.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        // Timeouts.
+        let expired: Vec<u64> = s
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.started) > self.config.timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            s.pending.remove(&id);
+            s.failures += 1;
+            tracing::warn!(checkpoint = id, "checkpoint {id} timed out and was aborted");
+            if s.failures > self.config.tolerable_failures {
+                s.error = Some(format!(
+                    "{} checkpoints in a row failed (tolerable: {})",
+                    s.failures, self.config.tolerable_failures
+                ));
+                return;
+            }
+        }
+        if self.final_id().is_some() {
+            return;
+        }
+        let current = self.interval();
+        if s.sources > 0 && s.exhausted_sources >= s.sources {
+            // Every source ended: the current interval is the final checkpoint.
+            s.pending.insert(
+                current,
+                Pending {
+                    started: now,
+                    triggered_at_ms: unix_ms(),
+                    kind: SnapshotKind::Checkpoint,
+                    acks: Vec::new(),
+                },
+            );
+            self.final_id.store(current, Ordering::Release);
+            return;
+        }
+        let due = now.duration_since(s.last_trigger) >= self.config.interval
+            && now.duration_since(s.last_complete) >= self.config.min_pause;
+        let room = s.pending.len() < self.config.max_concurrent;
+        if room && (due || s.savepoint_requested) {
+            let kind = if std::mem::take(&mut s.savepoint_requested) {
+                SnapshotKind::Savepoint
+            } else {
+                SnapshotKind::Checkpoint
+            };
+            s.pending.insert(
+                current,
+                Pending {
+                    started: now,
+                    triggered_at_ms: unix_ms(),
+                    kind,
+                    acks: Vec::new(),
+                },
+            );
+            s.last_trigger = now;
+            self.interval.store(current + 1, Ordering::Release);
+            tracing::debug!(checkpoint = current, ?kind, "triggered");
+        }
+    }
+
+    /// A task finished its part of checkpoint `id`.
+    pub(crate) fn ack(&self, id: u64, ack: TaskAck) {
+        let mut s = self.lock();
+        let expected = s.tasks;
+        let Some(p) = s.pending.get_mut(&id) else {
+            return; // aborted meanwhile
+        };
+        p.acks.push(ack);
+        if p.acks.len() < expected {
+            return;
+        }
+        let Some(p) = s.pending.remove(&id) else {
+            return;
+        };
+        match self.complete(&mut s, id, p) {
+            Ok(()) => {}
+            Err(e) => {
+                s.failures += 1;
+                tracing::warn!(checkpoint = id, "checkpoint {id} failed: {e}");
+                if s.failures > self.config.tolerable_failures {
+                    s.error = Some(format!("checkpoint {id} failed: {e}"));
+                }
+            }
+        }
+    }
+
+    /// A task could not take its part of checkpoint `id`.
+    pub(crate) fn decline(&self, id: u64, why: String) {
+        let mut s = self.lock();
+        if s.pending.remove(&id).is_none() {
+            return;
+        }
+        s.failures += 1;
+        tracing::warn!(checkpoint = id, "checkpoint {id} declined: {why}");
+        if s.failures > self.config.tolerable_failures || self.final_id() == Some(id) {
+            s.error = Some(format!("checkpoint {id} failed: {why}"));
+        }
+    }
+
+    fn complete(&self, s: &mut Inner, id: u64, p: Pending) -> Result<(), String> {
+        let mut operators: BTreeMap<String, OperatorSnapshotMeta> = BTreeMap::new();
+        for a in p.acks {
+            let o = operators.entry(a.uid).or_default();
+            o.keyed.extend(a.keyed);
+            o.operator.extend(a.operator);
+            o.sync_ms = o.sync_ms.max(a.sync_ms);
+            o.async_ms = o.async_ms.max(a.async_ms);
+        }
+        for o in operators.values_mut() {
+            o.keyed.sort_by_key(|h| h.key_group_range.start());
+            o.operator.sort_by_key(|h| h.subtask_index);
+        }
+        let location = match p.kind {
+            SnapshotKind::Checkpoint => format!("chk-{id}"),
+            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
+        };
+        let meta = CheckpointMetadata {
+            version: METADATA_VERSION,
+            id,
+            kind: p.kind,
+            location: location.clone(),
+            finished: self.final_id() == Some(id),
+            triggered_at_ms: p.triggered_at_ms,
+            duration_ms: u64::try_from(p.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            parallelism: self.workers as u32,
+            max_parallelism: self.max_parallelism,
+            operators,
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+        let storage = self.config.storage.as_ref();
+        crate::failpoint::hit("before-metadata");
+        storage
+            .put(&format!("{location}/_metadata"), json.into())
+            .map_err(|e| e.to_string())?;
+        crate::failpoint::hit("after-metadata");
+        s.failures = 0;
+        s.last_complete = Instant::now();
+        if p.kind == SnapshotKind::Checkpoint {
+            s.registry.register(id, &meta.keyed_handles());
+            s.retained.push_back(id);
+            self.apply_retention(s)
+                .map_err(|e| format!("retention: {e}"))?;
+        } else {
+            // A savepoint's files are never deleted by the job (they are canonical
+            // and under savepoints/, but pin anything shared to be sure).
+            s.registry.pin(&meta.keyed_handles());
+        }
+        tracing::info!(
+            checkpoint = id,
+            duration_ms = meta.duration_ms,
+            full_bytes = meta.full_size(),
+            uploaded_bytes = meta.uploaded_size(),
+            "{} {id} complete",
+            if p.kind == SnapshotKind::Savepoint {
+                "savepoint"
+            } else {
+                "checkpoint"
+            }
+        );
+        s.completed_log.push(meta);
+        self.completed.fetch_max(id, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Keeps the newest `retained` checkpoints: older `chk-` directories go, and shared
+    /// files only they referred to.
+    fn apply_retention(&self, s: &mut Inner) -> Result<(), String> {
+        let storage = self.config.storage.as_ref();
+        while s.retained.len() > self.config.retained {
+            let Some(old) = s.retained.pop_front() else {
+                break;
+            };
+            // Metadata first: a crash halfway leaves an incomplete directory, which
+            // is ignored and cleaned up, never a complete-looking broken checkpoint.
+            let prefix = format!("chk-{old}/");
+            let mut files = storage.list(&prefix).map_err(|e| e.to_string())?;
+            files.sort_by_key(|f| !f.ends_with("/_metadata"));
+            for f in files {
+                storage.delete(&f).map_err(|e| e.to_string())?;
+            }
+            for f in s.registry.discard(old) {
+                storage.delete(&f).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what a crashed run left: `chk-` directories without `_metadata` and shared
+    /// files no complete checkpoint refers to. Runs before the job starts.
+    pub(crate) fn clean_up_after_crash(&self) -> Result<(), RuntimeError> {
+        let storage = self.config.storage.as_ref();
+        let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
+        let mut referenced: BTreeSet<String> = self.lock().registry.referenced();
+        for (id, has_meta) in checkpoint_dirs(storage)? {
+            if has_meta {
+                if let Ok(b) = storage.get(&format!("chk-{id}/_metadata"))
+                    && let Ok(m) = CheckpointMetadata::parse(&b, "")
+                {
+                    for h in m.keyed_handles() {
+                        referenced.extend(h.shared_files.into_iter().map(|f| f.path));
+                    }
+                }
+                continue;
+            }
+            for f in storage.list(&format!("chk-{id}/")).map_err(err)? {
+                storage.delete(&f).map_err(err)?;
+            }
+        }
+        for f in storage.list("shared/").map_err(err)? {
+            if !referenced.contains(&f) {
+                storage.delete(&f).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
