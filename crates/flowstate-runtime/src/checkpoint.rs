@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
 
+/// A file in the checkpoint directory that asks the running job for a savepoint.
+pub const SAVEPOINT_REQUEST: &str = "_savepoint_request";
+
 /// Version of the `_metadata` JSON document.
 pub const METADATA_VERSION: u32 = 1;
 
@@ -480,6 +483,7 @@ struct Inner {
     registry: SharedStateRegistry,
     retained: VecDeque<u64>,
     savepoint_requested: bool,
+    last_request_check: Instant,
     error: Option<String>,
     completed_log: Vec<CheckpointMetadata>,
 }
@@ -558,6 +562,7 @@ impl Coordinator {
                 registry,
                 retained,
                 savepoint_requested: false,
+                last_request_check: now,
                 error: None,
                 completed_log: Vec::new(),
             }),
@@ -687,6 +692,16 @@ impl Coordinator {
         }
         if self.final_id().is_some() {
             return;
+        }
+        // `flowstate savepoint DIR` asks through a file in the checkpoint directory.
+        if let Some(dir) = &self.config.dir
+            && now.duration_since(s.last_request_check) >= Duration::from_millis(100)
+        {
+            s.last_request_check = now;
+            let request = dir.join(SAVEPOINT_REQUEST);
+            if request.exists() && std::fs::remove_file(&request).is_ok() {
+                s.savepoint_requested = true;
+            }
         }
         let current = self.interval();
         if s.sources > 0 && s.exhausted_sources >= s.sources {
