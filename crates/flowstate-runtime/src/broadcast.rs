@@ -393,7 +393,7 @@ where
                                     }
                                 }
                             }
-                            let at = c.time().clone();
+                            let at = *c.time();
                             output
                                 .session(&c.delayed(&time(epoch.max(at.outer), at.inner)))
                                 .give_iterator(out.drain(..));

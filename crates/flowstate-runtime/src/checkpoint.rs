@@ -353,11 +353,12 @@ fn checkpoint_dirs(storage: &dyn CheckpointStorage) -> Result<BTreeMap<u64, bool
     Ok(ids)
 }
 
+/// A listed checkpoint: its metadata, or its id and why it cannot be used.
+pub type Listed = Result<CheckpointMetadata, (u64, String)>;
+
 /// Complete checkpoints of a directory, newest first, with the reason each unusable
 /// one was skipped.
-pub fn list_checkpoints(
-    storage: &dyn CheckpointStorage,
-) -> Result<Vec<Result<CheckpointMetadata, (u64, String)>>, RuntimeError> {
+pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<Listed>, RuntimeError> {
     let mut out = Vec::new();
     for (id, has_meta) in checkpoint_dirs(storage)?.into_iter().rev() {
         if !has_meta {
@@ -400,7 +401,27 @@ pub(crate) fn restore_candidates(
     config: &CheckpointConfig,
 ) -> Result<(Vec<Restored>, u64), RuntimeError> {
     let dirs = checkpoint_dirs(config.storage.as_ref())?;
-    let highest = dirs.keys().next_back().copied().unwrap_or(0);
+    // Savepoints share the id sequence: a new run must not reuse one's id either (its
+    // sink transactions are named by id).
+    let savepoint_ids = config
+        .storage
+        .list("savepoints/")
+        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("savepoints/sp-")?
+                .split('/')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    let mut highest = dirs
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+        .max(savepoint_ids.unwrap_or(0));
     let mut out = Vec::new();
     match &config.restore {
         RestoreFrom::Nothing => {}
@@ -444,6 +465,7 @@ pub(crate) fn restore_candidates(
             });
         }
     }
+    highest = out.iter().map(|r| r.metadata.id).fold(highest, u64::max);
     Ok((out, highest))
 }
 

@@ -461,7 +461,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
         let hold = frontier.map(|(e, c)| time(stashed.map_or(e, |s| s.min(e)), c));
         if !out.is_empty() {
-            let at = cap.time().clone();
+            let at = *cap.time();
             let emit_at = hold.map_or(at, |h| time(h.outer.max(at.outer), h.inner.max(at.inner)));
             output
                 .session(&cap.delayed(&emit_at))
@@ -469,7 +469,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
         match hold {
             Some(h) => {
-                let at = cap.time().clone();
+                let at = *cap.time();
                 let next = time(h.outer.max(at.outer), h.inner.max(at.inner));
                 if next != at {
                     cap.downgrade(&next);
@@ -587,7 +587,7 @@ where
                                 }
                             }
                         }
-                        let at = c.time().clone();
+                        let at = *c.time();
                         output
                             .session(&c.delayed(&time(epoch.max(at.outer), current)))
                             .give_iterator(out.drain(..));

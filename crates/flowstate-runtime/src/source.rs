@@ -113,13 +113,16 @@ pub(crate) trait SourceDriver {
     fn step(&mut self) -> bool;
 }
 
+/// The timely input a source feeds.
+pub(crate) type SourceInput<T> = InputHandle<Time, CapacityContainerBuilder<Vec<(i64, T)>>>;
+
 /// A source of records `T` over splits.
 pub(crate) struct Source<T: Data> {
     splits: Vec<Split<T>>,
     next_split: usize,
     timestamp: Box<dyn Fn(&T) -> i64>,
     strategy: WatermarkStrategy,
-    input: Option<InputHandle<Time, CapacityContainerBuilder<Vec<(i64, T)>>>>,
+    input: Option<SourceInput<T>>,
     epoch: u64,
     interval: u64,
     exhausted: bool,
@@ -144,7 +147,7 @@ impl<T: Data> Source<T> {
     pub(crate) fn new(
         kind: &str,
         ctx: Option<Rc<WorkerCheckpoints>>,
-        mut input: InputHandle<Time, CapacityContainerBuilder<Vec<(i64, T)>>>,
+        mut input: SourceInput<T>,
         make: SplitFactory<T>,
         timestamp: Box<dyn Fn(&T) -> i64>,
         strategy: WatermarkStrategy,
