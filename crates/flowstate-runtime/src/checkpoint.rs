@@ -556,7 +556,10 @@ impl Coordinator {
         let mut retained = VecDeque::new();
         if let Some(r) = restored {
             let handles = r.metadata.keyed_handles();
-            if r.own && config.claim_mode == ClaimMode::Claim {
+            // Resuming from the job's own newest checkpoint is failover: the job owns it.
+            let claimed =
+                config.restore == RestoreFrom::Latest || config.claim_mode == ClaimMode::Claim;
+            if r.own && claimed {
                 registry.register(r.metadata.id, &handles);
                 retained.push_back(r.metadata.id);
             } else {
