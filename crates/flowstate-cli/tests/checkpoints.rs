@@ -4,11 +4,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use flowstate_runtime::checkpoint::list_checkpoints;
 use flowstate_storage::ObjectCheckpointStorage;
+
+mod common;
+use common::committed;
+
+const EVENTS: u64 = 40_000;
 
 fn job(dir: &Path, workers: usize, backend: &str, interval_ms: u64) -> Command {
     slow_job(dir, workers, backend, interval_ms, 100)
@@ -16,44 +21,11 @@ fn job(dir: &Path, workers: usize, backend: &str, interval_ms: u64) -> Command {
 
 /// The job, sleeping 1 ms every `throttle` events per worker.
 fn slow_job(dir: &Path, workers: usize, backend: &str, interval_ms: u64, throttle: u64) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowstate"));
-    c.args([
-        "run",
-        "counts",
-        "--workers",
-        &workers.to_string(),
-        "--backend",
-        backend,
-    ])
-    .arg("--checkpoint-dir")
-    .arg(dir.join("ck"))
-    .arg("--out")
-    .arg(dir.join("out"))
-    .args(["--checkpoint-interval", &interval_ms.to_string()])
-    .args(["--events", "40000", "--keys", "1200"])
-    .args(["--throttle-every", &throttle.to_string()])
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    c
-}
-
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(out).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            lines.extend(text.lines().map(String::from));
-        }
-    }
-    lines.sort();
-    lines
+    common::job(dir, workers, backend, interval_ms, EVENTS, throttle)
 }
 
 fn reference() -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(job(dir.path(), 1, "heap", 1000).status().unwrap().success());
-    committed(&dir.path().join("out"))
+    common::reference(EVENTS)
 }
 
 /// Complete checkpoints' directories.

@@ -6,62 +6,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const EVENTS: &str = "60000";
-const KEYS: &str = "1200";
+mod common;
+use common::committed;
+
+const EVENTS: u64 = 60_000;
 
 fn job(dir: &Path, workers: usize, backend: &str, interval_ms: u64) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowstate"));
-    c.args([
-        "run",
-        "counts",
-        "--workers",
-        &workers.to_string(),
-        "--backend",
-        backend,
-    ])
-    .arg("--checkpoint-dir")
-    .arg(dir.join("ck"))
-    .arg("--out")
-    .arg(dir.join("out"))
-    .args(["--checkpoint-interval", &interval_ms.to_string()])
-    .args([
-        "--events",
-        EVENTS,
-        "--keys",
-        KEYS,
-        "--throttle-every",
-        "150",
-    ])
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    c
-}
-
-/// Every committed line, sorted (part files only; in-progress files are hidden).
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(out).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            lines.extend(text.lines().map(String::from));
-        }
-    }
-    lines.sort();
-    lines
+    common::job(dir, workers, backend, interval_ms, EVENTS, 150)
 }
 
 fn reference() -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let status = job(dir.path(), 1, "heap", 1000).status().unwrap();
-    assert!(status.success());
-    let lines = committed(&dir.path().join("out"));
-    assert!(lines.len() > 60_000, "{} lines", lines.len());
-    lines
+    common::reference(EVENTS)
 }
 
 /// A tiny deterministic generator for kill delays.

@@ -199,6 +199,13 @@ impl CheckpointConfig {
         self
     }
 
+    /// Whether the job owns the files of `restored`: resuming from the job's own newest
+    /// checkpoint is failover (always owned); a named snapshot only in claim mode, and
+    /// only inside this job's directory.
+    pub(crate) fn claims(&self, restored: &Restored) -> bool {
+        restored.own && (self.restore == RestoreFrom::Latest || self.claim_mode == ClaimMode::Claim)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
         if self.interval.is_zero() || self.max_concurrent == 0 || self.retained == 0 {
             return Err(RuntimeError::Config(format!(
@@ -218,6 +225,16 @@ pub enum SnapshotKind {
     Checkpoint,
     /// A user-triggered savepoint in the canonical format, never deleted by the job.
     Savepoint,
+}
+
+impl SnapshotKind {
+    /// The directory of snapshot `id` of this kind, relative to the storage root.
+    fn location(self, id: u64) -> String {
+        match self {
+            SnapshotKind::Checkpoint => format!("chk-{id}"),
+            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
+        }
+    }
 }
 
 /// The snapshot of one operator (all its instances) in a checkpoint.
@@ -387,6 +404,11 @@ pub struct Restored {
 }
 
 impl Restored {
+    /// A restore failure of this snapshot (makes [`crate::execute`] fall back).
+    pub(crate) fn error(&self, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Restore(format!("checkpoint {}: {e}", self.metadata.id))
+    }
+
     /// The snapshot of operator `uid`, if it has one.
     pub fn operator(&self, uid: &str) -> Option<&OperatorSnapshotMeta> {
         self.metadata.operators.get(uid)
@@ -507,12 +529,11 @@ struct Inner {
     savepoint_requested: bool,
     last_request_check: Instant,
     error: Option<String>,
-    completed_log: Vec<CheckpointMetadata>,
 }
 
 /// Coordinates the checkpoints of one job in one process: triggers them, collects
 /// every task's acknowledgement, writes `_metadata`, applies retention.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     config: CheckpointConfig,
     workers: usize,
     max_parallelism: u32,
@@ -556,10 +577,7 @@ impl Coordinator {
         let mut retained = VecDeque::new();
         if let Some(r) = restored {
             let handles = r.metadata.keyed_handles();
-            // Resuming from the job's own newest checkpoint is failover: the job owns it.
-            let claimed =
-                config.restore == RestoreFrom::Latest || config.claim_mode == ClaimMode::Claim;
-            if r.own && claimed {
+            if config.claims(r) {
                 registry.register(r.metadata.id, &handles);
                 retained.push_back(r.metadata.id);
             } else {
@@ -589,7 +607,6 @@ impl Coordinator {
                 savepoint_requested: false,
                 last_request_check: now,
                 error: None,
-                completed_log: Vec::new(),
             }),
         }
     }
@@ -601,7 +618,7 @@ impl Coordinator {
     }
 
     /// The checkpoint storage.
-    pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
+    pub(crate) fn storage(&self) -> &Arc<dyn CheckpointStorage> {
         &self.config.storage
     }
 
@@ -643,10 +660,7 @@ impl Coordinator {
 
     /// Where the files of checkpoint `id` go.
     pub(crate) fn location(&self, id: u64) -> String {
-        match self.kind_of(id) {
-            SnapshotKind::Checkpoint => format!("chk-{id}"),
-            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
-        }
+        self.kind_of(id).location(id)
     }
 
     /// The failure that stops the job, if any.
@@ -660,16 +674,6 @@ impl Coordinator {
         if s.error.is_none() {
             s.error = Some(why);
         }
-    }
-
-    /// Metadata of the checkpoints completed by this run, oldest first.
-    pub fn completed_checkpoints(&self) -> Vec<CheckpointMetadata> {
-        self.lock().completed_log.clone()
-    }
-
-    /// Asks for a savepoint at the next trigger (now, unless one is in flight).
-    pub fn request_savepoint(&self) {
-        self.lock().savepoint_requested = true;
     }
 
     /// A worker's dataflow is built: it has `tasks` snapshotting tasks, `sources` of them
@@ -819,10 +823,7 @@ impl Coordinator {
             o.keyed.sort_by_key(|h| h.key_group_range.start());
             o.operator.sort_by_key(|h| h.subtask_index);
         }
-        let location = match p.kind {
-            SnapshotKind::Checkpoint => format!("chk-{id}"),
-            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
-        };
+        let location = p.kind.location(id);
         let meta = CheckpointMetadata {
             version: METADATA_VERSION,
             id,
@@ -866,7 +867,6 @@ impl Coordinator {
                 "checkpoint"
             }
         );
-        s.completed_log.push(meta);
         self.completed.fetch_max(id, Ordering::AcqRel);
         Ok(())
     }
@@ -893,33 +893,32 @@ impl Coordinator {
         }
         Ok(())
     }
+}
 
-    /// Deletes what a crashed run left: `chk-` directories without `_metadata` and shared
-    /// files no complete checkpoint refers to. Runs before the job starts.
-    pub(crate) fn clean_up_after_crash(&self) -> Result<(), RuntimeError> {
-        let storage = self.config.storage.as_ref();
-        let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
-        let mut referenced: BTreeSet<String> = self.lock().registry.referenced();
-        for (id, has_meta) in checkpoint_dirs(storage)? {
-            if has_meta {
-                if let Ok(b) = storage.get(&format!("chk-{id}/_metadata"))
-                    && let Ok(m) = CheckpointMetadata::parse(&b, "")
-                {
-                    for h in m.keyed_handles() {
-                        referenced.extend(h.shared_files.into_iter().map(|f| f.path));
-                    }
+/// Deletes what a crashed run left: `chk-` directories without `_metadata` and shared
+/// files no complete checkpoint refers to. Runs before the job starts.
+pub(crate) fn clean_up_after_crash(storage: &dyn CheckpointStorage) -> Result<(), RuntimeError> {
+    let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
+    let mut referenced: BTreeSet<String> = BTreeSet::new();
+    for (id, has_meta) in checkpoint_dirs(storage)? {
+        if has_meta {
+            if let Ok(b) = storage.get(&format!("chk-{id}/_metadata"))
+                && let Ok(m) = CheckpointMetadata::parse(&b, "")
+            {
+                for h in m.keyed_handles() {
+                    referenced.extend(h.shared_files.into_iter().map(|f| f.path));
                 }
-                continue;
             }
-            for f in storage.list(&format!("chk-{id}/")).map_err(err)? {
-                storage.delete(&f).map_err(err)?;
-            }
+            continue;
         }
-        for f in storage.list("shared/").map_err(err)? {
-            if !referenced.contains(&f) {
-                storage.delete(&f).map_err(err)?;
-            }
+        for f in storage.list(&format!("chk-{id}/")).map_err(err)? {
+            storage.delete(&f).map_err(err)?;
         }
-        Ok(())
     }
+    for f in storage.list("shared/").map_err(err)? {
+        if !referenced.contains(&f) {
+            storage.delete(&f).map_err(err)?;
+        }
+    }
+    Ok(())
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::source::{SeqReader, SplitFactory, SplitPosition, SplitReader};
+use crate::source::{SeqReader, SplitFactory, SplitPosition, SplitReader, seq_splits};
 use crate::stream::{Data, DataStream, Job, WatermarkStrategy};
 use crate::{RuntimeError, record_error};
 
@@ -231,20 +231,7 @@ impl<'scope> Job<'scope> {
     ) -> DataStream<'scope, nexmark::event::Event> {
         let (index, peers) = (self.worker_index() as u64, self.workers() as u64);
         let make: SplitFactory<nexmark::event::Event> = Box::new(move |stored| {
-            let positions = match stored {
-                None => vec![(index, peers, 0)],
-                Some(splits) => splits
-                    .into_iter()
-                    .map(|s| match s.position {
-                        SplitPosition::Seq {
-                            index,
-                            of,
-                            consumed,
-                        } => Ok((index, of.max(1), consumed)),
-                        other => Err(format!("a Nexmark source cannot resume from {other:?}")),
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
+            let positions = seq_splits(stored, Some((index, peers)), "Nexmark")?;
             Ok(positions
                 .into_iter()
                 .map(|(index, of, consumed)| {

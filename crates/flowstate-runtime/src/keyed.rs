@@ -233,9 +233,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                     (Some(meta), Some(r)) if !meta.keyed.is_empty() => config
                         .backend
                         .restore(backend_config, r.storage.as_ref(), &meta.keyed)
-                        .map_err(|e| {
-                            RuntimeError::Restore(format!("checkpoint {}: {e}", r.metadata.id))
-                        })?,
+                        .map_err(|e| r.error(e))?,
                     _ => config.backend.create(backend_config)?,
                 };
                 restored_meta = restored;

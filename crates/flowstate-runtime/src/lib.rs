@@ -87,9 +87,8 @@ pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastStream, KeyedBroadcastProcessFunction,
     ReadOnlyBroadcastState, ReadOnlyContext,
 };
-pub use checkpoint::{
-    CheckpointConfig, CheckpointMetadata, ClaimMode, Coordinator, RestoreFrom, SnapshotKind,
-};
+use checkpoint::Coordinator;
+pub use checkpoint::{CheckpointConfig, CheckpointMetadata, ClaimMode, RestoreFrom, SnapshotKind};
 pub use connectors::{FileFormat, FilePosition, SINK_TRANSACTIONS_STATE, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
@@ -235,47 +234,47 @@ where
         return run(config, None, build);
     };
     let (candidates, highest) = checkpoint::restore_candidates(&checkpoints)?;
+    // What a crashed run left behind goes once, before any attempt.
+    checkpoint::clean_up_after_crash(checkpoints.storage.as_ref())?;
     let start = highest + 1;
-    if candidates.is_empty() {
-        let coordinator = Coordinator::new(
-            checkpoints,
-            config.workers,
-            config.max_parallelism,
-            start,
-            None,
-        );
-        coordinator.clean_up_after_crash()?;
-        return run(config, Some((Arc::new(coordinator), None)), build);
-    }
-    let count = candidates.len();
-    for (i, restored) in candidates.into_iter().enumerate() {
-        let id = restored.metadata.id;
-        tracing::info!(
-            checkpoint = id,
-            "restoring from {} {id} ({} -> {} workers)",
-            if restored.metadata.kind == SnapshotKind::Savepoint {
-                "savepoint"
-            } else {
-                "checkpoint"
-            },
-            restored.metadata.parallelism,
-            config.workers
-        );
-        if restored.metadata.max_parallelism != config.max_parallelism {
-            return Err(RuntimeError::Config(format!(
-                "snapshot {id} has max parallelism {}, the job {}: key groups cannot change",
-                restored.metadata.max_parallelism, config.max_parallelism
-            )));
+    // Nothing to restore: one attempt from empty state. Otherwise newest first,
+    // falling back to the next when a snapshot turns out unreadable.
+    let attempts: Vec<Option<Arc<checkpoint::Restored>>> = if candidates.is_empty() {
+        vec![None]
+    } else {
+        candidates.into_iter().map(|r| Some(Arc::new(r))).collect()
+    };
+    let count = attempts.len();
+    for (i, restored) in attempts.into_iter().enumerate() {
+        if let Some(r) = &restored {
+            let m = &r.metadata;
+            tracing::info!(
+                checkpoint = m.id,
+                "restoring from {} {} ({} -> {} workers)",
+                if m.kind == SnapshotKind::Savepoint {
+                    "savepoint"
+                } else {
+                    "checkpoint"
+                },
+                m.id,
+                m.parallelism,
+                config.workers
+            );
+            if m.max_parallelism != config.max_parallelism {
+                return Err(RuntimeError::Config(format!(
+                    "snapshot {} has max parallelism {}, the job {}: key groups cannot change",
+                    m.id, m.max_parallelism, config.max_parallelism
+                )));
+            }
         }
-        let restored = Arc::new(restored);
+        let claimed = restored.as_ref().is_some_and(|r| checkpoints.claims(r));
         let coordinator = Coordinator::new(
             checkpoints.clone(),
             config.workers,
             config.max_parallelism,
             start,
-            Some(&restored),
+            restored.as_deref(),
         );
-        coordinator.clean_up_after_crash()?;
         let mut attempt = config.clone();
         if let BackendChoice::RocksDb(o) = &mut attempt.backend {
             o.snapshot_mode = if checkpoints.incremental {
@@ -283,10 +282,7 @@ where
             } else {
                 flowstate_rocksdb::SnapshotMode::NativeFull
             };
-            let claim = restored.own
-                && (checkpoints.restore == RestoreFrom::Latest
-                    || checkpoints.claim_mode == ClaimMode::Claim);
-            o.restore_mode = if claim {
+            o.restore_mode = if claimed {
                 flowstate_rocksdb::RestoreMode::Claim
             } else {
                 flowstate_rocksdb::RestoreMode::NoClaim
@@ -294,10 +290,11 @@ where
         }
         match run(
             attempt,
-            Some((Arc::new(coordinator), Some(restored))),
+            Some((Arc::new(coordinator), restored.clone())),
             build.clone(),
         ) {
             Err(RuntimeError::Restore(why)) if i + 1 < count => {
+                let id = restored.map_or(0, |r| r.metadata.id);
                 tracing::warn!(
                     checkpoint = id,
                     "checkpoint {id} could not be restored ({why}); falling back to the previous complete checkpoint"

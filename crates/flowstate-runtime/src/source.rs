@@ -98,6 +98,34 @@ impl<T> SplitReader<T> for SeqReader<T> {
     }
 }
 
+/// The sequence splits a source reads, as (first element, step, elements read): the
+/// stored ones on restore, else `fresh` = (first, step) for a new job (`None`: this
+/// worker reads nothing). `what` names the source in the error for a split of
+/// another kind.
+pub(crate) fn seq_splits(
+    stored: Option<Vec<SplitState>>,
+    fresh: Option<(u64, u64)>,
+    what: &str,
+) -> Result<Vec<(u64, u64, u64)>, String> {
+    match stored {
+        None => Ok(fresh
+            .map(|(index, of)| (index, of, 0))
+            .into_iter()
+            .collect()),
+        Some(splits) => splits
+            .into_iter()
+            .map(|s| match s.position {
+                SplitPosition::Seq {
+                    index,
+                    of,
+                    consumed,
+                } => Ok((index, of.max(1), consumed)),
+                other => Err(format!("a {what} source cannot resume from {other:?}")),
+            })
+            .collect(),
+    }
+}
+
 struct Split<T> {
     reader: Box<dyn SplitReader<T>>,
     max_ts: i64,

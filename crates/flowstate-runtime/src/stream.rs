@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::keyed::{OutputTag, Tagged};
-use crate::source::{SeqReader, Source, SourceDriver, SplitFactory, SplitPosition, SplitReader};
+use crate::source::{SeqReader, Source, SourceDriver, SplitFactory, SplitReader, seq_splits};
 use crate::task::WorkerCheckpoints;
 use crate::time::Time;
 use crate::{ErrorSlot, JobConfig, record_error};
@@ -111,40 +111,19 @@ impl<'scope> Job<'scope> {
         let items = Rc::new(items);
         let len = items.len() as u64;
         let make: SplitFactory<T> = Box::new(move |stored| {
-            let positions = match stored {
-                Some(s) => s.into_iter().map(|s| s.position).collect(),
-                None => split
-                    .map(|(index, of)| SplitPosition::Seq {
-                        index,
-                        of,
-                        consumed: 0,
-                    })
-                    .into_iter()
-                    .collect::<Vec<_>>(),
-            };
-            positions
+            Ok(seq_splits(stored, split, "vec")?
                 .into_iter()
-                .map(|p| match p {
-                    SplitPosition::Seq {
+                .map(|(index, of, consumed)| {
+                    let items = items.clone();
+                    Box::new(SeqReader {
                         index,
                         of,
                         consumed,
-                    } => {
-                        let items = items.clone();
-                        let reader: Box<dyn SplitReader<T>> = Box::new(SeqReader {
-                            index,
-                            of: of.max(1),
-                            consumed,
-                            len,
-                            element: Box::new(move |i| {
-                                items.get(usize::try_from(i).ok()?).cloned()
-                            }),
-                        });
-                        Ok(reader)
-                    }
-                    other => Err(format!("a vec source cannot resume from {other:?}")),
+                        len,
+                        element: Box::new(move |i| items.get(usize::try_from(i).ok()?).cloned()),
+                    }) as Box<dyn SplitReader<T>>
                 })
-                .collect()
+                .collect())
         });
         self.add_source("source", make, Box::new(timestamp), strategy)
     }

@@ -91,7 +91,7 @@ impl WorkerCheckpoints {
                 self.index,
                 self.peers,
             )
-            .map_err(|e| RuntimeError::Restore(format!("checkpoint {}: {e}", r.metadata.id)))?),
+            .map_err(|e| r.error(e))?),
             _ => Ok(OperatorStateStore::new(self.index)),
         }
     }

@@ -1,0 +1,58 @@
+//! Shared by the CLI's integration tests: the `counts` job as a child process, and its
+//! committed output.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `flowstate run counts` on `dir/ck` and `dir/out` over `events` events of 1200 keys
+/// (a multiple of every worker count the tests use), sleeping 1 ms every `throttle`
+/// events per worker so kills land mid-run.
+pub fn job(
+    dir: &Path,
+    workers: usize,
+    backend: &str,
+    interval_ms: u64,
+    events: u64,
+    throttle: u64,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowstate"));
+    c.args(["run", "counts", "--workers", &workers.to_string()])
+        .args(["--backend", backend])
+        .arg("--checkpoint-dir")
+        .arg(dir.join("ck"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(["--checkpoint-interval", &interval_ms.to_string()])
+        .args(["--events", &events.to_string(), "--keys", "1200"])
+        .args(["--throttle-every", &throttle.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Every committed line, sorted (part files only; in-progress files are hidden).
+pub fn committed(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(out).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            lines.extend(text.lines().map(String::from));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// The committed output of an uninterrupted one-worker heap run.
+pub fn reference(events: u64) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let status = job(dir.path(), 1, "heap", 1000, events, 150)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = committed(&dir.path().join("out"));
+    assert!(lines.len() as u64 > events, "{} lines", lines.len());
+    lines
+}
