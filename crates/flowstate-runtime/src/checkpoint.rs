@@ -843,6 +843,22 @@ impl Coordinator {
             .put(&format!("{location}/_metadata"), json.into())
             .map_err(|e| e.to_string())?;
         crate::failpoint::hit("after-metadata");
+        if p.kind == SnapshotKind::Checkpoint {
+            // Older checkpoints still in flight are subsumed (Flink does the same):
+            // completing one after this would put it after this one in retention, and
+            // retention would then drop files of checkpoints older than both that it
+            // still needs.
+            let subsumed: Vec<u64> = s
+                .pending
+                .range(..id)
+                .filter(|(_, q)| q.kind == SnapshotKind::Checkpoint)
+                .map(|(k, _)| *k)
+                .collect();
+            for old in subsumed {
+                s.pending.remove(&old);
+                tracing::debug!(checkpoint = old, "subsumed by checkpoint {id}");
+            }
+        }
         s.failures = 0;
         s.last_complete = Instant::now();
         if p.kind == SnapshotKind::Checkpoint {
