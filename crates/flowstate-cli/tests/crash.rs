@@ -124,19 +124,16 @@ fn check(backend: &str, workers: &[usize]) {
 }
 
 #[test]
-#[ignore = "flaky: one heap run of five committed 84 duplicate lines; under investigation (issue 7 note), run with --ignored"]
 fn exactly_once_under_sigkill_heap() {
     check("heap", &[2]);
 }
 
 #[test]
-#[ignore = "flaky: one heap run of five committed 84 duplicate lines; under investigation (issue 7 note), run with --ignored"]
 fn exactly_once_under_sigkill_rocksdb() {
     check("rocksdb", &[2]);
 }
 
 #[test]
-#[ignore = "flaky: one heap run of five committed 84 duplicate lines; under investigation (issue 7 note), run with --ignored"]
 fn rescale_on_restart_4_2_3_keeps_every_key_and_timer_once() {
     // Each restart takes another worker count; kills land mid-run.
     check("rocksdb", &[4, 2, 3]);

@@ -444,8 +444,11 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     where
         L: KeyedLogic<K, N, IN, OUT>,
     {
+        // The earliest time still to come: the frontier's clocks, not past a stashed
+        // batch (records waiting for a checkpoint's alignment must not turn late).
+        let hold = frontier.map(|(e, c)| time(stashed.map_or(e, |s| s.min(e)), c));
         if errors.borrow().is_none() {
-            let wm = frontier.map_or(i64::MAX, |(e, _)| watermark_before(e));
+            let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out) {
                 record_error(errors, e);
             }
@@ -457,7 +460,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 record_error(errors, e);
             }
         }
-        let hold = frontier.map(|(e, c)| time(stashed.map_or(e, |s| s.min(e)), c));
         if !out.is_empty() {
             let at = *cap.time();
             let emit_at = hold.map_or(at, |h| time(h.outer.max(at.outer), h.inner.max(at.inner)));
@@ -558,11 +560,14 @@ where
                     }
                     let (ready_epoch, ready_interval) = clocks.unwrap_or((u64::MAX, u64::MAX));
                     let current = clocks.map_or(c.time().inner, |(_, i)| i);
-                    // Epochs nothing earlier can precede any more, in order.
+                    // Epochs nothing earlier can precede any more, in order, up to the
+                    // first batch of a checkpoint interval still being aligned: a batch
+                    // that arrived ahead of a checkpoint holds back every later epoch (and
+                    // the watermark, in `end_activation`), as Flink's aligned channels
+                    // hold back their watermarks.
                     let ready: Vec<(u64, u64)> = stash
                         .keys()
-                        .take_while(|(e, _)| *e <= ready_epoch)
-                        .filter(|(_, i)| *i <= ready_interval)
+                        .take_while(|(e, i)| *e <= ready_epoch && *i <= ready_interval)
                         .copied()
                         .collect();
                     for key in ready {
