@@ -17,17 +17,21 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::checkpoint::{SAVEPOINT_REQUEST, list_checkpoints};
 use flowstate_runtime::{
-    BackendChoice, CheckpointConfig, ClaimMode, JobConfig, KeyedProcessFunction, OpenContext,
-    ProcessContext, RestoreFrom, RuntimeError, TimerContext, WatermarkStrategy, execute,
+    BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, KeyedProcessFunction,
+    OpenContext, ProcessContext, RestoreFrom, RuntimeError, TimerContext, WatermarkStrategy,
+    execute,
 };
 use flowstate_storage::ObjectCheckpointStorage;
 use tracing_subscriber::EnvFilter;
+
+mod supervisor;
+use supervisor::supervise;
 
 #[derive(Parser)]
 #[command(
@@ -55,49 +59,7 @@ enum Example {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a built-in job with checkpoints; resumes from the newest checkpoint.
-    Run {
-        /// The job.
-        example: Example,
-        /// Worker threads (parallelism); may differ from the checkpoint's.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Keyed state backend.
-        #[arg(long, value_enum, default_value = "rocksdb")]
-        backend: Backend,
-        /// Checkpoint directory.
-        #[arg(long)]
-        checkpoint_dir: PathBuf,
-        /// Milliseconds between checkpoints.
-        #[arg(long, default_value_t = 1000)]
-        checkpoint_interval: u64,
-        /// Complete checkpoints kept.
-        #[arg(long, default_value_t = 1)]
-        retained: usize,
-        /// Restore from this checkpoint (`chk-<id>`) or savepoint directory.
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// Take ownership of the `--from` snapshot's files.
-        #[arg(long)]
-        claim: bool,
-        /// Start even if the snapshot has state of operators the job lacks.
-        #[arg(long)]
-        allow_non_restored_state: bool,
-        /// Start empty (ignore existing checkpoints).
-        #[arg(long)]
-        fresh: bool,
-        /// Where the transactional file sink commits output.
-        #[arg(long)]
-        out: PathBuf,
-        /// Events of the generated stream.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Distinct keys.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Sleep 1 ms every this many events per worker (0: never), to watch or kill it.
-        #[arg(long, default_value_t = 0)]
-        throttle_every: u64,
-    },
+    Run(RunArgs),
     /// Lists the complete checkpoints of a directory.
     Checkpoints {
         /// Checkpoint directory.
@@ -111,6 +73,64 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The job.
+    example: Example,
+    /// Worker threads (per process); may differ from the checkpoint's.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Run as this many processes on 127.0.0.1 (parallelism: processes × workers),
+    /// restarted together from the last checkpoint when one fails.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Restarts of a multi-process job after a process failed.
+    #[arg(long, default_value_t = 10)]
+    max_restarts: u32,
+    /// Keyed state backend.
+    #[arg(long, value_enum, default_value = "rocksdb")]
+    backend: Backend,
+    /// Checkpoint directory.
+    #[arg(long)]
+    checkpoint_dir: PathBuf,
+    /// Milliseconds between checkpoints.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval: u64,
+    /// Complete checkpoints kept.
+    #[arg(long, default_value_t = 1)]
+    retained: usize,
+    /// Restore from this checkpoint (`chk-<id>`) or savepoint directory.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Take ownership of the `--from` snapshot's files.
+    #[arg(long)]
+    claim: bool,
+    /// Start even if the snapshot has state of operators the job lacks.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Start empty (ignore existing checkpoints).
+    #[arg(long)]
+    fresh: bool,
+    /// Where the transactional file sink commits output.
+    #[arg(long)]
+    out: PathBuf,
+    /// Events of the generated stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Sleep 1 ms every this many events per worker (0: never), to watch or kill it.
+    #[arg(long, default_value_t = 0)]
+    throttle_every: u64,
+    /// This process's index in `--addresses` (set by the multi-process supervisor).
+    #[arg(long, hide = true)]
+    process: Option<usize>,
+    /// `host:port` of every process, comma-separated (set by the supervisor).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    addresses: Vec<String>,
 }
 
 /// Count and sum per key; a report per key at the end of each 10 s of event time.
@@ -161,31 +181,40 @@ fn event(i: u64, keys: u64) -> (u64, u64, i64) {
     (key, i % 100, ts)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    workers: usize,
-    backend: Backend,
-    checkpoint_dir: &Path,
-    interval_ms: u64,
-    retained: usize,
-    from: Option<PathBuf>,
-    claim: bool,
-    allow_non_restored_state: bool,
-    fresh: bool,
-    out: PathBuf,
-    events: u64,
-    keys: u64,
-    throttle_every: u64,
-) -> Result<()> {
+fn run(args: RunArgs) -> Result<()> {
+    let RunArgs {
+        workers,
+        backend,
+        checkpoint_dir,
+        checkpoint_interval: interval_ms,
+        retained,
+        from,
+        claim,
+        allow_non_restored_state,
+        fresh,
+        out,
+        events,
+        keys,
+        throttle_every,
+        ..
+    } = args.clone();
     if keys == 0 {
         bail!("--keys must be positive");
     }
+    let cluster = match args.process {
+        Some(process) => Some(Cluster {
+            process,
+            addresses: args.addresses.clone(),
+        }),
+        None if args.processes > 1 => return supervise(&args),
+        None => None,
+    };
     let restore = match (from, fresh) {
         (Some(p), _) => RestoreFrom::Path(p),
         (None, true) => RestoreFrom::Nothing,
         (None, false) => RestoreFrom::Latest,
     };
-    let checkpoints = CheckpointConfig::local(checkpoint_dir, Duration::from_millis(interval_ms))?
+    let checkpoints = CheckpointConfig::local(&checkpoint_dir, Duration::from_millis(interval_ms))?
         .retained(retained)
         .restore(restore)
         .claim_mode(if claim {
@@ -200,15 +229,21 @@ fn run(
         Backend::Rocksdb => {
             // RocksDB's working files: a crashed run's are garbage (state comes from the
             // checkpoint), so start clean.
-            let local = checkpoint_dir.with_extension("rocksdb-local");
+            let local = match &cluster {
+                None => checkpoint_dir.with_extension("rocksdb-local"),
+                Some(c) => checkpoint_dir.with_extension(format!("rocksdb-local-p{}", c.process)),
+            };
             let _ = std::fs::remove_dir_all(&local);
             BackendChoice::RocksDb(RocksDbOptions::new(local))
         }
     };
-    let config = JobConfig::default()
+    let mut config = JobConfig::default()
         .workers(workers)
         .backend(backend)
         .checkpointing(checkpoints);
+    if let Some(c) = cluster {
+        config = config.cluster(c);
+    }
     let started = Instant::now();
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(Duration::from_millis(200));
@@ -336,36 +371,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run {
-            example: Example::Counts,
-            workers,
-            backend,
-            checkpoint_dir,
-            checkpoint_interval,
-            retained,
-            from,
-            claim,
-            allow_non_restored_state,
-            fresh,
-            out,
-            events,
-            keys,
-            throttle_every,
-        } => run(
-            workers,
-            backend,
-            &checkpoint_dir,
-            checkpoint_interval,
-            retained,
-            from,
-            claim,
-            allow_non_restored_state,
-            fresh,
-            out,
-            events,
-            keys,
-            throttle_every,
-        ),
+        Command::Run(args) => run(args),
         Command::Checkpoints { dir } => checkpoints_table(&dir),
         Command::Savepoint { dir, timeout } => savepoint(&dir, timeout),
     }

@@ -101,6 +101,16 @@ fn crash_many_times(backend: &str, kills: usize, workers: &[usize]) -> (usize, V
             std::fs::remove_dir_all(dir.path().join("out")).unwrap();
         }
     }
+    // Retention kept exactly the final checkpoint (retained: 1), also of the
+    // checkpoints earlier runs completed but were killed before retiring.
+    let ck = dir.path().join("ck");
+    let chk: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    assert_eq!(chk.len(), 1, "checkpoints left: {chk:?}");
     (killed, committed(&dir.path().join("out")))
 }
 

@@ -499,7 +499,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// One task's acknowledgement of a checkpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TaskAck {
     pub(crate) uid: String,
     pub(crate) keyed: Option<KeyedStateHandle>,
@@ -513,6 +513,67 @@ struct Pending {
     triggered_at_ms: u64,
     kind: SnapshotKind,
     acks: Vec<TaskAck>,
+    /// Acknowledgements of this process's own tasks.
+    local_acks: usize,
+    /// Processes all of whose tasks acknowledged (the leader counts every process).
+    processes_done: usize,
+}
+
+impl Pending {
+    fn new(kind: SnapshotKind) -> Self {
+        Pending {
+            started: Instant::now(),
+            triggered_at_ms: unix_ms(),
+            kind,
+            acks: Vec::new(),
+            local_acks: 0,
+            processes_done: 0,
+        }
+    }
+}
+
+/// Where this process stands in a job that runs as several processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessRole {
+    /// This process's index (0 leads: it triggers, completes and retains).
+    pub(crate) process: usize,
+    /// Processes of the job.
+    pub(crate) processes: usize,
+}
+
+impl ProcessRole {
+    /// The only process of the job.
+    pub(crate) const SINGLE: ProcessRole = ProcessRole {
+        process: 0,
+        processes: 1,
+    };
+    fn leads(self) -> bool {
+        self.process == 0
+    }
+}
+
+/// What the coordinators of a job's processes tell each other (over a small timely
+/// dataflow of their own, so no second network stack): the leader (process 0)
+/// triggers, aborts, completes and ends checkpoints; the others report their tasks'
+/// acknowledgements, declines, and that their sources ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Control {
+    /// Leader: checkpoint `id` of `kind` is triggered (sources move past interval `id`).
+    Trigger { id: u64, kind: SnapshotKind },
+    /// Leader: every source ended; `id` is the final checkpoint.
+    Final { id: u64 },
+    /// Leader: checkpoint `id` was aborted (timed out or declined).
+    Abort { id: u64 },
+    /// Leader: checkpoint `id` is complete (its `_metadata` is written).
+    Complete { id: u64 },
+    /// Any: the job failed.
+    Fail { why: String },
+    /// Follower: every task of the process acknowledged checkpoint `id`.
+    Acks { id: u64, acks: Vec<TaskAck> },
+    /// Follower: a task of the process declined checkpoint `id`.
+    Decline { id: u64, why: String },
+    /// Follower: every source of the process ended.
+    Exhausted,
 }
 
 struct Inner {
@@ -529,13 +590,23 @@ struct Inner {
     savepoint_requested: bool,
     last_request_check: Instant,
     error: Option<String>,
+    /// Other processes whose sources all ended (leader only).
+    exhausted_processes: usize,
+    /// This process told the leader its sources ended (followers only).
+    reported_exhausted: bool,
+    /// Messages for other processes: (destination process, message).
+    outbox: Vec<(usize, Control)>,
 }
 
 /// Coordinates the checkpoints of one job in one process: triggers them, collects
 /// every task's acknowledgement, writes `_metadata`, applies retention.
 pub(crate) struct Coordinator {
     config: CheckpointConfig,
+    /// Worker threads of this process.
     workers: usize,
+    /// Workers of the whole job (every process).
+    parallelism: usize,
+    role: ProcessRole,
     max_parallelism: u32,
     /// The interval sources should be in: checkpoints below it are triggered.
     interval: AtomicU64,
@@ -564,11 +635,13 @@ fn unix_ms() -> u64 {
 }
 
 impl Coordinator {
-    /// A coordinator whose first checkpoint is `start`; `restored` (a snapshot of this
-    /// job's directory restored in claim mode) joins retention.
+    /// A coordinator for the `workers` threads of process `role` whose first
+    /// checkpoint is `start`; `restored` (a snapshot of this job's directory restored
+    /// in claim mode) joins retention.
     pub(crate) fn new(
         config: CheckpointConfig,
         workers: usize,
+        role: ProcessRole,
         max_parallelism: u32,
         start: u64,
         restored: Option<&Restored>,
@@ -578,8 +651,26 @@ impl Coordinator {
         if let Some(r) = restored {
             let handles = r.metadata.keyed_handles();
             if config.claims(r) {
-                registry.register(r.metadata.id, &handles);
-                retained.push_back(r.metadata.id);
+                // Every complete checkpoint of the job's own directory joins retention,
+                // not only the restored one: a crash between a `_metadata` and its
+                // retention leaves older ones that nothing else would ever delete
+                // (and whose shared files retention would otherwise not protect).
+                let mut own: Vec<CheckpointMetadata> = if r.own {
+                    list_checkpoints(config.storage.as_ref())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(Result::ok)
+                        .filter(|m| m.kind == SnapshotKind::Checkpoint && m.id != r.metadata.id)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                own.push(r.metadata.clone());
+                own.sort_by_key(|m| m.id);
+                for m in own {
+                    registry.register(m.id, &m.keyed_handles());
+                    retained.push_back(m.id);
+                }
             } else {
                 registry.pin(&handles);
             }
@@ -588,6 +679,8 @@ impl Coordinator {
         Coordinator {
             config,
             workers,
+            parallelism: workers * role.processes,
+            role,
             max_parallelism,
             interval: AtomicU64::new(start),
             final_id: AtomicU64::new(0),
@@ -607,6 +700,9 @@ impl Coordinator {
                 savepoint_requested: false,
                 last_request_check: now,
                 error: None,
+                exhausted_processes: 0,
+                reported_exhausted: false,
+                outbox: Vec::new(),
             }),
         }
     }
@@ -671,8 +767,78 @@ impl Coordinator {
     /// Stops checkpointing: the job failed (every worker stops when it sees this).
     pub(crate) fn fail(&self, why: String) {
         let mut s = self.lock();
-        if s.error.is_none() {
-            s.error = Some(why);
+        self.set_error(&mut s, why);
+    }
+
+    /// Records the job's failure and tells the other processes (once).
+    fn set_error(&self, s: &mut Inner, why: String) {
+        if s.error.is_some() {
+            return;
+        }
+        for p in (0..self.role.processes).filter(|p| *p != self.role.process) {
+            s.outbox.push((p, Control::Fail { why: why.clone() }));
+        }
+        s.error = Some(why);
+    }
+
+    /// Sends `msg` to every other process (the leader's announcements).
+    fn announce(&self, s: &mut Inner, msg: &Control) {
+        for p in 1..self.role.processes {
+            s.outbox.push((p, msg.clone()));
+        }
+    }
+
+    /// Messages for other processes, to send now: (destination process, message).
+    pub(crate) fn take_outbox(&self) -> Vec<(usize, Control)> {
+        std::mem::take(&mut self.lock().outbox)
+    }
+
+    /// A message from another process's coordinator.
+    pub(crate) fn receive(&self, msg: Control) {
+        let mut s = self.lock();
+        match msg {
+            Control::Trigger { id, kind } => {
+                s.pending.entry(id).or_insert_with(|| Pending::new(kind));
+                self.interval.fetch_max(id + 1, Ordering::AcqRel);
+            }
+            Control::Final { id } => {
+                s.pending
+                    .entry(id)
+                    .or_insert_with(|| Pending::new(SnapshotKind::Checkpoint));
+                self.interval.fetch_max(id, Ordering::AcqRel);
+                self.final_id.store(id, Ordering::Release);
+            }
+            Control::Abort { id } => {
+                s.pending.remove(&id);
+            }
+            Control::Complete { id } => {
+                // Subsumed as on the leader; savepoints are never subsumed.
+                let done: Vec<u64> = s
+                    .pending
+                    .range(..=id)
+                    .filter(|(k, q)| **k == id || q.kind == SnapshotKind::Checkpoint)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in done {
+                    s.pending.remove(&k);
+                }
+                self.completed.fetch_max(id, Ordering::AcqRel);
+            }
+            Control::Fail { why } => {
+                if s.error.is_none() {
+                    s.error = Some(why);
+                }
+            }
+            Control::Acks { id, acks } => {
+                let Some(p) = s.pending.get_mut(&id) else {
+                    return; // aborted or subsumed meanwhile
+                };
+                p.acks.extend(acks);
+                p.processes_done += 1;
+                self.try_complete(&mut s, id);
+            }
+            Control::Decline { id, why } => self.decline_locked(&mut s, id, why),
+            Control::Exhausted => s.exhausted_processes += 1,
         }
     }
 
@@ -699,6 +865,15 @@ impl Coordinator {
         if s.registered_workers < self.workers || s.error.is_some() {
             return;
         }
+        let sources_ended = s.exhausted_sources >= s.sources;
+        if !self.role.leads() {
+            // Followers do what the leader says; they only report their sources' end.
+            if sources_ended && !s.reported_exhausted {
+                s.reported_exhausted = true;
+                s.outbox.push((0, Control::Exhausted));
+            }
+            return;
+        }
         let now = Instant::now();
         // Timeouts.
         let expired: Vec<u64> = s
@@ -709,13 +884,15 @@ impl Coordinator {
             .collect();
         for id in expired {
             s.pending.remove(&id);
+            self.announce(&mut s, &Control::Abort { id });
             s.failures += 1;
             tracing::warn!(checkpoint = id, "checkpoint {id} timed out and was aborted");
             if s.failures > self.config.tolerable_failures {
-                s.error = Some(format!(
+                let why = format!(
                     "{} checkpoints in a row failed (tolerable: {})",
                     s.failures, self.config.tolerable_failures
-                ));
+                );
+                self.set_error(&mut s, why);
                 return;
             }
         }
@@ -733,17 +910,13 @@ impl Coordinator {
             }
         }
         let current = self.interval();
-        if s.sources > 0 && s.exhausted_sources >= s.sources {
+        let all_ended =
+            s.sources > 0 && sources_ended && s.exhausted_processes + 1 >= self.role.processes;
+        if all_ended {
             // Every source ended: the current interval is the final checkpoint.
-            s.pending.insert(
-                current,
-                Pending {
-                    started: now,
-                    triggered_at_ms: unix_ms(),
-                    kind: SnapshotKind::Checkpoint,
-                    acks: Vec::new(),
-                },
-            );
+            s.pending
+                .insert(current, Pending::new(SnapshotKind::Checkpoint));
+            self.announce(&mut s, &Control::Final { id: current });
             self.final_id.store(current, Ordering::Release);
             return;
         }
@@ -756,22 +929,15 @@ impl Coordinator {
             } else {
                 SnapshotKind::Checkpoint
             };
-            s.pending.insert(
-                current,
-                Pending {
-                    started: now,
-                    triggered_at_ms: unix_ms(),
-                    kind,
-                    acks: Vec::new(),
-                },
-            );
+            s.pending.insert(current, Pending::new(kind));
+            self.announce(&mut s, &Control::Trigger { id: current, kind });
             s.last_trigger = now;
             self.interval.store(current + 1, Ordering::Release);
             tracing::debug!(checkpoint = current, ?kind, "triggered");
         }
     }
 
-    /// A task finished its part of checkpoint `id`.
+    /// A task of this process finished its part of checkpoint `id`.
     pub(crate) fn ack(&self, id: u64, ack: TaskAck) {
         let mut s = self.lock();
         let expected = s.tasks;
@@ -779,19 +945,37 @@ impl Coordinator {
             return; // aborted meanwhile
         };
         p.acks.push(ack);
-        if p.acks.len() < expected {
+        p.local_acks += 1;
+        if p.local_acks < expected {
+            return;
+        }
+        if self.role.leads() {
+            p.processes_done += 1;
+            self.try_complete(&mut s, id);
+        } else if let Some(p) = s.pending.remove(&id) {
+            s.outbox.push((0, Control::Acks { id, acks: p.acks }));
+        }
+    }
+
+    /// Completes checkpoint `id` once every process acknowledged it (leader).
+    fn try_complete(&self, s: &mut Inner, id: u64) {
+        if s.pending
+            .get(&id)
+            .is_none_or(|p| p.processes_done < self.role.processes)
+        {
             return;
         }
         let Some(p) = s.pending.remove(&id) else {
             return;
         };
-        match self.complete(&mut s, id, p) {
-            Ok(()) => {}
+        match self.complete(s, id, p) {
+            Ok(()) => self.announce(s, &Control::Complete { id }),
             Err(e) => {
+                self.announce(s, &Control::Abort { id });
                 s.failures += 1;
                 tracing::warn!(checkpoint = id, "checkpoint {id} failed: {e}");
                 if s.failures > self.config.tolerable_failures {
-                    s.error = Some(format!("checkpoint {id} failed: {e}"));
+                    self.set_error(s, format!("checkpoint {id} failed: {e}"));
                 }
             }
         }
@@ -800,13 +984,22 @@ impl Coordinator {
     /// A task could not take its part of checkpoint `id`.
     pub(crate) fn decline(&self, id: u64, why: String) {
         let mut s = self.lock();
+        self.decline_locked(&mut s, id, why);
+    }
+
+    fn decline_locked(&self, s: &mut Inner, id: u64, why: String) {
         if s.pending.remove(&id).is_none() {
             return;
         }
+        if !self.role.leads() {
+            s.outbox.push((0, Control::Decline { id, why }));
+            return;
+        }
+        self.announce(s, &Control::Abort { id });
         s.failures += 1;
         tracing::warn!(checkpoint = id, "checkpoint {id} declined: {why}");
         if s.failures > self.config.tolerable_failures || self.final_id() == Some(id) {
-            s.error = Some(format!("checkpoint {id} failed: {why}"));
+            self.set_error(s, format!("checkpoint {id} failed: {why}"));
         }
     }
 
@@ -832,7 +1025,7 @@ impl Coordinator {
             finished: self.final_id() == Some(id),
             triggered_at_ms: p.triggered_at_ms,
             duration_ms: u64::try_from(p.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            parallelism: self.workers as u32,
+            parallelism: self.parallelism as u32,
             max_parallelism: self.max_parallelism,
             operators,
         };

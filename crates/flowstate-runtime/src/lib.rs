@@ -87,8 +87,8 @@ pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastStream, KeyedBroadcastProcessFunction,
     ReadOnlyBroadcastState, ReadOnlyContext,
 };
-use checkpoint::Coordinator;
 pub use checkpoint::{CheckpointConfig, CheckpointMetadata, ClaimMode, RestoreFrom, SnapshotKind};
+use checkpoint::{Control, Coordinator, ProcessRole};
 pub use connectors::{FileFormat, FilePosition, SINK_TRANSACTIONS_STATE, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
@@ -132,10 +132,30 @@ pub enum RuntimeError {
     Restore(String),
 }
 
+/// Where this process stands in a job that runs as several processes (timely's
+/// cluster mode over TCP): every process runs the same program with the same
+/// `addresses` and its own `process` index. Process 0 leads checkpointing.
+///
+/// ```no_run
+/// # use flowstate_runtime::{Cluster, JobConfig};
+/// let addresses = vec!["127.0.0.1:7100".to_string(), "127.0.0.1:7101".to_string()];
+/// // In the second process (2 processes × 2 threads = parallelism 4):
+/// let config = JobConfig::default().workers(2).cluster(Cluster { process: 1, addresses });
+/// assert_eq!(config.parallelism(), 4);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// `host:port` of every process, the same list in every process.
+    pub addresses: Vec<String>,
+}
+
 /// How a job runs.
 #[derive(Clone)]
 pub struct JobConfig {
-    /// Worker threads (the job's parallelism).
+    /// Worker threads of this process (the job's parallelism unless it runs as
+    /// several processes: then [`JobConfig::parallelism`]).
     pub workers: usize,
     /// Key groups; fixed for the life of the job's state.
     pub max_parallelism: u32,
@@ -145,6 +165,8 @@ pub struct JobConfig {
     pub clock: Arc<dyn Clock>,
     /// Checkpoints, when on (off by default).
     pub checkpointing: Option<CheckpointConfig>,
+    /// The job's processes, when it runs as several (one by default).
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for JobConfig {
@@ -155,6 +177,7 @@ impl Default for JobConfig {
             backend: BackendChoice::Heap,
             clock: Arc::new(SystemClock),
             checkpointing: None,
+            cluster: None,
         }
     }
 }
@@ -187,17 +210,47 @@ impl JobConfig {
         self
     }
 
+    /// Runs this process as one of several (see [`Cluster`]).
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Workers of the whole job: this process's threads times the processes.
+    pub fn parallelism(&self) -> usize {
+        self.workers * self.cluster.as_ref().map_or(1, |c| c.addresses.len())
+    }
+
+    fn role(&self) -> ProcessRole {
+        self.cluster
+            .as_ref()
+            .map_or(ProcessRole::SINGLE, |c| ProcessRole {
+                process: c.process,
+                processes: c.addresses.len(),
+            })
+    }
+
     fn validate(&self) -> Result<(), RuntimeError> {
         if let Some(c) = &self.checkpointing {
             c.validate()?;
         }
-        let p = u32::try_from(self.workers)
-            .map_err(|_| RuntimeError::Config(format!("{} workers", self.workers)))?;
-        flowstate_core::keygroup::check_max_parallelism(self.max_parallelism)?;
-        if p == 0 || p > self.max_parallelism {
+        if let Some(c) = &self.cluster
+            && c.process >= c.addresses.len()
+        {
             return Err(RuntimeError::Config(format!(
-                "workers must be in 1..={} (the max parallelism), got {}",
-                self.max_parallelism, self.workers
+                "process {} of a cluster of {} addresses",
+                c.process,
+                c.addresses.len()
+            )));
+        }
+        let parallelism = self.parallelism();
+        let p = u32::try_from(parallelism)
+            .map_err(|_| RuntimeError::Config(format!("{parallelism} workers")))?;
+        flowstate_core::keygroup::check_max_parallelism(self.max_parallelism)?;
+        if self.workers == 0 || p > self.max_parallelism {
+            return Err(RuntimeError::Config(format!(
+                "workers must be in 1..={} (the max parallelism), got {parallelism}",
+                self.max_parallelism
             )));
         }
         Ok(())
@@ -233,17 +286,27 @@ where
     let Some(checkpoints) = config.checkpointing.clone() else {
         return run(config, None, build);
     };
+    let role = config.role();
+    // Every process of a cluster reads the directory before they connect, while
+    // nothing writes to it, so they all choose the same snapshot and first id.
     let (candidates, highest) = checkpoint::restore_candidates(&checkpoints)?;
-    // What a crashed run left behind goes once, before any attempt.
-    checkpoint::clean_up_after_crash(checkpoints.storage.as_ref())?;
+    if role == ProcessRole::SINGLE {
+        // What a crashed run left behind goes once, before any attempt. (A cluster's
+        // leader does it once every process is connected: see `run`.)
+        checkpoint::clean_up_after_crash(checkpoints.storage.as_ref())?;
+    }
     let start = highest + 1;
     // Nothing to restore: one attempt from empty state. Otherwise newest first,
-    // falling back to the next when a snapshot turns out unreadable.
-    let attempts: Vec<Option<Arc<checkpoint::Restored>>> = if candidates.is_empty() {
+    // falling back to the next when a snapshot turns out unreadable (one process
+    // alone cannot fall back: a cluster tries the newest only).
+    let mut attempts: Vec<Option<Arc<checkpoint::Restored>>> = if candidates.is_empty() {
         vec![None]
     } else {
         candidates.into_iter().map(|r| Some(Arc::new(r))).collect()
     };
+    if role != ProcessRole::SINGLE {
+        attempts.truncate(1);
+    }
     let count = attempts.len();
     for (i, restored) in attempts.into_iter().enumerate() {
         if let Some(r) = &restored {
@@ -258,7 +321,7 @@ where
                 },
                 m.id,
                 m.parallelism,
-                config.workers
+                config.parallelism()
             );
             if m.max_parallelism != config.max_parallelism {
                 return Err(RuntimeError::Config(format!(
@@ -271,6 +334,7 @@ where
         let coordinator = Coordinator::new(
             checkpoints.clone(),
             config.workers,
+            role,
             config.max_parallelism,
             start,
             restored.as_deref(),
@@ -320,11 +384,33 @@ where
     R: stream::JobResult,
 {
     let workers = config.workers;
+    let timely_config = match &config.cluster {
+        None => timely::Config::process(workers),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
+    let clean_up = config.cluster.as_ref().is_some_and(|c| c.process == 0);
     let shared = Arc::new(config);
     let guards = timely::execute(
-        timely::Config::process(workers),
+        timely_config,
         move |worker| -> Result<R::Output, RuntimeError> {
             let errors: ErrorSlot = Rc::new(RefCell::new(None));
+            if clean_up
+                && worker.index() == 0
+                && let Some((c, _)) = &checkpointing
+            {
+                // Every process is connected, so each has chosen its snapshot already;
+                // nobody writes before this leader's first trigger.
+                checkpoint::clean_up_after_crash(c.storage().as_ref())?;
+            }
             let ctx = checkpointing.as_ref().map(|(c, r)| {
                 Rc::new(task::WorkerCheckpoints::new(
                     c.clone(),
@@ -333,11 +419,26 @@ where
                     worker.peers() as u32,
                 ))
             });
+            let control = ctx
+                .as_ref()
+                .filter(|_| shared.cluster.is_some())
+                .map(|ctx| control_dataflow(worker, ctx.coordinator.clone(), workers));
+            let building = std::time::Instant::now();
             let (drivers, result) = worker.dataflow::<time::Time, _, _>(|scope| {
                 let mut job = Job::new(scope, shared.clone(), errors.clone(), ctx.clone());
                 let result = build(&mut job);
                 (job.into_drivers(), result)
             });
+            if let Some(r) = ctx.as_ref().and_then(|c| c.restored.as_ref()) {
+                // Operators restore while the dataflow is built.
+                tracing::info!(
+                    checkpoint = r.metadata.id,
+                    restore_ms = building.elapsed().as_millis() as u64,
+                    "worker {} restored its state in {} ms",
+                    worker.index(),
+                    building.elapsed().as_millis()
+                );
+            }
             if let Some(ctx) = &ctx {
                 let unclaimed = ctx.unclaimed();
                 let allowed = shared
@@ -357,7 +458,7 @@ where
                 let (tasks, sources) = ctx.counts();
                 ctx.coordinator.register_worker(tasks, sources);
             }
-            drive(worker, drivers, &errors, ctx.as_deref());
+            drive(worker, drivers, &errors, ctx.as_deref(), control);
             if let Some(e) = errors.borrow_mut().take() {
                 return Err(e);
             }
@@ -398,10 +499,17 @@ fn drive(
     mut drivers: Vec<Box<dyn source::SourceDriver>>,
     errors: &ErrorSlot,
     ctx: Option<&task::WorkerCheckpoints>,
+    mut control: Option<ControlInput>,
 ) {
+    let send = |control: &mut Option<ControlInput>, ctx: &task::WorkerCheckpoints| {
+        if let Some(c) = control.as_mut() {
+            c.send(&ctx.coordinator);
+        }
+    };
     loop {
         if let Some(ctx) = ctx {
             ctx.coordinator.poll();
+            send(&mut control, ctx);
             if let Some(e) = errors.borrow().as_ref() {
                 ctx.coordinator.fail(e.to_string());
             }
@@ -433,6 +541,7 @@ fn drive(
                     if let Err(e) = ctx.deliver_completions() {
                         record_error(errors, e);
                     }
+                    send(&mut control, ctx);
                     break;
                 }
             }
@@ -443,6 +552,79 @@ fn drive(
             }
         }
     }
+    if let (Some(ctx), true) = (ctx, errors.borrow().is_some()) {
+        // The other processes stop too (they would wait for this one forever).
+        if let Some(e) = errors.borrow().as_ref() {
+            ctx.coordinator.fail(e.to_string());
+        }
+        send(&mut control, ctx);
+    }
     drop(drivers);
+    drop(control);
     while worker.step() {}
+}
+
+/// The input through which a process's first worker sends its coordinator's messages
+/// to the other processes' coordinators.
+struct ControlInput {
+    input: timely::dataflow::InputHandle<
+        u64,
+        timely::container::CapacityContainerBuilder<Vec<(u64, Control)>>,
+    >,
+    /// This worker sends (the first of its process); the others only close theirs.
+    sends: bool,
+    /// Threads per process: process `p`'s first worker is `p * threads`.
+    threads: u64,
+}
+
+impl ControlInput {
+    fn send(&mut self, coordinator: &Coordinator) {
+        if !self.sends {
+            return;
+        }
+        let out = coordinator.take_outbox();
+        if out.is_empty() {
+            return;
+        }
+        for (process, msg) in out {
+            self.input.send((process as u64 * self.threads, msg));
+        }
+        // Exchange buffers until the input's time moves (a flush alone keeps it).
+        let next = self.input.time() + 1;
+        self.input.advance_to(next);
+    }
+}
+
+/// A dataflow of its own for coordinator messages between processes (only when the
+/// job runs as several): each message goes to the first worker of its destination
+/// process, which hands it to that process's coordinator.
+fn control_dataflow(
+    worker: &mut timely::worker::Worker,
+    coordinator: Arc<Coordinator>,
+    threads: usize,
+) -> ControlInput {
+    use timely::dataflow::channels::pact::Exchange;
+    use timely::dataflow::operators::Input;
+    use timely::dataflow::operators::generic::Operator;
+    let sends = worker.index().is_multiple_of(threads);
+    let input = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<(u64, Control)>>();
+        stream.sink(
+            Exchange::new(|(dest, _): &(u64, Control)| *dest),
+            "Control",
+            move |(input, _)| {
+                input.for_each(|_, data| {
+                    for (_, msg) in data.drain(..) {
+                        coordinator.receive(msg);
+                    }
+                });
+            },
+        );
+        input
+    });
+    ControlInput {
+        input,
+        sends,
+        threads: threads as u64,
+    }
 }

@@ -1,0 +1,133 @@
+//! The `counts` job as two processes on 127.0.0.1 (`flowstate run --processes 2`):
+//! one process is SIGKILLed mid-run (first a follower, then the leader that coordinates
+//! checkpoints), the supervisor restarts both from the last complete checkpoint, and
+//! the committed output equals an uninterrupted run line for line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::committed;
+
+const EVENTS: u64 = 60_000;
+
+/// The newest checkpoint of `ck` with `_metadata` (0: none yet).
+fn newest_complete(ck: &Path) -> u64 {
+    std::fs::read_dir(ck)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("_metadata").exists())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("chk-")?.parse::<u64>().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// The pid of the running child of `parent` that is job process `index`.
+fn job_process(parent: u32, index: usize) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split after `)`.
+        let mut fields = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace())?;
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) || state == Some("Z") {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let at = args.iter().position(|a| *a == b"--process")?;
+        if args.get(at + 1) == Some(&index.to_string().as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_until(supervisor: &mut Child, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ok() {
+        if Instant::now() > deadline || supervisor.try_wait().unwrap().is_some() {
+            let _ = supervisor.kill();
+            panic!("gave up waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn kill_one_then_the_leader(backend: &str) {
+    let expected = common::reference(EVENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    // 2 processes × 2 workers, throttled so that the kills land mid-run.
+    let mut supervisor = common::job(dir.path(), 2, backend, 50, EVENTS, 5)
+        .args(["--processes", "2"])
+        .spawn()
+        .unwrap();
+    let pid = supervisor.id();
+    for victim in [1, 0] {
+        let seen = newest_complete(&ck);
+        wait_until(&mut supervisor, "a checkpoint", || {
+            newest_complete(&ck) > seen
+        });
+        let mut target = None;
+        wait_until(&mut supervisor, "the process", || {
+            target = job_process(pid, victim);
+            target.is_some()
+        });
+        let target = target.unwrap();
+        sigkill(target);
+        // The supervisor restarts both: a new process `victim` appears.
+        wait_until(&mut supervisor, "the restart", || {
+            job_process(pid, victim).is_some_and(|p| p != target)
+        });
+    }
+    let out = supervisor.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "supervisor failed: {log}");
+    assert_eq!(
+        log.matches("restarting all 2 processes").count(),
+        2,
+        "{log}"
+    );
+    let got = committed(&dir.path().join("out"));
+    let missing = expected
+        .iter()
+        .filter(|l| got.binary_search(l).is_err())
+        .count();
+    eprintln!(
+        "{backend}: 2 processes, 2 kills, {} lines, {missing} missing, {} extra",
+        got.len(),
+        got.len() as i64 - expected.len() as i64
+    );
+    assert_eq!(got, expected, "committed output differs after the kills");
+}
+
+#[test]
+fn two_processes_one_killed_resume_exactly_once_heap() {
+    kill_one_then_the_leader("heap");
+}
+
+#[test]
+fn two_processes_one_killed_resume_exactly_once_rocksdb() {
+    kill_one_then_the_leader("rocksdb");
+}
