@@ -110,7 +110,17 @@ fn crash_many_times(backend: &str, kills: usize, workers: &[usize]) -> (usize, V
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("chk-"))
         .collect();
-    assert_eq!(chk.len(), 1, "checkpoints left: {chk:?}");
+    let contents: Vec<Vec<String>> = chk
+        .iter()
+        .map(|c| {
+            std::fs::read_dir(ck.join(c))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(chk.len(), 1, "checkpoints left: {chk:?} {contents:?}");
     (killed, committed(&dir.path().join("out")))
 }
 

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -616,6 +616,8 @@ pub(crate) struct Coordinator {
     completed: AtomicU64,
     /// The interval the job started in (the first checkpoint id of this run).
     start: u64,
+    /// Snapshot writer threads still running.
+    writers: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -686,6 +688,7 @@ impl Coordinator {
             final_id: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             start,
+            writers: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 registered_workers: 0,
                 tasks: 0,
@@ -711,6 +714,11 @@ impl Coordinator {
         // A panicking thread cannot leave the bookkeeping half-updated in a way that
         // matters more than stopping; keep going with what is there.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The checkpoint settings.
+    pub(crate) fn config(&self) -> &CheckpointConfig {
+        &self.config
     }
 
     /// The checkpoint storage.
@@ -793,6 +801,77 @@ impl Coordinator {
         std::mem::take(&mut self.lock().outbox)
     }
 
+    /// A snapshot writer thread starts.
+    pub(crate) fn writer_started(&self) {
+        self.writers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A snapshot writer thread is done (it acknowledged or declined).
+    pub(crate) fn writer_finished(&self) {
+        self.writers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits (at most the checkpoint timeout) until no snapshot writer runs, so a job
+    /// that ends leaves no half-written files of checkpoints that will never complete.
+    pub(crate) fn wait_for_writers(&self) {
+        let deadline = Instant::now() + self.config.timeout;
+        while self.writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Deletes what tasks wrote for checkpoint `id`, which will never complete (it was
+    /// aborted or subsumed): their private files, and shared files no retained
+    /// checkpoint and no other checkpoint in flight refers to (uploads of a checkpoint
+    /// that never completed are never reused).
+    fn discard(&self, s: &Inner, id: u64, acks: &[TaskAck]) {
+        if acks.is_empty() {
+            return;
+        }
+        let storage = self.config.storage.as_ref();
+        let mut keep = s.registry.referenced();
+        for p in s.pending.values() {
+            for a in &p.acks {
+                keep.extend(
+                    a.keyed
+                        .iter()
+                        .flat_map(|k| k.shared_files.iter().map(|f| f.path.clone())),
+                );
+            }
+        }
+        for a in acks {
+            let mut files: Vec<&str> = Vec::new();
+            if let Some(k) = &a.keyed {
+                files.push(&k.path);
+                files.extend(
+                    k.shared_files
+                        .iter()
+                        .filter(|f| !keep.contains(&f.path))
+                        .map(|f| f.path.as_str()),
+                );
+            }
+            if let Some(o) = &a.operator {
+                files.push(&o.path);
+            }
+            for f in files {
+                if let Err(e) = storage.delete(f) {
+                    tracing::debug!(checkpoint = id, "could not delete {f}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Removes checkpoint `id` from those in flight; deletes what it wrote.
+    fn drop_pending(&self, s: &mut Inner, id: u64) -> bool {
+        match s.pending.remove(&id) {
+            Some(p) => {
+                self.discard(s, id, &p.acks);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A message from another process's coordinator.
     pub(crate) fn receive(&self, msg: Control) {
         let mut s = self.lock();
@@ -809,7 +888,7 @@ impl Coordinator {
                 self.final_id.store(id, Ordering::Release);
             }
             Control::Abort { id } => {
-                s.pending.remove(&id);
+                self.drop_pending(&mut s, id);
             }
             Control::Complete { id } => {
                 // Subsumed as on the leader; savepoints are never subsumed.
@@ -820,7 +899,11 @@ impl Coordinator {
                     .map(|(k, _)| *k)
                     .collect();
                 for k in done {
-                    s.pending.remove(&k);
+                    if k == id {
+                        s.pending.remove(&k);
+                    } else {
+                        self.drop_pending(&mut s, k);
+                    }
                 }
                 self.completed.fetch_max(id, Ordering::AcqRel);
             }
@@ -831,7 +914,9 @@ impl Coordinator {
             }
             Control::Acks { id, acks } => {
                 let Some(p) = s.pending.get_mut(&id) else {
-                    return; // aborted or subsumed meanwhile
+                    // Aborted or subsumed meanwhile.
+                    self.discard(&s, id, &acks);
+                    return;
                 };
                 p.acks.extend(acks);
                 p.processes_done += 1;
@@ -883,7 +968,7 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            s.pending.remove(&id);
+            self.drop_pending(&mut s, id);
             self.announce(&mut s, &Control::Abort { id });
             s.failures += 1;
             tracing::warn!(checkpoint = id, "checkpoint {id} timed out and was aborted");
@@ -942,7 +1027,9 @@ impl Coordinator {
         let mut s = self.lock();
         let expected = s.tasks;
         let Some(p) = s.pending.get_mut(&id) else {
-            return; // aborted meanwhile
+            // Aborted or subsumed meanwhile.
+            self.discard(&s, id, std::slice::from_ref(&ack));
+            return;
         };
         p.acks.push(ack);
         p.local_acks += 1;
@@ -988,7 +1075,7 @@ impl Coordinator {
     }
 
     fn decline_locked(&self, s: &mut Inner, id: u64, why: String) {
-        if s.pending.remove(&id).is_none() {
+        if !self.drop_pending(s, id) {
             return;
         }
         if !self.role.leads() {
@@ -1048,7 +1135,7 @@ impl Coordinator {
                 .map(|(k, _)| *k)
                 .collect();
             for old in subsumed {
-                s.pending.remove(&old);
+                self.drop_pending(s, old);
                 tracing::debug!(checkpoint = old, "subsumed by checkpoint {id}");
             }
         }
@@ -1106,7 +1193,11 @@ impl Coordinator {
 
 /// Deletes what a crashed run left: `chk-` directories without `_metadata` and shared
 /// files no complete checkpoint refers to. Runs before the job starts.
-pub(crate) fn clean_up_after_crash(storage: &dyn CheckpointStorage) -> Result<(), RuntimeError> {
+pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<(), RuntimeError> {
+    if let Some(dir) = &config.dir {
+        remove_staged_uploads(dir);
+    }
+    let storage = config.storage.as_ref();
     let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
     let mut referenced: BTreeSet<String> = BTreeSet::new();
     for (id, has_meta) in checkpoint_dirs(storage)? {
@@ -1130,4 +1221,27 @@ pub(crate) fn clean_up_after_crash(storage: &dyn CheckpointStorage) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A local checkpoint directory's half-written files: the local object store writes
+/// `<path>#<digits>` and renames it into place, so a killed process leaves these,
+/// which the store itself never lists (or deletes). Best effort.
+fn remove_staged_uploads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_staged_uploads(&path);
+            // Empty after that (and not the root): an incomplete checkpoint's.
+            let _ = std::fs::remove_dir(&path);
+        } else if name
+            .split_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }

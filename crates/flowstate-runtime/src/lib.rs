@@ -293,7 +293,7 @@ where
     if role == ProcessRole::SINGLE {
         // What a crashed run left behind goes once, before any attempt. (A cluster's
         // leader does it once every process is connected: see `run`.)
-        checkpoint::clean_up_after_crash(checkpoints.storage.as_ref())?;
+        checkpoint::clean_up_after_crash(&checkpoints)?;
     }
     let start = highest + 1;
     // Nothing to restore: one attempt from empty state. Otherwise newest first,
@@ -409,7 +409,7 @@ where
             {
                 // Every process is connected, so each has chosen its snapshot already;
                 // nobody writes before this leader's first trigger.
-                checkpoint::clean_up_after_crash(c.storage().as_ref())?;
+                checkpoint::clean_up_after_crash(c.config())?;
             }
             let ctx = checkpointing.as_ref().map(|(c, r)| {
                 Rc::new(task::WorkerCheckpoints::new(
@@ -542,6 +542,7 @@ fn drive(
                         record_error(errors, e);
                     }
                     send(&mut control, ctx);
+                    ctx.coordinator.wait_for_writers();
                     break;
                 }
             }

@@ -147,6 +147,7 @@ impl WorkerCheckpoints {
         let location = coordinator.location(id);
         let base = format!("{location}/{uid}-{}", self.index);
         let uid = uid.to_string();
+        self.coordinator.writer_started();
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{uid}"))
             .spawn(move || {
@@ -174,8 +175,10 @@ impl WorkerCheckpoints {
                     Ok(ack) => coordinator.ack(id, ack),
                     Err(e) => coordinator.decline(id, e.to_string()),
                 }
+                coordinator.writer_finished();
             });
         if let Err(e) = spawned {
+            self.coordinator.writer_finished();
             self.coordinator
                 .decline(id, format!("cannot start a snapshot thread: {e}"));
         }
