@@ -22,8 +22,8 @@ for backend in heap rocksdb; do
     --checkpoint-dir "$dir/ck" --out "$dir/out" --events "$events" --keys "$keys" \
     --checkpoint-interval "$interval" --retained 1000 >/dev/null
   echo "job: $(( ($(date +%s%N) - start) / 1000000 )) ms"
-  "$bin" checkpoints "$dir/ck" | cut -c1-90
-  final=$(ls -d "$dir"/ck/chk-* | sort -t- -k2 -n | tail -1)
+  "$bin" checkpoints "$dir/ck"
+  final="$dir/ck/$(ls "$dir/ck" | grep '^chk-' | sort -t- -k2 -n | tail -1)"
   for w in 1 2 4; do
     rm -rf "$dir/r$w"
     ms=$(RUST_LOG=info "$bin" run counts --backend "$backend" --workers "$w" --from "$final" \

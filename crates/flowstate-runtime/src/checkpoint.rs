@@ -21,9 +21,16 @@
 //!
 //! **Layout** (`docs/formats.md`): `chk-<id>/<operator>-<subtask>.kgs|.ops` and
 //! `chk-<id>/_metadata`; `shared/` holds RocksDB files of incremental checkpoints;
-//! `taskowned/` holds the sinks' pre-committed transactions' manifests;
-//! `savepoints/sp-<id>/` holds savepoints. A checkpoint without `_metadata` is not a
-//! checkpoint: a crash at any moment leaves every earlier complete one intact.
+//! `savepoints/sp-<id>/` holds savepoints (`taskowned/` is reserved). A checkpoint
+//! without `_metadata` is not a checkpoint: a crash at any moment leaves every earlier
+//! complete one intact.
+//!
+//! **Several processes.** Every process has a coordinator for its own workers.
+//! Process 0 leads: it triggers, times out, completes (writes `_metadata`) and retains;
+//! the others learn of triggers, aborts, completions and the final checkpoint from it,
+//! and send it their tasks' acknowledgements, over a small timely dataflow of its own
+//! ([`Control`]). The cut stays consistent without any clock agreement: the interval
+//! coordinate of the timestamps is the barrier wherever it is advanced.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
