@@ -21,7 +21,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_rocksdb::RocksDbOptions;
-use flowstate_runtime::checkpoint::{SAVEPOINT_REQUEST, list_checkpoints};
+use flowstate_runtime::checkpoint::{
+    SAVEPOINT_REQUEST, list_checkpoints, read_metadata, request_savepoint,
+};
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, KeyedProcessFunction,
     OpenContext, ProcessContext, RestoreFrom, RuntimeError, TimerContext, WatermarkStrategy,
@@ -69,6 +71,10 @@ enum Command {
     Savepoint {
         /// Checkpoint directory of the running job.
         dir: PathBuf,
+        /// Stop the job with the savepoint (nothing after it is processed; resume
+        /// with `run --from` the savepoint).
+        #[arg(long)]
+        stop: bool,
         /// Seconds to wait.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -271,10 +277,27 @@ fn run(args: RunArgs) -> Result<()> {
     });
     progress.finish_and_clear();
     result?;
-    println!(
-        "job finished in {:.2} s; committed output is complete",
-        started.elapsed().as_secs_f64()
-    );
+    // Stopped with a savepoint rather than finished: the newest snapshot says so.
+    let newest_savepoint = savepoints(&checkpoint_dir)
+        .into_iter()
+        .filter_map(|p| read_metadata(&p).ok().map(|m| (m.id, m.finished, p)))
+        .max_by_key(|(id, _, _)| *id);
+    let newest_checkpoint = ObjectCheckpointStorage::local(&checkpoint_dir)
+        .ok()
+        .and_then(|s| list_checkpoints(&s).ok())
+        .and_then(|l| l.into_iter().filter_map(|c| c.ok()).map(|m| m.id).max())
+        .unwrap_or(0);
+    match newest_savepoint {
+        Some((id, false, path)) if id > newest_checkpoint => println!(
+            "job stopped with savepoint {id} after {:.2} s; resume with --from {}",
+            started.elapsed().as_secs_f64(),
+            path.display()
+        ),
+        _ => println!(
+            "job finished in {:.2} s; committed output is complete",
+            started.elapsed().as_secs_f64()
+        ),
+    }
     Ok(())
 }
 
@@ -333,9 +356,9 @@ fn utc(ms: u64) -> String {
     )
 }
 
-fn savepoint(dir: &Path, timeout: u64) -> Result<()> {
+fn savepoint(dir: &Path, stop: bool, timeout: u64) -> Result<()> {
     let before = savepoints(dir);
-    std::fs::write(dir.join(SAVEPOINT_REQUEST), b"")
+    request_savepoint(dir, stop)
         .with_context(|| format!("writing the request into {}", dir.display()))?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     while Instant::now() < deadline {
@@ -373,6 +396,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Checkpoints { dir } => checkpoints_table(&dir),
-        Command::Savepoint { dir, timeout } => savepoint(&dir, timeout),
+        Command::Savepoint { dir, stop, timeout } => savepoint(&dir, stop, timeout),
     }
 }

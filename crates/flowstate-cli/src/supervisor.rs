@@ -139,7 +139,7 @@ pub(crate) fn supervise(args: &RunArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         };
         let Some(why) = failed else {
-            println!("all {n} processes finished; committed output is complete");
+            println!("all {n} processes ended");
             return Ok(());
         };
         stop_all(&mut children);

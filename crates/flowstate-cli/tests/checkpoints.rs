@@ -225,3 +225,49 @@ fn savepoint_by_cli_then_restore_at_another_parallelism() {
     // Savepoints are never deleted by the job's retention.
     assert!(path.join("_metadata").exists());
 }
+
+#[test]
+fn stop_with_savepoint_then_resume_rescaled() {
+    let expected = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let mut child = slow_job(dir.path(), 2, "heap", 100, 5).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sp = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .arg("savepoint")
+        .arg(&ck)
+        .arg("--stop")
+        .output()
+        .unwrap();
+    assert!(
+        sp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sp.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim());
+    // The job stops by itself, successfully, without finishing its input.
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let meta = flowstate_runtime::checkpoint::read_metadata(&path).unwrap();
+    assert_eq!(meta.kind, flowstate_runtime::SnapshotKind::Savepoint);
+    assert!(!meta.finished);
+    let stopped = committed(&dir.path().join("out"));
+    assert!(
+        !stopped.is_empty() && stopped.len() < expected.len(),
+        "{} of {} lines at the stop",
+        stopped.len(),
+        expected.len()
+    );
+    // Everything committed at the stop is output of the uninterrupted run.
+    assert!(stopped.iter().all(|l| expected.binary_search(l).is_ok()));
+    // Resume from the savepoint at 3 workers: the rest, exactly once.
+    let mut c = job(dir.path(), 3, "heap", 50);
+    c.arg("--from").arg(&path);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(committed(&dir.path().join("out")), expected);
+}

@@ -50,6 +50,16 @@ use crate::RuntimeError;
 /// A file in the checkpoint directory that asks the running job for a savepoint.
 pub const SAVEPOINT_REQUEST: &str = "_savepoint_request";
 
+/// Asks the job running on the local checkpoint directory `dir` for a savepoint (what
+/// `flowstate savepoint DIR` does); with `stop`, the job stops once the savepoint is
+/// complete (Flink's stop-with-savepoint): its sources read nothing after the
+/// savepoint's cut, the sinks commit through it, and every worker returns.
+///
+/// The savepoint appears as `dir/savepoints/sp-<id>/_metadata`.
+pub fn request_savepoint(dir: &Path, stop: bool) -> std::io::Result<()> {
+    std::fs::write(dir.join(SAVEPOINT_REQUEST), if stop { "stop" } else { "" })
+}
+
 /// Version of the `_metadata` JSON document.
 pub const METADATA_VERSION: u32 = 1;
 
@@ -565,8 +575,13 @@ impl ProcessRole {
 /// acknowledgements, declines, and that their sources ended.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Control {
-    /// Leader: checkpoint `id` of `kind` is triggered (sources move past interval `id`).
-    Trigger { id: u64, kind: SnapshotKind },
+    /// Leader: checkpoint `id` of `kind` is triggered (sources move past interval `id`);
+    /// `stop`: the job stops once it completes.
+    Trigger {
+        id: u64,
+        kind: SnapshotKind,
+        stop: bool,
+    },
     /// Leader: every source ended; `id` is the final checkpoint.
     Final { id: u64 },
     /// Leader: checkpoint `id` was aborted (timed out or declined).
@@ -595,6 +610,8 @@ struct Inner {
     registry: SharedStateRegistry,
     retained: VecDeque<u64>,
     savepoint_requested: bool,
+    /// The requested savepoint is to stop the job.
+    stop_requested: bool,
     last_request_check: Instant,
     error: Option<String>,
     /// Other processes whose sources all ended (leader only).
@@ -625,6 +642,8 @@ pub(crate) struct Coordinator {
     start: u64,
     /// Snapshot writer threads still running.
     writers: AtomicUsize,
+    /// The savepoint that stops the job (0: none).
+    stop_at: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -696,6 +715,7 @@ impl Coordinator {
             completed: AtomicU64::new(0),
             start,
             writers: AtomicUsize::new(0),
+            stop_at: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 registered_workers: 0,
                 tasks: 0,
@@ -708,6 +728,7 @@ impl Coordinator {
                 registry,
                 retained,
                 savepoint_requested: false,
+                stop_requested: false,
                 last_request_check: now,
                 error: None,
                 exhausted_processes: 0,
@@ -759,6 +780,17 @@ impl Coordinator {
     /// The job is done: its final checkpoint completed.
     pub(crate) fn finished(&self) -> bool {
         self.final_id().is_some_and(|f| self.completed() >= f)
+    }
+
+    /// A stop-with-savepoint is under way: sources read nothing more.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop_at.load(Ordering::Acquire) != 0
+    }
+
+    /// The stop-with-savepoint completed: the job stops now.
+    pub(crate) fn stopped(&self) -> bool {
+        let at = self.stop_at.load(Ordering::Acquire);
+        at != 0 && self.completed() >= at
     }
 
     /// What checkpoint `id` is.
@@ -870,6 +902,16 @@ impl Coordinator {
 
     /// Removes checkpoint `id` from those in flight; deletes what it wrote.
     fn drop_pending(&self, s: &mut Inner, id: u64) -> bool {
+        if self
+            .stop_at
+            .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                checkpoint = id,
+                "the savepoint to stop the job did not complete; the job goes on"
+            );
+        }
         match s.pending.remove(&id) {
             Some(p) => {
                 self.discard(s, id, &p.acks);
@@ -883,8 +925,11 @@ impl Coordinator {
     pub(crate) fn receive(&self, msg: Control) {
         let mut s = self.lock();
         match msg {
-            Control::Trigger { id, kind } => {
+            Control::Trigger { id, kind, stop } => {
                 s.pending.entry(id).or_insert_with(|| Pending::new(kind));
+                if stop {
+                    self.stop_at.store(id, Ordering::Release);
+                }
                 self.interval.fetch_max(id + 1, Ordering::AcqRel);
             }
             Control::Final { id } => {
@@ -988,7 +1033,7 @@ impl Coordinator {
                 return;
             }
         }
-        if self.final_id().is_some() {
+        if self.final_id().is_some() || self.stopping() {
             return;
         }
         // `flowstate savepoint DIR` asks through a file in the checkpoint directory.
@@ -997,8 +1042,11 @@ impl Coordinator {
         {
             s.last_request_check = now;
             let request = dir.join(SAVEPOINT_REQUEST);
-            if request.exists() && std::fs::remove_file(&request).is_ok() {
+            if let Ok(what) = std::fs::read_to_string(&request)
+                && std::fs::remove_file(&request).is_ok()
+            {
                 s.savepoint_requested = true;
+                s.stop_requested = what.trim() == "stop";
             }
         }
         let current = self.interval();
@@ -1021,8 +1069,19 @@ impl Coordinator {
             } else {
                 SnapshotKind::Checkpoint
             };
+            let stop = kind == SnapshotKind::Savepoint && std::mem::take(&mut s.stop_requested);
+            if stop {
+                self.stop_at.store(current, Ordering::Release);
+            }
             s.pending.insert(current, Pending::new(kind));
-            self.announce(&mut s, &Control::Trigger { id: current, kind });
+            self.announce(
+                &mut s,
+                &Control::Trigger {
+                    id: current,
+                    kind,
+                    stop,
+                },
+            );
             s.last_trigger = now;
             self.interval.store(current + 1, Ordering::Release);
             tracing::debug!(checkpoint = current, ?kind, "triggered");

@@ -506,6 +506,7 @@ fn drive(
             c.send(&ctx.coordinator);
         }
     };
+    let mut stopped = false;
     loop {
         if let Some(ctx) = ctx {
             ctx.coordinator.poll();
@@ -537,6 +538,18 @@ fn drive(
                 if let Err(e) = ctx.deliver_completions() {
                     record_error(errors, e);
                 }
+                if ctx.coordinator.stopped() {
+                    // Stop-with-savepoint: committed through the savepoint; what the
+                    // dataflow still holds is in it, so drop it undrained (draining
+                    // would fire every event-time timer as if the input had ended).
+                    if let Err(e) = ctx.deliver_completions() {
+                        record_error(errors, e);
+                    }
+                    send(&mut control, ctx);
+                    ctx.coordinator.wait_for_writers();
+                    stopped = true;
+                    break;
+                }
                 if ctx.coordinator.finished() && drivers.is_empty() {
                     if let Err(e) = ctx.deliver_completions() {
                         record_error(errors, e);
@@ -562,6 +575,13 @@ fn drive(
     }
     drop(drivers);
     drop(control);
+    if stopped {
+        tracing::info!("worker {} stopped after its savepoint", worker.index());
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        return;
+    }
     while worker.step() {}
 }
 

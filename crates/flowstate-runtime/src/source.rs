@@ -324,6 +324,14 @@ impl<T: Data> SourceDriver for Source<T> {
         if self.exhausted || self.input.is_none() {
             return false;
         }
+        // Nothing after the cut of a savepoint that stops the job.
+        if self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|t| t.ctx.coordinator.stopping())
+        {
+            return false;
+        }
         if self.errors.borrow().is_some() {
             return self.finish();
         }

@@ -18,9 +18,9 @@ use flowstate_core::state::{ListState, ValueState, VoidNamespace};
 use flowstate_heap::HeapKeyedStateBackend;
 use flowstate_runtime::checkpoint::read_metadata;
 use flowstate_runtime::{
-    CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext,
-    RuntimeError, SINK_TRANSACTIONS_STATE, SOURCE_SPLITS_STATE, SinkTransaction, SnapshotKind,
-    SplitPosition, SplitState, WatermarkStrategy, execute,
+    CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError,
+    SINK_TRANSACTIONS_STATE, SOURCE_SPLITS_STATE, SinkTransaction, SnapshotKind, SplitPosition,
+    SplitState, WatermarkStrategy, execute,
 };
 use flowstate_storage::ObjectCheckpointStorage;
 
@@ -65,10 +65,14 @@ fn bless() {
         JobConfig::default().workers(2).checkpointing(checkpoints),
         move |job| {
             let events: Vec<(u64, u64)> = (0..EVENTS).map(|i| (i % KEYS, i)).collect();
-            job.source_vec(events, |e| e.1 as i64, WatermarkStrategy::BoundedOutOfOrderness(0))
-                .key_by(|e| e.0)
-                .process(Sum::default())
-                .write_text_files(&out, |l: &String| l.clone());
+            job.source_vec(
+                events,
+                |e| e.1 as i64,
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+            )
+            .key_by(|e| e.0)
+            .process(Sum::default())
+            .write_text_files(&out, |l: &String| l.clone());
         },
     )
     .unwrap();
@@ -149,7 +153,10 @@ fn checkpoint_v1_reads_back() {
         })
         .sum();
     assert_eq!(read, EVENTS);
-    assert_eq!(splits.iter().map(|s| s.max_ts).max(), Some(EVENTS as i64 - 1));
+    assert_eq!(
+        splits.iter().map(|s| s.max_ts).max(),
+        Some(EVENTS as i64 - 1)
+    );
 
     // Sink transactions: the final interval's pre-committed files (of the instances
     // that wrote anything).
