@@ -22,7 +22,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::checkpoint::{
-    SAVEPOINT_REQUEST, list_checkpoints, read_metadata, request_savepoint,
+    SAVEPOINT_REQUEST, SavepointFormat, list_checkpoints, read_metadata, request_savepoint,
 };
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, KeyedProcessFunction,
@@ -75,6 +75,10 @@ enum Command {
         /// with `run --from` the savepoint).
         #[arg(long)]
         stop: bool,
+        /// In the backend's native format (RocksDB: its files; restores faster, same
+        /// backend only) instead of the canonical one.
+        #[arg(long)]
+        native: bool,
         /// Seconds to wait.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -356,9 +360,14 @@ fn utc(ms: u64) -> String {
     )
 }
 
-fn savepoint(dir: &Path, stop: bool, timeout: u64) -> Result<()> {
+fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
     let before = savepoints(dir);
-    request_savepoint(dir, stop)
+    let format = if native {
+        SavepointFormat::Native
+    } else {
+        SavepointFormat::Canonical
+    };
+    request_savepoint(dir, format, stop)
         .with_context(|| format!("writing the request into {}", dir.display()))?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     while Instant::now() < deadline {
@@ -396,6 +405,11 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Checkpoints { dir } => checkpoints_table(&dir),
-        Command::Savepoint { dir, stop, timeout } => savepoint(&dir, stop, timeout),
+        Command::Savepoint {
+            dir,
+            stop,
+            native,
+            timeout,
+        } => savepoint(&dir, native, stop, timeout),
     }
 }

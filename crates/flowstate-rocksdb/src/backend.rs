@@ -115,6 +115,26 @@ pub struct RocksDbKeyedStateBackend<K> {
 }
 
 impl<K: StateKey> RocksDbKeyedStateBackend<K> {
+    /// A native savepoint: every RocksDB file of the state, uploaded under `dir`
+    /// (e.g. `savepoints/sp-9/sst`) so the savepoint is self-contained, never reusing
+    /// nor becoming the base of checkpoints' incremental files. Restores faster than a
+    /// canonical savepoint but only on this backend (Flink's native savepoint format).
+    pub fn native_savepoint(&self, dir: &str) -> StateResult<NativeSnapshot> {
+        Ok(NativeSnapshot {
+            checkpoint_id: 0,
+            source: self.checkpoint()?,
+            metas: self.all_metas(),
+            key_serializer: self.config.key_serializer.snapshot(),
+            range: self.config.key_group_range,
+            max_parallelism: self.config.max_parallelism,
+            base: HashMap::new(),
+            tracker: self.tracker.clone(),
+            session: self.session.clone(),
+            shared_prefix: dir.to_string(),
+            track: false,
+        })
+    }
+
     /// An empty backend in a fresh directory under `options.local_dir`.
     pub fn new(config: KeyedBackendConfig<K>, options: RocksDbOptions) -> StateResult<Self> {
         config.validate()?;
@@ -888,6 +908,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
             tracker: self.tracker.clone(),
             session: self.session.clone(),
             shared_prefix: self.settings.options.shared_prefix.clone(),
+            track: true,
         }))
     }
 

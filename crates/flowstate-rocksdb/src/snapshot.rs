@@ -279,6 +279,9 @@ pub struct NativeSnapshot {
     pub(crate) tracker: Arc<Mutex<Tracker>>,
     pub(crate) session: String,
     pub(crate) shared_prefix: String,
+    /// Recorded for `notify_checkpoint_complete` (checkpoints): its files become the
+    /// base of later incremental snapshots. A native savepoint's never do.
+    pub(crate) track: bool,
 }
 
 impl AsyncKeyedSnapshot for NativeSnapshot {
@@ -319,9 +322,11 @@ impl AsyncKeyedSnapshot for NativeSnapshot {
         let bytes = manifest.encode()?;
         let size = bytes.len() as u64;
         storage.put(path, Bytes::from(bytes))?;
-        lock(&self.tracker)?
-            .pending
-            .insert(self.checkpoint_id, manifest.ssts.iter().cloned().collect());
+        if self.track {
+            lock(&self.tracker)?
+                .pending
+                .insert(self.checkpoint_id, manifest.ssts.iter().cloned().collect());
+        }
         Ok(KeyedStateHandle {
             path: path.to_string(),
             key_group_range: self.range,

@@ -83,6 +83,19 @@ impl AsyncKeyedSnapshot for AnySnapshot {
     }
 }
 
+impl<K: StateKey> AnyBackend<K> {
+    /// A native savepoint: the backend's own format, self-contained under `dir` (the
+    /// heap backend's native format is the canonical one).
+    pub fn native_savepoint(&self, dir: &str) -> StateResult<AnySnapshot> {
+        Ok(match self {
+            AnyBackend::Heap(b) => AnySnapshot::Heap(b.savepoint()?),
+            AnyBackend::RocksDb(b) => {
+                AnySnapshot::RocksDb(RocksDbSnapshot::Native(b.native_savepoint(dir)?))
+            }
+        })
+    }
+}
+
 macro_rules! both {
     ($self:ident, $b:ident => $e:expr) => {
         match $self {

@@ -50,14 +50,32 @@ use crate::RuntimeError;
 /// A file in the checkpoint directory that asks the running job for a savepoint.
 pub const SAVEPOINT_REQUEST: &str = "_savepoint_request";
 
-/// Asks the job running on the local checkpoint directory `dir` for a savepoint (what
-/// `flowstate savepoint DIR` does); with `stop`, the job stops once the savepoint is
-/// complete (Flink's stop-with-savepoint): its sources read nothing after the
-/// savepoint's cut, the sinks commit through it, and every worker returns.
+/// The format of a savepoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SavepointFormat {
+    /// Backend-independent: restores on any backend at any parallelism (default).
+    #[default]
+    Canonical,
+    /// The backend's own files (RocksDB: its SST files, self-contained under the
+    /// savepoint's directory): faster to take and restore, same backend only.
+    Native,
+}
+
+/// Asks the job running on the local checkpoint directory `dir` for a savepoint of
+/// `format` (what `flowstate savepoint DIR` does); with `stop`, the job stops once the
+/// savepoint is complete (Flink's stop-with-savepoint): its sources read nothing after
+/// the savepoint's cut, the sinks commit through it, and every worker returns.
 ///
 /// The savepoint appears as `dir/savepoints/sp-<id>/_metadata`.
-pub fn request_savepoint(dir: &Path, stop: bool) -> std::io::Result<()> {
-    std::fs::write(dir.join(SAVEPOINT_REQUEST), if stop { "stop" } else { "" })
+pub fn request_savepoint(dir: &Path, format: SavepointFormat, stop: bool) -> std::io::Result<()> {
+    let mut words = Vec::new();
+    if format == SavepointFormat::Native {
+        words.push("native");
+    }
+    if stop {
+        words.push("stop");
+    }
+    std::fs::write(dir.join(SAVEPOINT_REQUEST), words.join(" "))
 }
 
 /// Version of the `_metadata` JSON document.
@@ -242,6 +260,9 @@ pub enum SnapshotKind {
     Checkpoint,
     /// A user-triggered savepoint in the canonical format, never deleted by the job.
     Savepoint,
+    /// A user-triggered savepoint in the backend's native format (self-contained;
+    /// restores faster, but only on the same backend), never deleted by the job.
+    NativeSavepoint,
 }
 
 impl SnapshotKind {
@@ -249,7 +270,9 @@ impl SnapshotKind {
     fn location(self, id: u64) -> String {
         match self {
             SnapshotKind::Checkpoint => format!("chk-{id}"),
-            SnapshotKind::Savepoint => format!("savepoints/sp-{id}"),
+            SnapshotKind::Savepoint | SnapshotKind::NativeSavepoint => {
+                format!("savepoints/sp-{id}")
+            }
         }
     }
 }
@@ -609,7 +632,7 @@ struct Inner {
     failures: u32,
     registry: SharedStateRegistry,
     retained: VecDeque<u64>,
-    savepoint_requested: bool,
+    savepoint_requested: Option<SavepointFormat>,
     /// The requested savepoint is to stop the job.
     stop_requested: bool,
     last_request_check: Instant,
@@ -727,7 +750,7 @@ impl Coordinator {
                 failures: 0,
                 registry,
                 retained,
-                savepoint_requested: false,
+                savepoint_requested: None,
                 stop_requested: false,
                 last_request_check: now,
                 error: None,
@@ -1045,8 +1068,13 @@ impl Coordinator {
             if let Ok(what) = std::fs::read_to_string(&request)
                 && std::fs::remove_file(&request).is_ok()
             {
-                s.savepoint_requested = true;
-                s.stop_requested = what.trim() == "stop";
+                let words: Vec<&str> = what.split_whitespace().collect();
+                s.savepoint_requested = Some(if words.contains(&"native") {
+                    SavepointFormat::Native
+                } else {
+                    SavepointFormat::Canonical
+                });
+                s.stop_requested = words.contains(&"stop");
             }
         }
         let current = self.interval();
@@ -1063,13 +1091,13 @@ impl Coordinator {
         let due = now.duration_since(s.last_trigger) >= self.config.interval
             && now.duration_since(s.last_complete) >= self.config.min_pause;
         let room = s.pending.len() < self.config.max_concurrent;
-        if room && (due || s.savepoint_requested) {
-            let kind = if std::mem::take(&mut s.savepoint_requested) {
-                SnapshotKind::Savepoint
-            } else {
-                SnapshotKind::Checkpoint
+        if room && (due || s.savepoint_requested.is_some()) {
+            let kind = match std::mem::take(&mut s.savepoint_requested) {
+                None => SnapshotKind::Checkpoint,
+                Some(SavepointFormat::Canonical) => SnapshotKind::Savepoint,
+                Some(SavepointFormat::Native) => SnapshotKind::NativeSavepoint,
             };
-            let stop = kind == SnapshotKind::Savepoint && std::mem::take(&mut s.stop_requested);
+            let stop = kind != SnapshotKind::Checkpoint && std::mem::take(&mut s.stop_requested);
             if stop {
                 self.stop_at.store(current, Ordering::Release);
             }
@@ -1223,7 +1251,7 @@ impl Coordinator {
             full_bytes = meta.full_size(),
             uploaded_bytes = meta.uploaded_size(),
             "{} {id} complete",
-            if p.kind == SnapshotKind::Savepoint {
+            if p.kind != SnapshotKind::Checkpoint {
                 "savepoint"
             } else {
                 "checkpoint"
@@ -1284,6 +1312,26 @@ pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<(), Runt
     for f in storage.list("shared/").map_err(err)? {
         if !referenced.contains(&f) {
             storage.delete(&f).map_err(err)?;
+        }
+    }
+    // Savepoints cut short: their directories without `_metadata`.
+    let mut savepoints: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
+    for f in storage.list("savepoints/").map_err(err)? {
+        let Some(dir) = f
+            .strip_prefix("savepoints/")
+            .and_then(|r| r.split('/').next())
+        else {
+            continue;
+        };
+        let e = savepoints.entry(dir.to_string()).or_default();
+        e.0 |= f == format!("savepoints/{dir}/_metadata");
+        e.1.push(f);
+    }
+    for (_, (complete, files)) in savepoints {
+        if !complete {
+            for f in files {
+                storage.delete(&f).map_err(err)?;
+            }
         }
     }
     Ok(())

@@ -395,6 +395,11 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                     let snap = self.backend.savepoint()?;
                     Box::new(move |storage, path| snap.write(storage, path))
                 }
+                SnapshotKind::NativeSavepoint => {
+                    let dir = format!("{}/sst", task.ctx.coordinator.location(id));
+                    let snap = self.backend.native_savepoint(&dir)?;
+                    Box::new(move |storage, path| snap.write(storage, path))
+                }
             };
             for key in keys {
                 self.backend.set_current_key(key)?;

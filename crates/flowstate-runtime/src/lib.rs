@@ -314,7 +314,7 @@ where
             tracing::info!(
                 checkpoint = m.id,
                 "restoring from {} {} ({} -> {} workers)",
-                if m.kind == SnapshotKind::Savepoint {
+                if m.kind != SnapshotKind::Checkpoint {
                     "savepoint"
                 } else {
                     "checkpoint"
