@@ -25,6 +25,18 @@
 //! on every worker. Read a rules source on one worker ([`crate::Job::source_vec_unsplit`])
 //! to have them applied in input order, as Flink users set the rules source's
 //! parallelism to 1.
+//!
+//! **Checkpoints.** Each instance snapshots its keyed side as a keyed operator does
+//! (state, timers, keyed records held back in `_inflight`) and its broadcast state
+//! with two more broadcast states: the broadcast records it held back for later
+//! epochs (`_broadcast_inflight`) and the watermark its keyed side had reached
+//! (`_broadcast_watermark`). Instances snapshot at different watermarks, so their
+//! copies differ in which broadcast records are applied and which held back. Restored
+//! at the same parallelism, each instance takes its own copy (exact). Rescaled, every
+//! instance takes the copy with the lowest watermark and replays the rest, so no key's
+//! held-back records meet a broadcast state newer than their epoch; output that
+//! `process_broadcast_element` emitted between the instances' watermarks is then
+//! emitted again (per instance, as such output always is).
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
@@ -32,6 +44,7 @@ use std::rc::Rc;
 
 use flowstate_core::descriptor::MapStateDescriptor;
 use flowstate_core::operator::{BroadcastState, OperatorStateStore};
+use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use flowstate_core::state::{MapState, StateKey, StateValue, VoidNamespace};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -39,22 +52,50 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
+use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
-    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Tagged, watermark_before,
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
+    watermark_before,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
+use crate::task::WorkerCheckpoints;
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
 
-/// A broadcast record: event time, (sending worker, sequence number there, value).
-type BroadcastRecord<B> = (i64, (u32, u64, B));
+/// A broadcast record: event time, (sending worker, run generation, sequence number
+/// there, value). The generation (the run's first checkpoint id) keeps records a
+/// snapshot held back ahead of those sent after the restore, as they were sent.
+type BroadcastRecord<B> = (i64, (u32, u64, u64, B));
+
+/// Broadcast records a snapshot held back, with the epoch each takes effect in.
+type HeldBack<B> = Vec<(u64, BroadcastRecord<B>)>;
+
+/// Broadcast records waiting for their epoch, by (epoch, checkpoint interval).
+type BroadcastStash<B> = BTreeMap<(u64, u64), Vec<BroadcastRecord<B>>>;
+
+/// Operator (broadcast) state of a snapshot: the broadcast records it held back,
+/// `(epoch, origin, generation, seq) -> (event time, value bytes)`.
+const BROADCAST_INFLIGHT: &str = "_broadcast_inflight";
+/// Operator (broadcast) state of a snapshot: the watermark its keyed side had reached.
+const BROADCAST_WATERMARK: &str = "_broadcast_watermark";
+
+type InflightKey = (u64, u32, u64, u64);
+
+fn inflight_desc() -> MapStateDescriptor<InflightKey, (i64, Vec<u8>)> {
+    MapStateDescriptor::new(BROADCAST_INFLIGHT)
+}
+
+fn watermark_desc() -> MapStateDescriptor<u8, i64> {
+    MapStateDescriptor::new(BROADCAST_WATERMARK)
+}
 
 /// A stream whose records go to every worker; connect it to a keyed stream.
 pub struct BroadcastStream<'scope, B> {
-    /// Records tagged with (sending worker, sequence number there): every receiver
-    /// applies one epoch's records in that order, so all end in the same state.
+    /// Records tagged with (sending worker, generation, sequence number there): every
+    /// receiver applies one epoch's records in that order, so all end in the same
+    /// state.
     inner: StreamVec<'scope, Time, BroadcastRecord<B>>,
 }
 
@@ -63,10 +104,14 @@ impl<'scope, T: Data> DataStream<'scope, T> {
     /// are declared where they are used, in [`BroadcastContext::broadcast_state`]).
     pub fn broadcast(self) -> BroadcastStream<'scope, T> {
         let origin = self.scope.index() as u32;
+        let generation = self
+            .checkpoints
+            .as_ref()
+            .map_or(0, |c| c.coordinator.start());
         let mut seq = 0u64;
         let tagged = crate::stream::flat_map_stream(&self.inner, "BroadcastOrder", move |v| {
             seq += 1;
-            Some((origin, seq, v))
+            Some((origin, generation, seq, v))
         });
         BroadcastStream {
             inner: tagged.broadcast(),
@@ -261,19 +306,9 @@ where
         let errors = stream.errors.clone();
         let scope = stream.scope;
         let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-        if stream.checkpoints.is_some() {
-            // Which broadcast records a snapshot has applied differs between workers
-            // at the cut; until that is settled, refuse rather than restore wrongly.
-            record_error(
-                &errors,
-                RuntimeError::Config(
-                    "the broadcast state pattern does not support checkpointing yet".into(),
-                ),
-            );
-        }
         let runner = KeyedRunner::<K, VoidNamespace, _>::start::<T>(
             &stream.config,
-            None,
+            stream.checkpoints.as_ref(),
             "broadcast",
             index,
             peers,
@@ -285,12 +320,26 @@ where
                     _broadcast: std::marker::PhantomData,
                 })
             },
-        );
-        let mut runner = match runner {
-            Ok((r, _, _)) => Some(r),
+        )
+        .and_then(|(mut r, keyed_stash, meta)| {
+            let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
+            if let Some(ctx) = &stream.checkpoints {
+                let (store, held) = restore_broadcast::<B>(ctx, meta.as_ref(), index, peers)?;
+                r.logic.store = store;
+                for (epoch, rec) in held {
+                    bcast_stash
+                        .entry((epoch, ctx.coordinator.start()))
+                        .or_default()
+                        .push(rec);
+                }
+            }
+            Ok((r, keyed_stash, bcast_stash))
+        });
+        let (mut runner, restored_keyed, restored_bcast) = match runner {
+            Ok((r, k, b)) => (Some(r), k, b),
             Err(e) => {
                 record_error(&errors, e);
-                None
+                (None, BTreeMap::new(), BTreeMap::new())
             }
         };
         let op_errors = errors.clone();
@@ -305,8 +354,8 @@ where
                 move |cap, info| {
                     let activator = scope.activator_for(info.address);
                     let mut cap = Some(cap);
-                    let mut keyed_stash: BTreeMap<u64, Vec<KeyedRecord<K, T>>> = BTreeMap::new();
-                    let mut bcast_stash: BTreeMap<u64, Vec<BroadcastRecord<B>>> = BTreeMap::new();
+                    let mut keyed_stash: Stash<K, T> = restored_keyed;
+                    let mut bcast_stash: BroadcastStash<B> = restored_bcast;
                     let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                     let errors = op_errors;
                     move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
@@ -314,16 +363,19 @@ where
                         let cb = frontier_clocks(&bcast_frontier.frontier());
                         let (fk, fb) = (ck.map(|c| c.0), cb.map(|c| c.0));
                         keyed_in.for_each(|stamp, data| {
-                            let epoch = crate::time::stamp_time(stamp.stamp().elements()).outer;
-                            keyed_stash.entry(epoch).or_default().append(data);
+                            let t = crate::time::stamp_time(stamp.stamp().elements());
+                            keyed_stash
+                                .entry((t.outer, t.inner))
+                                .or_default()
+                                .append(data);
                         });
                         bcast_in.for_each(|stamp, data| {
-                            let epoch = crate::time::stamp_time(stamp.stamp().elements()).outer;
+                            let t = crate::time::stamp_time(stamp.stamp().elements());
                             // A broadcast record takes effect at the epoch of its own
                             // event time, or when it arrives if that is later.
                             for rec in data.drain(..) {
-                                let at = epoch.max(u64::try_from(rec.0).unwrap_or(0));
-                                bcast_stash.entry(at).or_default().push(rec);
+                                let at = t.outer.max(u64::try_from(rec.0).unwrap_or(0));
+                                bcast_stash.entry((at, t.inner)).or_default().push(rec);
                             }
                         });
                         let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
@@ -337,26 +389,43 @@ where
                             (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
                             (a, b) => a.or(b),
                         };
+                        // Checkpoints whose records have all arrived on both inputs,
+                        // before any record of a later one.
+                        if let Some((_, interval)) = both
+                            && !failed()
+                            && let Err(e) = checkpoint_through(
+                                r,
+                                interval.saturating_sub(1),
+                                &keyed_stash,
+                                &bcast_stash,
+                            )
+                        {
+                            record_error(&errors, e);
+                        }
+                        let ready_interval = both.map_or(u64::MAX, |b| b.1);
+                        let current = both.map_or(c.time().inner, |b| b.1);
                         loop {
                             // An epoch is processed once complete on the broadcast side
                             // (no broadcast record of it or earlier can still come) and
                             // no earlier keyed record can come; its broadcast records
                             // are applied whole, in canonical order, before the keyed
-                            // records of the same epoch.
-                            let next_b =
-                                bcast_stash.first_key_value().map(|(e, _)| *e).filter(|e| {
-                                    fb.is_none_or(|b| *e < b) && fk.is_none_or(|k| *e <= k)
-                                });
-                            let next_k =
-                                keyed_stash.first_key_value().map(|(e, _)| *e).filter(|e| {
-                                    *e <= fk.unwrap_or(u64::MAX) && fb.is_none_or(|b| *e < b)
-                                });
-                            let (epoch, is_bcast) = match (next_b, next_k) {
-                                (Some(b), Some(k)) if b <= k => (b, true),
+                            // records of the same epoch. A batch of a checkpoint
+                            // interval still being aligned holds back everything later.
+                            let next_b = bcast_stash.first_key_value().map(|(k, _)| *k);
+                            let next_k = keyed_stash.first_key_value().map(|(k, _)| *k);
+                            let (key, is_bcast) = match (next_b, next_k) {
+                                (Some(b), Some(k)) if b.0 <= k.0 => (b, true),
                                 (_, Some(k)) => (k, false),
                                 (Some(b), None) => (b, true),
                                 (None, None) => break,
                             };
+                            let (epoch, interval) = key;
+                            let ready = interval <= ready_interval
+                                && fb.is_none_or(|b| epoch < b)
+                                && fk.is_none_or(|k| epoch <= k);
+                            if !ready {
+                                break;
+                            }
                             if !failed()
                                 && let Err(e) =
                                     r.advance_watermark::<T, OUT>(watermark_before(epoch), &mut out)
@@ -364,9 +433,11 @@ where
                                 record_error(&errors, e);
                             }
                             if is_bcast {
-                                let mut batch = bcast_stash.remove(&epoch).unwrap_or_default();
-                                batch.sort_by_key(|(_, (origin, seq, _))| (*origin, *seq));
-                                for (ts, (_, _, value)) in batch {
+                                let mut batch = bcast_stash.remove(&key).unwrap_or_default();
+                                batch.sort_by_key(|(_, (origin, generation, seq, _))| {
+                                    (*origin, *generation, *seq)
+                                });
+                                for (ts, (_, _, _, value)) in batch {
                                     if failed() {
                                         break;
                                     }
@@ -383,7 +454,7 @@ where
                                 }
                             } else {
                                 for (ts, (_, _, key, value)) in
-                                    keyed_stash.remove(&epoch).unwrap_or_default()
+                                    keyed_stash.remove(&key).unwrap_or_default()
                                 {
                                     if failed() {
                                         break;
@@ -395,17 +466,26 @@ where
                             }
                             let at = *c.time();
                             output
-                                .session(&c.delayed(&time(epoch.max(at.outer), at.inner)))
+                                .session(&c.delayed(&time(epoch.max(at.outer), current)))
                                 .give_iterator(out.drain(..));
                         }
-                        let stashed = [keyed_stash.keys().next(), bcast_stash.keys().next()]
-                            .into_iter()
-                            .flatten()
-                            .min()
-                            .copied();
+                        let stashed = [
+                            keyed_stash.keys().next().map(|k| k.0),
+                            bcast_stash.keys().next().map(|k| k.0),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .min();
                         if !r.end_activation::<T, OUT>(
                             both, stashed, &errors, c, &mut out, output, &activator,
                         ) {
+                            if !failed()
+                                && let Some(last) = r.final_checkpoint()
+                                && let Err(e) =
+                                    checkpoint_through(r, last, &keyed_stash, &bcast_stash)
+                            {
+                                record_error(&errors, e);
+                            }
                             cap = None;
                         }
                     }
@@ -413,4 +493,107 @@ where
             );
         DataStream::from_tagged(raw, stream.config, errors, scope, stream.checkpoints)
     }
+}
+
+/// Takes the snapshots of every checkpoint up to `through` not taken yet: the keyed
+/// side as a keyed operator does, and the worker's broadcast state with the broadcast
+/// records held back (of each checkpoint's intervals) and the keyed side's watermark,
+/// so a restore can pick a copy consistent with every key's state.
+fn checkpoint_through<K, T, B, F>(
+    r: &mut KeyedRunner<K, VoidNamespace, BroadcastLogic<F, B>>,
+    through: u64,
+    keyed_stash: &Stash<K, T>,
+    bcast_stash: &BroadcastStash<B>,
+) -> Result<(), RuntimeError>
+where
+    K: Data + StateKey,
+    T: Data,
+    B: Data,
+{
+    let Some(from) = r.snapshotted().map(|s| s + 1) else {
+        return Ok(());
+    };
+    let ser = SerdeSerializer::<B>::new();
+    for id in from..=through {
+        let store = std::mem::replace(&mut r.logic.store, OperatorStateStore::new(0));
+        let result = (|| -> Result<(), RuntimeError> {
+            let held = store.broadcast_state(&inflight_desc())?;
+            held.clear()?;
+            for ((epoch, interval), records) in bcast_stash {
+                if *interval > id {
+                    continue;
+                }
+                for (ts, (origin, generation, seq, value)) in records {
+                    let mut bytes = Vec::new();
+                    ser.serialize_into(value, &mut bytes).map_err(|e| {
+                        flowstate_core::StateError::serialization(BROADCAST_INFLIGHT, e)
+                    })?;
+                    held.put((*epoch, *origin, *generation, *seq), (*ts, bytes))?;
+                }
+            }
+            store
+                .broadcast_state(&watermark_desc())?
+                .put(0, r.watermark())?;
+            r.checkpoint_through(id, keyed_stash, Some(&store))?;
+            held.clear()?;
+            Ok(())
+        })();
+        r.logic.store = store;
+        result?;
+    }
+    Ok(())
+}
+
+/// The broadcast state a restored instance starts from, and the broadcast records its
+/// snapshot held back, as `(epoch, record)`. At the same parallelism each instance
+/// takes its own copy; rescaled, every instance takes the copy whose keyed side had
+/// reached the lowest watermark (records held back by the others are then replayed
+/// onto it, and no key's held-back records see a broadcast state newer than theirs).
+fn restore_broadcast<B: Data>(
+    ctx: &WorkerCheckpoints,
+    meta: Option<&OperatorSnapshotMeta>,
+    index: u32,
+    peers: u32,
+) -> Result<(OperatorStateStore, HeldBack<B>), RuntimeError> {
+    let (Some(meta), Some(restored)) = (meta, ctx.restored.as_ref()) else {
+        return Ok((OperatorStateStore::new(index), Vec::new()));
+    };
+    if meta.operator.is_empty() {
+        return Ok((OperatorStateStore::new(index), Vec::new()));
+    }
+    let storage = restored.storage.as_ref();
+    let open = |h: &flowstate_core::operator::OperatorStateHandle| {
+        OperatorStateStore::restore(storage, std::slice::from_ref(h), index, peers)
+            .map_err(|e| restored.error(e))
+    };
+    let chosen = if meta.operator.len() == peers as usize {
+        meta.operator.iter().find(|h| h.subtask_index == index)
+    } else {
+        let mut best: Option<(i64, &flowstate_core::operator::OperatorStateHandle)> = None;
+        for h in &meta.operator {
+            let wm = open(h)?
+                .broadcast_state(&watermark_desc())?
+                .get(&0)?
+                .unwrap_or(i64::MIN);
+            if best.is_none_or(|(b, _)| wm < b) {
+                best = Some((wm, h));
+            }
+        }
+        best.map(|(_, h)| h)
+    };
+    let Some(handle) = chosen else {
+        return Err(restored.error(format!("no broadcast state snapshot of instance {index}")));
+    };
+    let store = open(handle)?;
+    let ser = SerdeSerializer::<B>::new();
+    let held = store.broadcast_state(&inflight_desc())?;
+    let mut records = Vec::new();
+    for ((epoch, origin, generation, seq), (ts, bytes)) in held.entries()? {
+        let value = ser
+            .deserialize(&bytes)
+            .map_err(|e| flowstate_core::StateError::serialization(BROADCAST_INFLIGHT, e))?;
+        records.push((epoch, (ts, (origin, generation, seq, value))));
+    }
+    held.clear()?;
+    Ok((store, records))
 }

@@ -1091,7 +1091,9 @@ impl Coordinator {
         let due = now.duration_since(s.last_trigger) >= self.config.interval
             && now.duration_since(s.last_complete) >= self.config.min_pause;
         let room = s.pending.len() < self.config.max_concurrent;
-        if room && (due || s.savepoint_requested.is_some()) {
+        // A savepoint goes ahead of the limits on concurrent checkpoints and the
+        // pause between them, as in Flink.
+        if (room && due) || s.savepoint_requested.is_some() {
             let kind = match std::mem::take(&mut s.savepoint_requested) {
                 None => SnapshotKind::Checkpoint,
                 Some(SavepointFormat::Canonical) => SnapshotKind::Savepoint,

@@ -424,6 +424,16 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         Ok(())
     }
 
+    /// The newest checkpoint this operator snapshotted (`None`: no checkpointing).
+    pub(crate) fn snapshotted(&self) -> Option<u64> {
+        self.task.as_ref().map(|t| t.snapshotted)
+    }
+
+    /// The event-time watermark the operator has reached.
+    pub(crate) fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
     /// The checkpoint ids this operator snapshots at the end of its input.
     pub(crate) fn final_checkpoint(&self) -> Option<u64> {
         self.task.as_ref()?.ctx.coordinator.final_id()

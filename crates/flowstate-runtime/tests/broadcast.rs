@@ -4,14 +4,17 @@
 //! (That the keyed side cannot write is a `compile_fail` doctest in `broadcast.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::ValueState;
 use flowstate_rocksdb::RocksDbOptions;
+use flowstate_runtime::checkpoint::{SavepointFormat, read_metadata, request_savepoint};
 use flowstate_runtime::{
-    BackendChoice, BroadcastContext, JobConfig, KeyedBroadcastProcessFunction, OpenContext,
-    ReadOnlyContext, RuntimeError, WatermarkStrategy, execute,
+    BackendChoice, BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction,
+    OpenContext, ReadOnlyContext, RestoreFrom, RuntimeError, WatermarkStrategy, execute,
 };
 
 /// A rule update: set `limit` for a rule name, or remove it when negative.
@@ -167,4 +170,121 @@ fn broadcast_epochs_apply_before_keyed_records_of_the_same_epoch() {
             assert_eq!(got, expect, "{workers} workers");
         }
     }
+}
+
+/// The rules job with checkpoints, throttled so that a stop lands mid-run: 24,000
+/// transactions of 40 accounts (split across workers) against a limit that changes
+/// every 100 ms of event time (read on worker 0), alerts committed to `out`.
+fn checkpointed(ck: &Path, out: &Path, workers: usize, restore: RestoreFrom) {
+    let checkpoints = CheckpointConfig::local(ck, Duration::from_millis(20))
+        .unwrap()
+        .restore(restore);
+    let out = out.to_path_buf();
+    execute(
+        JobConfig::default()
+            .workers(workers)
+            .checkpointing(checkpoints),
+        move |job| {
+            let rules: Vec<Rule> = (0..60)
+                .map(|j| ("limit".to_string(), 10 + (j * 13) % 80, j * 100))
+                .collect();
+            let txs: Vec<Tx> = (0..24_000)
+                .map(|i| ((i % 40) as u32, (i * 37) % 100, i))
+                .collect();
+            let strategy = WatermarkStrategy::BoundedOutOfOrderness(0);
+            let rules = job.source_vec_unsplit(rules, |r: &Rule| r.2, strategy);
+            let mut n = 0u64;
+            let txs = job.source_vec(txs, |t: &Tx| t.2, strategy).map(move |t| {
+                n += 1;
+                if n.is_multiple_of(4) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                t
+            });
+            txs.key_by(|t: &Tx| t.0)
+                .connect(rules.broadcast())
+                .process(Rules::default())
+                .write_text_files(&out, |l: &String| l.clone());
+        },
+    )
+    .unwrap();
+}
+
+fn committed(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(out).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Runs the job for a while, then stops it with a savepoint; returns the savepoint.
+fn stop_midway(ck: &Path, out: &Path, workers: usize, restore: RestoreFrom) -> PathBuf {
+    let before: usize = std::fs::read_dir(ck.join("savepoints")).map_or(0, |d| d.count());
+    let watcher = {
+        let ck = ck.to_path_buf();
+        std::thread::spawn(move || {
+            // The run takes seconds (throttled); its sources stop reading at the
+            // savepoint's cut, so the savepoint completes whenever it is taken.
+            std::thread::sleep(Duration::from_millis(300));
+            request_savepoint(&ck, SavepointFormat::Canonical, true).unwrap();
+        })
+    };
+    checkpointed(ck, out, workers, restore);
+    watcher.join().unwrap();
+    let mut sps: Vec<PathBuf> = std::fs::read_dir(ck.join("savepoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("_metadata").exists())
+        .collect();
+    assert_eq!(
+        sps.len(),
+        before + 1,
+        "the job ended before the stop: {:?} {:?}",
+        std::fs::read_dir(ck)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>(),
+        sps
+    );
+    sps.sort_by_key(|p| read_metadata(p).unwrap().id);
+    sps.pop().unwrap()
+}
+
+#[test]
+fn broadcast_state_survives_stops_and_rescaling_exactly_once() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    checkpointed(
+        &reference_dir.path().join("ck"),
+        &reference_dir.path().join("out"),
+        2,
+        RestoreFrom::Latest,
+    );
+    let expected = committed(&reference_dir.path().join("out"));
+    assert!(expected.len() > 1000, "{} alerts", expected.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, out) = (dir.path().join("ck"), dir.path().join("out"));
+    // Stop, resume at the same parallelism (each instance its own copy) and stop
+    // again, then resume rescaled 2 -> 3 (every instance the lowest-watermark copy).
+    let first = stop_midway(&ck, &out, 2, RestoreFrom::Latest);
+    let partial = committed(&out).len();
+    assert!(
+        partial < expected.len(),
+        "{partial} lines at the first stop"
+    );
+    let second = stop_midway(&ck, &out, 2, RestoreFrom::Path(first));
+    assert!(committed(&out).len() < expected.len());
+    checkpointed(&ck, &out, 3, RestoreFrom::Path(second));
+    assert_eq!(committed(&out), expected);
 }
