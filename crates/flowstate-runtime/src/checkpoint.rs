@@ -882,43 +882,22 @@ impl Coordinator {
         }
     }
 
-    /// Deletes what tasks wrote for checkpoint `id`, which will never complete (it was
-    /// aborted or subsumed): their private files, and shared files no retained
-    /// checkpoint and no other checkpoint in flight refers to (uploads of a checkpoint
-    /// that never completed are never reused).
-    fn discard(&self, s: &Inner, id: u64, acks: &[TaskAck]) {
-        if acks.is_empty() {
-            return;
-        }
+    /// Deletes the private files tasks wrote for checkpoint `id`, which will never
+    /// complete (it was aborted or subsumed). Shared files stay: a snapshot still in
+    /// flight may have uploaded the same RocksDB file under the same name (the
+    /// uploads of one backend are named by its session and file number) without
+    /// having acknowledged yet; the next start removes whatever nothing refers to.
+    fn discard(&self, id: u64, acks: &[TaskAck]) {
         let storage = self.config.storage.as_ref();
-        let mut keep = s.registry.referenced();
-        for p in s.pending.values() {
-            for a in &p.acks {
-                keep.extend(
-                    a.keyed
-                        .iter()
-                        .flat_map(|k| k.shared_files.iter().map(|f| f.path.clone())),
-                );
-            }
-        }
-        for a in acks {
-            let mut files: Vec<&str> = Vec::new();
-            if let Some(k) = &a.keyed {
-                files.push(&k.path);
-                files.extend(
-                    k.shared_files
-                        .iter()
-                        .filter(|f| !keep.contains(&f.path))
-                        .map(|f| f.path.as_str()),
-                );
-            }
-            if let Some(o) = &a.operator {
-                files.push(&o.path);
-            }
-            for f in files {
-                if let Err(e) = storage.delete(f) {
-                    tracing::debug!(checkpoint = id, "could not delete {f}: {e}");
-                }
+        let files = acks.iter().flat_map(|a| {
+            a.keyed
+                .iter()
+                .map(|k| k.path.as_str())
+                .chain(a.operator.iter().map(|o| o.path.as_str()))
+        });
+        for f in files {
+            if let Err(e) = storage.delete(f) {
+                tracing::debug!(checkpoint = id, "could not delete {f}: {e}");
             }
         }
     }
@@ -937,7 +916,7 @@ impl Coordinator {
         }
         match s.pending.remove(&id) {
             Some(p) => {
-                self.discard(s, id, &p.acks);
+                self.discard(id, &p.acks);
                 true
             }
             None => false,
@@ -990,7 +969,7 @@ impl Coordinator {
             Control::Acks { id, acks } => {
                 let Some(p) = s.pending.get_mut(&id) else {
                     // Aborted or subsumed meanwhile.
-                    self.discard(&s, id, &acks);
+                    self.discard(id, &acks);
                     return;
                 };
                 p.acks.extend(acks);
@@ -1124,7 +1103,7 @@ impl Coordinator {
         let expected = s.tasks;
         let Some(p) = s.pending.get_mut(&id) else {
             // Aborted or subsumed meanwhile.
-            self.discard(&s, id, std::slice::from_ref(&ack));
+            self.discard(id, std::slice::from_ref(&ack));
             return;
         };
         p.acks.push(ack);

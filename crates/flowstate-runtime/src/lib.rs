@@ -459,6 +459,17 @@ where
                 ctx.coordinator.register_worker(tasks, sources);
             }
             drive(worker, drivers, &errors, ctx.as_deref(), control);
+            if let Some(c) = &ctx
+                && worker.index() == 0
+                && c.coordinator.finished()
+                && errors.borrow().is_none()
+                && let Err(e) = checkpoint::clean_up_after_crash(c.coordinator.config())
+            {
+                // Nothing is in flight any more: what checkpoints that never completed
+                // left (their directories, their uploads) goes now rather than at the
+                // next start. Failing that loses nothing.
+                tracing::warn!("cleaning up after the final checkpoint: {e}");
+            }
             if let Some(e) = errors.borrow_mut().take() {
                 return Err(e);
             }
