@@ -20,7 +20,7 @@ pub use model::{
     reducing_state_matches_model, value_state_matches_model,
 };
 pub use scenarios::{
-    GOLDEN_DIR, bad_input_is_typed_errors, corrupt_snapshots_are_rejected, merge_namespaces,
+    bad_input_is_typed_errors, corrupt_snapshots_are_rejected, golden_dir, merge_namespaces,
     reads_golden_keyed_snapshot, rescaling_every_key_once, same_descriptor_same_state,
     serialized_value_access, serializer_compatibility_on_restore, shared_registry_retention,
     snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,

@@ -843,14 +843,25 @@ pub fn merge_namespaces<F: BackendFactory>(factory: &F) {
 }
 
 /// Directory of the committed format fixtures.
-pub const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/golden");
+///
+/// Found at run time from `CARGO_MANIFEST_DIR` (cargo sets it for every test it runs;
+/// each crate is a sibling of this one under `crates/`): a path compiled in would be
+/// that of whichever checkout built the cached artifact, which CI, running a clean
+/// clone elsewhere on the same target directory, is not.
+pub fn golden_dir() -> std::path::PathBuf {
+    let dir = match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(d) => std::path::PathBuf::from(d).join("../flowstate-conformance/golden"),
+        None => std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/golden")),
+    };
+    dir.canonicalize().unwrap_or(dir)
+}
 
 /// Reads the committed version-1 canonical keyed snapshot (every kind, two namespaces,
 /// 40 keys, max parallelism 16) and checks every value, whole and rescaled to two
 /// instances. With `FLOWSTATE_BLESS=1` the fixture is first rewritten by `factory`;
 /// only do that for a new format version, never to make a failing test pass.
 pub fn reads_golden_keyed_snapshot<F: BackendFactory>(factory: &F) {
-    let storage = flowstate_storage::ObjectCheckpointStorage::local(GOLDEN_DIR).unwrap();
+    let storage = flowstate_storage::ObjectCheckpointStorage::local(golden_dir()).unwrap();
     let path = "v1/keyed-all-kinds.kgs";
     if std::env::var_os("FLOWSTATE_BLESS").is_some() {
         let b = factory.create(config::<u64>(16, all(16))).unwrap();

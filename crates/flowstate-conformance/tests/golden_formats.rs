@@ -4,7 +4,7 @@
 //! `FLOWSTATE_BLESS=1 cargo test -p flowstate-conformance --test golden_formats`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
-use flowstate_conformance::GOLDEN_DIR;
+use flowstate_conformance::golden_dir;
 use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::operator::{OperatorStateHandle, OperatorStateStore};
@@ -20,7 +20,7 @@ fn bless() -> bool {
 
 #[test]
 fn operator_state_v1() {
-    let storage = ObjectCheckpointStorage::local(GOLDEN_DIR).unwrap();
+    let storage = ObjectCheckpointStorage::local(golden_dir()).unwrap();
     let path = "v1/operator.ops";
     let split = ListStateDescriptor::<(String, u64)>::new("source-offsets");
     let union = ListStateDescriptor::<i64>::new("watermarks");
@@ -65,7 +65,7 @@ fn operator_state_v1() {
 
 #[test]
 fn raw_keyed_state_v1() {
-    let storage = ObjectCheckpointStorage::local(GOLDEN_DIR).unwrap();
+    let storage = ObjectCheckpointStorage::local(golden_dir()).unwrap();
     let path = "v1/raw.kgs";
     let range = KeyGroupRange::new(4, 11).unwrap();
     if bless() {

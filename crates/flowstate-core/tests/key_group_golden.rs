@@ -10,7 +10,16 @@ use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/key_groups.tsv");
+/// The fixture, found at run time (cargo sets `CARGO_MANIFEST_DIR` for the tests it
+/// runs): the compiled-in path is that of whichever checkout built a cached binary.
+fn golden() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("tests/golden/key_groups.tsv")
+}
 
 fn row<T: Serialize + DeserializeOwned + 'static>(kind: &str, shown: String, key: &T) -> String {
     let mut bytes = Vec::new();
@@ -98,10 +107,10 @@ fn key_groups_are_pinned() {
     let actual = rows().join("\n") + "\n";
     assert!(rows().len() > 50, "at least 50 keys are pinned");
     if std::env::var_os("FLOWSTATE_BLESS").is_some() {
-        std::fs::write(GOLDEN, &actual).unwrap();
+        std::fs::write(golden(), &actual).unwrap();
     }
     let expected =
-        std::fs::read_to_string(GOLDEN).expect("golden file (bless with FLOWSTATE_BLESS=1)");
+        std::fs::read_to_string(golden()).expect("golden file (bless with FLOWSTATE_BLESS=1)");
     for (a, e) in actual.lines().zip(expected.lines()) {
         assert_eq!(
             a, e,

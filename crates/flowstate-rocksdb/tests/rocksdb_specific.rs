@@ -290,9 +290,9 @@ fn memory_bound_option_holds_and_reads_back() {
 /// `FLOWSTATE_BLESS=1 cargo test --release -p flowstate-rocksdb --test rocksdb_specific golden`.
 #[test]
 fn reads_golden_native_snapshot() {
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
-    let storage = flowstate_storage::ObjectCheckpointStorage::local(golden).unwrap();
-    let handle_path = format!("{golden}/v1-native-handle.json");
+    let golden = manifest_dir().join("tests/golden");
+    let storage = flowstate_storage::ObjectCheckpointStorage::local(&golden).unwrap();
+    let handle_path = golden.join("v1-native-handle.json");
     let dir = tempfile::tempdir().unwrap();
     let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
     if std::env::var_os("FLOWSTATE_BLESS").is_some() {
@@ -336,4 +336,14 @@ fn reads_golden_native_snapshot() {
         total += check_mixed(&r, 0..60);
     }
     assert_eq!(total, 60);
+}
+
+/// This crate's directory, found at run time (cargo sets `CARGO_MANIFEST_DIR` for the
+/// tests it runs): the compiled-in path is that of whichever checkout built a cached
+/// test binary.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }

@@ -52,7 +52,14 @@ impl KeyedProcessFunction<u64, (u64, u64), String> for Sum {
 }
 
 fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
+    // At run time: the compiled-in path is that of whichever checkout built a cached
+    // test binary (cargo sets CARGO_MANIFEST_DIR for the tests it runs).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+            PathBuf::from,
+        )
+        .join("tests/golden/v1")
 }
 
 /// Writes the fixture: the job's final (and only) checkpoint, `chk-1`.
