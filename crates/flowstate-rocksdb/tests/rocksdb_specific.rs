@@ -296,7 +296,7 @@ fn reads_golden_native_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
     if std::env::var_os("FLOWSTATE_BLESS").is_some() {
-        let _ = std::fs::remove_dir_all(format!("{golden}/v1"));
+        let _ = std::fs::remove_dir_all(golden.join("v1"));
         let mut o = opts.clone();
         o.shared_prefix = "v1/shared".into();
         let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), o).unwrap();
