@@ -24,6 +24,22 @@ fn slow_job(dir: &Path, workers: usize, backend: &str, interval_ms: u64, throttl
     common::job(dir, workers, backend, interval_ms, EVENTS, throttle)
 }
 
+/// `flowstate savepoint CK ARGS`: the savepoint's directory, once written.
+fn savepoint(ck: &Path, args: &[&str]) -> PathBuf {
+    let sp = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .arg("savepoint")
+        .arg(ck)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        sp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sp.stderr)
+    );
+    PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim())
+}
+
 fn reference() -> Vec<String> {
     common::reference(EVENTS)
 }
@@ -193,17 +209,7 @@ fn savepoint_by_cli_then_restore_at_another_parallelism() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let sp = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .arg("savepoint")
-        .arg(&ck)
-        .output()
-        .unwrap();
-    assert!(
-        sp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sp.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim());
+    let path = savepoint(&ck, &[]);
     assert!(path.join("_metadata").exists());
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -233,18 +239,7 @@ fn stop_with_savepoint_then_resume_rescaled() {
     let ck = dir.path().join("ck");
     let mut child = slow_job(dir.path(), 2, "heap", 100, 5).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let sp = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .arg("savepoint")
-        .arg(&ck)
-        .arg("--stop")
-        .output()
-        .unwrap();
-    assert!(
-        sp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sp.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim());
+    let path = savepoint(&ck, &["--stop"]);
     // The job stops by itself, successfully, without finishing its input.
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
@@ -281,18 +276,7 @@ fn native_savepoint_restores_rescaled_on_rocksdb() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let sp = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .arg("savepoint")
-        .arg(&ck)
-        .args(["--native", "--stop"])
-        .output()
-        .unwrap();
-    assert!(
-        sp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sp.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim());
+    let path = savepoint(&ck, &["--native", "--stop"]);
     assert!(child.wait().unwrap().success());
     let meta = flowstate_runtime::checkpoint::read_metadata(&path).unwrap();
     assert_eq!(meta.kind, flowstate_runtime::SnapshotKind::NativeSavepoint);

@@ -453,16 +453,8 @@ where
                                     }
                                 }
                             } else {
-                                for (ts, (_, _, key, value)) in
-                                    keyed_stash.remove(&key).unwrap_or_default()
-                                {
-                                    if failed() {
-                                        break;
-                                    }
-                                    if let Err(e) = r.element(&key, ts, value, &mut out) {
-                                        record_error(&errors, e);
-                                    }
-                                }
+                                let records = keyed_stash.remove(&key).unwrap_or_default();
+                                r.elements(records, &errors, &mut out);
                             }
                             let at = *c.time();
                             output

@@ -282,6 +282,26 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         self.logic.element(value, &mut ctx)
     }
 
+    /// Runs `records` in order; after a failure (recorded in `errors`) the rest are
+    /// dropped.
+    pub(crate) fn elements<IN, OUT>(
+        &mut self,
+        records: Vec<KeyedRecord<K, IN>>,
+        errors: &crate::ErrorSlot,
+        out: &mut Vec<(i64, Tagged<OUT>)>,
+    ) where
+        L: KeyedLogic<K, N, IN, OUT>,
+    {
+        for (ts, (_, _, key, value)) in records {
+            if errors.borrow().is_some() {
+                break;
+            }
+            if let Err(e) = self.element(&key, ts, value, out) {
+                record_error(errors, e);
+            }
+        }
+    }
+
     /// Fires every timer of `domain` due at `limit`, in timestamp order.
     pub(crate) fn fire<IN, OUT>(
         &mut self,
@@ -596,14 +616,7 @@ where
                             {
                                 record_error(&errors, e);
                             }
-                            for (ts, (_, _, key, value)) in records {
-                                if failed(&errors) {
-                                    break;
-                                }
-                                if let Err(e) = r.element(&key, ts, value, &mut out) {
-                                    record_error(&errors, e);
-                                }
-                            }
+                            r.elements(records, &errors, &mut out);
                         }
                         let at = *c.time();
                         output
