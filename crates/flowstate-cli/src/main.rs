@@ -286,11 +286,7 @@ fn run(args: RunArgs) -> Result<()> {
         .into_iter()
         .filter_map(|p| read_metadata(&p).ok().map(|m| (m.id, m.finished, p)))
         .max_by_key(|(id, _, _)| *id);
-    let newest_checkpoint = ObjectCheckpointStorage::local(&checkpoint_dir)
-        .ok()
-        .and_then(|s| list_checkpoints(&s).ok())
-        .and_then(|l| l.into_iter().filter_map(|c| c.ok()).map(|m| m.id).max())
-        .unwrap_or(0);
+    let newest_checkpoint = supervisor::newest_complete(&checkpoint_dir);
     match newest_savepoint {
         Some((id, false, path)) if id > newest_checkpoint => println!(
             "job stopped with savepoint {id} after {:.2} s; resume with --from {}",

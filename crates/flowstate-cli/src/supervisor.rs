@@ -17,7 +17,7 @@ use flowstate_storage::ObjectCheckpointStorage;
 use crate::{Backend, RunArgs};
 
 /// The newest complete checkpoint or savepoint id of `dir` (0: none).
-fn newest_complete(dir: &Path) -> u64 {
+pub(crate) fn newest_complete(dir: &Path) -> u64 {
     ObjectCheckpointStorage::local(dir)
         .ok()
         .and_then(|s| list_checkpoints(&s).ok())

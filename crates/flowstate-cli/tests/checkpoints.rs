@@ -40,6 +40,18 @@ fn savepoint(ck: &Path, args: &[&str]) -> PathBuf {
     PathBuf::from(String::from_utf8(sp.stdout).unwrap().trim())
 }
 
+/// Runs the job to its end from the snapshot at `from`, on `workers` and `backend`.
+fn resume_from(dir: &Path, workers: usize, backend: &str, from: &Path) {
+    let mut c = job(dir, workers, backend, 50);
+    c.arg("--from").arg(from);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn reference() -> Vec<String> {
     common::reference(EVENTS)
 }
@@ -219,14 +231,7 @@ fn savepoint_by_cli_then_restore_at_another_parallelism() {
     let meta = flowstate_runtime::checkpoint::read_metadata(&path).unwrap();
     assert_eq!(meta.kind, flowstate_runtime::SnapshotKind::Savepoint);
     // Restore on the heap backend at 3 workers: savepoints are canonical.
-    let mut c = job(dir.path(), 3, "heap", 50);
-    c.arg("--from").arg(&path);
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resume_from(dir.path(), 3, "heap", &path);
     assert_eq!(committed(&dir.path().join("out")), expected);
     // Savepoints are never deleted by the job's retention.
     assert!(path.join("_metadata").exists());
@@ -256,14 +261,7 @@ fn stop_with_savepoint_then_resume_rescaled() {
     // Everything committed at the stop is output of the uninterrupted run.
     assert!(stopped.iter().all(|l| expected.binary_search(l).is_ok()));
     // Resume from the savepoint at 3 workers: the rest, exactly once.
-    let mut c = job(dir.path(), 3, "heap", 50);
-    c.arg("--from").arg(&path);
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resume_from(dir.path(), 3, "heap", &path);
     assert_eq!(committed(&dir.path().join("out")), expected);
 }
 
@@ -293,14 +291,7 @@ fn native_savepoint_restores_rescaled_on_rocksdb() {
         }
     }
     // Restore at 2 workers (RocksDB clips and merges the native files).
-    let mut c = job(dir.path(), 2, "rocksdb", 50);
-    c.arg("--from").arg(&path);
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resume_from(dir.path(), 2, "rocksdb", &path);
     assert_eq!(committed(&dir.path().join("out")), expected);
     assert!(path.join("_metadata").exists());
 }

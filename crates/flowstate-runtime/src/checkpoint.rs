@@ -651,8 +651,6 @@ pub(crate) struct Coordinator {
     config: CheckpointConfig,
     /// Worker threads of this process.
     workers: usize,
-    /// Workers of the whole job (every process).
-    parallelism: usize,
     role: ProcessRole,
     max_parallelism: u32,
     /// The interval sources should be in: checkpoints below it are triggered.
@@ -730,7 +728,6 @@ impl Coordinator {
         Coordinator {
             config,
             workers,
-            parallelism: workers * role.processes,
             role,
             max_parallelism,
             interval: AtomicU64::new(start),
@@ -1187,7 +1184,7 @@ impl Coordinator {
             finished: self.final_id() == Some(id),
             triggered_at_ms: p.triggered_at_ms,
             duration_ms: u64::try_from(p.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            parallelism: self.parallelism as u32,
+            parallelism: (self.workers * self.role.processes) as u32,
             max_parallelism: self.max_parallelism,
             operators,
         };

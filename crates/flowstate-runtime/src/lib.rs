@@ -546,25 +546,14 @@ fn drive(
         }
         match ctx {
             Some(ctx) => {
+                // Decided before delivering, so the completion that ends the job is
+                // delivered too (sinks commit through it).
+                stopped = ctx.coordinator.stopped();
+                let done = stopped || (ctx.coordinator.finished() && drivers.is_empty());
                 if let Err(e) = ctx.deliver_completions() {
                     record_error(errors, e);
                 }
-                if ctx.coordinator.stopped() {
-                    // Stop-with-savepoint: committed through the savepoint; what the
-                    // dataflow still holds is in it, so drop it undrained (draining
-                    // would fire every event-time timer as if the input had ended).
-                    if let Err(e) = ctx.deliver_completions() {
-                        record_error(errors, e);
-                    }
-                    send(&mut control, ctx);
-                    ctx.coordinator.wait_for_writers();
-                    stopped = true;
-                    break;
-                }
-                if ctx.coordinator.finished() && drivers.is_empty() {
-                    if let Err(e) = ctx.deliver_completions() {
-                        record_error(errors, e);
-                    }
+                if done {
                     send(&mut control, ctx);
                     ctx.coordinator.wait_for_writers();
                     break;
@@ -587,6 +576,9 @@ fn drive(
     drop(drivers);
     drop(control);
     if stopped {
+        // Stop-with-savepoint: committed through the savepoint; what the dataflow
+        // still holds is in it, so drop it undrained (draining would fire every
+        // event-time timer as if the input had ended).
         tracing::info!("worker {} stopped after its savepoint", worker.index());
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
