@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -24,12 +25,13 @@ use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::checkpoint::{
     SAVEPOINT_REQUEST, SavepointFormat, list_checkpoints, read_metadata, request_savepoint,
 };
+use flowstate_runtime::ownership::{DirLock, LOCK_FILE};
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, KeyedProcessFunction,
     OpenContext, ProcessContext, RestoreFrom, RuntimeError, TimerContext, WatermarkStrategy,
     execute,
 };
-use flowstate_storage::ObjectCheckpointStorage;
+use flowstate_storage::{FaultyStorage, ObjectCheckpointStorage};
 use tracing_subscriber::EnvFilter;
 
 mod supervisor;
@@ -102,9 +104,18 @@ struct RunArgs {
     /// Keyed state backend.
     #[arg(long, value_enum, default_value = "rocksdb")]
     backend: Backend,
-    /// Checkpoint directory.
+    /// Checkpoint directory (new or empty, or one this job wrote; never one holding
+    /// other files).
     #[arg(long)]
     checkpoint_dir: PathBuf,
+    /// RocksDB's local working directory (default: the checkpoint directory's path
+    /// with `.rocksdb-local` appended, `-p<i>` per process). Created and owned by the
+    /// job; an existing directory is used only if empty or made by Flowstate.
+    #[arg(long)]
+    local_dir: Option<PathBuf>,
+    /// Testing: fail or delay every k-th checkpoint storage call (`seed:every[:delay_ms]`).
+    #[arg(long, hide = true)]
+    inject_storage_faults: Option<flowstate_storage::FaultPlan>,
     /// Milliseconds between checkpoints.
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval: u64,
@@ -224,28 +235,29 @@ fn run(args: RunArgs) -> Result<()> {
         (None, true) => RestoreFrom::Nothing,
         (None, false) => RestoreFrom::Latest,
     };
-    let checkpoints = CheckpointConfig::local(&checkpoint_dir, Duration::from_millis(interval_ms))?
-        .retained(retained)
-        .restore(restore)
-        .claim_mode(if claim {
-            ClaimMode::Claim
-        } else {
-            ClaimMode::NoClaim
-        })
-        .allow_non_restored_state(allow_non_restored_state)
-        .tolerable_failures(3);
+    let mut checkpoints =
+        CheckpointConfig::local(&checkpoint_dir, Duration::from_millis(interval_ms))?
+            .retained(retained)
+            .restore(restore)
+            .claim_mode(if claim {
+                ClaimMode::Claim
+            } else {
+                ClaimMode::NoClaim
+            })
+            .allow_non_restored_state(allow_non_restored_state)
+            .tolerable_failures(3);
+    if let Some(plan) = args.inject_storage_faults {
+        checkpoints.storage = Arc::new(FaultyStorage::new(checkpoints.storage.clone(), plan));
+    }
     let backend = match backend {
         Backend::Heap => BackendChoice::Heap,
-        Backend::Rocksdb => {
-            // RocksDB's working files: a crashed run's are garbage (state comes from the
-            // checkpoint), so start clean.
-            let local = match &cluster {
-                None => checkpoint_dir.with_extension("rocksdb-local"),
-                Some(c) => checkpoint_dir.with_extension(format!("rocksdb-local-p{}", c.process)),
-            };
-            let _ = std::fs::remove_dir_all(&local);
-            BackendChoice::RocksDb(RocksDbOptions::new(local))
-        }
+        // RocksDB's working files: the runtime claims the directory (a marker, a
+        // lock) and empties it of a crashed run's scratch only when it is its own.
+        Backend::Rocksdb => BackendChoice::RocksDb(RocksDbOptions::new(local_dir(
+            &checkpoint_dir,
+            args.local_dir.as_deref(),
+            cluster.as_ref().map(|c| c.process),
+        )?)),
     };
     let mut config = JobConfig::default()
         .workers(workers)
@@ -301,8 +313,44 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// RocksDB's working directory: `--local-dir`, or the checkpoint directory's full path
+/// with `.rocksdb-local` appended (never replacing part of its name: `job.v1` and
+/// `job.v2` get two), with `-p<i>` for process `i` of several.
+fn local_dir(
+    checkpoint_dir: &Path,
+    given: Option<&Path>,
+    process: Option<usize>,
+) -> Result<PathBuf> {
+    let base = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let full = checkpoint_dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", checkpoint_dir.display()))?;
+            let Some(name) = full.file_name() else {
+                bail!(
+                    "cannot derive RocksDB's working directory from {}: give --local-dir",
+                    checkpoint_dir.display()
+                );
+            };
+            let mut name = name.to_os_string();
+            name.push(".rocksdb-local");
+            full.with_file_name(name)
+        }
+    };
+    Ok(match process {
+        None => base,
+        Some(i) => {
+            let mut name = base.as_os_str().to_os_string();
+            name.push(format!("-p{i}"));
+            PathBuf::from(name)
+        }
+    })
+}
+
 fn checkpoints_table(dir: &Path) -> Result<()> {
-    let storage = ObjectCheckpointStorage::local(dir)
+    // Reading only: a missing directory is an error, never created.
+    let storage = ObjectCheckpointStorage::existing_local(dir)
         .with_context(|| format!("opening {}", dir.display()))?;
     println!(
         "{:>6}  {:<19}  {:>9}  {:>12}  {:>12}  {:>8}  state per operator",
@@ -357,6 +405,11 @@ fn utc(ms: u64) -> String {
 }
 
 fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
+    // Only a running job reads requests: without one, a request file would stop the
+    // next run that starts on the directory.
+    if DirLock::holder(&dir.join(LOCK_FILE)).is_none() {
+        bail!("no job is running on {}", dir.display());
+    }
     let before = savepoints(dir);
     let format = if native {
         SavepointFormat::Native
@@ -365,8 +418,9 @@ fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
     };
     request_savepoint(dir, format, stop)
         .with_context(|| format!("writing the request into {}", dir.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    while Instant::now() < deadline {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(timeout);
+    while started.elapsed() < timeout {
         if let Some(new) = savepoints(dir).into_iter().find(|s| !before.contains(s)) {
             println!("{}", new.display());
             return Ok(());
@@ -375,7 +429,8 @@ fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
     }
     let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));
     bail!(
-        "no savepoint within {timeout} s: is a job running on {}?",
+        "no savepoint within {} s: is a job running on {}?",
+        timeout.as_secs(),
         dir.display()
     )
 }

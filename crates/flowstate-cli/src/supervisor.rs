@@ -69,6 +69,17 @@ impl RunArgs {
         if self.allow_non_restored_state {
             c.arg("--allow-non-restored-state");
         }
+        if let Some(d) = &self.local_dir {
+            c.arg("--local-dir").arg(d);
+        }
+        if let Some(f) = &self.inject_storage_faults {
+            c.arg("--inject-storage-faults").arg(format!(
+                "{}:{}:{}",
+                f.seed,
+                f.every,
+                f.delay.as_millis()
+            ));
+        }
         if first {
             if let Some(from) = &self.from {
                 c.arg("--from").arg(from);

@@ -51,6 +51,16 @@ pub enum StorageError {
         /// Actual object size.
         size: u64,
     },
+    /// A call did not finish within the storage's timeout (a hung disk or network).
+    #[error("checkpoint storage: {op} `{path}` timed out after {after_ms} ms")]
+    TimedOut {
+        /// The operation.
+        op: &'static str,
+        /// Path it was applied to.
+        path: String,
+        /// The timeout.
+        after_ms: u64,
+    },
     /// Any other I/O or service error, with the operation and path it happened on.
     #[error("checkpoint storage: {op} `{path}` failed: {message}")]
     Io {

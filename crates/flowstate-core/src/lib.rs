@@ -17,10 +17,12 @@
 //! checkpoint storage in `flowstate-storage`.
 
 pub mod backend;
+pub mod checkpoint_metadata;
 pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod keygroup;
+pub mod native_manifest;
 pub mod operator;
 pub mod raw;
 pub mod registry;

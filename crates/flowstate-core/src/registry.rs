@@ -104,6 +104,7 @@ mod tests {
             .map(|p| SharedFile {
                 path: p.to_string(),
                 size: 1,
+                crc32c: None,
             })
             .collect();
         h

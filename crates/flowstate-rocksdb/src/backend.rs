@@ -572,6 +572,12 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 self.migrate(name, kind, rw)?;
             }
         } else if self.db().cf_handle(name).is_none() {
+            flowstate_core::snapshot::check_state_name(name).map_err(|message| {
+                StateError::Backend {
+                    op: "register state",
+                    message,
+                }
+            })?;
             self.db()
                 .create_cf(name, &self.settings.cf_options(name))
                 .map_err(rerr("create column family"))?;
@@ -609,16 +615,7 @@ fn download(
 ) -> StateResult<()> {
     for (name, f) in &m.ssts {
         let data: Bytes = storage.get(&f.path)?;
-        if data.len() as u64 != f.size {
-            return Err(StateError::corrupt(
-                &f.path,
-                format!(
-                    "{} bytes, manifest `{manifest_path}` says {}",
-                    data.len(),
-                    f.size
-                ),
-            ));
-        }
+        f.verify(&data, manifest_path)?;
         let p = dir.join(name);
         std::fs::write(&p, &data).map_err(ioerr("write restored file", &p))?;
     }

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flowstate_core::format::{ByteReader, PutLe, frame, put_varint, put_vbytes, unframe};
+use flowstate_core::format::{put_varint, put_vbytes};
 use flowstate_core::keygroup::KeyGroupRange;
+pub(crate) use flowstate_core::native_manifest::NativeManifest as Manifest;
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
     AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateHandle, KeyedStateWriter,
-    SharedFile, SnapshotFormat, StateMetaInfo, decode_header, encode_header,
+    SharedFile, SnapshotFormat, StateMetaInfo,
 };
 use flowstate_core::state::StateKind;
 use flowstate_core::storage::CheckpointStorage;
@@ -31,9 +32,6 @@ use rocksdb::{DB, ReadOptions};
 use crate::db::{DbSettings, DirGuard, ioerr, rerr};
 use crate::keys::{key_group_start, parse_key};
 use crate::states::stored_list_to_canonical;
-
-const MANIFEST_MAGIC: &[u8; 8] = b"FLWSRDB\0";
-const MANIFEST_VERSION: u32 = 1;
 
 /// Which uploaded SST files later checkpoints may refer to.
 #[derive(Default)]
@@ -173,99 +171,6 @@ impl MapGroup {
     }
 }
 
-/// Everything a native manifest records.
-pub(crate) struct Manifest {
-    pub(crate) max_parallelism: u32,
-    pub(crate) range: KeyGroupRange,
-    pub(crate) key_serializer: SerializerSnapshot,
-    pub(crate) metas: Vec<StateMetaInfo>,
-    /// (local file name, shared file)
-    pub(crate) ssts: Vec<(String, SharedFile)>,
-    /// (local file name, contents)
-    pub(crate) private: Vec<(String, Vec<u8>)>,
-}
-
-impl Manifest {
-    pub(crate) fn encode(&self) -> StateResult<Vec<u8>> {
-        let mut body = Vec::new();
-        body.put_u32(self.max_parallelism);
-        body.put_u32(self.range.start());
-        body.put_u32(self.range.start() + self.range.len() as u32);
-        body.put_bytes(
-            "state header",
-            &encode_header(&self.key_serializer, &self.metas)?,
-        )?;
-        body.put_u32(self.ssts.len() as u32);
-        for (name, f) in &self.ssts {
-            body.put_bytes("file name", name.as_bytes())?;
-            body.put_bytes("shared path", f.path.as_bytes())?;
-            body.put_u64(f.size);
-        }
-        body.put_u32(self.private.len() as u32);
-        for (name, contents) in &self.private {
-            body.put_bytes("file name", name.as_bytes())?;
-            body.put_bytes("file contents", contents)?;
-        }
-        Ok(frame(MANIFEST_MAGIC, MANIFEST_VERSION, &body))
-    }
-
-    pub(crate) fn decode(bytes: &[u8], path: &str) -> StateResult<Self> {
-        let body = unframe(
-            bytes,
-            path,
-            MANIFEST_MAGIC,
-            MANIFEST_VERSION,
-            "RocksDB manifest",
-        )?;
-        let mut r = ByteReader::new(body, path);
-        let max_parallelism = r.u32("max parallelism")?;
-        let start = r.u32("range start")?;
-        let end = r.u32("range end")?;
-        let range = if end > start {
-            KeyGroupRange::new(start, end - 1)?
-        } else {
-            KeyGroupRange::empty()
-        };
-        let (key_serializer, metas) = decode_header(r.bytes("state header")?, path)?;
-        let n = r.u32("file count")?;
-        let mut ssts = Vec::new();
-        for _ in 0..n {
-            let name = r.string("file name")?;
-            let shared = r.string("shared path")?;
-            let size = r.u64("file size")?;
-            ssts.push((name, SharedFile { path: shared, size }));
-        }
-        let n = r.u32("private file count")?;
-        let mut private = Vec::new();
-        for _ in 0..n {
-            private.push((r.string("file name")?, r.bytes("file contents")?.to_vec()));
-        }
-        if !r.is_empty() {
-            return Err(StateError::corrupt(path, "trailing bytes in manifest"));
-        }
-        for name in ssts
-            .iter()
-            .map(|(n, _)| n)
-            .chain(private.iter().map(|(n, _)| n))
-        {
-            if name.is_empty() || name.contains('/') || name.contains("..") {
-                return Err(StateError::corrupt(
-                    path,
-                    format!("bad file name `{name}` in manifest"),
-                ));
-            }
-        }
-        Ok(Manifest {
-            max_parallelism,
-            range,
-            key_serializer,
-            metas,
-            ssts,
-            private,
-        })
-    }
-}
-
 /// The asynchronous part of a native (full or incremental) snapshot.
 pub struct NativeSnapshot {
     pub(crate) checkpoint_id: u64,
@@ -308,9 +213,13 @@ impl AsyncKeyedSnapshot for NativeSnapshot {
                     Some(f) => f.clone(),
                     None => {
                         let path = format!("{}/{}-{}", self.shared_prefix, self.session, name);
-                        let size = upload_file(storage, &file, &path)?;
+                        let (size, crc) = upload_file(storage, &file, &path)?;
                         uploaded += size;
-                        SharedFile { path, size }
+                        SharedFile {
+                            path,
+                            size,
+                            crc32c: Some(crc),
+                        }
                     }
                 };
                 manifest.ssts.push((name, shared));
@@ -340,12 +249,18 @@ impl AsyncKeyedSnapshot for NativeSnapshot {
     }
 }
 
-/// Streams a local file to `path` in storage without holding it in memory.
-fn upload_file(storage: &dyn CheckpointStorage, file: &Path, path: &str) -> StateResult<u64> {
+/// Streams a local file to `path` in storage without holding it in memory; returns
+/// its size and CRC-32C.
+fn upload_file(
+    storage: &dyn CheckpointStorage,
+    file: &Path,
+    path: &str,
+) -> StateResult<(u64, u32)> {
     use std::io::Read;
     let mut src = std::fs::File::open(file).map_err(ioerr("open checkpoint file", file))?;
     let mut out = storage.create(path)?;
     let mut chunk = vec![0u8; 4 << 20];
+    let mut crc = 0u32;
     loop {
         let n = src
             .read(&mut chunk)
@@ -353,9 +268,10 @@ fn upload_file(storage: &dyn CheckpointStorage, file: &Path, path: &str) -> Stat
         if n == 0 {
             break;
         }
+        crc = crc32c::crc32c_append(crc, &chunk[..n]);
         out.write(&chunk[..n])?;
     }
-    Ok(out.finish()?)
+    Ok((out.finish()?, crc))
 }
 
 /// A checkpoint in whichever format the backend is configured for.

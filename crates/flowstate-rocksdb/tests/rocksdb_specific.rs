@@ -285,26 +285,29 @@ fn memory_bound_option_holds_and_reads_back() {
     }
 }
 
-/// A committed version-1 native (incremental) snapshot: manifest plus SST files. Future
-/// versions must keep restoring it. Rewrite only for a new format version:
+/// The native manifest version this build writes (golden fixtures are per version).
+const CURRENT_NATIVE: &str = "v2";
+
+/// A committed native (incremental) snapshot of format `version`: manifest plus SST
+/// files. Future versions must keep restoring every one. Writes only the current
+/// version's, and only on request:
 /// `FLOWSTATE_BLESS=1 cargo test --release -p flowstate-rocksdb --test rocksdb_specific golden`.
-#[test]
-fn reads_golden_native_snapshot() {
+fn golden_native(version: &str) {
     let golden = manifest_dir().join("tests/golden");
     let storage = flowstate_storage::ObjectCheckpointStorage::local(&golden).unwrap();
-    let handle_path = golden.join("v1-native-handle.json");
+    let handle_path = golden.join(format!("{version}-native-handle.json"));
     let dir = tempfile::tempdir().unwrap();
     let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
-    if std::env::var_os("FLOWSTATE_BLESS").is_some() {
-        let _ = std::fs::remove_dir_all(golden.join("v1"));
+    if std::env::var_os("FLOWSTATE_BLESS").is_some() && version == CURRENT_NATIVE {
+        let _ = std::fs::remove_dir_all(golden.join(version));
         let mut o = opts.clone();
-        o.shared_prefix = "v1/shared".into();
+        o.shared_prefix = format!("{version}/shared");
         let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), o).unwrap();
         fill_mixed(&b, 0..60);
         let h = b
             .snapshot(1)
             .unwrap()
-            .write(&storage, "v1/native-manifest")
+            .write(&storage, &format!("{version}/native-manifest"))
             .unwrap();
         std::fs::write(&handle_path, serde_json::to_vec_pretty(&h).unwrap()).unwrap();
     }
@@ -314,6 +317,9 @@ fn reads_golden_native_snapshot() {
         h.format,
         flowstate_core::snapshot::SnapshotFormat::RocksDbNative
     );
+    if version != "v1" {
+        assert!(h.shared_files.iter().all(|f| f.crc32c.is_some()), "{h:?}");
+    }
     let r = RocksDbKeyedStateBackend::<u64>::restore(
         config(128, all()),
         opts.clone(),
@@ -336,6 +342,55 @@ fn reads_golden_native_snapshot() {
         total += check_mixed(&r, 0..60);
     }
     assert_eq!(total, 60);
+}
+
+#[test]
+fn reads_golden_native_snapshots() {
+    for version in ["v1", "v2"] {
+        golden_native(version);
+    }
+}
+
+/// One flipped bit in an uploaded SST file is caught by its checksum at restore (a
+/// typed corruption error naming the file), not by RocksDB mid-run.
+#[test]
+fn flipped_bit_in_shared_file_is_caught_at_restore() {
+    let golden = manifest_dir().join("tests/golden");
+    let copy = tempfile::tempdir().unwrap();
+    let h: KeyedStateHandle = serde_json::from_slice(
+        &std::fs::read(golden.join(format!("{CURRENT_NATIVE}-native-handle.json"))).unwrap(),
+    )
+    .unwrap();
+    for f in h
+        .shared_files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain([h.path.as_str()])
+    {
+        let to = copy.path().join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(golden.join(f), &to).unwrap();
+    }
+    let victim = copy.path().join(&h.shared_files[0].path);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&victim, bytes).unwrap();
+    let storage = flowstate_storage::ObjectCheckpointStorage::local(copy.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        RocksDbOptions::new(dir.path()),
+        &storage,
+        std::slice::from_ref(&h),
+    )
+    .err()
+    .expect("restored a damaged file");
+    let text = err.to_string();
+    assert!(
+        text.contains("damaged") && text.contains(&h.shared_files[0].path),
+        "{text}"
+    );
 }
 
 /// This crate's directory, found at run time (cargo sets `CARGO_MANIFEST_DIR` for the

@@ -106,12 +106,34 @@ impl<T> SplitReader<T> for FileSplitReader<T> {
         }
     }
     fn position(&self) -> SplitPosition {
-        SplitPosition::File(self.pos.clone())
+        // The file's name only: see `reopen_split`.
+        let mut pos = self.pos.clone();
+        if let Some(name) = pos.path.file_name() {
+            pos.path = PathBuf::from(name);
+        }
+        SplitPosition::File(pos)
     }
 }
 
-/// Opens a split stored in a checkpoint at its read position.
-fn reopen_split(pos: FilePosition) -> Result<(BufReader<File>, FilePosition), String> {
+/// Opens a split stored in a checkpoint at its read position in the configured file
+/// `path`. Positions store the file's name only (so a job whose input moved resumes
+/// from the new place); version-1 snapshots stored the path as configured, accepted
+/// when it is this one. A position naming any other file is refused: restored state
+/// never makes the job open what it was not configured to read.
+fn reopen_split(
+    mut pos: FilePosition,
+    path: &Path,
+) -> Result<(BufReader<File>, FilePosition), String> {
+    let ours = pos.path == path
+        || (pos.path.components().count() == 1 && pos.path.file_name() == path.file_name());
+    if !ours {
+        return Err(format!(
+            "the snapshot holds a read position in {}, but this source reads {}",
+            pos.path.display(),
+            path.display()
+        ));
+    }
+    pos.path = path.to_path_buf();
     let mut file =
         File::open(&pos.path).map_err(|e| format!("{}: cannot open: {e}", pos.path.display()))?;
     file.seek(SeekFrom::Start(pos.offset))
@@ -199,7 +221,7 @@ impl<'scope> Job<'scope> {
                 Some(splits) => splits
                     .into_iter()
                     .map(|s| match s.position {
-                        SplitPosition::File(pos) => reopen_split(pos),
+                        SplitPosition::File(pos) => reopen_split(pos, &path),
                         other => Err(format!("a file source cannot resume from {other:?}")),
                     })
                     .collect::<Result<_, _>>()?,
@@ -263,6 +285,10 @@ impl<'scope> Job<'scope> {
 }
 
 /// A sink transaction: the records of one checkpoint interval in one in-progress file.
+///
+/// Paths are relative to the sink's configured directory (file names), so a restore
+/// with another output directory commits into that one. Version-1 snapshots stored
+/// absolute paths; those are accepted only inside the configured directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkTransaction {
     /// Checkpoint interval whose records it holds.
@@ -273,17 +299,45 @@ pub struct SinkTransaction {
     pub committed: PathBuf,
 }
 
+/// `stored` (a transaction's path) inside the sink directory `dir`, or why not.
+fn in_sink_dir(dir: &Path, stored: &Path) -> Result<PathBuf, RuntimeError> {
+    if crate::ownership::stays_inside(stored) {
+        return Ok(dir.join(stored));
+    }
+    let legacy_inside = stored.is_absolute()
+        && stored.parent().is_some_and(|p| {
+            p == dir || matches!((p.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        });
+    match stored.file_name() {
+        Some(name) if legacy_inside => Ok(dir.join(name)),
+        _ => Err(RuntimeError::Restore(format!(
+            "a sink transaction names {}, outside the sink's directory {}: refused",
+            stored.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// Makes a file's creation or rename durable: fsyncs the directory holding it.
+fn sync_dir(dir: &Path) -> Result<(), RuntimeError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RuntimeError::Sink(format!("syncing directory {}: {e}", dir.display())))
+}
+
 impl SinkTransaction {
-    /// Makes the transaction's output visible; idempotent (a transaction committed
-    /// before a crash is found committed after it).
-    fn commit(&self) -> Result<(), RuntimeError> {
+    /// Makes the transaction's output visible in `dir`; idempotent (a transaction
+    /// committed before a crash is found committed after it).
+    fn commit(&self, dir: &Path) -> Result<(), RuntimeError> {
         crate::failpoint::hit("sink-commit");
-        match std::fs::rename(&self.pending, &self.committed) {
-            Ok(()) => Ok(()),
-            Err(_) if self.committed.exists() => Ok(()),
+        let pending = in_sink_dir(dir, &self.pending)?;
+        let committed = in_sink_dir(dir, &self.committed)?;
+        match std::fs::rename(&pending, &committed) {
+            Ok(()) => sync_dir(dir),
+            Err(_) if committed.exists() => Ok(()),
             Err(e) => Err(RuntimeError::Sink(format!(
                 "committing {}: {e}",
-                self.pending.display()
+                pending.display()
             ))),
         }
     }
@@ -304,18 +358,18 @@ impl SinkState {
     fn transaction(&self, interval: u64) -> SinkTransaction {
         SinkTransaction {
             interval,
-            pending: self
-                .dir
-                .join(format!(".part-{}-{interval}.inprogress", self.index)),
-            committed: self.dir.join(format!("part-{}-{interval}", self.index)),
+            pending: PathBuf::from(format!(".part-{}-{interval}.inprogress", self.index)),
+            committed: PathBuf::from(format!("part-{}-{interval}", self.index)),
         }
     }
 
     fn writer(&mut self, interval: u64) -> Result<&mut BufWriter<File>, RuntimeError> {
         if !self.open.contains_key(&interval) {
             let t = self.transaction(interval);
-            let f = File::create(&t.pending)
-                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            let path = self.dir.join(&t.pending);
+            let f = File::create(&path)
+                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", path.display())))?;
+            sync_dir(&self.dir)?;
             self.open.insert(interval, (BufWriter::new(f), t));
         }
         self.open
@@ -346,7 +400,7 @@ impl SinkState {
         let mut keep = Vec::new();
         for t in std::mem::take(&mut self.precommitted) {
             if t.interval <= done {
-                t.commit()?;
+                t.commit(&self.dir)?;
             } else {
                 keep.push(t);
             }
@@ -426,7 +480,7 @@ impl<T: Data> DataStream<'_, T> {
                 ))?;
                 // The restored checkpoint completed: its transactions commit now.
                 for t in state.get()? {
-                    t.commit()?;
+                    t.commit(&dir)?;
                 }
                 state.update(Vec::new())?;
                 Ok((uid, store, state))
@@ -491,9 +545,16 @@ impl<T: Data> DataStream<'_, T> {
                                 snapshotted += 1;
                                 let started = std::time::Instant::now();
                                 s.precommit_below(snapshotted + 1)?;
-                                state.update(s.precommitted.clone())?;
-                                let snap = store.snapshot()?;
-                                ctx.write_async(snapshotted, uid, None, Some(snap), started);
+                                let snap = state
+                                    .update(s.precommitted.clone())
+                                    .and_then(|()| store.snapshot())
+                                    .map_err(RuntimeError::from);
+                                match snap {
+                                    Ok(snap) => {
+                                        ctx.write_async(snapshotted, uid, None, Some(snap), started)
+                                    }
+                                    Err(e) => ctx.decline_sync(snapshotted, uid, &e),
+                                }
                             }
                         }
                     }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
 use flowstate_core::descriptor::ListStateDescriptor;
 use flowstate_core::keygroup::key_group_range_for_operator;
-use flowstate_core::operator::OperatorStateStore;
+use flowstate_core::operator::{OperatorSnapshot, OperatorStateStore};
 use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::AsyncKeyedSnapshot;
 use flowstate_core::state::VoidNamespace;
@@ -387,47 +387,61 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             task.snapshotted += 1;
             let id = task.snapshotted;
             let started = Instant::now();
-            let inflight = self
-                .backend
-                .list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
-            let ser = SerdeSerializer::<T>::new();
+            let backend = &self.backend;
             let mut keys = Vec::new();
-            for ((epoch, interval), records) in stash {
-                if *interval > id {
-                    continue;
+            // A failure here (e.g. RocksDB cannot write its checkpoint: full disk)
+            // declines this checkpoint, which counts against the tolerable failures
+            // like a failed upload; it does not fail the job.
+            let taken = (|| -> Result<(KeyedWrite, Option<OperatorSnapshot>), RuntimeError> {
+                crate::failpoint::error("sync-snapshot").map_err(RuntimeError::Checkpoint)?;
+                let inflight =
+                    backend.list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
+                let ser = SerdeSerializer::<T>::new();
+                for ((epoch, interval), records) in stash {
+                    if *interval > id {
+                        continue;
+                    }
+                    for (ts, (_, _, key, value)) in records {
+                        let mut bytes = Vec::new();
+                        ser.serialize_into(value, &mut bytes).map_err(|e| {
+                            flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
+                        })?;
+                        backend.set_current_key(key.clone())?;
+                        inflight.add((*epoch, *ts, bytes))?;
+                        keys.push(key.clone());
+                    }
                 }
-                for (ts, (_, _, key, value)) in records {
-                    let mut bytes = Vec::new();
-                    ser.serialize_into(value, &mut bytes).map_err(|e| {
-                        flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
-                    })?;
-                    self.backend.set_current_key(key.clone())?;
-                    inflight.add((*epoch, *ts, bytes))?;
-                    keys.push(key.clone());
-                }
-            }
-            let keyed: KeyedWrite = match task.ctx.coordinator.kind_of(id) {
-                SnapshotKind::Checkpoint => {
-                    let snap = self.backend.snapshot(id)?;
-                    Box::new(move |storage, path| snap.write(storage, path))
-                }
-                SnapshotKind::Savepoint => {
-                    let snap = self.backend.savepoint()?;
-                    Box::new(move |storage, path| snap.write(storage, path))
-                }
-                SnapshotKind::NativeSavepoint => {
-                    let dir = format!("{}/sst", task.ctx.coordinator.location(id));
-                    let snap = self.backend.native_savepoint(&dir)?;
-                    Box::new(move |storage, path| snap.write(storage, path))
-                }
-            };
+                let keyed: KeyedWrite = match task.ctx.coordinator.kind_of(id) {
+                    SnapshotKind::Checkpoint => {
+                        let snap = backend.snapshot(id)?;
+                        Box::new(move |storage, path| snap.write(storage, path))
+                    }
+                    SnapshotKind::Savepoint => {
+                        let snap = backend.savepoint()?;
+                        Box::new(move |storage, path| snap.write(storage, path))
+                    }
+                    SnapshotKind::NativeSavepoint => {
+                        let dir = format!("{}/sst", task.ctx.coordinator.location(id));
+                        let snap = backend.native_savepoint(&dir)?;
+                        Box::new(move |storage, path| snap.write(storage, path))
+                    }
+                };
+                let op = operator.map(OperatorStateStore::snapshot).transpose()?;
+                Ok((keyed, op))
+            })();
+            // The stashed records stay in the stash; their copies in state go either way.
+            let inflight =
+                backend.list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
             for key in keys {
-                self.backend.set_current_key(key)?;
+                backend.set_current_key(key)?;
                 inflight.clear()?;
             }
-            let op = operator.map(OperatorStateStore::snapshot).transpose()?;
-            task.ctx
-                .write_async(id, &task.uid, Some(keyed), op, started);
+            match taken {
+                Ok((keyed, op)) => task
+                    .ctx
+                    .write_async(id, &task.uid, Some(keyed), op, started),
+                Err(e) => task.ctx.decline_sync(id, &task.uid, &e),
+            }
         }
         Ok(())
     }

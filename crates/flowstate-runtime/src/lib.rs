@@ -70,6 +70,7 @@ pub mod checkpoint;
 mod connectors;
 mod failpoint;
 mod keyed;
+pub mod ownership;
 mod process;
 mod source;
 mod stream;
@@ -130,6 +131,28 @@ pub enum RuntimeError {
     /// State could not be restored from a snapshot (corrupt or missing files).
     #[error("restore failed: {0}")]
     Restore(String),
+    /// Checkpoints exist but none could be restored: the job does not start empty on
+    /// its own (that would lose their state and repeat committed output).
+    #[error(
+        "checkpoints exist but none can be restored: {}; repair or move them away, or \
+         start empty on purpose (RestoreFrom::Nothing, `--fresh`)",
+        render_candidates(.candidates)
+    )]
+    NothingRestorable {
+        /// Every candidate checkpoint, newest first, with why it could not be used.
+        candidates: Vec<(u64, String)>,
+    },
+    /// The job may not use a directory (not its own, locked by another job, ...).
+    #[error(transparent)]
+    Ownership(#[from] ownership::OwnershipError),
+}
+
+fn render_candidates(candidates: &[(u64, String)]) -> String {
+    candidates
+        .iter()
+        .map(|(id, why)| format!("checkpoint {id}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where this process stands in a job that runs as several processes (timely's
@@ -283,32 +306,63 @@ where
 {
     config.validate()?;
     let build = Arc::new(build);
+    let role = config.role();
+    // The checkpoint directory is the job's own (see `ownership`); its leader holds
+    // the lock (the processes of one job share the directory), so a second job on it
+    // fails here, naming the holder. Claimed before anything is created elsewhere.
+    let _lock = match config.checkpointing.as_ref().and_then(|c| c.dir.as_ref()) {
+        Some(dir) if role.process == 0 => {
+            let lock = ownership::claim_checkpoint_dir(dir)?;
+            // A request left by a `savepoint` command killed before this run.
+            if std::fs::remove_file(dir.join(checkpoint::SAVEPOINT_REQUEST)).is_ok() {
+                tracing::warn!("ignored a savepoint request left from before this run");
+            }
+            Some(lock)
+        }
+        Some(dir) => {
+            ownership::adopt_checkpoint_dir(dir)?;
+            None
+        }
+        None => None,
+    };
+    // A RocksDB working directory is the job's own: created with a marker, emptied
+    // of a crashed run's scratch only when marked, locked while the job runs.
+    let _working_dir = match &config.backend {
+        BackendChoice::RocksDb(o) => Some(ownership::WorkingDir::claim(&o.local_dir)?),
+        BackendChoice::Heap => None,
+    };
     let Some(checkpoints) = config.checkpointing.clone() else {
         return run(config, None, build);
     };
-    let role = config.role();
     // Every process of a cluster reads the directory before they connect, while
     // nothing writes to it, so they all choose the same snapshot and first id.
-    let (candidates, highest) = checkpoint::restore_candidates(&checkpoints)?;
+    let candidates = checkpoint::restore_candidates(&checkpoints)?;
     if role == ProcessRole::SINGLE {
         // What a crashed run left behind goes once, before any attempt. (A cluster's
         // leader does it once every process is connected: see `run`.)
         checkpoint::clean_up_after_crash(&checkpoints)?;
     }
-    let start = highest + 1;
+    let start = candidates.highest + 1;
+    let mut failed = candidates.unusable;
+    if candidates.usable.is_empty() && !failed.is_empty() {
+        // Checkpoints exist, none is usable: never start empty on our own.
+        return Err(RuntimeError::NothingRestorable { candidates: failed });
+    }
     // Nothing to restore: one attempt from empty state. Otherwise newest first,
-    // falling back to the next when a snapshot turns out unreadable (one process
-    // alone cannot fall back: a cluster tries the newest only).
-    let mut attempts: Vec<Option<Arc<checkpoint::Restored>>> = if candidates.is_empty() {
+    // falling back to the next when a snapshot turns out unreadable. Every process
+    // of a cluster listed the same candidates before connecting, and a restore
+    // failure anywhere fails the attempt everywhere as a restore failure, so they
+    // fall back together (each attempt connects the cluster anew).
+    let attempts: Vec<Option<Arc<checkpoint::Restored>>> = if candidates.usable.is_empty() {
         vec![None]
     } else {
-        candidates.into_iter().map(|r| Some(Arc::new(r))).collect()
+        candidates
+            .usable
+            .into_iter()
+            .map(|r| Some(Arc::new(r)))
+            .collect()
     };
-    if role != ProcessRole::SINGLE {
-        attempts.truncate(1);
-    }
-    let count = attempts.len();
-    for (i, restored) in attempts.into_iter().enumerate() {
+    for restored in attempts {
         if let Some(r) = &restored {
             let m = &r.metadata;
             tracing::info!(
@@ -357,19 +411,20 @@ where
             Some((Arc::new(coordinator), restored.clone())),
             build.clone(),
         ) {
-            Err(RuntimeError::Restore(why)) if i + 1 < count => {
+            Err(RuntimeError::Restore(why)) if restored.is_some() => {
                 let id = restored.map_or(0, |r| r.metadata.id);
                 tracing::warn!(
                     checkpoint = id,
                     "checkpoint {id} could not be restored ({why}); falling back to the previous complete checkpoint"
                 );
+                failed.push((id, why));
             }
             other => return other,
         }
     }
-    Err(RuntimeError::Restore(
-        "no checkpoint could be restored".into(),
-    ))
+    // Every candidate failed: the job fails, naming each and why.
+    failed.sort_by_key(|c| std::cmp::Reverse(c.0));
+    Err(RuntimeError::NothingRestorable { candidates: failed })
 }
 
 type Checkpointing = (Arc<Coordinator>, Option<Arc<checkpoint::Restored>>);
@@ -473,8 +528,10 @@ where
             if let Some(e) = errors.borrow_mut().take() {
                 return Err(e);
             }
-            if let Some(e) = ctx.as_ref().and_then(|c| c.coordinator.error()) {
-                return Err(RuntimeError::Checkpoint(e));
+            if let Some(e) = ctx.as_ref().and_then(|c| c.coordinator.failure()) {
+                // A restore failure elsewhere in the cluster is one here too: every
+                // process falls back to the same older checkpoint.
+                return Err(e);
             }
             Ok(result.finish())
         },
@@ -523,7 +580,7 @@ fn drive(
             ctx.coordinator.poll();
             send(&mut control, ctx);
             if let Some(e) = errors.borrow().as_ref() {
-                ctx.coordinator.fail(e.to_string());
+                ctx.coordinator.fail_with(e);
             }
             if ctx.coordinator.error().is_some() {
                 break;
@@ -569,7 +626,7 @@ fn drive(
     if let (Some(ctx), true) = (ctx, errors.borrow().is_some()) {
         // The other processes stop too (they would wait for this one forever).
         if let Some(e) = errors.borrow().as_ref() {
-            ctx.coordinator.fail(e.to_string());
+            ctx.coordinator.fail_with(e);
         }
         send(&mut control, ctx);
     }

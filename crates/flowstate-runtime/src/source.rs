@@ -274,10 +274,18 @@ impl<T: Data> Source<T> {
                 max_ts: s.max_ts,
             })
             .collect();
-        task.state.update(states)?;
-        let snap = task.store.snapshot()?;
-        task.ctx
-            .write_async(id, &task.uid, None, Some(snap), started);
+        let snap = task
+            .state
+            .update(states)
+            .and_then(|()| task.store.snapshot())
+            .map_err(RuntimeError::from);
+        match snap {
+            Ok(snap) => task
+                .ctx
+                .write_async(id, &task.uid, None, Some(snap), started),
+            // Declined: counts against the tolerable failures; the job goes on.
+            Err(e) => task.ctx.decline_sync(id, &task.uid, &e),
+        }
         Ok(())
     }
 }

@@ -132,6 +132,16 @@ impl WorkerCheckpoints {
         Ok(())
     }
 
+    /// The synchronous part of a task's snapshot for checkpoint `id` failed: the
+    /// checkpoint is declined (it counts against the tolerable failures); the job
+    /// goes on.
+    pub(crate) fn decline_sync(&self, id: u64, uid: &str, e: &RuntimeError) {
+        self.coordinator.decline(
+            id,
+            format!("{uid}: synchronous part of the snapshot failed: {e}"),
+        );
+    }
+
     /// The asynchronous part of a task's snapshot for checkpoint `id`: writes the files
     /// on its own thread and acknowledges, or declines the checkpoint on failure.
     pub(crate) fn write_async(

@@ -9,7 +9,15 @@
 //!
 //! `object_store` is async; this crate owns a small Tokio runtime and blocks on it, so
 //! callers (snapshot threads, restores) need no executor of their own and may call it
-//! from inside another runtime's context without nesting runtimes.
+//! from inside another runtime's context without nesting runtimes. Every call has a
+//! timeout ([`ObjectCheckpointStorage::with_timeout`], default
+//! [`DEFAULT_TIMEOUT`]): a hung disk or network fails the call
+//! ([`StorageError::TimedOut`]), so the checkpoint fails instead of the job hanging.
+//!
+//! **Never through a link.** On a local directory, `put`, `create` and `delete` refuse
+//! a path any component of which is a symbolic link
+//! ([`StorageError::InvalidPath`]): a link planted in a checkpoint directory can
+//! never make the job overwrite or delete files elsewhere.
 //!
 //! ```
 //! use flowstate_core::storage::CheckpointStorage;
@@ -22,8 +30,9 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use flowstate_core::StorageError;
@@ -32,14 +41,23 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
+mod faults;
+pub use faults::{FaultPlan, FaultyStorage};
+
 /// Part size of streamed writes (object stores want parts of at least 5 MiB).
 const PART_BYTES: usize = 8 << 20;
+
+/// Time a single storage call may take before it fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Checkpoint storage over an [`ObjectStore`].
 pub struct ObjectCheckpointStorage {
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
     description: String,
+    /// The local directory behind the store, when local (for the link checks).
+    root: Option<PathBuf>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for ObjectCheckpointStorage {
@@ -49,15 +67,36 @@ impl fmt::Debug for ObjectCheckpointStorage {
 }
 
 impl ObjectCheckpointStorage {
-    /// Storage in a local directory, created if missing.
+    /// Storage in a local directory, created (owner-only) if missing.
     pub fn local(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = dir.as_ref();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StorageError::Io {
+                op: "create directory",
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Self::open_local(dir)
+    }
+
+    /// Storage in an existing local directory (never creates it: for readers such
+    /// as `flowstate checkpoints`).
+    pub fn existing_local(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(StorageError::NotFound {
+                path: dir.display().to_string(),
+            });
+        }
+        Self::open_local(dir)
+    }
+
+    fn open_local(dir: &Path) -> Result<Self, StorageError> {
         let shown = dir.display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
-            op: "create directory",
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
         // fsync: a complete checkpoint must survive power loss, not only a crash.
         // Automatic cleanup: deleting a directory's last object removes the directory,
         // so retention leaves no empty `chk-<id>/` behind.
@@ -69,7 +108,39 @@ impl ObjectCheckpointStorage {
             })?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Self::new(Arc::new(fs), format!("local:{shown}"))
+        let mut storage = Self::new(Arc::new(fs), format!("local:{shown}"))?;
+        storage.root = Some(dir.to_path_buf());
+        Ok(storage)
+    }
+
+    /// Sets the time one storage call may take (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Refuses a local path with a symbolic link among its components (below the
+    /// root): writing or deleting through it would reach outside the directory.
+    fn check_no_link(&self, path: &str) -> Result<(), StorageError> {
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
+        let mut at = root.clone();
+        for segment in path.split('/') {
+            at.push(segment);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StorageError::InvalidPath {
+                        path: path.into(),
+                        reason: format!("{} is a symbolic link", at.display()),
+                    });
+                }
+                Ok(_) => {}
+                // Missing from here on: nothing below can be a link.
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     /// Storage over any object store (S3-compatible, in-memory, ...).
@@ -92,18 +163,33 @@ impl ObjectCheckpointStorage {
             store,
             runtime,
             description,
+            root: None,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
-    /// Runs `fut` on the storage runtime and waits for it. Spawning (rather than
-    /// `block_on`) works from any thread, including one inside another Tokio runtime.
+    /// Runs `fut` on the storage runtime and waits for it, at most the timeout.
+    /// Spawning (rather than `block_on`) works from any thread, including one inside
+    /// another Tokio runtime.
     fn run<T: Send + 'static>(
         &self,
+        op: &'static str,
+        path: &str,
         fut: impl Future<Output = Result<T, StorageError>> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.timeout;
+        let timed_out = StorageError::TimedOut {
+            op,
+            path: path.to_string(),
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
         self.runtime.spawn(async move {
-            let _ = tx.send(fut.await);
+            let r = match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out),
+            };
+            let _ = tx.send(r);
         });
         rx.recv().map_err(|_| StorageError::Io {
             op: "await",
@@ -139,8 +225,9 @@ fn map_err(op: &'static str, path: &str, e: object_store::Error) -> StorageError
 
 impl CheckpointStorage for ObjectCheckpointStorage {
     fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError> {
+        self.check_no_link(path)?;
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move {
+        self.run("put", path, async move {
             store
                 .put(&p, PutPayload::from_bytes(data))
                 .await
@@ -151,7 +238,7 @@ impl CheckpointStorage for ObjectCheckpointStorage {
 
     fn get(&self, path: &str) -> Result<Bytes, StorageError> {
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move {
+        self.run("get", path, async move {
             let r = store.get(&p).await.map_err(|e| map_err("get", &owned, e))?;
             r.bytes().await.map_err(|e| map_err("get", &owned, e))
         })
@@ -179,7 +266,7 @@ impl CheckpointStorage for ObjectCheckpointStorage {
             });
         }
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move {
+        self.run("get range", path, async move {
             store
                 .get_range(&p, range)
                 .await
@@ -189,7 +276,7 @@ impl CheckpointStorage for ObjectCheckpointStorage {
 
     fn size(&self, path: &str) -> Result<u64, StorageError> {
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move {
+        self.run("head", path, async move {
             store
                 .head(&p)
                 .await
@@ -205,7 +292,7 @@ impl CheckpointStorage for ObjectCheckpointStorage {
             Some(object_path(prefix)?)
         };
         let (store, owned) = (self.store.clone(), prefix.to_string());
-        self.run(async move {
+        self.run("list", prefix, async move {
             use futures_util::TryStreamExt;
             let metas: Vec<_> = store
                 .list(p.as_ref())
@@ -219,6 +306,7 @@ impl CheckpointStorage for ObjectCheckpointStorage {
     }
 
     fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError> {
+        self.check_no_link(path)?;
         Ok(Box::new(ObjectWrite {
             storage: self,
             location: object_path(path)?,
@@ -230,8 +318,9 @@ impl CheckpointStorage for ObjectCheckpointStorage {
     }
 
     fn delete(&self, path: &str) -> Result<(), StorageError> {
+        self.check_no_link(path)?;
         let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
-        self.run(async move {
+        self.run("delete", path, async move {
             match store.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(map_err("delete", &owned, e)),
@@ -259,7 +348,7 @@ impl ObjectWrite<'_> {
                 self.location.clone(),
                 self.path.clone(),
             );
-            let upload = self.storage.run(async move {
+            let upload = self.storage.run("start upload", &self.path, async move {
                 store
                     .put_multipart(&location)
                     .await
@@ -273,8 +362,9 @@ impl ObjectWrite<'_> {
         };
         let part = upload.put_part(data);
         let path = self.path.clone();
-        self.storage
-            .run(async move { part.await.map_err(|e| map_err("upload part", &path, e)) })
+        self.storage.run("upload part", &self.path, async move {
+            part.await.map_err(|e| map_err("upload part", &path, e))
+        })
     }
 }
 
@@ -299,13 +389,14 @@ impl StorageWrite for ObjectWrite<'_> {
         }
         if let Some(mut upload) = self.upload.take() {
             let path = self.path.clone();
-            self.storage.run(async move {
-                upload
-                    .complete()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| map_err("complete upload", &path, e))
-            })?;
+            self.storage
+                .run("complete upload", &self.path, async move {
+                    upload
+                        .complete()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| map_err("complete upload", &path, e))
+                })?;
         }
         Ok(self.size)
     }

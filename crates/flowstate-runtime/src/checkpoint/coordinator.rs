@@ -1,39 +1,8 @@
-//! Checkpoints of a running job: settings, the per-process coordinator, the
-//! `_metadata` of a complete checkpoint, recovery and retention.
-//!
-//! **Barriers are timestamps.** Every record's timely time carries its checkpoint
-//! interval ([`crate::time`]). Triggering checkpoint `c` moves every source from
-//! interval `c` to `c + 1` (a source snapshots its read position as it moves); an
-//! operator whose input frontier has passed interval `c` has received every record of
-//! checkpoints `<= c` and none later is processed before it snapshots: that is the
-//! aligned Chandy–Lamport cut, with timely's progress tracking doing the alignment.
-//! Records of checkpoint `c` an operator cannot process yet (waiting for the
-//! watermark) are part of its snapshot (`_inflight` keyed state) and are processed
-//! after a restore exactly when they would have been.
-//!
-//! **Two phases.** The synchronous part runs on the worker thread (backend snapshot,
-//! source position, sink pre-commit); the asynchronous part writes the files on its
-//! own thread and acknowledges to the [`Coordinator`]. When every task of every worker
-//! has acknowledged, the coordinator writes `chk-<id>/_metadata` in one atomic put,
-//! registers shared files, applies retention, and workers deliver
-//! `notify_checkpoint_complete` to their operators (sinks commit, the RocksDB backend
-//! learns which uploaded files later checkpoints may reuse).
-//!
-//! **Layout** (`docs/formats.md`): `chk-<id>/<operator>-<subtask>.kgs|.ops` and
-//! `chk-<id>/_metadata`; `shared/` holds RocksDB files of incremental checkpoints;
-//! `savepoints/sp-<id>/` holds savepoints (`taskowned/` is reserved). A checkpoint
-//! without `_metadata` is not a checkpoint: a crash at any moment leaves every earlier
-//! complete one intact.
-//!
-//! **Several processes.** Every process has a coordinator for its own workers.
-//! Process 0 leads: it triggers, times out, completes (writes `_metadata`) and retains;
-//! the others learn of triggers, aborts, completions and the final checkpoint from it,
-//! and send it their tasks' acknowledgements, over a small timely dataflow of its own
-//! ([`Control`]). The cut stays consistent without any clock agreement: the interval
-//! coordinate of the timestamps is the barrier wherever it is advanced.
+//! The per-process checkpoint coordinator: an event-driven state machine that
+//! triggers checkpoints, collects acknowledgements, completes (writes `_metadata`),
+//! aborts, subsumes and retains; plus the messages between the processes' coordinators.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,501 +11,13 @@ use flowstate_core::operator::OperatorStateHandle;
 use flowstate_core::registry::SharedStateRegistry;
 use flowstate_core::snapshot::KeyedStateHandle;
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_storage::ObjectCheckpointStorage;
 use serde::{Deserialize, Serialize};
 
-use crate::RuntimeError;
-
-/// A file in the checkpoint directory that asks the running job for a savepoint.
-pub const SAVEPOINT_REQUEST: &str = "_savepoint_request";
-
-/// The format of a savepoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SavepointFormat {
-    /// Backend-independent: restores on any backend at any parallelism (default).
-    #[default]
-    Canonical,
-    /// The backend's own files (RocksDB: its SST files, self-contained under the
-    /// savepoint's directory): faster to take and restore, same backend only.
-    Native,
-}
-
-/// Asks the job running on the local checkpoint directory `dir` for a savepoint of
-/// `format` (what `flowstate savepoint DIR` does); with `stop`, the job stops once the
-/// savepoint is complete (Flink's stop-with-savepoint): its sources read nothing after
-/// the savepoint's cut, the sinks commit through it, and every worker returns.
-///
-/// The savepoint appears as `dir/savepoints/sp-<id>/_metadata`.
-pub fn request_savepoint(dir: &Path, format: SavepointFormat, stop: bool) -> std::io::Result<()> {
-    let mut words = Vec::new();
-    if format == SavepointFormat::Native {
-        words.push("native");
-    }
-    if stop {
-        words.push("stop");
-    }
-    std::fs::write(dir.join(SAVEPOINT_REQUEST), words.join(" "))
-}
-
-/// Version of the `_metadata` JSON document.
-pub const METADATA_VERSION: u32 = 1;
-
-/// Where a job's state comes from when it starts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum RestoreFrom {
-    /// The newest complete checkpoint in the checkpoint directory, if there is one
-    /// (a restarted job resumes; a new one starts empty).
-    #[default]
-    Latest,
-    /// Start empty even when checkpoints exist (their ids are not reused).
-    Nothing,
-    /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`) directory.
-    Path(PathBuf),
-}
-
-/// Who owns the files of the snapshot a job was restored from (Flink's restore modes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClaimMode {
-    /// The job never deletes them, and its first checkpoint is a full one that does not
-    /// refer to them (Flink's default).
-    #[default]
-    NoClaim,
-    /// The job owns them: a restored checkpoint of its own directory joins retention,
-    /// and later incremental checkpoints may refer to its files.
-    Claim,
-}
-
-/// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
-#[derive(Clone)]
-pub struct CheckpointConfig {
-    /// Where checkpoints go (a local directory by default; any object store).
-    pub storage: Arc<dyn CheckpointStorage>,
-    /// The directory behind `storage` when local (savepoints are written below it).
-    pub dir: Option<PathBuf>,
-    /// Time between checkpoint triggers.
-    pub interval: Duration,
-    /// A checkpoint not complete after this long is aborted.
-    pub timeout: Duration,
-    /// Least time between the end of one checkpoint and the next trigger.
-    pub min_pause: Duration,
-    /// Checkpoints in flight at once.
-    pub max_concurrent: usize,
-    /// Complete checkpoints kept (older ones and the files only they use are deleted).
-    pub retained: usize,
-    /// Aborted checkpoints in a row tolerated before the job fails.
-    pub tolerable_failures: u32,
-    /// Incremental checkpoints (RocksDB uploads only new files); the heap backend always
-    /// writes full canonical snapshots.
-    pub incremental: bool,
-    /// What to restore from at start.
-    pub restore: RestoreFrom,
-    /// Ownership of the restored snapshot's files.
-    pub claim_mode: ClaimMode,
-    /// Start even when the snapshot holds state of operators the job no longer has.
-    pub allow_non_restored_state: bool,
-}
-
-impl std::fmt::Debug for CheckpointConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointConfig")
-            .field("storage", &self.storage)
-            .field("interval", &self.interval)
-            .field("retained", &self.retained)
-            .field("restore", &self.restore)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CheckpointConfig {
-    /// Checkpoints in a local directory (created if missing), every `interval`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let c = flowstate_runtime::CheckpointConfig::local(dir.path(), Duration::from_millis(500))
-    ///     .unwrap()
-    ///     .retained(2);
-    /// assert_eq!(c.retained, 2);
-    /// ```
-    pub fn local(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, RuntimeError> {
-        let storage = ObjectCheckpointStorage::local(dir.as_ref()).map_err(|e| {
-            RuntimeError::Checkpoint(format!(
-                "checkpoint directory {}: {e}",
-                dir.as_ref().display()
-            ))
-        })?;
-        let mut c = Self::on(Arc::new(storage), interval);
-        c.dir = Some(dir.as_ref().to_path_buf());
-        Ok(c)
-    }
-
-    /// Checkpoints in any checkpoint storage (e.g. S3-compatible).
-    pub fn on(storage: Arc<dyn CheckpointStorage>, interval: Duration) -> Self {
-        CheckpointConfig {
-            storage,
-            dir: None,
-            interval,
-            timeout: Duration::from_secs(600),
-            min_pause: Duration::ZERO,
-            max_concurrent: 1,
-            retained: 1,
-            tolerable_failures: 0,
-            incremental: true,
-            restore: RestoreFrom::Latest,
-            claim_mode: ClaimMode::NoClaim,
-            allow_non_restored_state: false,
-        }
-    }
-
-    /// Sets the number of complete checkpoints kept.
-    pub fn retained(mut self, n: usize) -> Self {
-        self.retained = n;
-        self
-    }
-    /// Sets where state is restored from.
-    pub fn restore(mut self, from: RestoreFrom) -> Self {
-        self.restore = from;
-        self
-    }
-    /// Sets the checkpoint timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-    /// Sets the least pause between checkpoints.
-    pub fn min_pause(mut self, pause: Duration) -> Self {
-        self.min_pause = pause;
-        self
-    }
-    /// Sets how many checkpoints may be in flight.
-    pub fn max_concurrent(mut self, n: usize) -> Self {
-        self.max_concurrent = n;
-        self
-    }
-    /// Sets how many aborted checkpoints in a row are tolerated.
-    pub fn tolerable_failures(mut self, n: u32) -> Self {
-        self.tolerable_failures = n;
-        self
-    }
-    /// Turns incremental checkpoints on or off.
-    pub fn incremental(mut self, on: bool) -> Self {
-        self.incremental = on;
-        self
-    }
-    /// Sets the claim mode of the restore.
-    pub fn claim_mode(mut self, mode: ClaimMode) -> Self {
-        self.claim_mode = mode;
-        self
-    }
-    /// Allows restoring a snapshot with state of operators the job no longer has.
-    pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
-        self.allow_non_restored_state = allow;
-        self
-    }
-
-    /// Whether the job owns the files of `restored`: resuming from the job's own newest
-    /// checkpoint is failover (always owned); a named snapshot only in claim mode, and
-    /// only inside this job's directory.
-    pub(crate) fn claims(&self, restored: &Restored) -> bool {
-        restored.own && (self.restore == RestoreFrom::Latest || self.claim_mode == ClaimMode::Claim)
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
-        if self.interval.is_zero() || self.max_concurrent == 0 || self.retained == 0 {
-            return Err(RuntimeError::Config(format!(
-                "checkpoint interval, max concurrent and retained count must be positive \
-                 (got {:?}, {}, {})",
-                self.interval, self.max_concurrent, self.retained
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// What a snapshot is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotKind {
-    /// A periodic checkpoint, owned by the job and deleted by retention.
-    Checkpoint,
-    /// A user-triggered savepoint in the canonical format, never deleted by the job.
-    Savepoint,
-    /// A user-triggered savepoint in the backend's native format (self-contained;
-    /// restores faster, but only on the same backend), never deleted by the job.
-    NativeSavepoint,
-}
-
-impl SnapshotKind {
-    /// The directory of snapshot `id` of this kind, relative to the storage root.
-    fn location(self, id: u64) -> String {
-        match self {
-            SnapshotKind::Checkpoint => format!("chk-{id}"),
-            SnapshotKind::Savepoint | SnapshotKind::NativeSavepoint => {
-                format!("savepoints/sp-{id}")
-            }
-        }
-    }
-}
-
-/// The snapshot of one operator (all its instances) in a checkpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct OperatorSnapshotMeta {
-    /// Keyed state, one handle per instance.
-    pub keyed: Vec<KeyedStateHandle>,
-    /// Operator state, one handle per instance.
-    pub operator: Vec<OperatorStateHandle>,
-    /// Longest synchronous part over the instances, in milliseconds.
-    pub sync_ms: f64,
-    /// Longest asynchronous part over the instances, in milliseconds.
-    pub async_ms: f64,
-}
-
-impl OperatorSnapshotMeta {
-    /// Bytes needed to restore this operator.
-    pub fn full_size(&self) -> u64 {
-        self.keyed
-            .iter()
-            .map(KeyedStateHandle::full_size)
-            .sum::<u64>()
-            + self.operator.iter().map(|h| h.size).sum::<u64>()
-    }
-    /// Bytes this checkpoint wrote for the operator.
-    pub fn uploaded_size(&self) -> u64 {
-        self.keyed.iter().map(|h| h.uploaded_bytes).sum::<u64>()
-            + self.operator.iter().map(|h| h.size).sum::<u64>()
-    }
-}
-
-/// The `_metadata` of a complete checkpoint or savepoint (JSON; `docs/formats.md`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointMetadata {
-    /// [`METADATA_VERSION`] when written.
-    pub version: u32,
-    /// Checkpoint id (ids grow by one per trigger).
-    pub id: u64,
-    /// Checkpoint or savepoint.
-    pub kind: SnapshotKind,
-    /// Directory of this snapshot relative to the storage root its paths are relative
-    /// to (`chk-7`, `savepoints/sp-9`).
-    pub location: String,
-    /// Taken after every source had ended: the job's complete output is committed.
-    pub finished: bool,
-    /// Wall-clock trigger time, milliseconds since the Unix epoch.
-    pub triggered_at_ms: u64,
-    /// Trigger to `_metadata`, in milliseconds.
-    pub duration_ms: u64,
-    /// Workers of the job that wrote it.
-    pub parallelism: u32,
-    /// Key groups.
-    pub max_parallelism: u32,
-    /// Per operator (by its id in the job), its instances' snapshots.
-    pub operators: BTreeMap<String, OperatorSnapshotMeta>,
-}
-
-impl CheckpointMetadata {
-    /// Bytes needed to restore the whole job.
-    pub fn full_size(&self) -> u64 {
-        self.operators.values().map(|o| o.full_size()).sum()
-    }
-    /// Bytes written by this checkpoint.
-    pub fn uploaded_size(&self) -> u64 {
-        self.operators.values().map(|o| o.uploaded_size()).sum()
-    }
-    /// Every keyed handle.
-    pub fn keyed_handles(&self) -> Vec<KeyedStateHandle> {
-        self.operators
-            .values()
-            .flat_map(|o| o.keyed.iter().cloned())
-            .collect()
-    }
-
-    fn parse(bytes: &[u8], path: &str) -> Result<Self, String> {
-        let m: CheckpointMetadata =
-            serde_json::from_slice(bytes).map_err(|e| format!("{path}: unreadable ({e})"))?;
-        if m.version > METADATA_VERSION {
-            return Err(format!(
-                "{path}: metadata version {} is newer than this build's {METADATA_VERSION}",
-                m.version
-            ));
-        }
-        Ok(m)
-    }
-
-    /// Every file the snapshot needs exists with the recorded size.
-    fn check_files(&self, storage: &dyn CheckpointStorage) -> Result<(), String> {
-        let mut files: Vec<(String, u64)> = Vec::new();
-        for o in self.operators.values() {
-            for h in &o.keyed {
-                files.push((h.path.clone(), h.size));
-                files.extend(h.shared_files.iter().map(|f| (f.path.clone(), f.size)));
-            }
-            files.extend(o.operator.iter().map(|h| (h.path.clone(), h.size)));
-        }
-        for (path, size) in files {
-            match storage.size(&path) {
-                Ok(s) if s == size => {}
-                Ok(s) => return Err(format!("{path} is {s} bytes, the metadata says {size}")),
-                Err(e) => return Err(format!("{path}: {e}")),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reads the metadata of the checkpoint or savepoint in `dir`.
-pub fn read_metadata(dir: &Path) -> Result<CheckpointMetadata, RuntimeError> {
-    let path = dir.join("_metadata");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", path.display())))?;
-    CheckpointMetadata::parse(&bytes, &path.display().to_string()).map_err(RuntimeError::Checkpoint)
-}
-
-/// Ids of the directories `chk-<id>` under the storage root, with whether each has
-/// `_metadata`, ascending.
-fn checkpoint_dirs(storage: &dyn CheckpointStorage) -> Result<BTreeMap<u64, bool>, RuntimeError> {
-    let mut ids = BTreeMap::new();
-    for p in storage
-        .list("")
-        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
-    {
-        let Some(rest) = p.strip_prefix("chk-") else {
-            continue;
-        };
-        let (id, file) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Ok(id) = id.parse::<u64>() {
-            let has = ids.entry(id).or_insert(false);
-            *has |= file == "_metadata";
-        }
-    }
-    Ok(ids)
-}
-
-/// A listed checkpoint: its metadata, or its id and why it cannot be used.
-pub type Listed = Result<CheckpointMetadata, (u64, String)>;
-
-/// Complete checkpoints of a directory, newest first, with the reason each unusable
-/// one was skipped.
-pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<Listed>, RuntimeError> {
-    let mut out = Vec::new();
-    for (id, has_meta) in checkpoint_dirs(storage)?.into_iter().rev() {
-        if !has_meta {
-            continue;
-        }
-        let path = format!("chk-{id}/_metadata");
-        let r = storage
-            .get(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| CheckpointMetadata::parse(&b, &path))
-            .and_then(|m| m.check_files(storage).map(|()| m));
-        out.push(r.map_err(|e| (id, e)));
-    }
-    Ok(out)
-}
-
-/// A snapshot chosen to restore from.
-#[derive(Clone, Debug)]
-pub struct Restored {
-    /// Its metadata.
-    pub metadata: CheckpointMetadata,
-    /// The storage its paths are relative to.
-    pub storage: Arc<dyn CheckpointStorage>,
-    /// Whether it lives in this job's own checkpoint directory.
-    pub own: bool,
-}
-
-impl Restored {
-    /// A restore failure of this snapshot (makes [`crate::execute`] fall back).
-    pub(crate) fn error(&self, e: impl std::fmt::Display) -> RuntimeError {
-        RuntimeError::Restore(format!("checkpoint {}: {e}", self.metadata.id))
-    }
-
-    /// The snapshot of operator `uid`, if it has one.
-    pub fn operator(&self, uid: &str) -> Option<&OperatorSnapshotMeta> {
-        self.metadata.operators.get(uid)
-    }
-}
-
-/// The candidates to restore from, in the order to try them: the newest complete
-/// checkpoint first, then older ones (a corrupt newest one falls back, with a log
-/// line), or the one named path. Also returns the highest checkpoint id in use, so new
-/// checkpoints never reuse a directory.
-pub(crate) fn restore_candidates(
-    config: &CheckpointConfig,
-) -> Result<(Vec<Restored>, u64), RuntimeError> {
-    let dirs = checkpoint_dirs(config.storage.as_ref())?;
-    // Savepoints share the id sequence: a new run must not reuse one's id either (its
-    // sink transactions are named by id).
-    let savepoint_ids = config
-        .storage
-        .list("savepoints/")
-        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
-        .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix("savepoints/sp-")?
-                .split('/')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .max();
-    let mut highest = dirs
-        .keys()
-        .next_back()
-        .copied()
-        .unwrap_or(0)
-        .max(savepoint_ids.unwrap_or(0));
-    let mut out = Vec::new();
-    match &config.restore {
-        RestoreFrom::Nothing => {}
-        RestoreFrom::Latest => {
-            for c in list_checkpoints(config.storage.as_ref())? {
-                match c {
-                    Ok(metadata) => out.push(Restored {
-                        metadata,
-                        storage: config.storage.clone(),
-                        own: true,
-                    }),
-                    Err((id, why)) => tracing::warn!(
-                        checkpoint = id,
-                        "checkpoint {id} is not usable, falling back to an older one: {why}"
-                    ),
-                }
-            }
-        }
-        RestoreFrom::Path(dir) => {
-            let metadata = read_metadata(dir)?;
-            // The root is the named directory without the snapshot's own location.
-            let mut root = dir.clone();
-            for _ in Path::new(&metadata.location).components() {
-                root.pop();
-            }
-            let storage: Arc<dyn CheckpointStorage> = Arc::new(
-                ObjectCheckpointStorage::local(&root)
-                    .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", root.display())))?,
-            );
-            metadata
-                .check_files(storage.as_ref())
-                .map_err(RuntimeError::Checkpoint)?;
-            let own = config
-                .dir
-                .as_ref()
-                .is_some_and(|d| same_dir(d, &root) && metadata.kind == SnapshotKind::Checkpoint);
-            out.push(Restored {
-                metadata,
-                storage,
-                own,
-            });
-        }
-    }
-    highest = out.iter().map(|r| r.metadata.id).fold(highest, u64::max);
-    Ok((out, highest))
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
+use super::cleanup::delete_owned;
+use super::{
+    CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
+    SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
+};
 
 /// One task's acknowledgement of a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -612,7 +93,11 @@ pub(crate) enum Control {
     /// Leader: checkpoint `id` is complete (its `_metadata` is written).
     Complete { id: u64 },
     /// Any: the job failed.
-    Fail { why: String },
+    Fail {
+        why: String,
+        /// The failure is a restore failure: every process falls back together.
+        restore: bool,
+    },
     /// Follower: every task of the process acknowledged checkpoint `id`.
     Acks { id: u64, acks: Vec<TaskAck> },
     /// Follower: a task of the process declined checkpoint `id`.
@@ -637,6 +122,8 @@ struct Inner {
     stop_requested: bool,
     last_request_check: Instant,
     error: Option<String>,
+    /// The failure was a restore failure (of this process or another).
+    restore_failed: bool,
     /// Other processes whose sources all ended (leader only).
     exhausted_processes: usize,
     /// This process told the leader its sources ended (followers only).
@@ -751,6 +238,7 @@ impl Coordinator {
                 stop_requested: false,
                 last_request_check: now,
                 error: None,
+                restore_failed: false,
                 exhausted_processes: 0,
                 reported_exhausted: false,
                 outbox: Vec::new(),
@@ -831,10 +319,25 @@ impl Coordinator {
         self.lock().error.clone()
     }
 
-    /// Stops checkpointing: the job failed (every worker stops when it sees this).
-    pub(crate) fn fail(&self, why: String) {
+    /// Stops the job because of `e`; a restore failure is marked as such, so every
+    /// process of a cluster falls back to the same older checkpoint.
+    pub(crate) fn fail_with(&self, e: &crate::RuntimeError) {
         let mut s = self.lock();
-        self.set_error(&mut s, why);
+        if s.error.is_none() && matches!(e, crate::RuntimeError::Restore(_)) {
+            s.restore_failed = true;
+        }
+        self.set_error(&mut s, e.to_string());
+    }
+
+    /// The failure that stops the job, as the error the job returns.
+    pub(crate) fn failure(&self) -> Option<crate::RuntimeError> {
+        let s = self.lock();
+        let why = s.error.clone()?;
+        Some(if s.restore_failed {
+            crate::RuntimeError::Restore(why)
+        } else {
+            crate::RuntimeError::Checkpoint(why)
+        })
     }
 
     /// Records the job's failure and tells the other processes (once).
@@ -843,7 +346,13 @@ impl Coordinator {
             return;
         }
         for p in (0..self.role.processes).filter(|p| *p != self.role.process) {
-            s.outbox.push((p, Control::Fail { why: why.clone() }));
+            s.outbox.push((
+                p,
+                Control::Fail {
+                    why: why.clone(),
+                    restore: s.restore_failed,
+                },
+            ));
         }
         s.error = Some(why);
     }
@@ -893,7 +402,7 @@ impl Coordinator {
                 .chain(a.operator.iter().map(|o| o.path.as_str()))
         });
         for f in files {
-            if let Err(e) = storage.delete(f) {
+            if let Err(e) = delete_owned(storage, f) {
                 tracing::debug!(checkpoint = id, "could not delete {f}: {e}");
             }
         }
@@ -958,8 +467,9 @@ impl Coordinator {
                 }
                 self.completed.fetch_max(id, Ordering::AcqRel);
             }
-            Control::Fail { why } => {
+            Control::Fail { why, restore } => {
                 if s.error.is_none() {
+                    s.restore_failed = restore;
                     s.error = Some(why);
                 }
             }
@@ -1134,7 +644,8 @@ impl Coordinator {
                 s.failures += 1;
                 tracing::warn!(checkpoint = id, "checkpoint {id} failed: {e}");
                 if s.failures > self.config.tolerable_failures {
-                    self.set_error(s, format!("checkpoint {id} failed: {e}"));
+                    let why = self.too_many(s, id, &e);
+                    self.set_error(s, why);
                 }
             }
         }
@@ -1157,9 +668,20 @@ impl Coordinator {
         self.announce(s, &Control::Abort { id });
         s.failures += 1;
         tracing::warn!(checkpoint = id, "checkpoint {id} declined: {why}");
-        if s.failures > self.config.tolerable_failures || self.final_id() == Some(id) {
-            self.set_error(s, format!("checkpoint {id} failed: {why}"));
+        if s.failures > self.config.tolerable_failures {
+            let why = self.too_many(s, id, &why);
+            self.set_error(s, why);
+        } else if self.final_id() == Some(id) {
+            self.set_error(s, format!("the final checkpoint {id} failed: {why}"));
         }
+    }
+
+    /// Why the job fails after one failure too many.
+    fn too_many(&self, s: &Inner, id: u64, last: &str) -> String {
+        format!(
+            "{} checkpoints in a row failed (tolerable: {}); the last, checkpoint {id}: {last}",
+            s.failures, self.config.tolerable_failures
+        )
     }
 
     fn complete(&self, s: &mut Inner, id: u64, p: Pending) -> Result<(), String> {
@@ -1191,9 +713,14 @@ impl Coordinator {
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
         let storage = self.config.storage.as_ref();
         crate::failpoint::hit("before-metadata");
-        storage
-            .put(&format!("{location}/_metadata"), json.into())
-            .map_err(|e| e.to_string())?;
+        let meta_path = format!("{location}/_metadata");
+        if let Err(e) = storage.put(&meta_path, json.into()) {
+            // The put may have landed although it reported failure (a timeout after
+            // the write): remove it, so a checkpoint the job treats as failed (its
+            // shared files unregistered) never looks complete at the next start.
+            let _ = delete_owned(storage, &meta_path);
+            return Err(e.to_string());
+        }
         crate::failpoint::hit("after-metadata");
         if p.kind == SnapshotKind::Checkpoint {
             // Older checkpoints still in flight are subsumed (Flink does the same):
@@ -1216,8 +743,10 @@ impl Coordinator {
         if p.kind == SnapshotKind::Checkpoint {
             s.registry.register(id, &meta.keyed_handles());
             s.retained.push_back(id);
-            self.apply_retention(s)
-                .map_err(|e| format!("retention: {e}"))?;
+            // The checkpoint is complete once `_metadata` is written: a failing
+            // delete of an older one never turns it into a failed one (what was
+            // left is found at the next start).
+            self.apply_retention(s);
         } else {
             // A savepoint's files are never deleted by the job (they are canonical
             // and under savepoints/, but pin anything shared to be sure).
@@ -1240,8 +769,10 @@ impl Coordinator {
     }
 
     /// Keeps the newest `retained` checkpoints: older `chk-` directories go, and shared
-    /// files only they referred to.
-    fn apply_retention(&self, s: &mut Inner) -> Result<(), String> {
+    /// files only they referred to. Failures are logged and leave files behind (retried
+    /// after the next completion; the next start's clean-up takes what nothing refers
+    /// to); never a reason to fail the checkpoint.
+    fn apply_retention(&self, s: &mut Inner) {
         let storage = self.config.storage.as_ref();
         while s.retained.len() > self.config.retained {
             let Some(old) = s.retained.pop_front() else {
@@ -1250,90 +781,31 @@ impl Coordinator {
             // Metadata first: a crash halfway leaves an incomplete directory, which
             // is ignored and cleaned up, never a complete-looking broken checkpoint.
             let prefix = format!("chk-{old}/");
-            let mut files = storage.list(&prefix).map_err(|e| e.to_string())?;
+            let mut files = match storage.list(&prefix) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(checkpoint = old, "retention: listing {prefix}: {e}");
+                    s.retained.push_front(old);
+                    return;
+                }
+            };
             files.sort_by_key(|f| !f.ends_with("/_metadata"));
-            for f in files {
-                storage.delete(&f).map_err(|e| e.to_string())?;
-            }
-            for f in s.registry.discard(old) {
-                storage.delete(&f).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Deletes what a crashed run left: `chk-` directories without `_metadata` and shared
-/// files no complete checkpoint refers to. Runs before the job starts.
-pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<(), RuntimeError> {
-    if let Some(dir) = &config.dir {
-        remove_staged_uploads(dir);
-    }
-    let storage = config.storage.as_ref();
-    let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
-    let mut referenced: BTreeSet<String> = BTreeSet::new();
-    for (id, has_meta) in checkpoint_dirs(storage)? {
-        if has_meta {
-            if let Ok(b) = storage.get(&format!("chk-{id}/_metadata"))
-                && let Ok(m) = CheckpointMetadata::parse(&b, "")
-            {
-                for h in m.keyed_handles() {
-                    referenced.extend(h.shared_files.into_iter().map(|f| f.path));
+            for f in &files {
+                if let Err(e) = delete_owned(storage, f) {
+                    tracing::warn!(checkpoint = old, "retention: {e}");
+                    if f.ends_with("/_metadata") {
+                        // Still complete: keep it whole (and its shared files
+                        // registered), and try again after the next completion.
+                        s.retained.push_front(old);
+                        return;
+                    }
                 }
             }
-            continue;
-        }
-        for f in storage.list(&format!("chk-{id}/")).map_err(err)? {
-            storage.delete(&f).map_err(err)?;
-        }
-    }
-    for f in storage.list("shared/").map_err(err)? {
-        if !referenced.contains(&f) {
-            storage.delete(&f).map_err(err)?;
-        }
-    }
-    // Savepoints cut short: their directories without `_metadata`.
-    let mut savepoints: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
-    for f in storage.list("savepoints/").map_err(err)? {
-        let Some(dir) = f
-            .strip_prefix("savepoints/")
-            .and_then(|r| r.split('/').next())
-        else {
-            continue;
-        };
-        let e = savepoints.entry(dir.to_string()).or_default();
-        e.0 |= f == format!("savepoints/{dir}/_metadata");
-        e.1.push(f);
-    }
-    for (_, (complete, files)) in savepoints {
-        if !complete {
-            for f in files {
-                storage.delete(&f).map_err(err)?;
+            for f in s.registry.discard(old) {
+                if let Err(e) = delete_owned(storage, &f) {
+                    tracing::warn!(checkpoint = old, "retention: {e}");
+                }
             }
-        }
-    }
-    Ok(())
-}
-
-/// A local checkpoint directory's half-written files: the local object store writes
-/// `<path>#<digits>` and renames it into place, so a killed process leaves these,
-/// which the store itself never lists (or deletes). Best effort.
-fn remove_staged_uploads(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_staged_uploads(&path);
-            // Empty after that (and not the root): an incomplete checkpoint's.
-            let _ = std::fs::remove_dir(&path);
-        } else if name
-            .split_once('#')
-            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            let _ = std::fs::remove_file(&path);
         }
     }
 }

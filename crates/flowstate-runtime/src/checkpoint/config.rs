@@ -1,0 +1,184 @@
+//! Checkpoint settings: where checkpoints go, how often, what a job restores from and
+//! who owns the restored files (Flink's `execution.checkpointing.*`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::ObjectCheckpointStorage;
+
+use super::Restored;
+use crate::RuntimeError;
+
+/// Where a job's state comes from when it starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// The newest complete checkpoint in the checkpoint directory, if there is one
+    /// (a restarted job resumes; a new one starts empty).
+    #[default]
+    Latest,
+    /// Start empty even when checkpoints exist (their ids are not reused).
+    Nothing,
+    /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`) directory.
+    Path(PathBuf),
+}
+
+/// Who owns the files of the snapshot a job was restored from (Flink's restore modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// The job never deletes them, and its first checkpoint is a full one that does not
+    /// refer to them (Flink's default).
+    #[default]
+    NoClaim,
+    /// The job owns them: a restored checkpoint of its own directory joins retention,
+    /// and later incremental checkpoints may refer to its files.
+    Claim,
+}
+
+/// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
+#[derive(Clone)]
+pub struct CheckpointConfig {
+    /// Where checkpoints go (a local directory by default; any object store).
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// The directory behind `storage` when local (savepoints are written below it).
+    pub dir: Option<PathBuf>,
+    /// Time between checkpoint triggers.
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is aborted.
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the next trigger.
+    pub min_pause: Duration,
+    /// Checkpoints in flight at once.
+    pub max_concurrent: usize,
+    /// Complete checkpoints kept (older ones and the files only they use are deleted).
+    pub retained: usize,
+    /// Aborted checkpoints in a row tolerated before the job fails.
+    pub tolerable_failures: u32,
+    /// Incremental checkpoints (RocksDB uploads only new files); the heap backend always
+    /// writes full canonical snapshots.
+    pub incremental: bool,
+    /// What to restore from at start.
+    pub restore: RestoreFrom,
+    /// Ownership of the restored snapshot's files.
+    pub claim_mode: ClaimMode,
+    /// Start even when the snapshot holds state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+impl std::fmt::Debug for CheckpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointConfig")
+            .field("storage", &self.storage)
+            .field("interval", &self.interval)
+            .field("retained", &self.retained)
+            .field("restore", &self.restore)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in a local directory (created if missing), every `interval`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let c = flowstate_runtime::CheckpointConfig::local(dir.path(), Duration::from_millis(500))
+    ///     .unwrap()
+    ///     .retained(2);
+    /// assert_eq!(c.retained, 2);
+    /// ```
+    pub fn local(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, RuntimeError> {
+        let storage = ObjectCheckpointStorage::local(dir.as_ref()).map_err(|e| {
+            RuntimeError::Checkpoint(format!(
+                "checkpoint directory {}: {e}",
+                dir.as_ref().display()
+            ))
+        })?;
+        let mut c = Self::on(Arc::new(storage), interval);
+        c.dir = Some(dir.as_ref().to_path_buf());
+        Ok(c)
+    }
+
+    /// Checkpoints in any checkpoint storage (e.g. S3-compatible).
+    pub fn on(storage: Arc<dyn CheckpointStorage>, interval: Duration) -> Self {
+        CheckpointConfig {
+            storage,
+            dir: None,
+            interval,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            max_concurrent: 1,
+            retained: 1,
+            tolerable_failures: 0,
+            incremental: true,
+            restore: RestoreFrom::Latest,
+            claim_mode: ClaimMode::NoClaim,
+            allow_non_restored_state: false,
+        }
+    }
+
+    /// Sets the number of complete checkpoints kept.
+    pub fn retained(mut self, n: usize) -> Self {
+        self.retained = n;
+        self
+    }
+    /// Sets where state is restored from.
+    pub fn restore(mut self, from: RestoreFrom) -> Self {
+        self.restore = from;
+        self
+    }
+    /// Sets the checkpoint timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Sets the least pause between checkpoints.
+    pub fn min_pause(mut self, pause: Duration) -> Self {
+        self.min_pause = pause;
+        self
+    }
+    /// Sets how many checkpoints may be in flight.
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+    /// Sets how many aborted checkpoints in a row are tolerated.
+    pub fn tolerable_failures(mut self, n: u32) -> Self {
+        self.tolerable_failures = n;
+        self
+    }
+    /// Turns incremental checkpoints on or off.
+    pub fn incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
+    }
+    /// Sets the claim mode of the restore.
+    pub fn claim_mode(mut self, mode: ClaimMode) -> Self {
+        self.claim_mode = mode;
+        self
+    }
+    /// Allows restoring a snapshot with state of operators the job no longer has.
+    pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
+        self
+    }
+
+    /// Whether the job owns the files of `restored`: resuming from the job's own newest
+    /// checkpoint is failover (always owned); a named snapshot only in claim mode, and
+    /// only inside this job's directory.
+    pub(crate) fn claims(&self, restored: &Restored) -> bool {
+        restored.own && (self.restore == RestoreFrom::Latest || self.claim_mode == ClaimMode::Claim)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
+        if self.interval.is_zero() || self.max_concurrent == 0 || self.retained == 0 {
+            return Err(RuntimeError::Config(format!(
+                "checkpoint interval, max concurrent and retained count must be positive \
+                 (got {:?}, {}, {})",
+                self.interval, self.max_concurrent, self.retained
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Reading the `_metadata` of checkpoints and savepoints from storage and listing the
+//! checkpoints of a directory (the format itself is
+//! [`flowstate_core::checkpoint_metadata`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use flowstate_core::checkpoint_metadata::CheckpointMetadata;
+use flowstate_core::storage::CheckpointStorage;
+
+use crate::RuntimeError;
+
+/// Reads the metadata of the checkpoint or savepoint in `dir`.
+pub fn read_metadata(dir: &Path) -> Result<CheckpointMetadata, RuntimeError> {
+    let path = dir.join("_metadata");
+    let bytes = std::fs::read(&path)
+        .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", path.display())))?;
+    CheckpointMetadata::parse(&bytes, &path.display().to_string()).map_err(RuntimeError::Checkpoint)
+}
+
+/// Ids of the directories `chk-<id>` under the storage root, with whether each has
+/// `_metadata`, ascending.
+pub(crate) fn checkpoint_dirs(
+    storage: &dyn CheckpointStorage,
+) -> Result<BTreeMap<u64, bool>, RuntimeError> {
+    let mut ids = BTreeMap::new();
+    for p in storage
+        .list("")
+        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
+    {
+        let Some(rest) = p.strip_prefix("chk-") else {
+            continue;
+        };
+        let (id, file) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Ok(id) = id.parse::<u64>() {
+            let has = ids.entry(id).or_insert(false);
+            *has |= file == "_metadata";
+        }
+    }
+    Ok(ids)
+}
+
+/// A listed checkpoint: its metadata, or its id and why it cannot be used.
+pub type Listed = Result<CheckpointMetadata, (u64, String)>;
+
+/// Complete checkpoints of a directory, newest first, with the reason each unusable
+/// one was skipped.
+pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<Listed>, RuntimeError> {
+    let mut out = Vec::new();
+    for (id, has_meta) in checkpoint_dirs(storage)?.into_iter().rev() {
+        if !has_meta {
+            continue;
+        }
+        let path = format!("chk-{id}/_metadata");
+        let r = storage
+            .get(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| CheckpointMetadata::parse(&b, &path))
+            .and_then(|m| m.check_files(storage).map(|()| m));
+        out.push(r.map_err(|e| (id, e)));
+    }
+    Ok(out)
+}

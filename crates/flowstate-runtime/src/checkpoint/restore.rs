@@ -1,0 +1,141 @@
+//! Choosing what a starting job restores from: the candidates, newest first, and the
+//! checks a snapshot passes before any of its state is read.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::ObjectCheckpointStorage;
+
+use super::metadata::checkpoint_dirs;
+use super::{
+    CheckpointConfig, CheckpointMetadata, OperatorSnapshotMeta, RestoreFrom, SnapshotKind,
+    list_checkpoints, read_metadata,
+};
+use crate::RuntimeError;
+
+/// A snapshot chosen to restore from.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// Its metadata.
+    pub metadata: CheckpointMetadata,
+    /// The storage its paths are relative to.
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Whether it lives in this job's own checkpoint directory.
+    pub own: bool,
+}
+
+impl Restored {
+    /// A restore failure of this snapshot (makes [`crate::execute`] fall back).
+    pub(crate) fn error(&self, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Restore(format!("checkpoint {}: {e}", self.metadata.id))
+    }
+
+    /// The snapshot of operator `uid`, if it has one.
+    pub fn operator(&self, uid: &str) -> Option<&OperatorSnapshotMeta> {
+        self.metadata.operators.get(uid)
+    }
+}
+
+/// What a starting job may restore from.
+#[derive(Debug)]
+pub(crate) struct Candidates {
+    /// In the order to try them: the newest complete checkpoint first, then older
+    /// ones, or the one named path.
+    pub(crate) usable: Vec<Restored>,
+    /// Checkpoints with a `_metadata` that cannot be used, with why (newest first).
+    pub(crate) unusable: Vec<(u64, String)>,
+    /// The highest snapshot id in use, so new checkpoints never reuse a directory.
+    pub(crate) highest: u64,
+}
+
+/// The candidates to restore from (see [`Candidates`]); a corrupt newest checkpoint
+/// falls back to older ones with a log line.
+pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates, RuntimeError> {
+    let dirs = checkpoint_dirs(config.storage.as_ref())?;
+    // Savepoints share the id sequence: a new run must not reuse one's id either (its
+    // sink transactions are named by id).
+    let savepoint_ids = config
+        .storage
+        .list("savepoints/")
+        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("savepoints/sp-")?
+                .split('/')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    let mut highest = dirs
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+        .max(savepoint_ids.unwrap_or(0));
+    let mut out = Vec::new();
+    let mut unusable = Vec::new();
+    match &config.restore {
+        RestoreFrom::Nothing => {}
+        RestoreFrom::Latest => {
+            for c in list_checkpoints(config.storage.as_ref())? {
+                match c {
+                    Ok(metadata) => out.push(Restored {
+                        metadata,
+                        storage: config.storage.clone(),
+                        own: true,
+                    }),
+                    Err((id, why)) => {
+                        tracing::warn!(
+                            checkpoint = id,
+                            "checkpoint {id} is not usable, falling back to an older one: {why}"
+                        );
+                        unusable.push((id, why));
+                    }
+                }
+            }
+        }
+        RestoreFrom::Path(dir) => {
+            let dir = dir
+                .canonicalize()
+                .map_err(|e| RuntimeError::Restore(format!("snapshot {}: {e}", dir.display())))?;
+            let metadata = read_metadata(&dir)?;
+            // The root is the named directory without the snapshot's own location
+            // (checked to be `chk-<id>` or `savepoints/sp-<id>` when parsed).
+            let mut root = dir.clone();
+            for _ in Path::new(&metadata.location).components() {
+                root.pop();
+            }
+            let storage: Arc<dyn CheckpointStorage> = Arc::new(
+                ObjectCheckpointStorage::existing_local(&root)
+                    .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", root.display())))?,
+            );
+            metadata
+                .check_files(storage.as_ref())
+                .map_err(RuntimeError::Checkpoint)?;
+            let own = config
+                .dir
+                .as_ref()
+                .is_some_and(|d| same_dir(d, &root) && metadata.kind == SnapshotKind::Checkpoint);
+            out.push(Restored {
+                metadata,
+                storage,
+                own,
+            });
+        }
+    }
+    highest = out.iter().map(|r| r.metadata.id).fold(highest, u64::max);
+    Ok(Candidates {
+        usable: out,
+        unusable,
+        highest,
+    })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
