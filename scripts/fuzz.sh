@@ -10,9 +10,10 @@
 # fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-limit="-runs=20000"
+# Bounded runs use a fixed seed, so CI is repeatable; timed runs explore.
+limit="-runs=20000 -seed=1"
 case "${1:-}" in
-  --runs) limit="-runs=$2"; shift 2 ;;
+  --runs) limit="-runs=$2 -seed=1"; shift 2 ;;
   --time) limit="-max_total_time=$2"; shift 2 ;;
 esac
 targets=("$@")
@@ -27,9 +28,16 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 ./fuzz/seeds.sh
 target_dir="${FUZZ_TARGET_DIR:-$HOME/.cache/flowstate-fuzz-target}"
+mkdir -p fuzz/logs
 for t in "${targets[@]}"; do
   echo "fuzz: $t ($limit)" >&2
-  cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "fuzz/corpus/$t" -- \
-    "$limit" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 12
-  [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+  # shellcheck disable=SC2086
+  if ! cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "fuzz/corpus/$t" -- \
+    $limit -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 >"fuzz/logs/$t.log" 2>&1; then
+    cat "fuzz/logs/$t.log" >&2
+    echo "fuzz: $t failed (input kept in fuzz/artifacts/$t/)" >&2
+    exit 1
+  fi
+  grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)' \
+    "fuzz/logs/$t.log" >&2 || true
 done

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: format, lints, then every test of every crate.
+# The whole test suite, as CI runs it: format, lints, every test of every crate, then a
+# bounded fuzz run of every on-disk format decoder.
 # One build profile (release) for tests, demo and benchmarks: RocksDB builds once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,3 +9,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
+# Every decoder of an on-disk format, 20000 fuzzed inputs each (nightly toolchain).
+./scripts/fuzz.sh --runs 20000

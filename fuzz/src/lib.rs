@@ -109,7 +109,7 @@ pub fn fix_frame(b: &mut [u8]) {
     let Some(end) = 20usize.checked_add(len) else {
         return;
     };
-    if end + 4 <= b.len() {
+    if end.checked_add(4).is_some_and(|e| e <= b.len()) {
         let crc = crc32c::crc32c(&b[20..end]);
         set_u32(b, end, crc);
     }
@@ -121,7 +121,7 @@ pub fn fix_keygroup_file(b: &mut [u8]) {
     // Header: prelude `magic 8 | version u32 | kind u32 | header_len u32`.
     if let Some(h) = u32_at(b, 16).map(|h| h as usize)
         && let Some(end) = 20usize.checked_add(h)
-        && end + 4 <= b.len()
+        && end.checked_add(4).is_some_and(|e| e <= b.len())
     {
         let crc = crc32c::crc32c(&b[20..end]);
         set_u32(b, end, crc);
@@ -137,7 +137,7 @@ pub fn fix_keygroup_file(b: &mut [u8]) {
     let Ok(index_offset) = usize::try_from(index_offset) else {
         return;
     };
-    let index_len = count as usize * 24;
+    let index_len = (count as usize).saturating_mul(24);
     if index_offset.checked_add(index_len) == Some(footer) {
         for e in 0..count as usize {
             let at = index_offset + e * 24;

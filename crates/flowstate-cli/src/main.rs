@@ -425,6 +425,13 @@ fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
             println!("{}", new.display());
             return Ok(());
         }
+        if DirLock::holder(&dir.join(LOCK_FILE)).is_none() {
+            let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));
+            bail!(
+                "the job on {} ended before taking the savepoint",
+                dir.display()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));

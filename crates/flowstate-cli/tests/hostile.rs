@@ -252,3 +252,50 @@ fn snapshot_paths_pointing_elsewhere_refused() {
     was.remove(&ck.join("_lock"));
     assert_eq!(now, was, "nothing in the checkpoint directory changed");
 }
+
+#[test]
+fn stale_requests_missing_directories_and_huge_timeouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `checkpoints DIR` reads; it never creates DIR.
+    let missing = tmp.path().join("nothing-here");
+    let o = flowstate(tmp.path(), &["checkpoints", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(!missing.exists(), "`checkpoints` created the directory");
+    // A savepoint with no job running fails at once (it would leave a request behind).
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let o = flowstate(tmp.path(), &["savepoint", ck.to_str().unwrap()]);
+    refused(&o, "no job is running");
+    assert!(!ck.join("_savepoint_request").exists());
+    // A request left by a killed `savepoint --stop` does not stop the next run.
+    std::fs::write(ck.join("_savepoint_request"), "stop").unwrap();
+    let o = job(tmp.path(), 2, "heap", 50, 3000, 0).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ignored a savepoint request"), "{err}");
+    assert!(!ck.join("_savepoint_request").exists());
+    assert!(
+        !ck.join("savepoints").exists(),
+        "the stale request was taken"
+    );
+    // A huge timeout is no panic (it once overflowed an Instant).
+    let mut running = job(tmp.path(), 2, "heap", 50, 400_000, 5).spawn().unwrap();
+    let lock = ck.join("_lock");
+    while flowstate_runtime::ownership::DirLock::holder(&lock).is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let o = flowstate(
+        tmp.path(),
+        &[
+            "savepoint",
+            ck.to_str().unwrap(),
+            "--timeout",
+            &u64::MAX.to_string(),
+        ],
+    );
+    let _ = running.kill();
+    let _ = running.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -131,3 +131,64 @@ fn two_processes_one_killed_resume_exactly_once_heap() {
 fn two_processes_one_killed_resume_exactly_once_rocksdb() {
     kill_one_then_the_leader("rocksdb");
 }
+
+/// A damaged newest checkpoint where only one process notices (the file of a worker of
+/// process 1): every process falls back to the same older checkpoint together, and
+/// the job finishes with nothing lost.
+#[test]
+fn two_processes_fall_back_together_from_a_damaged_checkpoint() {
+    let expected: std::collections::BTreeSet<String> =
+        common::reference(EVENTS).into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let mut supervisor = common::job(dir.path(), 2, "heap", 30, EVENTS, 5)
+        .args(["--processes", "2", "--retained", "2"])
+        .spawn()
+        .unwrap();
+    let pid = supervisor.id();
+    let complete = |ck: &Path| {
+        std::fs::read_dir(ck)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("_metadata").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(&mut supervisor, "two checkpoints", || complete(&ck) >= 2);
+    // Everything stops at once: the supervisor first, so it restarts nothing.
+    let children: Vec<u32> = [0, 1].iter().filter_map(|i| job_process(pid, *i)).collect();
+    sigkill(pid);
+    let _ = supervisor.wait();
+    for c in &children {
+        sigkill(*c);
+    }
+    for c in &children {
+        while Path::new(&format!("/proc/{c}")).exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let newest = newest_complete(&ck);
+    let victim = ck.join(format!("chk-{newest}/keyed-2-3.kgs"));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&victim, bytes).unwrap();
+    let out = common::job(dir.path(), 2, "heap", 30, EVENTS, 0)
+        .args(["--processes", "2", "--retained", "2", "--max-restarts", "0"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.matches(&format!("checkpoint {newest} could not be restored"))
+            .count()
+            >= 2,
+        "both processes fall back: {log}"
+    );
+    let got: std::collections::BTreeSet<String> =
+        committed(&dir.path().join("out")).into_iter().collect();
+    assert_eq!(got, expected);
+}

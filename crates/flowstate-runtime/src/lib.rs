@@ -295,10 +295,14 @@ pub(crate) fn record_error(slot: &ErrorSlot, e: RuntimeError) {
 /// are exhausted and every record and timer is processed, returns each worker's
 /// result, in worker order.
 ///
-/// With [`JobConfig::checkpointing`], the job first restores (the newest complete
+/// With [`JobConfig::checkpointing`], the job first claims its directories (see
+/// [`ownership`]: a directory that is not the job's own, or one another job holds,
+/// fails with [`RuntimeError::Ownership`]), then restores (the newest complete
 /// checkpoint of its directory, falling back to older ones when a snapshot turns out
-/// corrupt, or the named snapshot), takes checkpoints as configured while it runs,
-/// and ends with a final checkpoint that commits the transactional sinks' output.
+/// corrupt, or the named snapshot; when checkpoints exist but none can be restored it
+/// fails with [`RuntimeError::NothingRestorable`] rather than start empty), takes
+/// checkpoints as configured while it runs, and ends with a final checkpoint that
+/// commits the transactional sinks' output.
 pub fn execute<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
 where
     F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
@@ -307,30 +311,16 @@ where
     config.validate()?;
     let build = Arc::new(build);
     let role = config.role();
-    // The checkpoint directory is the job's own (see `ownership`); its leader holds
-    // the lock (the processes of one job share the directory), so a second job on it
-    // fails here, naming the holder. Claimed before anything is created elsewhere.
-    let _lock = match config.checkpointing.as_ref().and_then(|c| c.dir.as_ref()) {
-        Some(dir) if role.process == 0 => {
-            let lock = ownership::claim_checkpoint_dir(dir)?;
-            // A request left by a `savepoint` command killed before this run.
-            if std::fs::remove_file(dir.join(checkpoint::SAVEPOINT_REQUEST)).is_ok() {
-                tracing::warn!("ignored a savepoint request left from before this run");
-            }
-            Some(lock)
-        }
-        Some(dir) => {
-            ownership::adopt_checkpoint_dir(dir)?;
-            None
-        }
-        None => None,
-    };
-    // A RocksDB working directory is the job's own: created with a marker, emptied
-    // of a crashed run's scratch only when marked, locked while the job runs.
-    let _working_dir = match &config.backend {
-        BackendChoice::RocksDb(o) => Some(ownership::WorkingDir::claim(&o.local_dir)?),
-        BackendChoice::Heap => None,
-    };
+    // Claimed before anything is read or created: the checkpoint directory (its
+    // leader holds the lock) and RocksDB's working directory (see `ownership`).
+    let _dirs = ownership::JobDirs::claim(
+        config.checkpointing.as_ref().and_then(|c| c.dir.as_deref()),
+        role.process == 0,
+        match &config.backend {
+            BackendChoice::RocksDb(o) => Some(o.local_dir.as_path()),
+            BackendChoice::Heap => None,
+        },
+    )?;
     let Some(checkpoints) = config.checkpointing.clone() else {
         return run(config, None, build);
     };

@@ -452,6 +452,47 @@ impl WorkingDir {
     }
 }
 
+/// The directories a starting job holds for as long as it runs.
+#[derive(Debug)]
+pub struct JobDirs {
+    /// The checkpoint directory's lock (its leader process only).
+    pub checkpoint_lock: Option<DirLock>,
+    /// RocksDB's working directory, when the job uses RocksDB.
+    pub working_dir: Option<WorkingDir>,
+}
+
+impl JobDirs {
+    /// Claims the checkpoint directory (`leader`: and locks it, and drops a savepoint
+    /// request left from before this run: only a running job may be asked) and then
+    /// the working directory, so nothing is created before the checkpoint directory
+    /// has been found to be the job's.
+    pub fn claim(
+        checkpoint_dir: Option<&Path>,
+        leader: bool,
+        working_dir: Option<&Path>,
+    ) -> Result<Self, OwnershipError> {
+        let checkpoint_lock = match checkpoint_dir {
+            Some(dir) if leader => {
+                let lock = claim_checkpoint_dir(dir)?;
+                if std::fs::remove_file(dir.join(crate::checkpoint::SAVEPOINT_REQUEST)).is_ok() {
+                    tracing::warn!("ignored a savepoint request left from before this run");
+                }
+                Some(lock)
+            }
+            Some(dir) => {
+                adopt_checkpoint_dir(dir)?;
+                None
+            }
+            None => None,
+        };
+        let working_dir = working_dir.map(WorkingDir::claim).transpose()?;
+        Ok(JobDirs {
+            checkpoint_lock,
+            working_dir,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

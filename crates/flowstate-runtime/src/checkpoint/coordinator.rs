@@ -530,15 +530,8 @@ impl Coordinator {
             .collect();
         for id in expired {
             self.drop_pending(&mut s, id);
-            self.announce(&mut s, &Control::Abort { id });
-            s.failures += 1;
-            tracing::warn!(checkpoint = id, "checkpoint {id} timed out and was aborted");
-            if s.failures > self.config.tolerable_failures {
-                let why = format!(
-                    "{} checkpoints in a row failed (tolerable: {})",
-                    s.failures, self.config.tolerable_failures
-                );
-                self.set_error(&mut s, why);
+            self.checkpoint_failed(&mut s, id, "timed out and was aborted");
+            if s.error.is_some() {
                 return;
             }
         }
@@ -639,15 +632,7 @@ impl Coordinator {
         };
         match self.complete(s, id, p) {
             Ok(()) => self.announce(s, &Control::Complete { id }),
-            Err(e) => {
-                self.announce(s, &Control::Abort { id });
-                s.failures += 1;
-                tracing::warn!(checkpoint = id, "checkpoint {id} failed: {e}");
-                if s.failures > self.config.tolerable_failures {
-                    let why = self.too_many(s, id, &e);
-                    self.set_error(s, why);
-                }
-            }
+            Err(e) => self.checkpoint_failed(s, id, &e),
         }
     }
 
@@ -665,23 +650,26 @@ impl Coordinator {
             s.outbox.push((0, Control::Decline { id, why }));
             return;
         }
+        self.checkpoint_failed(s, id, &format!("declined: {why}"));
+    }
+
+    /// Checkpoint `id` failed (timed out, declined, or could not complete; the
+    /// leader's bookkeeping): the other processes drop it, and the job fails once
+    /// more checkpoints in a row failed than tolerated, or when it was the final one
+    /// (nothing else could commit the job's last output; waiting would hang).
+    fn checkpoint_failed(&self, s: &mut Inner, id: u64, why: &str) {
         self.announce(s, &Control::Abort { id });
         s.failures += 1;
-        tracing::warn!(checkpoint = id, "checkpoint {id} declined: {why}");
+        tracing::warn!(checkpoint = id, "checkpoint {id} failed: {why}");
         if s.failures > self.config.tolerable_failures {
-            let why = self.too_many(s, id, &why);
+            let why = format!(
+                "{} checkpoints in a row failed (tolerable: {}); the last, checkpoint {id}: {why}",
+                s.failures, self.config.tolerable_failures
+            );
             self.set_error(s, why);
         } else if self.final_id() == Some(id) {
             self.set_error(s, format!("the final checkpoint {id} failed: {why}"));
         }
-    }
-
-    /// Why the job fails after one failure too many.
-    fn too_many(&self, s: &Inner, id: u64, last: &str) -> String {
-        format!(
-            "{} checkpoints in a row failed (tolerable: {}); the last, checkpoint {id}: {last}",
-            s.failures, self.config.tolerable_failures
-        )
     }
 
     fn complete(&self, s: &mut Inner, id: u64, p: Pending) -> Result<(), String> {
