@@ -223,3 +223,41 @@ fn flipped_byte_in_a_shared_sst_falls_back() {
     let want: BTreeSet<String> = common::reference(60_000).into_iter().collect();
     assert_eq!(got, want);
 }
+
+/// Two checkpoints kept, the newest's `_metadata` made unreadable: the job falls back
+/// to the older one and finishes, and every shared file the unreadable one names is
+/// still there afterwards (start-up clean-up, retention and the final clean-up all
+/// keep what an unreadable checkpoint might refer to).
+#[test]
+fn unreadable_newest_metadata_pins_every_shared_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 5);
+    c.args(["--retained", "2"]);
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while complete(&ck).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never two checkpoints"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "ended too early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let newest = complete(&ck).pop().unwrap();
+    let files = shared_files(&ck);
+    assert!(!files.is_empty());
+    edit_metadata(&newest, |t| t[..t.len() / 2].to_string());
+    let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 0);
+    c.args(["--retained", "2"]);
+    let o = c.output().unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("cannot be read"), "{log}");
+    for f in &files {
+        assert!(f.exists(), "{} was deleted", f.display());
+    }
+    assert!(newest.join("_metadata").exists());
+}

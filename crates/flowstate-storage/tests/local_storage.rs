@@ -196,3 +196,48 @@ fn killed_mid_write_leaves_the_previous_object_intact() {
         "no partial object is visible"
     );
 }
+
+/// A call that hangs (here: reading a FIFO nobody writes, as a hung disk or network
+/// would) fails after the storage's timeout instead of blocking the job forever.
+#[test]
+fn a_hanging_call_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("chk-1").join("stuck");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let s = ObjectCheckpointStorage::local(dir.path())
+        .unwrap()
+        .with_timeout(std::time::Duration::from_millis(200));
+    let err = s.get("chk-1/stuck").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            flowstate_core::StorageError::TimedOut { op: "get", .. }
+        ),
+        "{err}"
+    );
+    // Release the blocked reader so the storage's runtime can shut down.
+    let _w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+}
+
+/// Writes and deletes never go through a symbolic link planted in the directory.
+#[test]
+fn no_write_or_delete_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("victim"), b"keep").unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("chk-9")).unwrap();
+    let s = ObjectCheckpointStorage::local(dir.path()).unwrap();
+    assert!(s.delete("chk-9/victim").is_err());
+    assert!(s.put("chk-9/victim", Bytes::from_static(b"x")).is_err());
+    assert!(s.create("chk-9/new").is_err());
+    assert_eq!(
+        std::fs::read(elsewhere.path().join("victim")).unwrap(),
+        b"keep"
+    );
+    assert!(!elsewhere.path().join("new").exists());
+}

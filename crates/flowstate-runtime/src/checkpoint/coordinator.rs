@@ -148,6 +148,8 @@ pub(crate) struct Coordinator {
     completed: AtomicU64,
     /// The interval the job started in (the first checkpoint id of this run).
     start: u64,
+    /// Retention deletes no shared file (an unreadable checkpoint may refer to any).
+    keep_all_shared: bool,
     /// Snapshot writer threads still running.
     writers: AtomicUsize,
     /// The savepoint that stops the job (0: none).
@@ -184,6 +186,7 @@ impl Coordinator {
     ) -> Self {
         let mut registry = SharedStateRegistry::new();
         let mut retained = VecDeque::new();
+        let mut keep_all_shared = false;
         if let Some(r) = restored {
             let handles = r.metadata.keyed_handles();
             if config.claims(r) {
@@ -191,16 +194,28 @@ impl Coordinator {
                 // not only the restored one: a crash between a `_metadata` and its
                 // retention leaves older ones that nothing else would ever delete
                 // (and whose shared files retention would otherwise not protect).
-                let mut own: Vec<CheckpointMetadata> = if r.own {
+                let listed = if r.own {
                     list_checkpoints(config.storage.as_ref())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(Result::ok)
-                        .filter(|m| m.kind == SnapshotKind::Checkpoint && m.id != r.metadata.id)
-                        .collect()
                 } else {
-                    Vec::new()
+                    Ok(Vec::new())
                 };
+                // A `_metadata` that cannot be read (or a listing that failed) may
+                // refer to any shared file: retention then deletes none.
+                keep_all_shared = listed
+                    .as_ref()
+                    .map_or(true, |l| l.iter().any(Result::is_err));
+                if keep_all_shared {
+                    tracing::warn!(
+                        "a checkpoint of this directory cannot be read: no shared file is \
+                         deleted while it is there"
+                    );
+                }
+                let mut own: Vec<CheckpointMetadata> = listed
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .filter(|m| m.kind == SnapshotKind::Checkpoint && m.id != r.metadata.id)
+                    .collect();
                 own.push(r.metadata.clone());
                 own.sort_by_key(|m| m.id);
                 for m in own {
@@ -221,6 +236,7 @@ impl Coordinator {
             final_id: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             start,
+            keep_all_shared,
             writers: AtomicUsize::new(0),
             stop_at: AtomicU64::new(0),
             inner: Mutex::new(Inner {
@@ -789,7 +805,11 @@ impl Coordinator {
                     }
                 }
             }
-            for f in s.registry.discard(old) {
+            let freed = s.registry.discard(old);
+            if self.keep_all_shared {
+                continue;
+            }
+            for f in freed {
                 if let Err(e) = delete_owned(storage, &f) {
                     tracing::warn!(checkpoint = old, "retention: {e}");
                 }
