@@ -55,7 +55,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
     Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
-    watermark_before,
+    hold_for_final, watermark_before,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -391,17 +391,14 @@ where
                         };
                         // Checkpoints whose records have all arrived on both inputs,
                         // before any record of a later one.
-                        if let Some((_, interval)) = both
+                        if let Some(through) = r.cut_before(both)
                             && !failed()
-                            && let Err(e) = checkpoint_through(
-                                r,
-                                interval.saturating_sub(1),
-                                &keyed_stash,
-                                &bcast_stash,
-                            )
+                            && let Err(e) =
+                                checkpoint_through(r, through, &keyed_stash, &bcast_stash)
                         {
                             record_error(&errors, e);
                         }
+                        hold_for_final(c, both, r.final_checkpoint());
                         let ready_interval = both.map_or(u64::MAX, |b| b.1);
                         let current = both.map_or(c.time().inner, |b| b.1);
                         loop {

@@ -446,6 +446,19 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         Ok(())
     }
 
+    /// The checkpoint to cut at the start of an activation, before any record is
+    /// processed: the one before the input frontier's interval; once the input has
+    /// ended, the one before the final checkpoint. (The frontier can jump from an
+    /// earlier interval straight to empty: those checkpoints must still be cut before
+    /// records of later intervals are processed and before the end of input fires
+    /// every timer; records of theirs still waiting go into `_inflight`.)
+    pub(crate) fn cut_before(&self, clocks: Option<(u64, u64)>) -> Option<u64> {
+        match clocks {
+            Some((_, interval)) => Some(interval.saturating_sub(1)),
+            None => self.final_checkpoint().map(|f| f.saturating_sub(1)),
+        }
+    }
+
     /// Tells the backend about checkpoints the worker saw complete.
     pub(crate) fn deliver_completions(&mut self) -> Result<(), RuntimeError> {
         if let Some(task) = self.task.as_mut() {
@@ -538,6 +551,25 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
+/// Once the input has ended (no frontier) and a final checkpoint is declared, what is
+/// emitted belongs to the final checkpoint's interval: moves the capability there, so
+/// output of records processed after an earlier cut is never committed with that
+/// earlier checkpoint.
+pub(crate) fn hold_for_final(
+    cap: &mut Capability<Time>,
+    clocks: Option<(u64, u64)>,
+    final_id: Option<u64>,
+) {
+    if clocks.is_none()
+        && let Some(f) = final_id
+    {
+        let at = *cap.time();
+        if at.inner < f {
+            cap.downgrade(&time(at.outer, f));
+        }
+    }
+}
+
 /// Builds the keyed operator: records exchanged by key group to the worker that owns
 /// it, processed in epoch order by `L` (built per worker by `open`), snapshotted at
 /// every checkpoint.
@@ -600,13 +632,13 @@ where
                     let failed = |errors: &crate::ErrorSlot| errors.borrow().is_some();
                     // Checkpoints whose records have all arrived, before any record of
                     // a later one.
-                    if let Some((_, interval)) = clocks
+                    if let Some(through) = r.cut_before(clocks)
                         && !failed(&errors)
-                        && let Err(e) =
-                            r.checkpoint_through(interval.saturating_sub(1), &stash, None)
+                        && let Err(e) = r.checkpoint_through(through, &stash, None)
                     {
                         record_error(&errors, e);
                     }
+                    hold_for_final(c, clocks, r.final_checkpoint());
                     let (ready_epoch, ready_interval) = clocks.unwrap_or((u64::MAX, u64::MAX));
                     let current = clocks.map_or(c.time().inner, |(_, i)| i);
                     // Epochs nothing earlier can precede any more, in order, up to the

@@ -469,6 +469,7 @@ where
                 .filter(|_| shared.cluster.is_some())
                 .map(|ctx| control_dataflow(worker, ctx.coordinator.clone(), workers));
             let building = std::time::Instant::now();
+            let job_dataflow = worker.next_dataflow_index();
             let (drivers, result) = worker.dataflow::<time::Time, _, _>(|scope| {
                 let mut job = Job::new(scope, shared.clone(), errors.clone(), ctx.clone());
                 let result = build(&mut job);
@@ -503,7 +504,14 @@ where
                 let (tasks, sources) = ctx.counts();
                 ctx.coordinator.register_worker(tasks, sources);
             }
-            drive(worker, drivers, &errors, ctx.as_deref(), control);
+            drive(
+                worker,
+                drivers,
+                &errors,
+                ctx.as_deref(),
+                control,
+                job_dataflow,
+            );
             if let Some(c) = &ctx
                 && worker.index() == 0
                 && c.coordinator.finished()
@@ -558,6 +566,7 @@ fn drive(
     errors: &ErrorSlot,
     ctx: Option<&task::WorkerCheckpoints>,
     mut control: Option<ControlInput>,
+    job_dataflow: usize,
 ) {
     let send = |control: &mut Option<ControlInput>, ctx: &task::WorkerCheckpoints| {
         if let Some(c) = control.as_mut() {
@@ -631,6 +640,13 @@ fn drive(
             worker.drop_dataflow(id);
         }
         return;
+    }
+    if errors.borrow().is_some() || ctx.is_some_and(|c| c.coordinator.error().is_some()) {
+        // Failed: the job restarts from its last checkpoint. Draining would fire every
+        // event-time timer as if the input had ended and let in-flight snapshots
+        // capture that state; drop the job's dataflow undrained. The control
+        // dataflow (several processes) drains, so the failure reaches the others.
+        worker.drop_dataflow(job_dataflow);
     }
     while worker.step() {}
 }

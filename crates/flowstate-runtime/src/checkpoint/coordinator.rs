@@ -646,6 +646,13 @@ impl Coordinator {
         let Some(p) = s.pending.remove(&id) else {
             return;
         };
+        if s.error.is_some() {
+            // The job failed: snapshots taken since may hold state past the cut (a
+            // failing worker's dataflow no longer keeps the checkpoint's order), so
+            // nothing completes any more.
+            self.discard(id, &p.acks);
+            return;
+        }
         match self.complete(s, id, p) {
             Ok(()) => self.announce(s, &Control::Complete { id }),
             Err(e) => self.checkpoint_failed(s, id, &e),
