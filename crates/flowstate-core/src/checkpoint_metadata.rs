@@ -104,16 +104,20 @@ pub struct OperatorSnapshotMeta {
 impl OperatorSnapshotMeta {
     /// Bytes needed to restore this operator.
     pub fn full_size(&self) -> u64 {
+        // Saturating: the sizes come from a file (a damaged one must not overflow).
         self.keyed
             .iter()
             .map(KeyedStateHandle::full_size)
-            .sum::<u64>()
-            + self.operator.iter().map(|h| h.size).sum::<u64>()
+            .chain(self.operator.iter().map(|h| h.size))
+            .fold(0, u64::saturating_add)
     }
     /// Bytes this checkpoint wrote for the operator.
     pub fn uploaded_size(&self) -> u64 {
-        self.keyed.iter().map(|h| h.uploaded_bytes).sum::<u64>()
-            + self.operator.iter().map(|h| h.size).sum::<u64>()
+        self.keyed
+            .iter()
+            .map(|h| h.uploaded_bytes)
+            .chain(self.operator.iter().map(|h| h.size))
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -146,11 +150,17 @@ pub struct CheckpointMetadata {
 impl CheckpointMetadata {
     /// Bytes needed to restore the whole job.
     pub fn full_size(&self) -> u64 {
-        self.operators.values().map(|o| o.full_size()).sum()
+        self.operators
+            .values()
+            .map(|o| o.full_size())
+            .fold(0, u64::saturating_add)
     }
     /// Bytes written by this checkpoint.
     pub fn uploaded_size(&self) -> u64 {
-        self.operators.values().map(|o| o.uploaded_size()).sum()
+        self.operators
+            .values()
+            .map(|o| o.uploaded_size())
+            .fold(0, u64::saturating_add)
     }
     /// Every keyed handle.
     pub fn keyed_handles(&self) -> Vec<KeyedStateHandle> {

@@ -138,7 +138,11 @@ impl KeyedStateHandle {
 
     /// Bytes needed to restore: the file at `path` plus every shared file.
     pub fn full_size(&self) -> u64 {
-        self.size + self.shared_files.iter().map(|f| f.size).sum::<u64>()
+        // Saturating: the sizes come from a file (a damaged one must not overflow).
+        self.shared_files
+            .iter()
+            .map(|f| f.size)
+            .fold(self.size, u64::saturating_add)
     }
 }
 

@@ -1,33 +1,22 @@
 //! The per-process checkpoint coordinator: an event-driven state machine that
 //! triggers checkpoints, collects acknowledgements, completes (writes `_metadata`),
-//! aborts, subsumes and retains; plus the messages between the processes' coordinators.
+//! aborts, subsumes and retains (the messages between the processes' coordinators are
+//! in `control`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flowstate_core::operator::OperatorStateHandle;
 use flowstate_core::registry::SharedStateRegistry;
-use flowstate_core::snapshot::KeyedStateHandle;
 use flowstate_core::storage::CheckpointStorage;
-use serde::{Deserialize, Serialize};
 
 use super::cleanup::delete_owned;
+use super::control::{Control, ProcessRole, TaskAck};
 use super::{
     CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
     SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
 };
-
-/// One task's acknowledgement of a checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct TaskAck {
-    pub(crate) uid: String,
-    pub(crate) keyed: Option<KeyedStateHandle>,
-    pub(crate) operator: Option<OperatorStateHandle>,
-    pub(crate) sync_ms: f64,
-    pub(crate) async_ms: f64,
-}
 
 struct Pending {
     started: Instant,
@@ -51,59 +40,6 @@ impl Pending {
             processes_done: 0,
         }
     }
-}
-
-/// Where this process stands in a job that runs as several processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProcessRole {
-    /// This process's index (0 leads: it triggers, completes and retains).
-    pub(crate) process: usize,
-    /// Processes of the job.
-    pub(crate) processes: usize,
-}
-
-impl ProcessRole {
-    /// The only process of the job.
-    pub(crate) const SINGLE: ProcessRole = ProcessRole {
-        process: 0,
-        processes: 1,
-    };
-    fn leads(self) -> bool {
-        self.process == 0
-    }
-}
-
-/// What the coordinators of a job's processes tell each other (over a small timely
-/// dataflow of their own, so no second network stack): the leader (process 0)
-/// triggers, aborts, completes and ends checkpoints; the others report their tasks'
-/// acknowledgements, declines, and that their sources ended.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum Control {
-    /// Leader: checkpoint `id` of `kind` is triggered (sources move past interval `id`);
-    /// `stop`: the job stops once it completes.
-    Trigger {
-        id: u64,
-        kind: SnapshotKind,
-        stop: bool,
-    },
-    /// Leader: every source ended; `id` is the final checkpoint.
-    Final { id: u64 },
-    /// Leader: checkpoint `id` was aborted (timed out or declined).
-    Abort { id: u64 },
-    /// Leader: checkpoint `id` is complete (its `_metadata` is written).
-    Complete { id: u64 },
-    /// Any: the job failed.
-    Fail {
-        why: String,
-        /// The failure is a restore failure: every process falls back together.
-        restore: bool,
-    },
-    /// Follower: every task of the process acknowledged checkpoint `id`.
-    Acks { id: u64, acks: Vec<TaskAck> },
-    /// Follower: a task of the process declined checkpoint `id`.
-    Decline { id: u64, why: String },
-    /// Follower: every source of the process ended.
-    Exhausted,
 }
 
 struct Inner {

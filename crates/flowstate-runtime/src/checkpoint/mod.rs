@@ -34,6 +34,7 @@
 
 mod cleanup;
 mod config;
+mod control;
 mod coordinator;
 mod metadata;
 mod restore;
@@ -42,7 +43,8 @@ use std::path::Path;
 
 pub(crate) use cleanup::clean_up_after_crash;
 pub use config::{CheckpointConfig, ClaimMode, RestoreFrom};
-pub(crate) use coordinator::{Control, Coordinator, ProcessRole, TaskAck};
+pub(crate) use control::{Control, ProcessRole, TaskAck};
+pub(crate) use coordinator::Coordinator;
 pub use flowstate_core::checkpoint_metadata::{
     CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, SnapshotKind,
 };
