@@ -142,6 +142,22 @@ pub enum RuntimeError {
         /// Every candidate checkpoint, newest first, with why it could not be used.
         candidates: Vec<(u64, String)>,
     },
+    /// The final checkpoint (taken when every source has ended) failed, so the job's
+    /// last output is not committed. [`execute`] restarts a single-process job from
+    /// its latest checkpoint when no more failures in a row than tolerated occurred;
+    /// this is returned otherwise (and by the processes of a cluster, whose
+    /// supervisor restarts them).
+    #[error("checkpointing failed: {why}")]
+    FinalCheckpointFailed {
+        /// The final checkpoint's id.
+        id: u64,
+        /// Checkpoints failed in a row, this one included.
+        failures: u32,
+        /// Why it failed (names the checkpoint).
+        why: String,
+        /// The newest checkpoint the run completed, if any.
+        last_complete: Option<u64>,
+    },
     /// The job may not use a directory (not its own, locked by another job, ...).
     #[error(transparent)]
     Ownership(#[from] ownership::OwnershipError),
@@ -324,13 +340,57 @@ where
     let Some(checkpoints) = config.checkpointing.clone() else {
         return run(config, None, build);
     };
+    let mut checkpoints = checkpoints;
+    let mut failures = 0;
+    loop {
+        match restore_and_run(&config, &checkpoints, &build, failures) {
+            // A failed final checkpoint fails the job only when it is one failure too
+            // many, like any other: otherwise the job restarts from its latest
+            // checkpoint (Flink's restart strategy, in-process) and takes it again.
+            Err(RuntimeError::FinalCheckpointFailed {
+                id,
+                failures: in_a_row,
+                why,
+                last_complete,
+            }) if role == ProcessRole::SINGLE && in_a_row <= checkpoints.tolerable_failures => {
+                tracing::warn!(
+                    checkpoint = id,
+                    "the final checkpoint {id} failed ({why}); {in_a_row} failures in a row \
+                     (tolerable: {}): restarting from the latest checkpoint",
+                    checkpoints.tolerable_failures
+                );
+                failures = in_a_row;
+                if last_complete.is_some() {
+                    // The job's own checkpoints now hold its progress.
+                    checkpoints.restore = RestoreFrom::Latest;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One start of a job with checkpointing: chooses what to restore (falling back to
+/// older checkpoints when one turns out unreadable) and runs; `failures` checkpoints
+/// in a row have failed before this start.
+fn restore_and_run<R, F>(
+    config: &JobConfig,
+    checkpoints: &CheckpointConfig,
+    build: &Arc<F>,
+    failures: u32,
+) -> Result<Vec<R::Output>, RuntimeError>
+where
+    F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
+    R: stream::JobResult,
+{
+    let role = config.role();
     // Every process of a cluster reads the directory before they connect, while
     // nothing writes to it, so they all choose the same snapshot and first id.
-    let candidates = checkpoint::restore_candidates(&checkpoints)?;
+    let candidates = checkpoint::restore_candidates(checkpoints)?;
     if role == ProcessRole::SINGLE {
         // What a crashed run left behind goes once, before any attempt. (A cluster's
         // leader does it once every process is connected: see `run`.)
-        checkpoint::clean_up_after_crash(&checkpoints)?;
+        checkpoint::clean_up_after_crash(checkpoints)?;
     }
     let start = candidates.highest + 1;
     let mut failed = candidates.unusable;
@@ -381,6 +441,7 @@ where
             role,
             config.max_parallelism,
             start,
+            failures,
             restored.as_deref(),
         );
         let mut attempt = config.clone();
@@ -646,7 +707,12 @@ fn drive(
         // event-time timer as if the input had ended and let in-flight snapshots
         // capture that state; drop the job's dataflow undrained. The control
         // dataflow (several processes) drains, so the failure reaches the others.
+        // Snapshot writers still running finish first (at most the checkpoint
+        // timeout), so a restart finds no file half-written by this run.
         worker.drop_dataflow(job_dataflow);
+        if let Some(ctx) = ctx {
+            ctx.coordinator.wait_for_writers();
+        }
     }
     while worker.step() {}
 }

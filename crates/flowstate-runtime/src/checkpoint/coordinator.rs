@@ -60,6 +60,8 @@ struct Inner {
     error: Option<String>,
     /// The failure was a restore failure (of this process or another).
     restore_failed: bool,
+    /// The failure was the final checkpoint's (within the tolerance).
+    final_failed: bool,
     /// Other processes whose sources all ended (leader only).
     exhausted_processes: usize,
     /// This process told the leader its sources ended (followers only).
@@ -110,14 +112,16 @@ fn unix_ms() -> u64 {
 
 impl Coordinator {
     /// A coordinator for the `workers` threads of process `role` whose first
-    /// checkpoint is `start`; `restored` (a snapshot of this job's directory restored
-    /// in claim mode) joins retention.
+    /// checkpoint is `start`, after `failures` checkpoints failed in a row (a restart
+    /// after a failed final checkpoint carries them); `restored` (a snapshot of this
+    /// job's directory restored in claim mode) joins retention.
     pub(crate) fn new(
         config: CheckpointConfig,
         workers: usize,
         role: ProcessRole,
         max_parallelism: u32,
         start: u64,
+        failures: u32,
         restored: Option<&Restored>,
     ) -> Self {
         let mut registry = SharedStateRegistry::new();
@@ -183,7 +187,7 @@ impl Coordinator {
                 pending: BTreeMap::new(),
                 last_trigger: now,
                 last_complete: now,
-                failures: 0,
+                failures,
                 registry,
                 retained,
                 savepoint_requested: None,
@@ -191,6 +195,7 @@ impl Coordinator {
                 last_request_check: now,
                 error: None,
                 restore_failed: false,
+                final_failed: false,
                 exhausted_processes: 0,
                 reported_exhausted: false,
                 outbox: Vec::new(),
@@ -287,6 +292,14 @@ impl Coordinator {
         let why = s.error.clone()?;
         Some(if s.restore_failed {
             crate::RuntimeError::Restore(why)
+        } else if s.final_failed {
+            let completed = self.completed();
+            crate::RuntimeError::FinalCheckpointFailed {
+                id: self.final_id().unwrap_or(0),
+                failures: s.failures,
+                why,
+                last_complete: (completed > 0).then_some(completed),
+            }
         } else {
             crate::RuntimeError::Checkpoint(why)
         })
@@ -627,6 +640,9 @@ impl Coordinator {
             );
             self.set_error(s, why);
         } else if self.final_id() == Some(id) {
+            if s.error.is_none() {
+                s.final_failed = true;
+            }
             self.set_error(s, format!("the final checkpoint {id} failed: {why}"));
         }
     }
