@@ -7,8 +7,10 @@
 //! - the job failed exactly when it had to: it succeeded only if no more than the
 //!   tolerated 3 checkpoints failed in a row (a failed final checkpoint within the
 //!   tolerance restarts the job from its latest checkpoint), and when it failed, it
-//!   said why (more failures in a row than tolerated, or a storage call at start
-//!   failed) — never a silent fresh start;
+//!   said why (more failures in a row than tolerated, or storage kept failing where
+//!   nothing can be tolerated: listing or reading checkpoints at start, after the
+//!   retries) — never a silent fresh start, never a fallback past a checkpoint that
+//!   only could not be read for a moment;
 //! - resumed without faults, the committed output equals an uninterrupted run's.
 //!
 //! CI runs a few seeds per backend; `FLOWSTATE_FAULT_RUNS=200` runs that many seeds
@@ -30,7 +32,7 @@ struct Totals {
     succeeded: usize,
     failed_in_a_row: usize,
     final_restarts: usize,
-    failed_at_start: usize,
+    failed_on_storage: usize,
     faults_failed: usize,
     faults_delayed: usize,
     checkpoints_completed: usize,
@@ -117,7 +119,7 @@ fn one(seed: u64, backend: &str, expected: &[String], t: &mut Totals) {
             "failed without an injected fault to blame: {}",
             ctx()
         );
-        t.failed_at_start += 1;
+        t.failed_on_storage += 1;
     }
     // Every complete checkpoint left is whole.
     let listing = std::process::Command::new(env!("CARGO_BIN_EXE_flowstate"))

@@ -225,7 +225,14 @@ impl CheckpointMetadata {
     }
 
     /// Every file the snapshot needs exists with the recorded size.
-    pub fn check_files(&self, storage: &dyn CheckpointStorage) -> Result<(), String> {
+    ///
+    /// `Err` is a storage error that kept the check from finishing (transient: try
+    /// again, never treat the snapshot as damaged); `Ok(Err(why))` says what is
+    /// missing or the wrong size.
+    pub fn check_files(
+        &self,
+        storage: &dyn CheckpointStorage,
+    ) -> Result<Result<(), String>, crate::StorageError> {
         let mut files: Vec<(String, u64)> = Vec::new();
         for o in self.operators.values() {
             for h in &o.keyed {
@@ -237,10 +244,15 @@ impl CheckpointMetadata {
         for (path, size) in files {
             match storage.size(&path) {
                 Ok(s) if s == size => {}
-                Ok(s) => return Err(format!("{path} is {s} bytes, the metadata says {size}")),
-                Err(e) => return Err(format!("{path}: {e}")),
+                Ok(s) => {
+                    return Ok(Err(format!(
+                        "{path} is {s} bytes, the metadata says {size}"
+                    )));
+                }
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => return Ok(Err(format!("{path}: {e}"))),
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 }

@@ -73,6 +73,19 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether trying again may succeed: I/O and service errors and timeouts are
+    /// transient; a missing object, a bad path or a range past the end are not. A
+    /// restore retries transient errors and never falls back to an older checkpoint
+    /// because of one (that would repeat committed output).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Io { .. } | StorageError::TimedOut { .. }
+        )
+    }
+}
+
 /// Every error the state layer can report.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

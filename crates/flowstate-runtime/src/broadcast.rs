@@ -571,7 +571,7 @@ fn restore_broadcast<B: Data>(
         best.map(|(_, h)| h)
     };
     let Some(handle) = chosen else {
-        return Err(restored.error(format!("no broadcast state snapshot of instance {index}")));
+        return Err(restored.damaged(format!("no broadcast state snapshot of instance {index}")));
     };
     let store = open(handle)?;
     let ser = SerdeSerializer::<B>::new();

@@ -44,7 +44,7 @@ pub(crate) fn checkpoint_dirs(
 pub type Listed = Result<CheckpointMetadata, (u64, String)>;
 
 /// Complete checkpoints of a directory, newest first, with the reason each unusable
-/// one was skipped.
+/// (damaged) one was skipped; fails when storage keeps failing to read one.
 pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<Listed>, RuntimeError> {
     let mut out = Vec::new();
     for (id, has_meta) in checkpoint_dirs(storage)?.into_iter().rev() {
@@ -52,11 +52,23 @@ pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<Listed>, 
             continue;
         }
         let path = format!("chk-{id}/_metadata");
-        let r = storage
-            .get(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| CheckpointMetadata::parse(&b, &path))
-            .and_then(|m| m.check_files(storage).map(|()| m));
+        // A storage error that persists is no verdict on the checkpoint: the listing
+        // fails (the caller must not fall back past a checkpoint it could not read).
+        let unavailable = |e: flowstate_core::StorageError| {
+            RuntimeError::Checkpoint(format!("checkpoint {id} could not be read: {e}"))
+        };
+        let bytes = match storage.get(&path) {
+            Ok(b) => b,
+            Err(e) if e.is_transient() => return Err(unavailable(e)),
+            Err(e) => {
+                out.push(Err((id, e.to_string())));
+                continue;
+            }
+        };
+        let r = match CheckpointMetadata::parse(&bytes, &path) {
+            Ok(m) => m.check_files(storage).map_err(unavailable)?.map(|()| m),
+            Err(why) => Err(why),
+        };
         out.push(r.map_err(|e| (id, e)));
     }
     Ok(out)
