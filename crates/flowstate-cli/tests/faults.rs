@@ -45,7 +45,11 @@ struct Totals {
 /// timed out, or failed to complete).
 fn outcomes(log: &str) -> Vec<(u64, bool)> {
     let mut out = Vec::new();
-    for line in log.lines() {
+    // The coordinator's own lines only (a restart's message repeats the failure).
+    for line in log
+        .lines()
+        .filter(|l| l.contains("checkpoint::coordinator"))
+    {
         let id = |rest: &str| {
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()

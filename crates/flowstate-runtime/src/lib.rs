@@ -355,8 +355,8 @@ where
             }) if role == ProcessRole::SINGLE && in_a_row <= checkpoints.tolerable_failures => {
                 tracing::warn!(
                     checkpoint = id,
-                    "the final checkpoint {id} failed ({why}); {in_a_row} failures in a row \
-                     (tolerable: {}): restarting from the latest checkpoint",
+                    "{why}; {in_a_row} failures in a row (tolerable: {}): restarting \
+                     from the latest checkpoint",
                     checkpoints.tolerable_failures
                 );
                 failures = in_a_row;

@@ -11,7 +11,9 @@
 //! - only files no checkpoint or savepoint, readable or not, could refer to go:
 //!   directories of checkpoints that never completed (no `_metadata`), savepoints cut
 //!   short, shared files no readable metadata names (when none is unreadable), and
-//!   the local store's staging files inside the layout.
+//!   the local store's staging files inside the layout;
+//! - a delete that fails is logged and left for the next clean-up: clean-up never
+//!   fails the job.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -42,6 +44,8 @@ pub(crate) struct CleanUp {
     pub(crate) deleted: usize,
     /// Metadata files that could not be read (they pin every shared file).
     pub(crate) unreadable: Vec<String>,
+    /// Deletes that failed (left for the next clean-up).
+    pub(crate) failed: usize,
 }
 
 /// Deletes what a crashed run left (see the module docs). Runs before the job starts,
@@ -57,12 +61,14 @@ pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<CleanUp,
     let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
     let mut done = CleanUp::default();
     let mut referenced: BTreeSet<String> = BTreeSet::new();
+    // Best effort: a delete that fails leaves garbage for the next clean-up, never a
+    // reason to fail the job.
     let remove = |done: &mut CleanUp, f: &str| match delete_owned(storage, f) {
-        Ok(()) => {
-            done.deleted += 1;
-            Ok(())
+        Ok(()) => done.deleted += 1,
+        Err(e) => {
+            tracing::warn!("clean-up: {e}");
+            done.failed += 1;
         }
-        Err(e) => Err(RuntimeError::Checkpoint(e)),
     };
     let mut read_refs = |done: &mut CleanUp, meta: &str| match storage
         .get(meta)
@@ -87,7 +93,7 @@ pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<CleanUp,
             continue;
         }
         for f in storage.list(&format!("chk-{id}/")).map_err(err)? {
-            remove(&mut done, &f)?;
+            remove(&mut done, &f);
         }
     }
     // Savepoints: complete ones are the user's (their references count); those cut
@@ -109,14 +115,14 @@ pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<CleanUp,
             read_refs(&mut done, &format!("savepoints/{dir}/_metadata"));
         } else {
             for f in files {
-                remove(&mut done, &f)?;
+                remove(&mut done, &f);
             }
         }
     }
     if done.unreadable.is_empty() {
         for f in storage.list("shared/").map_err(err)? {
             if !referenced.contains(&f) {
-                remove(&mut done, &f)?;
+                remove(&mut done, &f);
             }
         }
     }
