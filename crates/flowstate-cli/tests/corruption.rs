@@ -146,6 +146,31 @@ fn shared_files(ck: &Path) -> Vec<PathBuf> {
     files.into_iter().collect()
 }
 
+/// Runs the RocksDB job (two checkpoints kept, throttled) on `dir` until it holds two
+/// complete checkpoints and one of them is new, then SIGKILLs it.
+fn kill_after_a_new_checkpoint(dir: &Path) {
+    let ck = dir.join("ck");
+    let before = complete(&ck).pop();
+    let mut c = job(dir, 2, "rocksdb", 30, 60_000, 5);
+    c.args(["--retained", "2"]);
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = complete(&ck);
+        if done.len() >= 2 && done.last() != before.as_ref() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never two checkpoints"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "ended too early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn flip_a_byte(file: &Path) {
     let mut bytes = std::fs::read(file).unwrap();
     let mid = bytes.len() / 2;
@@ -176,39 +201,19 @@ fn flipped_byte_in_a_shared_sst_falls_back() {
     // new SST damaged, the older one intact. The restart falls back and finishes.
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
-    let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 5);
-    c.args(["--retained", "2"]);
-    let mut child = c.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     // Two complete checkpoints where the newest uploaded a file the older lacks.
     let newest_only = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never two checkpoints"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "ended too early");
+        kill_after_a_new_checkpoint(tmp.path());
         let done = complete(&ck);
-        if done.len() >= 2 {
-            let _ = child.kill();
-            let _ = child.wait();
-            let done = complete(&ck);
-            let older = std::fs::read_to_string(done[done.len() - 2].join("_metadata")).unwrap();
-            let fresh: Vec<PathBuf> = shared_files(&ck)
-                .into_iter()
-                .filter(|f| {
-                    let rel = f.strip_prefix(&ck).unwrap().to_string_lossy().to_string();
-                    !older.contains(&rel)
-                })
-                .collect();
-            if let Some(f) = fresh.first() {
-                break f.clone();
-            }
-            // No new file in the newest: run on and try again.
-            let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 5);
-            c.args(["--retained", "2"]);
-            child = c.spawn().unwrap();
+        let older = std::fs::read_to_string(done[done.len() - 2].join("_metadata")).unwrap();
+        let fresh = shared_files(&ck).into_iter().find(|f| {
+            let rel = f.strip_prefix(&ck).unwrap().to_string_lossy().to_string();
+            !older.contains(&rel)
+        });
+        if let Some(f) = fresh {
+            break f;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // No new file in the newest: run on and try again.
     };
     flip_a_byte(&newest_only);
     let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 0);
@@ -232,20 +237,7 @@ fn flipped_byte_in_a_shared_sst_falls_back() {
 fn unreadable_newest_metadata_pins_every_shared_file() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
-    let mut c = job(tmp.path(), 2, "rocksdb", 30, 60_000, 5);
-    c.args(["--retained", "2"]);
-    let mut child = c.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while complete(&ck).len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never two checkpoints"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "ended too early");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    kill_after_a_new_checkpoint(tmp.path());
     let newest = complete(&ck).pop().unwrap();
     let files = shared_files(&ck);
     assert!(!files.is_empty());
