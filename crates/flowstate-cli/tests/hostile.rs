@@ -106,6 +106,12 @@ fn current_and_parent_directory_refused() {
         before,
         "0 files changed outside the job's paths"
     );
+    // Even an empty current directory is not taken by accident: `.` names no job.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = flowstate(&empty, &run_args(".", out.to_str().unwrap(), "heap"));
+    refused(&o, "the current directory");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
 }
 
 #[test]
