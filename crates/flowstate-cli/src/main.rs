@@ -407,7 +407,8 @@ fn utc(ms: u64) -> String {
 fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
     // Only a running job reads requests: without one, a request file would stop the
     // next run that starts on the directory.
-    if DirLock::holder(&dir.join(LOCK_FILE)).is_none() {
+    let lock = dir.join(LOCK_FILE);
+    if DirLock::holder(&lock).is_none() {
         bail!("no job is running on {}", dir.display());
     }
     let before = savepoints(dir);
@@ -425,7 +426,7 @@ fn savepoint(dir: &Path, native: bool, stop: bool, timeout: u64) -> Result<()> {
             println!("{}", new.display());
             return Ok(());
         }
-        if DirLock::holder(&dir.join(LOCK_FILE)).is_none() {
+        if DirLock::holder(&lock).is_none() {
             let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));
             bail!(
                 "the job on {} ended before taking the savepoint",

@@ -73,12 +73,7 @@ impl RunArgs {
             c.arg("--local-dir").arg(d);
         }
         if let Some(f) = &self.inject_storage_faults {
-            c.arg("--inject-storage-faults").arg(format!(
-                "{}:{}:{}",
-                f.seed,
-                f.every,
-                f.delay.as_millis()
-            ));
+            c.arg("--inject-storage-faults").arg(f.to_string());
         }
         if first {
             if let Some(from) = &self.from {

@@ -14,9 +14,19 @@ use crate::operator::OperatorStateHandle;
 use crate::snapshot::KeyedStateHandle;
 use crate::storage::CheckpointStorage;
 
-/// The id of a `chk-<id>` name.
+/// The id of a `chk-<id>` name (a checkpoint's directory).
 pub fn chk_id(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("chk-")?;
+    id_after(name, "chk-")
+}
+
+/// The id of an `sp-<id>` name (a savepoint's directory under `savepoints/`).
+pub fn sp_id(name: &str) -> Option<u64> {
+    id_after(name, "sp-")
+}
+
+/// The decimal digits (only) after `prefix`, as an id.
+fn id_after(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -51,12 +61,7 @@ pub fn is_layout_path(path: &str) -> bool {
     }
     match segments[0] {
         "shared" | "taskowned" => true,
-        "savepoints" => {
-            segments.len() >= 3
-                && segments[1]
-                    .strip_prefix("sp-")
-                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        }
+        "savepoints" => segments.len() >= 3 && sp_id(segments[1]).is_some(),
         first => chk_id(first).is_some(),
     }
 }

@@ -55,7 +55,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
     Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
-    hold_for_final, watermark_before,
+    watermark_before,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -398,7 +398,7 @@ where
                         {
                             record_error(&errors, e);
                         }
-                        hold_for_final(c, both, r.final_checkpoint());
+                        r.hold_for_final(c, both);
                         let ready_interval = both.map_or(u64::MAX, |b| b.1);
                         let current = both.map_or(c.time().inner, |b| b.1);
                         loop {

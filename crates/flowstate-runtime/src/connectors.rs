@@ -545,16 +545,12 @@ impl<T: Data> DataStream<'_, T> {
                                 snapshotted += 1;
                                 let started = std::time::Instant::now();
                                 s.precommit_below(snapshotted + 1)?;
-                                let snap = state
+                                let taken = state
                                     .update(s.precommitted.clone())
                                     .and_then(|()| store.snapshot())
+                                    .map(|snap| (None, Some(snap)))
                                     .map_err(RuntimeError::from);
-                                match snap {
-                                    Ok(snap) => {
-                                        ctx.write_async(snapshotted, uid, None, Some(snap), started)
-                                    }
-                                    Err(e) => ctx.decline_sync(snapshotted, uid, &e),
-                                }
+                                ctx.snapshot_taken(snapshotted, uid, taken, started);
                             }
                         }
                     }

@@ -17,36 +17,42 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// An armed point: `<name>[:<a>[:<b>]]` read once from an environment variable.
 struct Armed {
     name: String,
-    nth: u64,
+    a: Option<u64>,
+    b: Option<u64>,
     hits: AtomicU64,
 }
 
-fn armed() -> Option<&'static Armed> {
-    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let spec = std::env::var("FLOWSTATE_FAILPOINT").ok()?;
-            let (name, nth) = match spec.split_once(':') {
-                Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
-                None => (spec, 1),
-            };
-            Some(Armed {
-                name,
-                nth,
-                hits: AtomicU64::new(0),
-            })
+impl Armed {
+    fn from_env(var: &str) -> Option<Armed> {
+        let spec = std::env::var(var).ok()?;
+        let mut parts = spec.split(':');
+        let name = parts.next()?.to_string();
+        let mut number = || parts.next().and_then(|k| k.parse().ok());
+        let (a, b) = (number(), number());
+        Some(Armed {
+            name,
+            a,
+            b,
+            hits: AtomicU64::new(0),
         })
-        .as_ref()
+    }
+
+    /// Counts a hit of point `name`: its number (from 1) when it is this point.
+    fn count(&self, name: &str) -> Option<u64> {
+        (self.name == name).then(|| self.hits.fetch_add(1, Ordering::Relaxed) + 1)
+    }
 }
 
 /// Reaches point `name`: kills the process if it is the armed point's chosen hit.
 pub(crate) fn hit(name: &str) {
-    let Some(a) = armed() else {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    let Some(a) = ARMED.get_or_init(|| Armed::from_env("FLOWSTATE_FAILPOINT")) else {
         return;
     };
-    if a.name != name || a.hits.fetch_add(1, Ordering::Relaxed) + 1 != a.nth {
+    if a.count(name) != Some(a.a.unwrap_or(1)) {
         return;
     }
     eprintln!("failpoint {name}: killing process {}", std::process::id());
@@ -58,45 +64,17 @@ pub(crate) fn hit(name: &str) {
     std::process::abort();
 }
 
-struct ErrorPoint {
-    name: String,
-    every: u64,
-    until: u64,
-    hits: AtomicU64,
-}
-
-fn error_point() -> Option<&'static ErrorPoint> {
-    static ARMED: OnceLock<Option<ErrorPoint>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let spec = std::env::var("FLOWSTATE_ERRORPOINT").ok()?;
-            let mut parts = spec.split(':');
-            let name = parts.next()?.to_string();
-            let every = parts.next().and_then(|k| k.parse().ok()).unwrap_or(1);
-            let until = parts
-                .next()
-                .and_then(|k| k.parse().ok())
-                .unwrap_or(u64::MAX);
-            Some(ErrorPoint {
-                name,
-                every: every.max(1),
-                until,
-                hits: AtomicU64::new(0),
-            })
-        })
-        .as_ref()
-}
-
-/// Reaches error point `name`: fails if it is one of the armed point's chosen hits.
+/// Reaches error point `name`: fails if it is one of the armed point's chosen hits
+/// (every `a`-th, default each, among the first `b`, default all).
 pub(crate) fn error(name: &str) -> Result<(), String> {
-    let Some(p) = error_point() else {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    let Some(p) = ARMED.get_or_init(|| Armed::from_env("FLOWSTATE_ERRORPOINT")) else {
         return Ok(());
     };
-    if p.name != name {
+    let Some(n) = p.count(name) else {
         return Ok(());
-    }
-    let n = p.hits.fetch_add(1, Ordering::Relaxed) + 1;
-    if n <= p.until && n.is_multiple_of(p.every) {
+    };
+    if n <= p.b.unwrap_or(u64::MAX) && n.is_multiple_of(p.a.unwrap_or(1).max(1)) {
         return Err(format!("error point {name} (hit {n})"));
     }
     Ok(())

@@ -392,56 +392,50 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             // A failure here (e.g. RocksDB cannot write its checkpoint: full disk)
             // declines this checkpoint, which counts against the tolerable failures
             // like a failed upload; it does not fail the job.
-            let taken = (|| -> Result<(KeyedWrite, Option<OperatorSnapshot>), RuntimeError> {
-                crate::failpoint::error("sync-snapshot").map_err(RuntimeError::Checkpoint)?;
-                let inflight =
-                    backend.list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
-                let ser = SerdeSerializer::<T>::new();
-                for ((epoch, interval), records) in stash {
-                    if *interval > id {
-                        continue;
-                    }
-                    for (ts, (_, _, key, value)) in records {
-                        let mut bytes = Vec::new();
-                        ser.serialize_into(value, &mut bytes).map_err(|e| {
-                            flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
-                        })?;
-                        backend.set_current_key(key.clone())?;
-                        inflight.add((*epoch, *ts, bytes))?;
-                        keys.push(key.clone());
-                    }
-                }
-                let keyed: KeyedWrite = match task.ctx.coordinator.kind_of(id) {
-                    SnapshotKind::Checkpoint => {
-                        let snap = backend.snapshot(id)?;
-                        Box::new(move |storage, path| snap.write(storage, path))
-                    }
-                    SnapshotKind::Savepoint => {
-                        let snap = backend.savepoint()?;
-                        Box::new(move |storage, path| snap.write(storage, path))
-                    }
-                    SnapshotKind::NativeSavepoint => {
-                        let dir = format!("{}/sst", task.ctx.coordinator.location(id));
-                        let snap = backend.native_savepoint(&dir)?;
-                        Box::new(move |storage, path| snap.write(storage, path))
-                    }
-                };
-                let op = operator.map(OperatorStateStore::snapshot).transpose()?;
-                Ok((keyed, op))
-            })();
-            // The stashed records stay in the stash; their copies in state go either way.
             let inflight =
                 backend.list_state::<VoidNamespace, InflightEntry>(&inflight_descriptor())?;
+            let taken =
+                (|| -> Result<(Option<KeyedWrite>, Option<OperatorSnapshot>), RuntimeError> {
+                    crate::failpoint::error("sync-snapshot").map_err(RuntimeError::Checkpoint)?;
+                    let ser = SerdeSerializer::<T>::new();
+                    for ((epoch, interval), records) in stash {
+                        if *interval > id {
+                            continue;
+                        }
+                        for (ts, (_, _, key, value)) in records {
+                            let mut bytes = Vec::new();
+                            ser.serialize_into(value, &mut bytes).map_err(|e| {
+                                flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
+                            })?;
+                            backend.set_current_key(key.clone())?;
+                            inflight.add((*epoch, *ts, bytes))?;
+                            keys.push(key.clone());
+                        }
+                    }
+                    let keyed: KeyedWrite = match task.ctx.coordinator.kind_of(id) {
+                        SnapshotKind::Checkpoint => {
+                            let snap = backend.snapshot(id)?;
+                            Box::new(move |storage, path| snap.write(storage, path))
+                        }
+                        SnapshotKind::Savepoint => {
+                            let snap = backend.savepoint()?;
+                            Box::new(move |storage, path| snap.write(storage, path))
+                        }
+                        SnapshotKind::NativeSavepoint => {
+                            let dir = format!("{}/sst", task.ctx.coordinator.location(id));
+                            let snap = backend.native_savepoint(&dir)?;
+                            Box::new(move |storage, path| snap.write(storage, path))
+                        }
+                    };
+                    let op = operator.map(OperatorStateStore::snapshot).transpose()?;
+                    Ok((Some(keyed), op))
+                })();
+            // The stashed records stay in the stash; their copies in state go either way.
             for key in keys {
                 backend.set_current_key(key)?;
                 inflight.clear()?;
             }
-            match taken {
-                Ok((keyed, op)) => task
-                    .ctx
-                    .write_async(id, &task.uid, Some(keyed), op, started),
-                Err(e) => task.ctx.decline_sync(id, &task.uid, &e),
-            }
+            task.ctx.snapshot_taken(id, &task.uid, taken, started);
         }
         Ok(())
     }
@@ -456,6 +450,21 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         match clocks {
             Some((_, interval)) => Some(interval.saturating_sub(1)),
             None => self.final_checkpoint().map(|f| f.saturating_sub(1)),
+        }
+    }
+
+    /// Once the input has ended (no frontier) and a final checkpoint is declared, what
+    /// is emitted belongs to the final checkpoint's interval: moves the capability
+    /// there, so output of records processed after an earlier cut is never committed
+    /// with that earlier checkpoint.
+    pub(crate) fn hold_for_final(&self, cap: &mut Capability<Time>, clocks: Option<(u64, u64)>) {
+        if clocks.is_none()
+            && let Some(f) = self.final_checkpoint()
+        {
+            let at = *cap.time();
+            if at.inner < f {
+                cap.downgrade(&time(at.outer, f));
+            }
         }
     }
 
@@ -551,25 +560,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
-/// Once the input has ended (no frontier) and a final checkpoint is declared, what is
-/// emitted belongs to the final checkpoint's interval: moves the capability there, so
-/// output of records processed after an earlier cut is never committed with that
-/// earlier checkpoint.
-pub(crate) fn hold_for_final(
-    cap: &mut Capability<Time>,
-    clocks: Option<(u64, u64)>,
-    final_id: Option<u64>,
-) {
-    if clocks.is_none()
-        && let Some(f) = final_id
-    {
-        let at = *cap.time();
-        if at.inner < f {
-            cap.downgrade(&time(at.outer, f));
-        }
-    }
-}
-
 /// Builds the keyed operator: records exchanged by key group to the worker that owns
 /// it, processed in epoch order by `L` (built per worker by `open`), snapshotted at
 /// every checkpoint.
@@ -638,7 +628,7 @@ where
                     {
                         record_error(&errors, e);
                     }
-                    hold_for_final(c, clocks, r.final_checkpoint());
+                    r.hold_for_final(c, clocks);
                     let (ready_epoch, ready_interval) = clocks.unwrap_or((u64::MAX, u64::MAX));
                     let current = clocks.map_or(c.time().inner, |(_, i)| i);
                     // Epochs nothing earlier can precede any more, in order, up to the

@@ -341,6 +341,11 @@ where
         return run(config, None, build);
     };
     let mut checkpoints = checkpoints;
+    // Every read the job makes of its checkpoint storage (listing, restore, clean-up,
+    // retention) retries transient errors: a storage hiccup must never make a
+    // checkpoint look unusable (falling back repeats committed output). Writes are
+    // not retried: a failed one declines its checkpoint.
+    checkpoints.storage = Arc::new(flowstate_storage::RetryingReads::new(checkpoints.storage));
     let mut failures = 0;
     loop {
         match restore_and_run(&config, &checkpoints, &build, failures) {

@@ -382,13 +382,8 @@ impl WorkingDir {
     /// empty one; refuses anything else. Locked until dropped.
     pub fn claim(path: &Path) -> Result<Self, OwnershipError> {
         const WHAT: &str = "local working directory";
-        if matches!(path.to_str(), Some("." | ".." | "/")) {
-            return Err(OwnershipError::SpecialPath {
-                path: path.to_path_buf(),
-                why: "a relative or root directory name",
-                what: WHAT,
-            });
-        }
+        // `.`, `..` and `/` resolve to the current directory, an ancestor of it and
+        // the root: all refused here.
         refuse_special(path, WHAT)?;
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_dir_all(path)?,

@@ -274,18 +274,13 @@ impl<T: Data> Source<T> {
                 max_ts: s.max_ts,
             })
             .collect();
-        let snap = task
+        let taken = task
             .state
             .update(states)
             .and_then(|()| task.store.snapshot())
+            .map(|snap| (None, Some(snap)))
             .map_err(RuntimeError::from);
-        match snap {
-            Ok(snap) => task
-                .ctx
-                .write_async(id, &task.uid, None, Some(snap), started),
-            // Declined: counts against the tolerable failures; the job goes on.
-            Err(e) => task.ctx.decline_sync(id, &task.uid, &e),
-        }
+        task.ctx.snapshot_taken(id, &task.uid, taken, started);
         Ok(())
     }
 }

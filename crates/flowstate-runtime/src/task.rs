@@ -132,26 +132,26 @@ impl WorkerCheckpoints {
         Ok(())
     }
 
-    /// The synchronous part of a task's snapshot for checkpoint `id` failed: the
-    /// checkpoint is declined (it counts against the tolerable failures); the job
-    /// goes on.
-    pub(crate) fn decline_sync(&self, id: u64, uid: &str, e: &RuntimeError) {
-        self.coordinator.decline(
-            id,
-            format!("{uid}: synchronous part of the snapshot failed: {e}"),
-        );
-    }
-
-    /// The asynchronous part of a task's snapshot for checkpoint `id`: writes the files
-    /// on its own thread and acknowledges, or declines the checkpoint on failure.
-    pub(crate) fn write_async(
+    /// Hands on a task's snapshot for checkpoint `id` once its synchronous part is
+    /// `taken`: the asynchronous part writes the files on its own thread and
+    /// acknowledges, or declines the checkpoint on failure. A failed synchronous part
+    /// declines it at once (it counts against the tolerable failures; the job goes
+    /// on).
+    pub(crate) fn snapshot_taken(
         &self,
         id: u64,
         uid: &str,
-        keyed: Option<KeyedWrite>,
-        operator: Option<OperatorSnapshot>,
+        taken: Result<(Option<KeyedWrite>, Option<OperatorSnapshot>), RuntimeError>,
         sync_started: Instant,
     ) {
+        let (keyed, operator) = match taken {
+            Ok(parts) => parts,
+            Err(e) => {
+                let why = format!("{uid}: synchronous part of the snapshot failed: {e}");
+                self.coordinator.decline(id, why);
+                return;
+            }
+        };
         let sync_ms = sync_started.elapsed().as_secs_f64() * 1e3;
         let coordinator = self.coordinator.clone();
         let location = coordinator.location(id);

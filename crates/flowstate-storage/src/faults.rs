@@ -23,6 +23,13 @@ pub struct FaultPlan {
     pub delay: Duration,
 }
 
+impl std::fmt::Display for FaultPlan {
+    /// `seed:every:delay_ms`, what its `FromStr` reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.seed, self.every, self.delay.as_millis())
+    }
+}
+
 impl std::str::FromStr for FaultPlan {
     type Err = String;
 
@@ -207,5 +214,6 @@ mod tests {
         assert!(a.iter().enumerate().all(|(i, ok)| *ok || (i + 1) % 4 == 0));
         assert_eq!(run().0, a, "same seed, same faults");
         assert!("x".parse::<FaultPlan>().is_err());
+        assert_eq!(plan.to_string().parse::<FaultPlan>(), Ok(plan));
     }
 }

@@ -42,7 +42,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
 mod faults;
+mod retry;
 pub use faults::{FaultPlan, FaultyStorage};
+pub use retry::RetryingReads;
 
 /// Part size of streamed writes (object stores want parts of at least 5 MiB).
 const PART_BYTES: usize = 8 << 20;

@@ -21,7 +21,6 @@ use std::path::Path;
 use flowstate_core::storage::CheckpointStorage;
 
 use super::metadata::checkpoint_dirs;
-use super::restore::RetryingReads;
 use super::{CheckpointConfig, CheckpointMetadata};
 use crate::RuntimeError;
 use crate::ownership::{is_layout_path, is_layout_root_entry};
@@ -54,10 +53,8 @@ pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<CleanUp,
     if let Some(dir) = &config.dir {
         remove_staged_uploads(dir);
     }
-    // Reads retry transient errors (an unreadable `_metadata` pins everything, so a
-    // hiccup would only keep garbage; a failed listing would fail the start).
-    let reader = RetryingReads(config.storage.clone());
-    let storage: &dyn CheckpointStorage = &reader;
+    // The job's storage retries transient read errors (see `execute`).
+    let storage = config.storage.as_ref();
     let err = |e: flowstate_core::StorageError| RuntimeError::Checkpoint(e.to_string());
     let mut done = CleanUp::default();
     let mut referenced: BTreeSet<String> = BTreeSet::new();

@@ -13,7 +13,6 @@ use flowstate_core::storage::CheckpointStorage;
 
 use super::cleanup::delete_owned;
 use super::control::{Control, ProcessRole, TaskAck};
-use super::restore::RetryingReads;
 use super::{
     CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
     SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
@@ -136,7 +135,7 @@ impl Coordinator {
                 // retention leaves older ones that nothing else would ever delete
                 // (and whose shared files retention would otherwise not protect).
                 let listed = if r.own {
-                    list_checkpoints(&RetryingReads(config.storage.clone()))
+                    list_checkpoints(config.storage.as_ref())
                 } else {
                     Ok(Vec::new())
                 };

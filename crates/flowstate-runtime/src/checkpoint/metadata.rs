@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flowstate_core::checkpoint_metadata::CheckpointMetadata;
+use flowstate_core::checkpoint_metadata::{CheckpointMetadata, chk_id};
 use flowstate_core::storage::CheckpointStorage;
 
 use crate::RuntimeError;
@@ -28,11 +28,8 @@ pub(crate) fn checkpoint_dirs(
         .list("")
         .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
     {
-        let Some(rest) = p.strip_prefix("chk-") else {
-            continue;
-        };
-        let (id, file) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Ok(id) = id.parse::<u64>() {
+        let (dir, file) = p.split_once('/').unwrap_or((&p, ""));
+        if let Some(id) = chk_id(dir) {
             let has = ids.entry(id).or_insert(false);
             *has |= file == "_metadata";
         }

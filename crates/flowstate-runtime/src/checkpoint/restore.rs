@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use flowstate_core::storage::{CheckpointStorage, StorageWrite};
-use flowstate_core::{StateError, StorageError};
-use flowstate_storage::ObjectCheckpointStorage;
+use flowstate_core::StateError;
+use flowstate_core::checkpoint_metadata::sp_id;
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::{ObjectCheckpointStorage, RetryingReads};
 
 use super::metadata::checkpoint_dirs;
 use super::{
@@ -69,23 +69,17 @@ pub(crate) struct Candidates {
 /// The candidates to restore from (see [`Candidates`]); a corrupt newest checkpoint
 /// falls back to older ones with a log line.
 pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates, RuntimeError> {
-    // Reads retry transient errors: a storage hiccup must never make a checkpoint
-    // look unusable (falling back repeats committed output).
-    let reader: Arc<dyn CheckpointStorage> = Arc::new(RetryingReads(config.storage.clone()));
-    let dirs = checkpoint_dirs(reader.as_ref())?;
+    // The job's storage retries transient read errors (see `execute`): a storage
+    // hiccup never makes a checkpoint look unusable.
+    let storage = &config.storage;
+    let dirs = checkpoint_dirs(storage.as_ref())?;
     // Savepoints share the id sequence: a new run must not reuse one's id either (its
     // sink transactions are named by id).
-    let savepoint_ids = reader
+    let savepoint_ids = storage
         .list("savepoints/")
         .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
         .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix("savepoints/sp-")?
-                .split('/')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(|p| sp_id(p.strip_prefix("savepoints/")?.split('/').next()?))
         .max();
     let mut highest = dirs
         .keys()
@@ -98,11 +92,11 @@ pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates
     match &config.restore {
         RestoreFrom::Nothing => {}
         RestoreFrom::Latest => {
-            for c in list_checkpoints(reader.as_ref())? {
+            for c in list_checkpoints(storage.as_ref())? {
                 match c {
                     Ok(metadata) => out.push(Restored {
                         metadata,
-                        storage: reader.clone(),
+                        storage: storage.clone(),
                         own: true,
                     }),
                     Err((id, why)) => {
@@ -126,7 +120,7 @@ pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates
             for _ in Path::new(&metadata.location).components() {
                 root.pop();
             }
-            let storage: Arc<dyn CheckpointStorage> = Arc::new(RetryingReads(Arc::new(
+            let storage: Arc<dyn CheckpointStorage> = Arc::new(RetryingReads::new(Arc::new(
                 ObjectCheckpointStorage::existing_local(&root)
                     .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", root.display())))?,
             )));
@@ -157,55 +151,5 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
-    }
-}
-
-/// Checkpoint storage whose reads retry transient errors (5 attempts, 20 ms doubling);
-/// writes and deletes pass through. What a restore reads through.
-#[derive(Debug)]
-pub(crate) struct RetryingReads(pub(crate) Arc<dyn CheckpointStorage>);
-
-impl RetryingReads {
-    fn retry<T>(
-        &self,
-        mut call: impl FnMut() -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        let mut wait = std::time::Duration::from_millis(20);
-        let mut attempt = 1;
-        loop {
-            match call() {
-                Err(e) if e.is_transient() && attempt < 5 => {
-                    tracing::debug!("storage read failed ({e}); retrying in {wait:?}");
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-impl CheckpointStorage for RetryingReads {
-    fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError> {
-        self.0.put(path, data)
-    }
-    fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError> {
-        self.0.create(path)
-    }
-    fn get(&self, path: &str) -> Result<Bytes, StorageError> {
-        self.retry(|| self.0.get(path))
-    }
-    fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
-        self.retry(|| self.0.get_range(path, range.clone()))
-    }
-    fn size(&self, path: &str) -> Result<u64, StorageError> {
-        self.retry(|| self.0.size(path))
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        self.retry(|| self.0.list(prefix))
-    }
-    fn delete(&self, path: &str) -> Result<(), StorageError> {
-        self.0.delete(path)
     }
 }
