@@ -43,10 +43,9 @@ impl TypeSerializer<u64> for CounterV1 {
         if previous.identity == COUNTER && previous.version == 1 {
             Compatibility::CompatibleAsIs
         } else {
-            Compatibility::Incompatible(format!(
-                "cannot read {} v{}",
-                previous.identity, previous.version
-            ))
+            Compatibility::Incompatible(
+                format!("cannot read {} v{}", previous.identity, previous.version).into(),
+            )
         }
     }
 }
@@ -75,7 +74,7 @@ impl TypeSerializer<u64> for CounterV2 {
             (COUNTER, 1) => Compatibility::CompatibleAfterMigration(Arc::new(|b: &[u8]| {
                 CounterV1.deserialize(b)
             })),
-            (id, v) => Compatibility::Incompatible(format!("cannot read {id} v{v}")),
+            (id, v) => Compatibility::Incompatible(format!("cannot read {id} v{v}").into()),
         }
     }
 }
@@ -112,7 +111,7 @@ impl TypeSerializer<u64> for EndianU64 {
     }
     fn resolve_compatibility(&self, previous: &SerializerSnapshot) -> Compatibility<u64> {
         if previous.identity != ENDIAN {
-            return Compatibility::Incompatible(format!("not {ENDIAN}"));
+            return Compatibility::Incompatible(format!("not {ENDIAN}").into());
         }
         match previous.schema.as_slice() {
             [l] if (*l == 1) == self.little => Compatibility::CompatibleAsIs,

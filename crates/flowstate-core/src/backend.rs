@@ -103,7 +103,9 @@ pub trait KeyedStateBackend<K: StateKey> {
         desc: &ValueStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalValueState<N, T>>> {
         match desc.enabled_ttl() {
-            Some(ttl) => crate::ttl::value_state(self, desc, ttl),
+            Some(ttl) => {
+                crate::ttl::value_state(desc, ttl, |stored| self.create_value_state(stored))
+            }
             None => self.create_value_state(desc),
         }
     }
@@ -113,7 +115,7 @@ pub trait KeyedStateBackend<K: StateKey> {
         desc: &ListStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalListState<N, T>>> {
         match desc.enabled_ttl() {
-            Some(ttl) => crate::ttl::list_state(self, desc, ttl),
+            Some(ttl) => crate::ttl::list_state(desc, ttl, |stored| self.create_list_state(stored)),
             None => self.create_list_state(desc),
         }
     }
@@ -123,7 +125,7 @@ pub trait KeyedStateBackend<K: StateKey> {
         desc: &MapStateDescriptor<UK, UV>,
     ) -> StateResult<Rc<dyn InternalMapState<N, UK, UV>>> {
         match desc.enabled_ttl() {
-            Some(ttl) => crate::ttl::map_state(self, desc, ttl),
+            Some(ttl) => crate::ttl::map_state(desc, ttl, |stored| self.create_map_state(stored)),
             None => self.create_map_state(desc),
         }
     }
@@ -134,7 +136,9 @@ pub trait KeyedStateBackend<K: StateKey> {
         desc: &ReducingStateDescriptor<T>,
     ) -> StateResult<Rc<dyn InternalReducingState<N, T>>> {
         match desc.enabled_ttl() {
-            Some(ttl) => crate::ttl::reducing_state(self, desc, ttl),
+            Some(ttl) => {
+                crate::ttl::reducing_state(desc, ttl, |stored| self.create_reducing_state(stored))
+            }
             None => self.create_reducing_state(desc),
         }
     }
@@ -145,7 +149,9 @@ pub trait KeyedStateBackend<K: StateKey> {
         desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
     ) -> StateResult<Rc<dyn InternalAggregatingState<N, IN, OUT>>> {
         match desc.enabled_ttl() {
-            Some(ttl) => crate::ttl::aggregating_state(self, desc, ttl),
+            Some(ttl) => crate::ttl::aggregating_state(desc, ttl, |stored| {
+                self.create_aggregating_state(stored)
+            }),
             None => self.create_aggregating_state(desc),
         }
     }

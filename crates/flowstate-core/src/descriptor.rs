@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{StateError, StateResult};
 use crate::serializer::{SerdeSerializer, TypeSerializer};
 use crate::state::StateKind;
-use crate::ttl::{StateTtlConfig, TtlStorage};
+use crate::ttl::config::{StateTtlConfig, TtlStorage};
 
 /// Checks a state name: non-empty, at most 1024 bytes, no control characters.
 pub fn validate_state_name(name: &str) -> StateResult<()> {

@@ -159,12 +159,18 @@ pub enum StateError {
         detail: String,
     },
     /// A serializer cannot read what was stored, or changes a layout that must not change.
-    #[error("state `{state}`: incompatible {what} serializer: {reason}")]
+    #[error(
+        "state `{state}`: incompatible {what} serializer{}: {reason}",
+        at_path(path)
+    )]
     IncompatibleSerializer {
         /// The state's name.
         state: String,
         /// Which serializer (key, namespace, value, user key, ...).
         what: &'static str,
+        /// Field path of the change inside the type (`lines[].qty`; empty: the type
+        /// itself), when the serializer can tell.
+        path: Option<String>,
         /// Why the new serializer cannot take over.
         reason: String,
     },
@@ -221,6 +227,15 @@ pub enum StateError {
         /// The underlying error, rendered.
         message: String,
     },
+}
+
+/// ` at `path`` for messages naming a field path.
+fn at_path(path: &Option<String>) -> String {
+    match path.as_deref() {
+        None => String::new(),
+        Some("") => " (the value itself)".to_string(),
+        Some(p) => format!(" at `{p}`"),
+    }
 }
 
 impl StateError {

@@ -8,6 +8,7 @@
 //! - [`backend`]: the keyed state backend interface both backends implement;
 //! - [`operator`]: operator state (even-split, union, broadcast);
 //! - [`raw`]: raw keyed state written by operators per key group;
+//! - [`schema`]: state schemas derived from serde types, and evolution between them;
 //! - [`registry`]: reference counting of files shared between checkpoints;
 //! - [`format`] and [`snapshot`]: the canonical key-group-indexed snapshot format;
 //! - [`storage`]: the checkpoint-storage interface;
@@ -26,6 +27,7 @@ pub mod native_manifest;
 pub mod operator;
 pub mod raw;
 pub mod registry;
+pub mod schema;
 pub mod serializer;
 pub mod snapshot;
 pub mod state;

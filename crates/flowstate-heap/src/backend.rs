@@ -14,9 +14,7 @@ use flowstate_core::descriptor::{
 };
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
-use flowstate_core::serializer::{
-    SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
-};
+use flowstate_core::serializer::{SerdeSerializer, TypeSerializer, require_same_layout};
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, check_kind, read_keyed_state,
     section_entries,
@@ -26,6 +24,7 @@ use flowstate_core::state::{
     InternalValueState, Namespace, StateKey, StateKind, StateValue,
 };
 use flowstate_core::storage::CheckpointStorage;
+use flowstate_core::ttl::resolve_restored;
 
 use crate::states::{AggExtra, HeapState, ListExtra, MapExtra, ReduceExtra, ValueExtra};
 use crate::table::{
@@ -274,10 +273,8 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         let name = desc.name();
         let resolve = |old: Option<&StateMetaInfo>| {
             let r = match old {
-                Some(m) => {
-                    resolve_value_serializer(name, "value", desc.serializer(), &m.value_serializer)?
-                }
-                None => resolve_value_serializer(
+                Some(m) => resolve_restored(name, "value", desc.serializer(), &m.value_serializer)?,
+                None => resolve_restored(
                     name,
                     "value",
                     desc.serializer(),
@@ -313,7 +310,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 || desc.serializer().snapshot(),
                 |m| m.value_serializer.clone(),
             );
-            let r = resolve_value_serializer(name, "element", desc.serializer(), &prev)?;
+            let r = resolve_restored(name, "element", desc.serializer(), &prev)?;
             let meta =
                 StateMetaInfo::new::<N>(name, StateKind::List, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<Vec<T>>> = Arc::new(ListCodec {
@@ -350,7 +347,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 || desc.value_serializer().snapshot(),
                 |m| m.value_serializer.clone(),
             );
-            let r = resolve_value_serializer(name, "value", desc.value_serializer(), &prev)?;
+            let r = resolve_restored(name, "value", desc.value_serializer(), &prev)?;
             let meta = StateMetaInfo::new::<N>(
                 name,
                 StateKind::Map,
@@ -385,7 +382,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 || desc.serializer().snapshot(),
                 |m| m.value_serializer.clone(),
             );
-            let r = resolve_value_serializer(name, "value", desc.serializer(), &prev)?;
+            let r = resolve_restored(name, "value", desc.serializer(), &prev)?;
             let meta =
                 StateMetaInfo::new::<N>(name, StateKind::Reducing, r.serializer.snapshot(), None);
             let codec: Arc<dyn Codec<T>> = Arc::new(ValueCodec {
@@ -415,7 +412,7 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
                 || desc.serializer().snapshot(),
                 |m| m.value_serializer.clone(),
             );
-            let r = resolve_value_serializer(name, "accumulator", desc.serializer(), &prev)?;
+            let r = resolve_restored(name, "accumulator", desc.serializer(), &prev)?;
             let meta = StateMetaInfo::new::<N>(
                 name,
                 StateKind::Aggregating,

@@ -17,7 +17,7 @@ use flowstate_core::descriptor::{
 use flowstate_core::format::put_vbytes;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{
-    MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout, resolve_value_serializer,
+    MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout,
 };
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo,
@@ -28,7 +28,7 @@ use flowstate_core::state::{
     InternalValueState, Namespace, StateKey, StateKind, StateValue,
 };
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer};
+use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer, resolve_restored};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
@@ -649,7 +649,7 @@ fn resolve<T: 'static>(
     old: Option<&StateMetaInfo>,
 ) -> StateResult<(Arc<dyn TypeSerializer<T>>, Option<Rewrite>)> {
     let prev = old.map_or_else(|| new.snapshot(), |m| m.value_serializer.clone());
-    let r = resolve_value_serializer(name, what, new, &prev)?;
+    let r = resolve_restored(name, what, new, &prev)?;
     let rewrite = r
         .migrated
         .then(|| rewrite_with(name, r.reader.clone(), r.serializer.clone()));

@@ -1,0 +1,795 @@
+//! Derives a [`Schema`] from a serde type by tracing its `Deserialize` implementation,
+//! and caches it per type (tracing runs once per process and type, never on the hot
+//! path).
+//!
+//! The tracer is a serde `Deserializer` that hands the type made-up values (zeros,
+//! empty strings, one element per sequence) and records what the type asks for. An
+//! enum is traced one variant per pass; passes repeat until every variant of every
+//! enum met anywhere has been seen. Recursion is cut where the type allows it: an
+//! option, sequence or map of a Rust type already being traced higher up is given as
+//! `None` or empty, and a recursive enum picks a variant not already on the path.
+//!
+//! Why not `serde-reflection` (evaluated first: it is the established tool for
+//! exactly this): once it knows a field's format it stops exploring inside options,
+//! sequences and maps, so an enum nested in them is traced with its first variant
+//! only, and its documented remedy is a separate `trace_simple_type::<E>()` for every
+//! enum type, which a state backend that only holds `T` cannot do. The tracer here
+//! follows the same principle, with the cut decided by the Rust type on the path
+//! instead of by what is already known.
+//!
+//! Types that cannot be traced are those that are not fixed-layout serde types:
+//! `deserialize_any` users (`#[serde(flatten)]`, untagged enums, `serde_json::Value`)
+//! and types whose `Deserialize` rejects the made-up values (`NonZeroU32`). They keep
+//! working; their states store no schema and restore as before (same type name and
+//! version, no evolution).
+
+use std::any::TypeId;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
+
+use super::{Field, SCHEMA_VERSION, Schema, SchemaError, Shape, TypeDef, Variant, VariantBody};
+
+/// A traced schema and its stored JSON, shared by every serializer of the type.
+#[derive(Debug)]
+pub struct Traced {
+    /// The schema.
+    pub schema: Schema,
+    /// [`Schema::to_json`] of it.
+    pub json: Vec<u8>,
+}
+
+type Cache = Mutex<HashMap<TypeId, Result<Arc<Traced>, SchemaError>>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The schema of `T` (traced on first use, then cached for the process).
+pub fn schema_of<T: DeserializeOwned + 'static>() -> Result<Arc<Traced>, SchemaError> {
+    let id = TypeId::of::<T>();
+    if let Some(r) = cache().lock().ok().and_then(|c| c.get(&id).cloned()) {
+        return r;
+    }
+    let traced = trace::<T>().map(|schema| {
+        Arc::new(Traced {
+            json: schema.to_json(),
+            schema,
+        })
+    });
+    if let Ok(mut c) = cache().lock() {
+        c.insert(id, traced.clone());
+    }
+    traced
+}
+
+/// Most passes (one enum variant each, at least) and deepest nesting tried.
+const MAX_PASSES: usize = 10_000;
+const MAX_DEPTH: usize = 128;
+
+/// Traces `T` (uncached).
+pub fn trace<T: DeserializeOwned>() -> Result<Schema, SchemaError> {
+    let fail = |reason: String| SchemaError::Untraceable {
+        type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
+        reason,
+    };
+    let mut t = Tracer::default();
+    let mut root = unknown();
+    for _ in 0..MAX_PASSES {
+        t.learned = false;
+        let mut shape = unknown();
+        T::deserialize(TraceDe {
+            t: &mut t,
+            out: &mut shape,
+        })
+        .map_err(|e| fail(e.0))?;
+        merge(&mut root, shape).map_err(fail)?;
+        if !t.learned
+            && t.enums
+                .values()
+                .all(|e| e.bodies.iter().all(Option::is_some))
+        {
+            return t.finish(root).map_err(fail);
+        }
+    }
+    Err(fail("too many enum variants to trace".into()))
+}
+
+/// A shape not traced yet (a cut option, sequence or map).
+fn unknown() -> Shape {
+    Shape::Named(String::new())
+}
+
+fn is_unknown(s: &Shape) -> bool {
+    matches!(s, Shape::Named(n) if n.is_empty())
+}
+
+/// Merges what one occurrence of a type taught into what is known.
+fn merge(into: &mut Shape, new: Shape) -> Result<(), String> {
+    if is_unknown(&new) {
+        return Ok(());
+    }
+    if is_unknown(into) {
+        *into = new;
+        return Ok(());
+    }
+    match (into, new) {
+        (Shape::Option(a), Shape::Option(b)) | (Shape::Seq(a), Shape::Seq(b)) => merge(a, *b),
+        (Shape::Map { key, value }, Shape::Map { key: k, value: v }) => {
+            merge(key, *k)?;
+            merge(value, *v)
+        }
+        (Shape::Tuple(a), Shape::Tuple(b)) if a.len() == b.len() => {
+            a.iter_mut().zip(b).try_for_each(|(x, y)| merge(x, y))
+        }
+        (a, b) if *a == b => Ok(()),
+        (a, b) => Err(format!(
+            "two different types are both named `{a}`/`{b}` (give one a #[serde(rename)])"
+        )),
+    }
+}
+
+fn merge_all(into: &mut [Shape], new: Vec<Shape>) -> Result<(), String> {
+    into.iter_mut().zip(new).try_for_each(|(x, y)| merge(x, y))
+}
+
+struct EnumProgress {
+    names: &'static [&'static str],
+    bodies: Vec<Option<VariantBody>>,
+}
+
+#[derive(Default)]
+struct Tracer {
+    types: BTreeMap<String, TypeDef>,
+    enums: BTreeMap<String, EnumProgress>,
+    /// Option/sequence/map types being traced on the current path (cut on re-entry).
+    open: HashSet<TypeId>,
+    /// Variants of each enum on the current path.
+    open_variants: HashMap<&'static str, Vec<usize>>,
+    depth: usize,
+    /// Whether this pass saw something new.
+    learned: bool,
+}
+
+impl Tracer {
+    fn record(&mut self, name: &str, def: TypeDef) -> Result<(), String> {
+        match self.types.get_mut(name) {
+            None => {
+                self.learned = true;
+                self.types.insert(name.to_string(), def);
+                Ok(())
+            }
+            Some(old) => {
+                let before = old.clone();
+                match (old, def) {
+                    (TypeDef::UnitStruct, TypeDef::UnitStruct) => {}
+                    (TypeDef::NewtypeStruct(a), TypeDef::NewtypeStruct(b)) => merge(a, b)?,
+                    (TypeDef::TupleStruct(a), TypeDef::TupleStruct(b)) if a.len() == b.len() => {
+                        merge_all(a, b)?
+                    }
+                    (TypeDef::Struct(a), TypeDef::Struct(b))
+                        if a.len() == b.len()
+                            && a.iter().zip(&b).all(|(x, y)| x.name == y.name) =>
+                    {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            merge(&mut x.shape, y.shape)?;
+                        }
+                    }
+                    _ => return Err(format!("two different types are both named `{name}`")),
+                }
+                if self.types.get(name) != Some(&before) {
+                    self.learned = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn record_variant(
+        &mut self,
+        enum_name: &str,
+        i: usize,
+        body: VariantBody,
+    ) -> Result<(), String> {
+        let Some(e) = self.enums.get_mut(enum_name) else {
+            return Err(format!("enum `{enum_name}` not registered"));
+        };
+        let Some(slot) = e.bodies.get_mut(i) else {
+            return Err(format!("variant {i} of `{enum_name}` out of range"));
+        };
+        let merged = match (slot.take(), body) {
+            (None, b) => {
+                self.learned = true;
+                b
+            }
+            (Some(a), b) => {
+                let before = a.clone();
+                let m = match (a, b) {
+                    (VariantBody::Unit, VariantBody::Unit) => VariantBody::Unit,
+                    (VariantBody::Newtype(mut x), VariantBody::Newtype(y)) => {
+                        merge(&mut x, y)?;
+                        VariantBody::Newtype(x)
+                    }
+                    (VariantBody::Tuple(mut x), VariantBody::Tuple(y)) if x.len() == y.len() => {
+                        merge_all(&mut x, y)?;
+                        VariantBody::Tuple(x)
+                    }
+                    (VariantBody::Struct(mut x), VariantBody::Struct(y)) if x.len() == y.len() => {
+                        for (f, g) in x.iter_mut().zip(y) {
+                            merge(&mut f.shape, g.shape)?;
+                        }
+                        VariantBody::Struct(x)
+                    }
+                    _ => return Err(format!("variant {i} of `{enum_name}` changes shape")),
+                };
+                if m != before {
+                    self.learned = true;
+                }
+                m
+            }
+        };
+        if let Some(slot) = self
+            .enums
+            .get_mut(enum_name)
+            .and_then(|e| e.bodies.get_mut(i))
+        {
+            *slot = Some(merged);
+        }
+        Ok(())
+    }
+
+    /// The variant to trace at this occurrence of `name`: the first one not traced
+    /// yet, else the first one; never one already on the path (recursion).
+    fn choose_variant(&self, name: &str) -> Option<usize> {
+        let e = self.enums.get(name)?;
+        let open = self.open_variants.get(name);
+        let free = |i: &usize| open.is_none_or(|o| !o.contains(i));
+        (0..e.names.len())
+            .filter(free)
+            .find(|&i| e.bodies[i].is_none())
+            .or_else(|| (0..e.names.len()).find(free))
+    }
+
+    fn finish(mut self, root: Shape) -> Result<Schema, String> {
+        for (name, e) in std::mem::take(&mut self.enums) {
+            let variants = e
+                .names
+                .iter()
+                .zip(e.bodies)
+                .enumerate()
+                .map(|(i, (n, b))| {
+                    Ok(Variant {
+                        index: u32::try_from(i).map_err(|_| "too many variants".to_string())?,
+                        name: (*n).to_string(),
+                        body: b.ok_or_else(|| format!("variant `{n}` of `{name}` not traced"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            self.types.insert(name, TypeDef::Enum(variants));
+        }
+        let schema = Schema {
+            v: SCHEMA_VERSION,
+            root,
+            types: self.types,
+        };
+        // Anything left unknown (a part only ever met cut) cannot be described.
+        Schema::from_json(&schema.to_json())
+            .map_err(|_| "part of the type could not be traced".to_string())
+    }
+}
+
+/// A tracing failure (serde's error type of the tracer).
+#[derive(Debug)]
+struct TraceError(String);
+
+impl std::fmt::Display for TraceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+impl de::Error for TraceError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        TraceError(format!("the type rejected a made-up value: {msg}"))
+    }
+}
+
+type TResult<T> = std::result::Result<T, TraceError>;
+
+fn err<T>(msg: impl Into<String>) -> TResult<T> {
+    Err(TraceError(msg.into()))
+}
+
+/// Traces one value; writes its shape to `out`.
+struct TraceDe<'t> {
+    t: &'t mut Tracer,
+    out: &'t mut Shape,
+}
+
+impl TraceDe<'_> {
+    fn leaf(self, shape: Shape) {
+        *self.out = shape;
+    }
+
+    /// Runs `f` one level deeper (bounded).
+    fn deeper<R>(t: &mut Tracer, f: impl FnOnce(&mut Tracer) -> TResult<R>) -> TResult<R> {
+        if t.depth >= MAX_DEPTH {
+            return err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        t.depth += 1;
+        let r = f(t);
+        t.depth -= 1;
+        r
+    }
+
+    /// Traces a container of `V::Value` unless the same Rust type is already open on
+    /// the path; `f` gets whether to explore.
+    fn guarded<'de, V: Visitor<'de>, R>(
+        t: &mut Tracer,
+        f: impl FnOnce(&mut Tracer, bool) -> TResult<R>,
+    ) -> TResult<R> {
+        let id = typeid::of::<V::Value>();
+        let explore = t.open.insert(id);
+        let r = Self::deeper(t, |t| f(t, explore));
+        if explore {
+            t.open.remove(&id);
+        }
+        r
+    }
+}
+
+/// Gives `shapes.len()` traced elements.
+struct Elements<'t> {
+    t: &'t mut Tracer,
+    shapes: &'t mut [Shape],
+    next: usize,
+}
+
+impl<'de> de::SeqAccess<'de> for Elements<'_> {
+    type Error = TraceError;
+
+    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> TResult<Option<S::Value>> {
+        let Some(out) = self.shapes.get_mut(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let t = &mut *self.t;
+        TraceDe::deeper(t, |t| seed.deserialize(TraceDe { t, out })).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.shapes.len() - self.next)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for Elements<'_> {
+    type Error = TraceError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> TResult<Option<K::Value>> {
+        de::SeqAccess::next_element_seed(self, seed)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> TResult<V::Value> {
+        match de::SeqAccess::next_element_seed(self, seed)? {
+            Some(v) => Ok(v),
+            None => err("map value without a key"),
+        }
+    }
+}
+
+struct EnumTrace<'t> {
+    t: &'t mut Tracer,
+    name: &'static str,
+    index: usize,
+}
+
+impl<'de, 't> de::EnumAccess<'de> for EnumTrace<'t> {
+    type Error = TraceError;
+    type Variant = EnumTrace<'t>;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> TResult<(V::Value, Self::Variant)> {
+        let names = self.t.enums.get(self.name).map(|e| e.names).unwrap_or(&[]);
+        let Some(variant) = names.get(self.index) else {
+            return err("variant out of range");
+        };
+        let key: de::value::StrDeserializer<'_, TraceError> = variant.into_deserializer();
+        Ok((seed.deserialize(key)?, self))
+    }
+}
+
+impl EnumTrace<'_> {
+    fn body(self, body: VariantBody) -> TResult<()> {
+        self.t
+            .record_variant(self.name, self.index, body)
+            .map_err(TraceError)
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for EnumTrace<'_> {
+    type Error = TraceError;
+
+    fn unit_variant(self) -> TResult<()> {
+        self.body(VariantBody::Unit)
+    }
+
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> TResult<S::Value> {
+        let mut shape = unknown();
+        let v = TraceDe::deeper(self.t, |t| seed.deserialize(TraceDe { t, out: &mut shape }))?;
+        self.body(VariantBody::Newtype(shape))?;
+        Ok(v)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> TResult<V::Value> {
+        let mut shapes = vec![unknown(); len];
+        let v = visitor.visit_seq(Elements {
+            t: &mut *self.t,
+            shapes: &mut shapes,
+            next: 0,
+        })?;
+        self.body(VariantBody::Tuple(shapes))?;
+        Ok(v)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> TResult<V::Value> {
+        let mut shapes = vec![unknown(); fields.len()];
+        let v = visitor.visit_seq(Elements {
+            t: &mut *self.t,
+            shapes: &mut shapes,
+            next: 0,
+        })?;
+        self.body(VariantBody::Struct(named(fields, shapes)))?;
+        Ok(v)
+    }
+}
+
+fn named(fields: &[&str], shapes: Vec<Shape>) -> Vec<Field> {
+    fields
+        .iter()
+        .zip(shapes)
+        .map(|(n, shape)| Field {
+            name: (*n).to_string(),
+            shape,
+        })
+        .collect()
+}
+
+macro_rules! leaf {
+    ($method:ident, $shape:expr, $visit:ident, $value:expr) => {
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> TResult<V::Value> {
+            self.leaf($shape);
+            visitor.$visit($value)
+        }
+    };
+}
+
+impl<'de> de::Deserializer<'de> for TraceDe<'_> {
+    type Error = TraceError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> TResult<V::Value> {
+        err(
+            "the type is not fixed-layout (it asks for any value: untagged, flatten or self-describing)",
+        )
+    }
+
+    leaf!(deserialize_bool, Shape::Bool, visit_bool, false);
+    leaf!(deserialize_i8, Shape::I8, visit_i8, 0);
+    leaf!(deserialize_i16, Shape::I16, visit_i16, 0);
+    leaf!(deserialize_i32, Shape::I32, visit_i32, 0);
+    leaf!(deserialize_i64, Shape::I64, visit_i64, 0);
+    leaf!(deserialize_i128, Shape::I128, visit_i128, 0);
+    leaf!(deserialize_u8, Shape::U8, visit_u8, 0);
+    leaf!(deserialize_u16, Shape::U16, visit_u16, 0);
+    leaf!(deserialize_u32, Shape::U32, visit_u32, 0);
+    leaf!(deserialize_u64, Shape::U64, visit_u64, 0);
+    leaf!(deserialize_u128, Shape::U128, visit_u128, 0);
+    leaf!(deserialize_f32, Shape::F32, visit_f32, 0.0);
+    leaf!(deserialize_f64, Shape::F64, visit_f64, 0.0);
+    leaf!(deserialize_char, Shape::Char, visit_char, 'a');
+    leaf!(deserialize_str, Shape::Str, visit_str, "");
+    leaf!(deserialize_string, Shape::Str, visit_str, "");
+    leaf!(deserialize_bytes, Shape::Bytes, visit_bytes, &[]);
+    leaf!(deserialize_byte_buf, Shape::Bytes, visit_bytes, &[]);
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> TResult<V::Value> {
+        self.leaf(Shape::Unit);
+        visitor.visit_unit()
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut inner = unknown();
+        let v = TraceDe::guarded::<V, _>(t, |t, explore| {
+            if explore {
+                visitor.visit_some(TraceDe { t, out: &mut inner })
+            } else {
+                visitor.visit_none()
+            }
+        })?;
+        *out = Shape::Option(Box::new(inner));
+        Ok(v)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> TResult<V::Value> {
+        self.t
+            .record(name, TypeDef::UnitStruct)
+            .map_err(TraceError)?;
+        *self.out = Shape::Named(name.to_string());
+        visitor.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut inner = unknown();
+        let v = TraceDe::deeper(t, |t| {
+            visitor.visit_newtype_struct(TraceDe { t, out: &mut inner })
+        })?;
+        t.record(name, TypeDef::NewtypeStruct(inner))
+            .map_err(TraceError)?;
+        *out = Shape::Named(name.to_string());
+        Ok(v)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut item = [unknown()];
+        let v = TraceDe::guarded::<V, _>(t, |t, explore| {
+            let n = usize::from(explore);
+            visitor.visit_seq(Elements {
+                t,
+                shapes: &mut item[..n],
+                next: 0,
+            })
+        })?;
+        let [item] = item;
+        *out = Shape::Seq(Box::new(item));
+        Ok(v)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut shapes = vec![unknown(); len];
+        let v = visitor.visit_seq(Elements {
+            t,
+            shapes: &mut shapes,
+            next: 0,
+        })?;
+        *out = Shape::Tuple(shapes);
+        Ok(v)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut shapes = vec![unknown(); len];
+        let v = visitor.visit_seq(Elements {
+            t: &mut *t,
+            shapes: &mut shapes,
+            next: 0,
+        })?;
+        t.record(name, TypeDef::TupleStruct(shapes))
+            .map_err(TraceError)?;
+        *out = Shape::Named(name.to_string());
+        Ok(v)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut kv = [unknown(), unknown()];
+        let v = TraceDe::guarded::<V, _>(t, |t, explore| {
+            let n = if explore { 2 } else { 0 };
+            visitor.visit_map(Elements {
+                t,
+                shapes: &mut kv[..n],
+                next: 0,
+            })
+        })?;
+        let [key, value] = kv;
+        *out = Shape::Map {
+            key: Box::new(key),
+            value: Box::new(value),
+        };
+        Ok(v)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        let mut shapes = vec![unknown(); fields.len()];
+        let v = visitor.visit_seq(Elements {
+            t: &mut *t,
+            shapes: &mut shapes,
+            next: 0,
+        })?;
+        t.record(name, TypeDef::Struct(named(fields, shapes)))
+            .map_err(TraceError)?;
+        *out = Shape::Named(name.to_string());
+        Ok(v)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> TResult<V::Value> {
+        let TraceDe { t, out } = self;
+        if variants.is_empty() {
+            return err(format!("enum `{name}` has no variants"));
+        }
+        match t.enums.get(name) {
+            Some(e) if e.names != variants => {
+                return err(format!("two different enums are both named `{name}`"));
+            }
+            Some(_) => {}
+            None => {
+                t.learned = true;
+                t.enums.insert(
+                    name.to_string(),
+                    EnumProgress {
+                        names: variants,
+                        bodies: vec![None; variants.len()],
+                    },
+                );
+            }
+        }
+        let Some(index) = t.choose_variant(name) else {
+            return err(format!("every variant of `{name}` recurses into itself"));
+        };
+        t.open_variants.entry(name).or_default().push(index);
+        let v = TraceDe::deeper(t, |t| visitor.visit_enum(EnumTrace { t, name, index }));
+        if let Some(open) = t.open_variants.get_mut(name) {
+            open.pop();
+        }
+        *out = Shape::Named(name.to_string());
+        v
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, _visitor: V) -> TResult<V::Value> {
+        err("an identifier outside an enum or struct")
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, _visitor: V) -> TResult<V::Value> {
+        err("the type skips values it does not know (not fixed-layout)")
+    }
+
+    fn is_human_readable(&self) -> bool {
+        // As postcard: types such as `IpAddr` choose their compact form.
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    enum Inner {
+        A,
+        B(u32),
+        C { x: String },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Outer {
+        id: u64,
+        tags: Vec<Option<Inner>>,
+        by_name: std::collections::BTreeMap<String, Inner>,
+        pair: (i32, [u8; 2]),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum Tree {
+        Node(Box<Tree>, Box<Tree>),
+        Leaf(u8),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Dir {
+        name: String,
+        children: Vec<Dir>,
+        parent: Option<Box<Dir>>,
+    }
+
+    #[test]
+    fn traces_nested_enums_completely() {
+        let s = trace::<Outer>().unwrap();
+        assert_eq!(s.root, Shape::Named("Outer".into()));
+        let Some(TypeDef::Enum(vs)) = s.def("Inner") else {
+            panic!("{s:?}")
+        };
+        let names: Vec<_> = vs.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C"]);
+        assert_eq!(
+            vs[2].body,
+            VariantBody::Struct(vec![Field {
+                name: "x".into(),
+                shape: Shape::Str
+            }])
+        );
+        let Some(TypeDef::Struct(fs)) = s.def("Outer") else {
+            panic!()
+        };
+        assert_eq!(fs[1].shape.to_string(), "Vec<Option<Inner>>");
+        assert_eq!(fs[2].shape.to_string(), "Map<String, Inner>");
+        assert_eq!(fs[3].shape.to_string(), "(i32, (u8, u8))");
+        // Stored JSON reads back to the same schema.
+        assert_eq!(Schema::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn traces_recursive_and_primitive_types() {
+        let t = trace::<Tree>().unwrap();
+        assert!(matches!(t.def("Tree"), Some(TypeDef::Enum(v)) if v.len() == 2));
+        let d = trace::<Dir>().unwrap();
+        let Some(TypeDef::Struct(fs)) = d.def("Dir") else {
+            panic!()
+        };
+        assert_eq!(fs[1].shape.to_string(), "Vec<Dir>");
+        assert_eq!(fs[2].shape.to_string(), "Option<Dir>");
+        assert_eq!(trace::<u64>().unwrap().root, Shape::U64);
+        assert_eq!(
+            trace::<std::collections::HashMap<String, Vec<f32>>>()
+                .unwrap()
+                .root
+                .to_string(),
+            "Map<String, Vec<f32>>"
+        );
+    }
+
+    #[test]
+    fn untraceable_types_are_errors_not_panics() {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        #[allow(dead_code)]
+        enum Loose {
+            A(u8),
+            B(String),
+        }
+        assert!(matches!(
+            trace::<std::num::NonZeroU32>(),
+            Err(SchemaError::Untraceable { .. })
+        ));
+        assert!(matches!(
+            trace::<Loose>(),
+            Err(SchemaError::Untraceable { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_stored_schemas_are_refused() {
+        for bad in [
+            &b"{"[..],
+            br#"{"v":1,"root":{"named":"X"},"types":{}}"#,
+            br#"{"v":99,"root":"u8","types":{}}"#,
+            br#"{"v":1,"root":{"named":"E"},"types":{"E":{"enum":[{"index":0,"name":"a","body":"unit"},{"index":0,"name":"b","body":"unit"}]}}}"#,
+        ] {
+            assert!(Schema::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

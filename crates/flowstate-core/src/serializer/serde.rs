@@ -1,0 +1,383 @@
+//! The default serializer: postcard over serde, with the type's schema stored beside
+//! the bytes so that restored bytes of an older shape of the type can be migrated.
+//!
+//! Hot path: `serialize_into`/`deserialize` are postcard and nothing else; the schema
+//! is traced once per type and process, only when a snapshot is written or restored.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Compatibility, Incompatibility, SerializerSnapshot, TypeSerializer};
+use crate::error::SerializationError;
+use crate::schema::trace::{Traced, schema_of};
+use crate::schema::{Schema, SchemaError, evolve, first_difference};
+
+/// Identity of [`SerdeSerializer`] snapshots.
+pub const SERDE_POSTCARD_IDENTITY: &str = "flowstate.serde-postcard";
+/// Version 1: type name and schema version. Version 2 adds the traced schema.
+const SERDE_POSTCARD_VERSION: u32 = 2;
+
+/// The default serializer: postcard over serde.
+///
+/// Its snapshot records a type name (by default `std::any::type_name::<T>()` with
+/// module paths stripped, e.g. `Vec<String>`; give an explicit one with
+/// [`SerdeSerializer::named`]), a schema version, and the type's traced
+/// [`Schema`]. On restore:
+/// - the same layout (equal schemas up to type names) reads as is;
+/// - another layout the type can read under the evolution rules migrates
+///   ([`crate::schema::evolve`]): every restored value is read through the stored
+///   schema and written again in the new one;
+/// - anything else is incompatible, naming the field path and the change;
+/// - another schema version (set with [`SerdeSerializer::named`]) is a declared change
+///   of meaning and is incompatible: use a serializer that migrates by hand;
+/// - without a stored schema (snapshots before version 2, or types that cannot be
+///   traced) the type names must match and the bytes are read as they are.
+pub struct SerdeSerializer<T> {
+    type_name: Cow<'static, str>,
+    schema_version: u32,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SerdeSerializer<T> {
+    fn clone(&self) -> Self {
+        SerdeSerializer {
+            type_name: self.type_name.clone(),
+            schema_version: self.schema_version,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SerdeSerializer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SerdeSerializer<{}>(v{})",
+            self.type_name, self.schema_version
+        )
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Default for SerdeSerializer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> SerdeSerializer<T> {
+    /// A serializer named after `T`'s Rust type name, schema version 1.
+    pub fn new() -> Self {
+        SerdeSerializer {
+            type_name: Cow::Owned(short_type_name(std::any::type_name::<T>())),
+            schema_version: 1,
+            _marker: PhantomData,
+        }
+    }
+
+    /// A serializer with a stable, user-chosen type name and schema version.
+    pub fn named(type_name: impl Into<String>, schema_version: u32) -> Self {
+        SerdeSerializer {
+            type_name: Cow::Owned(type_name.into()),
+            schema_version,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Shared handle, as descriptors hold serializers.
+    pub fn arc() -> Arc<dyn TypeSerializer<T>> {
+        Arc::new(Self::new())
+    }
+
+    /// `T`'s schema (traced once per process), or why it has none.
+    pub fn schema(&self) -> Result<Arc<Traced>, SchemaError> {
+        schema_of::<T>()
+    }
+}
+
+/// What a [`SerdeSerializer`] snapshot's schema bytes hold.
+struct Stored<'a> {
+    type_name: &'a str,
+    schema_version: u32,
+    /// The traced schema's JSON; empty when none was stored.
+    schema: &'a [u8],
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+/// Layout: `u32 name length | name | u32 schema version` (version 1), then
+/// `u32 schema length | schema JSON` (version 2; length 0 when untraceable).
+fn parse_stored(version: u32, b: &[u8]) -> Option<Stored<'_>> {
+    let len = u32_at(b, 0)? as usize;
+    let name_end = 4usize.checked_add(len)?;
+    let type_name = std::str::from_utf8(b.get(4..name_end)?).ok()?;
+    let schema_version = u32_at(b, name_end)?;
+    let rest = b.get(name_end + 4..)?;
+    let schema = if version == 1 {
+        if !rest.is_empty() {
+            return None;
+        }
+        &[][..]
+    } else {
+        let n = u32_at(rest, 0)? as usize;
+        let json = rest.get(4..4usize.checked_add(n)?)?;
+        if rest.len() != 4 + n {
+            return None;
+        }
+        json
+    };
+    Some(Stored {
+        type_name,
+        schema_version,
+        schema,
+    })
+}
+
+/// `std::any::type_name` without module paths: `alloc::vec::Vec<alloc::string::String>`
+/// becomes `Vec<String>`. The full form is not stable across compiler versions.
+pub fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut ident_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(ident_start);
+        } else {
+            out.push(c);
+            if !(c.is_alphanumeric() || c == '_') {
+                ident_start = out.len();
+            }
+        }
+    }
+    out
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> SerdeSerializer<T> {
+    /// The stored schema of `previous`, checked against this serializer's identity,
+    /// version and schema version.
+    fn stored<'p>(&self, previous: &'p SerializerSnapshot) -> Result<Stored<'p>, Incompatibility> {
+        if previous.identity != SERDE_POSTCARD_IDENTITY {
+            return Err(format!(
+                "stored by serializer `{}`, now `{SERDE_POSTCARD_IDENTITY}`",
+                previous.identity
+            )
+            .into());
+        }
+        if previous.version == 0 || previous.version > SERDE_POSTCARD_VERSION {
+            return Err(format!(
+                "stored by {SERDE_POSTCARD_IDENTITY} version {}, this build knows up to {SERDE_POSTCARD_VERSION}",
+                previous.version
+            )
+            .into());
+        }
+        let stored = parse_stored(previous.version, &previous.schema)
+            .ok_or_else(|| Incompatibility::from("stored serializer schema is malformed"))?;
+        if stored.schema_version != self.schema_version {
+            return Err(format!(
+                "type `{}` changed from schema version {} to {}; \
+                 use a serializer that migrates from version {}",
+                stored.type_name, stored.schema_version, self.schema_version, stored.schema_version
+            )
+            .into());
+        }
+        Ok(stored)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSerializer<T> {
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), SerializationError> {
+        let buf = std::mem::take(out);
+        *out = postcard::to_extend(value, buf).map_err(SerializationError::new)?;
+        Ok(())
+    }
+
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, SerializationError> {
+        let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| {
+            SerializationError::new(format!("cannot decode {}: {e}", self.type_name))
+        })?;
+        if !rest.is_empty() {
+            return Err(SerializationError::new(format!(
+                "cannot decode {}: {} trailing bytes",
+                self.type_name,
+                rest.len()
+            )));
+        }
+        Ok(value)
+    }
+
+    fn snapshot(&self) -> SerializerSnapshot {
+        let json = self.schema().ok();
+        let json: &[u8] = json.as_ref().map_or(&[], |t| &t.json);
+        let mut out = Vec::with_capacity(self.type_name.len() + json.len() + 12);
+        out.extend_from_slice(&(self.type_name.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.type_name.as_bytes());
+        out.extend_from_slice(&self.schema_version.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json);
+        SerializerSnapshot {
+            identity: SERDE_POSTCARD_IDENTITY.to_string(),
+            version: SERDE_POSTCARD_VERSION,
+            schema: out,
+        }
+    }
+
+    fn resolve_compatibility(&self, previous: &SerializerSnapshot) -> Compatibility<T> {
+        let stored = match self.stored(previous) {
+            Ok(s) => s,
+            Err(i) => return Compatibility::Incompatible(i),
+        };
+        let current = self.schema().ok();
+        let (false, Some(current)) = (stored.schema.is_empty(), current) else {
+            // No schema on one side: only the names can be compared.
+            if stored.type_name != self.type_name {
+                return Compatibility::Incompatible(
+                    format!(
+                        "stored type `{}` differs from `{}` and no schema was stored to compare \
+                         them (if the type was only renamed or moved, name it stably with \
+                         SerdeSerializer::named)",
+                        stored.type_name, self.type_name
+                    )
+                    .into(),
+                );
+            }
+            return Compatibility::CompatibleAsIs;
+        };
+        let old = match Schema::from_json(stored.schema) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Compatibility::Incompatible(e.to_string().into()),
+        };
+        if old.same_layout(&current.schema) {
+            return Compatibility::CompatibleAsIs;
+        }
+        match evolve::check::<T>(&old) {
+            Ok(()) => Compatibility::CompatibleAfterMigration(Arc::new(move |b: &[u8]| {
+                crate::schema::de::from_bytes::<T>(&old, b).map_err(SerializationError::new)
+            })),
+            Err(e) => Compatibility::Incompatible(Incompatibility {
+                path: Some(e.path().to_string()),
+                change: e.message,
+            }),
+        }
+    }
+
+    fn layout_change(&self, previous: &SerializerSnapshot) -> Option<Incompatibility> {
+        let stored = self.stored(previous).ok()?;
+        let old = Schema::from_json(stored.schema).ok()?;
+        let current = self.schema().ok()?;
+        first_difference(&old, &current.schema).map(|(path, change)| Incompatibility {
+            path: Some(path.trim_start_matches('.').to_string()),
+            change,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn short_type_names() {
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(
+            short_type_name("(alloc::string::String, u32)"),
+            "(String, u32)"
+        );
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<my::mod::Event<core::option::Option<u8>>>"),
+            "Vec<Event<Option<u8>>>"
+        );
+        assert_eq!(short_type_name("[u8; 4]"), "[u8; 4]");
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_garbage() {
+        let s = SerdeSerializer::<u32>::new();
+        assert!(s.deserialize(&[1, 2]).is_err());
+        assert!(
+            s.deserialize(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
+        assert!(
+            SerdeSerializer::<String>::new()
+                .deserialize(&[5, b'a'])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn compatibility_outcomes_of_serde_serializer() {
+        let v1 = SerdeSerializer::<u64>::named("Counter", 1);
+        let v2 = SerdeSerializer::<u64>::named("Counter", 2);
+        let other = SerdeSerializer::<u64>::named("Other", 1);
+        assert!(matches!(
+            v1.resolve_compatibility(&v1.snapshot()),
+            Compatibility::CompatibleAsIs
+        ));
+        assert!(matches!(
+            v2.resolve_compatibility(&v1.snapshot()),
+            Compatibility::Incompatible(_)
+        ));
+        // Only the name differs and the schemas are equal: the same bytes.
+        assert!(matches!(
+            other.resolve_compatibility(&v1.snapshot()),
+            Compatibility::CompatibleAsIs
+        ));
+        // A version-1 snapshot (no schema): names decide.
+        let legacy = |name: &str| {
+            let mut schema = (name.len() as u32).to_le_bytes().to_vec();
+            schema.extend_from_slice(name.as_bytes());
+            schema.extend_from_slice(&1u32.to_le_bytes());
+            SerializerSnapshot {
+                identity: SERDE_POSTCARD_IDENTITY.into(),
+                version: 1,
+                schema,
+            }
+        };
+        assert!(matches!(
+            v1.resolve_compatibility(&legacy("Counter")),
+            Compatibility::CompatibleAsIs
+        ));
+        assert!(matches!(
+            other.resolve_compatibility(&legacy("Counter")),
+            Compatibility::Incompatible(_)
+        ));
+        // A changed layout the rules allow migrates; one they do not is refused.
+        let wide = SerdeSerializer::<u64>::new();
+        let narrow = SerdeSerializer::<u32>::new();
+        assert!(matches!(
+            wide.resolve_compatibility(&narrow.snapshot()),
+            Compatibility::CompatibleAfterMigration(_)
+        ));
+        assert!(matches!(
+            narrow.resolve_compatibility(&wide.snapshot()),
+            Compatibility::Incompatible(Incompatibility { path: Some(p), .. }) if p.is_empty()
+        ));
+        let foreign = SerializerSnapshot {
+            identity: "x".into(),
+            version: 1,
+            schema: vec![],
+        };
+        assert!(matches!(
+            v1.resolve_compatibility(&foreign),
+            Compatibility::Incompatible(_)
+        ));
+        let malformed = SerializerSnapshot {
+            schema: vec![9, 9],
+            ..v1.snapshot()
+        };
+        assert!(matches!(
+            v1.resolve_compatibility(&malformed),
+            Compatibility::Incompatible(_)
+        ));
+    }
+}
