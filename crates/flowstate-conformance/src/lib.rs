@@ -5,16 +5,21 @@
 //! behaviour, not code paths: every state kind against an in-memory model over random
 //! operation sequences (with snapshot/restore round trips in the middle), rescaling
 //! across parallelisms with every key accounted for, snapshot isolation from later
-//! writes, corruption detection, serializer compatibility on restore, bad input, and state TTL.
+//! writes, corruption detection, serializer compatibility and schema evolution on restore, bad input, and state TTL.
 //!
 //! It is test support: a failed expectation panics with a message, as a test would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod evolution;
 mod model;
 mod scenarios;
 pub mod serializers;
 mod ttl;
 
+pub use evolution::{
+    Evolution, evolves, reads_golden_evolution_savepoint, schema_evolution_matrix,
+    schema_evolution_refusals,
+};
 pub use model::{
     aggregating_state_matches_model, list_state_matches_model, map_state_matches_model,
     reducing_state_matches_model, value_state_matches_model,
@@ -75,6 +80,9 @@ macro_rules! conformance_suite {
             ttl_per_element_expiry,
             ttl_full_snapshot_cleanup,
             ttl_restore_toggled_and_changed,
+            schema_evolution_matrix,
+            schema_evolution_refusals,
+            reads_golden_evolution_savepoint,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -17,6 +17,7 @@
 
 pub mod de;
 pub mod evolve;
+mod names;
 pub mod trace;
 
 use std::collections::{BTreeMap, HashSet};

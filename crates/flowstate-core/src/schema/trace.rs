@@ -27,7 +27,10 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::Serialize;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
+
+use super::names::Names;
 
 use super::{Field, SCHEMA_VERSION, Schema, SchemaError, Shape, TypeDef, Variant, VariantBody};
 
@@ -48,7 +51,7 @@ fn cache() -> &'static Cache {
 }
 
 /// The schema of `T` (traced on first use, then cached for the process).
-pub fn schema_of<T: DeserializeOwned + 'static>() -> Result<Arc<Traced>, SchemaError> {
+pub fn schema_of<T: Serialize + DeserializeOwned + 'static>() -> Result<Arc<Traced>, SchemaError> {
     let id = TypeId::of::<T>();
     if let Some(r) = cache().lock().ok().and_then(|c| c.get(&id).cloned()) {
         return r;
@@ -70,7 +73,7 @@ const MAX_PASSES: usize = 10_000;
 const MAX_DEPTH: usize = 128;
 
 /// Traces `T` (uncached).
-pub fn trace<T: DeserializeOwned>() -> Result<Schema, SchemaError> {
+pub fn trace<T: Serialize + DeserializeOwned>() -> Result<Schema, SchemaError> {
     let fail = |reason: String| SchemaError::Untraceable {
         type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
         reason,
@@ -80,11 +83,12 @@ pub fn trace<T: DeserializeOwned>() -> Result<Schema, SchemaError> {
     for _ in 0..MAX_PASSES {
         t.learned = false;
         let mut shape = unknown();
-        T::deserialize(TraceDe {
+        let sample = T::deserialize(TraceDe {
             t: &mut t,
             out: &mut shape,
         })
         .map_err(|e| fail(e.0))?;
+        t.names.record(&sample).map_err(fail)?;
         merge(&mut root, shape).map_err(fail)?;
         if !t.learned
             && t.enums
@@ -136,6 +140,8 @@ fn merge_all(into: &mut [Shape], new: Vec<Shape>) -> Result<(), String> {
 }
 
 struct EnumProgress {
+    /// The enum's name as serde gives it (the key of its recorded variant names).
+    names_key: &'static str,
     names: &'static [&'static str],
     bodies: Vec<Option<VariantBody>>,
 }
@@ -149,6 +155,8 @@ struct Tracer {
     /// Variants of each enum on the current path.
     open_variants: HashMap<&'static str, Vec<usize>>,
     depth: usize,
+    /// Field names, from serializing the samples.
+    names: Names,
     /// Whether this pass saw something new.
     learned: bool,
 }
@@ -253,6 +261,19 @@ impl Tracer {
     }
 
     fn finish(mut self, root: Shape) -> Result<Schema, String> {
+        for (name, def) in &mut self.types {
+            if let TypeDef::Struct(fields) = def {
+                name_fields(fields, self.names.structs.get(name.as_str()), name)?;
+            }
+        }
+        for (name, e) in &mut self.enums {
+            for (i, b) in e.bodies.iter_mut().enumerate() {
+                if let Some(VariantBody::Struct(fields)) = b {
+                    let key = (e.names_key, i as u32);
+                    name_fields(fields, self.names.variants.get(&key), name)?;
+                }
+            }
+        }
         for (name, e) in std::mem::take(&mut self.enums) {
             let variants = e
                 .names
@@ -450,15 +471,47 @@ impl<'de> de::VariantAccess<'de> for EnumTrace<'_> {
     }
 }
 
-fn named(fields: &[&str], shapes: Vec<Shape>) -> Vec<Field> {
-    fields
-        .iter()
-        .zip(shapes)
-        .map(|(n, shape)| Field {
-            name: (*n).to_string(),
+/// Fields of the shapes a struct's `Deserialize` read, in order. `FIELDS` lists every
+/// accepted name (aliases too), so it names the fields only when it is as long as
+/// what was read; otherwise names come from serializing the sample ([`name_fields`]).
+fn named(fields: &[&str], mut shapes: Vec<Shape>) -> Vec<Field> {
+    let read = shapes.iter().take_while(|s| !is_unknown(s)).count();
+    shapes.truncate(read);
+    let exact = fields.len() == read;
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, shape)| Field {
+            name: if exact {
+                fields[i].to_string()
+            } else {
+                String::new()
+            },
             shape,
         })
         .collect()
+}
+
+/// Gives `fields` the names serialization used, when it recorded them.
+fn name_fields(
+    fields: &mut [Field],
+    recorded: Option<&Vec<&'static str>>,
+    container: &str,
+) -> Result<(), String> {
+    match recorded {
+        Some(names) if names.len() == fields.len() => {
+            for (f, n) in fields.iter_mut().zip(names) {
+                f.name = (*n).to_string();
+            }
+        }
+        _ if fields.iter().all(|f| !f.name.is_empty()) => {}
+        _ => {
+            return Err(format!(
+                "the field names of `{container}` could not be told apart from its aliases"
+            ));
+        }
+    }
+    Ok(())
 }
 
 macro_rules! leaf {
@@ -650,6 +703,7 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_> {
                 t.enums.insert(
                     name.to_string(),
                     EnumProgress {
+                        names_key: name,
                         names: variants,
                         bodies: vec![None; variants.len()],
                     },
@@ -743,6 +797,40 @@ mod tests {
     }
 
     #[test]
+    fn aliases_do_not_become_fields() {
+        #[derive(Serialize, Deserialize)]
+        struct Renamed {
+            #[serde(alias = "zzz", alias = "aaa")]
+            total: u32,
+            label: String,
+        }
+        #[derive(Serialize, Deserialize)]
+        enum E {
+            S {
+                #[serde(alias = "old")]
+                new: u8,
+            },
+        }
+        let s = trace::<Renamed>().unwrap();
+        let Some(TypeDef::Struct(fs)) = s.def("Renamed") else {
+            panic!("{s:?}")
+        };
+        let names: Vec<_> = fs.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["total", "label"]);
+        let e = trace::<E>().unwrap();
+        let Some(TypeDef::Enum(vs)) = e.def("E") else {
+            panic!()
+        };
+        assert_eq!(
+            vs[0].body,
+            VariantBody::Struct(vec![Field {
+                name: "new".into(),
+                shape: Shape::U8
+            }])
+        );
+    }
+
+    #[test]
     fn traces_recursive_and_primitive_types() {
         let t = trace::<Tree>().unwrap();
         assert!(matches!(t.def("Tree"), Some(TypeDef::Enum(v)) if v.len() == 2));
@@ -764,7 +852,7 @@ mod tests {
 
     #[test]
     fn untraceable_types_are_errors_not_panics() {
-        #[derive(Deserialize)]
+        #[derive(Serialize, Deserialize)]
         #[serde(untagged)]
         #[allow(dead_code)]
         enum Loose {
