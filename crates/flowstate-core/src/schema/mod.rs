@@ -17,7 +17,6 @@
 
 pub mod de;
 pub mod evolve;
-mod names;
 pub mod trace;
 
 use std::collections::{BTreeMap, HashSet};
