@@ -238,3 +238,52 @@ pub fn checkpoint_metadata(data: &[u8]) {
         let _ = m.check_files(&storage);
     }
 }
+
+/// A type the stored schemas are read into (evolution check and decoding).
+#[derive(serde::Deserialize, Debug)]
+#[allow(dead_code)]
+pub struct Probe {
+    id: u64,
+    #[serde(alias = "user")]
+    name: Option<String>,
+    #[serde(default)]
+    tags: Vec<(u8, i64)>,
+    status: ProbeStatus,
+    #[serde(default)]
+    nested: Option<Box<Probe>>,
+}
+
+/// Variants of [`Probe`]'s enum.
+#[derive(serde::Deserialize, Debug)]
+#[allow(dead_code)]
+pub enum ProbeStatus {
+    /// A unit variant.
+    Open,
+    /// A struct variant.
+    Done {
+        /// A widened number.
+        at: u64,
+    },
+    /// A newtype variant.
+    Note(String),
+}
+
+/// A stored state schema (`u16` little-endian length, that many bytes of schema JSON)
+/// and a stored value (the rest): checked, skipped, read as JSON, evolved into
+/// [`Probe`] and decoded as it. Anything may fail; nothing may panic.
+pub fn state_schema(data: &[u8]) {
+    use flowstate_core::schema::{Schema, de, evolve};
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let len = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+    let (json, bytes) = rest.split_at(len);
+    let Ok(schema) = Schema::from_json(json) else {
+        return;
+    };
+    let _ = de::from_bytes::<serde::de::IgnoredAny>(&schema, bytes);
+    let _ = de::from_bytes::<serde_json::Value>(&schema, bytes);
+    let _ = evolve::check::<Probe>(&schema);
+    let _ = de::from_bytes::<Probe>(&schema, bytes);
+    let _ = flowstate_core::schema::first_difference(&schema, &schema);
+}

@@ -11,11 +11,15 @@
 //! `--iterations` runs with min and max; inputs are deterministic. `--json` prints one
 //! JSON object per figure.
 //!
+//! `migrate` measures schema migration at restore (`migrate.rs`): values/s of a
+//! restore that migrates every value of an evolved type, beside one that reads as is.
+//!
 //! ```text
 //! cargo run --release -p flowstate-bench -- state --backend heap
 //! cargo run --release -p flowstate-bench -- snapshot --backend heap --keys 1000000
 //! ```
 
+mod migrate;
 mod state;
 
 use std::time::{Duration, Instant};
@@ -69,6 +73,17 @@ enum Command {
         /// to the run without.
         #[arg(long)]
         ttl: bool,
+    },
+    /// Schema migration at restore: values/s migrating an evolved type vs as is.
+    Migrate {
+        #[arg(long, value_enum, default_value = "heap")]
+        backend: Backend,
+        /// Number of values (one key each).
+        #[arg(long, default_value_t = 1_000_000)]
+        values: u64,
+        /// Timed restores per figure (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
     },
     /// Checkpoint, savepoint, restore and read-back figures for a ValueState<u64>.
     Snapshot {
@@ -478,6 +493,37 @@ fn main() -> Result<()> {
                 )?,
             };
             print_state(&results, backend, iterations, json);
+            Ok(())
+        }
+        Command::Migrate {
+            backend,
+            values,
+            iterations,
+        } => {
+            if values == 0 || iterations == 0 {
+                bail!("--values and --iterations must be positive");
+            }
+            let local = tempfile::tempdir()?;
+            let rocks = |mode| RocksDbOptions::new(local.path()).with_snapshot_mode(mode);
+            let (migrate, as_is) = match backend {
+                Backend::Heap => migrate::migrate_bench(&HeapBackendFactory, values, iterations),
+                Backend::Rocksdb => {
+                    migrate::migrate_bench(&rocks(SnapshotMode::NativeFull), values, iterations)
+                }
+                Backend::RocksdbIncremental => {
+                    migrate::migrate_bench(&rocks(SnapshotMode::Incremental), values, iterations)
+                }
+            }
+            .context("migrate benchmark")?;
+            let name = format!("{backend:?}").to_lowercase();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "suite": "migrate", "backend": name, "values": values, "iterations": iterations,
+                    "migrate_values_per_sec": migrate, "as_is_values_per_sec": as_is,
+                    "ratio": migrate / as_is,
+                })
+            );
             Ok(())
         }
         Command::Snapshot {

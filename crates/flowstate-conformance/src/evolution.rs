@@ -344,7 +344,7 @@ pub mod types {
             by_name: (0..i % 3)
                 .map(|j| (format!("k{j}"), inner1(i * j)))
                 .collect(),
-            maybe: (i % 2 == 0).then(|| inner1(i + 9)),
+            maybe: i.is_multiple_of(2).then(|| inner1(i + 9)),
             dropped: (i as u8, "x".into()),
         }
     }
@@ -398,7 +398,7 @@ evolution!(
 evolution!(
     /// Fields reordered.
     ReorderFields, Order1, Order2,
-    |i| Order1 { a: i as u32, b: format!("b{i}"), c: i % 2 == 0 },
+    |i| Order1 { a: i as u32, b: format!("b{i}"), c: i.is_multiple_of(2) },
     |o| Order2 { c: o.c, b: o.b.clone(), a: o.a }
 );
 evolution!(
@@ -552,7 +552,7 @@ pub fn schema_evolution_refusals<F: BackendFactory>(factory: &F) {
     for k in 0..KEYS {
         a.set_current_key(k).unwrap();
         narrow.update(k << 40).unwrap();
-        opt.update((k % 2 == 0).then_some(k as u32)).unwrap();
+        opt.update(k.is_multiple_of(2).then_some(k as u32)).unwrap();
         rec.update(s1(k)).unwrap();
         var.update(AddVariant::old(k)).unwrap();
         map.put(k as u32, 1).unwrap();
@@ -615,7 +615,10 @@ pub fn schema_evolution_refusals<F: BackendFactory>(factory: &F) {
     for k in 0..KEYS {
         b.set_current_key(k).unwrap();
         assert_eq!(narrow.value().unwrap(), Some(k << 40));
-        assert_eq!(opt.value().unwrap(), Some((k % 2 == 0).then_some(k as u32)));
+        assert_eq!(
+            opt.value().unwrap(),
+            Some(k.is_multiple_of(2).then_some(k as u32))
+        );
         assert_eq!(rec.value().unwrap(), Some(s1(k)));
         assert_eq!(var.value().unwrap(), Some(AddVariant::old(k)));
         assert_eq!(map.get(&(k as u32)).unwrap(), Some(1));

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -110,6 +110,9 @@ pub struct RocksDbKeyedStateBackend<K> {
     states: RefCell<BTreeMap<String, Registered>>,
     /// States present in the database (restored) but not registered yet.
     restored: RefCell<BTreeMap<String, StateMetaInfo>>,
+    /// States whose migration failed part-way: their local values are mixed, so they
+    /// can be neither used nor snapshotted (the job must restore again).
+    half_migrated: RefCell<BTreeSet<String>>,
     tracker: Arc<Mutex<Tracker>>,
     session: String,
 }
@@ -168,6 +171,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             }),
             states: RefCell::new(BTreeMap::new()),
             restored: RefCell::new(BTreeMap::new()),
+            half_migrated: RefCell::new(BTreeSet::new()),
             tracker: Arc::new(Mutex::new(Tracker::default())),
             session: unique_id(),
         }
@@ -507,6 +511,20 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(n)
     }
 
+    /// Fails once a migration stopped part-way (see `half_migrated`).
+    fn check_not_half_migrated(&self) -> StateResult<()> {
+        match self.half_migrated.borrow().iter().next() {
+            Some(name) => Err(StateError::Backend {
+                op: "use restored state",
+                message: format!(
+                    "the migration of state `{name}` failed part-way; its local copy is mixed, \
+                     so this backend must be restored again"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Rewrites every stored value of a restored state into the new serializer's format.
     fn migrate(&self, name: &str, kind: StateKind, rewrite: &Rewrite) -> StateResult<()> {
         let db = self.db();
@@ -526,6 +544,14 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     rewrite(v)?
                 };
                 batch.put_cf(&cf, k, new);
+                // Bounded memory: the iterator reads from its own implicit snapshot,
+                // so writing back while iterating is safe. A failure part-way leaves
+                // the local working copy half-migrated (never the checkpoint): the
+                // backend then refuses the state and snapshots (`half_migrated`).
+                if batch.size_in_bytes() >= MIGRATION_BATCH_BYTES {
+                    db.write_opt(std::mem::take(&mut batch), &self.shared.write_options)
+                        .map_err(rerr("write migrated values"))?;
+                }
             }
             it.next();
         }
@@ -562,14 +588,18 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     detail: "registered with other namespace or value types".into(),
                 });
         }
+        self.check_not_half_migrated()?;
         let restored = self.restored.borrow().get(name).cloned();
         if let Some(m) = &restored {
             m.check_restorable_as::<N>(kind)?;
         }
         let (extra, meta, rewrite) = resolve(restored.as_ref())?;
         if restored.is_some() {
-            if let Some(rw) = &rewrite {
-                self.migrate(name, kind, rw)?;
+            if let Some(rw) = &rewrite
+                && let Err(e) = self.migrate(name, kind, rw)
+            {
+                self.half_migrated.borrow_mut().insert(name.to_string());
+                return Err(e);
             }
         } else if self.db().cf_handle(name).is_none() {
             flowstate_core::snapshot::check_state_name(name).map_err(|message| {
@@ -625,6 +655,9 @@ fn download(
     }
     Ok(())
 }
+
+/// Bytes of migrated values written to RocksDB at once.
+const MIGRATION_BATCH_BYTES: usize = 8 << 20;
 
 fn rewrite_with<T: 'static>(
     state: &str,
@@ -884,6 +917,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn snapshot(&self, checkpoint_id: u64) -> StateResult<RocksDbSnapshot> {
+        self.check_not_half_migrated()?;
         let mode = self.settings.options.snapshot_mode;
         if mode == SnapshotMode::Canonical {
             return self.savepoint().map(RocksDbSnapshot::Canonical);
@@ -910,6 +944,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn savepoint(&self) -> StateResult<KeyedSnapshot> {
+        self.check_not_half_migrated()?;
         let source = Arc::new(self.checkpoint()?);
         let writers: Vec<Box<dyn KeyedStateWriter>> = self
             .all_metas()

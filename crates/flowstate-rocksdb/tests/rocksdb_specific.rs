@@ -402,3 +402,107 @@ fn manifest_dir() -> std::path::PathBuf {
         std::path::PathBuf::from,
     )
 }
+
+/// A value serializer whose migration reader fails on its `fail_at`-th value, as
+/// corrupt stored bytes would after the compatibility check passed.
+struct FailsMidway {
+    fail_at: usize,
+}
+
+impl flowstate_core::serializer::TypeSerializer<u64> for FailsMidway {
+    fn serialize_into(
+        &self,
+        value: &u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), flowstate_core::error::SerializationError> {
+        out.extend_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<u64, flowstate_core::error::SerializationError> {
+        flowstate_conformance::serializers::CounterV2.deserialize(bytes)
+    }
+    fn snapshot(&self) -> flowstate_core::serializer::SerializerSnapshot {
+        flowstate_conformance::serializers::CounterV2.snapshot()
+    }
+    fn resolve_compatibility(
+        &self,
+        _previous: &flowstate_core::serializer::SerializerSnapshot,
+    ) -> flowstate_core::serializer::Compatibility<u64> {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let fail_at = self.fail_at;
+        flowstate_core::serializer::Compatibility::CompatibleAfterMigration(std::sync::Arc::new(
+            move |b: &[u8]| {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == fail_at {
+                    return Err(flowstate_core::error::SerializationError::new(
+                        "damaged value",
+                    ));
+                }
+                flowstate_conformance::serializers::CounterV1.deserialize(b)
+            },
+        ))
+    }
+}
+
+/// A migration that fails after part of it was written (migrated values go to
+/// RocksDB in bounded batches) leaves a mixed local copy: the backend refuses the
+/// state under any serializer and refuses to snapshot, instead of serving or
+/// checkpointing mixed bytes. The checkpoint itself is untouched and restores again.
+#[test]
+fn a_migration_failing_part_way_poisons_the_backend_not_the_checkpoint() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, storage) = temp_storage();
+    let opts = RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental);
+    let v1 = || {
+        ValueStateDescriptor::with_serializer(
+            "counter",
+            Arc::new(flowstate_conformance::serializers::CounterV1),
+        )
+    };
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts.clone()).unwrap();
+    let s = b.value_state::<VoidNamespace, u64>(&v1()).unwrap();
+    let keys = 600_000u64;
+    for k in 0..keys {
+        b.set_current_key(k).unwrap();
+        s.update(k).unwrap();
+    }
+    let h = snapshot_to(&b, &storage, "chk-1/keyed-0");
+    drop(b);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let opts2 = RocksDbOptions::new(dir2.path()).with_snapshot_mode(SnapshotMode::Incremental);
+    let r = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        opts2,
+        &storage,
+        std::slice::from_ref(&h),
+    )
+    .unwrap();
+    // Far past the first 8 MiB batch of migrated values.
+    let failing = ValueStateDescriptor::with_serializer(
+        "counter",
+        Arc::new(FailsMidway { fail_at: 550_000 }),
+    );
+    let e = r.value_state::<VoidNamespace, u64>(&failing).err().unwrap();
+    assert!(e.to_string().contains("damaged value"), "{e}");
+    let e = r.value_state::<VoidNamespace, u64>(&v1()).err().unwrap();
+    assert!(e.to_string().contains("failed part-way"), "{e}");
+    assert!(r.snapshot(9).is_err());
+    assert!(r.savepoint().is_err());
+    drop(r);
+
+    // The checkpoint is whole: a new restore reads every value with the old type.
+    let dir3 = tempfile::tempdir().unwrap();
+    let r = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        RocksDbOptions::new(dir3.path()),
+        &storage,
+        std::slice::from_ref(&h),
+    )
+    .unwrap();
+    let s = r.value_state::<VoidNamespace, u64>(&v1()).unwrap();
+    for k in (0..keys).step_by(997) {
+        r.set_current_key(k).unwrap();
+        assert_eq!(s.value().unwrap(), Some(k));
+    }
+}
