@@ -58,12 +58,21 @@ pub fn schema_of<T: Serialize + DeserializeOwned + 'static>() -> Result<Arc<Trac
     if let Some(r) = cache().lock().ok().and_then(|c| c.get(&id).cloned()) {
         return r;
     }
-    let traced = trace::<T>().map(|schema| {
-        Arc::new(Traced {
-            json: schema.to_json(),
-            schema,
+    // A `Deserialize` that panics on a made-up value (instead of returning an error)
+    // must cost the type its schema, not the job.
+    let traced = std::panic::catch_unwind(trace::<T>)
+        .unwrap_or_else(|_| {
+            Err(SchemaError::Untraceable {
+                type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
+                reason: "its Deserialize panicked on a made-up value".into(),
+            })
         })
-    });
+        .map(|schema| {
+            Arc::new(Traced {
+                json: schema.to_json(),
+                schema,
+            })
+        });
     if let Ok(mut c) = cache().lock() {
         c.insert(id, traced.clone());
     }
@@ -228,6 +237,23 @@ mod tests {
         ));
         assert!(matches!(
             trace::<Loose>(),
+            Err(SchemaError::Untraceable { .. })
+        ));
+    }
+
+    #[test]
+    fn a_panicking_deserialize_costs_the_schema_not_the_process() {
+        #[derive(Serialize)]
+        struct Touchy(u32);
+        impl<'de> serde::Deserialize<'de> for Touchy {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = u32::deserialize(d)?;
+                assert!(v > 0, "zero is not allowed");
+                Ok(Touchy(v))
+            }
+        }
+        assert!(matches!(
+            schema_of::<Touchy>(),
             Err(SchemaError::Untraceable { .. })
         ));
     }
