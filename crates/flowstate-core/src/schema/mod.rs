@@ -211,11 +211,6 @@ impl Schema {
     pub fn same_layout(&self, other: &Schema) -> bool {
         first_difference(self, other).is_none()
     }
-
-    /// `shape` written as a Rust-like type, e.g. `Vec<Option<u32>>`.
-    pub fn show(shape: &Shape) -> String {
-        shape.to_string()
-    }
 }
 
 impl Shape {
@@ -313,6 +308,7 @@ impl fmt::Display for Shape {
 pub fn first_difference(old: &Schema, new: &Schema) -> Option<(String, String)> {
     let mut seen = HashSet::new();
     diff_shape(old, &old.root, new, &new.root, String::new(), &mut seen)
+        .map(|(path, change)| (path.trim_start_matches('.').to_string(), change))
 }
 
 fn diff_shape<'a>(
@@ -325,9 +321,8 @@ fn diff_shape<'a>(
 ) -> Option<(String, String)> {
     let changed = || Some((path.clone(), format!("{o} became {n}")));
     match (o, n) {
-        (Shape::Option(a), Shape::Option(b)) | (Shape::Seq(a), Shape::Seq(b)) => {
-            diff_shape(os, a, ns, b, path, seen)
-        }
+        (Shape::Option(a), Shape::Option(b)) => diff_shape(os, a, ns, b, path, seen),
+        (Shape::Seq(a), Shape::Seq(b)) => diff_shape(os, a, ns, b, format!("{path}[]"), seen),
         (Shape::Map { key: ka, value: va }, Shape::Map { key: kb, value: vb }) => {
             diff_shape(os, ka, ns, kb, format!("{path}{{key}}"), seen)
                 .or_else(|| diff_shape(os, va, ns, vb, format!("{path}{{value}}"), seen))
@@ -466,11 +461,35 @@ fn diff_def<'a>(
     }
 }
 
-/// A field path for messages: empty means the stored value itself.
-pub fn show_path(path: &str) -> String {
-    if path.is_empty() {
-        "the value itself".to_string()
-    } else {
-        format!("`{}`", path.trim_start_matches('.'))
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::schema::trace::trace;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct A {
+        xs: Vec<(u32, String)>,
+    }
+    #[derive(Serialize, Deserialize)]
+    struct B {
+        xs: Vec<(u64, String)>,
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Renamed {
+        xs: Vec<(u32, String)>,
+    }
+
+    #[test]
+    fn first_difference_names_the_path() {
+        let (a, b) = (trace::<A>().unwrap(), trace::<B>().unwrap());
+        assert_eq!(
+            first_difference(&a, &b),
+            Some(("xs[].0".to_string(), "u32 became u64".to_string()))
+        );
+        // A renamed container with the same layout has no difference.
+        assert!(a.same_layout(&trace::<Renamed>().unwrap()));
+        assert!(!a.same_layout(&b));
     }
 }

@@ -251,6 +251,10 @@ impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSeria
             }
             return Compatibility::CompatibleAsIs;
         };
+        // The common restore: the same type, byte for byte the same schema.
+        if stored.schema == current.json.as_slice() {
+            return Compatibility::CompatibleAsIs;
+        }
         let old = match Schema::from_json(stored.schema) {
             Ok(s) => Arc::new(s),
             Err(e) => return Compatibility::Incompatible(e.to_string().into()),
@@ -274,7 +278,7 @@ impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSeria
         let old = Schema::from_json(stored.schema).ok()?;
         let current = self.schema().ok()?;
         first_difference(&old, &current.schema).map(|(path, change)| Incompatibility {
-            path: Some(path.trim_start_matches('.').to_string()),
+            path: Some(path),
             change,
         })
     }
