@@ -219,3 +219,95 @@ fn broadcast_copies_are_identical_bytes() {
         .collect();
     assert!(snapshots.values().all(|e| e == &snapshots[&0]));
 }
+
+/// Operator list, union and broadcast state evolve by the same rules as keyed state:
+/// stored with version-1 types, restored with version-2 types (a field added with a
+/// default, a widened number), every value migrated; a narrowing is refused first,
+/// with the field path, and leaves the state to the later registration.
+#[test]
+fn operator_state_values_evolve() {
+    use serde::{Deserialize, Serialize};
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct OffsetV1 {
+        file: String,
+        pos: u32,
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct OffsetV2 {
+        file: String,
+        pos: u64,
+        #[serde(default)]
+        epoch: Option<u32>,
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct OffsetNarrow {
+        file: String,
+        pos: u16,
+    }
+    let (_d, storage) = storage();
+    let store = OperatorStateStore::new(0);
+    let v1 = |n: &str| ListStateDescriptor::<OffsetV1>::new(n);
+    let rules_v1 = MapStateDescriptor::<String, OffsetV1>::new("rules");
+    let o1 = |i: u32| OffsetV1 {
+        file: format!("f{i}"),
+        pos: 70_000 + i,
+    };
+    let o2 = |i: u32| OffsetV2 {
+        file: format!("f{i}"),
+        pos: u64::from(70_000 + i),
+        epoch: None,
+    };
+    store
+        .list_state(&v1("split"))
+        .unwrap()
+        .update(vec![o1(1), o1(2)])
+        .unwrap();
+    store
+        .union_list_state(&v1("union"))
+        .unwrap()
+        .update(vec![o1(3)])
+        .unwrap();
+    store
+        .broadcast_state(&rules_v1)
+        .unwrap()
+        .put("r".into(), o1(4))
+        .unwrap();
+    let h = store
+        .snapshot()
+        .unwrap()
+        .write(&storage, "ops/evolve")
+        .unwrap();
+
+    let restored = OperatorStateStore::restore(&storage, std::slice::from_ref(&h), 0, 1).unwrap();
+    let e = restored
+        .list_state(&ListStateDescriptor::<OffsetNarrow>::new("split"))
+        .err()
+        .expect("narrowing refused");
+    assert!(
+        matches!(&e, StateError::IncompatibleSerializer { path: Some(p), reason, .. }
+            if p == "pos" && reason.contains("u32 cannot be read as u16")),
+        "{e}"
+    );
+    let v2 = |n: &str| ListStateDescriptor::<OffsetV2>::new(n);
+    assert_eq!(
+        restored.list_state(&v2("split")).unwrap().get().unwrap(),
+        vec![o2(1), o2(2)]
+    );
+    assert_eq!(
+        restored
+            .union_list_state(&v2("union"))
+            .unwrap()
+            .get()
+            .unwrap(),
+        vec![o2(3)]
+    );
+    let rules_v2 = MapStateDescriptor::<String, OffsetV2>::new("rules");
+    assert_eq!(
+        restored
+            .broadcast_state(&rules_v2)
+            .unwrap()
+            .get(&"r".to_string())
+            .unwrap(),
+        Some(o2(4))
+    );
+}
