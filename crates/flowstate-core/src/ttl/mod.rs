@@ -25,8 +25,8 @@
 //!
 //! Restores: a state that had no TTL and now has one is migrated (restored values get
 //! the restore time as last access); a state that had TTL and now has none is migrated
-//! by dropping the timestamps ([`resolve_restored`]). A
-//! changed duration applies to restored data, because only timestamps are stored.
+//! by dropping the timestamps ([`resolve_restored`]). A changed duration applies to
+//! restored data, because only timestamps are stored.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -41,7 +41,6 @@
 //! let desc = ValueStateDescriptor::<u64>::new("last-seen").with_ttl(ttl);
 //! assert_eq!(desc.ttl().unwrap().ttl(), Duration::from_secs(60));
 //! ```
-
 //!
 //! Layout: [`config`] (a leaf the descriptors carry), [`serializer`] (the stored
 //! form), [`expiry`] (byte-level expiry), [`state`] (the decorators). The module sits
