@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::de::{DecodeError, from_bytes};
 use super::{Schema, Shape, TypeDef, VariantBody};
+use crate::format::put_varint;
 
 /// Checks that every value stored with `old` can be read as `T`; the first
 /// problem found is returned with its field path.
@@ -66,7 +67,11 @@ impl<'s> Synth<'s> {
         let mut direct: HashMap<&str, HashSet<&str>> = HashMap::new();
         for (name, def) in &schema.types {
             let mut names = HashSet::new();
-            def_names(def, &mut names);
+            def.visit_shapes(&mut |s| {
+                s.visit_names(&mut |n| {
+                    names.insert(n);
+                })
+            });
             direct.insert(name.as_str(), names);
         }
         // Transitive closure (schemas are small).
@@ -102,7 +107,9 @@ impl<'s> Synth<'s> {
     /// Whether values of `shape` may contain a type already open on the path.
     fn recurses(&self, shape: &'s Shape) -> bool {
         let mut names = HashSet::new();
-        shape_names(shape, &mut names);
+        shape.visit_names(&mut |n| {
+            names.insert(n);
+        });
         names.iter().any(|n| {
             self.open.contains(n)
                 || self
@@ -113,12 +120,19 @@ impl<'s> Synth<'s> {
     }
 
     fn body_recurses(&self, body: &'s VariantBody) -> bool {
-        match body {
-            VariantBody::Unit => false,
-            VariantBody::Newtype(s) => self.recurses(s),
-            VariantBody::Tuple(items) => items.iter().any(|s| self.recurses(s)),
-            VariantBody::Struct(fs) => fs.iter().any(|f| self.recurses(&f.shape)),
-        }
+        let mut any = false;
+        body.visit_shapes(&mut |s| any |= self.recurses(s));
+        any
+    }
+
+    /// Writes one sample value of each shape, in order.
+    fn values(
+        &mut self,
+        shapes: Vec<&'s Shape>,
+        out: &mut Vec<u8>,
+        d: usize,
+    ) -> Result<(), String> {
+        shapes.into_iter().try_for_each(|s| self.value(s, out, d))
     }
 
     fn value(&mut self, shape: &'s Shape, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
@@ -146,15 +160,8 @@ impl<'s> Synth<'s> {
             Shape::F32 => out.extend_from_slice(&[0; 4]),
             Shape::F64 => out.extend_from_slice(&[0; 8]),
             Shape::Char => out.extend_from_slice(&[1, b'a']),
-            Shape::Option(inner) => {
-                if self.recurses(inner) {
-                    out.push(0);
-                } else {
-                    out.push(1);
-                    self.value(inner, out, d)?;
-                }
-            }
-            Shape::Seq(inner) => {
+            // An option's tag and a one-element sequence's count are both the byte 1.
+            Shape::Option(inner) | Shape::Seq(inner) => {
                 if self.recurses(inner) {
                     out.push(0);
                 } else {
@@ -171,11 +178,7 @@ impl<'s> Synth<'s> {
                     self.value(value, out, d)?;
                 }
             }
-            Shape::Tuple(items) => {
-                for s in items {
-                    self.value(s, out, d)?;
-                }
-            }
+            Shape::Tuple(items) => self.values(items.iter().collect(), out, d)?,
             Shape::Named(name) => {
                 let def = self
                     .schema
@@ -197,90 +200,25 @@ impl<'s> Synth<'s> {
         out: &mut Vec<u8>,
         d: usize,
     ) -> Result<(), String> {
-        match def {
-            TypeDef::UnitStruct => {}
-            TypeDef::NewtypeStruct(s) => self.value(s, out, d)?,
-            TypeDef::TupleStruct(items) => {
-                for s in items {
-                    self.value(s, out, d)?;
-                }
-            }
-            TypeDef::Struct(fs) => {
-                for f in fs {
-                    self.value(&f.shape, out, d)?;
-                }
-            }
-            TypeDef::Enum(vs) => {
-                // The first variant not covered yet that does not recurse, else the
-                // first that does not recurse.
-                let ok = |v: &&'s super::Variant| !self.body_recurses(&v.body);
-                let v = vs
-                    .iter()
-                    .filter(ok)
-                    .find(|v| !self.covered.contains(&(name, v.index)))
-                    .or_else(|| vs.iter().find(ok))
-                    .ok_or_else(|| format!("every variant of `{name}` recurses"))?;
-                self.covered.insert((name, v.index));
-                put_varint(out, u64::from(v.index));
-                match &v.body {
-                    VariantBody::Unit => {}
-                    VariantBody::Newtype(s) => self.value(s, out, d)?,
-                    VariantBody::Tuple(items) => {
-                        for s in items {
-                            self.value(s, out, d)?;
-                        }
-                    }
-                    VariantBody::Struct(fs) => {
-                        for f in fs {
-                            self.value(&f.shape, out, d)?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn shape_names<'s>(shape: &'s Shape, names: &mut HashSet<&'s str>) {
-    match shape {
-        Shape::Named(n) => {
-            names.insert(n);
-        }
-        Shape::Option(s) | Shape::Seq(s) => shape_names(s, names),
-        Shape::Map { key, value } => {
-            shape_names(key, names);
-            shape_names(value, names);
-        }
-        Shape::Tuple(items) => items.iter().for_each(|s| shape_names(s, names)),
-        _ => {}
-    }
-}
-
-fn def_names<'s>(def: &'s TypeDef, names: &mut HashSet<&'s str>) {
-    match def {
-        TypeDef::UnitStruct => {}
-        TypeDef::NewtypeStruct(s) => shape_names(s, names),
-        TypeDef::TupleStruct(items) => items.iter().for_each(|s| shape_names(s, names)),
-        TypeDef::Struct(fs) => fs.iter().for_each(|f| shape_names(&f.shape, names)),
-        TypeDef::Enum(vs) => {
-            for v in vs {
-                match &v.body {
-                    VariantBody::Unit => {}
-                    VariantBody::Newtype(s) => shape_names(s, names),
-                    VariantBody::Tuple(items) => items.iter().for_each(|s| shape_names(s, names)),
-                    VariantBody::Struct(fs) => fs.iter().for_each(|f| shape_names(&f.shape, names)),
-                }
-            }
-        }
+        let TypeDef::Enum(vs) = def else {
+            let mut shapes = Vec::new();
+            def.visit_shapes(&mut |s| shapes.push(s));
+            return self.values(shapes, out, d);
+        };
+        // The first variant not covered yet that does not recurse, else the first that
+        // does not recurse.
+        let ok = |v: &&'s super::Variant| !self.body_recurses(&v.body);
+        let v = vs
+            .iter()
+            .filter(ok)
+            .find(|v| !self.covered.contains(&(name, v.index)))
+            .or_else(|| vs.iter().find(ok))
+            .ok_or_else(|| format!("every variant of `{name}` recurses"))?;
+        self.covered.insert((name, v.index));
+        put_varint(out, v.index);
+        let mut shapes = Vec::new();
+        v.body.visit_shapes(&mut |s| shapes.push(s));
+        self.values(shapes, out, d)
     }
 }
 

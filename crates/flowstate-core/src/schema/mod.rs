@@ -151,7 +151,7 @@ pub enum SchemaError {
     Untraceable {
         /// The Rust type.
         type_name: String,
-        /// Why (from `serde-reflection`).
+        /// Why (from the tracer).
         reason: String,
     },
     /// Stored schema bytes are not a valid schema.
@@ -171,6 +171,15 @@ impl Schema {
     pub fn from_json(bytes: &[u8]) -> Result<Schema, SchemaError> {
         let s: Schema =
             serde_json::from_slice(bytes).map_err(|e| SchemaError::Malformed(e.to_string()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Checks a schema: known version, every named container defined (a tracer's
+    /// placeholder for an untraced part is a name never defined), variant indices
+    /// unique.
+    pub fn check(&self) -> Result<(), SchemaError> {
+        let s = self;
         if s.v == 0 || s.v > SCHEMA_VERSION {
             return Err(SchemaError::Malformed(format!(
                 "schema version {} (this build reads up to {SCHEMA_VERSION})",
@@ -198,7 +207,7 @@ impl Schema {
         if let Some(n) = missing {
             return Err(SchemaError::Malformed(format!("type `{n}` is not defined")));
         }
-        Ok(s)
+        Ok(())
     }
 
     /// The container named `name`.
@@ -214,7 +223,9 @@ impl Schema {
 }
 
 impl Shape {
-    fn visit_names<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
+    /// Calls `f` with every container name directly in this shape (not through the
+    /// containers themselves).
+    pub(crate) fn visit_names<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
         match self {
             Shape::Named(n) => f(n),
             Shape::Option(s) | Shape::Seq(s) => s.visit_names(f),
@@ -228,23 +239,28 @@ impl Shape {
     }
 }
 
+impl VariantBody {
+    /// Calls `f` with the shape of each of the body's values, in stored order.
+    pub(crate) fn visit_shapes<'a>(&'a self, f: &mut dyn FnMut(&'a Shape)) {
+        match self {
+            VariantBody::Unit => {}
+            VariantBody::Newtype(s) => f(s),
+            VariantBody::Tuple(items) => items.iter().for_each(f),
+            VariantBody::Struct(fields) => fields.iter().for_each(|x| f(&x.shape)),
+        }
+    }
+}
+
 impl TypeDef {
-    fn visit_shapes<'a>(&'a self, f: &mut dyn FnMut(&'a Shape)) {
+    /// Calls `f` with the shape of each value the container holds, in stored order
+    /// (for an enum: of every variant, one after another).
+    pub(crate) fn visit_shapes<'a>(&'a self, f: &mut dyn FnMut(&'a Shape)) {
         match self {
             TypeDef::UnitStruct => {}
             TypeDef::NewtypeStruct(s) => f(s),
             TypeDef::TupleStruct(items) => items.iter().for_each(f),
             TypeDef::Struct(fields) => fields.iter().for_each(|x| f(&x.shape)),
-            TypeDef::Enum(vs) => {
-                for v in vs {
-                    match &v.body {
-                        VariantBody::Unit => {}
-                        VariantBody::Newtype(s) => f(s),
-                        VariantBody::Tuple(items) => items.iter().for_each(&mut *f),
-                        VariantBody::Struct(fields) => fields.iter().for_each(|x| f(&x.shape)),
-                    }
-                }
-            }
+            TypeDef::Enum(vs) => vs.iter().for_each(|v| v.body.visit_shapes(f)),
         }
     }
 

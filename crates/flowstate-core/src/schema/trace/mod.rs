@@ -62,10 +62,9 @@ pub fn schema_of<T: Serialize + DeserializeOwned + 'static>() -> Result<Arc<Trac
     // must cost the type its schema, not the job.
     let traced = std::panic::catch_unwind(trace::<T>)
         .unwrap_or_else(|_| {
-            Err(SchemaError::Untraceable {
-                type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
-                reason: "its Deserialize panicked on a made-up value".into(),
-            })
+            Err(untraceable::<T>(
+                "its Deserialize panicked on a made-up value".into(),
+            ))
         })
         .map(|schema| {
             Arc::new(Traced {
@@ -79,15 +78,19 @@ pub fn schema_of<T: Serialize + DeserializeOwned + 'static>() -> Result<Arc<Trac
     traced
 }
 
+fn untraceable<T>(reason: String) -> SchemaError {
+    SchemaError::Untraceable {
+        type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
+        reason,
+    }
+}
+
 /// Most passes tried (each traces one enum variant at least).
 const MAX_PASSES: usize = 10_000;
 
 /// Traces `T` (uncached).
 pub fn trace<T: Serialize + DeserializeOwned>() -> Result<Schema, SchemaError> {
-    let fail = |reason: String| SchemaError::Untraceable {
-        type_name: crate::serializer::short_type_name(std::any::type_name::<T>()),
-        reason,
-    };
+    let fail = untraceable::<T>;
     let mut t = Tracer::default();
     let mut root = unknown();
     for _ in 0..MAX_PASSES {

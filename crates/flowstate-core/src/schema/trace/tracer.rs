@@ -50,6 +50,17 @@ fn merge_all(into: &mut [Shape], new: Vec<Shape>) -> Result<(), String> {
     into.iter_mut().zip(new).try_for_each(|(x, y)| merge(x, y))
 }
 
+/// Whether two traces of a struct (or struct variant) list the same fields.
+fn same_names(a: &[Field], b: &[Field]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
+}
+
+fn merge_fields(into: &mut [Field], new: Vec<Field>) -> Result<(), String> {
+    into.iter_mut()
+        .zip(new)
+        .try_for_each(|(x, y)| merge(&mut x.shape, y.shape))
+}
+
 struct EnumProgress {
     /// The enum's name as serde gives it (the key of its recorded variant names).
     names_key: &'static str,
@@ -95,13 +106,8 @@ impl Tracer {
                     (TypeDef::TupleStruct(a), TypeDef::TupleStruct(b)) if a.len() == b.len() => {
                         merge_all(a, b)?
                     }
-                    (TypeDef::Struct(a), TypeDef::Struct(b))
-                        if a.len() == b.len()
-                            && a.iter().zip(&b).all(|(x, y)| x.name == y.name) =>
-                    {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            merge(&mut x.shape, y.shape)?;
-                        }
+                    (TypeDef::Struct(a), TypeDef::Struct(b)) if same_names(a, &b) => {
+                        merge_fields(a, b)?
                     }
                     _ => return Err(format!("two different types are both named `{name}`")),
                 }
@@ -125,44 +131,28 @@ impl Tracer {
         let Some(slot) = e.bodies.get_mut(i) else {
             return Err(format!("variant {i} of `{enum_name}` out of range"));
         };
-        let merged = match (slot.take(), body) {
-            (None, b) => {
-                self.learned = true;
-                b
+        let learned = match slot {
+            None => {
+                *slot = Some(body);
+                true
             }
-            (Some(a), b) => {
+            Some(a) => {
                 let before = a.clone();
-                let m = match (a, b) {
-                    (VariantBody::Unit, VariantBody::Unit) => VariantBody::Unit,
-                    (VariantBody::Newtype(mut x), VariantBody::Newtype(y)) => {
-                        merge(&mut x, y)?;
-                        VariantBody::Newtype(x)
+                match (&mut *a, body) {
+                    (VariantBody::Unit, VariantBody::Unit) => {}
+                    (VariantBody::Newtype(x), VariantBody::Newtype(y)) => merge(x, y)?,
+                    (VariantBody::Tuple(x), VariantBody::Tuple(y)) if x.len() == y.len() => {
+                        merge_all(x, y)?
                     }
-                    (VariantBody::Tuple(mut x), VariantBody::Tuple(y)) if x.len() == y.len() => {
-                        merge_all(&mut x, y)?;
-                        VariantBody::Tuple(x)
-                    }
-                    (VariantBody::Struct(mut x), VariantBody::Struct(y)) if x.len() == y.len() => {
-                        for (f, g) in x.iter_mut().zip(y) {
-                            merge(&mut f.shape, g.shape)?;
-                        }
-                        VariantBody::Struct(x)
+                    (VariantBody::Struct(x), VariantBody::Struct(y)) if same_names(x, &y) => {
+                        merge_fields(x, y)?
                     }
                     _ => return Err(format!("variant {i} of `{enum_name}` changes shape")),
-                };
-                if m != before {
-                    self.learned = true;
                 }
-                m
+                *a != before
             }
         };
-        if let Some(slot) = self
-            .enums
-            .get_mut(enum_name)
-            .and_then(|e| e.bodies.get_mut(i))
-        {
-            *slot = Some(merged);
-        }
+        self.learned |= learned;
         Ok(())
     }
 
@@ -214,8 +204,10 @@ impl Tracer {
             types: self.types,
         };
         // Anything left unknown (a part only ever met cut) cannot be described.
-        Schema::from_json(&schema.to_json())
-            .map_err(|_| "part of the type could not be traced".to_string())
+        schema
+            .check()
+            .map_err(|_| "part of the type could not be traced".to_string())?;
+        Ok(schema)
     }
 }
 
