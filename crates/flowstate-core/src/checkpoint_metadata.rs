@@ -66,8 +66,9 @@ pub fn is_layout_path(path: &str) -> bool {
     }
 }
 
-/// Version of the `_metadata` JSON document.
-pub const METADATA_VERSION: u32 = 1;
+/// Version of the `_metadata` JSON document (2: operators record whether their key
+/// is a uid the user gave, [`OperatorSnapshotMeta::user_uid`]).
+pub const METADATA_VERSION: u32 = 2;
 
 /// What a snapshot is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,12 @@ pub struct OperatorSnapshotMeta {
     pub sync_ms: f64,
     /// Longest asynchronous part over the instances, in milliseconds.
     pub async_ms: f64,
+    /// The operator's key is a uid the user gave (`.uid("...")`), not one derived
+    /// from its position in the job (`keyed-2`). Version-1 metadata has only derived
+    /// ids (absent: `false`). A job that has since given the operator a uid may take
+    /// over a derived entry; never a user-given one.
+    #[serde(default)]
+    pub user_uid: bool,
 }
 
 impl OperatorSnapshotMeta {
@@ -148,7 +155,8 @@ pub struct CheckpointMetadata {
     pub parallelism: u32,
     /// Key groups.
     pub max_parallelism: u32,
-    /// Per operator (by its id in the job), its instances' snapshots.
+    /// Per operator (by its uid, or the id derived from its position in the job),
+    /// its instances' snapshots.
     pub operators: BTreeMap<String, OperatorSnapshotMeta>,
 }
 

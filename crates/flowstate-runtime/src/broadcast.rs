@@ -59,7 +59,7 @@ use crate::keyed::{
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::WorkerCheckpoints;
+use crate::task::{WorkerCheckpoints, start_later};
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
@@ -306,42 +306,53 @@ where
         let errors = stream.errors.clone();
         let scope = stream.scope;
         let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-        let runner = KeyedRunner::<K, VoidNamespace, _>::start::<T>(
-            &stream.config,
-            stream.checkpoints.as_ref(),
-            "broadcast",
-            index,
-            peers,
-            |b| {
-                function.open(&OpenContext::new(b))?;
-                Ok(BroadcastLogic {
-                    function,
-                    store: OperatorStateStore::new(index),
-                    _broadcast: std::marker::PhantomData,
-                })
-            },
-        )
-        .and_then(|(mut r, keyed_stash, meta)| {
-            let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
-            if let Some(ctx) = &stream.checkpoints {
-                let (store, held) = restore_broadcast::<B>(ctx, meta.as_ref(), index, peers)?;
-                r.logic.store = store;
-                for (epoch, rec) in held {
-                    bcast_stash
-                        .entry((epoch, ctx.coordinator.start()))
-                        .or_default()
-                        .push(rec);
+        let identity = stream
+            .checkpoints
+            .as_ref()
+            .map(|c| c.register("broadcast", false));
+        let (config, ctx, task) = (
+            stream.config.clone(),
+            stream.checkpoints.clone(),
+            identity.clone(),
+        );
+        let start_errors = errors.clone();
+        let started = start_later(stream.checkpoints.as_ref(), move || {
+            let runner = KeyedRunner::<K, VoidNamespace, _>::start::<T>(
+                &config,
+                ctx.as_ref().zip(task.as_deref()),
+                index,
+                peers,
+                |b| {
+                    function.open(&OpenContext::new(b))?;
+                    Ok(BroadcastLogic {
+                        function,
+                        store: OperatorStateStore::new(index),
+                        _broadcast: std::marker::PhantomData,
+                    })
+                },
+            )
+            .and_then(|(mut r, keyed_stash, meta)| {
+                let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
+                if let Some(ctx) = &ctx {
+                    let (store, held) = restore_broadcast::<B>(ctx, meta.as_ref(), index, peers)?;
+                    r.logic.store = store;
+                    for (epoch, rec) in held {
+                        bcast_stash
+                            .entry((epoch, ctx.coordinator.start()))
+                            .or_default()
+                            .push(rec);
+                    }
+                }
+                Ok((r, keyed_stash, bcast_stash))
+            });
+            match runner {
+                Ok((r, k, b)) => (Some(r), k, b),
+                Err(e) => {
+                    record_error(&start_errors, e);
+                    (None, BTreeMap::new(), BTreeMap::new())
                 }
             }
-            Ok((r, keyed_stash, bcast_stash))
         });
-        let (mut runner, restored_keyed, restored_bcast) = match runner {
-            Ok((r, k, b)) => (Some(r), k, b),
-            Err(e) => {
-                record_error(&errors, e);
-                (None, BTreeMap::new(), BTreeMap::new())
-            }
-        };
         let op_errors = errors.clone();
         let raw = stream
             .inner
@@ -354,11 +365,18 @@ where
                 move |cap, info| {
                     let activator = scope.activator_for(info.address);
                     let mut cap = Some(cap);
-                    let mut keyed_stash: Stash<K, T> = restored_keyed;
-                    let mut bcast_stash: BroadcastStash<B> = restored_bcast;
+                    let mut runner = None;
+                    let mut keyed_stash: Stash<K, T> = BTreeMap::new();
+                    let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
                     let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                     let errors = op_errors;
                     move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
+                        // Started (restored) once the job was described.
+                        if let Some((r, k, b)) = started.borrow_mut().take() {
+                            runner = r;
+                            keyed_stash = k;
+                            bcast_stash = b;
+                        }
                         let ck = frontier_clocks(&keyed_frontier.frontier());
                         let cb = frontier_clocks(&bcast_frontier.frontier());
                         let (fk, fb) = (ck.map(|c| c.0), cb.map(|c| c.0));
@@ -480,7 +498,14 @@ where
                     }
                 },
             );
-        DataStream::from_tagged(raw, stream.config, errors, scope, stream.checkpoints)
+        DataStream::from_tagged(
+            raw,
+            stream.config,
+            errors,
+            scope,
+            stream.checkpoints,
+            identity,
+        )
     }
 }
 

@@ -34,7 +34,7 @@ use timely::scheduling::Activator;
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::{KeyedWrite, WorkerCheckpoints};
+use crate::task::{KeyedWrite, TaskId, TaskIdentity, WorkerCheckpoints, start_later};
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
@@ -177,7 +177,7 @@ fn inflight_descriptor() -> ListStateDescriptor<InflightEntry> {
 
 /// A keyed operator instance's part in checkpoints.
 pub(crate) struct KeyedTask {
-    pub(crate) uid: String,
+    pub(crate) id: TaskId,
     pub(crate) ctx: Rc<WorkerCheckpoints>,
     /// Checkpoints up to this one are snapshotted.
     pub(crate) snapshotted: u64,
@@ -203,8 +203,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     #[allow(clippy::type_complexity)]
     pub(crate) fn start<T: Data>(
         config: &crate::JobConfig,
-        checkpoints: Option<&Rc<WorkerCheckpoints>>,
-        kind: &str,
+        checkpoints: Option<(&Rc<WorkerCheckpoints>, &TaskIdentity)>,
         index: u32,
         peers: u32,
         open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError>,
@@ -220,11 +219,11 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         let mut restored_meta = None;
         let backend = match checkpoints {
             None => config.backend.create(backend_config)?,
-            Some(ctx) => {
-                let (uid, restored) = ctx.task(kind, false);
+            Some((ctx, identity)) => {
+                let (id, restored) = ctx.resolve(identity);
                 let start = ctx.coordinator.start();
                 task = Some(KeyedTask {
-                    uid,
+                    id,
                     ctx: ctx.clone(),
                     snapshotted: start.saturating_sub(1),
                     notified: 0,
@@ -435,7 +434,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 backend.set_current_key(key)?;
                 inflight.clear()?;
             }
-            task.ctx.snapshot_taken(id, &task.uid, taken, started);
+            task.ctx.snapshot_taken(id, &task.id, taken, started);
         }
         Ok(())
     }
@@ -566,7 +565,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
 pub(crate) fn keyed_operator<'scope, K, T, N, OUT, L>(
     stream: KeyedStream<'scope, K, T>,
     name: &str,
-    open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError>,
+    open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError> + 'static,
 ) -> DataStream<'scope, OUT>
 where
     K: Data + StateKey,
@@ -579,21 +578,26 @@ where
     let errors = stream.errors.clone();
     let scope = stream.scope;
     let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-    let started = KeyedRunner::<K, N, L>::start::<T>(
-        &stream.config,
-        stream.checkpoints.as_ref(),
-        "keyed",
-        index,
-        peers,
-        open,
+    let identity = stream
+        .checkpoints
+        .as_ref()
+        .map(|c| c.register("keyed", false));
+    let (config, ctx, task) = (
+        stream.config.clone(),
+        stream.checkpoints.clone(),
+        identity.clone(),
     );
-    let (runner, restored_stash) = match started {
-        Ok((r, stash, _)) => (Some(r), stash),
-        Err(e) => {
-            record_error(&errors, e);
-            (None, BTreeMap::new())
+    let start_errors = errors.clone();
+    let started = start_later(stream.checkpoints.as_ref(), move || {
+        let task = ctx.as_ref().zip(task.as_deref());
+        match KeyedRunner::<K, N, L>::start::<T>(&config, task, index, peers, open) {
+            Ok((r, stash, _)) => (Some(r), stash),
+            Err(e) => {
+                record_error(&start_errors, e);
+                (None, BTreeMap::new())
+            }
         }
-    };
+    });
     let op_errors = errors.clone();
     let raw = stream
         .inner
@@ -604,11 +608,16 @@ where
             move |cap, info| {
                 let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
-                let mut runner = runner;
-                let mut stash: Stash<K, T> = restored_stash;
+                let mut runner = None;
+                let mut stash: Stash<K, T> = BTreeMap::new();
                 let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
                 let errors = op_errors;
                 move |(input, frontier), output| {
+                    // Started (restored) once the job was described: see `start_later`.
+                    if let Some((r, restored)) = started.borrow_mut().take() {
+                        runner = r;
+                        stash = restored;
+                    }
                     let clocks = frontier_clocks(&frontier.frontier());
                     input.for_each(|stamp, data| {
                         let t = crate::time::stamp_time(stamp.stamp().elements());
@@ -674,5 +683,12 @@ where
                 }
             },
         );
-    DataStream::from_tagged(raw, stream.config, errors, scope, stream.checkpoints)
+    DataStream::from_tagged(
+        raw,
+        stream.config,
+        errors,
+        scope,
+        stream.checkpoints,
+        identity,
+    )
 }

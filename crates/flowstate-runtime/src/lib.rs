@@ -72,6 +72,7 @@ mod failpoint;
 mod keyed;
 pub mod ownership;
 mod process;
+mod sink;
 mod source;
 mod stream;
 mod task;
@@ -90,20 +91,35 @@ pub use broadcast::{
 };
 pub use checkpoint::{CheckpointConfig, CheckpointMetadata, ClaimMode, RestoreFrom, SnapshotKind};
 use checkpoint::{Control, Coordinator, ProcessRole};
-pub use connectors::{FileFormat, FilePosition, SINK_TRANSACTIONS_STATE, SinkTransaction};
+pub use connectors::{FileFormat, FilePosition, FileSink, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 pub use keyed::OutputTag;
 pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
-pub use source::{SOURCE_SPLITS_STATE, SplitPosition, SplitState};
-pub use stream::{Collected, Data, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy};
+pub use sink::{SINK_TRANSACTIONS_STATE, SinkContext, TransactionalSink};
+pub use source::{Read, SOURCE_SPLITS_STATE, SplitPosition, SplitReader, SplitSource, SplitState};
+pub use stream::{
+    Collected, Data, DataSink, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy,
+};
 pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
 pub use window::{TimeWindow, WindowAssigner, WindowedStream};
+
+/// An error of user code (a connector, a function), kept with its sources.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What can stop a job.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// A source or sink failed (names which and what it was doing).
+    #[error("{what}: {source}")]
+    Connector {
+        /// The connector and what it was doing.
+        what: String,
+        /// Its error.
+        #[source]
+        source: BoxError,
+    },
     /// A state operation failed.
     #[error(transparent)]
     State(#[from] StateError),
@@ -552,19 +568,27 @@ where
                 );
             }
             if let Some(ctx) = &ctx {
-                let unclaimed = ctx.unclaimed();
-                let allowed = shared
-                    .checkpointing
-                    .as_ref()
-                    .is_some_and(|c| c.allow_non_restored_state);
-                if !unclaimed.is_empty() && !allowed {
+                let (dropped, refused): (Vec<String>, Vec<String>) =
+                    ctx.unclaimed().into_iter().partition(|uid| {
+                        shared
+                            .checkpointing
+                            .as_ref()
+                            .is_some_and(|c| c.may_drop(uid))
+                    });
+                if !refused.is_empty() {
                     record_error(
                         &errors,
                         RuntimeError::Config(format!(
                             "the snapshot holds state of operators this job does not have: {}; \
-                             allow non-restored state to drop it",
-                            unclaimed.join(", ")
+                             its state would be dropped: give the operators their uids back, \
+                             or allow non-restored state (for all, or for these uids) to drop it",
+                            refused.join(", ")
                         )),
+                    );
+                } else if !dropped.is_empty() && worker.index() == 0 {
+                    tracing::warn!(
+                        "dropping the snapshot's state of operators this job does not have: {}",
+                        dropped.join(", ")
                     );
                 }
                 let (tasks, sources) = ctx.counts();

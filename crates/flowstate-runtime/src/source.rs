@@ -25,9 +25,9 @@ use timely::dataflow::InputHandle;
 
 use crate::connectors::FilePosition;
 use crate::stream::{Data, WatermarkStrategy};
-use crate::task::WorkerCheckpoints;
+use crate::task::{TaskId, TaskRef, WorkerCheckpoints};
 use crate::time::{Time, time};
-use crate::{ErrorSlot, RuntimeError, record_error};
+use crate::{BoxError, ErrorSlot, RuntimeError, record_error};
 
 /// Name of the operator list state holding a source's splits.
 pub const SOURCE_SPLITS_STATE: &str = "source-splits";
@@ -35,7 +35,7 @@ pub const SOURCE_SPLITS_STATE: &str = "source-splits";
 /// Records per source step: bounds memory between dataflow steps.
 const SOURCE_BATCH: usize = 1024;
 
-/// Where a split is read up to.
+/// Where a split is read up to, as stored in the source's operator state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SplitPosition {
     /// Elements `index`, `index + of`, ... of a sequence; `consumed` of them were read.
@@ -49,6 +49,9 @@ pub enum SplitPosition {
     },
     /// A byte range of a file.
     File(FilePosition),
+    /// A split of a user-defined [`SplitSource`]: its `Split` value in postcard's
+    /// encoding (the default of [`SplitSource::store_split`]).
+    Custom(Vec<u8>),
 }
 
 /// One split's stored state.
@@ -60,74 +63,227 @@ pub struct SplitState {
     pub max_ts: i64,
 }
 
-/// Reads one split.
-pub(crate) trait SplitReader<T> {
-    /// The next record; `None` at the end of the split; an error names what was wrong.
-    fn next(&mut self) -> Option<Result<T, String>>;
-    /// The position after the last record returned.
-    fn position(&self) -> SplitPosition;
+/// What reading a split gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read<T> {
+    /// A record.
+    Record(T),
+    /// Nothing for now (an unbounded split waiting for data): asked again later.
+    Idle,
+    /// The split is read to its end.
+    End,
 }
 
-/// A split of a sequence given by an element function (vec elements, generated events).
-pub(crate) struct SeqReader<T> {
+/// Reads one split of a [`SplitSource`] from a position.
+///
+/// `position` must name exactly the records returned so far: a reader opened at it
+/// returns the next record after them, and nothing before (the source replays from
+/// it after a failure, so anything else loses or repeats records).
+pub trait SplitReader<T, S> {
+    /// The next record, [`Read::Idle`] when none is available yet, or [`Read::End`];
+    /// an error fails the job (it restarts from its last checkpoint).
+    fn next(&mut self) -> Result<Read<T>, BoxError>;
+    /// The position after the last record returned.
+    fn position(&self) -> S;
+}
+
+/// A replayable source of records `T`, read as splits (Flink's FLIP-27 `Source`).
+///
+/// A fresh job asks every worker for its [`SplitSource::initial_splits`]. At every
+/// checkpoint each worker stores the position of each of its splits and the largest
+/// event time read from it in the source's operator state; a restored job gives each
+/// worker its share of the stored splits (at any parallelism) and opens them at their
+/// positions. Watermarks follow the [`WatermarkStrategy`] given to [`Job::source`]
+/// per split, the source's watermark being the least over its unfinished splits.
+///
+/// What an implementation must guarantee: the same split opened at the same position
+/// gives the same records in the same order (replay), and initial splits of all
+/// workers together cover the input once.
+pub trait SplitSource<T>: 'static {
+    /// A split and where it is read up to.
+    type Split: Data;
+
+    /// The splits worker `index` of `workers` reads in a fresh job.
+    fn initial_splits(
+        &mut self,
+        index: usize,
+        workers: usize,
+    ) -> Result<Vec<Self::Split>, BoxError>;
+
+    /// Opens `split` at its position.
+    fn open_split(
+        &mut self,
+        split: Self::Split,
+    ) -> Result<Box<dyn SplitReader<T, Self::Split>>, BoxError>;
+
+    /// How a split is stored; the default suits any serde type
+    /// ([`SplitPosition::Custom`]).
+    fn store_split(split: &Self::Split) -> Result<SplitPosition, BoxError>
+    where
+        Self: Sized,
+    {
+        Ok(SplitPosition::Custom(postcard::to_stdvec(split)?))
+    }
+
+    /// Reads a stored split back; the inverse of [`SplitSource::store_split`].
+    fn load_split(stored: SplitPosition) -> Result<Self::Split, BoxError>
+    where
+        Self: Sized,
+    {
+        match stored {
+            SplitPosition::Custom(bytes) => Ok(postcard::from_bytes(&bytes)?),
+            other => Err(format!("this source cannot resume from {other:?}").into()),
+        }
+    }
+}
+
+/// A reader whose positions are stored as [`SplitPosition`]s.
+pub(crate) trait StoredReader<T> {
+    fn next(&mut self) -> Result<Read<T>, BoxError>;
+    fn position(&self) -> Result<SplitPosition, BoxError>;
+}
+
+/// A [`SplitReader`] of a [`SplitSource`] with the source's way of storing positions.
+struct Stored<T, S> {
+    reader: Box<dyn SplitReader<T, S>>,
+    store: fn(&S) -> Result<SplitPosition, BoxError>,
+}
+
+impl<T, S> StoredReader<T> for Stored<T, S> {
+    fn next(&mut self) -> Result<Read<T>, BoxError> {
+        self.reader.next()
+    }
+    fn position(&self) -> Result<SplitPosition, BoxError> {
+        (self.store)(&self.reader.position())
+    }
+}
+
+/// How a source finds its splits: `None` for a fresh job (make this worker's
+/// initial splits), or the stored splits handed to this worker on restore.
+pub(crate) type SplitFactory<T> =
+    Box<dyn FnOnce(Option<Vec<SplitState>>) -> Result<Vec<Box<dyn StoredReader<T>>>, BoxError>>;
+
+/// The split factory of `source` on worker `index` of `workers`.
+pub(crate) fn split_factory<T: 'static, S: SplitSource<T>>(
+    mut source: S,
+    index: usize,
+    workers: usize,
+) -> SplitFactory<T> {
+    Box::new(move |stored| {
+        let splits = match stored {
+            None => source.initial_splits(index, workers)?,
+            Some(stored) => stored
+                .into_iter()
+                .map(|s| S::load_split(s.position))
+                .collect::<Result<_, _>>()?,
+        };
+        splits
+            .into_iter()
+            .map(|split| {
+                Ok(Box::new(Stored {
+                    reader: source.open_split(split)?,
+                    store: S::store_split,
+                }) as Box<dyn StoredReader<T>>)
+            })
+            .collect()
+    })
+}
+
+/// A split of a sequence: elements `index`, `index + of`, ..., `consumed` of them
+/// read (the vec and Nexmark sources).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SeqSplit {
     pub(crate) index: u64,
     pub(crate) of: u64,
     pub(crate) consumed: u64,
+}
+
+/// A sequence source over elements `0..len` given by `element` (made per split).
+pub(crate) struct SeqSource<T> {
+    /// This worker's fresh split (index, of); `None`: it reads nothing.
+    pub(crate) fresh: Option<(u64, u64)>,
     pub(crate) len: u64,
-    pub(crate) element: Box<dyn FnMut(u64) -> Option<T>>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) element: Box<dyn FnMut(&SeqSplit) -> Box<dyn FnMut(u64) -> Option<T>>>,
 }
 
-impl<T> SplitReader<T> for SeqReader<T> {
-    fn next(&mut self) -> Option<Result<T, String>> {
-        let i = self
-            .index
-            .checked_add(self.consumed.checked_mul(self.of)?)?;
-        if i >= self.len {
-            return None;
-        }
-        let v = (self.element)(i)?;
-        self.consumed += 1;
-        Some(Ok(v))
-    }
-    fn position(&self) -> SplitPosition {
-        SplitPosition::Seq {
-            index: self.index,
-            of: self.of,
-            consumed: self.consumed,
-        }
-    }
-}
-
-/// The sequence splits a source reads, as (first element, step, elements read): the
-/// stored ones on restore, else `fresh` = (first, step) for a new job (`None`: this
-/// worker reads nothing). `what` names the source in the error for a split of
-/// another kind.
-pub(crate) fn seq_splits(
-    stored: Option<Vec<SplitState>>,
-    fresh: Option<(u64, u64)>,
-    what: &str,
-) -> Result<Vec<(u64, u64, u64)>, String> {
-    match stored {
-        None => Ok(fresh
-            .map(|(index, of)| (index, of, 0))
-            .into_iter()
-            .collect()),
-        Some(splits) => splits
-            .into_iter()
-            .map(|s| match s.position {
-                SplitPosition::Seq {
-                    index,
-                    of,
-                    consumed,
-                } => Ok((index, of.max(1), consumed)),
-                other => Err(format!("a {what} source cannot resume from {other:?}")),
+impl<T: 'static> SplitSource<T> for SeqSource<T> {
+    type Split = SeqSplit;
+    fn initial_splits(&mut self, _: usize, _: usize) -> Result<Vec<SeqSplit>, BoxError> {
+        Ok(self
+            .fresh
+            .map(|(index, of)| SeqSplit {
+                index,
+                of,
+                consumed: 0,
             })
-            .collect(),
+            .into_iter()
+            .collect())
+    }
+    fn open_split(
+        &mut self,
+        split: SeqSplit,
+    ) -> Result<Box<dyn SplitReader<T, SeqSplit>>, BoxError> {
+        Ok(Box::new(SeqReader {
+            element: (self.element)(&split),
+            split,
+            len: self.len,
+        }))
+    }
+    fn store_split(s: &SeqSplit) -> Result<SplitPosition, BoxError> {
+        Ok(SplitPosition::Seq {
+            index: s.index,
+            of: s.of,
+            consumed: s.consumed,
+        })
+    }
+    fn load_split(stored: SplitPosition) -> Result<SeqSplit, BoxError> {
+        match stored {
+            SplitPosition::Seq {
+                index,
+                of,
+                consumed,
+            } => Ok(SeqSplit {
+                index,
+                of: of.max(1),
+                consumed,
+            }),
+            other => Err(format!("a sequence source cannot resume from {other:?}").into()),
+        }
+    }
+}
+
+/// Reads a [`SeqSplit`].
+struct SeqReader<T> {
+    split: SeqSplit,
+    len: u64,
+    element: Box<dyn FnMut(u64) -> Option<T>>,
+}
+
+impl<T> SplitReader<T, SeqSplit> for SeqReader<T> {
+    fn next(&mut self) -> Result<Read<T>, BoxError> {
+        let s = &self.split;
+        let Some(i) = s
+            .consumed
+            .checked_mul(s.of)
+            .and_then(|o| s.index.checked_add(o))
+            .filter(|i| *i < self.len)
+        else {
+            return Ok(Read::End);
+        };
+        let Some(v) = (self.element)(i) else {
+            return Ok(Read::End);
+        };
+        self.split.consumed += 1;
+        Ok(Read::Record(v))
+    }
+    fn position(&self) -> SeqSplit {
+        self.split.clone()
     }
 }
 
 struct Split<T> {
-    reader: Box<dyn SplitReader<T>>,
+    reader: Box<dyn StoredReader<T>>,
     max_ts: i64,
     finished: bool,
 }
@@ -156,25 +312,22 @@ pub(crate) struct Source<T: Data> {
     exhausted: bool,
     errors: ErrorSlot,
     checkpoint: Option<SourceTask>,
+    /// What errors name.
+    name: String,
 }
 
 struct SourceTask {
-    uid: String,
+    id: TaskId,
     ctx: Rc<WorkerCheckpoints>,
     store: OperatorStateStore,
     state: Rc<OperatorListState<SplitState>>,
 }
 
-/// How a source finds its splits: `None` for a fresh job (make this worker's
-/// initial splits), or the stored splits handed to this worker on restore.
-pub(crate) type SplitFactory<T> =
-    Box<dyn FnOnce(Option<Vec<SplitState>>) -> Result<Vec<Box<dyn SplitReader<T>>>, String>>;
-
 impl<T: Data> Source<T> {
     /// Builds a source; on restore its splits come from the snapshot.
     pub(crate) fn new(
-        kind: &str,
-        ctx: Option<Rc<WorkerCheckpoints>>,
+        name: String,
+        task: Option<(Rc<WorkerCheckpoints>, TaskRef)>,
         mut input: SourceInput<T>,
         make: SplitFactory<T>,
         timestamp: Box<dyn Fn(&T) -> i64>,
@@ -184,8 +337,8 @@ impl<T: Data> Source<T> {
         let mut stored: Option<Vec<SplitState>> = None;
         let mut checkpoint = None;
         let mut interval = 0;
-        if let Some(ctx) = ctx {
-            let (uid, restored) = ctx.task(kind, true);
+        if let Some((ctx, identity)) = task {
+            let (id, restored) = ctx.resolve(&identity);
             let store = ctx.operator_store(restored.as_ref())?;
             let state =
                 store.list_state::<SplitState>(&ListStateDescriptor::new(SOURCE_SPLITS_STATE))?;
@@ -194,7 +347,7 @@ impl<T: Data> Source<T> {
             }
             interval = ctx.coordinator.start();
             checkpoint = Some(SourceTask {
-                uid,
+                id,
                 ctx,
                 store,
                 state,
@@ -204,7 +357,10 @@ impl<T: Data> Source<T> {
             .as_ref()
             .map(|s| s.iter().map(|s| s.max_ts).collect())
             .unwrap_or_default();
-        let readers = make(stored).map_err(RuntimeError::Source)?;
+        let readers = make(stored).map_err(|e| RuntimeError::Connector {
+            what: format!("source {name} could not open its splits"),
+            source: e,
+        })?;
         let splits = readers
             .into_iter()
             .enumerate()
@@ -226,6 +382,7 @@ impl<T: Data> Source<T> {
             exhausted: false,
             errors,
             checkpoint,
+            name,
         };
         // A restored source resumes at the watermark it had reached.
         s.advance_epoch();
@@ -269,18 +426,26 @@ impl<T: Data> Source<T> {
         let states = self
             .splits
             .iter()
-            .map(|s| SplitState {
-                position: s.reader.position(),
-                max_ts: s.max_ts,
+            .map(|s| {
+                Ok(SplitState {
+                    position: s.reader.position()?,
+                    max_ts: s.max_ts,
+                })
             })
-            .collect();
-        let taken = task
-            .state
-            .update(states)
-            .and_then(|()| task.store.snapshot())
-            .map(|snap| (None, Some(snap)))
-            .map_err(RuntimeError::from);
-        task.ctx.snapshot_taken(id, &task.uid, taken, started);
+            .collect::<Result<Vec<_>, BoxError>>();
+        let taken = match states {
+            Ok(states) => task
+                .state
+                .update(states)
+                .and_then(|()| task.store.snapshot())
+                .map(|snap| (None, Some(snap)))
+                .map_err(RuntimeError::from),
+            Err(e) => Err(RuntimeError::Connector {
+                what: format!("source {} could not store its positions", self.name),
+                source: e,
+            }),
+        };
+        task.ctx.snapshot_taken(id, &task.id, taken, started);
         Ok(())
     }
 }
@@ -345,23 +510,30 @@ impl<T: Data> SourceDriver for Source<T> {
             if self.splits[i].finished {
                 continue;
             }
+            let mut sent = false;
             for _ in 0..SOURCE_BATCH {
                 let split = &mut self.splits[i];
                 match split.reader.next() {
-                    None => {
+                    Ok(Read::End) => {
                         split.finished = true;
                         break;
                     }
-                    Some(Err(e)) => {
-                        record_error(&self.errors, RuntimeError::Source(e));
+                    Ok(Read::Idle) => break,
+                    Err(e) => {
+                        let e = RuntimeError::Connector {
+                            what: format!("source {} failed", self.name),
+                            source: e,
+                        };
+                        record_error(&self.errors, e);
                         return self.finish();
                     }
-                    Some(Ok(v)) => {
+                    Ok(Read::Record(v)) => {
                         let ts = (self.timestamp)(&v);
                         split.max_ts = split.max_ts.max(ts);
                         if let Some(input) = self.input.as_mut() {
                             input.send((ts, v));
                         }
+                        sent = true;
                         // The watermark follows every record (Flink's periodic emission
                         // would make lateness depend on wall-clock timing).
                         self.advance_epoch();
@@ -369,9 +541,15 @@ impl<T: Data> SourceDriver for Source<T> {
                 }
             }
             self.advance_epoch();
-            return true;
+            if sent {
+                return true;
+            }
         }
-        self.finish()
+        if self.splits.iter().all(|s| s.finished) {
+            return self.finish();
+        }
+        // Every unfinished split is idle: nothing to send now.
+        false
     }
 }
 

@@ -19,8 +19,8 @@ use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::keyed::{OutputTag, Tagged};
-use crate::source::{SeqReader, Source, SourceDriver, SplitFactory, SplitReader, seq_splits};
-use crate::task::WorkerCheckpoints;
+use crate::source::{SeqSource, Source, SourceDriver, SplitFactory, SplitSource, split_factory};
+use crate::task::{TaskRef, WorkerCheckpoints, start_later};
 use crate::time::Time;
 use crate::{ErrorSlot, JobConfig, record_error};
 
@@ -42,7 +42,9 @@ pub struct Job<'scope> {
     pub(crate) scope: Scope<'scope, Time>,
     pub(crate) config: Arc<JobConfig>,
     pub(crate) errors: ErrorSlot,
-    pub(crate) drivers: Vec<Box<dyn SourceDriver>>,
+    /// Sources; shared because a source is made once the job is described (see
+    /// `WorkerCheckpoints::seal`).
+    pub(crate) drivers: Rc<RefCell<Vec<Box<dyn SourceDriver>>>>,
     pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
 }
 
@@ -57,13 +59,20 @@ impl<'scope> Job<'scope> {
             scope,
             config,
             errors,
-            drivers: Vec::new(),
+            drivers: Rc::new(RefCell::new(Vec::new())),
             checkpoints,
         }
     }
 
+    /// Ends the build: every operator's uid is known, so each restores its state now
+    /// (a bad or duplicate uid fails the job); returns the sources to drive.
     pub(crate) fn into_drivers(self) -> Vec<Box<dyn SourceDriver>> {
-        self.drivers
+        if let Some(ctx) = &self.checkpoints
+            && let Err(e) = ctx.seal()
+        {
+            record_error(&self.errors, e);
+        }
+        std::mem::take(&mut *self.drivers.borrow_mut())
     }
 
     /// This worker's index.
@@ -109,27 +118,35 @@ impl<'scope> Job<'scope> {
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
         let items = Rc::new(items);
-        let len = items.len() as u64;
-        let make: SplitFactory<T> = Box::new(move |stored| {
-            Ok(seq_splits(stored, split, "vec")?
-                .into_iter()
-                .map(|(index, of, consumed)| {
-                    let items = items.clone();
-                    Box::new(SeqReader {
-                        index,
-                        of,
-                        consumed,
-                        len,
-                        element: Box::new(move |i| items.get(usize::try_from(i).ok()?).cloned()),
-                    }) as Box<dyn SplitReader<T>>
-                })
-                .collect())
-        });
-        self.add_source("source", make, Box::new(timestamp), strategy)
+        let source = SeqSource {
+            fresh: split,
+            len: items.len() as u64,
+            element: Box::new(move |_| {
+                let items = items.clone();
+                Box::new(move |i| items.get(usize::try_from(i).ok()?).cloned())
+            }),
+        };
+        self.source("source", source, timestamp, strategy)
+    }
+
+    /// A source reading the splits of a user-defined [`SplitSource`] (see its docs:
+    /// split positions live in the source's operator state, so the job replays from
+    /// them after a failure), with event times from `timestamp` and watermarks by
+    /// `strategy`. `name` names the source in errors and in the id it gets without a
+    /// uid ([`DataStream::uid`]).
+    pub fn source<T: Data, S: SplitSource<T>>(
+        &mut self,
+        name: &str,
+        source: S,
+        timestamp: impl Fn(&T) -> i64 + 'static,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<'scope, T> {
+        let make = split_factory(source, self.worker_index(), self.workers());
+        self.add_source(name, make, Box::new(timestamp), strategy)
     }
 
     /// Adds a source reading the splits `make` gives.
-    pub(crate) fn add_source<T: Data>(
+    fn add_source<T: Data>(
         &mut self,
         kind: &str,
         make: SplitFactory<T>,
@@ -137,19 +154,20 @@ impl<'scope> Job<'scope> {
         strategy: WatermarkStrategy,
     ) -> DataStream<'scope, T> {
         let (input, stream) = self.scope.new_input::<Vec<(i64, T)>>();
-        match Source::new(
-            kind,
-            self.checkpoints.clone(),
-            input,
-            make,
-            timestamp,
-            strategy,
-            self.errors.clone(),
-        ) {
-            Ok(s) => self.drivers.push(Box::new(s)),
-            Err(e) => record_error(&self.errors, e),
-        }
-        self.stream(stream)
+        let identity = self.checkpoints.as_ref().map(|c| c.register(kind, true));
+        let (ctx, task) = (self.checkpoints.clone(), identity.clone());
+        let (drivers, errors) = (self.drivers.clone(), self.errors.clone());
+        let name = kind.to_string();
+        start_later(self.checkpoints.as_ref(), move || {
+            let task = ctx.zip(task);
+            match Source::new(name, task, input, make, timestamp, strategy, errors.clone()) {
+                Ok(s) => drivers.borrow_mut().push(Box::new(s)),
+                Err(e) => record_error(&errors, e),
+            }
+        });
+        let mut out = self.stream(stream);
+        out.task = identity;
+        out
     }
 
     pub(crate) fn stream<T>(
@@ -163,6 +181,7 @@ impl<'scope> Job<'scope> {
             errors: self.errors.clone(),
             scope: self.scope,
             checkpoints: self.checkpoints.clone(),
+            task: None,
         }
     }
 }
@@ -177,6 +196,8 @@ pub struct DataStream<'scope, T> {
     pub(crate) scope: Scope<'scope, Time>,
     /// This worker's checkpointing, when the job checkpoints.
     pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
+    /// The snapshotting operator that made this stream, whose uid `.uid()` sets.
+    pub(crate) task: Option<TaskRef>,
 }
 
 /// Side outputs of a keyed operator: `(event time, (tag name, value bytes))`.
@@ -190,6 +211,7 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         errors: ErrorSlot,
         scope: Scope<'scope, Time>,
         checkpoints: Option<Rc<WorkerCheckpoints>>,
+        task: Option<TaskRef>,
     ) -> Self {
         let main = flat_map_stream(&raw, "Main", |t| match t {
             Tagged::Main(v) => Some(v),
@@ -206,7 +228,23 @@ impl<'scope, T: Data> DataStream<'scope, T> {
             errors,
             scope,
             checkpoints,
+            task,
         }
+    }
+
+    /// Sets the uid of the operator that made this stream (Flink's `uid`): its state
+    /// is stored and restored under this name, so a savepoint still restores after
+    /// operators are added, removed or reordered. Give one to every stateful operator
+    /// (sources, keyed process functions, windows, broadcast joins, sinks) and never
+    /// change it. A uid is 1 to 128 ASCII letters, digits, `-`, `_` or `.`; two
+    /// operators with the same uid fail the job with [`crate::RuntimeError::Config`].
+    /// On a stream made by a stateless operator (`map`, `filter`, ...) it has no
+    /// effect: such operators have no state to map.
+    pub fn uid(self, uid: impl Into<String>) -> Self {
+        if let Some(t) = &self.task {
+            t.set_uid(uid.into());
+        }
+        self
     }
 
     /// The side output `tag` of the operator that made this stream (Flink's
@@ -253,6 +291,7 @@ impl<'scope, T: Data> DataStream<'scope, T> {
             errors: self.errors.clone(),
             scope: self.scope,
             checkpoints: self.checkpoints.clone(),
+            task: None,
         }
     }
 
@@ -370,6 +409,27 @@ pub(crate) fn flat_map_stream<
                 });
             }
         })
+}
+
+/// The end of a stream written by a sink (e.g. [`DataStream::write_text_files`]).
+pub struct DataSink {
+    pub(crate) task: Option<TaskRef>,
+}
+
+impl DataSink {
+    /// Sets the sink's uid: its pending transactions are stored under this name
+    /// (see [`DataStream::uid`]).
+    pub fn uid(self, uid: impl Into<String>) -> Self {
+        if let Some(t) = &self.task {
+            t.set_uid(uid.into());
+        }
+        self
+    }
+}
+
+impl JobResult for DataSink {
+    type Output = ();
+    fn finish(self) {}
 }
 
 /// Records of one worker gathered by [`DataStream::collect`].

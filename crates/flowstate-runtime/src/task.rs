@@ -1,13 +1,22 @@
-//! One worker's side of checkpointing: operator ids, the restored snapshot, the
+//! One worker's side of checkpointing: operator identity, the restored snapshot, the
 //! asynchronous part of every task's snapshot, and completion notifications.
 //!
-//! Each snapshotting operator (source, keyed operator, transactional sink) is a *task*
-//! with an id made of its kind and position in the job (`keyed-3`), the same on every
-//! worker and every run of the same program; the snapshot of instance `i` of task `t`
-//! lives at `<location>/<t>-<i>.kgs` (keyed) and `.ops` (operator state).
+//! Each snapshotting operator (source, keyed operator, transactional sink) is a *task*.
+//! Its state is stored under its **uid**, the name the user gives it with
+//! `.uid("...")` on its output (Flink's first savepoint rule: state follows uids, so
+//! operators can be inserted, removed and reordered). An operator without one gets an
+//! id derived from its kind and position in the job (`keyed-3`), the same on every
+//! worker and every run of the same program, and the job warns once at start. The
+//! snapshot of instance `i` of task `t` lives at `<location>/<t>-<i>.kgs` (keyed) and
+//! `.ops` (operator state).
+//!
+//! Since the uid is given after the operator is built, operators register an identity
+//! while the job is built and defer what needs the uid (restoring their state) to
+//! [`WorkerCheckpoints::seal`], which runs once the whole job is described.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +32,73 @@ use crate::checkpoint::{Coordinator, OperatorSnapshotMeta, Restored, TaskAck};
 pub(crate) type KeyedWrite =
     Box<dyn FnOnce(&dyn CheckpointStorage, &str) -> StateResult<KeyedStateHandle> + Send>;
 
+/// Longest uid accepted (it names files in the checkpoint directory).
+const MAX_UID_LEN: usize = 128;
+
+/// Whether `uid` can name an operator: 1 to 128 ASCII letters, digits, `-`, `_` or
+/// `.`, not starting with `.` (it becomes part of file names).
+pub(crate) fn valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= MAX_UID_LEN
+        && !uid.starts_with('.')
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A snapshotting operator as the job's build registered it.
+#[derive(Debug)]
+pub(crate) struct TaskIdentity {
+    /// What it is (`source`, `keyed`, `file-sink`, ...), for messages.
+    kind: String,
+    /// The id derived from its kind and position in the job.
+    derived: String,
+    /// The uid the user gave it, if any.
+    uid: RefCell<Option<String>>,
+}
+
+/// A registered operator, shared with the stream it made (which sets its uid).
+pub(crate) type TaskRef = Rc<TaskIdentity>;
+
+impl TaskIdentity {
+    /// Gives the operator a uid (the last one given counts).
+    pub(crate) fn set_uid(&self, uid: String) {
+        *self.uid.borrow_mut() = Some(uid);
+    }
+    fn id(&self) -> String {
+        self.uid
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| self.derived.clone())
+    }
+}
+
+/// A task's resolved identity, what it stores its snapshots under.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskId {
+    /// The uid, or the derived id.
+    pub(crate) uid: String,
+    /// `uid` was given by the user.
+    pub(crate) user: bool,
+}
+
+/// Runs `start` when the operator's uid is known: at [`WorkerCheckpoints::seal`] when
+/// the job checkpoints, at once otherwise. The operator takes the result from the
+/// returned cell at its first activation (which comes after the build).
+pub(crate) fn start_later<T: 'static>(
+    ctx: Option<&Rc<WorkerCheckpoints>>,
+    start: impl FnOnce() -> T + 'static,
+) -> Rc<RefCell<Option<T>>> {
+    let cell = Rc::new(RefCell::new(None));
+    let slot = cell.clone();
+    let run = move || *slot.borrow_mut() = Some(start());
+    match ctx {
+        Some(ctx) => ctx.defer(run),
+        None => run(),
+    }
+    cell
+}
+
 /// A worker's checkpointing context, shared by the operators it builds.
 pub(crate) struct WorkerCheckpoints {
     pub(crate) coordinator: Arc<Coordinator>,
@@ -32,6 +108,10 @@ pub(crate) struct WorkerCheckpoints {
     next_uid: Cell<usize>,
     tasks: Cell<usize>,
     sources: Cell<usize>,
+    identities: RefCell<Vec<TaskRef>>,
+    #[allow(clippy::type_complexity)]
+    deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Snapshot entries some task restores from.
     claimed: RefCell<BTreeSet<String>>,
     /// Newest checkpoint whose completion was delivered on this worker.
     pub(crate) notified: Cell<u64>,
@@ -55,27 +135,109 @@ impl WorkerCheckpoints {
             next_uid: Cell::new(0),
             tasks: Cell::new(0),
             sources: Cell::new(0),
+            identities: RefCell::new(Vec::new()),
+            deferred: RefCell::new(Vec::new()),
             claimed: RefCell::new(BTreeSet::new()),
             notified: Cell::new(notified),
             listeners: RefCell::new(Vec::new()),
         }
     }
 
-    /// Registers a task of `kind`; returns its id and its restored snapshot, if any.
-    pub(crate) fn task(&self, kind: &str, source: bool) -> (String, Option<OperatorSnapshotMeta>) {
+    /// Registers a task of `kind` (a source when `source`) while the job is built;
+    /// its uid may still be set until [`WorkerCheckpoints::seal`].
+    pub(crate) fn register(&self, kind: &str, source: bool) -> TaskRef {
         let n = self.next_uid.get() + 1;
         self.next_uid.set(n);
         self.tasks.set(self.tasks.get() + 1);
         if source {
             self.sources.set(self.sources.get() + 1);
         }
-        let uid = format!("{kind}-{n}");
-        self.claimed.borrow_mut().insert(uid.clone());
-        let restored = self
-            .restored
-            .as_ref()
-            .and_then(|r| r.operator(&uid).cloned());
-        (uid, restored)
+        let t = Rc::new(TaskIdentity {
+            kind: kind.to_string(),
+            derived: format!("{kind}-{n}"),
+            uid: RefCell::new(None),
+        });
+        self.identities.borrow_mut().push(t.clone());
+        t
+    }
+
+    /// Runs `f` once the job is described and every uid is known (at
+    /// [`WorkerCheckpoints::seal`]); restoring state needs the uid.
+    pub(crate) fn defer(&self, f: impl FnOnce() + 'static) {
+        self.deferred.borrow_mut().push(Box::new(f));
+    }
+
+    /// Ends the build: checks the uids (well-formed, none twice), warns once about
+    /// operators without one, then runs what the operators deferred, in the order
+    /// they were built. On a bad uid nothing deferred runs (the job fails).
+    pub(crate) fn seal(&self) -> Result<(), RuntimeError> {
+        let identities = self.identities.borrow().clone();
+        let mut seen = BTreeSet::new();
+        for t in &identities {
+            let id = t.id();
+            if t.uid.borrow().is_some() && !valid_uid(&id) {
+                return Err(RuntimeError::Config(format!(
+                    "uid {id:?} of a {} operator: a uid is 1 to {MAX_UID_LEN} ASCII letters, \
+                     digits, '-', '_' or '.', not starting with '.'",
+                    t.kind
+                )));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(RuntimeError::Config(format!(
+                    "uid {id:?} is given to more than one operator: uids must be unique in a job"
+                )));
+            }
+        }
+        let missing: Vec<String> = identities
+            .iter()
+            .filter(|t| t.uid.borrow().is_none())
+            .map(|t| t.derived.clone())
+            .collect();
+        if self.index == 0 && !missing.is_empty() {
+            tracing::warn!(
+                "operators without a uid: {}; their state is stored under ids derived from \
+                 their position in the job, which change when operators are added or \
+                 removed: give every stateful operator a `.uid(\"...\")`",
+                missing.join(", ")
+            );
+        }
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for f in deferred {
+            f();
+        }
+        Ok(())
+    }
+
+    /// A registered task's id and its restored snapshot, if any: the entry stored
+    /// under its uid; for an operator that got its uid after the snapshot was taken,
+    /// the entry stored under its derived id (never another operator's uid).
+    pub(crate) fn resolve(&self, t: &TaskIdentity) -> (TaskId, Option<OperatorSnapshotMeta>) {
+        let id = TaskId {
+            uid: t.id(),
+            user: t.uid.borrow().is_some(),
+        };
+        let Some(r) = &self.restored else {
+            return (id, None);
+        };
+        if let Some(m) = r.operator(&id.uid) {
+            self.claimed.borrow_mut().insert(id.uid.clone());
+            return (id, Some(m.clone()));
+        }
+        match r.operator(&t.derived) {
+            Some(m) if id.user && !m.user_uid => {
+                if self.index == 0 {
+                    tracing::info!(
+                        "operator {:?} restores the state stored under {:?}, the id its \
+                         position gave it before it had a uid",
+                        id.uid,
+                        t.derived
+                    );
+                }
+                self.claimed.borrow_mut().insert(t.derived.clone());
+                (id, Some(m.clone()))
+            }
+            _ => (id, None),
+        }
     }
 
     /// The restored operator state of this worker's instance of a task (redistributed
@@ -140,14 +302,14 @@ impl WorkerCheckpoints {
     pub(crate) fn snapshot_taken(
         &self,
         id: u64,
-        uid: &str,
+        task: &TaskId,
         taken: Result<(Option<KeyedWrite>, Option<OperatorSnapshot>), RuntimeError>,
         sync_started: Instant,
     ) {
         let (keyed, operator) = match taken {
             Ok(parts) => parts,
             Err(e) => {
-                let why = format!("{uid}: synchronous part of the snapshot failed: {e}");
+                let why = format!("{}: synchronous part of the snapshot failed: {e}", task.uid);
                 self.coordinator.decline(id, why);
                 return;
             }
@@ -155,8 +317,8 @@ impl WorkerCheckpoints {
         let sync_ms = sync_started.elapsed().as_secs_f64() * 1e3;
         let coordinator = self.coordinator.clone();
         let location = coordinator.location(id);
-        let base = format!("{location}/{uid}-{}", self.index);
-        let uid = uid.to_string();
+        let base = format!("{location}/{}-{}", task.uid, self.index);
+        let TaskId { uid, user } = task.clone();
         self.coordinator.writer_started();
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{uid}"))
@@ -174,6 +336,7 @@ impl WorkerCheckpoints {
                     };
                     Ok(TaskAck {
                         uid,
+                        user_uid: user,
                         keyed,
                         operator,
                         sync_ms,

@@ -112,7 +112,11 @@ fn bad_lines_and_missing_files_are_typed_errors() {
         })
         .expect_err("must fail");
         match err {
-            RuntimeError::Source(m) => assert!(m.contains(what), "{m}"),
+            RuntimeError::Connector { what: op, source } => {
+                assert!(op.contains("file-source"), "{op}");
+                let m = source.to_string();
+                assert!(m.contains(what), "{m}");
+            }
             other => panic!("unexpected {other}"),
         }
     }

@@ -1,6 +1,7 @@
 //! Checkpoint settings: where checkpoints go, how often, what a job restores from and
 //! who owns the restored files (Flink's `execution.checkpointing.*`).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,10 @@ pub struct CheckpointConfig {
     pub claim_mode: ClaimMode,
     /// Start even when the snapshot holds state of operators the job no longer has.
     pub allow_non_restored_state: bool,
+    /// Uids (or derived ids) whose state in the snapshot may be dropped when the job
+    /// no longer has them: [`CheckpointConfig::allow_non_restored_state`] for named
+    /// operators only.
+    pub droppable: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -115,6 +120,7 @@ impl CheckpointConfig {
             restore: RestoreFrom::Latest,
             claim_mode: ClaimMode::NoClaim,
             allow_non_restored_state: false,
+            droppable: BTreeSet::new(),
         }
     }
 
@@ -162,6 +168,19 @@ impl CheckpointConfig {
     pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
         self.allow_non_restored_state = allow;
         self
+    }
+
+    /// Allows dropping the state of operator `uid` alone, when the snapshot has it and
+    /// the job no longer does (state of any other missing operator still refuses
+    /// the restore).
+    pub fn allow_non_restored_uid(mut self, uid: impl Into<String>) -> Self {
+        self.droppable.insert(uid.into());
+        self
+    }
+
+    /// Whether state of operator `uid` may be left behind.
+    pub(crate) fn may_drop(&self, uid: &str) -> bool {
+        self.allow_non_restored_state || self.droppable.contains(uid)
     }
 
     /// Whether the job owns the files of `restored`: resuming from the job's own newest

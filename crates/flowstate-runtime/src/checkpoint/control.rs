@@ -11,6 +11,8 @@ use super::SnapshotKind;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TaskAck {
     pub(crate) uid: String,
+    /// `uid` is the one the user gave (not derived from the operator's position).
+    pub(crate) user_uid: bool,
     pub(crate) keyed: Option<KeyedStateHandle>,
     pub(crate) operator: Option<OperatorStateHandle>,
     pub(crate) sync_ms: f64,

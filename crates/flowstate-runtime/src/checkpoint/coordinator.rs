@@ -651,6 +651,7 @@ impl Coordinator {
         let mut operators: BTreeMap<String, OperatorSnapshotMeta> = BTreeMap::new();
         for a in p.acks {
             let o = operators.entry(a.uid).or_default();
+            o.user_uid |= a.user_uid;
             o.keyed.extend(a.keyed);
             o.operator.extend(a.operator);
             o.sync_ms = o.sync_ms.max(a.sync_ms);
