@@ -237,7 +237,7 @@ fn snapshot_paths_pointing_elsewhere_refused() {
     let meta = std::fs::read_to_string(chk.join("_metadata")).unwrap();
     let name = chk.file_name().unwrap().to_string_lossy().to_string();
     let evil = meta.replacen(
-        &format!("\"{name}/keyed-2-0.kgs\""),
+        &format!("\"{name}/counts-0.kgs\""),
         &format!("\"{name}/../victim/notes.txt\""),
         1,
     );

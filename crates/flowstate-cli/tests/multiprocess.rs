@@ -45,10 +45,10 @@ fn job_process(parent: u32, index: usize) -> Option<u32> {
         if ppid != Some(parent) || state == Some("Z") {
             continue;
         }
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let at = args.iter().position(|a| *a == b"--process")?;
-        if args.get(at + 1) == Some(&index.to_string().as_bytes()) {
+        // The supervisor tells each child its index in its environment.
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let wanted = format!("FLOWSTATE_PROCESS={index}");
+        if environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
             return Some(pid);
         }
     }
@@ -169,7 +169,7 @@ fn two_processes_fall_back_together_from_a_damaged_checkpoint() {
         }
     }
     let newest = newest_complete(&ck);
-    let victim = ck.join(format!("chk-{newest}/keyed-2-3.kgs"));
+    let victim = ck.join(format!("chk-{newest}/counts-3.kgs"));
     let mut bytes = std::fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     for b in &mut bytes[mid..mid + 8] {

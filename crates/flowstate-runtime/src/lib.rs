@@ -94,6 +94,7 @@ use checkpoint::{Control, Coordinator, ProcessRole};
 pub use connectors::{FileFormat, FilePosition, FileSink, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
+pub use flowstate_rocksdb::RocksDbOptions;
 pub use keyed::OutputTag;
 pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};

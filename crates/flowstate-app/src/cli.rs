@@ -1,0 +1,130 @@
+//! The harness's command line: `run` with the harness's options ([`RunOptions`]) and
+//! the job's own, `savepoint`, `checkpoints`.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+pub(crate) struct Cli<A: Args> {
+    #[command(subcommand)]
+    pub(crate) command: Command<A>,
+}
+
+impl<A: Args> Cli<A> {
+    /// The command line definition, named `name`.
+    pub(crate) fn command_for(name: &'static str) -> clap::Command {
+        Self::command()
+            .name(name)
+            .about("A Flowstate job: run it with checkpoints, take savepoints, list checkpoints")
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command<A: Args> {
+    /// Runs the job with checkpoints; resumes from the newest checkpoint of
+    /// `--checkpoint-dir` when it has one.
+    Run {
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        job: A,
+    },
+    /// Asks the job running on a checkpoint directory for a savepoint and waits for
+    /// it; prints its directory.
+    Savepoint {
+        /// Checkpoint directory of the running job.
+        dir: PathBuf,
+        /// Stop the job with the savepoint (nothing after it is processed; resume
+        /// with `run --from` the savepoint).
+        #[arg(long)]
+        stop: bool,
+        /// In the backend's native format (RocksDB: its files; restores faster, same
+        /// backend only) instead of the canonical one.
+        #[arg(long)]
+        native: bool,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Lists the complete checkpoints of a directory.
+    Checkpoints {
+        /// Checkpoint directory.
+        dir: PathBuf,
+    },
+}
+
+/// The keyed state backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// In memory (canonical snapshots).
+    Heap,
+    /// Embedded RocksDB (incremental checkpoints).
+    Rocksdb,
+}
+
+/// How `run` runs the job (the harness's options; the job adds its own).
+#[derive(Args, Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads (per process); may differ from the checkpoint's.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Run as this many processes on 127.0.0.1 (parallelism: processes × workers),
+    /// restarted together from the last checkpoint when one fails.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Restarts of a multi-process job after a process failed.
+    #[arg(long, default_value_t = 10)]
+    pub max_restarts: u32,
+    /// Keyed state backend.
+    #[arg(long, value_enum, default_value = "rocksdb")]
+    pub backend: Backend,
+    /// Key groups (the most workers the job's state can ever be spread over); fixed
+    /// for the life of the job's state.
+    #[arg(long, default_value_t = 128)]
+    pub max_parallelism: u32,
+    /// Checkpoint directory (new or empty, or one this job wrote; never one holding
+    /// other files).
+    #[arg(long)]
+    pub checkpoint_dir: PathBuf,
+    /// RocksDB's local working directory (default: the checkpoint directory's path
+    /// with `.rocksdb-local` appended, `-p<i>` per process). Created and owned by the
+    /// job; an existing directory is used only if empty or made by Flowstate.
+    #[arg(long)]
+    pub local_dir: Option<PathBuf>,
+    /// Testing: fail or delay every k-th checkpoint storage call (`seed:every[:delay_ms]`).
+    #[arg(long, hide = true)]
+    pub inject_storage_faults: Option<flowstate_storage::FaultPlan>,
+    /// Milliseconds between checkpoints.
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval: u64,
+    /// Complete checkpoints kept.
+    #[arg(long, default_value_t = 1)]
+    pub retained: usize,
+    /// Restore from this checkpoint (`chk-<id>`) or savepoint directory.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Take ownership of the `--from` snapshot's files.
+    #[arg(long)]
+    pub claim: bool,
+    /// Start even if the snapshot has state of operators the job lacks (dropping it).
+    #[arg(long)]
+    pub allow_non_restored_state: bool,
+    /// Drop the snapshot's state of this operator uid if the job lacks it (repeat
+    /// for several); the state of any other missing operator still refuses the start.
+    #[arg(long = "drop-state-of", value_name = "UID")]
+    pub drop_state_of: Vec<String>,
+    /// Start empty (ignore existing checkpoints).
+    #[arg(long)]
+    pub fresh: bool,
+    /// This process's index in the job's addresses (set by the supervisor).
+    #[arg(long, hide = true, env = "FLOWSTATE_PROCESS")]
+    pub process: Option<usize>,
+    /// `host:port` of every process, comma-separated (set by the supervisor).
+    #[arg(long, hide = true, value_delimiter = ',', env = "FLOWSTATE_ADDRESSES")]
+    pub addresses: Vec<String>,
+    /// Set by the supervisor on restarts: resume from the newest checkpoint whatever
+    /// `--from`/`--fresh` say (those were for the job's first start).
+    #[arg(long, hide = true, env = "FLOWSTATE_RESUME")]
+    pub resume: bool,
+}

@@ -1,0 +1,151 @@
+//! `run`: the job configuration from the command line, the run itself (or the
+//! supervisor of several processes), and what it prints at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowstate_runtime::checkpoint::read_metadata;
+use flowstate_runtime::{
+    BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, JobResult, RestoreFrom,
+    RocksDbOptions, execute,
+};
+use flowstate_storage::FaultyStorage;
+
+use crate::cli::{Backend, RunOptions};
+use crate::inspect::{newest_complete, savepoints};
+use crate::{AppError, BuildFn};
+
+/// Runs the job as `opts` say: here, or as several processes under the supervisor.
+pub(crate) fn run<A, R, F>(opts: &RunOptions, job: A, build: Arc<F>) -> Result<(), AppError>
+where
+    A: Clone + Send + Sync + 'static,
+    R: JobResult,
+    F: BuildFn<A, R>,
+{
+    let cluster = match opts.process {
+        Some(process) => Some(Cluster {
+            process,
+            addresses: opts.addresses.clone(),
+        }),
+        None if opts.processes > 1 => return crate::supervisor::supervise(opts),
+        None => None,
+    };
+    let config = job_config(opts, cluster)?;
+    let started = Instant::now();
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(Duration::from_millis(200));
+    progress.set_message(format!(
+        "running with {} workers, checkpoints in {}",
+        opts.workers,
+        opts.checkpoint_dir.display()
+    ));
+    let result = execute(config, move |j| build(j, &job));
+    progress.finish_and_clear();
+    result?;
+    let dir = &opts.checkpoint_dir;
+    // Stopped with a savepoint rather than finished: the newest snapshot says so.
+    let newest_savepoint = savepoints(dir)
+        .into_iter()
+        .filter_map(|p| read_metadata(&p).ok().map(|m| (m.id, m.finished, p)))
+        .max_by_key(|(id, _, _)| *id);
+    match newest_savepoint {
+        Some((id, false, path)) if id > newest_complete(dir) => println!(
+            "job stopped with savepoint {id} after {:.2} s; resume with --from {}",
+            started.elapsed().as_secs_f64(),
+            path.display()
+        ),
+        _ => println!(
+            "job finished in {:.2} s; committed output is complete",
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    Ok(())
+}
+
+/// The job's configuration from the command line.
+pub(crate) fn job_config(
+    opts: &RunOptions,
+    cluster: Option<Cluster>,
+) -> Result<JobConfig, AppError> {
+    let restore = match (&opts.from, opts.fresh) {
+        _ if opts.resume => RestoreFrom::Latest,
+        (Some(p), _) => RestoreFrom::Path(p.clone()),
+        (None, true) => RestoreFrom::Nothing,
+        (None, false) => RestoreFrom::Latest,
+    };
+    let mut checkpoints = CheckpointConfig::local(
+        &opts.checkpoint_dir,
+        Duration::from_millis(opts.checkpoint_interval),
+    )?
+    .retained(opts.retained)
+    .restore(restore)
+    .claim_mode(if opts.claim && !opts.resume {
+        ClaimMode::Claim
+    } else {
+        ClaimMode::NoClaim
+    })
+    .allow_non_restored_state(opts.allow_non_restored_state)
+    .tolerable_failures(3);
+    for uid in &opts.drop_state_of {
+        checkpoints = checkpoints.allow_non_restored_uid(uid.clone());
+    }
+    if let Some(plan) = &opts.inject_storage_faults {
+        checkpoints.storage = Arc::new(FaultyStorage::new(checkpoints.storage.clone(), *plan));
+    }
+    let backend = match opts.backend {
+        Backend::Heap => BackendChoice::Heap,
+        // RocksDB's working files: the runtime claims the directory (a marker, a
+        // lock) and empties it of a crashed run's scratch only when it is its own.
+        Backend::Rocksdb => BackendChoice::RocksDb(RocksDbOptions::new(local_dir(
+            &opts.checkpoint_dir,
+            opts.local_dir.as_deref(),
+            cluster.as_ref().map(|c| c.process),
+        )?)),
+    };
+    let mut config = JobConfig::default()
+        .workers(opts.workers)
+        .max_parallelism(opts.max_parallelism)
+        .backend(backend)
+        .checkpointing(checkpoints);
+    if let Some(c) = cluster {
+        config = config.cluster(c);
+    }
+    Ok(config)
+}
+
+/// RocksDB's working directory: `given`, or the checkpoint directory's full path
+/// with `.rocksdb-local` appended (never replacing part of its name: `job.v1` and
+/// `job.v2` get two), with `-p<i>` for process `i` of several.
+fn local_dir(
+    checkpoint_dir: &Path,
+    given: Option<&Path>,
+    process: Option<usize>,
+) -> Result<PathBuf, AppError> {
+    let base = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let full = checkpoint_dir.canonicalize().map_err(AppError::io(format!(
+                "resolving {}",
+                checkpoint_dir.display()
+            )))?;
+            let Some(name) = full.file_name() else {
+                return Err(AppError::Usage(format!(
+                    "cannot derive RocksDB's working directory from {}: give --local-dir",
+                    checkpoint_dir.display()
+                )));
+            };
+            let mut name = name.to_os_string();
+            name.push(".rocksdb-local");
+            full.with_file_name(name)
+        }
+    };
+    Ok(match process {
+        None => base,
+        Some(i) => {
+            let mut name = base.as_os_str().to_os_string();
+            name.push(format!("-p{i}"));
+            PathBuf::from(name)
+        }
+    })
+}
