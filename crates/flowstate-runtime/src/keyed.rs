@@ -355,12 +355,16 @@ fn load_inflight<K: StateKey + Data, T: Data>(
     for key in backend.keys(INFLIGHT_STATE, &VoidNamespace)? {
         backend.set_current_key(key.clone())?;
         let kg = backend.key_group_of(&key)?;
-        for (epoch, ts, bytes) in state.get()? {
+        for (_epoch, ts, bytes) in state.get()? {
             let value = ser
                 .deserialize(&bytes)
                 .map_err(|e| flowstate_core::StateError::serialization(INFLIGHT_STATE, e))?;
+            // Processed first (epoch 0), in their stored order (by epoch): records read
+            // after the restore may carry a lower epoch than these (a restored source
+            // whose splits moved can run at a lower watermark) and must not overtake
+            // them (see the `checkpoint` module docs).
             stash
-                .entry((epoch, interval))
+                .entry((0, interval))
                 .or_default()
                 .push((ts, (index, kg, key.clone(), value)));
         }

@@ -69,6 +69,7 @@ mod broadcast;
 pub mod checkpoint;
 mod connectors;
 mod failpoint;
+mod handle;
 mod keyed;
 pub mod ownership;
 mod process;
@@ -95,6 +96,7 @@ pub use connectors::{FileFormat, FilePosition, FileSink, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 pub use flowstate_rocksdb::RocksDbOptions;
+pub use handle::{JobHandle, JobStatus, RunningJob, Savepoint, spawn};
 pub use keyed::OutputTag;
 pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
@@ -175,6 +177,9 @@ pub enum RuntimeError {
         /// The newest checkpoint the run completed, if any.
         last_complete: Option<u64>,
     },
+    /// The job was cancelled through its [`JobHandle`].
+    #[error("the job was cancelled")]
+    Cancelled,
     /// The job may not use a directory (not its own, locked by another job, ...).
     #[error(transparent)]
     Ownership(#[from] ownership::OwnershipError),
@@ -336,7 +341,32 @@ pub(crate) fn record_error(slot: &ErrorSlot, e: RuntimeError) {
 /// fails with [`RuntimeError::NothingRestorable`] rather than start empty), takes
 /// checkpoints as configured while it runs, and ends with a final checkpoint that
 /// commits the transactional sinks' output.
+///
+/// With a [`JobHandle`] in the checkpoint configuration (or through [`spawn`]), code
+/// can take savepoints, stop or cancel the job, and follow its [`JobStatus`].
 pub fn execute<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
+where
+    F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
+    R: stream::JobResult,
+{
+    let handle = config.checkpointing.as_ref().and_then(|c| c.handle.clone());
+    if let Some(h) = &handle {
+        h.set_dir(config.checkpointing.as_ref().and_then(|c| c.dir.clone()));
+        h.set_status(JobStatus::Starting);
+    }
+    let result = execute_job(config, build);
+    if let Some(h) = handle {
+        h.set_status(match &result {
+            Ok(_) if h.status() == JobStatus::Stopped => JobStatus::Stopped,
+            Ok(_) => JobStatus::Finished,
+            Err(RuntimeError::Cancelled) => JobStatus::Cancelled,
+            Err(e) => JobStatus::Failed(e.to_string()),
+        });
+    }
+    result
+}
+
+fn execute_job<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
 where
     F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,
     R: stream::JobResult,
@@ -594,6 +624,12 @@ where
                 }
                 let (tasks, sources) = ctx.counts();
                 ctx.coordinator.register_worker(tasks, sources);
+                if worker.index() == 0
+                    && let Some(h) = &ctx.coordinator.config().handle
+                {
+                    let restored = ctx.restored.as_ref().map(|r| r.metadata.id);
+                    h.set_status(JobStatus::Running { restored });
+                }
             }
             drive(
                 worker,
@@ -669,6 +705,15 @@ fn drive(
         if let Some(ctx) = ctx {
             ctx.coordinator.poll();
             send(&mut control, ctx);
+            if ctx
+                .coordinator
+                .config()
+                .handle
+                .as_ref()
+                .is_some_and(|h| h.cancelled())
+            {
+                record_error(errors, RuntimeError::Cancelled);
+            }
             if let Some(e) = errors.borrow().as_ref() {
                 ctx.coordinator.fail_with(e);
             }
@@ -727,6 +772,9 @@ fn drive(
         // still holds is in it, so drop it undrained (draining would fire every
         // event-time timer as if the input had ended).
         tracing::info!("worker {} stopped after its savepoint", worker.index());
+        if let Some(h) = ctx.and_then(|c| c.coordinator.config().handle.as_ref()) {
+            h.set_status(JobStatus::Stopped);
+        }
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
         }

@@ -74,8 +74,9 @@ pub trait TransactionalSink<T>: 'static {
     type Transaction: Data + Sync;
 
     /// Called once per instance before anything else, on a fresh start and on
-    /// restore, after the restored transactions were committed: throw away what a
-    /// failed run wrote after the restored checkpoint (see the trait docs).
+    /// restore (before the restored checkpoint's transactions are committed again):
+    /// open what the sink writes to, and throw away what a failed run wrote after
+    /// the restored checkpoint (see the trait docs).
     fn recover(&mut self, ctx: &SinkContext) -> Result<(), BoxError>;
 
     /// Writes `record` into the transaction of checkpoint interval `interval`
@@ -162,37 +163,38 @@ impl<T: Data> DataStream<'_, T> {
         let started = start_later(self.checkpoints.as_ref(), move || {
             let setup = (|| -> Result<Option<SinkTask<S::Transaction>>, RuntimeError> {
                 let mut d = setup_driver.borrow_mut();
-                let mut task = None;
-                let mut restored = 0;
-                if let (Some(ctx), Some(identity)) = (ctx, identity2) {
-                    let (id, meta) = ctx.resolve(&identity);
-                    let store = ctx.operator_store(meta.as_ref())?;
-                    let state = store.list_state::<S::Transaction>(&ListStateDescriptor::new(
-                        SINK_TRANSACTIONS_STATE,
-                    ))?;
-                    // The restored checkpoint completed: its transactions commit now.
-                    restored = ctx.restored.as_ref().map_or(0, |r| r.metadata.id);
-                    d.pending = state.get()?.into_iter().map(|t| (0, t)).collect();
-                    d.commit_through(0)?;
-                    state.update(Vec::new())?;
-                    let listener = setup_driver.clone();
-                    ctx.on_complete(move |done| listener.borrow_mut().commit_through(done));
-                    let snapshotted = ctx.coordinator.start().saturating_sub(1);
-                    task = Some(SinkTask {
-                        ctx,
-                        id,
-                        store,
-                        state,
-                        snapshotted,
-                    });
-                }
+                let restored = ctx
+                    .as_ref()
+                    .and_then(|c| c.restored.as_ref())
+                    .map_or(0, |r| r.metadata.id);
                 let sc = SinkContext {
                     index,
                     instances,
                     restored,
                 };
                 d.sink.recover(&sc).map_err(|e| d.failed("recover", e))?;
-                Ok(task)
+                let (Some(ctx), Some(identity)) = (ctx, identity2) else {
+                    return Ok(None);
+                };
+                let (id, meta) = ctx.resolve(&identity);
+                let store = ctx.operator_store(meta.as_ref())?;
+                let state = store.list_state::<S::Transaction>(&ListStateDescriptor::new(
+                    SINK_TRANSACTIONS_STATE,
+                ))?;
+                // The restored checkpoint completed: its transactions commit now.
+                d.pending = state.get()?.into_iter().map(|t| (0, t)).collect();
+                d.commit_through(0)?;
+                state.update(Vec::new())?;
+                let listener = setup_driver.clone();
+                ctx.on_complete(move |done| listener.borrow_mut().commit_through(done));
+                let snapshotted = ctx.coordinator.start().saturating_sub(1);
+                Ok(Some(SinkTask {
+                    ctx,
+                    id,
+                    store,
+                    state,
+                    snapshotted,
+                }))
             })();
             match setup {
                 Ok(t) => t,

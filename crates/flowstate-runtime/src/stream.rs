@@ -200,6 +200,22 @@ pub struct DataStream<'scope, T> {
     pub(crate) task: Option<TaskRef>,
 }
 
+/// A second handle on the same stream (every record goes to both consumers); `uid`
+/// on either names the same operator.
+impl<T: Clone + 'static> Clone for DataStream<'_, T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            inner: self.inner.clone(),
+            side: self.side.clone(),
+            config: self.config.clone(),
+            errors: self.errors.clone(),
+            scope: self.scope,
+            checkpoints: self.checkpoints.clone(),
+            task: self.task.clone(),
+        }
+    }
+}
+
 /// Side outputs of a keyed operator: `(event time, (tag name, value bytes))`.
 pub(crate) type SideStream<'scope> = StreamVec<'scope, Time, (i64, (String, Vec<u8>))>;
 

@@ -156,15 +156,35 @@ impl<T> SqliteSink<T> {
         let conn = Connection::open(&self.path).map_err(self.sqlite("opening"))?;
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(self.sqlite("setting the busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        // Switching to WAL takes an exclusive lock that SQLite does not wait for:
+        // instances opening the file at once retry.
+        retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))
             .map_err(self.sqlite("setting WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(self.sqlite("setting synchronous = FULL"))?;
-        conn.execute_batch(BOOKKEEPING)
+        retry_busy(|| conn.execute_batch(BOOKKEEPING))
             .map_err(self.sqlite("creating the bookkeeping tables"))?;
-        conn.execute_batch(&self.create)
+        retry_busy(|| conn.execute_batch(&self.create))
             .map_err(self.sqlite("running the sink's create statement"))?;
         Ok(conn)
+    }
+}
+
+/// Runs `f` until it does not fail with SQLite's "busy"/"locked", for up to 60 s.
+fn retry_busy<R>(mut f: impl FnMut() -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

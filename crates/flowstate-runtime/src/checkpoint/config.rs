@@ -11,6 +11,7 @@ use flowstate_storage::ObjectCheckpointStorage;
 
 use super::Restored;
 use crate::RuntimeError;
+use crate::handle::JobHandle;
 
 /// Where a job's state comes from when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct CheckpointConfig {
     /// no longer has them: [`CheckpointConfig::allow_non_restored_state`] for named
     /// operators only.
     pub droppable: BTreeSet<String>,
+    /// A handle through which code asks the running job for savepoints, stops or
+    /// cancels it, and reads its status ([`crate::spawn`] sets one).
+    pub handle: Option<JobHandle>,
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -121,6 +125,7 @@ impl CheckpointConfig {
             claim_mode: ClaimMode::NoClaim,
             allow_non_restored_state: false,
             droppable: BTreeSet::new(),
+            handle: None,
         }
     }
 
@@ -175,6 +180,12 @@ impl CheckpointConfig {
     /// the restore).
     pub fn allow_non_restored_uid(mut self, uid: impl Into<String>) -> Self {
         self.droppable.insert(uid.into());
+        self
+    }
+
+    /// Attaches a [`JobHandle`] to the job.
+    pub fn handle(mut self, handle: JobHandle) -> Self {
+        self.handle = Some(handle);
         self
     }
 

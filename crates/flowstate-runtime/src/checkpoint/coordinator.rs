@@ -56,6 +56,8 @@ struct Inner {
     savepoint_requested: Option<SavepointFormat>,
     /// The requested savepoint is to stop the job.
     stop_requested: bool,
+    /// The requested savepoint came from a [`crate::JobHandle`] with this ticket.
+    handle_ticket: Option<u64>,
     last_request_check: Instant,
     error: Option<String>,
     /// The failure was a restore failure (of this process or another).
@@ -192,6 +194,7 @@ impl Coordinator {
                 retained,
                 savepoint_requested: None,
                 stop_requested: false,
+                handle_ticket: None,
                 last_request_check: now,
                 error: None,
                 restore_failed: false,
@@ -521,6 +524,14 @@ impl Coordinator {
                 s.stop_requested = words.contains(&"stop");
             }
         }
+        // A job handle asks in memory.
+        if s.savepoint_requested.is_none()
+            && let Some(r) = self.config.handle.as_ref().and_then(|h| h.take_request())
+        {
+            s.savepoint_requested = Some(r.format);
+            s.stop_requested = r.stop;
+            s.handle_ticket = Some(r.ticket);
+        }
         let current = self.interval();
         let all_ended =
             s.sources > 0 && sources_ended && s.exhausted_processes + 1 >= self.role.processes;
@@ -546,6 +557,11 @@ impl Coordinator {
             let stop = kind != SnapshotKind::Checkpoint && std::mem::take(&mut s.stop_requested);
             if stop {
                 self.stop_at.store(current, Ordering::Release);
+            }
+            if kind != SnapshotKind::Checkpoint
+                && let (Some(h), Some(ticket)) = (&self.config.handle, s.handle_ticket.take())
+            {
+                h.triggered(ticket, current);
             }
             s.pending.insert(current, Pending::new(kind));
             self.announce(
@@ -631,6 +647,9 @@ impl Coordinator {
     /// (nothing else could commit the job's last output; waiting would hang).
     fn checkpoint_failed(&self, s: &mut Inner, id: u64, why: &str) {
         self.announce(s, &Control::Abort { id });
+        if let Some(h) = &self.config.handle {
+            h.failed(id, why);
+        }
         s.failures += 1;
         tracing::warn!(checkpoint = id, "checkpoint {id} failed: {why}");
         if s.failures > self.config.tolerable_failures {
@@ -715,6 +734,9 @@ impl Coordinator {
             // A savepoint's files are never deleted by the job (they are canonical
             // and under savepoints/, but pin anything shared to be sure).
             s.registry.pin(&meta.keyed_handles());
+            if let Some(h) = &self.config.handle {
+                h.completed(id, &location);
+            }
         }
         tracing::info!(
             checkpoint = id,

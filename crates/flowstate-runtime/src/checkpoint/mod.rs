@@ -9,7 +9,10 @@
 //! aligned Chandy–Lamport cut, with timely's progress tracking doing the alignment.
 //! Records of checkpoint `c` an operator cannot process yet (waiting for the
 //! watermark) are part of its snapshot (`_inflight` keyed state) and are processed
-//! after a restore exactly when they would have been.
+//! first after a restore, before any record read after it: a restored source whose
+//! splits moved may run at a lower watermark than the one that sent them, and a
+//! record must never overtake one sent before it from its split (Flink, processing
+//! records on arrival, does the same: a record may precede a timer earlier than it).
 //!
 //! **Two phases.** The synchronous part runs on the worker thread (backend snapshot,
 //! source position, sink pre-commit); the asynchronous part writes the files on its
