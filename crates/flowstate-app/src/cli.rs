@@ -59,7 +59,8 @@ pub(crate) enum Command<A: Args> {
 pub enum Backend {
     /// In memory (canonical snapshots).
     Heap,
-    /// Embedded RocksDB (incremental checkpoints).
+    /// Embedded RocksDB (incremental checkpoints; feature `rocksdb`).
+    #[cfg(feature = "rocksdb")]
     Rocksdb,
 }
 
@@ -77,7 +78,11 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 10)]
     pub max_restarts: u32,
     /// Keyed state backend.
-    #[arg(long, value_enum, default_value = "rocksdb")]
+    #[cfg_attr(feature = "rocksdb", arg(long, value_enum, default_value = "rocksdb"))]
+    #[cfg_attr(
+        not(feature = "rocksdb"),
+        arg(long, value_enum, default_value = "heap")
+    )]
     pub backend: Backend,
     /// Key groups (the most workers the job's state can ever be spread over); fixed
     /// for the life of the job's state.

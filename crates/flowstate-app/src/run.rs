@@ -1,14 +1,16 @@
 //! `run`: the job configuration from the command line, the run itself (or the
 //! supervisor of several processes), and what it prints at the end.
 
+#[cfg(feature = "rocksdb")]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "rocksdb")]
+use flowstate_runtime::RocksDbOptions;
 use flowstate_runtime::checkpoint::read_metadata;
 use flowstate_runtime::{
-    BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, JobResult, RestoreFrom,
-    RocksDbOptions, execute,
+    BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, JobResult, RestoreFrom, execute,
 };
 use flowstate_storage::FaultyStorage;
 
@@ -24,10 +26,7 @@ where
     F: BuildFn<A, R>,
 {
     let cluster = match opts.process {
-        Some(process) => Some(Cluster {
-            process,
-            addresses: opts.addresses.clone(),
-        }),
+        Some(process) => Some(Cluster::new(process, opts.addresses.clone())),
         None if opts.processes > 1 => return crate::supervisor::supervise(opts),
         None => None,
     };
@@ -97,6 +96,7 @@ pub(crate) fn job_config(
         Backend::Heap => BackendChoice::Heap,
         // RocksDB's working files: the runtime claims the directory (a marker, a
         // lock) and empties it of a crashed run's scratch only when it is its own.
+        #[cfg(feature = "rocksdb")]
         Backend::Rocksdb => BackendChoice::RocksDb(RocksDbOptions::new(local_dir(
             &opts.checkpoint_dir,
             opts.local_dir.as_deref(),
@@ -117,6 +117,7 @@ pub(crate) fn job_config(
 /// RocksDB's working directory: `given`, or the checkpoint directory's full path
 /// with `.rocksdb-local` appended (never replacing part of its name: `job.v1` and
 /// `job.v2` get two), with `-p<i>` for process `i` of several.
+#[cfg(feature = "rocksdb")]
 fn local_dir(
     checkpoint_dir: &Path,
     given: Option<&Path>,

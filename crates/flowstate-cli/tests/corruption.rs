@@ -111,7 +111,7 @@ fn metadata_bad_json() {
 fn metadata_unknown_version() {
     only_checkpoint_damaged(
         "rocksdb",
-        |chk| edit_metadata(chk, |t| t.replacen("\"version\": 1", "\"version\": 99", 1)),
+        |chk| edit_metadata(chk, |t| t.replacen("\"version\": 2", "\"version\": 99", 1)),
         "newer than this build",
     );
 }

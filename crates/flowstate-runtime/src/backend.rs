@@ -21,6 +21,7 @@ use flowstate_core::state::{
 };
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_heap::{HeapBackendFactory, HeapKeyedStateBackend};
+#[cfg(feature = "rocksdb")]
 use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, RocksDbSnapshot};
 
 /// Which keyed state backend a job uses.
@@ -29,7 +30,8 @@ pub enum BackendChoice {
     /// State in memory (the default).
     #[default]
     Heap,
-    /// Embedded RocksDB with these options.
+    /// Embedded RocksDB with these options (feature `rocksdb`).
+    #[cfg(feature = "rocksdb")]
     RocksDb(RocksDbOptions),
 }
 
@@ -38,6 +40,7 @@ impl BackendChoice {
     pub fn create<K: StateKey>(&self, config: KeyedBackendConfig<K>) -> StateResult<AnyBackend<K>> {
         Ok(match self {
             BackendChoice::Heap => AnyBackend::Heap(HeapBackendFactory.create(config)?),
+            #[cfg(feature = "rocksdb")]
             BackendChoice::RocksDb(o) => AnyBackend::RocksDb(o.create(config)?),
         })
     }
@@ -53,6 +56,7 @@ impl BackendChoice {
             BackendChoice::Heap => {
                 AnyBackend::Heap(HeapBackendFactory.restore(config, storage, handles)?)
             }
+            #[cfg(feature = "rocksdb")]
             BackendChoice::RocksDb(o) => AnyBackend::RocksDb(o.restore(config, storage, handles)?),
         })
     }
@@ -63,6 +67,7 @@ pub enum AnyBackend<K> {
     /// The heap backend.
     Heap(HeapKeyedStateBackend<K>),
     /// The RocksDB backend.
+    #[cfg(feature = "rocksdb")]
     RocksDb(RocksDbKeyedStateBackend<K>),
 }
 
@@ -71,6 +76,7 @@ pub enum AnySnapshot {
     /// Of the heap backend.
     Heap(KeyedSnapshot),
     /// Of the RocksDB backend.
+    #[cfg(feature = "rocksdb")]
     RocksDb(RocksDbSnapshot),
 }
 
@@ -78,6 +84,7 @@ impl AsyncKeyedSnapshot for AnySnapshot {
     fn write(self, storage: &dyn CheckpointStorage, path: &str) -> StateResult<KeyedStateHandle> {
         match self {
             AnySnapshot::Heap(s) => s.write(storage, path),
+            #[cfg(feature = "rocksdb")]
             AnySnapshot::RocksDb(s) => s.write(storage, path),
         }
     }
@@ -86,9 +93,11 @@ impl AsyncKeyedSnapshot for AnySnapshot {
 impl<K: StateKey> AnyBackend<K> {
     /// A native savepoint: the backend's own format, self-contained under `dir` (the
     /// heap backend's native format is the canonical one).
+    #[cfg_attr(not(feature = "rocksdb"), allow(unused_variables))]
     pub fn native_savepoint(&self, dir: &str) -> StateResult<AnySnapshot> {
         Ok(match self {
             AnyBackend::Heap(b) => AnySnapshot::Heap(b.savepoint()?),
+            #[cfg(feature = "rocksdb")]
             AnyBackend::RocksDb(b) => {
                 AnySnapshot::RocksDb(RocksDbSnapshot::Native(b.native_savepoint(dir)?))
             }
@@ -100,6 +109,7 @@ macro_rules! both {
     ($self:ident, $b:ident => $e:expr) => {
         match $self {
             AnyBackend::Heap($b) => $e,
+            #[cfg(feature = "rocksdb")]
             AnyBackend::RocksDb($b) => $e,
         }
     };
@@ -165,6 +175,7 @@ impl<K: StateKey> KeyedStateBackend<K> for AnyBackend<K> {
     fn snapshot(&self, checkpoint_id: u64) -> StateResult<AnySnapshot> {
         Ok(match self {
             AnyBackend::Heap(b) => AnySnapshot::Heap(b.snapshot(checkpoint_id)?),
+            #[cfg(feature = "rocksdb")]
             AnyBackend::RocksDb(b) => AnySnapshot::RocksDb(b.snapshot(checkpoint_id)?),
         })
     }

@@ -344,6 +344,20 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
 
 /// Puts records the restored snapshot caught in flight back into the stash, in
 /// interval `interval` (the first of this run), and clears their state.
+/// The restored records in flight of a keyed operator, all to be processed first
+/// (epoch 0), in their order (by epoch, then arrival): records read after the restore
+/// may carry a lower epoch than these (a restored source whose splits moved can run at
+/// a lower watermark) and must not overtake them (see the `checkpoint` module docs).
+/// The broadcast operator keeps their epochs instead: there a keyed record must see
+/// the broadcast state of its own epoch.
+fn inflight_first<K, T>(restored: Stash<K, T>) -> Stash<K, T> {
+    let mut first: Stash<K, T> = BTreeMap::new();
+    for ((_, interval), records) in restored {
+        first.entry((0, interval)).or_default().extend(records);
+    }
+    first
+}
+
 fn load_inflight<K: StateKey + Data, T: Data>(
     backend: &AnyBackend<K>,
     index: u32,
@@ -355,16 +369,12 @@ fn load_inflight<K: StateKey + Data, T: Data>(
     for key in backend.keys(INFLIGHT_STATE, &VoidNamespace)? {
         backend.set_current_key(key.clone())?;
         let kg = backend.key_group_of(&key)?;
-        for (_epoch, ts, bytes) in state.get()? {
+        for (epoch, ts, bytes) in state.get()? {
             let value = ser
                 .deserialize(&bytes)
                 .map_err(|e| flowstate_core::StateError::serialization(INFLIGHT_STATE, e))?;
-            // Processed first (epoch 0), in their stored order (by epoch): records read
-            // after the restore may carry a lower epoch than these (a restored source
-            // whose splits moved can run at a lower watermark) and must not overtake
-            // them (see the `checkpoint` module docs).
             stash
-                .entry((0, interval))
+                .entry((epoch, interval))
                 .or_default()
                 .push((ts, (index, kg, key.clone(), value)));
         }
@@ -595,7 +605,7 @@ where
     let started = start_later(stream.checkpoints.as_ref(), move || {
         let task = ctx.as_ref().zip(task.as_deref());
         match KeyedRunner::<K, N, L>::start::<T>(&config, task, index, peers, open) {
-            Ok((r, stash, _)) => (Some(r), stash),
+            Ok((r, stash, _)) => (Some(r), inflight_first(stash)),
             Err(e) => {
                 record_error(&start_errors, e);
                 (None, BTreeMap::new())

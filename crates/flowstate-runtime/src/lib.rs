@@ -95,9 +95,11 @@ use checkpoint::{Control, Coordinator, ProcessRole};
 pub use connectors::{FileFormat, FilePosition, FileSink, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
+#[cfg(feature = "rocksdb")]
 pub use flowstate_rocksdb::RocksDbOptions;
 pub use handle::{JobHandle, JobStatus, RunningJob, Savepoint, spawn};
 pub use keyed::OutputTag;
+#[cfg(feature = "nexmark")]
 pub use nexmark;
 pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
 pub use sink::{SINK_TRANSACTIONS_STATE, SinkContext, TransactionalSink};
@@ -132,9 +134,10 @@ pub enum RuntimeError {
     /// A process function used state before `open` declared it.
     #[error("a process function used its state before `open` declared it")]
     NotOpened,
-    /// User code reported a failure.
+    /// User code reported a failure (kept with its sources; see
+    /// [`RuntimeError::user`]).
     #[error("user function failed: {0}")]
-    User(String),
+    User(#[source] BoxError),
     /// A source could not read its input (names the file and position).
     #[error("source failed: {0}")]
     Source(String),
@@ -185,6 +188,15 @@ pub enum RuntimeError {
     Ownership(#[from] ownership::OwnershipError),
 }
 
+impl RuntimeError {
+    /// A failure of user code, e.g. `Err(RuntimeError::user(e))?` in a process
+    /// function: the job fails (and restarts from its last checkpoint) with `e` as the
+    /// error's source.
+    pub fn user(e: impl Into<BoxError>) -> Self {
+        RuntimeError::User(e.into())
+    }
+}
+
 fn render_candidates(candidates: &[(u64, String)]) -> String {
     candidates
         .iter()
@@ -201,10 +213,11 @@ fn render_candidates(candidates: &[(u64, String)]) -> String {
 /// # use flowstate_runtime::{Cluster, JobConfig};
 /// let addresses = vec!["127.0.0.1:7100".to_string(), "127.0.0.1:7101".to_string()];
 /// // In the second process (2 processes × 2 threads = parallelism 4):
-/// let config = JobConfig::default().workers(2).cluster(Cluster { process: 1, addresses });
+/// let config = JobConfig::default().workers(2).cluster(Cluster::new(1, addresses));
 /// assert_eq!(config.parallelism(), 4);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Cluster {
     /// This process's index in `addresses`.
     pub process: usize,
@@ -212,8 +225,9 @@ pub struct Cluster {
     pub addresses: Vec<String>,
 }
 
-/// How a job runs.
+/// How a job runs: [`JobConfig::default`] and the builder methods.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct JobConfig {
     /// Worker threads of this process (the job's parallelism unless it runs as
     /// several processes: then [`JobConfig::parallelism`]).
@@ -228,6 +242,14 @@ pub struct JobConfig {
     pub checkpointing: Option<CheckpointConfig>,
     /// The job's processes, when it runs as several (one by default).
     pub cluster: Option<Cluster>,
+}
+
+impl Cluster {
+    /// Process `process` of the processes at `addresses` (`host:port` each, the same
+    /// list in every process).
+    pub fn new(process: usize, addresses: Vec<String>) -> Self {
+        Cluster { process, addresses }
+    }
 }
 
 impl Default for JobConfig {
@@ -380,6 +402,7 @@ where
         config.checkpointing.as_ref().and_then(|c| c.dir.as_deref()),
         role.process == 0,
         match &config.backend {
+            #[cfg(feature = "rocksdb")]
             BackendChoice::RocksDb(o) => Some(o.local_dir.as_path()),
             BackendChoice::Heap => None,
         },
@@ -486,7 +509,6 @@ where
                 )));
             }
         }
-        let claimed = restored.as_ref().is_some_and(|r| checkpoints.claims(r));
         let coordinator = Coordinator::new(
             checkpoints.clone(),
             config.workers,
@@ -496,8 +518,11 @@ where
             failures,
             restored.as_deref(),
         );
+        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
         let mut attempt = config.clone();
+        #[cfg(feature = "rocksdb")]
         if let BackendChoice::RocksDb(o) = &mut attempt.backend {
+            let claimed = restored.as_ref().is_some_and(|r| checkpoints.claims(r));
             o.snapshot_mode = if checkpoints.incremental {
                 flowstate_rocksdb::SnapshotMode::Incremental
             } else {

@@ -1,8 +1,12 @@
-//! A committed version-1 checkpoint (`tests/golden/v1/chk-1/`: `_metadata`, keyed
-//! snapshots, source positions, sink transactions) that every later version must keep
-//! reading, field by field. It is the final checkpoint of a small 2-worker job on the
-//! heap backend. Rewrite only for a new format version:
-//! `FLOWSTATE_BLESS=1 cargo test --release -p flowstate-runtime --test golden_checkpoint`.
+//! Committed checkpoints that every later version must keep reading, field by field:
+//! version 1 (`tests/golden/v1/chk-1/`: `_metadata`, keyed snapshots, source
+//! positions, sink transactions; operators under ids derived from their position) and
+//! version 2 (`tests/golden/v2/chk-1/`: operators under user-given uids, a
+//! user-defined source's positions). Each is the final checkpoint of a small 2-worker
+//! job on the heap backend. Fixtures are never rewritten: a new format version adds a
+//! directory, written once with
+//! `FLOWSTATE_BLESS=v<N> cargo test --release --workspace --test golden_checkpoint`
+//! (only when that directory does not exist yet).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use std::path::{Path, PathBuf};
@@ -18,9 +22,9 @@ use flowstate_core::state::{ListState, ValueState, VoidNamespace};
 use flowstate_heap::HeapKeyedStateBackend;
 use flowstate_runtime::checkpoint::read_metadata;
 use flowstate_runtime::{
-    CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError,
-    SINK_TRANSACTIONS_STATE, SOURCE_SPLITS_STATE, SinkTransaction, SnapshotKind, SplitPosition,
-    SplitState, WatermarkStrategy, execute,
+    BoxError, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, Read,
+    RuntimeError, SINK_TRANSACTIONS_STATE, SOURCE_SPLITS_STATE, SinkTransaction, SnapshotKind,
+    SplitPosition, SplitReader, SplitSource, SplitState, WatermarkStrategy, execute,
 };
 use flowstate_storage::ObjectCheckpointStorage;
 
@@ -51,7 +55,7 @@ impl KeyedProcessFunction<u64, (u64, u64), String> for Sum {
     }
 }
 
-fn golden() -> PathBuf {
+fn golden_root() -> PathBuf {
     // At run time: the compiled-in path is that of whichever checkout built a cached
     // test binary (cargo sets CARGO_MANIFEST_DIR for the tests it runs).
     std::env::var_os("CARGO_MANIFEST_DIR")
@@ -59,14 +63,39 @@ fn golden() -> PathBuf {
             || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
             PathBuf::from,
         )
-        .join("tests/golden/v1")
+        .join("tests/golden")
 }
 
-/// Writes the fixture: the job's final (and only) checkpoint, `chk-1`.
-fn bless() {
+fn golden() -> PathBuf {
+    golden_root().join("v1")
+}
+
+/// Writes a fixture once: `FLOWSTATE_BLESS=<version>` names the version, and an
+/// existing fixture is never overwritten.
+fn bless_once(version: &str, write: impl FnOnce(&Path)) {
+    if std::env::var("FLOWSTATE_BLESS").ok().as_deref() != Some(version) {
+        return;
+    }
+    let dest = golden_root().join(version).join("chk-1");
+    if dest.exists() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
-    let ck = tmp.path().join("ck");
-    let out = tmp.path().join("out");
+    write(tmp.path());
+    std::fs::create_dir_all(&dest).unwrap();
+    for e in std::fs::read_dir(tmp.path().join("ck/chk-1"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+    }
+}
+
+/// The version-1 fixture's job (today it would write version 2: kept to document
+/// what wrote the fixture).
+fn v1_job(dir: &Path) {
+    let ck = dir.join("ck");
+    let out = dir.join("out");
     let checkpoints = CheckpointConfig::local(&ck, Duration::from_secs(3600)).unwrap();
     execute(
         JobConfig::default().workers(2).checkpointing(checkpoints),
@@ -83,19 +112,11 @@ fn bless() {
         },
     )
     .unwrap();
-    let dest = golden().join("chk-1");
-    let _ = std::fs::remove_dir_all(&dest);
-    std::fs::create_dir_all(&dest).unwrap();
-    for e in std::fs::read_dir(ck.join("chk-1")).unwrap().flatten() {
-        std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
-    }
 }
 
 #[test]
 fn checkpoint_v1_reads_back() {
-    if std::env::var_os("FLOWSTATE_BLESS").is_some() {
-        bless();
-    }
+    bless_once("v1", v1_job);
     let m = read_metadata(&golden().join("chk-1")).unwrap();
     assert_eq!(m.version, 1);
     assert_eq!(m.id, 1);
@@ -185,5 +206,179 @@ fn checkpoint_v1_reads_back() {
         assert_eq!(t.interval, 1);
         let name = t.committed.file_name().unwrap().to_string_lossy();
         assert!(name.starts_with("part-") && name.ends_with("-1"), "{t:?}");
+    }
+}
+
+/// The version-2 fixture's source: numbers `first, first + step, ...` below `EVENTS`,
+/// one split per worker, positions stored with the default (postcard) encoding.
+struct Numbers;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct NumberSplit {
+    first: u64,
+    step: u64,
+    next: u64,
+}
+
+struct NumberReader(NumberSplit);
+
+impl SplitReader<(u64, u64), NumberSplit> for NumberReader {
+    fn next(&mut self) -> Result<Read<(u64, u64)>, BoxError> {
+        let s = &mut self.0;
+        let i = s.first + s.next * s.step;
+        if i >= EVENTS {
+            return Ok(Read::End);
+        }
+        s.next += 1;
+        Ok(Read::Record((i % KEYS, i)))
+    }
+    fn position(&self) -> NumberSplit {
+        self.0.clone()
+    }
+}
+
+impl SplitSource<(u64, u64)> for Numbers {
+    type Split = NumberSplit;
+    fn initial_splits(
+        &mut self,
+        index: usize,
+        workers: usize,
+    ) -> Result<Vec<NumberSplit>, BoxError> {
+        Ok(vec![NumberSplit {
+            first: index as u64,
+            step: workers as u64,
+            next: 0,
+        }])
+    }
+    fn open_split(
+        &mut self,
+        split: NumberSplit,
+    ) -> Result<Box<dyn SplitReader<(u64, u64), NumberSplit>>, BoxError> {
+        Ok(Box::new(NumberReader(split)))
+    }
+}
+
+/// The version-2 fixture's job: the version-1 job with uids and a user-defined source.
+fn v2_job(dir: &Path) {
+    let ck = dir.join("ck");
+    let out = dir.join("out");
+    let checkpoints = CheckpointConfig::local(&ck, Duration::from_secs(3600)).unwrap();
+    execute(
+        JobConfig::default().workers(2).checkpointing(checkpoints),
+        move |job| {
+            job.source(
+                "numbers",
+                Numbers,
+                |e: &(u64, u64)| e.1 as i64,
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+            )
+            .uid("numbers")
+            .key_by(|e| e.0)
+            .process(Sum::default())
+            .uid("sums")
+            .write_text_files(&out, |l: &String| l.clone())
+            .uid("out");
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn checkpoint_v2_reads_back() {
+    bless_once("v2", v2_job);
+    let dir = golden_root().join("v2");
+    let m = read_metadata(&dir.join("chk-1")).unwrap();
+    assert_eq!(m.version, 2);
+    assert!(m.finished);
+    let uids: Vec<&str> = m.operators.keys().map(String::as_str).collect();
+    assert_eq!(uids, ["numbers", "out", "sums"]);
+    assert!(m.operators.values().all(|o| o.user_uid));
+    let storage = ObjectCheckpointStorage::local(&dir).unwrap();
+    let paths: Vec<&str> = m.operators["sums"]
+        .keyed
+        .iter()
+        .map(|h| h.path.as_str())
+        .collect();
+    assert_eq!(paths, ["chk-1/sums-0.kgs", "chk-1/sums-1.kgs"]);
+    // The user-defined source's positions: postcard of its split type.
+    let mut splits = Vec::new();
+    for h in &m.operators["numbers"].operator {
+        let store = OperatorStateStore::restore(&storage, std::slice::from_ref(h), 0, 1).unwrap();
+        splits.extend(
+            store
+                .list_state(&ListStateDescriptor::<SplitState>::new(SOURCE_SPLITS_STATE))
+                .unwrap()
+                .get()
+                .unwrap(),
+        );
+    }
+    let mut decoded: Vec<NumberSplit> = splits
+        .iter()
+        .map(|s| match &s.position {
+            SplitPosition::Custom(bytes) => postcard::from_bytes(bytes).unwrap(),
+            other => panic!("a user source's split: {other:?}"),
+        })
+        .collect();
+    decoded.sort_by_key(|s| s.first);
+    assert_eq!(
+        decoded,
+        [
+            NumberSplit {
+                first: 0,
+                step: 2,
+                next: EVENTS / 2
+            },
+            NumberSplit {
+                first: 1,
+                step: 2,
+                next: EVENTS / 2
+            }
+        ]
+    );
+}
+
+/// The committed version-1 checkpoint (positional ids) restores into the same job
+/// now given uids: each operator takes over the state stored under its derived id,
+/// and the job continues from it (more events: every sum includes the old ones).
+#[test]
+fn checkpoint_v1_restores_into_a_job_with_uids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir_all(ck.join("chk-1")).unwrap();
+    for e in std::fs::read_dir(golden().join("chk-1")).unwrap().flatten() {
+        std::fs::copy(e.path(), ck.join("chk-1").join(e.file_name())).unwrap();
+    }
+    // This job collects instead of writing files: the sink's state is dropped, by
+    // name.
+    let checkpoints = CheckpointConfig::local(&ck, Duration::from_secs(3600))
+        .unwrap()
+        .allow_non_restored_uid("file-sink-3");
+    const MORE: u64 = 2 * EVENTS;
+    let out = execute(
+        JobConfig::default().workers(2).checkpointing(checkpoints),
+        move |job| {
+            let events: Vec<(u64, u64)> = (0..MORE).map(|i| (i % KEYS, i)).collect();
+            job.source_vec(
+                events,
+                |e| e.1 as i64,
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+            )
+            .uid("events")
+            .key_by(|e| e.0)
+            .process(Sum::default())
+            .uid("sums")
+            .collect()
+        },
+    )
+    .unwrap();
+    let lines: Vec<String> = out.into_iter().flatten().collect();
+    // Only the new events were read (the source resumed), and sums continued.
+    assert_eq!(lines.len() as u64, MORE - EVENTS);
+    for key in 0..KEYS {
+        let total: u64 = (0..MORE).filter(|i| i % KEYS == key).sum();
+        assert!(
+            lines.contains(&format!("{key} {total}")),
+            "key {key}: {lines:?}"
+        );
     }
 }

@@ -40,6 +40,7 @@ pub enum ClaimMode {
 
 /// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct CheckpointConfig {
     /// Where checkpoints go (a local directory by default; any object store).
     pub storage: Arc<dyn CheckpointStorage>,

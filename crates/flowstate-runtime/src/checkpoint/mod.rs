@@ -8,11 +8,14 @@
 //! checkpoints `<= c` and none later is processed before it snapshots: that is the
 //! aligned Chandy–Lamport cut, with timely's progress tracking doing the alignment.
 //! Records of checkpoint `c` an operator cannot process yet (waiting for the
-//! watermark) are part of its snapshot (`_inflight` keyed state) and are processed
-//! first after a restore, before any record read after it: a restored source whose
-//! splits moved may run at a lower watermark than the one that sent them, and a
-//! record must never overtake one sent before it from its split (Flink, processing
-//! records on arrival, does the same: a record may precede a timer earlier than it).
+//! watermark) are part of its snapshot (`_inflight` keyed state). A keyed operator
+//! processes them first after a restore, before any record read after it: a restored
+//! source whose splits moved may run at a lower watermark than the one that sent them,
+//! and a record must never overtake one sent before it from its split (Flink,
+//! processing records on arrival, does the same: a record may precede a timer earlier
+//! than it). A broadcast operator processes them at their own epochs (a keyed record
+//! sees the broadcast state of its epoch), so there a record read after a restore that
+//! moved splits can still overtake one held in flight.
 //!
 //! **Two phases.** The synchronous part runs on the worker thread (backend snapshot,
 //! source position, sink pre-commit); the asynchronous part writes the files on its

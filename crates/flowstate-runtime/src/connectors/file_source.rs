@@ -20,6 +20,7 @@ pub enum FileFormat {
     Lines,
     /// Each line is one CSV record deserialized with serde; `has_header` skips the
     /// file's first line. (Quoted fields spanning lines are not supported.)
+    #[cfg(feature = "csv")]
     Csv {
         /// Whether the first line of the file is a header.
         has_header: bool,
@@ -73,6 +74,7 @@ impl<T> SplitReader<T, FilePosition> for FileSplitReader<T> {
             self.pos.offset += n as u64;
             let text = self.line.trim_end_matches(['\n', '\r']);
             let skip = match self.format {
+                #[cfg(feature = "csv")]
                 FileFormat::Csv { has_header } => has_header && line_start == 0,
                 FileFormat::JsonLines => text.trim().is_empty(),
                 FileFormat::Lines => false,
@@ -219,6 +221,7 @@ impl<'scope> Job<'scope> {
                 serde_json::from_value(serde_json::Value::String(line.to_string()))
                     .map_err(|e| format!("line records need T = String: {e}"))
             }),
+            #[cfg(feature = "csv")]
             FileFormat::Csv { .. } => Rc::new(|line: &str| {
                 let mut r = csv::ReaderBuilder::new()
                     .has_headers(false)

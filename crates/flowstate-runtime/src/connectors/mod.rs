@@ -17,6 +17,7 @@
 
 mod file_sink;
 mod file_source;
+#[cfg(feature = "nexmark")]
 mod nexmark;
 
 pub use file_sink::{FileSink, SinkTransaction};
