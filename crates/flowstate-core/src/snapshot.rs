@@ -30,6 +30,19 @@ use crate::serializer::{SerializerSnapshot, TypeSerializer};
 use crate::state::StateKind;
 use crate::storage::CheckpointStorage;
 
+/// Who owns the files of the snapshot a job (or a backend) was restored from (Flink's
+/// restore modes): one name for the job's setting and the backend's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// The job never deletes them, and its first checkpoint is a full one that does not
+    /// refer to them (Flink's default, `NO_CLAIM`).
+    #[default]
+    NoClaim,
+    /// The job owns them: a restored checkpoint of its own directory joins retention,
+    /// and later incremental checkpoints may refer to its files.
+    Claim,
+}
+
 /// How a keyed snapshot is laid out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SnapshotFormat {

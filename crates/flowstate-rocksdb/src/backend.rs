@@ -35,7 +35,7 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 
 use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, unique_id, write_options};
 use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix, parse_key, put_key_group};
-use crate::options::{RestoreMode, RocksDbOptions, SnapshotMode};
+use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{
     CfWriter, CheckpointSource, Manifest, NativeSnapshot, RocksDbSnapshot, Tracker, lock,
 };
@@ -44,6 +44,7 @@ use crate::states::{
     stored_list_items,
 };
 use crate::ttl_filter::TtlFilterSpec;
+use flowstate_core::snapshot::ClaimMode;
 
 /// Rewrites stored value bytes from an old serializer's format to the new one.
 type Rewrite = Box<dyn Fn(&[u8]) -> StateResult<Vec<u8>>>;
@@ -411,7 +412,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     .map_err(rerr("write batch"))?;
             }
         }
-        let claim = settings.options.restore_mode == RestoreMode::Claim;
+        let claim = settings.options.claim_mode == ClaimMode::Claim;
         let backend = Self::assemble(config, settings, DbHolder { db, _dir: guard });
         *backend.restored.borrow_mut() = metas;
         if claim {

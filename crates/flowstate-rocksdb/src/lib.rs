@@ -18,5 +18,6 @@ mod states;
 mod ttl_filter;
 
 pub use backend::RocksDbKeyedStateBackend;
-pub use options::{Compression, RestoreMode, RocksDbOptions, SnapshotMode};
+pub use flowstate_core::snapshot::ClaimMode;
+pub use options::{Compression, RocksDbOptions, SnapshotMode};
 pub use snapshot::{NativeSnapshot, RocksDbSnapshot};

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use flowstate_core::snapshot::ClaimMode;
+
 /// How checkpoints ([`flowstate_core::backend::KeyedStateBackend::snapshot`]) are written.
 /// Savepoints are always canonical.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -13,17 +15,6 @@ pub enum SnapshotMode {
     /// RocksDB's own files; only files not uploaded by an earlier completed checkpoint.
     #[default]
     Incremental,
-}
-
-/// Who owns the files of the snapshot a backend was restored from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RestoreMode {
-    /// The job does not own them: the first checkpoint after restore uploads everything
-    /// and never refers to the restored files (Flink's default, `NO_CLAIM`).
-    #[default]
-    NoClaim,
-    /// The job owns them: later incremental checkpoints may refer to them.
-    Claim,
 }
 
 /// Block compression of SST files.
@@ -56,7 +47,7 @@ pub struct RocksDbOptions {
     /// Checkpoint format.
     pub snapshot_mode: SnapshotMode,
     /// Ownership of restored files.
-    pub restore_mode: RestoreMode,
+    pub claim_mode: ClaimMode,
     /// Storage prefix of shared (incremental) files.
     pub shared_prefix: String,
     /// LRU block cache shared by the column families of one backend.
@@ -81,7 +72,7 @@ impl RocksDbOptions {
         RocksDbOptions {
             local_dir: local_dir.into(),
             snapshot_mode: SnapshotMode::default(),
-            restore_mode: RestoreMode::default(),
+            claim_mode: ClaimMode::default(),
             shared_prefix: "shared".into(),
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 8 << 20,
@@ -97,8 +88,8 @@ impl RocksDbOptions {
         self
     }
     /// Sets the restore mode.
-    pub fn with_restore_mode(mut self, mode: RestoreMode) -> Self {
-        self.restore_mode = mode;
+    pub fn with_claim_mode(mut self, mode: ClaimMode) -> Self {
+        self.claim_mode = mode;
         self
     }
     /// Sets the block cache size.

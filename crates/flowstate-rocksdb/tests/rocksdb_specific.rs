@@ -11,7 +11,7 @@ use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
 use flowstate_heap::HeapKeyedStateBackend;
-use flowstate_rocksdb::{RestoreMode, RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
+use flowstate_rocksdb::{ClaimMode, RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
 
 fn all() -> KeyGroupRange {
     KeyGroupRange::all(128).unwrap()
@@ -91,10 +91,10 @@ fn no_claim_restore_never_refers_to_restored_files_and_claim_does() {
     }
     let h = snapshot_to(&b, &storage, "chk-1/keyed-0");
     let restored_files: BTreeSet<_> = h.shared_files.iter().map(|f| f.path.clone()).collect();
-    for (mode, expect_reuse) in [(RestoreMode::NoClaim, false), (RestoreMode::Claim, true)] {
+    for (mode, expect_reuse) in [(ClaimMode::NoClaim, false), (ClaimMode::Claim, true)] {
         let r = RocksDbKeyedStateBackend::<u64>::restore(
             config(128, all()),
-            opts.clone().with_restore_mode(mode),
+            opts.clone().with_claim_mode(mode),
             &storage,
             std::slice::from_ref(&h),
         )

@@ -55,11 +55,11 @@ use timely::dataflow::operators::vec::Broadcast;
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
     Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
-    watermark_before,
+    start_keyed_later, watermark_before,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::{WorkerCheckpoints, start_later};
+use crate::task::WorkerCheckpoints;
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
@@ -306,34 +306,20 @@ where
         let errors = stream.errors.clone();
         let scope = stream.scope;
         let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-        let identity = stream
-            .checkpoints
-            .as_ref()
-            .map(|c| c.register("broadcast", false));
-        let (config, ctx, task) = (
-            stream.config.clone(),
-            stream.checkpoints.clone(),
-            identity.clone(),
-        );
-        let start_errors = errors.clone();
-        let started = start_later(stream.checkpoints.as_ref(), move || {
-            let runner = KeyedRunner::<K, VoidNamespace, _>::start::<T>(
-                &config,
-                ctx.as_ref().zip(task.as_deref()),
-                index,
-                peers,
-                |b| {
-                    function.open(&OpenContext::new(b))?;
-                    Ok(BroadcastLogic {
-                        function,
-                        store: OperatorStateStore::new(index),
-                        _broadcast: std::marker::PhantomData,
-                    })
-                },
-            )
-            .and_then(|(mut r, keyed_stash, meta)| {
+        let (identity, started) = start_keyed_later::<K, VoidNamespace, _, T, _>(
+            &stream,
+            "broadcast",
+            move |b| {
+                function.open(&OpenContext::new(b))?;
+                Ok(BroadcastLogic {
+                    function,
+                    store: OperatorStateStore::new(index),
+                    _broadcast: std::marker::PhantomData,
+                })
+            },
+            move |mut r, keyed_stash, meta, ctx| {
                 let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
-                if let Some(ctx) = &ctx {
+                if let Some(ctx) = ctx {
                     let (store, held) = restore_broadcast::<B>(ctx, meta.as_ref(), index, peers)?;
                     r.logic.store = store;
                     for (epoch, rec) in held {
@@ -343,16 +329,10 @@ where
                             .push(rec);
                     }
                 }
-                Ok((r, keyed_stash, bcast_stash))
-            });
-            match runner {
-                Ok((r, k, b)) => (Some(r), k, b),
-                Err(e) => {
-                    record_error(&start_errors, e);
-                    (None, BTreeMap::new(), BTreeMap::new())
-                }
-            }
-        });
+                Ok((Some(r), keyed_stash, bcast_stash))
+            },
+            || (None, BTreeMap::new(), BTreeMap::new()),
+        );
         let op_errors = errors.clone();
         let raw = stream
             .inner

@@ -34,7 +34,7 @@ use timely::scheduling::Activator;
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::{KeyedWrite, TaskId, TaskIdentity, WorkerCheckpoints, start_later};
+use crate::task::{KeyedWrite, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later};
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
@@ -573,6 +573,54 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
+/// What a keyed operator's start leaves for its first activation.
+pub(crate) type Started<R> = Rc<std::cell::RefCell<Option<R>>>;
+
+/// Registers a keyed operator of `kind` on `stream`'s worker and starts it once the
+/// job is described (see [`start_later`]): [`KeyedRunner::start`] with `open`, then
+/// `then` with the runner, its restored stash, its restored snapshot and the worker's
+/// checkpointing; a failure is recorded and leaves `failed()`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn start_keyed_later<K, N, L, T, R>(
+    stream: &DataStream<'_, (u32, u32, K, T)>,
+    kind: &str,
+    open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError> + 'static,
+    then: impl FnOnce(
+        KeyedRunner<K, N, L>,
+        Stash<K, T>,
+        Option<OperatorSnapshotMeta>,
+        Option<&Rc<WorkerCheckpoints>>,
+    ) -> Result<R, RuntimeError>
+    + 'static,
+    failed: impl FnOnce() -> R + 'static,
+) -> (Option<TaskRef>, Started<R>)
+where
+    K: StateKey + Data,
+    N: Namespace,
+    L: 'static,
+    T: Data,
+    R: 'static,
+{
+    let (index, peers) = (stream.scope.index() as u32, stream.scope.peers() as u32);
+    let identity = stream.checkpoints.as_ref().map(|c| c.register(kind, false));
+    let (config, ctx, task) = (
+        stream.config.clone(),
+        stream.checkpoints.clone(),
+        identity.clone(),
+    );
+    let errors = stream.errors.clone();
+    let started = start_later(stream.checkpoints.as_ref(), move || {
+        let task = ctx.as_ref().zip(task.as_deref());
+        let started = KeyedRunner::<K, N, L>::start::<T>(&config, task, index, peers, open)
+            .and_then(|(r, stash, meta)| then(r, stash, meta, ctx.as_ref()));
+        started.unwrap_or_else(|e| {
+            record_error(&errors, e);
+            failed()
+        })
+    });
+    (identity, started)
+}
+
 /// Builds the keyed operator: records exchanged by key group to the worker that owns
 /// it, processed in epoch order by `L` (built per worker by `open`), snapshotted at
 /// every checkpoint.
@@ -591,27 +639,13 @@ where
     let stream = stream.inner;
     let errors = stream.errors.clone();
     let scope = stream.scope;
-    let (index, peers) = (scope.index() as u32, scope.peers() as u32);
-    let identity = stream
-        .checkpoints
-        .as_ref()
-        .map(|c| c.register("keyed", false));
-    let (config, ctx, task) = (
-        stream.config.clone(),
-        stream.checkpoints.clone(),
-        identity.clone(),
+    let (identity, started) = start_keyed_later::<K, N, L, T, _>(
+        &stream,
+        "keyed",
+        open,
+        |r, stash, _, _| Ok((Some(r), inflight_first(stash))),
+        || (None, BTreeMap::new()),
     );
-    let start_errors = errors.clone();
-    let started = start_later(stream.checkpoints.as_ref(), move || {
-        let task = ctx.as_ref().zip(task.as_deref());
-        match KeyedRunner::<K, N, L>::start::<T>(&config, task, index, peers, open) {
-            Ok((r, stash, _)) => (Some(r), inflight_first(stash)),
-            Err(e) => {
-                record_error(&start_errors, e);
-                (None, BTreeMap::new())
-            }
-        }
-    });
     let op_errors = errors.clone();
     let raw = stream
         .inner

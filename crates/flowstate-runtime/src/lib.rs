@@ -528,10 +528,10 @@ where
             } else {
                 flowstate_rocksdb::SnapshotMode::NativeFull
             };
-            o.restore_mode = if claimed {
-                flowstate_rocksdb::RestoreMode::Claim
+            o.claim_mode = if claimed {
+                ClaimMode::Claim
             } else {
-                flowstate_rocksdb::RestoreMode::NoClaim
+                ClaimMode::NoClaim
             };
         }
         match run(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use flowstate_core::snapshot::ClaimMode;
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_storage::ObjectCheckpointStorage;
 
@@ -24,18 +25,6 @@ pub enum RestoreFrom {
     Nothing,
     /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`) directory.
     Path(PathBuf),
-}
-
-/// Who owns the files of the snapshot a job was restored from (Flink's restore modes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClaimMode {
-    /// The job never deletes them, and its first checkpoint is a full one that does not
-    /// refer to them (Flink's default).
-    #[default]
-    NoClaim,
-    /// The job owns them: a restored checkpoint of its own directory joins retention,
-    /// and later incremental checkpoints may refer to its files.
-    Claim,
 }
 
 /// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
