@@ -92,7 +92,7 @@ pub use broadcast::{
 };
 pub use checkpoint::{CheckpointConfig, CheckpointMetadata, ClaimMode, RestoreFrom, SnapshotKind};
 use checkpoint::{Control, Coordinator, ProcessRole};
-pub use connectors::{FileFormat, FilePosition, FileSink, SinkTransaction};
+pub use connectors::{FileError, FileFormat, FilePosition, FileSink, SinkTransaction};
 use flowstate_core::StateError;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 #[cfg(feature = "rocksdb")]
@@ -138,12 +138,6 @@ pub enum RuntimeError {
     /// [`RuntimeError::user`]).
     #[error("user function failed: {0}")]
     User(#[source] BoxError),
-    /// A source could not read its input (names the file and position).
-    #[error("source failed: {0}")]
-    Source(String),
-    /// A sink could not write its output.
-    #[error("sink failed: {0}")]
-    Sink(String),
     /// A worker thread failed (timely reports it as text).
     #[error("worker failed: {0}")]
     Worker(String),

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::sink::{SinkContext, TransactionalSink};
 use crate::stream::{Data, DataSink, DataStream};
-use crate::{BoxError, RuntimeError};
+use super::FileError;
+use crate::BoxError;
 
 /// A sink transaction: the records of one checkpoint interval in one in-progress file.
 ///
@@ -29,7 +30,7 @@ pub struct SinkTransaction {
 }
 
 /// `stored` (a transaction's path) inside the sink directory `dir`, or why not.
-fn in_sink_dir(dir: &Path, stored: &Path) -> Result<PathBuf, RuntimeError> {
+fn in_sink_dir(dir: &Path, stored: &Path) -> Result<PathBuf, FileError> {
     if crate::ownership::stays_inside(stored) {
         return Ok(dir.join(stored));
     }
@@ -39,7 +40,7 @@ fn in_sink_dir(dir: &Path, stored: &Path) -> Result<PathBuf, RuntimeError> {
         });
     match stored.file_name() {
         Some(name) if legacy_inside => Ok(dir.join(name)),
-        _ => Err(RuntimeError::Restore(format!(
+        _ => Err(FileError::Refused(format!(
             "a sink transaction names {}, outside the sink's directory {}: refused",
             stored.display(),
             dir.display()
@@ -48,25 +49,22 @@ fn in_sink_dir(dir: &Path, stored: &Path) -> Result<PathBuf, RuntimeError> {
 }
 
 /// Makes a file's creation or rename durable: fsyncs the directory holding it.
-fn sync_dir(dir: &Path) -> Result<(), RuntimeError> {
+fn sync_dir(dir: &Path) -> Result<(), FileError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| RuntimeError::Sink(format!("syncing directory {}: {e}", dir.display())))
+        .map_err(FileError::io(dir, "syncing the directory"))
 }
 
 impl SinkTransaction {
     /// Makes the transaction's output visible in `dir`; idempotent (a transaction
     /// committed before a crash is found committed after it).
-    fn commit(&self, dir: &Path) -> Result<(), RuntimeError> {
+    fn commit(&self, dir: &Path) -> Result<(), FileError> {
         let pending = in_sink_dir(dir, &self.pending)?;
         let committed = in_sink_dir(dir, &self.committed)?;
         match std::fs::rename(&pending, &committed) {
             Ok(()) => sync_dir(dir),
             Err(_) if committed.exists() => Ok(()),
-            Err(e) => Err(RuntimeError::Sink(format!(
-                "committing {}: {e}",
-                pending.display()
-            ))),
+            Err(e) => Err(FileError::io(&pending, "committing")(e)),
         }
     }
 }
@@ -108,7 +106,7 @@ impl<T: 'static> TransactionalSink<T> for FileSink<T> {
     fn recover(&mut self, ctx: &SinkContext) -> Result<(), BoxError> {
         self.index = ctx.index;
         std::fs::create_dir_all(&self.dir)
-            .map_err(|e| RuntimeError::Sink(format!("{}: {e}", self.dir.display())))?;
+            .map_err(FileError::io(&self.dir, "creating the directory"))?;
         delete_stray_transactions(&self.dir, |w| ctx.recovers(w), ctx.restored);
         Ok(())
     }
@@ -117,15 +115,13 @@ impl<T: 'static> TransactionalSink<T> for FileSink<T> {
         if !self.open.contains_key(&interval) {
             let t = self.transaction(interval);
             let path = self.dir.join(&t.pending);
-            let f = File::create(&path)
-                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", path.display())))?;
+            let f = File::create(&path).map_err(FileError::io(&path, "creating"))?;
             sync_dir(&self.dir)?;
             self.open.insert(interval, (BufWriter::new(f), t));
         }
         let line = (self.format)(record);
         if let Some((w, t)) = self.open.get_mut(&interval) {
-            writeln!(w, "{line}")
-                .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            writeln!(w, "{line}").map_err(FileError::io(&t.pending, "writing"))?;
         }
         Ok(())
     }
@@ -136,9 +132,8 @@ impl<T: 'static> TransactionalSink<T> for FileSink<T> {
         };
         let f = w
             .into_inner()
-            .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
-        f.sync_all()
-            .map_err(|e| RuntimeError::Sink(format!("{}: {e}", t.pending.display())))?;
+            .map_err(|e| FileError::io(&t.pending, "flushing")(e.into_error()))?;
+        f.sync_all().map_err(FileError::io(&t.pending, "syncing"))?;
         Ok(Some(t))
     }
 

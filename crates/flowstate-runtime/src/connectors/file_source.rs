@@ -9,6 +9,7 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::FileError;
 use crate::BoxError;
 use crate::source::{Read, SplitPosition, SplitReader, SplitSource};
 use crate::stream::{Data, DataStream, Job, WatermarkStrategy};
@@ -56,7 +57,6 @@ struct FileSplitReader<T> {
 
 impl<T> SplitReader<T, FilePosition> for FileSplitReader<T> {
     fn next(&mut self) -> Result<Read<T>, BoxError> {
-        let path = self.pos.path.display().to_string();
         loop {
             if self.pos.offset >= self.pos.split_end {
                 return Ok(Read::End);
@@ -66,8 +66,8 @@ impl<T> SplitReader<T, FilePosition> for FileSplitReader<T> {
                 Ok(0) => return Ok(Read::End),
                 Ok(n) => n,
                 Err(e) => {
-                    let at = self.pos.offset;
-                    return Err(format!("{path}: read error at byte {at}: {e}").into());
+                    let what = format!("read error at byte {}", self.pos.offset);
+                    return Err(FileError::io(&self.pos.path, what)(e).into());
                 }
             };
             let line_start = self.pos.offset;
@@ -82,8 +82,13 @@ impl<T> SplitReader<T, FilePosition> for FileSplitReader<T> {
             if skip {
                 continue;
             }
-            return (self.parse)(text).map(Read::Record).map_err(|e| {
-                format!("{path}: bad record in the line at byte {line_start}: {e}").into()
+            return (self.parse)(text).map(Read::Record).map_err(|message| {
+                FileError::BadRecord {
+                    path: self.pos.path.clone(),
+                    offset: line_start,
+                    message,
+                }
+                .into()
             });
         }
     }
@@ -111,8 +116,7 @@ impl<T: 'static> SplitSource<T> for FileSource<T> {
         index: usize,
         workers: usize,
     ) -> Result<Vec<FilePosition>, BoxError> {
-        let (_, pos) = open_split(&self.path, index, workers)
-            .map_err(|m| format!("{}: {m}", self.path.display()))?;
+        let (_, pos) = open_split(&self.path, index, workers)?;
         Ok(vec![pos])
     }
     fn open_split(
@@ -134,7 +138,10 @@ impl<T: 'static> SplitSource<T> for FileSource<T> {
     fn load_split(stored: SplitPosition) -> Result<FilePosition, BoxError> {
         match stored {
             SplitPosition::File(pos) => Ok(pos),
-            other => Err(format!("a file source cannot resume from {other:?}").into()),
+            other => Err(FileError::Refused(format!(
+                "a file source cannot resume from {other:?}"
+            ))
+            .into()),
         }
     }
 }
@@ -147,21 +154,20 @@ impl<T: 'static> SplitSource<T> for FileSource<T> {
 fn reopen_split(
     mut pos: FilePosition,
     path: &Path,
-) -> Result<(BufReader<File>, FilePosition), String> {
+) -> Result<(BufReader<File>, FilePosition), FileError> {
     let ours = pos.path == path
         || (pos.path.components().count() == 1 && pos.path.file_name() == path.file_name());
     if !ours {
-        return Err(format!(
+        return Err(FileError::Refused(format!(
             "the snapshot holds a read position in {}, but this source reads {}",
             pos.path.display(),
             path.display()
-        ));
+        )));
     }
     pos.path = path.to_path_buf();
-    let mut file =
-        File::open(&pos.path).map_err(|e| format!("{}: cannot open: {e}", pos.path.display()))?;
+    let mut file = File::open(&pos.path).map_err(FileError::io(path, "cannot open"))?;
     file.seek(SeekFrom::Start(pos.offset))
-        .map_err(|e| format!("{}: cannot seek: {e}", pos.path.display()))?;
+        .map_err(FileError::io(path, "cannot seek"))?;
     Ok((BufReader::new(file), pos))
 }
 
@@ -170,11 +176,11 @@ fn open_split(
     path: &Path,
     index: usize,
     peers: usize,
-) -> Result<(BufReader<File>, FilePosition), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+) -> Result<(BufReader<File>, FilePosition), FileError> {
+    let file = File::open(path).map_err(FileError::io(path, "cannot open"))?;
     let len = file
         .metadata()
-        .map_err(|e| format!("cannot stat: {e}"))?
+        .map_err(FileError::io(path, "cannot stat"))?
         .len();
     let bound = |i: usize| (u128::from(len) * i as u128 / peers as u128) as u64;
     let (start, end) = (bound(index), bound(index + 1));
@@ -184,11 +190,11 @@ fn open_split(
         // The line running into this split belongs to the previous one.
         reader
             .seek(SeekFrom::Start(start - 1))
-            .map_err(|e| format!("cannot seek: {e}"))?;
+            .map_err(FileError::io(path, "cannot seek"))?;
         let mut skipped = Vec::new();
         let n = reader
             .read_until(b'\n', &mut skipped)
-            .map_err(|e| format!("read error at byte {}: {e}", start - 1))?;
+            .map_err(FileError::io(path, format!("read error at byte {}", start - 1)))?;
         offset = start - 1 + n as u64;
     }
     Ok((

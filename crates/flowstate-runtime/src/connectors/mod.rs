@@ -15,10 +15,12 @@
 //! ..., so the job sees the same events at any parallelism. Event times are the
 //! events' `date_time` from a fixed base time, so runs repeat.
 
+mod error;
 mod file_sink;
 mod file_source;
 #[cfg(feature = "nexmark")]
 mod nexmark;
 
+pub use error::FileError;
 pub use file_sink::{FileSink, SinkTransaction};
 pub use file_source::{FileFormat, FilePosition};
