@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sink::{SinkContext, TransactionalSink};
-use crate::stream::{Data, DataSink, DataStream};
 use super::FileError;
 use crate::BoxError;
+use crate::sink::{SinkContext, TransactionalSink};
+use crate::stream::{Data, DataSink, DataStream};
 
 /// A sink transaction: the records of one checkpoint interval in one in-progress file.
 ///
@@ -188,5 +188,120 @@ impl<T: Data> DataStream<'_, T> {
         format: impl Fn(&T) -> String + 'static,
     ) -> DataSink {
         self.sink_to("file-sink", FileSink::new(dir, format))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
+    fn ctx(index: usize, instances: usize, restored: u64) -> SinkContext {
+        SinkContext {
+            index,
+            instances,
+            restored,
+        }
+    }
+
+    #[test]
+    fn nothing_is_visible_before_commit_and_commit_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        let mut s = FileSink::new(&dir, |x: &u32| x.to_string());
+        s.recover(&ctx(1, 2, 0)).unwrap();
+        s.write(3, &7).unwrap();
+        s.write(3, &8).unwrap();
+        assert_eq!(s.pre_commit(2).unwrap(), None);
+        let t = s.pre_commit(3).unwrap().unwrap();
+        assert_eq!(names(&dir), [".part-1-3.inprogress"]);
+        s.commit(&t).unwrap();
+        s.commit(&t).unwrap();
+        assert_eq!(names(&dir), ["part-1-3"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("part-1-3")).unwrap(),
+            "7\n8\n"
+        );
+    }
+
+    #[test]
+    fn recovery_deletes_only_this_sinks_uncommitted_files_after_the_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in [
+            ".part-0-4.inprogress", // instance 0, before the checkpoint: kept
+            ".part-0-6.inprogress", // instance 0, after: deleted
+            ".part-1-6.inprogress", // instance 1 (still running): kept
+            ".part-3-6.inprogress", // instance 3 (gone after a rescale to 2): deleted
+            ".part-x-6.inprogress", // not a name this sink makes: kept
+            "part-0-6",             // committed: kept
+            "notes.txt",            // not the sink's: kept
+        ] {
+            std::fs::write(dir.join(n), "x").unwrap();
+        }
+        // A link with a sink name is never followed nor deleted.
+        std::os::unix::fs::symlink(dir.join("notes.txt"), dir.join(".part-0-7.inprogress"))
+            .unwrap();
+        let mut s = FileSink::new(&dir, |x: &u32| x.to_string());
+        s.recover(&ctx(0, 2, 5)).unwrap();
+        assert_eq!(
+            names(&dir),
+            [
+                ".part-0-4.inprogress",
+                ".part-0-7.inprogress",
+                ".part-1-6.inprogress",
+                ".part-x-6.inprogress",
+                "notes.txt",
+                "part-0-6"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transaction_naming_a_path_outside_the_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(tmp.path().join("victim"), "keep").unwrap();
+        let evil = SinkTransaction {
+            interval: 1,
+            pending: PathBuf::from("../victim"),
+            committed: PathBuf::from("part-0-1"),
+        };
+        let mut s = FileSink::<u32>::new(&dir, |x: &u32| x.to_string());
+        s.recover(&ctx(0, 1, 1)).unwrap();
+        let why = s.commit(&evil).unwrap_err().to_string();
+        assert!(why.contains("outside the sink's directory"), "{why}");
+        assert!(tmp.path().join("victim").exists());
+        // Version 1 stored absolute paths: accepted only directly inside `dir`.
+        std::fs::write(dir.join(".part-0-2.inprogress"), "2\n").unwrap();
+        let legacy = SinkTransaction {
+            interval: 2,
+            pending: dir.join(".part-0-2.inprogress"),
+            committed: dir.join("part-0-2"),
+        };
+        s.commit(&legacy).unwrap();
+        assert!(dir.join("part-0-2").exists());
+        let elsewhere = SinkTransaction {
+            interval: 3,
+            pending: tmp.path().join("victim"),
+            committed: dir.join("part-0-3"),
+        };
+        assert!(s.commit(&elsewhere).is_err());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("victim")).unwrap(),
+            "keep"
+        );
     }
 }

@@ -138,10 +138,9 @@ impl<T: 'static> SplitSource<T> for FileSource<T> {
     fn load_split(stored: SplitPosition) -> Result<FilePosition, BoxError> {
         match stored {
             SplitPosition::File(pos) => Ok(pos),
-            other => Err(FileError::Refused(format!(
-                "a file source cannot resume from {other:?}"
-            ))
-            .into()),
+            other => Err(
+                FileError::Refused(format!("a file source cannot resume from {other:?}")).into(),
+            ),
         }
     }
 }
@@ -194,7 +193,10 @@ fn open_split(
         let mut skipped = Vec::new();
         let n = reader
             .read_until(b'\n', &mut skipped)
-            .map_err(FileError::io(path, format!("read error at byte {}", start - 1)))?;
+            .map_err(FileError::io(
+                path,
+                format!("read error at byte {}", start - 1),
+            ))?;
         offset = start - 1 + n as u64;
     }
     Ok((
