@@ -13,6 +13,7 @@ use flowstate_core::storage::CheckpointStorage;
 
 use super::cleanup::delete_owned;
 use super::control::{Control, ProcessRole, TaskAck};
+use super::schedule::{Action, Limits, View, decide};
 use super::{
     CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
     SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
@@ -489,24 +490,64 @@ impl Coordinator {
             return;
         }
         let now = Instant::now();
-        // Timeouts.
-        let expired: Vec<u64> = s
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.started) > self.config.timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.drop_pending(&mut s, id);
-            self.checkpoint_failed(&mut s, id, "timed out and was aborted");
-            if s.error.is_some() {
-                return;
+        let closing = self.final_id().is_some() || self.stopping();
+        if !closing {
+            self.take_requests(&mut s, now);
+        }
+        let pending: Vec<(u64, Instant)> =
+            s.pending.iter().map(|(id, p)| (*id, p.started)).collect();
+        let view = View {
+            now,
+            last_trigger: s.last_trigger,
+            last_complete: s.last_complete,
+            pending: &pending,
+            current: self.interval(),
+            all_ended: s.sources > 0
+                && sources_ended
+                && s.exhausted_processes + 1 >= self.role.processes,
+            closing,
+            requested: s.savepoint_requested.map(|f| (f, s.stop_requested)),
+        };
+        for action in decide(&Limits::of(&self.config), &view) {
+            match action {
+                Action::Expire(id) => {
+                    self.drop_pending(&mut s, id);
+                    self.checkpoint_failed(&mut s, id, "timed out and was aborted");
+                    if s.error.is_some() {
+                        return;
+                    }
+                }
+                Action::Final(id) => {
+                    s.pending.insert(id, Pending::new(SnapshotKind::Checkpoint));
+                    self.announce(&mut s, &Control::Final { id });
+                    self.final_id.store(id, Ordering::Release);
+                }
+                Action::Trigger { id, kind, stop } => {
+                    if kind != SnapshotKind::Checkpoint {
+                        s.savepoint_requested = None;
+                        s.stop_requested = false;
+                        if let (Some(h), Some(ticket)) =
+                            (&self.config.handle, s.handle_ticket.take())
+                        {
+                            h.triggered(ticket, id);
+                        }
+                    }
+                    if stop {
+                        self.stop_at.store(id, Ordering::Release);
+                    }
+                    s.pending.insert(id, Pending::new(kind));
+                    self.announce(&mut s, &Control::Trigger { id, kind, stop });
+                    s.last_trigger = now;
+                    self.interval.store(id + 1, Ordering::Release);
+                    tracing::debug!(checkpoint = id, ?kind, "triggered");
+                }
             }
         }
-        if self.final_id().is_some() || self.stopping() {
-            return;
-        }
-        // `flowstate savepoint DIR` asks through a file in the checkpoint directory.
+    }
+
+    /// Savepoints asked for: by `flowstate savepoint DIR` through a file in the
+    /// checkpoint directory (looked at every 100 ms), or by a job handle in memory.
+    fn take_requests(&self, s: &mut Inner, now: Instant) {
         if let Some(dir) = &self.config.dir
             && now.duration_since(s.last_request_check) >= Duration::from_millis(100)
         {
@@ -524,57 +565,12 @@ impl Coordinator {
                 s.stop_requested = words.contains(&"stop");
             }
         }
-        // A job handle asks in memory.
         if s.savepoint_requested.is_none()
             && let Some(r) = self.config.handle.as_ref().and_then(|h| h.take_request())
         {
             s.savepoint_requested = Some(r.format);
             s.stop_requested = r.stop;
             s.handle_ticket = Some(r.ticket);
-        }
-        let current = self.interval();
-        let all_ended =
-            s.sources > 0 && sources_ended && s.exhausted_processes + 1 >= self.role.processes;
-        if all_ended {
-            // Every source ended: the current interval is the final checkpoint.
-            s.pending
-                .insert(current, Pending::new(SnapshotKind::Checkpoint));
-            self.announce(&mut s, &Control::Final { id: current });
-            self.final_id.store(current, Ordering::Release);
-            return;
-        }
-        let due = now.duration_since(s.last_trigger) >= self.config.interval
-            && now.duration_since(s.last_complete) >= self.config.min_pause;
-        let room = s.pending.len() < self.config.max_concurrent;
-        // A savepoint goes ahead of the limits on concurrent checkpoints and the
-        // pause between them, as in Flink.
-        if (room && due) || s.savepoint_requested.is_some() {
-            let kind = match std::mem::take(&mut s.savepoint_requested) {
-                None => SnapshotKind::Checkpoint,
-                Some(SavepointFormat::Canonical) => SnapshotKind::Savepoint,
-                Some(SavepointFormat::Native) => SnapshotKind::NativeSavepoint,
-            };
-            let stop = kind != SnapshotKind::Checkpoint && std::mem::take(&mut s.stop_requested);
-            if stop {
-                self.stop_at.store(current, Ordering::Release);
-            }
-            if kind != SnapshotKind::Checkpoint
-                && let (Some(h), Some(ticket)) = (&self.config.handle, s.handle_ticket.take())
-            {
-                h.triggered(ticket, current);
-            }
-            s.pending.insert(current, Pending::new(kind));
-            self.announce(
-                &mut s,
-                &Control::Trigger {
-                    id: current,
-                    kind,
-                    stop,
-                },
-            );
-            s.last_trigger = now;
-            self.interval.store(current + 1, Ordering::Release);
-            tracing::debug!(checkpoint = current, ?kind, "triggered");
         }
     }
 

@@ -44,6 +44,7 @@ mod control;
 mod coordinator;
 mod metadata;
 mod restore;
+mod schedule;
 
 use std::path::Path;
 
