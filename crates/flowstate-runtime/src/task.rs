@@ -175,11 +175,16 @@ impl WorkerCheckpoints {
         let mut seen = BTreeSet::new();
         for t in &identities {
             let id = t.id();
-            if t.uid.borrow().is_some() && !valid_uid(&id) {
+            // A derived id names files too: a connector's name must be as safe.
+            if !valid_uid(&id) {
+                let what = if t.uid.borrow().is_some() {
+                    format!("uid {id:?} of a {} operator", t.kind)
+                } else {
+                    format!("operator name {:?} (id {id:?})", t.kind)
+                };
                 return Err(RuntimeError::Config(format!(
-                    "uid {id:?} of a {} operator: a uid is 1 to {MAX_UID_LEN} ASCII letters, \
-                     digits, '-', '_' or '.', not starting with '.'",
-                    t.kind
+                    "{what}: a uid or name is 1 to {MAX_UID_LEN} ASCII letters, digits, '-', \
+                     '_' or '.', not starting with '.'"
                 )));
             }
             if !seen.insert(id.clone()) {

@@ -330,3 +330,27 @@ fn duplicate_and_malformed_uids_are_configuration_errors() {
         assert!(why.contains("uid"), "{bad:?}: {why}");
     }
 }
+
+/// A connector's name becomes its derived id, which names files: a name that could
+/// escape the checkpoint directory is refused like a bad uid.
+#[test]
+fn a_sink_name_that_would_make_a_bad_file_name_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkpoints =
+        CheckpointConfig::local(tmp.path().join("ck"), Duration::from_millis(30)).unwrap();
+    let out = tmp.path().join("out");
+    let r = execute(
+        JobConfig::default().checkpointing(checkpoints),
+        move |job| {
+            job.source_vec(vec![1u64, 2], |_| 0, WatermarkStrategy::None)
+                .sink_to(
+                    "../up",
+                    flowstate_runtime::FileSink::new(&out, |x: &u64| x.to_string()),
+                );
+        },
+    );
+    match r {
+        Err(RuntimeError::Config(why)) => assert!(why.contains("\"../up\""), "{why}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
