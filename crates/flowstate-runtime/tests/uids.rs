@@ -354,3 +354,62 @@ fn a_sink_name_that_would_make_a_bad_file_name_is_refused() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+/// The matrix's first case from a savepoint, as an upgrade is done: the job is stopped
+/// with a savepoint mid-run, the new version (an operator inserted before the summing
+/// one) restores from it and finishes; every key's sum covers every event.
+#[test]
+fn inserted_operator_keeps_state_from_a_stop_savepoint() {
+    use flowstate_runtime::checkpoint::SavepointFormat;
+    use flowstate_runtime::{JobStatus, RestoreFrom, spawn};
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    const EVENTS: u64 = 20_000;
+    let job = |tag: bool| {
+        move |job: &mut flowstate_runtime::Job<'_>| {
+            let events: Vec<(u64, u64)> = (0..EVENTS).map(event).collect();
+            let mut seen = 0u64;
+            let mut s = job
+                .source_vec(events, |e| e.1 as i64, WatermarkStrategy::None)
+                .uid("events")
+                .map(move |e| {
+                    seen += 1;
+                    if seen.is_multiple_of(20) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    e
+                });
+            if tag {
+                s = s.key_by(|e| e.0).process(Tag::default()).uid("tag");
+            }
+            s.key_by(|e| e.0)
+                .process(Sum::default())
+                .uid("sums")
+                .collect()
+        }
+    };
+    let config = |restore: RestoreFrom| {
+        JobConfig::default().workers(2).checkpointing(
+            CheckpointConfig::local(&ck, Duration::from_millis(50))
+                .unwrap()
+                .restore(restore),
+        )
+    };
+    let v1 = spawn(config(RestoreFrom::Latest), job(false)).unwrap();
+    v1.handle.wait_for(Duration::from_secs(60), |s| {
+        matches!(s, JobStatus::Running { .. })
+    });
+    let sp = v1
+        .handle
+        .stop_with_savepoint(SavepointFormat::Canonical)
+        .unwrap();
+    let before: Vec<(u64, u64)> = v1.join().unwrap().into_iter().flatten().collect();
+    assert!((before.len() as u64) < EVENTS, "stopped mid-run");
+    let after = execute(config(RestoreFrom::Path(sp.path.unwrap())), job(true)).unwrap();
+    let mut max = BTreeMap::new();
+    for (k, sum) in before.into_iter().chain(after.into_iter().flatten()) {
+        let m = max.entry(k).or_insert(0);
+        *m = sum.max(*m);
+    }
+    assert_eq!(max, expected(EVENTS));
+}
