@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,12 +59,15 @@ pub struct Savepoint {
     pub path: Option<PathBuf>,
 }
 
-/// A savepoint asked for from code, as the coordinator takes it.
+/// A savepoint asked for, as the coordinator takes it: from code through a
+/// [`JobHandle`], or through the request file of the checkpoint directory.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SavepointRequest {
     pub(crate) format: SavepointFormat,
+    /// The job stops once it completes.
     pub(crate) stop: bool,
-    pub(crate) ticket: u64,
+    /// The handle's ticket for the answer (`None`: asked through the file).
+    pub(crate) ticket: Option<u64>,
 }
 
 #[derive(Default)]
@@ -75,7 +79,6 @@ struct State {
     triggered: BTreeMap<u64, u64>,
     /// Answers by ticket.
     answers: BTreeMap<u64, Result<Savepoint, String>>,
-    cancelled: bool,
     /// The local checkpoint directory (savepoint paths are below it).
     dir: Option<PathBuf>,
 }
@@ -84,7 +87,15 @@ struct State {
 /// gives another handle on the same job.
 #[derive(Clone, Default)]
 pub struct JobHandle {
-    shared: Arc<(Mutex<State>, Condvar)>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Apart from `state`: every worker reads it at every step.
+    cancelled: AtomicBool,
 }
 
 impl std::fmt::Debug for JobHandle {
@@ -105,12 +116,12 @@ impl JobHandle {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding it cannot leave the state inconsistent (every update
         // is a single assignment or insert), so a poisoned lock is still usable.
-        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.lock());
-        self.shared.1.notify_all();
+        self.shared.changed.notify_all();
     }
 
     /// The job's status now.
@@ -131,7 +142,7 @@ impl JobHandle {
             }
             s = self
                 .shared
-                .1
+                .changed
                 .wait_timeout(s, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -161,7 +172,8 @@ impl JobHandle {
     /// Cancels the job: it stops without a savepoint and [`crate::execute`] returns
     /// [`RuntimeError::Cancelled`]; committed output stays as of the last checkpoint.
     pub fn cancel(&self) {
-        self.update(|s| s.cancelled = true);
+        self.shared.cancelled.store(true, Ordering::Release);
+        self.shared.changed.notify_all();
     }
 
     fn savepoint(&self, format: SavepointFormat, stop: bool) -> Result<Savepoint, RuntimeError> {
@@ -177,7 +189,7 @@ impl JobHandle {
             s.requests.push_back(SavepointRequest {
                 format,
                 stop,
-                ticket,
+                ticket: Some(ticket),
             });
             ticket
         };
@@ -191,7 +203,11 @@ impl JobHandle {
                     "the job ended before the savepoint completed ({status:?})"
                 )));
             }
-            s = self.shared.1.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self
+                .shared
+                .changed
+                .wait(s)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -206,7 +222,7 @@ impl JobHandle {
     }
 
     pub(crate) fn cancelled(&self) -> bool {
-        self.lock().cancelled
+        self.shared.cancelled.load(Ordering::Acquire)
     }
 
     /// The next savepoint asked for, if any (the coordinator triggers it).

@@ -34,7 +34,9 @@ use timely::scheduling::Activator;
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::{KeyedWrite, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later};
+use crate::task::{
+    KeyedWrite, Started, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later,
+};
 use crate::time::{Time, frontier_clocks, time};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
@@ -342,8 +344,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
-/// Puts records the restored snapshot caught in flight back into the stash, in
-/// interval `interval` (the first of this run), and clears their state.
 /// The restored records in flight of a keyed operator, all to be processed first
 /// (epoch 0), in their order (by epoch, then arrival): records read after the restore
 /// may carry a lower epoch than these (a restored source whose splits moved can run at
@@ -358,6 +358,8 @@ fn inflight_first<K, T>(restored: Stash<K, T>) -> Stash<K, T> {
     first
 }
 
+/// Puts records the restored snapshot caught in flight back into the stash, in
+/// interval `interval` (the first of this run), and clears their state.
 fn load_inflight<K: StateKey + Data, T: Data>(
     backend: &AnyBackend<K>,
     index: u32,
@@ -572,9 +574,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
     }
 }
-
-/// What a keyed operator's start leaves for its first activation.
-pub(crate) type Started<R> = Rc<std::cell::RefCell<Option<R>>>;
 
 /// Registers a keyed operator of `kind` on `stream`'s worker and starts it once the
 /// job is described (see [`start_later`]): [`KeyedRunner::start`] with `open`, then

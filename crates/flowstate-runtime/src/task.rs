@@ -82,13 +82,16 @@ pub(crate) struct TaskId {
     pub(crate) user: bool,
 }
 
+/// What an operator's start leaves for its first activation (see [`start_later`]).
+pub(crate) type Started<T> = Rc<RefCell<Option<T>>>;
+
 /// Runs `start` when the operator's uid is known: at [`WorkerCheckpoints::seal`] when
 /// the job checkpoints, at once otherwise. The operator takes the result from the
 /// returned cell at its first activation (which comes after the build).
 pub(crate) fn start_later<T: 'static>(
     ctx: Option<&Rc<WorkerCheckpoints>>,
     start: impl FnOnce() -> T + 'static,
-) -> Rc<RefCell<Option<T>>> {
+) -> Started<T> {
     let cell = Rc::new(RefCell::new(None));
     let slot = cell.clone();
     let run = move || *slot.borrow_mut() = Some(start());

@@ -18,6 +18,7 @@ use super::{
     CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
     SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
 };
+use crate::handle::SavepointRequest;
 
 struct Pending {
     started: Instant,
@@ -54,11 +55,8 @@ struct Inner {
     failures: u32,
     registry: SharedStateRegistry,
     retained: VecDeque<u64>,
-    savepoint_requested: Option<SavepointFormat>,
-    /// The requested savepoint is to stop the job.
-    stop_requested: bool,
-    /// The requested savepoint came from a [`crate::JobHandle`] with this ticket.
-    handle_ticket: Option<u64>,
+    /// A savepoint asked for and not triggered yet.
+    requested: Option<SavepointRequest>,
     last_request_check: Instant,
     error: Option<String>,
     /// The failure was a restore failure (of this process or another).
@@ -193,9 +191,7 @@ impl Coordinator {
                 failures,
                 registry,
                 retained,
-                savepoint_requested: None,
-                stop_requested: false,
-                handle_ticket: None,
+                requested: None,
                 last_request_check: now,
                 error: None,
                 restore_failed: false,
@@ -506,7 +502,7 @@ impl Coordinator {
                 && sources_ended
                 && s.exhausted_processes + 1 >= self.role.processes,
             closing,
-            requested: s.savepoint_requested.map(|f| (f, s.stop_requested)),
+            requested: s.requested.map(|r| (r.format, r.stop)),
         };
         for action in decide(&Limits::of(&self.config), &view) {
             match action {
@@ -523,14 +519,11 @@ impl Coordinator {
                     self.final_id.store(id, Ordering::Release);
                 }
                 Action::Trigger { id, kind, stop } => {
-                    if kind != SnapshotKind::Checkpoint {
-                        s.savepoint_requested = None;
-                        s.stop_requested = false;
-                        if let (Some(h), Some(ticket)) =
-                            (&self.config.handle, s.handle_ticket.take())
-                        {
-                            h.triggered(ticket, id);
-                        }
+                    if kind != SnapshotKind::Checkpoint
+                        && let Some(r) = s.requested.take()
+                        && let (Some(h), Some(ticket)) = (&self.config.handle, r.ticket)
+                    {
+                        h.triggered(ticket, id);
                     }
                     if stop {
                         self.stop_at.store(id, Ordering::Release);
@@ -557,20 +550,19 @@ impl Coordinator {
                 && std::fs::remove_file(&request).is_ok()
             {
                 let words: Vec<&str> = what.split_whitespace().collect();
-                s.savepoint_requested = Some(if words.contains(&"native") {
-                    SavepointFormat::Native
-                } else {
-                    SavepointFormat::Canonical
+                s.requested = Some(SavepointRequest {
+                    format: if words.contains(&"native") {
+                        SavepointFormat::Native
+                    } else {
+                        SavepointFormat::Canonical
+                    },
+                    stop: words.contains(&"stop"),
+                    ticket: None,
                 });
-                s.stop_requested = words.contains(&"stop");
             }
         }
-        if s.savepoint_requested.is_none()
-            && let Some(r) = self.config.handle.as_ref().and_then(|h| h.take_request())
-        {
-            s.savepoint_requested = Some(r.format);
-            s.stop_requested = r.stop;
-            s.handle_ticket = Some(r.ticket);
+        if s.requested.is_none() {
+            s.requested = self.config.handle.as_ref().and_then(|h| h.take_request());
         }
     }
 
