@@ -88,6 +88,11 @@ pub struct RunOptions {
     /// for the life of the job's state.
     #[arg(long, default_value_t = 128)]
     pub max_parallelism: u32,
+    /// Flow control: source batches (of up to 1,024 records) each source of a worker
+    /// may have in flight before it waits for the operators behind it; 0 turns flow
+    /// control off.
+    #[arg(long, default_value_t = flowstate_runtime::FlowControl::DEFAULT_ROUNDS)]
+    pub rounds_in_flight: u64,
     /// Checkpoint directory (new or empty, or one this job wrote; never one holding
     /// other files).
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! `checkpoints` and `savepoint`: reading a checkpoint directory and asking the job
 //! running on it for a savepoint.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,15 +35,35 @@ pub fn savepoints(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Prints the complete checkpoints of `dir`, newest first.
+/// Prints the complete checkpoints of `dir`, newest first. A closed standard output
+/// (`| head`) ends the listing quietly.
 pub(crate) fn checkpoints_table(dir: &Path) -> Result<(), AppError> {
+    match write_checkpoints_table(dir, &mut std::io::stdout().lock()) {
+        Err(AppError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn write_checkpoints_table(dir: &Path, out: &mut impl Write) -> Result<(), AppError> {
+    let io = |e| AppError::io("writing the listing".to_string())(e);
     // Reading only: a missing directory is an error, never created.
     let storage = ObjectCheckpointStorage::existing_local(dir)
         .map_err(|e| AppError::Failed(format!("opening {}: {e}", dir.display())))?;
-    println!(
-        "{:>6}  {:<19}  {:>9}  {:>12}  {:>12}  {:>8}  state per operator",
-        "id", "time (UTC)", "duration", "full size", "incremental", "workers"
-    );
+    writeln!(
+        out,
+        "{:>6}  {:<19}  {:>9}  {:>9}  {:>10}  {:>12}  {:>12}  {:>8}  state per operator",
+        "id",
+        "time (UTC)",
+        "duration",
+        "alignment",
+        "in-flight",
+        "full size",
+        "incremental",
+        "workers"
+    )
+    .map_err(io)?;
     for c in list_checkpoints(&storage)? {
         match c {
             Ok(m) => {
@@ -51,19 +72,23 @@ pub(crate) fn checkpoints_table(dir: &Path) -> Result<(), AppError> {
                     .iter()
                     .map(|(uid, o)| format!("{uid}={}", o.full_size()))
                     .collect();
-                println!(
-                    "{:>6}  {:<19}  {:>7}ms  {:>12}  {:>12}  {:>8}  {}{}",
+                writeln!(
+                    out,
+                    "{:>6}  {:<19}  {:>7}ms  {:>7}ms  {:>10}  {:>12}  {:>12}  {:>8}  {}{}",
                     m.id,
                     utc(m.triggered_at_ms),
                     m.duration_ms,
+                    m.alignment_ms().round() as u64,
+                    m.inflight_bytes(),
                     m.full_size(),
                     m.uploaded_size(),
                     m.parallelism,
                     ops.join(" "),
                     if m.finished { "  (final)" } else { "" }
-                );
+                )
+                .map_err(io)?;
             }
-            Err((id, why)) => println!("{id:>6}  unusable: {why}"),
+            Err((id, why)) => writeln!(out, "{id:>6}  unusable: {why}").map_err(io)?,
         }
     }
     Ok(())

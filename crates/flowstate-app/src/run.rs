@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use flowstate_runtime::RocksDbOptions;
 use flowstate_runtime::checkpoint::read_metadata;
 use flowstate_runtime::{
-    BackendChoice, CheckpointConfig, ClaimMode, Cluster, JobConfig, JobResult, RestoreFrom, execute,
+    BackendChoice, CheckpointConfig, ClaimMode, Cluster, FlowControl, JobConfig, JobResult,
+    RestoreFrom, execute,
 };
 use flowstate_storage::FaultyStorage;
 
@@ -106,6 +107,10 @@ pub(crate) fn job_config(
     let mut config = JobConfig::default()
         .workers(opts.workers)
         .max_parallelism(opts.max_parallelism)
+        .flow_control(match opts.rounds_in_flight {
+            0 => FlowControl::off(),
+            n => FlowControl::rounds(n),
+        })
         .backend(backend)
         .checkpointing(checkpoints);
     if let Some(c) = cluster {

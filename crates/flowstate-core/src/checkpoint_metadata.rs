@@ -67,8 +67,10 @@ pub fn is_layout_path(path: &str) -> bool {
 }
 
 /// Version of the `_metadata` JSON document (2: operators record whether their key
-/// is a uid the user gave, [`OperatorSnapshotMeta::user_uid`]).
-pub const METADATA_VERSION: u32 = 2;
+/// is a uid the user gave, [`OperatorSnapshotMeta::user_uid`]; 3: operators record
+/// their alignment time and in-flight bytes, [`OperatorSnapshotMeta::alignment_ms`]
+/// and [`OperatorSnapshotMeta::inflight_bytes`]).
+pub const METADATA_VERSION: u32 = 3;
 
 /// What a snapshot is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +113,17 @@ pub struct OperatorSnapshotMeta {
     /// over a derived entry; never a user-given one.
     #[serde(default)]
     pub user_uid: bool,
+    /// Longest time over the instances from the checkpoint's trigger (as their
+    /// process saw it) to the instance's cut, once every record of the checkpoint had
+    /// reached it, in milliseconds: Flink's start delay plus alignment. Absent before
+    /// version 3 (0).
+    #[serde(default)]
+    pub alignment_ms: f64,
+    /// Bytes of records the instances held back at the cut and stored with the
+    /// snapshot (records of the checkpoint waiting for their event-time turn), summed
+    /// over the instances. Absent before version 3 (0).
+    #[serde(default)]
+    pub inflight_bytes: u64,
 }
 
 impl OperatorSnapshotMeta {
@@ -173,6 +186,20 @@ impl CheckpointMetadata {
         self.operators
             .values()
             .map(|o| o.uploaded_size())
+            .fold(0, u64::saturating_add)
+    }
+    /// The longest alignment of any operator, in milliseconds.
+    pub fn alignment_ms(&self) -> f64 {
+        self.operators
+            .values()
+            .map(|o| o.alignment_ms)
+            .fold(0.0, f64::max)
+    }
+    /// Bytes of records held in flight, over every operator.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.operators
+            .values()
+            .map(|o| o.inflight_bytes)
             .fold(0, u64::saturating_add)
     }
     /// Every keyed handle.

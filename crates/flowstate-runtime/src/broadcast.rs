@@ -60,7 +60,7 @@ use crate::keyed::{
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::WorkerCheckpoints;
-use crate::time::{Time, frontier_clocks, time};
+use crate::time::{Time, frontier_clocks, frontier_least, time_at};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
 
@@ -363,7 +363,7 @@ where
                         keyed_in.for_each(|stamp, data| {
                             let t = crate::time::stamp_time(stamp.stamp().elements());
                             keyed_stash
-                                .entry((t.outer, t.inner))
+                                .entry((t.outer, t.interval()))
                                 .or_default()
                                 .append(data);
                         });
@@ -373,7 +373,7 @@ where
                             // event time, or when it arrives if that is later.
                             for rec in data.drain(..) {
                                 let at = t.outer.max(u64::try_from(rec.0).unwrap_or(0));
-                                bcast_stash.entry((at, t.inner)).or_default().push(rec);
+                                bcast_stash.entry((at, t.interval())).or_default().push(rec);
                             }
                         });
                         let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
@@ -398,7 +398,16 @@ where
                         }
                         r.hold_for_final(c, both);
                         let ready_interval = both.map_or(u64::MAX, |b| b.1);
-                        let current = both.map_or(c.time().inner, |b| b.1);
+                        // The least time either input may still bring.
+                        let least = frontier_least(
+                            &keyed_frontier
+                                .frontier()
+                                .iter()
+                                .chain(bcast_frontier.frontier().iter())
+                                .copied()
+                                .collect::<Vec<_>>(),
+                        );
+                        let current = least.map_or(c.time().inner, |t| t.inner);
                         loop {
                             // An epoch is processed once complete on the broadcast side
                             // (no broadcast record of it or earlier can still come) and
@@ -453,7 +462,7 @@ where
                             }
                             let at = *c.time();
                             output
-                                .session(&c.delayed(&time(epoch.max(at.outer), current)))
+                                .session(&c.delayed(&time_at(epoch.max(at.outer), current)))
                                 .give_iterator(out.drain(..));
                         }
                         let stashed = [
@@ -464,7 +473,7 @@ where
                         .flatten()
                         .min();
                         if !r.end_activation::<T, OUT>(
-                            both, stashed, &errors, c, &mut out, output, &activator,
+                            least, stashed, &errors, c, &mut out, output, &activator,
                         ) {
                             if !failed()
                                 && let Some(last) = r.final_checkpoint()
@@ -478,14 +487,7 @@ where
                     }
                 },
             );
-        DataStream::from_tagged(
-            raw,
-            stream.config,
-            errors,
-            scope,
-            stream.checkpoints,
-            identity,
-        )
+        DataStream::from_tagged(raw, &stream, identity)
     }
 }
 
@@ -513,6 +515,7 @@ where
         let result = (|| -> Result<(), RuntimeError> {
             let held = store.broadcast_state(&inflight_desc())?;
             held.clear()?;
+            let mut held_bytes = 0u64;
             for ((epoch, interval), records) in bcast_stash {
                 if *interval > id {
                     continue;
@@ -522,13 +525,14 @@ where
                     ser.serialize_into(value, &mut bytes).map_err(|e| {
                         flowstate_core::StateError::serialization(BROADCAST_INFLIGHT, e)
                     })?;
+                    held_bytes += bytes.len() as u64;
                     held.put((*epoch, *origin, *generation, *seq), (*ts, bytes))?;
                 }
             }
             store
                 .broadcast_state(&watermark_desc())?
                 .put(0, r.watermark())?;
-            r.checkpoint_through(id, keyed_stash, Some(&store))?;
+            r.checkpoint_through(id, keyed_stash, Some(&store), held_bytes)?;
             held.clear()?;
             Ok(())
         })();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::checkpoint::{CheckpointConfig, ProcessRole};
-use crate::{BackendChoice, Clock, RuntimeError, SystemClock};
+use crate::{BackendChoice, Clock, FlowControl, RuntimeError, SystemClock};
 
 /// Where this process stands in a job that runs as several processes (timely's
 /// cluster mode over TCP): every process runs the same program with the same
@@ -43,6 +43,9 @@ pub struct JobConfig {
     pub checkpointing: Option<CheckpointConfig>,
     /// The job's processes, when it runs as several (one by default).
     pub cluster: Option<Cluster>,
+    /// How far sources may run ahead of the operators behind them (on by default;
+    /// see [`FlowControl`]).
+    pub flow_control: FlowControl,
 }
 
 impl Cluster {
@@ -62,6 +65,7 @@ impl Default for JobConfig {
             clock: Arc::new(SystemClock),
             checkpointing: None,
             cluster: None,
+            flow_control: FlowControl::default(),
         }
     }
 }
@@ -91,6 +95,12 @@ impl JobConfig {
     /// Turns checkpointing on.
     pub fn checkpointing(mut self, checkpoints: CheckpointConfig) -> Self {
         self.checkpointing = Some(checkpoints);
+        self
+    }
+
+    /// Sets flow control (see [`FlowControl`]).
+    pub fn flow_control(mut self, flow_control: FlowControl) -> Self {
+        self.flow_control = flow_control;
         self
     }
 

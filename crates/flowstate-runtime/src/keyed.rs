@@ -37,7 +37,7 @@ use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::{
     KeyedWrite, Started, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later,
 };
-use crate::time::{Time, frontier_clocks, time};
+use crate::time::{Time, frontier_clocks, frontier_least, time, time_at};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
 
@@ -388,12 +388,14 @@ fn load_inflight<K: StateKey + Data, T: Data>(
 impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     /// Takes the snapshots of every checkpoint up to `through` not taken yet: the
     /// synchronous part here (stashed records of those checkpoints into `_inflight`,
-    /// the backend's snapshot, `operator`'s state), the files on another thread.
+    /// the backend's snapshot, `operator`'s state holding `held_bytes` of other
+    /// held-back records), the files on another thread.
     pub(crate) fn checkpoint_through<T: Data>(
         &mut self,
         through: u64,
         stash: &Stash<K, T>,
         operator: Option<&OperatorStateStore>,
+        held_bytes: u64,
     ) -> Result<(), RuntimeError> {
         let Some(task) = self.task.as_mut() else {
             return Ok(());
@@ -404,6 +406,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             let started = Instant::now();
             let backend = &self.backend;
             let mut keys = Vec::new();
+            let mut inflight_bytes = held_bytes;
             // A failure here (e.g. RocksDB cannot write its checkpoint: full disk)
             // declines this checkpoint, which counts against the tolerable failures
             // like a failed upload; it does not fail the job.
@@ -423,6 +426,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                                 flowstate_core::StateError::serialization(INFLIGHT_STATE, e)
                             })?;
                             backend.set_current_key(key.clone())?;
+                            inflight_bytes += bytes.len() as u64;
                             inflight.add((*epoch, *ts, bytes))?;
                             keys.push(key.clone());
                         }
@@ -450,7 +454,8 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 backend.set_current_key(key)?;
                 inflight.clear()?;
             }
-            task.ctx.snapshot_taken(id, &task.id, taken, started);
+            task.ctx
+                .snapshot_taken(id, &task.id, taken, started, inflight_bytes);
         }
         Ok(())
     }
@@ -477,7 +482,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             && let Some(f) = self.final_checkpoint()
         {
             let at = *cap.time();
-            if at.inner < f {
+            if at.interval() < f {
                 cap.downgrade(&time(at.outer, f));
             }
         }
@@ -512,14 +517,14 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     /// The end of an operator activation, once the epochs that were ready are done:
     /// the frontier's own watermark and the due processing-time timers fire, pending
     /// output goes out, and the capability is held at the earliest time still to come
-    /// (`frontier`'s clocks, or a `stashed` epoch). Returns `false` once everything is
+    /// (the frontier's `least` time, or a `stashed` epoch). Returns `false` once everything is
     /// done (input ended, every event-time timer fired): the caller takes the final
     /// checkpoint and drops its capability. Processing-time timers still pending then
     /// are dropped (a bounded input ended).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn end_activation<IN, OUT: 'static>(
         &mut self,
-        frontier: Option<(u64, u64)>,
+        least: Option<Time>,
         stashed: Option<u64>,
         errors: &crate::ErrorSlot,
         cap: &mut Capability<Time>,
@@ -530,9 +535,10 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        // The earliest time still to come: the frontier's clocks, not past a stashed
-        // batch (records waiting for a checkpoint's alignment must not turn late).
-        let hold = frontier.map(|(e, c)| time(stashed.map_or(e, |s| s.min(e)), c));
+        // The earliest time still to come: the frontier's least time, not past a
+        // stashed batch (records waiting for a checkpoint's alignment must not turn
+        // late). Its round is the input's: flow control sees what is still queued.
+        let hold = least.map(|t| time_at(stashed.map_or(t.outer, |s| s.min(t.outer)), t.inner));
         if errors.borrow().is_none() {
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out) {
@@ -548,7 +554,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
         if !out.is_empty() {
             let at = *cap.time();
-            let emit_at = hold.map_or(at, |h| time(h.outer.max(at.outer), h.inner.max(at.inner)));
+            let emit_at = hold.map_or(at, |h| {
+                time_at(h.outer.max(at.outer), h.inner.max(at.inner))
+            });
             output
                 .session(&cap.delayed(&emit_at))
                 .give_iterator(out.drain(..));
@@ -556,7 +564,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         match hold {
             Some(h) => {
                 let at = *cap.time();
-                let next = time(h.outer.max(at.outer), h.inner.max(at.inner));
+                let next = time_at(h.outer.max(at.outer), h.inner.max(at.inner));
                 if next != at {
                     cap.downgrade(&next);
                 }
@@ -666,9 +674,13 @@ where
                         stash = restored;
                     }
                     let clocks = frontier_clocks(&frontier.frontier());
+                    let least = frontier_least(&frontier.frontier());
                     input.for_each(|stamp, data| {
                         let t = crate::time::stamp_time(stamp.stamp().elements());
-                        stash.entry((t.outer, t.inner)).or_default().append(data);
+                        stash
+                            .entry((t.outer, t.interval()))
+                            .or_default()
+                            .append(data);
                     });
                     let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
                         stash.clear();
@@ -680,13 +692,13 @@ where
                     // a later one.
                     if let Some(through) = r.cut_before(clocks)
                         && !failed(&errors)
-                        && let Err(e) = r.checkpoint_through(through, &stash, None)
+                        && let Err(e) = r.checkpoint_through(through, &stash, None, 0)
                     {
                         record_error(&errors, e);
                     }
                     r.hold_for_final(c, clocks);
                     let (ready_epoch, ready_interval) = clocks.unwrap_or((u64::MAX, u64::MAX));
-                    let current = clocks.map_or(c.time().inner, |(_, i)| i);
+                    let current = least.map_or(c.time().inner, |t| t.inner);
                     // Epochs nothing earlier can precede any more, in order, up to the
                     // first batch of a checkpoint interval still being aligned: a batch
                     // that arrived ahead of a checkpoint holds back every later epoch (and
@@ -712,16 +724,16 @@ where
                         }
                         let at = *c.time();
                         output
-                            .session(&c.delayed(&time(epoch.max(at.outer), current)))
+                            .session(&c.delayed(&time_at(epoch.max(at.outer), current)))
                             .give_iterator(out.drain(..));
                     }
                     let stashed = stash.keys().map(|(e, _)| *e).min();
                     if !r.end_activation::<T, OUT>(
-                        clocks, stashed, &errors, c, &mut out, output, &activator,
+                        least, stashed, &errors, c, &mut out, output, &activator,
                     ) {
                         if !failed(&errors)
                             && let Some(last) = r.final_checkpoint()
-                            && let Err(e) = r.checkpoint_through(last, &stash, None)
+                            && let Err(e) = r.checkpoint_through(last, &stash, None, 0)
                         {
                             record_error(&errors, e);
                         }
@@ -730,12 +742,5 @@ where
                 }
             },
         );
-    DataStream::from_tagged(
-        raw,
-        stream.config,
-        errors,
-        scope,
-        stream.checkpoints,
-        identity,
-    )
+    DataStream::from_tagged(raw, &stream, identity)
 }

@@ -72,6 +72,7 @@ mod connectors;
 mod error;
 mod execute;
 mod failpoint;
+mod flow;
 mod handle;
 mod keyed;
 pub mod ownership;
@@ -97,6 +98,7 @@ pub use config::{Cluster, JobConfig};
 pub use connectors::{FileError, FileFormat, FilePosition, FileSink, SinkTransaction};
 pub use error::{BoxError, RuntimeError};
 pub use execute::execute;
+pub use flow::FlowControl;
 pub use flowstate_core::ttl::{ManualClock, SystemClock, TtlClock as Clock};
 #[cfg(feature = "rocksdb")]
 pub use flowstate_rocksdb::RocksDbOptions;

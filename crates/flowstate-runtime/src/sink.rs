@@ -218,7 +218,7 @@ impl<T: Data> DataStream<'_, T> {
                     data.clear();
                     return;
                 }
-                let interval = crate::time::stamp_time(time.stamp().elements()).inner;
+                let interval = crate::time::stamp_time(time.stamp().elements()).interval();
                 unchecked_through = unchecked_through.max(interval);
                 for (_, v) in data.iter() {
                     if let Err(e) = d.sink.write(interval, v) {
@@ -272,7 +272,7 @@ fn snapshot_through<T, S: TransactionalSink<T>>(
             .and_then(|()| t.store.snapshot())
             .map(|snap| (None, Some(snap)))
             .map_err(RuntimeError::from);
-        t.ctx.snapshot_taken(id, &t.id, taken, started);
+        t.ctx.snapshot_taken(id, &t.id, taken, started, 0);
     }
     Ok(())
 }

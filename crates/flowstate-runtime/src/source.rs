@@ -24,16 +24,18 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 
 use crate::connectors::FilePosition;
+use crate::flow::{FlowControl, Pacer, Paused};
 use crate::stream::{Data, WatermarkStrategy};
 use crate::task::{TaskId, TaskRef, WorkerCheckpoints};
-use crate::time::{Time, time};
+use crate::time::{Time, time_at};
 use crate::{BoxError, ErrorSlot, RuntimeError, record_error};
 
 /// Name of the operator list state holding a source's splits.
 pub const SOURCE_SPLITS_STATE: &str = "source-splits";
 
-/// Records per source step: bounds memory between dataflow steps.
-const SOURCE_BATCH: usize = 1024;
+/// Records per source step (one flow-control round): bounds memory between dataflow
+/// steps.
+const SOURCE_BATCH: usize = FlowControl::BATCH;
 
 /// Where a split is read up to, as stored in the source's operator state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +316,12 @@ pub(crate) struct Source<T: Data> {
     checkpoint: Option<SourceTask>,
     /// What errors name.
     name: String,
+    /// Flow control: this worker's view of the dataflow's progress.
+    pacer: Pacer,
+    /// Flow-control round (one per step).
+    round: u64,
+    /// Time spent waiting for flow control.
+    paused: Paused,
 }
 
 struct SourceTask {
@@ -325,6 +333,7 @@ struct SourceTask {
 
 impl<T: Data> Source<T> {
     /// Builds a source; on restore its splits come from the snapshot.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
         task: Option<(Rc<WorkerCheckpoints>, TaskRef)>,
@@ -333,6 +342,7 @@ impl<T: Data> Source<T> {
         timestamp: Box<dyn Fn(&T) -> i64>,
         strategy: WatermarkStrategy,
         errors: ErrorSlot,
+        pacer: Pacer,
     ) -> Result<Self, RuntimeError> {
         let mut stored: Option<Vec<SplitState>> = None;
         let mut checkpoint = None;
@@ -370,7 +380,7 @@ impl<T: Data> Source<T> {
                 finished: false,
             })
             .collect();
-        input.advance_to(time(0, interval));
+        input.advance_to(time_at(0, (interval, 0)));
         let mut s = Source {
             splits,
             next_split: 0,
@@ -383,10 +393,26 @@ impl<T: Data> Source<T> {
             errors,
             checkpoint,
             name,
+            pacer,
+            round: 0,
+            paused: Paused::default(),
         };
         // A restored source resumes at the watermark it had reached.
         s.advance_epoch();
         Ok(s)
+    }
+
+    /// The time the source's input is at.
+    fn now(&self) -> Time {
+        time_at(self.epoch, (self.interval, self.round))
+    }
+
+    /// Moves the input to the current time (epoch, interval and round only grow).
+    fn advance_input(&mut self) {
+        let now = self.now();
+        if let Some(input) = self.input.as_mut() {
+            input.advance_to(now);
+        }
     }
 
     fn watermark_ts(&self) -> Option<i64> {
@@ -410,9 +436,7 @@ impl<T: Data> Source<T> {
         let epoch = u64::try_from(watermark.saturating_add(1)).unwrap_or(0);
         if epoch > self.epoch {
             self.epoch = epoch;
-            if let Some(input) = self.input.as_mut() {
-                input.advance_to(time(self.epoch, self.interval));
-            }
+            self.advance_input();
         }
     }
 
@@ -422,6 +446,14 @@ impl<T: Data> Source<T> {
         let Some(task) = self.checkpoint.as_ref() else {
             return Ok(());
         };
+        tracing::debug!(
+            source = %self.name,
+            checkpoint = id,
+            paused_ms = self.paused.total().as_millis() as u64,
+            "source {} at checkpoint {id}: paused by flow control for {} ms so far",
+            self.name,
+            self.paused.total().as_millis()
+        );
         let started = Instant::now();
         let states = self
             .splits
@@ -445,7 +477,7 @@ impl<T: Data> Source<T> {
                 source: e,
             }),
         };
-        task.ctx.snapshot_taken(id, &task.id, taken, started);
+        task.ctx.snapshot_taken(id, &task.id, taken, started, 0);
         Ok(())
     }
 }
@@ -471,9 +503,7 @@ impl<T: Data> SourceDriver for Source<T> {
                 return false;
             }
             self.interval += 1;
-            if let Some(input) = self.input.as_mut() {
-                input.advance_to(time(self.epoch, self.interval));
-            }
+            self.advance_input();
         }
         if self.exhausted
             && let Some(f) = coordinator.final_id()
@@ -503,6 +533,27 @@ impl<T: Data> SourceDriver for Source<T> {
         if self.errors.borrow().is_some() {
             return self.finish();
         }
+        // Flow control: wait while this source's oldest batches are still in flight.
+        if !self.pacer.may_send(self.round) {
+            self.paused.waiting();
+            return false;
+        }
+        self.paused.going();
+        let sent = self.send_batch();
+        // The next round, whether this one sent or not: an idle source must not hold
+        // the others back.
+        if !self.exhausted {
+            self.round += 1;
+            self.advance_input();
+        }
+        sent
+    }
+}
+
+impl<T: Data> Source<T> {
+    /// Sends up to a batch from the next split that has records; `false` when none
+    /// had any (every split idle or finished).
+    fn send_batch(&mut self) -> bool {
         let n = self.splits.len();
         for _ in 0..n {
             let i = self.next_split % n;
@@ -557,6 +608,13 @@ impl<T: Data> Source<T> {
     fn finish(&mut self) -> bool {
         if !self.exhausted {
             self.exhausted = true;
+            tracing::debug!(
+                source = %self.name,
+                paused_ms = self.paused.total().as_millis() as u64,
+                "source {} read every split; flow control paused it for {} ms",
+                self.name,
+                self.paused.total().as_millis()
+            );
             if let Some(task) = self.checkpoint.as_ref() {
                 task.ctx.coordinator.source_exhausted();
             }

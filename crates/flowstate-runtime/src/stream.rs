@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::flow::Pacer;
 use crate::keyed::{OutputTag, Tagged};
 use crate::source::{SeqSource, Source, SourceDriver, SplitFactory, SplitSource, split_factory};
 use crate::task::{TaskRef, WorkerCheckpoints, start_later};
@@ -46,6 +47,8 @@ pub struct Job<'scope> {
     /// `WorkerCheckpoints::seal`).
     pub(crate) drivers: Rc<RefCell<Vec<Box<dyn SourceDriver>>>>,
     pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
+    /// Flow control: the probe keyed operators report to and sources wait on.
+    pub(crate) pacer: Pacer,
 }
 
 impl<'scope> Job<'scope> {
@@ -55,12 +58,14 @@ impl<'scope> Job<'scope> {
         errors: ErrorSlot,
         checkpoints: Option<Rc<WorkerCheckpoints>>,
     ) -> Self {
+        let pacer = Pacer::new(config.flow_control);
         Job {
             scope,
             config,
             errors,
             drivers: Rc::new(RefCell::new(Vec::new())),
             checkpoints,
+            pacer,
         }
     }
 
@@ -158,9 +163,11 @@ impl<'scope> Job<'scope> {
         let (ctx, task) = (self.checkpoints.clone(), identity.clone());
         let (drivers, errors) = (self.drivers.clone(), self.errors.clone());
         let name = kind.to_string();
+        let pacer = self.pacer.clone();
         start_later(self.checkpoints.as_ref(), move || {
             let task = ctx.zip(task);
-            match Source::new(name, task, input, make, timestamp, strategy, errors.clone()) {
+            let (errs, made) = (errors.clone(), (input, make, timestamp));
+            match Source::new(name, task, made.0, made.1, made.2, strategy, errs, pacer) {
                 Ok(s) => drivers.borrow_mut().push(Box::new(s)),
                 Err(e) => record_error(&errors, e),
             }
@@ -182,6 +189,7 @@ impl<'scope> Job<'scope> {
             scope: self.scope,
             checkpoints: self.checkpoints.clone(),
             task: None,
+            pacer: self.pacer.clone(),
         }
     }
 }
@@ -198,6 +206,8 @@ pub struct DataStream<'scope, T> {
     pub(crate) checkpoints: Option<Rc<WorkerCheckpoints>>,
     /// The snapshotting operator that made this stream, whose uid `.uid()` sets.
     pub(crate) task: Option<TaskRef>,
+    /// Flow control (see [`Job`]).
+    pub(crate) pacer: Pacer,
 }
 
 /// A second handle on the same stream (every record goes to both consumers); `uid`
@@ -212,6 +222,7 @@ impl<T: Clone + 'static> Clone for DataStream<'_, T> {
             scope: self.scope,
             checkpoints: self.checkpoints.clone(),
             task: self.task.clone(),
+            pacer: self.pacer.clone(),
         }
     }
 }
@@ -220,15 +231,16 @@ impl<T: Clone + 'static> Clone for DataStream<'_, T> {
 pub(crate) type SideStream<'scope> = StreamVec<'scope, Time, (i64, (String, Vec<u8>))>;
 
 impl<'scope, T: Data> DataStream<'scope, T> {
-    /// Splits a keyed operator's output into the main stream and its side outputs.
-    pub(crate) fn from_tagged(
+    /// Splits a keyed operator's output into the main stream and its side outputs,
+    /// on the worker of `input` (the operator's input stream); the output reports to
+    /// flow control's probe.
+    pub(crate) fn from_tagged<U>(
         raw: StreamVec<'scope, Time, (i64, Tagged<T>)>,
-        config: Arc<JobConfig>,
-        errors: ErrorSlot,
-        scope: Scope<'scope, Time>,
-        checkpoints: Option<Rc<WorkerCheckpoints>>,
+        input: &DataStream<'scope, U>,
         task: Option<TaskRef>,
     ) -> Self {
+        use timely::dataflow::operators::Probe;
+        let raw = raw.probe_with(input.pacer.probe());
         let main = flat_map_stream(&raw, "Main", |t| match t {
             Tagged::Main(v) => Some(v),
             Tagged::Side(..) => None,
@@ -240,11 +252,12 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         DataStream {
             inner: main,
             side: Some(side),
-            config,
-            errors,
-            scope,
-            checkpoints,
+            config: input.config.clone(),
+            errors: input.errors.clone(),
+            scope: input.scope,
+            checkpoints: input.checkpoints.clone(),
             task,
+            pacer: input.pacer.clone(),
         }
     }
 
@@ -308,6 +321,7 @@ impl<'scope, T: Data> DataStream<'scope, T> {
             scope: self.scope,
             checkpoints: self.checkpoints.clone(),
             task: None,
+            pacer: self.pacer.clone(),
         }
     }
 

@@ -303,7 +303,8 @@ impl WorkerCheckpoints {
     }
 
     /// Hands on a task's snapshot for checkpoint `id` once its synchronous part is
-    /// `taken`: the asynchronous part writes the files on its own thread and
+    /// `taken` (started at `sync_started`, holding `inflight_bytes` of records the
+    /// task held back): the asynchronous part writes the files on its own thread and
     /// acknowledges, or declines the checkpoint on failure. A failed synchronous part
     /// declines it at once (it counts against the tolerable failures; the job goes
     /// on).
@@ -313,6 +314,7 @@ impl WorkerCheckpoints {
         task: &TaskId,
         taken: Result<(Option<KeyedWrite>, Option<OperatorSnapshot>), RuntimeError>,
         sync_started: Instant,
+        inflight_bytes: u64,
     ) {
         let (keyed, operator) = match taken {
             Ok(parts) => parts,
@@ -323,6 +325,9 @@ impl WorkerCheckpoints {
             }
         };
         let sync_ms = sync_started.elapsed().as_secs_f64() * 1e3;
+        let alignment_ms = self.coordinator.triggered_at(id).map_or(0.0, |t| {
+            sync_started.saturating_duration_since(t).as_secs_f64() * 1e3
+        });
         let coordinator = self.coordinator.clone();
         let location = coordinator.location(id);
         let base = format!("{location}/{}-{}", task.uid, self.index);
@@ -349,6 +354,8 @@ impl WorkerCheckpoints {
                         operator,
                         sync_ms,
                         async_ms: started.elapsed().as_secs_f64() * 1e3,
+                        alignment_ms,
+                        inflight_bytes,
                     })
                 })();
                 crate::failpoint::hit("snapshot-written");

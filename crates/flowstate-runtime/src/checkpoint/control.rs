@@ -17,6 +17,10 @@ pub(crate) struct TaskAck {
     pub(crate) operator: Option<OperatorStateHandle>,
     pub(crate) sync_ms: f64,
     pub(crate) async_ms: f64,
+    /// Trigger (as this process saw it) to the task's cut.
+    pub(crate) alignment_ms: f64,
+    /// Bytes of held-back records stored with the snapshot.
+    pub(crate) inflight_bytes: u64,
 }
 
 /// Where this process stands in a job that runs as several processes.

@@ -394,6 +394,12 @@ impl Coordinator {
         }
     }
 
+    /// When this process learnt of checkpoint `id`'s trigger (`None`: it is not
+    /// pending).
+    pub(crate) fn triggered_at(&self, id: u64) -> Option<Instant> {
+        self.lock().pending.get(&id).map(|p| p.started)
+    }
+
     /// A message from another process's coordinator.
     pub(crate) fn receive(&self, msg: Control) {
         let mut s = self.lock();
@@ -663,6 +669,8 @@ impl Coordinator {
             o.operator.extend(a.operator);
             o.sync_ms = o.sync_ms.max(a.sync_ms);
             o.async_ms = o.async_ms.max(a.async_ms);
+            o.alignment_ms = o.alignment_ms.max(a.alignment_ms);
+            o.inflight_bytes = o.inflight_bytes.saturating_add(a.inflight_bytes);
         }
         for o in operators.values_mut() {
             o.keyed.sort_by_key(|h| h.key_group_range.start());
