@@ -28,7 +28,10 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use crate::time::Time;
 
 /// How far sources may run ahead of the operators behind them
-/// ([`crate::JobConfig::flow_control`]).
+/// ([`crate::JobConfig::flow_control`]): each source of a worker may have
+/// `rounds_in_flight` batches in flight, a batch being at most [`FlowControl::BATCH`]
+/// records and about `round_bytes` bytes (records measured in their postcard
+/// encoding, sampled). The defaults bound a source to about 1 MiB in flight.
 ///
 /// ```
 /// use flowstate_runtime::{FlowControl, JobConfig};
@@ -40,25 +43,37 @@ use crate::time::Time;
 #[non_exhaustive]
 pub struct FlowControl {
     /// Source batches (rounds) each source of a worker may have in flight, sent and
-    /// not yet through every keyed operator; a batch is at most
-    /// [`FlowControl::BATCH`] records. `None`: sources are not paced.
+    /// not yet through every keyed operator. `None`: sources are not paced.
     pub rounds_in_flight: Option<u64>,
+    /// About how many bytes of records a source sends per round (at least one
+    /// record, at most [`FlowControl::BATCH`]).
+    pub round_bytes: usize,
 }
 
 impl FlowControl {
     /// Records a source sends per round at most.
     pub const BATCH: usize = 1024;
 
-    /// The default bound: 16 rounds (16,384 records per source and worker), enough
-    /// for a worker to keep its operators busy while the probe catches up, small
-    /// enough that a checkpoint's cut waits for little.
+    /// The default bound: 16 rounds, enough for a worker to keep its operators busy
+    /// while the probe catches up, small enough that a checkpoint's cut waits for
+    /// little.
     pub const DEFAULT_ROUNDS: u64 = 16;
 
-    /// Sources may have `rounds` batches in flight (at least 1).
+    /// The default bytes per round: 64 KiB (with 16 rounds, 1 MiB per source).
+    pub const DEFAULT_ROUND_BYTES: usize = 64 * 1024;
+
+    /// Sources may have `rounds` batches in flight (at least 1), of the default size.
     pub fn rounds(rounds: u64) -> Self {
         FlowControl {
             rounds_in_flight: Some(rounds.max(1)),
+            round_bytes: Self::DEFAULT_ROUND_BYTES,
         }
+    }
+
+    /// Sets the bytes per round.
+    pub fn round_bytes(mut self, bytes: usize) -> Self {
+        self.round_bytes = bytes.max(1);
+        self
     }
 
     /// Unpaced sources (the behaviour before flow control: memory grows with the
@@ -66,6 +81,7 @@ impl FlowControl {
     pub fn off() -> Self {
         FlowControl {
             rounds_in_flight: None,
+            round_bytes: Self::DEFAULT_ROUND_BYTES,
         }
     }
 }
@@ -82,6 +98,7 @@ impl Default for FlowControl {
 pub(crate) struct Pacer {
     probe: ProbeHandle<Time>,
     rounds: Option<u64>,
+    round_bytes: usize,
 }
 
 impl Pacer {
@@ -89,7 +106,14 @@ impl Pacer {
         Pacer {
             probe: ProbeHandle::new(),
             rounds: config.rounds_in_flight,
+            round_bytes: config.round_bytes,
         }
+    }
+
+    /// A source's batch size for records of about `record_bytes` each: the round's
+    /// bytes, at least one record, at most [`FlowControl::BATCH`].
+    pub(crate) fn batch(&self, record_bytes: usize) -> usize {
+        (self.round_bytes / record_bytes.max(1)).clamp(1, FlowControl::BATCH)
     }
 
     /// The probe keyed operators' outputs report to.
@@ -114,6 +138,50 @@ impl Pacer {
 /// flight (`None`: nothing is) is more than `rounds` behind it.
 fn may_send(round: u64, least_in_flight: Option<u64>, rounds: u64) -> bool {
     least_in_flight.is_none_or(|least| round < least.saturating_add(rounds))
+}
+
+/// The size of a source's records, measured on a sample (one record in
+/// [`RecordSize::EVERY`]) in their postcard encoding: what they weigh in exchange
+/// channels and in a snapshot's in-flight part.
+pub(crate) struct RecordSize {
+    seen: u64,
+    /// Running average in bytes (exponentially weighted; 0: none measured yet).
+    average: usize,
+}
+
+impl RecordSize {
+    const EVERY: u64 = 64;
+
+    pub(crate) fn new() -> Self {
+        RecordSize {
+            seen: 0,
+            average: 0,
+        }
+    }
+
+    /// Counts a record; measures it when it is a sampled one.
+    pub(crate) fn observe<T: serde::Serialize>(&mut self, record: &T) {
+        if self.seen.is_multiple_of(Self::EVERY)
+            && let Ok(bytes) = postcard::experimental::serialized_size(record)
+        {
+            self.average = if self.average == 0 {
+                bytes
+            } else {
+                (self.average * 7 + bytes) / 8
+            };
+        }
+        self.seen = self.seen.wrapping_add(1);
+    }
+
+    /// The average measured so far (1 before any measurement: the first batch is a
+    /// single record, which gets measured).
+    pub(crate) fn bytes(&self) -> usize {
+        if self.average == 0 {
+            usize::MAX
+        } else {
+            self.average
+        }
+    }
 }
 
 /// Time a source spent waiting for flow control, for its log lines.
@@ -164,6 +232,21 @@ mod tests {
     fn an_unpaced_job_never_waits() {
         let pacer = Pacer::new(FlowControl::off());
         assert!(pacer.may_send(u64::MAX));
+    }
+
+    #[test]
+    fn a_round_holds_about_its_bytes() {
+        let pacer = Pacer::new(FlowControl::rounds(4).round_bytes(64 * 1024));
+        // Small records: the record cap.
+        assert_eq!(pacer.batch(8), FlowControl::BATCH);
+        // 512-byte records: 128 a round; records bigger than the round: one.
+        assert_eq!(pacer.batch(512), 128);
+        assert_eq!(pacer.batch(1 << 20), 1);
+        // Nothing measured yet: one record, which then is.
+        let mut size = RecordSize::new();
+        assert_eq!(pacer.batch(size.bytes()), 1);
+        size.observe(&vec![7u8; 1000]);
+        assert_eq!(pacer.batch(size.bytes()), 65);
     }
 
     #[test]

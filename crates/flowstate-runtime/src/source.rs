@@ -24,7 +24,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 
 use crate::connectors::FilePosition;
-use crate::flow::{FlowControl, Pacer, Paused};
+use crate::flow::{Pacer, Paused, RecordSize};
 use crate::stream::{Data, WatermarkStrategy};
 use crate::task::{TaskId, TaskRef, WorkerCheckpoints};
 use crate::time::{Time, time_at};
@@ -32,10 +32,6 @@ use crate::{BoxError, ErrorSlot, RuntimeError, record_error};
 
 /// Name of the operator list state holding a source's splits.
 pub const SOURCE_SPLITS_STATE: &str = "source-splits";
-
-/// Records per source step (one flow-control round): bounds memory between dataflow
-/// steps.
-const SOURCE_BATCH: usize = FlowControl::BATCH;
 
 /// Where a split is read up to, as stored in the source's operator state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +318,8 @@ pub(crate) struct Source<T: Data> {
     round: u64,
     /// Time spent waiting for flow control.
     paused: Paused,
+    /// What the records weigh (sizes a round's batch).
+    size: RecordSize,
 }
 
 struct SourceTask {
@@ -396,6 +394,7 @@ impl<T: Data> Source<T> {
             pacer,
             round: 0,
             paused: Paused::default(),
+            size: RecordSize::new(),
         };
         // A restored source resumes at the watermark it had reached.
         s.advance_epoch();
@@ -551,10 +550,12 @@ impl<T: Data> SourceDriver for Source<T> {
 }
 
 impl<T: Data> Source<T> {
-    /// Sends up to a batch from the next split that has records; `false` when none
-    /// had any (every split idle or finished).
+    /// Sends up to a batch (one round's worth: see [`Pacer::batch`]) from the next
+    /// split that has records; `false` when none had any (every split idle or
+    /// finished).
     fn send_batch(&mut self) -> bool {
         let n = self.splits.len();
+        let batch = self.pacer.batch(self.size.bytes());
         for _ in 0..n {
             let i = self.next_split % n;
             self.next_split = self.next_split.wrapping_add(1);
@@ -562,7 +563,7 @@ impl<T: Data> Source<T> {
                 continue;
             }
             let mut sent = false;
-            for _ in 0..SOURCE_BATCH {
+            for _ in 0..batch {
                 let split = &mut self.splits[i];
                 match split.reader.next() {
                     Ok(Read::End) => {
@@ -579,6 +580,7 @@ impl<T: Data> Source<T> {
                         return self.finish();
                     }
                     Ok(Read::Record(v)) => {
+                        self.size.observe(&v);
                         let ts = (self.timestamp)(&v);
                         split.max_ts = split.max_ts.max(ts);
                         if let Some(input) = self.input.as_mut() {
