@@ -139,6 +139,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         })
     }
 
+    /// The options the backend was made with.
+    pub fn options(&self) -> &RocksDbOptions {
+        &self.settings.options
+    }
+
     /// An empty backend in a fresh directory under `options.local_dir`.
     pub fn new(config: KeyedBackendConfig<K>, options: RocksDbOptions) -> StateResult<Self> {
         config.validate()?;

@@ -14,6 +14,7 @@ mod db;
 mod keys;
 mod options;
 mod snapshot;
+mod spill;
 mod states;
 mod ttl_filter;
 
@@ -21,3 +22,4 @@ pub use backend::RocksDbKeyedStateBackend;
 pub use flowstate_core::snapshot::ClaimMode;
 pub use options::{Compression, RocksDbOptions, SnapshotMode};
 pub use snapshot::{NativeSnapshot, RocksDbSnapshot};
+pub use spill::SpillSet;

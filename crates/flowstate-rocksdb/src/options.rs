@@ -64,6 +64,9 @@ pub struct RocksDbOptions {
     /// charged to a cache of this size (half may be memtables). Overrides
     /// `block_cache_bytes` when set.
     pub memory_bound_bytes: Option<usize>,
+    /// Timers a keyed operator keeps in memory, the earliest ones; the others wait in
+    /// a [`crate::SpillSet`] on local disk (at least 2).
+    pub timer_window: usize,
 }
 
 impl RocksDbOptions {
@@ -80,6 +83,7 @@ impl RocksDbOptions {
             compression: Compression::default(),
             bloom_bits_per_key: 10.0,
             memory_bound_bytes: None,
+            timer_window: 65_536,
         }
     }
     /// Sets the checkpoint format.
@@ -105,6 +109,11 @@ impl RocksDbOptions {
     /// Sets SST compression.
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+    /// Sets how many timers a keyed operator keeps in memory.
+    pub fn with_timer_window(mut self, timers: usize) -> Self {
+        self.timer_window = timers.max(2);
         self
     }
     /// Bounds block cache plus memtables.

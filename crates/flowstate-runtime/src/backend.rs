@@ -21,6 +21,9 @@ use flowstate_core::state::{
 };
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_heap::{HeapBackendFactory, HeapKeyedStateBackend};
+
+use crate::RuntimeError;
+use crate::timers::TimerSpill;
 #[cfg(feature = "rocksdb")]
 use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, RocksDbSnapshot};
 
@@ -102,6 +105,44 @@ impl<K: StateKey> AnyBackend<K> {
                 AnySnapshot::RocksDb(RocksDbSnapshot::Native(b.native_savepoint(dir)?))
             }
         })
+    }
+}
+
+impl<K: StateKey> AnyBackend<K> {
+    /// Where this backend's keyed operators keep the timers beyond their in-memory
+    /// window, and the window: RocksDB spills to a scratch set on local disk (SPEC 4);
+    /// the heap backend keeps every timer in memory (`None`).
+    pub(crate) fn timer_spill(&self) -> StateResult<Option<(Rc<dyn TimerSpill>, usize)>> {
+        match self {
+            AnyBackend::Heap(_) => Ok(None),
+            #[cfg(feature = "rocksdb")]
+            AnyBackend::RocksDb(b) => {
+                let set = flowstate_rocksdb::SpillSet::open(b.options())?;
+                Ok(Some((Rc::new(set), b.options().timer_window)))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl TimerSpill for flowstate_rocksdb::SpillSet {
+    fn insert_all(&self, keys: &[Vec<u8>]) -> Result<(), RuntimeError> {
+        Ok(flowstate_rocksdb::SpillSet::insert_all(
+            self,
+            keys.iter().map(Vec::as_slice),
+        )?)
+    }
+    fn remove_all(&self, keys: &[Vec<u8>]) -> Result<(), RuntimeError> {
+        Ok(flowstate_rocksdb::SpillSet::remove_all(
+            self,
+            keys.iter().map(Vec::as_slice),
+        )?)
+    }
+    fn contains(&self, key: &[u8]) -> Result<bool, RuntimeError> {
+        Ok(flowstate_rocksdb::SpillSet::contains(self, key)?)
+    }
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        Ok(flowstate_rocksdb::SpillSet::scan(self, prefix, limit)?)
     }
 }
 

@@ -242,7 +242,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
         };
         let logic = open(&backend)?;
-        let timers = TimerState::rebuild(&backend)?;
+        let timers = TimerState::rebuild_spilling(&backend, backend.timer_spill()?)?;
         let mut stash: Stash<K, T> = BTreeMap::new();
         if let Some(t) = &task {
             load_inflight(&backend, index, t.snapshotted + 1, &mut stash)?;
