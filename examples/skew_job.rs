@@ -95,7 +95,7 @@ impl SplitReader<Event, GenSplit> for GenReader {
         }
         self.split.next += 1;
         // Nearly every event is for the hot key 0; one in 64 for one of 64 others.
-        let key = if seq % 64 == 0 {
+        let key = if seq.is_multiple_of(64) {
             1 + (seq / 64) % 64
         } else {
             0

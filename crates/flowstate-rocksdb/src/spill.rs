@@ -108,7 +108,10 @@ mod tests {
         set.insert_all(keys.iter().copied()).unwrap();
         assert!(set.contains(b"a2").unwrap());
         assert!(!set.contains(b"a4").unwrap());
-        assert_eq!(set.scan(b"a", 2).unwrap(), vec![b"a1".to_vec(), b"a2".to_vec()]);
+        assert_eq!(
+            set.scan(b"a", 2).unwrap(),
+            vec![b"a1".to_vec(), b"a2".to_vec()]
+        );
         assert_eq!(set.scan(b"a", 10).unwrap().len(), 3);
         set.remove_all([&b"a1"[..], b"zz"]).unwrap();
         assert_eq!(set.scan(b"", 10).unwrap().len(), 3);

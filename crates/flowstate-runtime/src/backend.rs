@@ -22,7 +22,6 @@ use flowstate_core::state::{
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_heap::{HeapBackendFactory, HeapKeyedStateBackend};
 
-use crate::RuntimeError;
 use crate::timers::TimerSpill;
 #[cfg(feature = "rocksdb")]
 use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, RocksDbSnapshot};
@@ -126,22 +125,22 @@ impl<K: StateKey> AnyBackend<K> {
 
 #[cfg(feature = "rocksdb")]
 impl TimerSpill for flowstate_rocksdb::SpillSet {
-    fn insert_all(&self, keys: &[Vec<u8>]) -> Result<(), RuntimeError> {
+    fn insert_all(&self, keys: &[Vec<u8>]) -> Result<(), crate::RuntimeError> {
         Ok(flowstate_rocksdb::SpillSet::insert_all(
             self,
             keys.iter().map(Vec::as_slice),
         )?)
     }
-    fn remove_all(&self, keys: &[Vec<u8>]) -> Result<(), RuntimeError> {
+    fn remove_all(&self, keys: &[Vec<u8>]) -> Result<(), crate::RuntimeError> {
         Ok(flowstate_rocksdb::SpillSet::remove_all(
             self,
             keys.iter().map(Vec::as_slice),
         )?)
     }
-    fn contains(&self, key: &[u8]) -> Result<bool, RuntimeError> {
+    fn contains(&self, key: &[u8]) -> Result<bool, crate::RuntimeError> {
         Ok(flowstate_rocksdb::SpillSet::contains(self, key)?)
     }
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, RuntimeError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, crate::RuntimeError> {
         Ok(flowstate_rocksdb::SpillSet::scan(self, prefix, limit)?)
     }
 }

@@ -430,11 +430,18 @@ where
                             if !ready {
                                 break;
                             }
-                            if !failed()
-                                && let Err(e) =
-                                    r.advance_watermark::<T, OUT>(watermark_before(epoch), &mut out)
-                            {
-                                record_error(&errors, e);
+                            let at = *c.time();
+                            let emit_at = time_at(epoch.max(at.outer), current);
+                            if !failed() {
+                                let wm = watermark_before(epoch);
+                                let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
+                                    output
+                                        .session(&c.delayed(&emit_at))
+                                        .give_iterator(o.drain(..));
+                                };
+                                if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out, flush) {
+                                    record_error(&errors, e);
+                                }
                             }
                             if is_bcast {
                                 let mut batch = bcast_stash.remove(&key).unwrap_or_default();
@@ -460,9 +467,8 @@ where
                                 let records = keyed_stash.remove(&key).unwrap_or_default();
                                 r.elements(records, &errors, &mut out);
                             }
-                            let at = *c.time();
                             output
-                                .session(&c.delayed(&time_at(epoch.max(at.outer), current)))
+                                .session(&c.delayed(&emit_at))
                                 .give_iterator(out.drain(..));
                         }
                         let stashed = [

@@ -148,6 +148,14 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
     }
 }
 
+/// Hands pending output on (to the operator's output, at the time being processed):
+/// firing many timers at once flushes every [`FLUSH_EVERY`] records instead of
+/// buffering all their output.
+pub(crate) type Flush<'a, OUT> = &'a mut dyn FnMut(&mut Vec<(i64, Tagged<OUT>)>);
+
+/// Output records a keyed operator buffers at most while firing timers.
+pub(crate) const FLUSH_EVERY: usize = 1024;
+
 /// The output handle of a keyed operator.
 pub(crate) type TaggedOutput<'a, OUT> =
     OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>>;
@@ -242,7 +250,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
         };
         let logic = open(&backend)?;
-        let timers = TimerState::rebuild_spilling(&backend, backend.timer_spill()?)?;
+        let timers = TimerState::open(&backend)?;
         let mut stash: Stash<K, T> = BTreeMap::new();
         if let Some(t) = &task {
             load_inflight(&backend, index, t.snapshotted + 1, &mut stash)?;
@@ -303,12 +311,14 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
     }
 
-    /// Fires every timer of `domain` due at `limit`, in timestamp order.
+    /// Fires every timer of `domain` due at `limit`, in timestamp order, handing
+    /// output to `flush` whenever [`FLUSH_EVERY`] records are pending.
     pub(crate) fn fire<IN, OUT>(
         &mut self,
         domain: TimeDomain,
         limit: i64,
         out: &mut Vec<(i64, Tagged<OUT>)>,
+        flush: Flush<'_, OUT>,
     ) -> Result<(), RuntimeError>
     where
         L: KeyedLogic<K, N, IN, OUT>,
@@ -323,22 +333,27 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 clock: &self.clock,
             };
             self.logic.timer(ts, ns, domain, &mut ctx)?;
+            if out.len() >= FLUSH_EVERY {
+                flush(out);
+            }
         }
         Ok(())
     }
 
-    /// Raises the watermark (never lowers it) and fires the event-time timers it passes.
+    /// Raises the watermark (never lowers it) and fires the event-time timers it
+    /// passes (output to `flush` as they go; see [`KeyedRunner::fire`]).
     pub(crate) fn advance_watermark<IN, OUT>(
         &mut self,
         watermark: i64,
         out: &mut Vec<(i64, Tagged<OUT>)>,
+        flush: Flush<'_, OUT>,
     ) -> Result<(), RuntimeError>
     where
         L: KeyedLogic<K, N, IN, OUT>,
     {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.fire::<IN, OUT>(TimeDomain::EventTime, watermark, out)?;
+            self.fire::<IN, OUT>(TimeDomain::EventTime, watermark, out, flush)?;
         }
         Ok(())
     }
@@ -539,13 +554,22 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         // stashed batch (records waiting for a checkpoint's alignment must not turn
         // late). Its round is the input's: flow control sees what is still queued.
         let hold = least.map(|t| time_at(stashed.map_or(t.outer, |s| s.min(t.outer)), t.inner));
+        let at = *cap.time();
+        let emit_at = hold.map_or(at, |h| {
+            time_at(h.outer.max(at.outer), h.inner.max(at.inner))
+        });
         if errors.borrow().is_none() {
+            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
+                output
+                    .session(&cap.delayed(&emit_at))
+                    .give_iterator(o.drain(..));
+            };
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
-            if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out) {
+            if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out, flush) {
                 record_error(errors, e);
             }
             let now = self.clock.now_ms();
-            if let Err(e) = self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, out) {
+            if let Err(e) = self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, out, flush) {
                 record_error(errors, e);
             }
             if let Err(e) = self.deliver_completions() {
@@ -553,10 +577,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
         }
         if !out.is_empty() {
-            let at = *cap.time();
-            let emit_at = hold.map_or(at, |h| {
-                time_at(h.outer.max(at.outer), h.inner.max(at.inner))
-            });
             output
                 .session(&cap.delayed(&emit_at))
                 .give_iterator(out.drain(..));
@@ -714,17 +734,22 @@ where
                             continue;
                         };
                         let epoch = key.0;
+                        let at = *c.time();
+                        let emit_at = time_at(epoch.max(at.outer), current);
                         if !failed(&errors) {
-                            if let Err(e) =
-                                r.advance_watermark::<T, OUT>(watermark_before(epoch), &mut out)
-                            {
+                            let wm = watermark_before(epoch);
+                            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
+                                output
+                                    .session(&c.delayed(&emit_at))
+                                    .give_iterator(o.drain(..));
+                            };
+                            if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out, flush) {
                                 record_error(&errors, e);
                             }
                             r.elements(records, &errors, &mut out);
                         }
-                        let at = *c.time();
                         output
-                            .session(&c.delayed(&time_at(epoch.max(at.outer), current)))
+                            .session(&c.delayed(&emit_at))
                             .give_iterator(out.drain(..));
                     }
                     let stashed = stash.keys().map(|(e, _)| *e).min();

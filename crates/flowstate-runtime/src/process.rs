@@ -105,7 +105,7 @@ pub struct TimerService<'c, 'a, K, OUT> {
     ctx: &'c mut KeyedCtx<'a, K, VoidNamespace, OUT>,
 }
 
-impl<K: StateKey + Data, OUT> TimerService<'_, '_, K, OUT> {
+impl<K: StateKey, OUT> TimerService<'_, '_, K, OUT> {
     /// Fires `on_timer(ts)` once the watermark reaches `ts` (once per key and time).
     pub fn register_event_time_timer(&mut self, ts: i64) -> Result<(), RuntimeError> {
         let c = &mut *self.ctx;

@@ -61,8 +61,12 @@ pub(crate) trait TimerSpill {
 }
 
 /// A queue's spilled part: the timers after `horizon`, in `set` under `prefix`.
-struct Spilled {
+struct Spilled<E> {
     set: Rc<dyn TimerSpill>,
+    /// The entry's bytes appended to a key, and back (postcard; chosen where the
+    /// entry type is known to be serde, so the queue's other methods need not be).
+    encode: fn(&E, Vec<u8>) -> Result<Vec<u8>, RuntimeError>,
+    decode: fn(&[u8]) -> Result<E, RuntimeError>,
     /// Distinguishes the queues sharing one set (the domains).
     prefix: u8,
     /// Timers kept in memory at most (about: a single timestamp's timers are never
@@ -83,24 +87,30 @@ fn bad_timer(why: String) -> RuntimeError {
     ))
 }
 
-impl Spilled {
+fn encode_entry<E: Serialize>(entry: &E, key: Vec<u8>) -> Result<Vec<u8>, RuntimeError> {
+    postcard::to_extend(entry, key).map_err(|e| bad_timer(e.to_string()))
+}
+
+fn decode_entry<E: DeserializeOwned>(bytes: &[u8]) -> Result<E, RuntimeError> {
+    postcard::from_bytes(bytes).map_err(|e| bad_timer(e.to_string()))
+}
+
+impl<E> Spilled<E> {
     /// The set's key of a timer: prefix, timestamp in order-preserving big-endian,
-    /// then the entry in postcard.
-    fn key<E: Serialize>(&self, ts: i64, entry: &E) -> Result<Vec<u8>, RuntimeError> {
+    /// then the entry.
+    fn key(&self, ts: i64, entry: &E) -> Result<Vec<u8>, RuntimeError> {
         let mut k = vec![self.prefix];
         k.extend_from_slice(&((ts as u64) ^ (1 << 63)).to_be_bytes());
-        postcard::to_extend(entry, k).map_err(|e| bad_timer(e.to_string()))
+        (self.encode)(entry, k)
     }
 
-    fn decode<E: DeserializeOwned>(key: &[u8]) -> Result<(i64, E), RuntimeError> {
-        let bad = bad_timer;
+    fn decode(&self, key: &[u8]) -> Result<(i64, E), RuntimeError> {
         let ts: [u8; 8] = key
             .get(1..9)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| bad("a spilled timer key is too short".into()))?;
+            .ok_or_else(|| bad_timer("a spilled timer key is too short".into()))?;
         let ts = (u64::from_be_bytes(ts) ^ (1 << 63)) as i64;
-        let entry = postcard::from_bytes(&key[9..]).map_err(|e| bad(e.to_string()))?;
-        Ok((ts, entry))
+        Ok((ts, (self.decode)(&key[9..])?))
     }
 }
 
@@ -111,18 +121,10 @@ pub(crate) struct TimerQueue<E> {
     by_time: BTreeMap<i64, HashSet<E>>,
     /// Timers in memory.
     len: usize,
-    spill: Option<Spilled>,
+    spill: Option<Spilled<E>>,
 }
 
 impl<E: Hash + Eq + Clone + Serialize + DeserializeOwned> TimerQueue<E> {
-    pub(crate) fn new() -> Self {
-        TimerQueue {
-            by_time: BTreeMap::new(),
-            len: 0,
-            spill: None,
-        }
-    }
-
     /// A queue keeping at most about `window` timers in memory and the rest in `set`
     /// under `prefix` (which must be its own there).
     pub(crate) fn spilling(set: Rc<dyn TimerSpill>, prefix: u8, window: usize) -> Self {
@@ -131,11 +133,23 @@ impl<E: Hash + Eq + Clone + Serialize + DeserializeOwned> TimerQueue<E> {
             len: 0,
             spill: Some(Spilled {
                 set,
+                encode: encode_entry::<E>,
+                decode: decode_entry::<E>,
                 prefix,
                 window: window.max(2),
                 horizon: i64::MAX,
                 len: 0,
             }),
+        }
+    }
+}
+
+impl<E: Hash + Eq + Clone> TimerQueue<E> {
+    pub(crate) fn new() -> Self {
+        TimerQueue {
+            by_time: BTreeMap::new(),
+            len: 0,
+            spill: None,
         }
     }
 
@@ -207,7 +221,7 @@ impl<E: Hash + Eq + Clone + Serialize + DeserializeOwned> TimerQueue<E> {
         }
         let mut horizon = i64::MIN;
         for k in &keys {
-            let (ts, entry) = Spilled::decode::<E>(k)?;
+            let (ts, entry) = sp.decode(k)?;
             horizon = horizon.max(ts);
             if self.by_time.entry(ts).or_default().insert(entry) {
                 self.len += 1;
@@ -271,8 +285,7 @@ impl<E: Hash + Eq + Clone + Serialize + DeserializeOwned> TimerQueue<E> {
     }
 
     /// Timers held in memory.
-    #[cfg(test)]
-    fn in_memory(&self) -> usize {
+    pub(crate) fn in_memory(&self) -> usize {
         self.len
     }
 }
@@ -283,7 +296,7 @@ struct Domain<K, N> {
     store: Rc<dyn InternalMapState<VoidNamespace, (i64, N), ()>>,
 }
 
-impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> Domain<K, N> {
+impl<K: StateKey, N: Namespace> Domain<K, N> {
     fn open<B: KeyedStateBackend<K>>(
         backend: &B,
         name: &str,
@@ -313,12 +326,25 @@ pub struct TimerState<K, N> {
     processing: Domain<K, N>,
 }
 
-impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> TimerState<K, N> {
+impl<K: StateKey, N: Namespace> TimerState<K, N> {
     /// Opens the timer states of `backend` and rebuilds the queues from whatever they
     /// hold (a restored or rescaled backend brings its key groups' timers with it),
     /// all in memory.
     pub fn rebuild<B: KeyedStateBackend<K>>(backend: &B) -> Result<Self, RuntimeError> {
-        Self::rebuild_spilling(backend, None)
+        Ok(TimerState {
+            event: Domain::open(backend, EVENT_TIMER_STATE, TimerQueue::new())?,
+            processing: Domain::open(backend, PROCESSING_TIMER_STATE, TimerQueue::new())?,
+        })
+    }
+}
+
+impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> TimerState<K, N> {
+    /// Opens the timers of a job's keyed backend as its keyed operators do: rebuilt
+    /// like [`TimerState::rebuild`], and on RocksDB with only a window of the earliest
+    /// timers in memory (`RocksDbOptions::timer_window`), the rest spilled to local
+    /// disk.
+    pub fn open(backend: &crate::AnyBackend<K>) -> Result<Self, RuntimeError> {
+        Self::rebuild_spilling(backend, backend.timer_spill()?)
     }
 
     /// [`TimerState::rebuild`], keeping at most about `window` timers per domain in
@@ -336,7 +362,9 @@ impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> TimerState<K, N> 
             processing: Domain::open(backend, PROCESSING_TIMER_STATE, queue(1))?,
         })
     }
+}
 
+impl<K: StateKey, N: Namespace> TimerState<K, N> {
     fn domain(&mut self, domain: TimeDomain) -> &mut Domain<K, N> {
         match domain {
             TimeDomain::EventTime => &mut self.event,
@@ -396,6 +424,14 @@ impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> TimerState<K, N> 
         match domain {
             TimeDomain::EventTime => self.event.queue.len(),
             TimeDomain::ProcessingTime => self.processing.queue.len(),
+        }
+    }
+
+    /// Timers of a domain held in memory (all of them unless they spill).
+    pub fn in_memory(&self, domain: TimeDomain) -> usize {
+        match domain {
+            TimeDomain::EventTime => self.event.queue.in_memory(),
+            TimeDomain::ProcessingTime => self.processing.queue.in_memory(),
         }
     }
 

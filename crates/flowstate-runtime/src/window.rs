@@ -415,7 +415,7 @@ impl<T: Data, C> WindowLogic<T, C> {
     }
 
     /// Adds `value` to `w` and runs the event-time trigger for it.
-    fn add_and_trigger<K: StateKey + Data, OUT>(
+    fn add_and_trigger<K: StateKey, OUT>(
         &mut self,
         w: TimeWindow,
         value: T,
@@ -440,7 +440,7 @@ impl<T: Data, C> WindowLogic<T, C> {
 
 impl<K, T, OUT, C> KeyedLogic<K, TimeWindow, T, OUT> for WindowLogic<T, C>
 where
-    K: StateKey + Data,
+    K: StateKey,
     T: Data,
     C: Contents<K, T, OUT>,
 {
