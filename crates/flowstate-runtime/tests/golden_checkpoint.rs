@@ -2,7 +2,8 @@
 //! version 1 (`tests/golden/v1/chk-1/`: `_metadata`, keyed snapshots, source
 //! positions, sink transactions; operators under ids derived from their position) and
 //! version 2 (`tests/golden/v2/chk-1/`: operators under user-given uids, a
-//! user-defined source's positions). Each is the final checkpoint of a small 2-worker
+//! user-defined source's positions) and version 3 (`tests/golden/v3/chk-1/`: alignment
+//! time and in-flight bytes per operator). Each is the final checkpoint of a small 2-worker
 //! job on the heap backend. Fixtures are never rewritten: a new format version adds a
 //! directory, written once with
 //! `FLOWSTATE_BLESS=v<N> cargo test --release --workspace --test golden_checkpoint`
@@ -335,6 +336,29 @@ fn checkpoint_v2_reads_back() {
             }
         ]
     );
+}
+
+#[test]
+fn checkpoint_v3_reads_back() {
+    // Written by the version-2 fixture's job, with today's metadata.
+    bless_once("v3", v2_job);
+    let dir = golden_root().join("v3").join("chk-1");
+    let m = read_metadata(&dir).unwrap();
+    assert_eq!(m.version, 3);
+    assert!(m.finished);
+    let uids: Vec<&str> = m.operators.keys().map(String::as_str).collect();
+    assert_eq!(uids, ["numbers", "out", "sums"]);
+    // Every operator records both figures (a final checkpoint holds nothing back).
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    for (uid, op) in json["operators"].as_object().unwrap() {
+        assert!(op["alignment_ms"].as_f64().is_some(), "{uid}: alignment_ms");
+        assert_eq!(op["inflight_bytes"].as_u64(), Some(0), "{uid}: inflight_bytes");
+    }
+    assert_eq!(m.inflight_bytes(), 0);
+    // Older metadata reads with both at 0.
+    let v2 = read_metadata(&golden_root().join("v2").join("chk-1")).unwrap();
+    assert!(v2.operators.values().all(|o| o.alignment_ms == 0.0 && o.inflight_bytes == 0));
 }
 
 /// The committed version-1 checkpoint (positional ids) restores into the same job
