@@ -610,7 +610,7 @@ impl<T: Data> Source<T> {
     fn finish(&mut self) -> bool {
         if !self.exhausted {
             self.exhausted = true;
-            tracing::debug!(
+            tracing::info!(
                 source = %self.name,
                 paused_ms = self.paused.total().as_millis() as u64,
                 "source {} read every split; flow control paused it for {} ms",
