@@ -102,6 +102,10 @@ pub struct RunOptions {
     /// job; an existing directory is used only if empty or made by Flowstate.
     #[arg(long)]
     pub local_dir: Option<PathBuf>,
+    /// RocksDB: timers a keyed operator keeps in memory (the earliest; the others
+    /// wait on local disk).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(2..))]
+    pub timer_window: u64,
     /// Testing: fail or delay every k-th checkpoint storage call (`seed:every[:delay_ms]`).
     #[arg(long, hide = true)]
     pub inject_storage_faults: Option<flowstate_storage::FaultPlan>,

@@ -98,11 +98,14 @@ pub(crate) fn job_config(
         // RocksDB's working files: the runtime claims the directory (a marker, a
         // lock) and empties it of a crashed run's scratch only when it is its own.
         #[cfg(feature = "rocksdb")]
-        Backend::Rocksdb => BackendChoice::RocksDb(RocksDbOptions::new(local_dir(
-            &opts.checkpoint_dir,
-            opts.local_dir.as_deref(),
-            cluster.as_ref().map(|c| c.process),
-        )?)),
+        Backend::Rocksdb => BackendChoice::RocksDb(
+            RocksDbOptions::new(local_dir(
+                &opts.checkpoint_dir,
+                opts.local_dir.as_deref(),
+                cluster.as_ref().map(|c| c.process),
+            )?)
+            .with_timer_window(usize::try_from(opts.timer_window).unwrap_or(usize::MAX)),
+        ),
     };
     let mut config = JobConfig::default()
         .workers(opts.workers)

@@ -353,12 +353,20 @@ fn checkpoint_v3_reads_back() {
         serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
     for (uid, op) in json["operators"].as_object().unwrap() {
         assert!(op["alignment_ms"].as_f64().is_some(), "{uid}: alignment_ms");
-        assert_eq!(op["inflight_bytes"].as_u64(), Some(0), "{uid}: inflight_bytes");
+        assert_eq!(
+            op["inflight_bytes"].as_u64(),
+            Some(0),
+            "{uid}: inflight_bytes"
+        );
     }
     assert_eq!(m.inflight_bytes(), 0);
     // Older metadata reads with both at 0.
     let v2 = read_metadata(&golden_root().join("v2").join("chk-1")).unwrap();
-    assert!(v2.operators.values().all(|o| o.alignment_ms == 0.0 && o.inflight_bytes == 0));
+    assert!(
+        v2.operators
+            .values()
+            .all(|o| o.alignment_ms == 0.0 && o.inflight_bytes == 0)
+    );
 }
 
 /// The committed version-1 checkpoint (positional ids) restores into the same job

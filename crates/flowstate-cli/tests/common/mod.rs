@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 
 /// `flowstate run counts` on `dir/ck` and `dir/out` over `events` events of 1200 keys
 /// (a multiple of every worker count the tests use), sleeping 1 ms every `throttle`
-/// events per worker so kills land mid-run.
+/// events per worker so kills land mid-run. On RocksDB only 256 timers stay in memory
+/// per keyed operator (a job holds a few thousand), so every crash, rescale and
+/// multi-process test also runs the timers' spill to disk and its rebuild on restore.
 pub fn job(
     dir: &Path,
     workers: usize,
@@ -26,6 +28,7 @@ pub fn job(
         .args(["--checkpoint-interval", &interval_ms.to_string()])
         .args(["--events", &events.to_string(), "--keys", "1200"])
         .args(["--throttle-every", &throttle.to_string()])
+        .args(["--timer-window", "256"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
