@@ -55,7 +55,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
     Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
-    start_keyed_later, watermark_before,
+    start_keyed_later,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -433,15 +433,9 @@ where
                             let at = *c.time();
                             let emit_at = time_at(epoch.max(at.outer), current);
                             if !failed() {
-                                let wm = watermark_before(epoch);
-                                let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
-                                    output
-                                        .session(&c.delayed(&emit_at))
-                                        .give_iterator(o.drain(..));
-                                };
-                                if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out, flush) {
-                                    record_error(&errors, e);
-                                }
+                                r.enter_epoch::<T, OUT>(
+                                    epoch, emit_at, c, output, &mut out, &errors,
+                                );
                             }
                             if is_bcast {
                                 let mut batch = bcast_stash.remove(&key).unwrap_or_default();

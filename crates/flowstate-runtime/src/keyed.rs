@@ -340,6 +340,31 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         Ok(())
     }
 
+    /// Before the records of `epoch`: raises the watermark to the one before it,
+    /// firing the event-time timers it passes, their output going to `output` at
+    /// `emit_at` every [`FLUSH_EVERY`] records; a failure is recorded in `errors`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn enter_epoch<IN, OUT: 'static>(
+        &mut self,
+        epoch: u64,
+        emit_at: Time,
+        cap: &Capability<Time>,
+        output: &mut TaggedOutput<'_, OUT>,
+        out: &mut Vec<(i64, Tagged<OUT>)>,
+        errors: &crate::ErrorSlot,
+    ) where
+        L: KeyedLogic<K, N, IN, OUT>,
+    {
+        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
+            output
+                .session(&cap.delayed(&emit_at))
+                .give_iterator(o.drain(..));
+        };
+        if let Err(e) = self.advance_watermark::<IN, OUT>(watermark_before(epoch), out, flush) {
+            record_error(errors, e);
+        }
+    }
+
     /// Raises the watermark (never lowers it) and fires the event-time timers it
     /// passes (output to `flush` as they go; see [`KeyedRunner::fire`]).
     pub(crate) fn advance_watermark<IN, OUT>(
@@ -737,15 +762,7 @@ where
                         let at = *c.time();
                         let emit_at = time_at(epoch.max(at.outer), current);
                         if !failed(&errors) {
-                            let wm = watermark_before(epoch);
-                            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
-                                output
-                                    .session(&c.delayed(&emit_at))
-                                    .give_iterator(o.drain(..));
-                            };
-                            if let Err(e) = r.advance_watermark::<T, OUT>(wm, &mut out, flush) {
-                                record_error(&errors, e);
-                            }
+                            r.enter_epoch::<T, OUT>(epoch, emit_at, c, output, &mut out, &errors);
                             r.elements(records, &errors, &mut out);
                         }
                         output
