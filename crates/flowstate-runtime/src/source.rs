@@ -610,6 +610,14 @@ impl<T: Data> Source<T> {
     fn finish(&mut self) -> bool {
         if !self.exhausted {
             self.exhausted = true;
+            // Its input stays open until the final checkpoint; meanwhile it must hold
+            // nothing back: its watermark is the end of time (Flink's finished
+            // sources emit the maximum watermark), so a worker left without splits
+            // (rescaled to more workers) never stalls event time, and its round is the
+            // last, so flow control never waits for it.
+            self.epoch = u64::MAX;
+            self.round = u64::MAX;
+            self.advance_input();
             tracing::info!(
                 source = %self.name,
                 paused_ms = self.paused.total().as_millis() as u64,
