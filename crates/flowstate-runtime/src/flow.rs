@@ -97,23 +97,21 @@ impl Default for FlowControl {
 #[derive(Clone)]
 pub(crate) struct Pacer {
     probe: ProbeHandle<Time>,
-    rounds: Option<u64>,
-    round_bytes: usize,
+    config: FlowControl,
 }
 
 impl Pacer {
     pub(crate) fn new(config: FlowControl) -> Self {
         Pacer {
             probe: ProbeHandle::new(),
-            rounds: config.rounds_in_flight,
-            round_bytes: config.round_bytes,
+            config,
         }
     }
 
     /// A source's batch size for records of about `record_bytes` each: the round's
     /// bytes, at least one record, at most [`FlowControl::BATCH`].
     pub(crate) fn batch(&self, record_bytes: usize) -> usize {
-        (self.round_bytes / record_bytes.max(1)).clamp(1, FlowControl::BATCH)
+        (self.config.round_bytes / record_bytes.max(1)).clamp(1, FlowControl::BATCH)
     }
 
     /// The probe keyed operators' outputs report to.
@@ -124,7 +122,7 @@ impl Pacer {
     /// Whether a source in round `round` may send another batch: the least round
     /// the probe can still see is within the bound.
     pub(crate) fn may_send(&self, round: u64) -> bool {
-        let Some(rounds) = self.rounds else {
+        let Some(rounds) = self.config.rounds_in_flight else {
             return true;
         };
         let least = self
@@ -173,8 +171,8 @@ impl RecordSize {
         self.seen = self.seen.wrapping_add(1);
     }
 
-    /// The average measured so far (1 before any measurement: the first batch is a
-    /// single record, which gets measured).
+    /// The average measured so far (`usize::MAX` before any measurement, so the first
+    /// batch is a single record, which gets measured).
     pub(crate) fn bytes(&self) -> usize {
         if self.average == 0 {
             usize::MAX

@@ -331,9 +331,18 @@ impl<K: StateKey, N: Namespace> TimerState<K, N> {
     /// hold (a restored or rescaled backend brings its key groups' timers with it),
     /// all in memory.
     pub fn rebuild<B: KeyedStateBackend<K>>(backend: &B) -> Result<Self, RuntimeError> {
+        Self::with_queues(backend, |_| TimerQueue::new())
+    }
+
+    /// Opens both domains into the queues `queue` makes (given the domain's prefix in
+    /// a shared spill) and rebuilds them from what `backend` holds.
+    fn with_queues<B: KeyedStateBackend<K>>(
+        backend: &B,
+        queue: impl Fn(u8) -> TimerQueue<(K, N)>,
+    ) -> Result<Self, RuntimeError> {
         Ok(TimerState {
-            event: Domain::open(backend, EVENT_TIMER_STATE, TimerQueue::new())?,
-            processing: Domain::open(backend, PROCESSING_TIMER_STATE, TimerQueue::new())?,
+            event: Domain::open(backend, EVENT_TIMER_STATE, queue(0))?,
+            processing: Domain::open(backend, PROCESSING_TIMER_STATE, queue(1))?,
         })
     }
 }
@@ -344,23 +353,12 @@ impl<K: StateKey + Serialize + DeserializeOwned, N: Namespace> TimerState<K, N> 
     /// timers in memory (`RocksDbOptions::timer_window`), the rest spilled to local
     /// disk.
     pub fn open(backend: &crate::AnyBackend<K>) -> Result<Self, RuntimeError> {
-        Self::rebuild_spilling(backend, backend.timer_spill()?)
-    }
-
-    /// [`TimerState::rebuild`], keeping at most about `window` timers per domain in
-    /// memory and the rest in `spill` when one is given.
-    pub(crate) fn rebuild_spilling<B: KeyedStateBackend<K>>(
-        backend: &B,
-        spill: Option<(Rc<dyn TimerSpill>, usize)>,
-    ) -> Result<Self, RuntimeError> {
-        let queue = |prefix: u8| match &spill {
-            Some((set, window)) => TimerQueue::spilling(set.clone(), prefix, *window),
-            None => TimerQueue::new(),
-        };
-        Ok(TimerState {
-            event: Domain::open(backend, EVENT_TIMER_STATE, queue(0))?,
-            processing: Domain::open(backend, PROCESSING_TIMER_STATE, queue(1))?,
-        })
+        match backend.timer_spill()? {
+            Some((set, window)) => Self::with_queues(backend, |prefix| {
+                TimerQueue::spilling(set.clone(), prefix, window)
+            }),
+            None => Self::rebuild(backend),
+        }
     }
 }
 
