@@ -71,7 +71,8 @@ impl OperatorStateMode {
             _ => return None,
         })
     }
-    fn describe(self) -> &'static str {
+    /// What the mode is called in messages and listings.
+    pub fn describe(self) -> &'static str {
         match self {
             OperatorStateMode::SplitDistribute => "even-split list state",
             OperatorStateMode::Union => "union list state",
@@ -92,17 +93,23 @@ pub struct OperatorStateHandle {
 }
 
 /// One operator state in encoded form: items are elements (lists) or
-/// `(key, value)` encodings (broadcast).
-#[derive(Clone, Debug)]
-struct EncodedState {
-    mode: OperatorStateMode,
-    serializers: Vec<SerializerSnapshot>,
-    items: Vec<Item>,
+/// `(key, value)` encodings (broadcast). Offline tools read and write these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedState {
+    /// How it is redistributed on restore.
+    pub mode: OperatorStateMode,
+    /// The element serializer (lists), or the key and value serializers (broadcast).
+    pub serializers: Vec<SerializerSnapshot>,
+    /// The stored items.
+    pub items: Vec<Item>,
 }
 
-#[derive(Clone, Debug)]
-enum Item {
+/// One stored item of an operator state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A list element's bytes.
     Element(Bytes),
+    /// A broadcast entry's key and value bytes.
     Pair(Bytes, Bytes),
 }
 
@@ -461,33 +468,7 @@ impl OperatorStateStore {
         for (name, r) in self.registered.borrow().iter() {
             states.insert(name.clone(), r.state.encode()?);
         }
-        let mut body = Vec::new();
-        body.put_u32(self.subtask_index);
-        body.put_u32(states.len() as u32);
-        for (name, s) in &states {
-            body.put_bytes("state name", name.as_bytes())?;
-            body.put_u8(s.mode.code());
-            body.put_u8(s.serializers.len() as u8);
-            for ser in &s.serializers {
-                body.put_bytes("serializer identity", ser.identity.as_bytes())?;
-                body.put_u32(ser.version);
-                body.put_bytes("serializer schema", &ser.schema)?;
-            }
-            body.put_u32(s.items.len() as u32);
-            for item in &s.items {
-                match item {
-                    Item::Element(b) => body.put_bytes("element", b)?,
-                    Item::Pair(k, v) => {
-                        body.put_bytes("key", k)?;
-                        body.put_bytes("value", v)?;
-                    }
-                }
-            }
-        }
-        Ok(OperatorSnapshot {
-            subtask_index: self.subtask_index,
-            bytes: Bytes::from(frame(OPS_MAGIC, OPS_VERSION, &body)),
-        })
+        encode_operator_file(self.subtask_index, &states)
     }
 
     /// Restores instance `subtask_index` of `parallelism` from the operator state
@@ -581,7 +562,43 @@ fn decode_items<T>(name: &str, items: &[Item], reader: &MigrationReader<T>) -> S
         .collect()
 }
 
-fn parse_operator_file(bytes: &[u8], path: &str) -> StateResult<Vec<(String, EncodedState)>> {
+/// Encodes the operator state file of instance `subtask_index` holding `states`
+/// (`docs/formats.md`, "Operator state file").
+pub fn encode_operator_file(
+    subtask_index: u32,
+    states: &BTreeMap<String, EncodedState>,
+) -> StateResult<OperatorSnapshot> {
+    let mut body = Vec::new();
+    body.put_u32(subtask_index);
+    body.put_u32(states.len() as u32);
+    for (name, s) in states {
+        body.put_bytes("state name", name.as_bytes())?;
+        body.put_u8(s.mode.code());
+        body.put_u8(s.serializers.len() as u8);
+        for ser in &s.serializers {
+            body.put_bytes("serializer identity", ser.identity.as_bytes())?;
+            body.put_u32(ser.version);
+            body.put_bytes("serializer schema", &ser.schema)?;
+        }
+        body.put_u32(s.items.len() as u32);
+        for item in &s.items {
+            match item {
+                Item::Element(b) => body.put_bytes("element", b)?,
+                Item::Pair(k, v) => {
+                    body.put_bytes("key", k)?;
+                    body.put_bytes("value", v)?;
+                }
+            }
+        }
+    }
+    Ok(OperatorSnapshot {
+        subtask_index,
+        bytes: Bytes::from(frame(OPS_MAGIC, OPS_VERSION, &body)),
+    })
+}
+
+/// Reads an operator state file: its states by name, in stored order.
+pub fn parse_operator_file(bytes: &[u8], path: &str) -> StateResult<Vec<(String, EncodedState)>> {
     let body = unframe(bytes, path, OPS_MAGIC, OPS_VERSION, "operator state file")?;
     let mut r = ByteReader::new(body, path);
     let _subtask = r.u32("subtask index")?;

@@ -643,7 +643,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 }
 
 /// Downloads the files of a native snapshot into `dir`, checking sizes.
-fn download(
+pub(crate) fn download(
     storage: &dyn CheckpointStorage,
     m: &Manifest,
     dir: &Path,

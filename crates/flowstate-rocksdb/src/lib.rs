@@ -12,6 +12,7 @@
 mod backend;
 mod db;
 mod keys;
+mod offline;
 mod options;
 mod snapshot;
 mod spill;
@@ -20,6 +21,7 @@ mod ttl_filter;
 
 pub use backend::RocksDbKeyedStateBackend;
 pub use flowstate_core::snapshot::ClaimMode;
+pub use offline::native_as_canonical;
 pub use options::{Compression, RocksDbOptions, SnapshotMode};
 pub use snapshot::{NativeSnapshot, RocksDbSnapshot};
 pub use spill::SpillSet;

@@ -112,6 +112,7 @@ pub use source::{Read, SOURCE_SPLITS_STATE, SplitPosition, SplitReader, SplitSou
 pub use stream::{
     Collected, Data, DataSink, DataStream, Job, JobResult, KeyedStream, WatermarkStrategy,
 };
+pub use task::valid_uid;
 pub use timers::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE, TimeDomain, TimerState};
 pub use window::{TimeWindow, WindowAssigner, WindowedStream};
 

@@ -37,7 +37,7 @@ const MAX_UID_LEN: usize = 128;
 
 /// Whether `uid` can name an operator: 1 to 128 ASCII letters, digits, `-`, `_` or
 /// `.`, not starting with `.` (it becomes part of file names).
-pub(crate) fn valid_uid(uid: &str) -> bool {
+pub fn valid_uid(uid: &str) -> bool {
     !uid.is_empty()
         && uid.len() <= MAX_UID_LEN
         && !uid.starts_with('.')

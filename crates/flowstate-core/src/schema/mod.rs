@@ -17,6 +17,7 @@
 
 pub mod de;
 pub mod evolve;
+pub mod json;
 pub mod trace;
 
 use std::collections::{BTreeMap, HashSet};

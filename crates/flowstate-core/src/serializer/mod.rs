@@ -23,13 +23,15 @@
 //! ```
 
 mod serde;
+pub mod stored;
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{SerializationError, StateError, StateResult};
 
-pub use self::serde::{SERDE_POSTCARD_IDENTITY, SerdeSerializer, short_type_name};
+pub use self::serde::{SERDE_POSTCARD_IDENTITY, SerdeSerializer, short_type_name, snapshot_of};
+pub use self::stored::StoredFormat;
 
 /// The stored description of a serializer: what wrote the bytes.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -100,11 +100,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeSerializer<T> {
 }
 
 /// What a [`SerdeSerializer`] snapshot's schema bytes hold.
-struct Stored<'a> {
-    type_name: &'a str,
-    schema_version: u32,
+pub(crate) struct Stored<'a> {
+    pub(crate) type_name: &'a str,
+    pub(crate) schema_version: u32,
     /// The traced schema's JSON; empty when none was stored.
-    schema: &'a [u8],
+    pub(crate) schema: &'a [u8],
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -115,7 +115,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// Layout: `u32 name length | name | u32 schema version` (version 1), then
 /// `u32 schema length | schema JSON` (version 2; length 0 when untraceable).
-fn parse_stored(version: u32, b: &[u8]) -> Option<Stored<'_>> {
+pub(crate) fn parse_stored(version: u32, b: &[u8]) -> Option<Stored<'_>> {
     let len = u32_at(b, 0)? as usize;
     let name_end = 4usize.checked_add(len)?;
     let type_name = std::str::from_utf8(b.get(4..name_end)?).ok()?;
@@ -139,6 +139,23 @@ fn parse_stored(version: u32, b: &[u8]) -> Option<Stored<'_>> {
         schema_version,
         schema,
     })
+}
+
+/// The snapshot [`SerdeSerializer`] writes for a type named `type_name` whose schema
+/// is the JSON `schema` (empty: none): also how offline tools describe values they
+/// write from a schema alone, so a job restores them as its own.
+pub fn snapshot_of(type_name: &str, schema_version: u32, schema: &[u8]) -> SerializerSnapshot {
+    let mut out = Vec::with_capacity(type_name.len() + schema.len() + 12);
+    out.extend_from_slice(&(type_name.len() as u32).to_le_bytes());
+    out.extend_from_slice(type_name.as_bytes());
+    out.extend_from_slice(&schema_version.to_le_bytes());
+    out.extend_from_slice(&(schema.len() as u32).to_le_bytes());
+    out.extend_from_slice(schema);
+    SerializerSnapshot {
+        identity: SERDE_POSTCARD_IDENTITY.to_string(),
+        version: SERDE_POSTCARD_VERSION,
+        schema: out,
+    }
 }
 
 /// `std::any::type_name` without module paths: `alloc::vec::Vec<alloc::string::String>`
@@ -217,17 +234,7 @@ impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSeria
     fn snapshot(&self) -> SerializerSnapshot {
         let json = self.schema().ok();
         let json: &[u8] = json.as_ref().map_or(&[], |t| &t.json);
-        let mut out = Vec::with_capacity(self.type_name.len() + json.len() + 12);
-        out.extend_from_slice(&(self.type_name.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.type_name.as_bytes());
-        out.extend_from_slice(&self.schema_version.to_le_bytes());
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(json);
-        SerializerSnapshot {
-            identity: SERDE_POSTCARD_IDENTITY.to_string(),
-            version: SERDE_POSTCARD_VERSION,
-            schema: out,
-        }
+        snapshot_of(&self.type_name, self.schema_version, json)
     }
 
     fn resolve_compatibility(&self, previous: &SerializerSnapshot) -> Compatibility<T> {

@@ -17,7 +17,7 @@
 //! index, then the body; options a 0/1 tag.
 
 mod access;
-mod reader;
+pub(super) mod reader;
 mod shape;
 
 use std::fmt;

@@ -10,7 +10,7 @@ use crate::schema::{Schema, Shape, TypeDef, VariantBody};
 const MAX_DEPTH: usize = 256;
 
 #[derive(Clone, Copy)]
-pub(super) enum Seg<'s> {
+pub(in crate::schema) enum Seg<'s> {
     /// Into an option's value or a newtype's inner value (not shown in paths).
     Inner,
     Field(&'s str),
@@ -21,13 +21,13 @@ pub(super) enum Seg<'s> {
     Pos(usize),
 }
 
-pub(super) struct Reader<'de, 's> {
-    pub(super) input: &'de [u8],
-    pub(super) path: Vec<Seg<'s>>,
+pub(in crate::schema) struct Reader<'de, 's> {
+    pub(in crate::schema) input: &'de [u8],
+    pub(in crate::schema) path: Vec<Seg<'s>>,
 }
 
 impl<'de, 's> Reader<'de, 's> {
-    pub(super) fn new(input: &'de [u8]) -> Self {
+    pub(in crate::schema) fn new(input: &'de [u8]) -> Self {
         Reader {
             input,
             path: Vec::new(),
@@ -35,11 +35,11 @@ impl<'de, 's> Reader<'de, 's> {
     }
 
     /// Bytes not read yet.
-    pub(super) fn remaining(&self) -> usize {
+    pub(in crate::schema) fn remaining(&self) -> usize {
         self.input.len()
     }
 
-    pub(super) fn path_string(&self) -> String {
+    pub(in crate::schema) fn path_string(&self) -> String {
         let mut out = String::new();
         for s in &self.path {
             match s {
@@ -69,7 +69,7 @@ impl<'de, 's> Reader<'de, 's> {
     }
 
     /// Steps into a part of the value (bounded depth).
-    pub(super) fn enter(&mut self, seg: Seg<'s>) -> Result<()> {
+    pub(in crate::schema) fn enter(&mut self, seg: Seg<'s>) -> Result<()> {
         if self.path.len() >= MAX_DEPTH {
             return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
         }
@@ -78,7 +78,7 @@ impl<'de, 's> Reader<'de, 's> {
     }
 
     /// Consumes one value of `shape` without handing it over.
-    pub(super) fn skip(&mut self, schema: &'s Schema, shape: &'s Shape) -> Result<()> {
+    pub(in crate::schema) fn skip(&mut self, schema: &'s Schema, shape: &'s Shape) -> Result<()> {
         match shape {
             Shape::Unit => {}
             Shape::Bool | Shape::U8 | Shape::I8 => {
@@ -192,18 +192,18 @@ impl<'de, 's> Reader<'de, 's> {
         Ok(())
     }
 
-    pub(super) fn err(&self, message: impl Into<String>) -> DecodeError {
+    pub(in crate::schema) fn err(&self, message: impl Into<String>) -> DecodeError {
         DecodeError {
             path: Some(self.path_string()),
             message: message.into(),
         }
     }
 
-    pub(super) fn tag(&self, e: DecodeError) -> DecodeError {
+    pub(in crate::schema) fn tag(&self, e: DecodeError) -> DecodeError {
         e.or_at(|| self.path_string())
     }
 
-    pub(super) fn take(&mut self, n: usize) -> Result<&'de [u8]> {
+    pub(in crate::schema) fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         if self.input.len() < n {
             return Err(self.err(format!(
                 "needs {n} bytes, {} left: the value is cut short",
@@ -215,12 +215,12 @@ impl<'de, 's> Reader<'de, 's> {
         Ok(head)
     }
 
-    pub(super) fn byte(&mut self) -> Result<u8> {
+    pub(in crate::schema) fn byte(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
     /// A LEB128 varint of at most `max_bytes` bytes whose value fits in `bits`.
-    pub(super) fn varint(&mut self, max_bytes: usize, bits: u32) -> Result<u128> {
+    pub(in crate::schema) fn varint(&mut self, max_bytes: usize, bits: u32) -> Result<u128> {
         let mut v: u128 = 0;
         for i in 0..max_bytes {
             let b = self.byte()?;
@@ -235,18 +235,18 @@ impl<'de, 's> Reader<'de, 's> {
         Err(self.err("varint too long"))
     }
 
-    pub(super) fn len(&mut self) -> Result<usize> {
+    pub(in crate::schema) fn len(&mut self) -> Result<usize> {
         let n = self.varint(10, 64)?;
         usize::try_from(n).map_err(|_| self.err("length out of range"))
     }
 
-    pub(super) fn str(&mut self) -> Result<&'de str> {
+    pub(in crate::schema) fn str(&mut self) -> Result<&'de str> {
         let n = self.len()?;
         let b = self.take(n)?;
         std::str::from_utf8(b).map_err(|e| self.err(format!("invalid UTF-8: {e}")))
     }
 
-    pub(super) fn unsigned(&mut self, s: &Shape) -> Result<u128> {
+    pub(in crate::schema) fn unsigned(&mut self, s: &Shape) -> Result<u128> {
         Ok(match s {
             Shape::U8 => u128::from(self.byte()?),
             Shape::U16 => self.varint(3, 16)?,
@@ -256,7 +256,7 @@ impl<'de, 's> Reader<'de, 's> {
         })
     }
 
-    pub(super) fn signed(&mut self, s: &Shape) -> Result<i128> {
+    pub(in crate::schema) fn signed(&mut self, s: &Shape) -> Result<i128> {
         let zig = |u: u128| ((u >> 1) as i128) ^ -((u & 1) as i128);
         Ok(match s {
             Shape::I8 => i128::from(self.byte()? as i8),
@@ -268,7 +268,7 @@ impl<'de, 's> Reader<'de, 's> {
     }
 }
 
-pub(super) fn unsigned_rank(s: &Shape) -> Option<u8> {
+pub(in crate::schema) fn unsigned_rank(s: &Shape) -> Option<u8> {
     match s {
         Shape::U8 => Some(1),
         Shape::U16 => Some(2),
@@ -279,7 +279,7 @@ pub(super) fn unsigned_rank(s: &Shape) -> Option<u8> {
     }
 }
 
-pub(super) fn signed_rank(s: &Shape) -> Option<u8> {
+pub(in crate::schema) fn signed_rank(s: &Shape) -> Option<u8> {
     match s {
         Shape::I8 => Some(1),
         Shape::I16 => Some(2),
@@ -292,7 +292,7 @@ pub(super) fn signed_rank(s: &Shape) -> Option<u8> {
 
 /// Whether values of `shape` take no bytes (so a count cannot be checked against the
 /// bytes left).
-pub(super) fn zero_sized(schema: &Schema, shape: &Shape, seen: &mut HashSet<String>) -> bool {
+pub(in crate::schema) fn zero_sized(schema: &Schema, shape: &Shape, seen: &mut HashSet<String>) -> bool {
     match shape {
         Shape::Unit => true,
         Shape::Tuple(items) => items.iter().all(|s| zero_sized(schema, s, seen)),

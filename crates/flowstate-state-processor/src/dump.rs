@@ -1,0 +1,374 @@
+//! State as records: every keyed entry and operator-state item rendered through its
+//! stored schema, as JSON lines or CSV, filtered by operator, state, key groups or
+//! one key.
+//!
+//! One JSON object per line:
+//! - keyed: `{"operator", "state", "kind", "key_group", "key", ["namespace"], "value"}`
+//!   where `value` is the value (value, reducing, aggregating), the elements (list),
+//!   or the entries (map: an object when user keys are strings or numbers, else
+//!   `[user key, value]` pairs); timer states have `"timers"` instead: the timestamps
+//!   (or `[timestamp, namespace]` pairs for windowed timers). `namespace` is left out
+//!   for plain keyed state.
+//! - operator state: `{"operator", "state", "mode", "value"}` per list element, and
+//!   `{"operator", "state", "mode": "broadcast", "key", "value"}` per broadcast entry.
+//!
+//! The same records are what `bootstrap` reads, so a dump is also a savepoint's
+//! source.
+
+use std::io::Write;
+
+use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::operator::{Item, OperatorStateMode};
+use flowstate_core::serializer::StoredFormat;
+use flowstate_core::snapshot::{RawEntry, StateMetaInfo, payload};
+use flowstate_core::state::StateKind;
+use serde_json::{Map, Value};
+
+use crate::describe::kind_name;
+use crate::error::{ProcessorError, Result, io_err, state_err};
+use crate::reader::Snapshot;
+
+/// Which records to dump.
+#[derive(Clone, Debug, Default)]
+pub struct DumpFilter {
+    /// Only this operator.
+    pub uid: Option<String>,
+    /// Only this state (keyed or operator state).
+    pub state: Option<String>,
+    /// Only these key groups (keyed state).
+    pub key_groups: Option<KeyGroupRange>,
+    /// Only this key (as JSON, as dumps show it).
+    pub key: Option<Value>,
+    /// Leave out keyed state.
+    pub no_keyed: bool,
+    /// Leave out operator state.
+    pub no_operator: bool,
+}
+
+/// Output format of a dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// One JSON object per line.
+    JsonLines,
+    /// CSV with a header: operator, state, kind, key_group, key, namespace, value
+    /// (cells that are not strings hold their JSON).
+    Csv,
+}
+
+/// What a dump wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DumpStats {
+    /// Records written.
+    pub records: u64,
+    /// Keyed entries read (keys × namespaces).
+    pub entries: u64,
+    /// Bytes of the stored entries and items read.
+    pub bytes: u64,
+}
+
+/// The formats of one keyed state's parts.
+struct StateFormats {
+    key: StoredFormat,
+    namespace: StoredFormat,
+    value: StoredFormat,
+    user_key: Option<StoredFormat>,
+    void_namespace: bool,
+    timers: bool,
+}
+
+impl StateFormats {
+    fn of(key: &StoredFormat, meta: &StateMetaInfo) -> Self {
+        let namespace = StoredFormat::of(&meta.namespace_serializer);
+        StateFormats {
+            key: key.clone(),
+            void_namespace: namespace.describe() == "VoidNamespace",
+            namespace,
+            value: StoredFormat::of(&meta.value_serializer),
+            user_key: meta.user_key_serializer.as_ref().map(StoredFormat::of),
+            timers: kind_name(meta).ends_with("timers"),
+        }
+    }
+}
+
+fn render(f: &StoredFormat, bytes: &[u8], what: impl FnOnce() -> String) -> Result<Value> {
+    f.render(bytes)
+        .map_err(|source| ProcessorError::Value { what: what(), source })
+}
+
+/// Renders one keyed entry as its record.
+fn keyed_record(
+    uid: &str,
+    meta: &StateMetaInfo,
+    f: &StateFormats,
+    kg: u32,
+    e: &RawEntry<'_>,
+) -> Result<Value> {
+    let name = &meta.name;
+    let key = render(&f.key, e.key, || format!("key in state `{name}` of `{uid}`"))?;
+    let what = || format!("state `{name}` of `{uid}` at key {key}");
+    let mut m = Map::new();
+    m.insert("operator".into(), Value::String(uid.into()));
+    m.insert("state".into(), Value::String(name.clone()));
+    m.insert("kind".into(), Value::String(kind_name(meta)));
+    m.insert("key_group".into(), Value::from(kg));
+    m.insert("key".into(), key.clone());
+    if !f.void_namespace {
+        m.insert("namespace".into(), render(&f.namespace, e.namespace, what)?);
+    }
+    let bad = |source: flowstate_core::StateError| ProcessorError::State {
+        what: what(),
+        source,
+    };
+    let value = match meta.kind {
+        StateKind::List => Value::Array(
+            payload::list_items(e.payload, name)
+                .map_err(bad)?
+                .into_iter()
+                .map(|b| render(&f.value, b, what))
+                .collect::<Result<_>>()?,
+        ),
+        StateKind::Map => {
+            let uk = f.user_key.as_ref().ok_or_else(|| {
+                ProcessorError::Metadata(format!("map state `{name}` without a user key serializer"))
+            })?;
+            let mut pairs = Vec::new();
+            for (k, v) in payload::map_pairs(e.payload, name).map_err(bad)? {
+                pairs.push((render(uk, k, what)?, render(&f.value, v, what)?));
+            }
+            if f.timers {
+                let timers = pairs
+                    .into_iter()
+                    .map(|(k, _)| match (f.void_namespace, k) {
+                        (true, Value::Array(mut a)) if a.len() == 2 => a.swap_remove(0),
+                        (_, k) => k,
+                    })
+                    .collect();
+                m.insert("timers".into(), Value::Array(timers));
+                return Ok(Value::Object(m));
+            }
+            map_value(pairs)
+        }
+        _ => render(&f.value, e.payload, what)?,
+    };
+    m.insert("value".into(), value);
+    Ok(Value::Object(m))
+}
+
+/// Map entries as an object when every user key is a string or number, else pairs.
+fn map_value(pairs: Vec<(Value, Value)>) -> Value {
+    if pairs
+        .iter()
+        .all(|(k, _)| matches!(k, Value::String(_) | Value::Number(_)))
+    {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            let k = match k {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            m.insert(k, v);
+        }
+        Value::Object(m)
+    } else {
+        Value::Array(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Value::Array(vec![k, v]))
+                .collect(),
+        )
+    }
+}
+
+/// Calls `out` with every record `filter` selects, operator by operator (keyed state
+/// first), and `progress` with the running totals every 4,096 records.
+pub fn records(
+    snapshot: &Snapshot,
+    filter: &DumpFilter,
+    mut out: impl FnMut(Value) -> Result<()>,
+    mut progress: impl FnMut(&DumpStats),
+) -> Result<DumpStats> {
+    let mut stats = DumpStats::default();
+    let uids: Vec<String> = match &filter.uid {
+        Some(u) => {
+            snapshot.operator(u)?;
+            vec![u.clone()]
+        }
+        None => snapshot.uids().into_iter().map(String::from).collect(),
+    };
+    let max_p = snapshot.max_parallelism();
+    for uid in &uids {
+        if !filter.no_keyed
+            && let Some(header) = snapshot.keyed_header(uid)?
+        {
+            if let Some(s) = &filter.state
+                && !header.states.iter().any(|m| &m.name == s)
+                && !snapshot.merged_operator_states(uid)?.contains_key(s)
+                && filter.uid.is_some()
+            {
+                return Err(ProcessorError::UnknownState {
+                    uid: uid.clone(),
+                    state: s.clone(),
+                    known: header
+                        .states
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            let key_format = StoredFormat::of(&header.key_serializer);
+            let formats: std::collections::HashMap<String, StateFormats> = header
+                .states
+                .iter()
+                .map(|m| (m.name.clone(), StateFormats::of(&key_format, m)))
+                .collect();
+            let mut range = filter.key_groups;
+            let key_bytes = match &filter.key {
+                Some(k) => {
+                    let bytes = key_format.encode(k).map_err(|source| ProcessorError::Value {
+                        what: format!("key {k} of `{uid}`"),
+                        source,
+                    })?;
+                    let kg = key_group_for_serialized_key(&bytes, max_p);
+                    let only = KeyGroupRange::new(kg, kg).map_err(state_err("key group"))?;
+                    range = Some(range.map_or(only, |r| r.intersection(&only)));
+                    Some(bytes)
+                }
+                None => None,
+            };
+            if range.is_none_or(|r| !r.is_empty()) {
+                snapshot.for_each_entry(uid, range, |meta, kg, e| {
+                    if filter.state.as_ref().is_some_and(|s| s != &meta.name)
+                        || key_bytes.as_ref().is_some_and(|k| k.as_slice() != e.key)
+                    {
+                        return Ok(());
+                    }
+                    let Some(f) = formats.get(&meta.name) else {
+                        return Ok(());
+                    };
+                    out(keyed_record(uid, meta, f, kg, &e)?)?;
+                    stats.records += 1;
+                    stats.entries += 1;
+                    stats.bytes += (e.key.len() + e.namespace.len() + e.payload.len()) as u64;
+                    if stats.records % 4096 == 0 {
+                        progress(&stats);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        if filter.no_operator || filter.key.is_some() || filter.key_groups.is_some() {
+            continue;
+        }
+        for (name, s) in snapshot.merged_operator_states(uid)? {
+            if filter.state.as_ref().is_some_and(|f| f != &name) {
+                continue;
+            }
+            let formats: Vec<StoredFormat> = s.serializers.iter().map(StoredFormat::of).collect();
+            let what = || format!("operator state `{name}` of `{uid}`");
+            let mode = match s.mode {
+                OperatorStateMode::SplitDistribute => "list",
+                OperatorStateMode::Union => "union",
+                OperatorStateMode::Broadcast => "broadcast",
+            };
+            for item in &s.items {
+                let mut m = Map::new();
+                m.insert("operator".into(), Value::String(uid.clone()));
+                m.insert("state".into(), Value::String(name.clone()));
+                m.insert("mode".into(), Value::String(mode.into()));
+                match (item, formats.as_slice()) {
+                    (Item::Element(b), [f, ..]) => {
+                        m.insert("value".into(), render(f, b, what)?);
+                        stats.bytes += b.len() as u64;
+                    }
+                    (Item::Pair(k, v), [kf, vf, ..]) => {
+                        m.insert("key".into(), render(kf, k, what)?);
+                        m.insert("value".into(), render(vf, v, what)?);
+                        stats.bytes += (k.len() + v.len()) as u64;
+                    }
+                    _ => {
+                        return Err(ProcessorError::Metadata(format!(
+                            "{}: items do not match its serializers",
+                            what()
+                        )));
+                    }
+                }
+                out(Value::Object(m))?;
+                stats.records += 1;
+            }
+        }
+    }
+    progress(&stats);
+    Ok(stats)
+}
+
+/// Writes the records `filter` selects to `w` in `format`.
+pub fn dump(
+    snapshot: &Snapshot,
+    filter: &DumpFilter,
+    format: DumpFormat,
+    w: &mut dyn Write,
+    progress: impl FnMut(&DumpStats),
+) -> Result<DumpStats> {
+    let werr = || io_err("writing the dump");
+    match format {
+        DumpFormat::JsonLines => records(
+            snapshot,
+            filter,
+            |v| {
+                serde_json::to_writer(&mut *w, &v)
+                    .map_err(|e| werr()(std::io::Error::other(e)))?;
+                w.write_all(b"\n").map_err(werr())
+            },
+            progress,
+        ),
+        DumpFormat::Csv => {
+            let mut csv = csv::Writer::from_writer(w);
+            let columns = [
+                "operator",
+                "state",
+                "kind",
+                "key_group",
+                "key",
+                "namespace",
+                "value",
+            ];
+            csv.write_record(columns)
+                .map_err(|e| werr()(std::io::Error::other(e)))?;
+            let stats = records(
+                snapshot,
+                filter,
+                |v| {
+                    let cell = |name: &str| match v.get(name) {
+                        None => String::new(),
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                    };
+                    let kind = v
+                        .get("kind")
+                        .or_else(|| v.get("mode"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let value = match v.get("timers") {
+                        Some(t) => t.to_string(),
+                        None => cell("value"),
+                    };
+                    csv.write_record([
+                        cell("operator"),
+                        cell("state"),
+                        kind,
+                        cell("key_group"),
+                        cell("key"),
+                        cell("namespace"),
+                        value,
+                    ])
+                    .map_err(|e| werr()(std::io::Error::other(e)))
+                },
+                progress,
+            )?;
+            csv.flush().map_err(werr())?;
+            Ok(stats)
+        }
+    }
+}
