@@ -52,6 +52,10 @@ pub(crate) enum Command<A: Args> {
         /// Checkpoint directory.
         dir: PathBuf,
     },
+    /// Reads, writes and transforms checkpoints and savepoints offline (no job code
+    /// needed: values are rendered through the schemas stored with them).
+    #[command(subcommand)]
+    State(crate::state::StateCommand),
 }
 
 /// The keyed state backend.

@@ -2,7 +2,8 @@
 //! `flowstate` command has — `run` (workers, several processes under the restart-all
 //! supervisor, backend, checkpoint directory and interval, restore from a checkpoint
 //! or savepoint, claim, fresh start), `savepoint` (asks the running job for one and
-//! waits) and `checkpoints` (lists a directory's checkpoints) — with logging set up
+//! waits), `checkpoints` (lists a directory's checkpoints) and `state` (reads, writes
+//! and transforms checkpoints and savepoints offline) — with logging set up
 //! (`RUST_LOG`, default `info`, on stderr) and a progress line on a terminal.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@
 mod cli;
 mod inspect;
 mod run;
+mod state;
 mod supervisor;
 
 use std::process::ExitCode;
@@ -68,6 +70,9 @@ pub enum AppError {
     /// A command did not get what it waited for (a savepoint, a process).
     #[error("{0}")]
     Failed(String),
+    /// A state-processor command failed.
+    #[error(transparent)]
+    State(#[from] flowstate_state_processor::ProcessorError),
 }
 
 impl AppError {
@@ -131,6 +136,7 @@ where
             timeout,
         } => inspect::savepoint(&dir, native, stop, timeout),
         cli::Command::Checkpoints { dir } => inspect::checkpoints_table(&dir),
+        cli::Command::State(command) => state::run(command),
     }
 }
 

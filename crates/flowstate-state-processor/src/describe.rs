@@ -242,7 +242,7 @@ pub fn to_text(d: &Description, key_groups: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:?} {} at {}: max parallelism {}, written at parallelism {}",
+        "{} {} at {}: max parallelism {}, written at parallelism {}",
         d.kind, d.id, d.path, d.max_parallelism, d.parallelism
     );
     for o in &d.operators {
@@ -268,7 +268,7 @@ pub fn to_text(d: &Description, key_groups: bool) -> String {
             };
             let _ = writeln!(
                 s,
-                "  {:<11} {:<24} {user_key}{}{}{ns}: {} entries, {} items, {} bytes in {} key groups",
+                "  {:<17} {:<24} {user_key}{}{}{ns}: {} entries, {} items, {} bytes in {} key groups",
                 k.kind,
                 k.name,
                 k.value,
@@ -291,7 +291,7 @@ pub fn to_text(d: &Description, key_groups: bool) -> String {
         for st in &o.operator_states {
             let _ = writeln!(
                 s,
-                "  {:<11} {:<24} {}: {} items",
+                "  {:<17} {:<24} {}: {} items",
                 st.mode,
                 st.name,
                 st.types.join(" -> "),

@@ -22,11 +22,43 @@ use flowstate_core::operator::{Item, OperatorStateMode};
 use flowstate_core::serializer::StoredFormat;
 use flowstate_core::snapshot::{RawEntry, StateMetaInfo, payload};
 use flowstate_core::state::StateKind;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::describe::kind_name;
 use crate::error::{ProcessorError, Result, io_err, state_err};
 use crate::reader::Snapshot;
+
+/// One record of a dump (and of a bootstrap's input), fields in this order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The operator's uid.
+    pub operator: String,
+    /// The state's name.
+    pub state: String,
+    /// Keyed state: `value`, `list`, `map`, `reducing`, `aggregating`, `event
+    /// timers`, `processing timers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Operator state: `list`, `union` or `broadcast`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Keyed state: the key group the key belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_group: Option<u32>,
+    /// Keyed state: the key; broadcast state: the entry's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Value>,
+    /// Keyed state under a namespace other than the plain one (windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Value>,
+    /// Timer states: the timestamps (`[timestamp, namespace]` for windowed timers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timers: Option<Vec<Value>>,
+    /// The value, list elements, map entries or operator-state element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
 
 /// Which records to dump.
 #[derive(Clone, Debug, Default)]
@@ -102,18 +134,20 @@ fn keyed_record(
     f: &StateFormats,
     kg: u32,
     e: &RawEntry<'_>,
-) -> Result<Value> {
+) -> Result<Record> {
     let name = &meta.name;
     let key = render(&f.key, e.key, || format!("key in state `{name}` of `{uid}`"))?;
     let what = || format!("state `{name}` of `{uid}` at key {key}");
-    let mut m = Map::new();
-    m.insert("operator".into(), Value::String(uid.into()));
-    m.insert("state".into(), Value::String(name.clone()));
-    m.insert("kind".into(), Value::String(kind_name(meta)));
-    m.insert("key_group".into(), Value::from(kg));
-    m.insert("key".into(), key.clone());
+    let mut r = Record {
+        operator: uid.to_string(),
+        state: name.clone(),
+        kind: Some(kind_name(meta)),
+        key_group: Some(kg),
+        key: Some(key.clone()),
+        ..Record::default()
+    };
     if !f.void_namespace {
-        m.insert("namespace".into(), render(&f.namespace, e.namespace, what)?);
+        r.namespace = Some(render(&f.namespace, e.namespace, what)?);
     }
     let bad = |source: flowstate_core::StateError| ProcessorError::State {
         what: what(),
@@ -136,22 +170,23 @@ fn keyed_record(
                 pairs.push((render(uk, k, what)?, render(&f.value, v, what)?));
             }
             if f.timers {
-                let timers = pairs
-                    .into_iter()
-                    .map(|(k, _)| match (f.void_namespace, k) {
-                        (true, Value::Array(mut a)) if a.len() == 2 => a.swap_remove(0),
-                        (_, k) => k,
-                    })
-                    .collect();
-                m.insert("timers".into(), Value::Array(timers));
-                return Ok(Value::Object(m));
+                r.timers = Some(
+                    pairs
+                        .into_iter()
+                        .map(|(k, _)| match (f.void_namespace, k) {
+                            (true, Value::Array(mut a)) if a.len() == 2 => a.swap_remove(0),
+                            (_, k) => k,
+                        })
+                        .collect(),
+                );
+                return Ok(r);
             }
             map_value(pairs)
         }
         _ => render(&f.value, e.payload, what)?,
     };
-    m.insert("value".into(), value);
-    Ok(Value::Object(m))
+    r.value = Some(value);
+    Ok(r)
 }
 
 /// Map entries as an object when every user key is a string or number, else pairs.
@@ -184,7 +219,7 @@ fn map_value(pairs: Vec<(Value, Value)>) -> Value {
 pub fn records(
     snapshot: &Snapshot,
     filter: &DumpFilter,
-    mut out: impl FnMut(Value) -> Result<()>,
+    mut out: impl FnMut(Record) -> Result<()>,
     mut progress: impl FnMut(&DumpStats),
 ) -> Result<DumpStats> {
     let mut stats = DumpStats::default();
@@ -272,18 +307,20 @@ pub fn records(
                 OperatorStateMode::Broadcast => "broadcast",
             };
             for item in &s.items {
-                let mut m = Map::new();
-                m.insert("operator".into(), Value::String(uid.clone()));
-                m.insert("state".into(), Value::String(name.clone()));
-                m.insert("mode".into(), Value::String(mode.into()));
+                let mut r = Record {
+                    operator: uid.clone(),
+                    state: name.clone(),
+                    mode: Some(mode.into()),
+                    ..Record::default()
+                };
                 match (item, formats.as_slice()) {
                     (Item::Element(b), [f, ..]) => {
-                        m.insert("value".into(), render(f, b, what)?);
+                        r.value = Some(render(f, b, what)?);
                         stats.bytes += b.len() as u64;
                     }
                     (Item::Pair(k, v), [kf, vf, ..]) => {
-                        m.insert("key".into(), render(kf, k, what)?);
-                        m.insert("value".into(), render(vf, v, what)?);
+                        r.key = Some(render(kf, k, what)?);
+                        r.value = Some(render(vf, v, what)?);
                         stats.bytes += (k.len() + v.len()) as u64;
                     }
                     _ => {
@@ -293,7 +330,7 @@ pub fn records(
                         )));
                     }
                 }
-                out(Value::Object(m))?;
+                out(r)?;
                 stats.records += 1;
             }
         }
@@ -315,8 +352,8 @@ pub fn dump(
         DumpFormat::JsonLines => records(
             snapshot,
             filter,
-            |v| {
-                serde_json::to_writer(&mut *w, &v)
+            |r| {
+                serde_json::to_writer(&mut *w, &r)
                     .map_err(|e| werr()(std::io::Error::other(e)))?;
                 w.write_all(b"\n").map_err(werr())
             },
@@ -338,29 +375,24 @@ pub fn dump(
             let stats = records(
                 snapshot,
                 filter,
-                |v| {
-                    let cell = |name: &str| match v.get(name) {
+                |r| {
+                    let cell = |v: &Option<Value>| match v {
                         None => String::new(),
                         Some(Value::String(s)) => s.clone(),
                         Some(other) => other.to_string(),
                     };
-                    let kind = v
-                        .get("kind")
-                        .or_else(|| v.get("mode"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let value = match v.get("timers") {
-                        Some(t) => t.to_string(),
-                        None => cell("value"),
+                    let kind = r.kind.clone().or(r.mode.clone()).unwrap_or_default();
+                    let value = match &r.timers {
+                        Some(t) => Value::Array(t.clone()).to_string(),
+                        None => cell(&r.value),
                     };
                     csv.write_record([
-                        cell("operator"),
-                        cell("state"),
+                        r.operator.clone(),
+                        r.state.clone(),
                         kind,
-                        cell("key_group"),
-                        cell("key"),
-                        cell("namespace"),
+                        r.key_group.map(|k| k.to_string()).unwrap_or_default(),
+                        cell(&r.key),
+                        cell(&r.namespace),
                         value,
                     ])
                     .map_err(|e| werr()(std::io::Error::other(e)))

@@ -28,7 +28,7 @@ pub mod writer;
 
 pub use bootstrap::Bootstrap;
 pub use describe::{Description, describe};
-pub use dump::{DumpFilter, DumpFormat, DumpStats, dump, records};
+pub use dump::{DumpFilter, DumpFormat, DumpStats, Record, dump, records};
 pub use error::{ProcessorError, Result};
 pub use reader::Snapshot;
 pub use transform::{Transform, TransformPlan, transform};
