@@ -469,3 +469,90 @@ fn next_id(dir: &Path) -> Result<u64> {
     scan(&dir.join("savepoints"), sp_id)?;
     Ok(highest + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+    use flowstate_core::state::{StateKind, VoidNamespace};
+
+    fn one_state(parallelism: u32) -> SavepointWriter {
+        let mut w = SavepointWriter::new(128, parallelism).unwrap();
+        let op = w.operator("op").unwrap();
+        op.keyed(SerdeSerializer::<u32>::new().snapshot()).unwrap();
+        let id = op
+            .state(StateMetaInfo::new::<VoidNamespace>(
+                "v",
+                StateKind::Value,
+                SerdeSerializer::<u32>::new().snapshot(),
+                None,
+            ))
+            .unwrap();
+        for k in 0..100u32 {
+            let key = postcard::to_stdvec(&k).unwrap();
+            w.put("op", id, &key, &[], &key).unwrap();
+        }
+        w
+    }
+
+    #[test]
+    fn verification_compares_every_entry_and_refuses_a_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = one_state(3).write(dir.path()).unwrap();
+        assert_eq!((written.id, written.entries), (1, 100));
+        let snapshot = Snapshot::open(&written.path).unwrap();
+        assert_eq!(snapshot.operator("op").unwrap().keyed.len(), 3);
+        let mut expected = Expected::default();
+        expected
+            .keyed
+            .insert(("op".into(), "v".into()), (100, 0));
+        let e = verify(&written.path, &expected).unwrap_err();
+        assert!(matches!(e, ProcessorError::Verification(_)), "{e}");
+        // The next write takes the next id; nothing is overwritten.
+        let again = one_state(1).write(dir.path()).unwrap();
+        assert_eq!(again.id, 2);
+        assert!(written.path.join("_metadata").is_file());
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_jobs_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        assert!(one_state(1).write(dir.path()).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
+    }
+
+    #[test]
+    fn operator_state_is_shared_out_as_a_job_writes_it() {
+        let item = |b: u8| Item::Element(Bytes::from(vec![b]));
+        let states: BTreeMap<String, EncodedState> = [
+            ("split", OperatorStateMode::SplitDistribute),
+            ("union", OperatorStateMode::Union),
+            ("bcast", OperatorStateMode::Broadcast),
+        ]
+        .into_iter()
+        .map(|(n, mode)| {
+            (
+                n.to_string(),
+                EncodedState {
+                    mode,
+                    serializers: vec![],
+                    items: (0..5).map(item).collect(),
+                },
+            )
+        })
+        .collect();
+        let shares: Vec<_> = (0..2).map(|i| instance_share(&states, 2, i)).collect();
+        assert_eq!(shares[0]["split"].items.len() + shares[1]["split"].items.len(), 5);
+        assert_eq!(shares[0]["union"].items.len(), 5);
+        assert!(shares[1]["union"].items.is_empty());
+        assert_eq!(shares[1]["bcast"].items.len(), 5);
+        let merged = crate::reader::merge_operator_states(
+            shares.into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect(),
+        )
+        .unwrap();
+        assert_eq!(merged, states);
+    }
+}
