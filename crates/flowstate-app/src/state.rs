@@ -142,10 +142,8 @@ fn split_pair<'a>(s: &'a str, sep: char, what: &str) -> Result<(&'a str, &'a str
 fn progress(what: &'static str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} {{msg}} ({{elapsed}})"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(&format!("{{spinner}} {what} {{msg}} ({{elapsed}})"))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -264,8 +262,8 @@ pub(crate) fn run(command: StateCommand) -> Result<(), AppError> {
             let n = if name == "-" {
                 b.json_lines(std::io::stdin().lock(), "stdin")?
             } else {
-                let f = std::fs::File::open(&input)
-                    .map_err(AppError::io(format!("opening {name}")))?;
+                let f =
+                    std::fs::File::open(&input).map_err(AppError::io(format!("opening {name}")))?;
                 b.json_lines(BufReader::new(f), &name)?
             };
             tracing::info!("{n} records read");

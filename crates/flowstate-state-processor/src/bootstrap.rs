@@ -19,7 +19,9 @@ use std::path::Path;
 use flowstate_core::format::{put_varint, put_vbytes};
 use flowstate_core::operator::{EncodedState, Item, OperatorStateMode};
 use flowstate_core::schema::Schema;
-use flowstate_core::serializer::{SerdeSerializer, SerializerSnapshot, StoredFormat, TypeSerializer};
+use flowstate_core::serializer::{
+    SerdeSerializer, SerializerSnapshot, StoredFormat, TypeSerializer,
+};
 use flowstate_core::snapshot::StateMetaInfo;
 use flowstate_core::state::{StateKind, VoidNamespace};
 use flowstate_runtime::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE};
@@ -147,7 +149,9 @@ impl Bootstrap {
         let Contents::Value(m) =
             self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
         else {
-            return Err(ProcessorError::Invalid(format!("`{state}` is not a value state")));
+            return Err(ProcessorError::Invalid(format!(
+                "`{state}` is not a value state"
+            )));
         };
         for (k, v) in entries {
             m.insert(ser(&k, state)?, ser(&v, state)?);
@@ -175,7 +179,9 @@ impl Bootstrap {
         let Contents::List(m) =
             self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
         else {
-            return Err(ProcessorError::Invalid(format!("`{state}` is not a list state")));
+            return Err(ProcessorError::Invalid(format!(
+                "`{state}` is not a list state"
+            )));
         };
         for (k, vs) in entries {
             let list = m.entry(ser(&k, state)?).or_default();
@@ -207,7 +213,9 @@ impl Bootstrap {
         let Contents::Map(m) =
             self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
         else {
-            return Err(ProcessorError::Invalid(format!("`{state}` is not a map state")));
+            return Err(ProcessorError::Invalid(format!(
+                "`{state}` is not a map state"
+            )));
         };
         for (k, pairs) in entries {
             let map = m.entry(ser(&k, state)?).or_default();
@@ -275,7 +283,13 @@ impl Bootstrap {
             .into_iter()
             .map(|t| Ok(Item::Element(ser(&t, state)?.into())))
             .collect::<Result<Vec<_>>>()?;
-        self.raw_operator_list(uid, state, union, SerdeSerializer::<T>::new().snapshot(), items)
+        self.raw_operator_list(
+            uid,
+            state,
+            union,
+            SerdeSerializer::<T>::new().snapshot(),
+            items,
+        )
     }
 
     fn raw_operator_list(
@@ -357,7 +371,10 @@ impl Bootstrap {
                     .and_then(Value::as_array)
                     .ok_or_else(|| bad("a timer record needs `timers`: [timestamps]".into()))?
                     .iter()
-                    .map(|t| t.as_i64().ok_or_else(|| bad(format!("timer {t} is not an i64"))))
+                    .map(|t| {
+                        t.as_i64()
+                            .ok_or_else(|| bad(format!("timer {t} is not an i64")))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let key_snapshot = self
                     .operators
@@ -377,7 +394,10 @@ impl Bootstrap {
                 .ok_or_else(|| bad(format!("state `{state}` of `{uid}` is not declared")))?;
             match decl {
                 Declared::Keyed {
-                    key, meta, value, user_key,
+                    key,
+                    meta,
+                    value,
+                    user_key,
                 } => {
                     let k = encode(&StoredFormat::of(key), v.get("key"), "key").map_err(bad)?;
                     let value_json = v.get("value");
@@ -396,7 +416,9 @@ impl Bootstrap {
                             }
                         }
                         Contents::Map(m) => {
-                            let uk = user_key.as_ref().ok_or_else(|| bad("no user key type".into()))?;
+                            let uk = user_key
+                                .as_ref()
+                                .ok_or_else(|| bad("no user key type".into()))?;
                             let map = m.entry(k).or_default();
                             for (a, b) in map_entries(value_json).map_err(bad)? {
                                 map.insert(
@@ -533,7 +555,15 @@ fn declare(d: &Value) -> std::result::Result<(String, String, Declared), String>
         };
         let serializer = snapshot_of(d.get("value"), "value")?;
         let value = StoredFormat::of(&serializer);
-        return Ok((uid, state, Declared::Operator { union, serializer, value }));
+        return Ok((
+            uid,
+            state,
+            Declared::Operator {
+                union,
+                serializer,
+                value,
+            },
+        ));
     }
     let kind = match s("kind")?.as_str() {
         "value" => StateKind::Value,
@@ -568,7 +598,10 @@ fn encode(f: &StoredFormat, v: Option<&Value>, what: &str) -> std::result::Resul
 /// Map entries given as an object or as `[user key, value]` pairs.
 fn map_entries(v: Option<&Value>) -> std::result::Result<Vec<(Value, &Value)>, String> {
     match v {
-        Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (Value::String(k.clone()), v)).collect()),
+        Some(Value::Object(m)) => Ok(m
+            .iter()
+            .map(|(k, v)| (Value::String(k.clone()), v))
+            .collect()),
         Some(Value::Array(pairs)) => pairs
             .iter()
             .map(|p| match p.as_array().map(Vec::as_slice) {

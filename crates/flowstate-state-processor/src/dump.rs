@@ -123,8 +123,10 @@ impl StateFormats {
 }
 
 fn render(f: &StoredFormat, bytes: &[u8], what: impl FnOnce() -> String) -> Result<Value> {
-    f.render(bytes)
-        .map_err(|source| ProcessorError::Value { what: what(), source })
+    f.render(bytes).map_err(|source| ProcessorError::Value {
+        what: what(),
+        source,
+    })
 }
 
 /// Renders one keyed entry as its record.
@@ -136,7 +138,9 @@ fn keyed_record(
     e: &RawEntry<'_>,
 ) -> Result<Record> {
     let name = &meta.name;
-    let key = render(&f.key, e.key, || format!("key in state `{name}` of `{uid}`"))?;
+    let key = render(&f.key, e.key, || {
+        format!("key in state `{name}` of `{uid}`")
+    })?;
     let what = || format!("state `{name}` of `{uid}` at key {key}");
     let mut r = Record {
         operator: uid.to_string(),
@@ -163,7 +167,9 @@ fn keyed_record(
         ),
         StateKind::Map => {
             let uk = f.user_key.as_ref().ok_or_else(|| {
-                ProcessorError::Metadata(format!("map state `{name}` without a user key serializer"))
+                ProcessorError::Metadata(format!(
+                    "map state `{name}` without a user key serializer"
+                ))
             })?;
             let mut pairs = Vec::new();
             for (k, v) in payload::map_pairs(e.payload, name).map_err(bad)? {
@@ -260,10 +266,12 @@ pub fn records(
             let mut range = filter.key_groups;
             let key_bytes = match &filter.key {
                 Some(k) => {
-                    let bytes = key_format.encode(k).map_err(|source| ProcessorError::Value {
-                        what: format!("key {k} of `{uid}`"),
-                        source,
-                    })?;
+                    let bytes = key_format
+                        .encode(k)
+                        .map_err(|source| ProcessorError::Value {
+                            what: format!("key {k} of `{uid}`"),
+                            source,
+                        })?;
                     let kg = key_group_for_serialized_key(&bytes, max_p);
                     let only = KeyGroupRange::new(kg, kg).map_err(state_err("key group"))?;
                     range = Some(range.map_or(only, |r| r.intersection(&only)));
@@ -353,8 +361,7 @@ pub fn dump(
             snapshot,
             filter,
             |r| {
-                serde_json::to_writer(&mut *w, &r)
-                    .map_err(|e| werr()(std::io::Error::other(e)))?;
+                serde_json::to_writer(&mut *w, &r).map_err(|e| werr()(std::io::Error::other(e)))?;
                 w.write_all(b"\n").map_err(werr())
             },
             progress,

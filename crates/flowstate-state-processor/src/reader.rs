@@ -277,7 +277,8 @@ impl Snapshot {
             |header| check_header_consistency(&mut key_serializer, &mut kinds, header),
             |header, meta, kg, section| {
                 for e in section_entries(&section, &header.path)? {
-                    let owner = flowstate_core::keygroup::key_group_for_serialized_key(e.key, max_p);
+                    let owner =
+                        flowstate_core::keygroup::key_group_for_serialized_key(e.key, max_p);
                     if owner != kg {
                         return Err(StateError::corrupt(
                             &header.path,

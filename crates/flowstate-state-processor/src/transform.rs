@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flowstate_core::format::{ByteReader, put_varint, put_vbytes};
-use flowstate_core::serializer::{SerdeSerializer, SerializerSnapshot, StoredFormat, TypeSerializer};
+use flowstate_core::serializer::{
+    SerdeSerializer, SerializerSnapshot, StoredFormat, TypeSerializer,
+};
 use flowstate_core::snapshot::StateMetaInfo;
 use flowstate_core::state::StateKind;
 use serde::Serialize;
@@ -196,7 +198,11 @@ pub fn transform(
         if dropped.contains(uid.as_str()) {
             continue;
         }
-        let to = renamed.get(uid.as_str()).copied().unwrap_or(uid).to_string();
+        let to = renamed
+            .get(uid.as_str())
+            .copied()
+            .unwrap_or(uid)
+            .to_string();
         let user_uid = input.operator(uid)?.user_uid || to != *uid;
         writer.operator(&to)?.user_uid = user_uid;
         let names = state_names(input, uid)?;
@@ -228,7 +234,10 @@ pub fn transform(
             }
         }
         let targets: Vec<&String> = state_to.values().flatten().collect();
-        if let Some(dup) = targets.iter().find(|t| targets.iter().filter(|x| x == t).count() > 1) {
+        if let Some(dup) = targets
+            .iter()
+            .find(|t| targets.iter().filter(|x| x == t).count() > 1)
+        {
             return Err(ProcessorError::Invalid(format!(
                 "operator `{uid}`: two states would be named `{dup}`"
             )));

@@ -96,7 +96,11 @@ where
     V: DeserializeOwned,
 {
     let mut out = Vec::new();
-    let kinds = [StateKind::Value, StateKind::Reducing, StateKind::Aggregating];
+    let kinds = [
+        StateKind::Value,
+        StateKind::Reducing,
+        StateKind::Aggregating,
+    ];
     entries(snapshot, uid, state, &kinds, |f, k, p| {
         out.push((decode(&f.key, k, "key")?, decode(&f.value, p, state)?));
         Ok(())
@@ -136,10 +140,9 @@ where
 {
     let mut out = Vec::new();
     entries(snapshot, uid, state, &[StateKind::Map], |f, k, p| {
-        let uk = f
-            .user_key
-            .as_ref()
-            .ok_or_else(|| ProcessorError::Metadata(format!("map state `{state}` without a user key type")))?;
+        let uk = f.user_key.as_ref().ok_or_else(|| {
+            ProcessorError::Metadata(format!("map state `{state}` without a user key type"))
+        })?;
         let pairs = payload::map_pairs(p, state)
             .map_err(state_err(state))?
             .into_iter()

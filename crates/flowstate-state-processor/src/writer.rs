@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flowstate_core::StateResult;
 use flowstate_core::checkpoint_metadata::{
     CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, SnapshotKind, chk_id, sp_id,
 };
@@ -16,13 +17,14 @@ use flowstate_core::format::put_vbytes;
 use flowstate_core::keygroup::{
     check_max_parallelism, key_group_for_serialized_key, key_group_range_for_operator,
 };
-use flowstate_core::operator::{EncodedState, Item, OperatorStateMode, encode_operator_file, even_split};
+use flowstate_core::operator::{
+    EncodedState, Item, OperatorStateMode, encode_operator_file, even_split,
+};
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
     AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateWriter, StateMetaInfo, check_kind,
 };
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_core::StateResult;
 use flowstate_runtime::ownership::claim_checkpoint_dir;
 use flowstate_storage::ObjectCheckpointStorage;
 use xxhash_rust::xxh3::xxh3_64;
@@ -161,10 +163,13 @@ impl SavepointWriter {
                  not starting with `.`)"
             )));
         }
-        Ok(self.operators.entry(uid.to_string()).or_insert_with(|| OperatorData {
-            user_uid: true,
-            ..OperatorData::default()
-        }))
+        Ok(self
+            .operators
+            .entry(uid.to_string())
+            .or_insert_with(|| OperatorData {
+                user_uid: true,
+                ..OperatorData::default()
+            }))
     }
 
     /// Adds one keyed entry (serialized key, namespace and canonical payload) to
@@ -255,7 +260,10 @@ impl SavepointWriter {
             if let Some(k) = op.keyed {
                 let mut per_state: Vec<BTreeMap<u32, Vec<u8>>> = k.sections;
                 for (state, sections) in k.states.iter().zip(&per_state) {
-                    let d = expected.keyed.entry((uid.clone(), state.name.clone())).or_default();
+                    let d = expected
+                        .keyed
+                        .entry((uid.clone(), state.name.clone()))
+                        .or_default();
                     for (kg, section) in sections {
                         digest_section(d, *kg, section, &state.name)?;
                     }
@@ -420,7 +428,11 @@ fn verify(path: &Path, expected: &Expected) -> Result<()> {
                 );
                 Ok(())
             })?;
-            for m in snapshot.keyed_header(uid)?.map(|h| h.states).unwrap_or_default() {
+            for m in snapshot
+                .keyed_header(uid)?
+                .map(|h| h.states)
+                .unwrap_or_default()
+            {
                 let x = d.remove(&m.name).unwrap_or_default();
                 got.keyed.insert((uid.to_string(), m.name), x);
             }
@@ -440,7 +452,9 @@ fn verify(path: &Path, expected: &Expected) -> Result<()> {
                 |((uid, state), (n, _))| {
                     format!(
                         "state `{state}` of `{uid}`: {n} entries meant, {} read back",
-                        got.keyed.get(&(uid.clone(), state.clone())).map_or(0, |x| x.0)
+                        got.keyed
+                            .get(&(uid.clone(), state.clone()))
+                            .map_or(0, |x| x.0)
                     )
                 },
             );
@@ -504,9 +518,7 @@ mod tests {
         let snapshot = Snapshot::open(&written.path).unwrap();
         assert_eq!(snapshot.operator("op").unwrap().keyed.len(), 3);
         let mut expected = Expected::default();
-        expected
-            .keyed
-            .insert(("op".into(), "v".into()), (100, 0));
+        expected.keyed.insert(("op".into(), "v".into()), (100, 0));
         let e = verify(&written.path, &expected).unwrap_err();
         assert!(matches!(e, ProcessorError::Verification(_)), "{e}");
         // The next write takes the next id; nothing is overwritten.
@@ -520,7 +532,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
         assert!(one_state(1).write(dir.path()).is_err());
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
     }
 
@@ -545,12 +560,19 @@ mod tests {
         })
         .collect();
         let shares: Vec<_> = (0..2).map(|i| instance_share(&states, 2, i)).collect();
-        assert_eq!(shares[0]["split"].items.len() + shares[1]["split"].items.len(), 5);
+        assert_eq!(
+            shares[0]["split"].items.len() + shares[1]["split"].items.len(),
+            5
+        );
         assert_eq!(shares[0]["union"].items.len(), 5);
         assert!(shares[1]["union"].items.is_empty());
         assert_eq!(shares[1]["bcast"].items.len(), 5);
         let merged = crate::reader::merge_operator_states(
-            shares.into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect(),
+            shares
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (i as u32, s))
+                .collect(),
         )
         .unwrap();
         assert_eq!(merged, states);

@@ -84,13 +84,14 @@ fn damaged_inputs_are_refused_with_typed_errors_and_nothing_written() {
     let native = run_stats(&dir.path().join("rocks"), true, 2, input(30, 600));
     let heap_chk = Snapshot::open(&heap).unwrap().path().to_path_buf();
     let native_chk = Snapshot::open(&native).unwrap().path().to_path_buf();
-    let case = |name: &str, src: &Path, damage: &dyn Fn(&Path), expect: fn(&ProcessorError) -> bool| {
-        let root = dir.path().join(name);
-        copy_dir(src.parent().unwrap(), &root);
-        let chk = root.join(src.file_name().unwrap());
-        damage(&chk);
-        all_refuse(&chk, &dir.path().join(format!("{name}-out")), expect);
-    };
+    let case =
+        |name: &str, src: &Path, damage: &dyn Fn(&Path), expect: fn(&ProcessorError) -> bool| {
+            let root = dir.path().join(name);
+            copy_dir(src.parent().unwrap(), &root);
+            let chk = root.join(src.file_name().unwrap());
+            damage(&chk);
+            all_refuse(&chk, &dir.path().join(format!("{name}-out")), expect);
+        };
     // A flipped byte in the middle of a keyed file: its checksums catch it.
     case(
         "kgs-flip",

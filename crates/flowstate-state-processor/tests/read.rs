@@ -108,7 +108,10 @@ fn a_dump_equals_what_the_job_wrote_on_both_backends() {
             .unwrap()
             .into_iter()
             .collect();
-        assert_eq!(acc, m.iter().map(|(k, e)| (k.clone(), e.count_sum)).collect());
+        assert_eq!(
+            acc,
+            m.iter().map(|(k, e)| (k.clone(), e.count_sum)).collect()
+        );
         let seen: BTreeMap<String, Vec<u64>> = read_lists(&snapshot, "stats", "seen")
             .unwrap()
             .into_iter()
@@ -117,7 +120,10 @@ fn a_dump_equals_what_the_job_wrote_on_both_backends() {
                 (k, v)
             })
             .collect();
-        assert_eq!(seen, m.iter().map(|(k, e)| (k.clone(), e.seen.clone())).collect());
+        assert_eq!(
+            seen,
+            m.iter().map(|(k, e)| (k.clone(), e.seen.clone())).collect()
+        );
         let parity: BTreeMap<String, BTreeMap<u8, u64>> =
             read_maps(&snapshot, "stats", "by-parity")
                 .unwrap()
@@ -126,7 +132,9 @@ fn a_dump_equals_what_the_job_wrote_on_both_backends() {
                 .collect();
         assert_eq!(
             parity,
-            m.iter().map(|(k, e)| (k.clone(), e.by_parity.clone())).collect()
+            m.iter()
+                .map(|(k, e)| (k.clone(), e.by_parity.clone()))
+                .collect()
         );
         // A wrong type is an error, not a panic or garbage.
         assert!(read_values::<u64, u64>(&snapshot, "stats", "max").is_err());
@@ -184,11 +192,19 @@ fn filters_select_one_key_one_state_and_key_groups() {
     );
     let expect = m
         .keys()
-        .filter(|k| range.contains(key_group_for_serialized_key(&postcard::to_stdvec(k).unwrap(), 128)))
+        .filter(|k| {
+            range.contains(key_group_for_serialized_key(
+                &postcard::to_stdvec(k).unwrap(),
+                128,
+            ))
+        })
         .count();
     assert!(expect > 0 && expect < 40);
     assert_eq!(some.len(), expect);
-    assert!(some.iter().all(|r| r.state == "max" && range.contains(r.key_group.unwrap())));
+    assert!(
+        some.iter()
+            .all(|r| r.state == "max" && range.contains(r.key_group.unwrap()))
+    );
 
     // CSV: a header and one line per record.
     let mut out = Vec::new();

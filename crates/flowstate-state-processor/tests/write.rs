@@ -73,7 +73,11 @@ fn a_bootstrapped_savepoint_is_where_the_job_continues_from() {
         let out = run.run(input.clone()).unwrap();
         // Every output sum continues from the bootstrapped value: the first record
         // of a key shows start + v, and the last the model's total.
-        assert_eq!(finals(&out), model_sums(&input, &start), "rocksdb: {rocksdb}");
+        assert_eq!(
+            finals(&out),
+            model_sums(&input, &start),
+            "rocksdb: {rocksdb}"
+        );
         for (k, v) in input.iter().take(40) {
             let first = start.get(k).copied().unwrap_or(0) + v;
             assert!(out.contains(&(k.clone(), first)), "{k}: first sum {first}");
@@ -127,7 +131,10 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
 
     // Malformed input: a typed error naming the line, nothing written.
     for (bad, why) in [
-        (r#"{"operator": "stats", "state": "max", "key": "a", "value": 1}"#, "not declared"),
+        (
+            r#"{"operator": "stats", "state": "max", "key": "a", "value": 1}"#,
+            "not declared",
+        ),
         (
             "{\"declare\": {\"operator\": \"s\", \"state\": \"m\", \"kind\": \"value\", \"key\": \"str\", \"value\": \"u8\"}}\n{\"operator\": \"s\", \"state\": \"m\", \"key\": \"a\", \"value\": 300}",
             "out of range for u8",
@@ -135,7 +142,10 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
         ("{not json", "test:1"),
     ] {
         let mut b = Bootstrap::new(128, 1).unwrap();
-        let e = b.json_lines(bad.as_bytes(), "test").unwrap_err().to_string();
+        let e = b
+            .json_lines(bad.as_bytes(), "test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(why), "{e}");
     }
 }
@@ -147,7 +157,10 @@ fn max_parallelism_128_to_4096_to_256_restores_every_key_once_where_it_belongs()
     let first = input(300, 3000);
     sums_run(d, "ck-128", 128, 2).run(first.clone()).unwrap();
     let mut expect = model_sums(&first, &BTreeMap::new());
-    let mut from = Snapshot::open(d.join("ck-128")).unwrap().path().to_path_buf();
+    let mut from = Snapshot::open(d.join("ck-128"))
+        .unwrap()
+        .path()
+        .to_path_buf();
     for (i, (max_p, rocksdb, parallelisms)) in [(4096u32, true, [3usize, 1]), (256, false, [4, 2])]
         .into_iter()
         .enumerate()
@@ -159,8 +172,13 @@ fn max_parallelism_128_to_4096_to_256_restores_every_key_once_where_it_belongs()
             transforms: vec![Transform::DropOperator("events".into())],
             ..TransformPlan::default()
         };
-        let w = transform(&input_snapshot, &plan, &d.join(format!("sp-{max_p}")), |_, _| {})
-            .unwrap();
+        let w = transform(
+            &input_snapshot,
+            &plan,
+            &d.join(format!("sp-{max_p}")),
+            |_, _| {},
+        )
+        .unwrap();
         let out = Snapshot::open(&w.path).unwrap();
         assert_eq!(out.max_parallelism(), max_p);
         // Every key once, in its key group under the new max parallelism, with its
@@ -177,12 +195,15 @@ fn max_parallelism_128_to_4096_to_256_restores_every_key_once_where_it_belongs()
             let key = r.key.as_ref().unwrap().as_str().unwrap().to_string();
             let kg = key_group_for_serialized_key(&postcard::to_stdvec(&key).unwrap(), max_p);
             assert_eq!(r.key_group, Some(kg));
-            assert!(seen.insert(key, r.value.clone().unwrap().as_u64().unwrap()).is_none());
+            assert!(
+                seen.insert(key, r.value.clone().unwrap().as_u64().unwrap())
+                    .is_none()
+            );
         }
         assert_eq!(seen, expect, "step {i}: every key once, with its value");
         for (p, h) in out.operator("sums").unwrap().keyed.iter().enumerate() {
-            let range = key_group_range_for_operator(max_p, out.metadata().parallelism, p as u32)
-                .unwrap();
+            let range =
+                key_group_range_for_operator(max_p, out.metadata().parallelism, p as u32).unwrap();
             assert_eq!(h.key_group_range, range);
         }
         // The job restores it at several parallelisms and continues exactly.
@@ -261,12 +282,21 @@ fn dropped_and_renamed_uids_restore_as_a_job_expects() {
         allow_non_restored: allow,
         ..sums_run(d, "", 128, 2)
     };
-    assert_eq!(finals(&with("totals", "a", false).run(more.clone()).unwrap()), continued);
+    assert_eq!(
+        finals(&with("totals", "a", false).run(more.clone()).unwrap()),
+        continued
+    );
     // The old uid finds nothing of its own and `totals` is left over: refused, or
     // with non-restored state allowed, a fresh start.
-    let e = with("sums", "b", false).run(more.clone()).unwrap_err().to_string();
+    let e = with("sums", "b", false)
+        .run(more.clone())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("totals"), "{e}");
-    assert_eq!(finals(&with("sums", "c", true).run(more.clone()).unwrap()), fresh);
+    assert_eq!(
+        finals(&with("sums", "c", true).run(more.clone()).unwrap()),
+        fresh
+    );
 
     // Dropped: the job starts that operator empty, no permission needed; the
     // original (which still has it) needs permission to be restored into a job
@@ -295,7 +325,10 @@ fn dropped_and_renamed_uids_restore_as_a_job_expects() {
         ..sums_run(d, "", 128, 2)
     };
     assert!(original("e", false).run(more.clone()).is_err());
-    assert_eq!(finals(&original("f", true).run(more.clone()).unwrap()), fresh);
+    assert_eq!(
+        finals(&original("f", true).run(more.clone()).unwrap()),
+        fresh
+    );
 
     // Unknown names are refused before anything is written.
     for t in [
@@ -350,17 +383,19 @@ fn state_level_transforms_drop_rename_filter_and_migrate() {
     let rs = dump_all(&out, &DumpFilter::default());
     assert!(rs.iter().all(|r| r.state != "seen" && r.state != "max"));
     assert!(rs.iter().all(|r| r.key != Some(serde_json::json!("k3"))));
-    let maximum: BTreeMap<String, u64> = flowstate_state_processor::read_values(&out, "stats", "maximum")
-        .unwrap()
-        .into_iter()
-        .collect();
+    let maximum: BTreeMap<String, u64> =
+        flowstate_state_processor::read_values(&out, "stats", "maximum")
+            .unwrap()
+            .into_iter()
+            .collect();
     let mut expect: BTreeMap<String, u64> = m.iter().map(|(k, e)| (k.clone(), e.max)).collect();
     expect.remove("k3");
     assert_eq!(maximum, expect);
-    let sums: BTreeMap<String, String> = flowstate_state_processor::read_values(&out, "stats", "sum")
-        .unwrap()
-        .into_iter()
-        .collect();
+    let sums: BTreeMap<String, String> =
+        flowstate_state_processor::read_values(&out, "stats", "sum")
+            .unwrap()
+            .into_iter()
+            .collect();
     assert_eq!(sums.len(), 11);
     for (k, s) in &sums {
         assert_eq!(s, &format!("total {}", m[k].sum));

@@ -70,7 +70,10 @@ fn count<'s>(r: &mut Reader<'_, 's>, schema: &Schema, items: &[&Shape]) -> Resul
         .iter()
         .all(|s| zero_sized(schema, s, &mut HashSet::new()));
     if (!empty && n > r.remaining()) || (empty && n > MAX_ZERO_SIZED) {
-        return Err(r.err(format!("count {n} exceeds the {} bytes left", r.remaining())));
+        return Err(r.err(format!(
+            "count {n} exceeds the {} bytes left",
+            r.remaining()
+        )));
     }
     Ok(n)
 }
@@ -165,7 +168,9 @@ fn render_shape<'s>(r: &mut Reader<'_, 's>, schema: &'s Schema, shape: &'s Shape
                 TypeDef::Enum(variants) => {
                     let index = r.varint(5, 32)? as u32;
                     let v = variants.iter().find(|v| v.index == index).ok_or_else(|| {
-                        r.err(format!("variant index {index} is not a variant of `{name}`"))
+                        r.err(format!(
+                            "variant index {index} is not a variant of `{name}`"
+                        ))
                     })?;
                     let body = match &v.body {
                         VariantBody::Unit => return Ok(Value::String(v.name.clone())),
@@ -223,7 +228,9 @@ fn scalar_key(schema: &Schema, shape: &Shape) -> bool {
         Shape::Str | Shape::Char | Shape::Bool => true,
         Shape::I8 | Shape::I16 | Shape::I32 | Shape::I64 | Shape::I128 => true,
         Shape::U8 | Shape::U16 | Shape::U32 | Shape::U64 | Shape::U128 => true,
-        Shape::Named(n) => matches!(schema.def(n), Some(TypeDef::NewtypeStruct(s)) if scalar_key(schema, s)),
+        Shape::Named(n) => {
+            matches!(schema.def(n), Some(TypeDef::NewtypeStruct(s)) if scalar_key(schema, s))
+        }
         _ => false,
     }
 }
@@ -491,7 +498,9 @@ fn encode_shape(
                     path.push(format!("::{}", v.name));
                     match (&v.body, body) {
                         (VariantBody::Unit, None | Some(Value::Null)) => {}
-                        (VariantBody::Newtype(s), Some(b)) => encode_shape(out, path, schema, s, b)?,
+                        (VariantBody::Newtype(s), Some(b)) => {
+                            encode_shape(out, path, schema, s, b)?
+                        }
                         (VariantBody::Tuple(items), Some(b)) => {
                             encode_items(out, path, schema, items, b)?
                         }
@@ -604,8 +613,8 @@ mod tests {
             proptest::collection::btree_map(any::<u64>(), any::<i32>(), 0..3),
             proptest::collection::btree_map(any::<(u8, u8)>(), any::<bool>(), 0..3),
         )
-            .prop_map(move |((b, i, u, big), (f, c, s), kinds, by_name, by_id, by_pair)| {
-                Record {
+            .prop_map(
+                move |((b, i, u, big), (f, c, s), kinds, by_name, by_id, by_pair)| Record {
                     b,
                     i,
                     u,
@@ -619,8 +628,8 @@ mod tests {
                     by_id,
                     by_pair,
                     unit: (),
-                }
-            })
+                },
+            )
     }
 
     fn nested() -> impl Strategy<Value = Record> {

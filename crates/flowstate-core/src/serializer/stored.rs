@@ -195,7 +195,8 @@ mod tests {
         let f = StoredFormat::of(&s.snapshot());
         assert_eq!(f.describe(), "(String, Vec<u32>)");
         let mut bytes = Vec::new();
-        s.serialize_into(&("a".into(), vec![1, 2]), &mut bytes).unwrap();
+        s.serialize_into(&("a".into(), vec![1, 2]), &mut bytes)
+            .unwrap();
         let v = f.render(&bytes).unwrap();
         assert_eq!(v, serde_json::json!(["a", [1, 2]]));
         assert_eq!(f.encode(&v).unwrap(), bytes);

@@ -195,7 +195,10 @@ pub struct SumsRun<'a> {
 impl SumsRun<'_> {
     /// Runs the sums job over `input`; its output sorted, or the job's error.
     pub fn run(&self, input: Vec<(String, u64)>) -> Result<Vec<(String, u64)>, RuntimeError> {
-        let restore = self.from.clone().map_or(RestoreFrom::Nothing, RestoreFrom::Path);
+        let restore = self
+            .from
+            .clone()
+            .map_or(RestoreFrom::Nothing, RestoreFrom::Path);
         let config = JobConfig::default()
             .workers(self.workers)
             .max_parallelism(self.max_parallelism)

@@ -292,7 +292,11 @@ pub(in crate::schema) fn signed_rank(s: &Shape) -> Option<u8> {
 
 /// Whether values of `shape` take no bytes (so a count cannot be checked against the
 /// bytes left).
-pub(in crate::schema) fn zero_sized(schema: &Schema, shape: &Shape, seen: &mut HashSet<String>) -> bool {
+pub(in crate::schema) fn zero_sized(
+    schema: &Schema,
+    shape: &Shape,
+    seen: &mut HashSet<String>,
+) -> bool {
     match shape {
         Shape::Unit => true,
         Shape::Tuple(items) => items.iter().all(|s| zero_sized(schema, s, seen)),
