@@ -170,7 +170,10 @@ fn state_commands_on_a_real_checkpoint() {
     );
     let refused = run("128", "r2");
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && err.contains("max parallelism"), "{err}");
+    assert!(
+        !refused.status.success() && err.contains("max parallelism"),
+        "{err}"
+    );
 
     // Bootstrap from the dump (a declaration first): the same state back.
     let input = d.join("boot.jsonl");

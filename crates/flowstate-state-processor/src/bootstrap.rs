@@ -346,7 +346,7 @@ impl Bootstrap {
             if let Some(d) = v.get("declare") {
                 let (uid, state, decl) = declare(d).map_err(bad)?;
                 if let Declared::Keyed { key, meta, .. } = &decl {
-                    self.keyed_state(&uid, key.clone(), meta.clone())
+                    self.keyed_state(&uid, key.clone(), meta.as_ref().clone())
                         .map_err(|e| bad(e.to_string()))?;
                     keys.insert(uid.clone(), StoredFormat::of(key));
                 }
@@ -401,7 +401,7 @@ impl Bootstrap {
                 } => {
                     let k = encode(&StoredFormat::of(key), v.get("key"), "key").map_err(bad)?;
                     let value_json = v.get("value");
-                    let contents = self.keyed_state(&uid, key.clone(), meta.clone())?;
+                    let contents = self.keyed_state(&uid, key.clone(), meta.as_ref().clone())?;
                     match contents {
                         Contents::Value(m) => {
                             m.insert(k, encode(value, value_json, "value").map_err(bad)?);
@@ -505,7 +505,7 @@ fn too_big(e: flowstate_core::StateError) -> ProcessorError {
 enum Declared {
     Keyed {
         key: SerializerSnapshot,
-        meta: StateMetaInfo,
+        meta: Box<StateMetaInfo>,
         value: StoredFormat,
         user_key: Option<StoredFormat>,
     },
@@ -585,7 +585,7 @@ fn declare(d: &Value) -> std::result::Result<(String, String, Declared), String>
             key,
             value: StoredFormat::of(&meta.value_serializer),
             user_key: user_key.as_ref().map(StoredFormat::of),
-            meta,
+            meta: Box::new(meta),
         },
     ))
 }

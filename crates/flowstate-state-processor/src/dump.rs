@@ -293,7 +293,7 @@ pub fn records(
                     stats.records += 1;
                     stats.entries += 1;
                     stats.bytes += (e.key.len() + e.namespace.len() + e.payload.len()) as u64;
-                    if stats.records % 4096 == 0 {
+                    if stats.records.is_multiple_of(4096) {
                         progress(&stats);
                     }
                     Ok(())

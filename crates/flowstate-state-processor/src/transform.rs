@@ -358,7 +358,7 @@ fn copy_keyed(
         writer.put(to, id, e.key, e.namespace, payload)?;
         copied.0 += 1;
         copied.1 += (e.key.len() + e.namespace.len() + payload.len()) as u64;
-        if copied.0 % 16_384 == 0 {
+        if copied.0.is_multiple_of(16_384) {
             progress(copied.0, copied.1);
         }
         Ok(())

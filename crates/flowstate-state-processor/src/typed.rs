@@ -127,12 +127,15 @@ where
     Ok(out)
 }
 
+/// One key of a map state and its entries.
+pub type MapEntry<K, UK, UV> = (K, Vec<(UK, UV)>);
+
 /// Every entry of map state `state` of operator `uid`: the key and its map entries.
 pub fn read_maps<K, UK, UV>(
     snapshot: &Snapshot,
     uid: &str,
     state: &str,
-) -> Result<Vec<(K, Vec<(UK, UV)>)>>
+) -> Result<Vec<MapEntry<K, UK, UV>>>
 where
     K: DeserializeOwned,
     UK: DeserializeOwned,

@@ -224,5 +224,5 @@ fn filters_select_one_key_one_state_and_key_groups() {
     assert_eq!(stats.records, 40);
     assert_eq!(text.lines().count(), 41);
     assert!(text.starts_with("operator,state,kind,key_group,key,namespace,value\n"));
-    assert!(text.contains(&format!("stats,max,value,")));
+    assert!(text.contains("stats,max,value,"));
 }

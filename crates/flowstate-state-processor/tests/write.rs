@@ -49,7 +49,16 @@ fn model_sums(input: &[(String, u64)], start: &BTreeMap<String, u64>) -> BTreeMa
 
 fn dump_all(snapshot: &Snapshot, filter: &DumpFilter) -> Vec<Record> {
     let mut out = Vec::new();
-    records(snapshot, filter, |r| Ok(out.push(r)), |_| {}).unwrap();
+    records(
+        snapshot,
+        filter,
+        |r| {
+            out.push(r);
+            Ok(())
+        },
+        |_| {},
+    )
+    .unwrap();
     out
 }
 
