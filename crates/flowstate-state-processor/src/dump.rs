@@ -236,27 +236,27 @@ pub fn records(
         }
         None => snapshot.uids().into_iter().map(String::from).collect(),
     };
+    if let Some(state) = &filter.state {
+        let mut known = Vec::new();
+        for uid in &uids {
+            if let Some(h) = snapshot.keyed_header(uid)? {
+                known.extend(h.states.into_iter().map(|m| m.name));
+            }
+            known.extend(snapshot.merged_operator_states(uid)?.into_keys());
+        }
+        if !known.contains(state) {
+            return Err(ProcessorError::UnknownState {
+                uid: filter.uid.clone().unwrap_or_else(|| "*".into()),
+                state: state.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
     let max_p = snapshot.max_parallelism();
     for uid in &uids {
         if !filter.no_keyed
             && let Some(header) = snapshot.keyed_header(uid)?
         {
-            if let Some(s) = &filter.state
-                && !header.states.iter().any(|m| &m.name == s)
-                && !snapshot.merged_operator_states(uid)?.contains_key(s)
-                && filter.uid.is_some()
-            {
-                return Err(ProcessorError::UnknownState {
-                    uid: uid.clone(),
-                    state: s.clone(),
-                    known: header
-                        .states
-                        .iter()
-                        .map(|m| m.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
             let key_format = StoredFormat::of(&header.key_serializer);
             let formats: std::collections::HashMap<String, StateFormats> = header
                 .states
@@ -361,7 +361,7 @@ pub fn dump(
             snapshot,
             filter,
             |r| {
-                serde_json::to_writer(&mut *w, &r).map_err(|e| werr()(std::io::Error::other(e)))?;
+                serde_json::to_writer(&mut *w, &r).map_err(|e| werr()(std::io::Error::from(e)))?;
                 w.write_all(b"\n").map_err(werr())
             },
             progress,
@@ -377,8 +377,7 @@ pub fn dump(
                 "namespace",
                 "value",
             ];
-            csv.write_record(columns)
-                .map_err(|e| werr()(std::io::Error::other(e)))?;
+            csv.write_record(columns).map_err(|e| werr()(csv_io(e)))?;
             let stats = records(
                 snapshot,
                 filter,
@@ -402,12 +401,20 @@ pub fn dump(
                         cell(&r.namespace),
                         value,
                     ])
-                    .map_err(|e| werr()(std::io::Error::other(e)))
+                    .map_err(|e| werr()(csv_io(e)))
                 },
                 progress,
             )?;
             csv.flush().map_err(werr())?;
             Ok(stats)
         }
+    }
+}
+
+/// The I/O error inside a CSV error (a closed pipe stays recognisable).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }

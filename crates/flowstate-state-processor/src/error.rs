@@ -38,8 +38,8 @@ pub enum ProcessorError {
         /// The uids it has.
         known: String,
     },
-    /// A state name the operator does not have.
-    #[error("operator `{uid}` has no state `{state}` (it has: {known})")]
+    /// A state name the operator (`*`: every operator asked about) does not have.
+    #[error("operator `{uid}` has no state `{state}` (states: {known})")]
     UnknownState {
         /// The operator.
         uid: String,

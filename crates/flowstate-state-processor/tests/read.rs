@@ -226,3 +226,23 @@ fn filters_select_one_key_one_state_and_key_groups() {
     assert!(text.starts_with("operator,state,kind,key_group,key,namespace,value\n"));
     assert!(text.contains("stats,max,value,"));
 }
+
+#[test]
+fn unknown_names_are_errors_not_empty_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = run_stats(dir.path(), false, 1, input(5, 20));
+    let snapshot = Snapshot::open(&ck).unwrap();
+    for filter in [
+        DumpFilter {
+            state: Some("nope".into()),
+            ..DumpFilter::default()
+        },
+        DumpFilter {
+            uid: Some("nope".into()),
+            ..DumpFilter::default()
+        },
+    ] {
+        let e = records(&snapshot, &filter, |_| Ok(()), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}
