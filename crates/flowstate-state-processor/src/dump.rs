@@ -176,15 +176,16 @@ fn keyed_record(
                 pairs.push((render(uk, k, what)?, render(&f.value, v, what)?));
             }
             if f.timers {
-                r.timers = Some(
-                    pairs
-                        .into_iter()
-                        .map(|(k, _)| match (f.void_namespace, k) {
-                            (true, Value::Array(mut a)) if a.len() == 2 => a.swap_remove(0),
-                            (_, k) => k,
-                        })
-                        .collect(),
-                );
+                let mut timers: Vec<Value> = pairs
+                    .into_iter()
+                    .map(|(k, _)| match (f.void_namespace, k) {
+                        (true, Value::Array(mut a)) if a.len() == 2 => a.swap_remove(0),
+                        (_, k) => k,
+                    })
+                    .collect();
+                // In time order (stored in the order of their encoded bytes).
+                timers.sort_by_key(|t| t.as_i64().or_else(|| t.get(0).and_then(Value::as_i64)));
+                r.timers = Some(timers);
                 return Ok(r);
             }
             map_value(pairs)
