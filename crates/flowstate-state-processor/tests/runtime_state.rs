@@ -1,0 +1,172 @@
+//! The runtime's own state through the state processor: broadcast state dumps as the
+//! job left it, and timers bootstrapped into a savepoint fire in the job that restores
+//! it, once each, on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::state::{MapState, ValueState};
+use flowstate_runtime::{
+    BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction,
+    KeyedProcessFunction, OpenContext, ProcessContext, ReadOnlyContext, RestoreFrom, RuntimeError,
+    TimerContext, WatermarkStrategy, execute,
+};
+use flowstate_state_processor::{Bootstrap, DumpFilter, Snapshot, records};
+
+/// Keeps the latest limit per rule name in broadcast state.
+struct Limits;
+
+impl KeyedBroadcastProcessFunction<u32, u32, (String, i64), String> for Limits {
+    fn process_element(
+        &mut self,
+        _: u32,
+        _: &mut ReadOnlyContext<'_, u32, String>,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn process_broadcast_element(
+        &mut self,
+        (name, limit): (String, i64),
+        ctx: &mut BroadcastContext<'_, String>,
+    ) -> Result<(), RuntimeError> {
+        let state = ctx.broadcast_state(&MapStateDescriptor::<String, i64>::new("limits"))?;
+        MapState::put(&*state, name, limit)?;
+        Ok(())
+    }
+}
+
+#[test]
+fn broadcast_state_dumps_as_the_job_left_it() {
+    for rocksdb in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rules: Vec<(String, i64)> = (0..40).map(|i| (format!("r{}", i % 7), i)).collect();
+        let config = JobConfig::default()
+            .workers(2)
+            .backend(common::backend(dir.path(), rocksdb))
+            .checkpointing(
+                CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20)).unwrap(),
+            );
+        let r = rules.clone();
+        execute(config, move |job| {
+            let rules = job
+                .source_vec_unsplit(r.clone(), |_| 0, WatermarkStrategy::None)
+                .uid("rules");
+            job.source_vec(vec![1u32, 2, 3], |_| 0, WatermarkStrategy::None)
+                .uid("accounts")
+                .key_by(|a: &u32| *a)
+                .connect(rules.broadcast())
+                .process(Limits)
+                .uid("limits")
+                .collect()
+        })
+        .unwrap();
+        let expect: BTreeMap<String, i64> = rules.into_iter().collect();
+        let snapshot = Snapshot::open(dir.path().join("ck")).unwrap();
+        let mut got = BTreeMap::new();
+        records(
+            &snapshot,
+            &DumpFilter {
+                uid: Some("limits".into()),
+                state: Some("limits".into()),
+                ..DumpFilter::default()
+            },
+            |r| {
+                assert_eq!(r.mode.as_deref(), Some("broadcast"));
+                let k = r.key.unwrap().as_str().unwrap().to_string();
+                assert!(got.insert(k, r.value.unwrap().as_i64().unwrap()).is_none());
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(got, expect, "rocksdb: {rocksdb}");
+    }
+}
+
+/// Emits `(key, timestamp)` when a timer fires; counts records in `seen`.
+#[derive(Default)]
+struct Fires(Option<Rc<dyn ValueState<u64>>>);
+
+impl KeyedProcessFunction<String, (String, i64), (String, i64)> for Fires {
+    fn open(&mut self, ctx: &OpenContext<'_, String>) -> Result<(), RuntimeError> {
+        self.0 = Some(ctx.value_state(&ValueStateDescriptor::new("seen"))?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        _: (String, i64),
+        _: &mut ProcessContext<'_, String, (String, i64)>,
+    ) -> Result<(), RuntimeError> {
+        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        s.update(s.value()?.unwrap_or(0) + 1)?;
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut TimerContext<'_, String, (String, i64)>,
+    ) -> Result<(), RuntimeError> {
+        let key = ctx.current_key().clone();
+        ctx.collect((key, ts));
+        Ok(())
+    }
+}
+
+#[test]
+fn bootstrapped_timers_fire_in_the_restored_job() {
+    for rocksdb in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = (0..25).map(|i| format!("k{i}")).collect();
+        let mut b = Bootstrap::new(128, 2).unwrap();
+        b.value_state("fires", "seen", keys.iter().map(|k| (k.clone(), 0u64)))
+            .unwrap();
+        b.timers(
+            "fires",
+            true,
+            keys.iter()
+                .enumerate()
+                .flat_map(|(i, k)| [(k.clone(), 100 + i as i64), (k.clone(), 5000)]),
+        )
+        .unwrap();
+        let sp = b.write(&dir.path().join("boot")).unwrap().path;
+        let config = JobConfig::default()
+            .workers(3)
+            .backend(common::backend(dir.path(), rocksdb))
+            .checkpointing(
+                CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20))
+                    .unwrap()
+                    .restore(RestoreFrom::Path(sp)),
+            );
+        let input: Vec<(String, i64)> = (0..200).map(|i| (format!("k{}", i % 30), i)).collect();
+        let out = execute(config, move |job| {
+            job.source_vec(
+                input.clone(),
+                |(_, t)| *t,
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+            )
+            .uid("events")
+            .key_by(|(k, _): &(String, i64)| k.clone())
+            .process(Fires::default())
+            .uid("fires")
+            .collect()
+        })
+        .unwrap();
+        let mut fired: Vec<(String, i64)> = out.into_iter().flatten().collect();
+        fired.sort();
+        let mut expect: Vec<(String, i64)> = keys
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| [(k.clone(), 100 + i as i64), (k.clone(), 5000)])
+            .collect();
+        expect.sort();
+        assert_eq!(
+            fired, expect,
+            "rocksdb: {rocksdb}: each bootstrapped timer fires once"
+        );
+    }
+}
