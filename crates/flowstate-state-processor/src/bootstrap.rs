@@ -129,6 +129,24 @@ impl Bootstrap {
         Ok(&mut s.contents)
     }
 
+    /// The contents of a state declared with the user's types (the default
+    /// serializer's snapshots, exactly what the job's descriptors store).
+    fn typed<K, V>(
+        &mut self,
+        uid: &str,
+        state: &str,
+        kind: StateKind,
+        user_key: Option<SerializerSnapshot>,
+    ) -> Result<&mut Contents>
+    where
+        K: Serialize + DeserializeOwned + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+    {
+        let value = SerdeSerializer::<V>::new().snapshot();
+        let meta = StateMetaInfo::new::<VoidNamespace>(state, kind, value, user_key);
+        self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)
+    }
+
     /// Value state `state` of operator `uid`: one value per key.
     pub fn value_state<K, V>(
         &mut self,
@@ -140,15 +158,7 @@ impl Bootstrap {
         K: Serialize + DeserializeOwned + 'static,
         V: Serialize + DeserializeOwned + 'static,
     {
-        let meta = StateMetaInfo::new::<VoidNamespace>(
-            state,
-            StateKind::Value,
-            SerdeSerializer::<V>::new().snapshot(),
-            None,
-        );
-        let Contents::Value(m) =
-            self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
-        else {
+        let Contents::Value(m) = self.typed::<K, V>(uid, state, StateKind::Value, None)? else {
             return Err(ProcessorError::Invalid(format!(
                 "`{state}` is not a value state"
             )));
@@ -170,15 +180,7 @@ impl Bootstrap {
         K: Serialize + DeserializeOwned + 'static,
         V: Serialize + DeserializeOwned + 'static,
     {
-        let meta = StateMetaInfo::new::<VoidNamespace>(
-            state,
-            StateKind::List,
-            SerdeSerializer::<V>::new().snapshot(),
-            None,
-        );
-        let Contents::List(m) =
-            self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
-        else {
+        let Contents::List(m) = self.typed::<K, V>(uid, state, StateKind::List, None)? else {
             return Err(ProcessorError::Invalid(format!(
                 "`{state}` is not a list state"
             )));
@@ -204,15 +206,8 @@ impl Bootstrap {
         UK: Serialize + DeserializeOwned + 'static,
         UV: Serialize + DeserializeOwned + 'static,
     {
-        let meta = StateMetaInfo::new::<VoidNamespace>(
-            state,
-            StateKind::Map,
-            SerdeSerializer::<UV>::new().snapshot(),
-            Some(SerdeSerializer::<UK>::new().snapshot()),
-        );
-        let Contents::Map(m) =
-            self.keyed_state(uid, SerdeSerializer::<K>::new().snapshot(), meta)?
-        else {
+        let user_key = Some(SerdeSerializer::<UK>::new().snapshot());
+        let Contents::Map(m) = self.typed::<K, UV>(uid, state, StateKind::Map, user_key)? else {
             return Err(ProcessorError::Invalid(format!(
                 "`{state}` is not a map state"
             )));

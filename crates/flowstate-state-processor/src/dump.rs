@@ -23,7 +23,7 @@ use flowstate_core::serializer::StoredFormat;
 use flowstate_core::snapshot::{RawEntry, StateMetaInfo, payload};
 use flowstate_core::state::StateKind;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::describe::kind_name;
 use crate::error::{ProcessorError, Result, io_err, state_err};
@@ -198,27 +198,10 @@ fn keyed_record(
 
 /// Map entries as an object when every user key is a string or number, else pairs.
 fn map_value(pairs: Vec<(Value, Value)>) -> Value {
-    if pairs
+    let as_object = pairs
         .iter()
-        .all(|(k, _)| matches!(k, Value::String(_) | Value::Number(_)))
-    {
-        let mut m = Map::new();
-        for (k, v) in pairs {
-            let k = match k {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            m.insert(k, v);
-        }
-        Value::Object(m)
-    } else {
-        Value::Array(
-            pairs
-                .into_iter()
-                .map(|(k, v)| Value::Array(vec![k, v]))
-                .collect(),
-        )
-    }
+        .all(|(k, _)| matches!(k, Value::String(_) | Value::Number(_)));
+    flowstate_core::schema::json::map_json(pairs, as_object)
 }
 
 /// Calls `out` with every record `filter` selects, operator by operator (keyed state

@@ -14,24 +14,9 @@ use flowstate_core::keygroup::key_group_for_serialized_key;
 use flowstate_core::snapshot::SnapshotFormat;
 use flowstate_state_processor::describe::describe;
 use flowstate_state_processor::{
-    DumpFilter, DumpFormat, Record, Snapshot, dump, read_lists, read_maps, read_values, records,
+    DumpFilter, DumpFormat, Snapshot, dump, read_lists, read_maps, read_values, records,
 };
 use serde_json::{Value, json};
-
-fn all_records(snapshot: &Snapshot, filter: &DumpFilter) -> Vec<Record> {
-    let mut out = Vec::new();
-    records(
-        snapshot,
-        filter,
-        |r| {
-            out.push(r);
-            Ok(())
-        },
-        |_| {},
-    )
-    .unwrap();
-    out
-}
 
 #[test]
 fn a_dump_equals_what_the_job_wrote_on_both_backends() {
@@ -51,7 +36,7 @@ fn a_dump_equals_what_the_job_wrote_on_both_backends() {
         let mut got: BTreeMap<String, Expected> = BTreeMap::new();
         let mut consumed = 0;
         let mut splits = 0;
-        for r in all_records(&snapshot, &DumpFilter::default()) {
+        for r in common::dump_all(&snapshot, &DumpFilter::default()) {
             if r.operator == "events" {
                 assert_eq!(r.state, "source-splits");
                 assert_eq!(r.mode.as_deref(), Some("list"));
@@ -169,7 +154,7 @@ fn filters_select_one_key_one_state_and_key_groups() {
     let snapshot = Snapshot::open(&ck).unwrap();
     let m = model(&input);
 
-    let one = all_records(
+    let one = common::dump_all(
         &snapshot,
         &DumpFilter {
             uid: Some("stats".into()),
@@ -182,7 +167,7 @@ fn filters_select_one_key_one_state_and_key_groups() {
     assert_eq!(one[0].value, Some(json!(m["k7"].sum)));
 
     let range = flowstate_core::keygroup::KeyGroupRange::new(10, 60).unwrap();
-    let some = all_records(
+    let some = common::dump_all(
         &snapshot,
         &DumpFilter {
             state: Some("max".into()),

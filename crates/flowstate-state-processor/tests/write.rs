@@ -13,7 +13,7 @@ use std::path::Path;
 use common::{SumsRun, input};
 use flowstate_core::keygroup::{key_group_for_serialized_key, key_group_range_for_operator};
 use flowstate_state_processor::{
-    Bootstrap, DumpFilter, Record, Snapshot, Transform, TransformPlan, records, transform,
+    Bootstrap, DumpFilter, Snapshot, Transform, TransformPlan, transform,
 };
 
 fn sums_run<'a>(dir: &'a Path, ck: &'a str, max_p: u32, workers: usize) -> SumsRun<'a> {
@@ -45,21 +45,6 @@ fn model_sums(input: &[(String, u64)], start: &BTreeMap<String, u64>) -> BTreeMa
         *m.entry(k.clone()).or_insert(0) += v;
     }
     m
-}
-
-fn dump_all(snapshot: &Snapshot, filter: &DumpFilter) -> Vec<Record> {
-    let mut out = Vec::new();
-    records(
-        snapshot,
-        filter,
-        |r| {
-            out.push(r);
-            Ok(())
-        },
-        |_| {},
-    )
-    .unwrap();
-    out
 }
 
 #[test]
@@ -114,7 +99,7 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
     assert_eq!(b.json_lines(lines.as_bytes(), "test").unwrap(), 7);
     let w = b.write(&dir.path().join("out")).unwrap();
     let snapshot = Snapshot::open(&w.path).unwrap();
-    let got: Vec<String> = dump_all(&snapshot, &DumpFilter::default())
+    let got: Vec<String> = common::dump_all(&snapshot, &DumpFilter::default())
         .iter()
         .map(|r| {
             let mut r = r.clone();
@@ -192,7 +177,7 @@ fn max_parallelism_128_to_4096_to_256_restores_every_key_once_where_it_belongs()
         assert_eq!(out.max_parallelism(), max_p);
         // Every key once, in its key group under the new max parallelism, with its
         // value; and in the file of the instance that owns that key group.
-        let sums = dump_all(
+        let sums = common::dump_all(
             &out,
             &DumpFilter {
                 uid: Some("sums".into()),
@@ -389,7 +374,7 @@ fn state_level_transforms_drop_rename_filter_and_migrate() {
     let w = transform(&snapshot, &plan, &d.join("out"), |_, _| {}).unwrap();
     let out = Snapshot::open(&w.path).unwrap();
     assert_eq!(out.metadata().parallelism, 3);
-    let rs = dump_all(&out, &DumpFilter::default());
+    let rs = common::dump_all(&out, &DumpFilter::default());
     assert!(rs.iter().all(|r| r.state != "seen" && r.state != "max"));
     assert!(rs.iter().all(|r| r.key != Some(serde_json::json!("k3"))));
     let maximum: BTreeMap<String, u64> =

@@ -140,20 +140,7 @@ fn render_shape<'s>(r: &mut Reader<'_, 's>, schema: &'s Schema, shape: &'s Shape
                 let v = render_in(r, schema, value, Seg::Value)?;
                 pairs.push((k, v));
             }
-            if scalar_key(schema, key) {
-                let mut m = Map::new();
-                for (k, v) in pairs {
-                    m.insert(key_string(k), v);
-                }
-                Value::Object(m)
-            } else {
-                Value::Array(
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| Value::Array(vec![k, v]))
-                        .collect(),
-                )
-            }
+            map_json(pairs, scalar_key(schema, key))
         }
         Shape::Tuple(items) => Value::Array(render_items(r, schema, items)?),
         Shape::Named(name) => {
@@ -220,6 +207,25 @@ fn render_fields<'s>(
         m.insert(f.name.clone(), v);
     }
     Ok(m)
+}
+
+/// Map entries as JSON: an object when `as_object` (keys as strings, as `serde_json`
+/// writes scalar keys), else an array of `[key, value]` pairs.
+pub fn map_json(pairs: Vec<(Value, Value)>, as_object: bool) -> Value {
+    if as_object {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            m.insert(key_string(k), v);
+        }
+        Value::Object(m)
+    } else {
+        Value::Array(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Value::Array(vec![k, v]))
+                .collect(),
+        )
+    }
 }
 
 /// Whether map keys of `shape` are written as JSON object keys (strings).

@@ -222,3 +222,22 @@ impl SumsRun<'_> {
         Ok(all)
     }
 }
+
+/// Every record `filter` selects.
+pub fn dump_all(
+    snapshot: &flowstate_state_processor::Snapshot,
+    filter: &flowstate_state_processor::DumpFilter,
+) -> Vec<flowstate_state_processor::Record> {
+    let mut out = Vec::new();
+    flowstate_state_processor::records(
+        snapshot,
+        filter,
+        |r| {
+            out.push(r);
+            Ok(())
+        },
+        |_| {},
+    )
+    .unwrap();
+    out
+}
