@@ -270,7 +270,9 @@ pub enum ProbeStatus {
 
 /// A stored state schema (`u16` little-endian length, that many bytes of schema JSON)
 /// and a stored value (the rest): checked, skipped, read as JSON, evolved into
-/// [`Probe`] and decoded as it. Anything may fail; nothing may panic.
+/// [`Probe`] and decoded as it, and rendered as the state processor's JSON, which must
+/// encode back to bytes that render the same. Anything else may fail; nothing may
+/// panic.
 pub fn state_schema(data: &[u8]) {
     use flowstate_core::schema::{Schema, de, evolve};
     let Some((len, rest)) = data.split_first_chunk::<2>() else {
@@ -286,4 +288,13 @@ pub fn state_schema(data: &[u8]) {
     let _ = evolve::check::<Probe>(&schema);
     let _ = de::from_bytes::<Probe>(&schema, bytes);
     let _ = flowstate_core::schema::first_difference(&schema, &schema);
+    // The state processor's JSON: what renders encodes back to bytes that render the
+    // same (bytes themselves may differ: map order, `Some(())`).
+    if let Ok(v) = flowstate_core::schema::json::render(&schema, bytes) {
+        let back = flowstate_core::schema::json::encode(&schema, &v)
+            .unwrap_or_else(|e| panic!("rendered {v} does not encode: {e}"));
+        let again = flowstate_core::schema::json::render(&schema, &back)
+            .unwrap_or_else(|e| panic!("encoded {v} does not render: {e}"));
+        assert_eq!(again, v, "render/encode round trip");
+    }
 }

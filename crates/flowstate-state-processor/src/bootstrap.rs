@@ -1,5 +1,5 @@
 //! Bootstrapping a new savepoint from records: keyed value, list and map state, event
-//! and processing timers, and operator list state, from Rust iterators with the
+//! and processing timers, operator list and broadcast state, from Rust iterators with the
 //! user's types or from JSON lines (the records `dump` writes, after declarations of
 //! each state's types).
 //!
@@ -51,7 +51,12 @@ struct Operator {
     key: Option<SerializerSnapshot>,
     keyed: BTreeMap<String, KeyedState>,
     operator: BTreeMap<String, EncodedState>,
+    /// Broadcast states: key and value serializers, entries by key bytes.
+    broadcast: BTreeMap<String, Broadcast>,
 }
+
+/// A broadcast state being bootstrapped.
+type Broadcast = ([SerializerSnapshot; 2], BTreeMap<Vec<u8>, Vec<u8>>);
 
 /// A savepoint being bootstrapped. Records of the same key and state merge: a value
 /// is replaced, list elements append, map entries are added.
@@ -287,6 +292,50 @@ impl Bootstrap {
         )
     }
 
+    /// Broadcast state `state` of `uid` (every instance restores all of it; a later
+    /// entry of the same key replaces an earlier one).
+    pub fn broadcast_state<K, V>(
+        &mut self,
+        uid: &str,
+        state: &str,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()>
+    where
+        K: Serialize + DeserializeOwned + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+    {
+        let serializers = [
+            SerdeSerializer::<K>::new().snapshot(),
+            SerdeSerializer::<V>::new().snapshot(),
+        ];
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| Ok((ser(&k, state)?, ser(&v, state)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.raw_broadcast(uid, state, serializers, entries)
+    }
+
+    fn raw_broadcast(
+        &mut self,
+        uid: &str,
+        state: &str,
+        serializers: [SerializerSnapshot; 2],
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let op = self.operator(uid, None)?;
+        let (declared, map) = op
+            .broadcast
+            .entry(state.to_string())
+            .or_insert_with(|| (serializers.clone(), BTreeMap::new()));
+        if *declared != serializers {
+            return Err(ProcessorError::Invalid(format!(
+                "broadcast state `{state}` of `{uid}` declared twice with different types"
+            )));
+        }
+        map.extend(entries);
+        Ok(())
+    }
+
     fn raw_operator_list(
         &mut self,
         uid: &str,
@@ -438,6 +487,15 @@ impl Bootstrap {
                         vec![Item::Element(item.into())],
                     )?;
                 }
+                Declared::Broadcast {
+                    serializers,
+                    formats,
+                } => {
+                    let [kf, vf] = formats.as_ref();
+                    let k = encode(kf, v.get("key"), "key").map_err(bad)?;
+                    let value = encode(vf, v.get("value"), "value").map_err(bad)?;
+                    self.raw_broadcast(&uid, &state, serializers.clone(), vec![(k, value)])?;
+                }
             }
         }
         Ok(n)
@@ -453,6 +511,21 @@ impl Bootstrap {
             }
             for (name, s) in op.operator {
                 o.operator_state(&name, s);
+            }
+            // Entries sorted by key bytes, as every instance of a job writes them.
+            for (name, (serializers, map)) in op.broadcast {
+                let items = map
+                    .into_iter()
+                    .map(|(k, v)| Item::Pair(k.into(), v.into()))
+                    .collect();
+                o.operator_state(
+                    &name,
+                    EncodedState {
+                        mode: OperatorStateMode::Broadcast,
+                        serializers: serializers.to_vec(),
+                        items,
+                    },
+                );
             }
             for s in op.keyed.into_values() {
                 let id = w.operator(&uid)?.state(s.meta)?;
@@ -509,6 +582,10 @@ enum Declared {
         serializer: SerializerSnapshot,
         value: StoredFormat,
     },
+    Broadcast {
+        serializers: [SerializerSnapshot; 2],
+        formats: Box<[StoredFormat; 2]>,
+    },
 }
 
 /// A type in a declaration: a shape, or a whole schema.
@@ -542,11 +619,28 @@ fn declare(d: &Value) -> std::result::Result<(String, String, Declared), String>
             .ok_or_else(|| format!("a declaration needs a string `{name}`"))
     };
     let (uid, state) = (s("operator")?, s("state")?);
+    if d.get("mode").and_then(Value::as_str) == Some("broadcast") {
+        let key = snapshot_of(d.get("key"), "key")?;
+        let value = snapshot_of(d.get("value"), "value")?;
+        let formats = [StoredFormat::of(&key), StoredFormat::of(&value)];
+        return Ok((
+            uid,
+            state,
+            Declared::Broadcast {
+                serializers: [key, value],
+                formats: Box::new(formats),
+            },
+        ));
+    }
     if let Some(mode) = d.get("mode").and_then(Value::as_str) {
         let union = match mode {
             "list" => false,
             "union" => true,
-            m => return Err(format!("operator state mode `{m}`: `list` or `union`")),
+            m => {
+                return Err(format!(
+                    "operator state mode `{m}`: `list`, `union` or `broadcast`"
+                ));
+            }
         };
         let serializer = snapshot_of(d.get("value"), "value")?;
         let value = StoredFormat::of(&serializer);

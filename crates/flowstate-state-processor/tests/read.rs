@@ -231,3 +231,39 @@ fn unknown_names_are_errors_not_empty_dumps() {
         assert!(e.to_string().contains("nope"), "{e}");
     }
 }
+
+#[test]
+fn namespaced_state_shows_its_namespace() {
+    use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+    use flowstate_core::snapshot::StateMetaInfo;
+    use flowstate_core::state::StateKind;
+    use flowstate_runtime::TimeWindow;
+    use flowstate_state_processor::SavepointWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SavepointWriter::new(128, 1).unwrap();
+    let op = w.operator("win").unwrap();
+    op.keyed(SerdeSerializer::<String>::new().snapshot())
+        .unwrap();
+    let id = op
+        .state(StateMetaInfo::new::<TimeWindow>(
+            "_window_contents",
+            StateKind::Reducing,
+            SerdeSerializer::<u64>::new().snapshot(),
+            None,
+        ))
+        .unwrap();
+    let key = postcard::to_stdvec("a").unwrap();
+    let ns = postcard::to_stdvec(&TimeWindow::new(0, 10)).unwrap();
+    w.put("win", id, &key, &ns, &postcard::to_stdvec(&5u64).unwrap())
+        .unwrap();
+    let written = w.write(dir.path()).unwrap();
+    let rs = common::dump_all(
+        &Snapshot::open(&written.path).unwrap(),
+        &DumpFilter::default(),
+    );
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].kind.as_deref(), Some("reducing"));
+    assert_eq!(rs[0].namespace, Some(json!({"start": 0, "end": 10})));
+    assert_eq!(rs[0].value, Some(json!(5)));
+}

@@ -18,15 +18,21 @@ use flowstate_runtime::{
 };
 use flowstate_state_processor::{Bootstrap, DumpFilter, Snapshot, records};
 
-/// Keeps the latest limit per rule name in broadcast state.
+/// Keeps the latest limit per rule name in broadcast state; emits the whole of it for
+/// every keyed record.
 struct Limits;
 
 impl KeyedBroadcastProcessFunction<u32, u32, (String, i64), String> for Limits {
     fn process_element(
         &mut self,
         _: u32,
-        _: &mut ReadOnlyContext<'_, u32, String>,
+        ctx: &mut ReadOnlyContext<'_, u32, String>,
     ) -> Result<(), RuntimeError> {
+        let mut all = ctx
+            .broadcast_state(&MapStateDescriptor::<String, i64>::new("limits"))?
+            .entries()?;
+        all.sort();
+        ctx.collect(format!("{all:?}"));
         Ok(())
     }
     fn process_broadcast_element(
@@ -38,6 +44,42 @@ impl KeyedBroadcastProcessFunction<u32, u32, (String, i64), String> for Limits {
         MapState::put(&*state, name, limit)?;
         Ok(())
     }
+}
+
+/// The rules job: `rules` broadcast (read by worker 0), `accounts` keyed.
+fn run_limits(config: JobConfig, rules: Vec<(String, i64)>, accounts: Vec<u32>) -> Vec<String> {
+    let out = execute(config, move |job| {
+        let rules = job
+            .source_vec_unsplit(rules.clone(), |_| 0, WatermarkStrategy::None)
+            .uid("rules");
+        job.source_vec(accounts.clone(), |_| 0, WatermarkStrategy::None)
+            .uid("accounts")
+            .key_by(|a: &u32| *a)
+            .connect(rules.broadcast())
+            .process(Limits)
+            .uid("limits")
+            .collect()
+    })
+    .unwrap();
+    out.into_iter().flatten().collect()
+}
+
+#[test]
+fn bootstrapped_broadcast_state_is_on_every_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits: Vec<(String, i64)> = vec![("a".into(), 1), ("b".into(), 2), ("a".into(), 3)];
+    let mut b = Bootstrap::new(128, 2).unwrap();
+    b.broadcast_state("limits", "limits", limits).unwrap();
+    let sp = b.write(&dir.path().join("boot")).unwrap().path;
+    let config = JobConfig::default().workers(3).checkpointing(
+        CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20))
+            .unwrap()
+            .restore(RestoreFrom::Path(sp)),
+    );
+    let out = run_limits(config, vec![], (0..30).collect());
+    assert_eq!(out.len(), 30);
+    let expect = format!("{:?}", vec![("a".to_string(), 3i64), ("b".to_string(), 2)]);
+    assert!(out.iter().all(|o| *o == expect), "{out:?}");
 }
 
 #[test]
@@ -52,19 +94,7 @@ fn broadcast_state_dumps_as_the_job_left_it() {
                 CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20)).unwrap(),
             );
         let r = rules.clone();
-        execute(config, move |job| {
-            let rules = job
-                .source_vec_unsplit(r.clone(), |_| 0, WatermarkStrategy::None)
-                .uid("rules");
-            job.source_vec(vec![1u32, 2, 3], |_| 0, WatermarkStrategy::None)
-                .uid("accounts")
-                .key_by(|a: &u32| *a)
-                .connect(rules.broadcast())
-                .process(Limits)
-                .uid("limits")
-                .collect()
-        })
-        .unwrap();
+        run_limits(config, r, vec![1, 2, 3]);
         let expect: BTreeMap<String, i64> = rules.into_iter().collect();
         let snapshot = Snapshot::open(dir.path().join("ck")).unwrap();
         let mut got = BTreeMap::new();

@@ -87,6 +87,9 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
 {"declare": {"operator": "stats", "state": "seen", "kind": "list", "key": "str", "value": "u64"}}
 {"declare": {"operator": "stats", "state": "by-parity", "kind": "map", "key": "str", "user_key": "u8", "value": "u64"}}
 {"declare": {"operator": "events", "state": "notes", "mode": "list", "value": {"tuple": ["str", "i64"]}}}
+{"declare": {"operator": "events", "state": "rules", "mode": "broadcast", "key": "str", "value": "i64"}}
+{"operator": "events", "state": "rules", "key": "r", "value": 1}
+{"operator": "events", "state": "rules", "key": "r", "value": 2}
 {"operator": "stats", "state": "max", "key": "a", "value": 7}
 {"operator": "stats", "state": "max", "key": "b", "value": 9}
 {"operator": "stats", "state": "seen", "key": "a", "value": [1, 2]}
@@ -96,7 +99,7 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
 {"operator": "events", "state": "notes", "mode": "list", "value": ["x", -5]}
 "#;
     let mut b = Bootstrap::new(256, 2).unwrap();
-    assert_eq!(b.json_lines(lines.as_bytes(), "test").unwrap(), 7);
+    assert_eq!(b.json_lines(lines.as_bytes(), "test").unwrap(), 9);
     let w = b.write(&dir.path().join("out")).unwrap();
     let snapshot = Snapshot::open(&w.path).unwrap();
     let got: Vec<String> = common::dump_all(&snapshot, &DumpFilter::default())
@@ -119,6 +122,7 @@ fn json_lines_bootstrap_every_kind_timers_and_operator_state() {
         r#"{"operator":"stats","state":"by-parity","kind":"map","key":"a","value":{"0":1,"1":2}}"#,
         r#"{"operator":"stats","state":"_timer_state/event","kind":"event timers","key":"a","timers":[100,200]}"#,
         r#"{"operator":"events","state":"notes","mode":"list","value":["x",-5]}"#,
+        r#"{"operator":"events","state":"rules","mode":"broadcast","key":"r","value":2}"#,
     ];
     expect.sort();
     assert_eq!(got, expect);

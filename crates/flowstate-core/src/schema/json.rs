@@ -112,7 +112,14 @@ fn render_shape<'s>(r: &mut Reader<'_, 's>, schema: &'s Schema, shape: &'s Shape
             let b: [u8; 8] = r.take(8)?.try_into().map_err(|_| r.err("f64"))?;
             float(f64::from_le_bytes(b))
         }
-        Shape::Char | Shape::Str => Value::String(r.str()?.to_string()),
+        Shape::Str => Value::String(r.str()?.to_string()),
+        Shape::Char => {
+            let s = r.str()?;
+            if s.chars().count() != 1 {
+                return Err(r.err(format!("a char holds {} characters", s.chars().count())));
+            }
+            Value::String(s.to_string())
+        }
         Shape::Bytes => {
             let n = r.len()?;
             Value::Array(r.take(n)?.iter().map(|b| Value::from(*b)).collect())
