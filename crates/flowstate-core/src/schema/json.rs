@@ -503,6 +503,7 @@ fn encode_shape(
                         }
                         v => return Err(expected(&format!("a variant of `{name}`"), v)),
                     };
+                    // Variant names are unique in a checked schema.
                     let v = variants
                         .iter()
                         .find(|v| v.name == tag)
@@ -678,6 +679,19 @@ mod tests {
         fn arbitrary_bytes_are_refused_or_rendered(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let schema = trace::<Record>().unwrap();
             let _ = render(&schema, &bytes);
+        }
+    }
+
+    #[test]
+    fn schemas_repeating_a_name_are_refused() {
+        // A value is found by name (here and in evolution): a repeated name would be
+        // ambiguous, and serde never makes one.
+        for json in [
+            r#"{"v":1,"root":{"named":"S"},"types":{"S":{"struct":[{"name":"a","shape":"u8"},{"name":"a","shape":"str"}]}}}"#,
+            r#"{"v":1,"root":{"named":"E"},"types":{"E":{"enum":[{"index":0,"name":"A","body":"unit"},{"index":1,"name":"A","body":{"newtype":"u8"}}]}}}"#,
+            r#"{"v":1,"root":{"named":"E"},"types":{"E":{"enum":[{"index":0,"name":"A","body":{"struct":[{"name":"x","shape":"u8"},{"name":"x","shape":"u8"}]}}]}}}"#,
+        ] {
+            assert!(Schema::from_json(json.as_bytes()).is_err(), "{json}");
         }
     }
 

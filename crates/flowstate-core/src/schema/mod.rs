@@ -177,8 +177,8 @@ impl Schema {
     }
 
     /// Checks a schema: known version, every named container defined (a tracer's
-    /// placeholder for an untraced part is a name never defined), variant indices
-    /// unique.
+    /// placeholder for an untraced part is a name never defined), variant indices,
+    /// variant names and field names unique.
     pub fn check(&self) -> Result<(), SchemaError> {
         let s = self;
         if s.v == 0 || s.v > SCHEMA_VERSION {
@@ -198,11 +198,34 @@ impl Schema {
         check(&s.root);
         for def in s.types.values() {
             def.visit_shapes(&mut check);
-            if let TypeDef::Enum(vs) = def {
+            // Names are unique as serde makes them: a value is found by its name
+            // (JSON rendering, evolution), so a repeated one would be ambiguous.
+            let unique_fields = |fs: &[Field]| {
                 let mut seen = HashSet::new();
-                if !vs.iter().all(|v| seen.insert(v.index)) {
-                    return Err(SchemaError::Malformed("duplicate variant index".into()));
+                fs.iter().all(|f| seen.insert(f.name.as_str()))
+            };
+            match def {
+                TypeDef::Enum(vs) => {
+                    let mut seen = HashSet::new();
+                    if !vs.iter().all(|v| seen.insert(v.index)) {
+                        return Err(SchemaError::Malformed("duplicate variant index".into()));
+                    }
+                    let mut names = HashSet::new();
+                    if !vs.iter().all(|v| names.insert(v.name.as_str())) {
+                        return Err(SchemaError::Malformed("duplicate variant name".into()));
+                    }
+                    for v in vs {
+                        if let VariantBody::Struct(fs) = &v.body
+                            && !unique_fields(fs)
+                        {
+                            return Err(SchemaError::Malformed("duplicate field name".into()));
+                        }
+                    }
                 }
+                TypeDef::Struct(fs) if !unique_fields(fs) => {
+                    return Err(SchemaError::Malformed("duplicate field name".into()));
+                }
+                _ => {}
             }
         }
         if let Some(n) = missing {
