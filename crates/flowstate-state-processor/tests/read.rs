@@ -267,3 +267,54 @@ fn namespaced_state_shows_its_namespace() {
     assert_eq!(rs[0].namespace, Some(json!({"start": 0, "end": 10})));
     assert_eq!(rs[0].value, Some(json!(5)));
 }
+
+#[test]
+fn ttl_state_is_described_and_dumped_with_its_timestamps() {
+    use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+    use flowstate_core::snapshot::StateMetaInfo;
+    use flowstate_core::state::{StateKind, VoidNamespace};
+    use flowstate_core::ttl::{ManualClock, TtlSerializer, TtlValue};
+    use flowstate_state_processor::SavepointWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = TtlSerializer::new(
+        SerdeSerializer::<u32>::arc(),
+        std::sync::Arc::new(ManualClock::new(0)),
+    );
+    let mut w = SavepointWriter::new(128, 1).unwrap();
+    let op = w.operator("op").unwrap();
+    op.keyed(SerdeSerializer::<String>::new().snapshot())
+        .unwrap();
+    let id = op
+        .state(StateMetaInfo::new::<VoidNamespace>(
+            "last-seen",
+            StateKind::Value,
+            ttl.snapshot(),
+            None,
+        ))
+        .unwrap();
+    let mut value = Vec::new();
+    ttl.serialize_into(
+        &TtlValue {
+            value: 9,
+            last_access: 1234,
+        },
+        &mut value,
+    )
+    .unwrap();
+    w.put("op", id, &postcard::to_stdvec("k").unwrap(), &[], &value)
+        .unwrap();
+    let snapshot = Snapshot::open(w.write(dir.path()).unwrap().path).unwrap();
+    let d = describe(&snapshot, None, true).unwrap();
+    let s = &d.operators[0].keyed_states[0];
+    assert!(s.ttl, "{s:?}");
+    assert_eq!((s.value.as_str(), s.entries), ("u32", 1));
+    let rs = common::dump_all(&snapshot, &DumpFilter::default());
+    assert_eq!(
+        rs[0].value,
+        Some(json!({"ttl_last_access_ms": 1234, "value": 9}))
+    );
+    // The typed read skips the timestamp.
+    let v: Vec<(String, u32)> = read_values(&snapshot, "op", "last-seen").unwrap();
+    assert_eq!(v, vec![("k".to_string(), 9)]);
+}
