@@ -19,7 +19,8 @@ use crate::AppError;
 #[derive(Subcommand, Debug)]
 pub(crate) enum StateCommand {
     /// Lists a checkpoint's or savepoint's operators and their states (PATH: the
-    /// snapshot's directory, or a checkpoint directory for its newest checkpoint).
+    /// snapshot's directory, or a checkpoint directory for its newest checkpoint, or
+    /// newest savepoint when it has no checkpoint).
     Ls {
         /// Checkpoint or savepoint.
         path: PathBuf,

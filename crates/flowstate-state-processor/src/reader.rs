@@ -51,7 +51,8 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Opens the checkpoint or savepoint in `path` (a directory holding `_metadata`),
-    /// or the newest complete checkpoint of the checkpoint directory `path`. Checks
+    /// or the newest complete checkpoint of the checkpoint directory `path` (its newest
+    /// savepoint when it has no checkpoint). Checks
     /// that every file it names exists with its recorded size.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         let given = path.as_ref();
@@ -67,12 +68,23 @@ impl Snapshot {
             let newest = flowstate_runtime::checkpoint::list_checkpoints(&storage)
                 .map_err(|e| ProcessorError::Metadata(e.to_string()))?
                 .into_iter()
-                .find_map(Result::ok)
-                .ok_or_else(|| ProcessorError::NotASnapshot {
-                    path: dir.clone(),
-                    why: "no `_metadata`, and no complete checkpoint `chk-<id>/_metadata`".into(),
-                })?;
-            (dir.join(&newest.location), newest)
+                .find_map(Result::ok);
+            match newest {
+                Some(m) => (dir.join(&m.location), m),
+                // A directory holding only savepoints (what `transform` and
+                // `bootstrap` write into a new one): its newest savepoint.
+                None => {
+                    let sp =
+                        newest_savepoint(&dir).ok_or_else(|| ProcessorError::NotASnapshot {
+                            path: dir.clone(),
+                            why: "no `_metadata`, no complete checkpoint `chk-<id>/_metadata` and \
+                              no savepoint `savepoints/sp-<id>/_metadata`"
+                                .into(),
+                        })?;
+                    let m = read_metadata(&sp)?;
+                    (sp, m)
+                }
+            }
         };
         let mut root = dir.clone();
         for _ in Path::new(&metadata.location).components() {
@@ -352,6 +364,19 @@ pub(crate) fn merge_operator_states(
         }
     }
     Ok(merged)
+}
+
+/// The savepoint `savepoints/sp-<id>` of `dir` with the highest id and a `_metadata`.
+fn newest_savepoint(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("savepoints"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let id = flowstate_core::checkpoint_metadata::sp_id(e.file_name().to_str()?)?;
+            e.path().join("_metadata").is_file().then(|| (id, e.path()))
+        })
+        .max_by_key(|(id, _)| *id)
+        .map(|(_, p)| p)
 }
 
 fn read_metadata(dir: &Path) -> Result<CheckpointMetadata> {

@@ -57,6 +57,9 @@ fn a_bootstrapped_savepoint_is_where_the_job_continues_from() {
         let written = b.write(&dir.path().join("boot")).unwrap();
         assert_eq!(written.entries, 30);
         assert!(written.path.ends_with("savepoints/sp-1"));
+        // The directory written into opens as its newest savepoint.
+        let opened = Snapshot::open(dir.path().join("boot")).unwrap();
+        assert_eq!(opened.path(), written.path.canonicalize().unwrap());
 
         let input = input(40, 800);
         let run = SumsRun {
