@@ -496,31 +496,11 @@ impl OperatorStateStore {
                 w[0].subtask_index, w[0].path, w[1].path
             )));
         }
-        // Concatenate per state in old-instance order.
-        let mut merged: BTreeMap<String, EncodedState> = BTreeMap::new();
-        for h in handles {
+        // One file at a time: a broadcast state is held once, not once per instance.
+        let mut merged = merge_operator_states(handles.into_iter().map(|h| {
             let bytes = storage.get(&h.path)?;
-            for (name, enc) in parse_operator_file(&bytes, &h.path)? {
-                match merged.get_mut(&name) {
-                    None => {
-                        merged.insert(name, enc);
-                    }
-                    Some(m) if m.mode != enc.mode => {
-                        return Err(StateError::corrupt(
-                            &h.path,
-                            format!(
-                                "state `{name}` is {} here but {} elsewhere",
-                                enc.mode.describe(),
-                                m.mode.describe()
-                            ),
-                        ));
-                    }
-                    // Broadcast state is identical everywhere: keep the lowest instance's copy.
-                    Some(m) if m.mode == OperatorStateMode::Broadcast => {}
-                    Some(m) => m.items.extend(enc.items),
-                }
-            }
-        }
+            Ok((h.path.clone(), parse_operator_file(&bytes, &h.path)?))
+        }))?;
         for enc in merged.values_mut() {
             if enc.mode == OperatorStateMode::SplitDistribute {
                 let range = even_split(
@@ -537,6 +517,47 @@ impl OperatorStateStore {
             restored: RefCell::new(merged),
         })
     }
+}
+
+/// Merges the operator states of every old instance (`(path, states)` in instance
+/// order, read lazily; the first error stops the merge) as a restore sees them before redistributing: list items concatenated in
+/// instance order, broadcast state once (identical everywhere: the lowest instance's
+/// copy). A state whose mode or serializers differ between instances is refused (its
+/// items could not be read with one serializer).
+pub fn merge_operator_states(
+    files: impl IntoIterator<Item = StateResult<(String, Vec<(String, EncodedState)>)>>,
+) -> StateResult<BTreeMap<String, EncodedState>> {
+    let mut merged: BTreeMap<String, EncodedState> = BTreeMap::new();
+    for file in files {
+        let (path, states) = file?;
+        let path = path.as_str();
+        for (name, enc) in states {
+            match merged.get_mut(&name) {
+                None => {
+                    merged.insert(name, enc);
+                }
+                Some(m) if m.mode != enc.mode => {
+                    return Err(StateError::corrupt(
+                        path,
+                        format!(
+                            "state `{name}` is {} here but {} elsewhere",
+                            enc.mode.describe(),
+                            m.mode.describe()
+                        ),
+                    ));
+                }
+                Some(m) if m.serializers != enc.serializers => {
+                    return Err(StateError::corrupt(
+                        path,
+                        format!("state `{name}` has other serializers here than elsewhere"),
+                    ));
+                }
+                Some(m) if m.mode == OperatorStateMode::Broadcast => {}
+                Some(m) => m.items.extend(enc.items),
+            }
+        }
+    }
+    Ok(merged)
 }
 
 /// The part of `n` items that instance `index` of `parts` receives under even-split
@@ -669,7 +690,71 @@ impl OperatorSnapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::even_split;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn state(mode: OperatorStateMode, identity: &str, items: &[u8]) -> EncodedState {
+        EncodedState {
+            mode,
+            serializers: vec![SerializerSnapshot {
+                identity: identity.into(),
+                version: 1,
+                schema: vec![],
+            }],
+            items: items
+                .iter()
+                .map(|b| Item::Element(Bytes::from(vec![*b])))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merging_concatenates_lists_keeps_one_broadcast_copy_and_refuses_disagreement() {
+        let file = |path: &str, states: Vec<(&str, EncodedState)>| {
+            Ok((
+                path.to_string(),
+                states
+                    .into_iter()
+                    .map(|(n, s)| (n.to_string(), s))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let split = OperatorStateMode::SplitDistribute;
+        let bcast = OperatorStateMode::Broadcast;
+        let merged = merge_operator_states([
+            file(
+                "0",
+                vec![
+                    ("l", state(split, "a", &[1, 2])),
+                    ("b", state(bcast, "a", &[9])),
+                ],
+            ),
+            file(
+                "1",
+                vec![
+                    ("l", state(split, "a", &[3])),
+                    ("b", state(bcast, "a", &[9])),
+                ],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(merged["l"], state(split, "a", &[1, 2, 3]));
+        assert_eq!(merged["b"], state(bcast, "a", &[9]));
+        for other in [
+            state(OperatorStateMode::Union, "a", &[3]),
+            state(split, "b", &[3]),
+        ] {
+            let e = merge_operator_states([
+                file("0", vec![("l", state(split, "a", &[1]))]),
+                file("1", vec![("l", other)]),
+            ])
+            .unwrap_err();
+            assert!(
+                matches!(e, StateError::CorruptSnapshot { ref path, .. } if path == "1"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn even_split_is_contiguous_and_balanced() {

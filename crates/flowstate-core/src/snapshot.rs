@@ -495,6 +495,24 @@ pub struct RawEntry<'a> {
     pub payload: &'a [u8],
 }
 
+/// Checks that an entry's key belongs to the key group it is stored under (every
+/// reader of a keyed snapshot does: a key in the wrong group would be lost on rescale).
+pub fn check_entry_key_group(
+    path: &str,
+    state: &str,
+    key: &[u8],
+    key_group: u32,
+    max_parallelism: u32,
+) -> StateResult<()> {
+    if crate::keygroup::key_group_for_serialized_key(key, max_parallelism) != key_group {
+        return Err(StateError::corrupt(
+            path,
+            format!("state `{state}`: a key stored in key group {key_group} belongs elsewhere"),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses every entry of a section.
 pub fn section_entries<'a>(section: &'a [u8], path: &'a str) -> StateResult<Vec<RawEntry<'a>>> {
     let mut r = ByteReader::new(section, path);

@@ -18,10 +18,10 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use flowstate_core::error::{StateError, StateResult};
-use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::serializer::{MigrationReader, TypeSerializer};
 use flowstate_core::snapshot::{
-    EntryEncoder, KeyedStateWriter, StateMetaInfo, payload, section_entries,
+    EntryEncoder, KeyedStateWriter, StateMetaInfo, check_entry_key_group, payload, section_entries,
 };
 use flowstate_core::ttl::{StateTtlConfig, TtlStorage, filter_snapshot_writer};
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -302,14 +302,7 @@ where
                     range: self.range,
                 })?;
             for e in section_entries(section, path)? {
-                if key_group_for_serialized_key(e.key, self.max_parallelism) != *kg {
-                    return Err(StateError::CorruptSnapshot {
-                        path: path.to_string(),
-                        detail: format!(
-                            "state `{name}`: a key stored in key group {kg} belongs elsewhere"
-                        ),
-                    });
-                }
+                check_entry_key_group(path, name, e.key, *kg, self.max_parallelism)?;
                 let key = self.key_ser.deserialize(e.key).map_err(ser_err(name))?;
                 let ns = self
                     .ns_ser

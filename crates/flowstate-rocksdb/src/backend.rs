@@ -21,7 +21,8 @@ use flowstate_core::serializer::{
 };
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, SnapshotFormat, StateMetaInfo,
-    check_header_consistency, check_kind, payload, section_entries, visit_keyed_state,
+    check_entry_key_group, check_header_consistency, check_kind, payload, section_entries,
+    visit_keyed_state,
 };
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
@@ -259,14 +260,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     .ok_or_else(|| StateError::UnknownState(name.to_string()))?;
                 let mut batch = WriteBatch::default();
                 for e in section_entries(&section, path)? {
-                    if key_group_for_serialized_key(e.key, max_p) != kg {
-                        return Err(StateError::corrupt(
-                            path,
-                            format!(
-                                "state `{name}`: a key stored in key group {kg} belongs elsewhere"
-                            ),
-                        ));
-                    }
+                    check_entry_key_group(path, name, e.key, kg, max_p)?;
                     let mut k = key_prefix(kg, max_p, e.key)?;
                     put_vbytes(&mut k, e.namespace)?;
                     match meta.kind {

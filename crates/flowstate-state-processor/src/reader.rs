@@ -7,17 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flowstate_core::StateError;
 use flowstate_core::checkpoint_metadata::{CheckpointMetadata, OperatorSnapshotMeta};
 use flowstate_core::format::{KIND_KEYED_MANAGED, KeyGroupFileReader};
 use flowstate_core::keygroup::KeyGroupRange;
-use flowstate_core::operator::{EncodedState, parse_operator_file};
+use flowstate_core::operator::{EncodedState, merge_operator_states, parse_operator_file};
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
-    KeyedStateHandle, RawEntry, SnapshotFormat, StateMetaInfo, check_header_consistency,
-    decode_header, section_entries, visit_keyed_state,
+    KeyedStateHandle, RawEntry, SnapshotFormat, StateMetaInfo, check_entry_key_group,
+    check_header_consistency, decode_header, section_entries, visit_keyed_state,
 };
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_core::{StateError, StateResult};
 use flowstate_storage::ObjectCheckpointStorage;
 
 use crate::error::{ProcessorError, Result, io_err, state_err};
@@ -289,17 +289,7 @@ impl Snapshot {
             |header| check_header_consistency(&mut key_serializer, &mut kinds, header),
             |header, meta, kg, section| {
                 for e in section_entries(&section, &header.path)? {
-                    let owner =
-                        flowstate_core::keygroup::key_group_for_serialized_key(e.key, max_p);
-                    if owner != kg {
-                        return Err(StateError::corrupt(
-                            &header.path,
-                            format!(
-                                "state `{}`: a key stored in key group {kg} belongs to {owner}",
-                                meta.name
-                            ),
-                        ));
-                    }
+                    check_entry_key_group(&header.path, &meta.name, e.key, kg, max_p)?;
                     if let Err(e) = f(meta, kg, e) {
                         failure = Some(e);
                         return Err(StateError::InvalidArgument("stopped".into()));
@@ -314,56 +304,17 @@ impl Snapshot {
         visited.map_err(state_err(format!("keyed state of `{uid}`")))
     }
 
-    /// The operator state of `uid`: per instance, its states by name.
-    pub fn operator_states(&self, uid: &str) -> Result<Vec<(u32, BTreeMap<String, EncodedState>)>> {
-        let op = self.operator(uid)?;
-        let mut out = Vec::new();
-        for h in &op.operator {
-            let what = format!("operator state {}", h.path);
-            let bytes = self
-                .storage
-                .get(&h.path)
-                .map_err(|e| state_err(&what)(e.into()))?;
-            let states = parse_operator_file(&bytes, &h.path).map_err(state_err(&what))?;
-            out.push((h.subtask_index, states.into_iter().collect()));
-        }
-        Ok(out)
-    }
-
-    /// The operator state of `uid` merged over its instances: list elements of every
-    /// instance in instance order; broadcast state once (every instance holds the
-    /// same copy).
+    /// The operator state of `uid` merged over its instances as a restore reads it
+    /// ([`merge_operator_states`]): list elements of every instance in instance
+    /// order, broadcast state once (every instance holds the same copy).
     pub fn merged_operator_states(&self, uid: &str) -> Result<BTreeMap<String, EncodedState>> {
-        merge_operator_states(self.operator_states(uid)?).map_err(state_err(uid))
+        let op = self.operator(uid)?;
+        merge_operator_states(op.operator.iter().map(|h| {
+            let bytes = self.storage.get(&h.path)?;
+            Ok((h.path.clone(), parse_operator_file(&bytes, &h.path)?))
+        }))
+        .map_err(state_err(format!("operator state of `{uid}`")))
     }
-}
-
-/// Merges per-instance operator states: lists concatenated, broadcast state once.
-pub(crate) fn merge_operator_states(
-    per_instance: Vec<(u32, BTreeMap<String, EncodedState>)>,
-) -> StateResult<BTreeMap<String, EncodedState>> {
-    let mut merged: BTreeMap<String, EncodedState> = BTreeMap::new();
-    for (_, states) in per_instance {
-        for (name, s) in states {
-            match merged.get_mut(&name) {
-                None => {
-                    merged.insert(name, s);
-                }
-                Some(m) if m.mode != s.mode || m.serializers != s.serializers => {
-                    return Err(StateError::corrupt(
-                        &name,
-                        "instances disagree on the state's mode or serializers",
-                    ));
-                }
-                Some(m) => {
-                    if m.mode != flowstate_core::operator::OperatorStateMode::Broadcast {
-                        m.items.extend(s.items);
-                    }
-                }
-            }
-        }
-    }
-    Ok(merged)
 }
 
 /// The savepoint `savepoints/sp-<id>` of `dir` with the highest id and a `_metadata`.

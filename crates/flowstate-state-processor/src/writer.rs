@@ -567,12 +567,11 @@ mod tests {
         assert_eq!(shares[0]["union"].items.len(), 5);
         assert!(shares[1]["union"].items.is_empty());
         assert_eq!(shares[1]["bcast"].items.len(), 5);
-        let merged = crate::reader::merge_operator_states(
+        let merged = flowstate_core::operator::merge_operator_states(
             shares
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| (i as u32, s))
-                .collect(),
+                .map(|(i, s)| Ok((format!("{i}.ops"), s.into_iter().collect()))),
         )
         .unwrap();
         assert_eq!(merged, states);
