@@ -104,6 +104,12 @@ pub struct OperatorStateDescription {
     pub items: u64,
 }
 
+/// Whether `name` is one of the runtime's timer states (map states whose user keys are
+/// `(timestamp, namespace)`).
+pub fn is_timer_state(name: &str) -> bool {
+    name == EVENT_TIMER_STATE || name == PROCESSING_TIMER_STATE
+}
+
 /// The kind of a state as shown: timers by their runtime role.
 pub fn kind_name(meta: &StateMetaInfo) -> String {
     if meta.name == EVENT_TIMER_STATE {

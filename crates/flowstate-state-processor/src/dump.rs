@@ -25,7 +25,7 @@ use flowstate_core::state::StateKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::describe::kind_name;
+use crate::describe::{is_timer_state, kind_name};
 use crate::error::{ProcessorError, Result, io_err, state_err};
 use crate::reader::Snapshot;
 
@@ -117,7 +117,7 @@ impl StateFormats {
             namespace,
             value: StoredFormat::of(&meta.value_serializer),
             user_key: meta.user_key_serializer.as_ref().map(StoredFormat::of),
-            timers: kind_name(meta).ends_with("timers"),
+            timers: is_timer_state(&meta.name),
         }
     }
 }

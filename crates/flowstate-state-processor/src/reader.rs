@@ -40,6 +40,10 @@ pub struct Snapshot {
     /// Native snapshots converted to canonical ones, per operator (made on first use,
     /// in a temporary directory removed when this value drops).
     converted: RefCell<HashMap<String, Vec<KeyedStateHandle>>>,
+    /// Keyed headers and merged operator states already read, per operator (the
+    /// snapshot never changes while open; callers ask for them repeatedly).
+    headers: RefCell<HashMap<String, Option<KeyedHeader>>>,
+    operator_states: RefCell<HashMap<String, BTreeMap<String, EncodedState>>>,
     scratch: RefCell<Option<(tempfile::TempDir, Arc<dyn CheckpointStorage>)>>,
 }
 
@@ -109,6 +113,8 @@ impl Snapshot {
             metadata,
             storage,
             converted: RefCell::new(HashMap::new()),
+            headers: RefCell::new(HashMap::new()),
+            operator_states: RefCell::new(HashMap::new()),
             scratch: RefCell::new(None),
         })
     }
@@ -161,21 +167,23 @@ impl Snapshot {
                 "operator `{uid}` mixes canonical and native keyed snapshots"
             )));
         }
-        let scratch = self.scratch_storage()?;
+        let (scratch_dir, scratch) = self.scratch()?;
         if let Some(h) = self.converted.borrow().get(uid) {
             return Ok((scratch, h.clone()));
         }
-        let handles = self.convert_native(uid, &op.keyed, &scratch)?;
+        let handles = self.convert_native(uid, &op.keyed, &scratch_dir, &scratch)?;
         self.converted
             .borrow_mut()
             .insert(uid.to_string(), handles.clone());
         Ok((scratch, handles))
     }
 
-    fn scratch_storage(&self) -> Result<Arc<dyn CheckpointStorage>> {
+    /// The scratch directory (made on first use) and the storage of its canonical
+    /// copies.
+    fn scratch(&self) -> Result<(PathBuf, Arc<dyn CheckpointStorage>)> {
         let mut slot = self.scratch.borrow_mut();
-        if let Some((_, s)) = slot.as_ref() {
-            return Ok(s.clone());
+        if let Some((d, s)) = slot.as_ref() {
+            return Ok((d.path().to_path_buf(), s.clone()));
         }
         let dir = tempfile::Builder::new()
             .prefix("flowstate-state-")
@@ -187,8 +195,9 @@ impl Snapshot {
             ObjectCheckpointStorage::existing_local(dir.path().join("canonical"))
                 .map_err(|e| ProcessorError::Metadata(e.to_string()))?,
         );
+        let path = dir.path().to_path_buf();
         *slot = Some((dir, storage.clone()));
-        Ok(storage)
+        Ok((path, storage))
     }
 
     #[cfg(feature = "rocksdb")]
@@ -196,15 +205,11 @@ impl Snapshot {
         &self,
         uid: &str,
         handles: &[KeyedStateHandle],
+        scratch_dir: &Path,
         scratch: &Arc<dyn CheckpointStorage>,
     ) -> Result<Vec<KeyedStateHandle>> {
         use flowstate_core::snapshot::AsyncKeyedSnapshot;
-        let work = self
-            .scratch
-            .borrow()
-            .as_ref()
-            .map(|(d, _)| d.path().join("rocksdb"))
-            .ok_or_else(|| ProcessorError::Invalid("no scratch directory".into()))?;
+        let work = scratch_dir.join("rocksdb");
         std::fs::create_dir_all(&work).map_err(io_err("creating a scratch directory"))?;
         let mut out = Vec::new();
         for (i, h) in handles.iter().enumerate() {
@@ -225,6 +230,7 @@ impl Snapshot {
         &self,
         uid: &str,
         _handles: &[KeyedStateHandle],
+        _scratch_dir: &Path,
         _scratch: &Arc<dyn CheckpointStorage>,
     ) -> Result<Vec<KeyedStateHandle>> {
         Err(ProcessorError::Invalid(format!(
@@ -236,6 +242,17 @@ impl Snapshot {
     /// The keyed header of `uid` (`None`: it has no keyed state), read from every
     /// file's header and checked for agreement.
     pub fn keyed_header(&self, uid: &str) -> Result<Option<KeyedHeader>> {
+        if let Some(h) = self.headers.borrow().get(uid) {
+            return Ok(h.clone());
+        }
+        let header = self.read_keyed_header(uid)?;
+        self.headers
+            .borrow_mut()
+            .insert(uid.to_string(), header.clone());
+        Ok(header)
+    }
+
+    fn read_keyed_header(&self, uid: &str) -> Result<Option<KeyedHeader>> {
         let (storage, handles) = self.canonical(uid)?;
         let mut key_serializer = None;
         let mut kinds = HashMap::new();
@@ -308,12 +325,19 @@ impl Snapshot {
     /// ([`merge_operator_states`]): list elements of every instance in instance
     /// order, broadcast state once (every instance holds the same copy).
     pub fn merged_operator_states(&self, uid: &str) -> Result<BTreeMap<String, EncodedState>> {
+        if let Some(m) = self.operator_states.borrow().get(uid) {
+            return Ok(m.clone());
+        }
         let op = self.operator(uid)?;
-        merge_operator_states(op.operator.iter().map(|h| {
+        let merged = merge_operator_states(op.operator.iter().map(|h| {
             let bytes = self.storage.get(&h.path)?;
             Ok((h.path.clone(), parse_operator_file(&bytes, &h.path)?))
         }))
-        .map_err(state_err(format!("operator state of `{uid}`")))
+        .map_err(state_err(format!("operator state of `{uid}`")))?;
+        self.operator_states
+            .borrow_mut()
+            .insert(uid.to_string(), merged.clone());
+        Ok(merged)
     }
 }
 

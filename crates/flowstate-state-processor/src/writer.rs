@@ -22,7 +22,8 @@ use flowstate_core::operator::{
 };
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
-    AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateWriter, StateMetaInfo, check_kind,
+    AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateWriter, RawEntry, StateMetaInfo,
+    check_kind, section_entries,
 };
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_runtime::ownership::claim_checkpoint_dir;
@@ -393,20 +394,22 @@ struct Expected {
     operator: BTreeMap<String, BTreeMap<String, EncodedState>>,
 }
 
-fn entry_digest(kg: u32, key: &[u8], namespace: &[u8], payload: &[u8]) -> StateResult<u64> {
+/// Counts an entry into `(entries, digest)`: the digest is a wrapping sum of XXH3
+/// over (key group, key, namespace, payload), so the order entries come in does not
+/// matter.
+fn add_entry(d: &mut (u64, u64), kg: u32, e: &RawEntry<'_>) -> StateResult<()> {
     let mut buf = kg.to_le_bytes().to_vec();
-    put_vbytes(&mut buf, key)?;
-    put_vbytes(&mut buf, namespace)?;
-    put_vbytes(&mut buf, payload)?;
-    Ok(xxh3_64(&buf))
+    put_vbytes(&mut buf, e.key)?;
+    put_vbytes(&mut buf, e.namespace)?;
+    put_vbytes(&mut buf, e.payload)?;
+    d.0 += 1;
+    d.1 = d.1.wrapping_add(xxh3_64(&buf));
+    Ok(())
 }
 
 fn digest_section(d: &mut (u64, u64), kg: u32, section: &[u8], state: &str) -> Result<()> {
-    for e in flowstate_core::snapshot::section_entries(section, state).map_err(state_err(state))? {
-        d.0 += 1;
-        d.1 = d.1.wrapping_add(
-            entry_digest(kg, e.key, e.namespace, e.payload).map_err(state_err(state))?,
-        );
+    for e in section_entries(section, state).map_err(state_err(state))? {
+        add_entry(d, kg, &e).map_err(state_err(state))?;
     }
     Ok(())
 }
@@ -417,22 +420,13 @@ fn verify(path: &Path, expected: &Expected) -> Result<()> {
     let snapshot = Snapshot::open(path)?;
     let mut got = Expected::default();
     for uid in snapshot.uids() {
-        if snapshot.keyed_header(uid)?.is_some() {
+        if let Some(header) = snapshot.keyed_header(uid)? {
             let mut d: HashMap<String, (u64, u64)> = HashMap::new();
             snapshot.for_each_entry(uid, None, |meta, kg, e| {
-                let x = d.entry(meta.name.clone()).or_default();
-                x.0 += 1;
-                x.1 = x.1.wrapping_add(
-                    entry_digest(kg, e.key, e.namespace, e.payload)
-                        .map_err(state_err(&meta.name))?,
-                );
-                Ok(())
+                add_entry(d.entry(meta.name.clone()).or_default(), kg, &e)
+                    .map_err(state_err(&meta.name))
             })?;
-            for m in snapshot
-                .keyed_header(uid)?
-                .map(|h| h.states)
-                .unwrap_or_default()
-            {
+            for m in header.states {
                 let x = d.remove(&m.name).unwrap_or_default();
                 got.keyed.insert((uid.to_string(), m.name), x);
             }

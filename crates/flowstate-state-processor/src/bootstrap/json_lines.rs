@@ -9,10 +9,11 @@ use flowstate_core::schema::Schema;
 use flowstate_core::serializer::{SerializerSnapshot, StoredFormat};
 use flowstate_core::snapshot::StateMetaInfo;
 use flowstate_core::state::{StateKind, VoidNamespace};
-use flowstate_runtime::{EVENT_TIMER_STATE, PROCESSING_TIMER_STATE};
+use flowstate_runtime::EVENT_TIMER_STATE;
 use serde_json::Value;
 
 use super::{Bootstrap, Contents};
+use crate::describe::is_timer_state;
 use crate::error::{ProcessorError, Result};
 
 impl Bootstrap {
@@ -54,7 +55,7 @@ impl Bootstrap {
             };
             let (uid, state) = (field("operator")?, field("state")?);
             n += 1;
-            if state == EVENT_TIMER_STATE || state == PROCESSING_TIMER_STATE {
+            if is_timer_state(&state) {
                 let key_format = keys
                     .get(&uid)
                     .ok_or_else(|| bad(format!("declare a keyed state of `{uid}` first")))?;
