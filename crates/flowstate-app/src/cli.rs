@@ -52,6 +52,24 @@ pub(crate) enum Command<A: Args> {
         /// Checkpoint directory.
         dir: PathBuf,
     },
+    /// Looks up queryable state of a running job (`--query-addr`): with no state,
+    /// lists the queryable states; with one key prints its value, with several a
+    /// batch answer (JSON).
+    Query {
+        /// The job's query address (any process, or the supervisor's gateway).
+        addr: String,
+        /// The queryable state's name.
+        state: Option<String>,
+        /// Keys as JSON (`42`, `"alice"`, `[1,2]`), or plain text for string keys.
+        keys: Vec<String>,
+        /// `live` (the owning worker's current state) or `committed` (the last
+        /// completed checkpoint's).
+        #[arg(long, default_value = "live")]
+        consistency: String,
+        /// Map state: only this user key's value (JSON, or plain text).
+        #[arg(long)]
+        user_key: Option<String>,
+    },
     /// Reads, writes and transforms checkpoints and savepoints offline (no job code
     /// needed: values are rendered through the schemas stored with them).
     #[command(subcommand)]
@@ -132,6 +150,16 @@ pub struct RunOptions {
     /// for several); the state of any other missing operator still refuses the start.
     #[arg(long = "drop-state-of", value_name = "UID")]
     pub drop_state_of: Vec<String>,
+    /// Serve the job's queryable states over HTTP here (`127.0.0.1:8081`). With
+    /// several processes this is the supervisor's gateway (the same address across
+    /// restarts) and process `i` serves at the next port plus `i`, unless
+    /// `--query-peers` names their addresses.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub query_addr: Option<String>,
+    /// The query address of every process, comma-separated, in process order (for
+    /// processes on several machines); process `i` listens on the `i`-th.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    pub query_peers: Vec<String>,
     /// Start empty (ignore existing checkpoints).
     #[arg(long)]
     pub fresh: bool,

@@ -2,8 +2,9 @@
 //! `flowstate` command has — `run` (workers, several processes under the restart-all
 //! supervisor, backend, checkpoint directory and interval, restore from a checkpoint
 //! or savepoint, claim, fresh start), `savepoint` (asks the running job for one and
-//! waits), `checkpoints` (lists a directory's checkpoints) and `state` (reads, writes
-//! and transforms checkpoints and savepoints offline) — with logging set up
+//! waits), `checkpoints` (lists a directory's checkpoints), `state` (reads, writes
+//! and transforms checkpoints and savepoints offline) and `query` (looks up the
+//! queryable state of a job run with `--query-addr`) — with logging set up
 //! (`RUST_LOG`, default `info`, on stderr) and a progress line on a terminal.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@
 
 mod cli;
 mod inspect;
+mod query;
 mod run;
 mod state;
 mod supervisor;
@@ -73,6 +75,9 @@ pub enum AppError {
     /// A state-processor command failed.
     #[error(transparent)]
     State(#[from] flowstate_state_processor::ProcessorError),
+    /// A look-up of queryable state failed.
+    #[error(transparent)]
+    Query(#[from] flowstate_query_client::ClientError),
 }
 
 impl AppError {
@@ -137,6 +142,19 @@ where
         } => inspect::savepoint(&dir, native, stop, timeout),
         cli::Command::Checkpoints { dir } => inspect::checkpoints_table(&dir),
         cli::Command::State(command) => state::run(command),
+        cli::Command::Query {
+            addr,
+            state,
+            keys,
+            consistency,
+            user_key,
+        } => query::run(
+            &addr,
+            state.as_deref(),
+            &keys,
+            &consistency,
+            user_key.as_deref(),
+        ),
     }
 }
 

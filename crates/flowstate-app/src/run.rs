@@ -28,10 +28,21 @@ where
 {
     let cluster = match opts.process {
         Some(process) => Some(Cluster::new(process, opts.addresses.clone())),
-        None if opts.processes > 1 => return crate::supervisor::supervise(opts),
+        None if opts.processes > 1 => {
+            // Held while the supervisor runs: one address across the restarts.
+            let _gateway = crate::query::gateway(opts)?;
+            return crate::supervisor::supervise(opts);
+        }
         None => None,
     };
-    let config = job_config(opts, cluster)?;
+    let queries = crate::query::serve(
+        opts,
+        cluster.as_ref().map(|c| (c.process, c.addresses.len())),
+    )?;
+    let mut config = job_config(opts, cluster)?;
+    if let Some((hub, _)) = &queries {
+        config = config.queries(hub.clone());
+    }
     let started = Instant::now();
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(Duration::from_millis(200));

@@ -64,7 +64,8 @@ const REPORT_MS: i64 = 10_000;
 
 impl KeyedProcessFunction<u64, (u64, u64, i64), String> for Counts {
     fn open(&mut self, ctx: &OpenContext<'_, u64>) -> Result<(), RuntimeError> {
-        self.state = Some(ctx.value_state(&ValueStateDescriptor::new("count-sum"))?);
+        self.state =
+            Some(ctx.value_state(&ValueStateDescriptor::new("count-sum").queryable("counts"))?);
         Ok(())
     }
     fn process_element(

@@ -61,6 +61,7 @@ pub struct ValueStateDescriptor<T> {
     default: Option<T>,
     ttl: Option<StateTtlConfig>,
     ttl_storage: Option<TtlStorage<T>>,
+    queryable: Option<String>,
 }
 
 impl<T: Clone> Clone for ValueStateDescriptor<T> {
@@ -71,6 +72,7 @@ impl<T: Clone> Clone for ValueStateDescriptor<T> {
             default: self.default.clone(),
             ttl: self.ttl.clone(),
             ttl_storage: self.ttl_storage.clone(),
+            queryable: self.queryable.clone(),
         }
     }
 }
@@ -94,6 +96,7 @@ impl<T> ValueStateDescriptor<T> {
             default: None,
             ttl: None,
             ttl_storage: None,
+            queryable: None,
         }
     }
     /// Returns `value` from `value()` instead of `None` when nothing is stored.
@@ -104,6 +107,17 @@ impl<T> ValueStateDescriptor<T> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Exposes this state to queries under `name` (see the runtime's `query`
+    /// module): a job's queryable names are unique; a state without one is never
+    /// exposed.
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+    /// The name this state is queryable under, if it is.
+    pub fn queryable_name(&self) -> Option<&str> {
+        self.queryable.as_deref()
     }
 
     /// Gives the state a time to live (see [`crate::ttl`]). A config with
@@ -150,6 +164,7 @@ pub struct ListStateDescriptor<T> {
     serializer: Arc<dyn TypeSerializer<T>>,
     ttl: Option<StateTtlConfig>,
     ttl_storage: Option<TtlStorage<T>>,
+    queryable: Option<String>,
 }
 
 impl<T> Clone for ListStateDescriptor<T> {
@@ -159,6 +174,7 @@ impl<T> Clone for ListStateDescriptor<T> {
             serializer: self.serializer.clone(),
             ttl: self.ttl.clone(),
             ttl_storage: self.ttl_storage.clone(),
+            queryable: self.queryable.clone(),
         }
     }
 }
@@ -181,11 +197,23 @@ impl<T> ListStateDescriptor<T> {
             serializer,
             ttl: None,
             ttl_storage: None,
+            queryable: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Exposes this state to queries under `name` (see the runtime's `query`
+    /// module): a job's queryable names are unique; a state without one is never
+    /// exposed.
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+    /// The name this state is queryable under, if it is.
+    pub fn queryable_name(&self) -> Option<&str> {
+        self.queryable.as_deref()
     }
 
     /// Gives the state a time to live (see [`crate::ttl`]). A config with
@@ -225,6 +253,7 @@ pub struct MapStateDescriptor<K, V> {
     value_serializer: Arc<dyn TypeSerializer<V>>,
     ttl: Option<StateTtlConfig>,
     ttl_storage: Option<TtlStorage<V>>,
+    queryable: Option<String>,
 }
 
 impl<K, V> Clone for MapStateDescriptor<K, V> {
@@ -235,6 +264,7 @@ impl<K, V> Clone for MapStateDescriptor<K, V> {
             value_serializer: self.value_serializer.clone(),
             ttl: self.ttl.clone(),
             ttl_storage: self.ttl_storage.clone(),
+            queryable: self.queryable.clone(),
         }
     }
 }
@@ -267,11 +297,23 @@ impl<K, V> MapStateDescriptor<K, V> {
             value_serializer,
             ttl: None,
             ttl_storage: None,
+            queryable: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Exposes this state to queries under `name` (see the runtime's `query`
+    /// module): a job's queryable names are unique; a state without one is never
+    /// exposed.
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+    /// The name this state is queryable under, if it is.
+    pub fn queryable_name(&self) -> Option<&str> {
+        self.queryable.as_deref()
     }
 
     /// Gives the state a time to live (see [`crate::ttl`]). A config with
@@ -315,6 +357,7 @@ pub struct ReducingStateDescriptor<T> {
     reduce: ReduceFn<T>,
     ttl: Option<StateTtlConfig>,
     ttl_storage: Option<TtlStorage<T>>,
+    queryable: Option<String>,
 }
 
 impl<T> Clone for ReducingStateDescriptor<T> {
@@ -325,6 +368,7 @@ impl<T> Clone for ReducingStateDescriptor<T> {
             reduce: self.reduce.clone(),
             ttl: self.ttl.clone(),
             ttl_storage: self.ttl_storage.clone(),
+            queryable: self.queryable.clone(),
         }
     }
 }
@@ -352,11 +396,23 @@ impl<T> ReducingStateDescriptor<T> {
             reduce,
             ttl: None,
             ttl_storage: None,
+            queryable: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Exposes this state to queries under `name` (see the runtime's `query`
+    /// module): a job's queryable names are unique; a state without one is never
+    /// exposed.
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+    /// The name this state is queryable under, if it is.
+    pub fn queryable_name(&self) -> Option<&str> {
+        self.queryable.as_deref()
     }
 
     /// Gives the state a time to live (see [`crate::ttl`]). A config with
@@ -400,6 +456,7 @@ pub struct AggregatingStateDescriptor<IN, ACC, OUT> {
     function: Arc<dyn AggregateFunction<IN, ACC, OUT>>,
     ttl: Option<StateTtlConfig>,
     ttl_storage: Option<TtlStorage<ACC>>,
+    queryable: Option<String>,
 }
 
 impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
@@ -410,6 +467,7 @@ impl<IN, ACC, OUT> Clone for AggregatingStateDescriptor<IN, ACC, OUT> {
             function: self.function.clone(),
             ttl: self.ttl.clone(),
             ttl_storage: self.ttl_storage.clone(),
+            queryable: self.queryable.clone(),
         }
     }
 }
@@ -436,11 +494,23 @@ impl<IN, ACC, OUT> AggregatingStateDescriptor<IN, ACC, OUT> {
             function,
             ttl: None,
             ttl_storage: None,
+            queryable: None,
         }
     }
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Exposes this state to queries under `name` (see the runtime's `query`
+    /// module): a job's queryable names are unique; a state without one is never
+    /// exposed.
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+    /// The name this state is queryable under, if it is.
+    pub fn queryable_name(&self) -> Option<&str> {
+        self.queryable.as_deref()
     }
 
     /// Gives the state a time to live (see [`crate::ttl`]). A config with

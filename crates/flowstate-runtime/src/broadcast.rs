@@ -309,8 +309,8 @@ where
         let (identity, started) = start_keyed_later::<K, VoidNamespace, _, T, _>(
             &stream,
             "broadcast",
-            move |b| {
-                function.open(&OpenContext::new(b))?;
+            move |b, queries| {
+                function.open(&OpenContext::new(b, queries))?;
                 Ok(BroadcastLogic {
                     function,
                     store: OperatorStateStore::new(index),
@@ -343,6 +343,7 @@ where
                 Pipeline,
                 "KeyedBroadcastProcess",
                 move |cap, info| {
+                    let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                     let activator = scope.activator_for(info.address);
                     let mut cap = Some(cap);
                     let mut runner = None;
@@ -356,6 +357,13 @@ where
                             runner = r;
                             keyed_stash = k;
                             bcast_stash = b;
+                            if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
+                                q.set_activator(sync_activator.clone());
+                            }
+                        }
+                        // Look-ups first, between the batches of two activations.
+                        if runner.as_ref().is_some_and(|r| r.serve_queries()) {
+                            activator.activate();
                         }
                         let ck = frontier_clocks(&keyed_frontier.frontier());
                         let cb = frontier_clocks(&bcast_frontier.frontier());

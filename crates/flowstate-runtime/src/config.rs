@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::checkpoint::{CheckpointConfig, ProcessRole};
+use crate::query::QueryHub;
 use crate::{BackendChoice, Clock, FlowControl, RuntimeError, SystemClock};
 
 /// Where this process stands in a job that runs as several processes (timely's
@@ -46,6 +47,9 @@ pub struct JobConfig {
     /// How far sources may run ahead of the operators behind them (on by default;
     /// see [`FlowControl`]).
     pub flow_control: FlowControl,
+    /// Where the job's queryable states are served from (off by default; see
+    /// [`crate::query`]).
+    pub queries: Option<QueryHub>,
 }
 
 impl Cluster {
@@ -66,6 +70,7 @@ impl Default for JobConfig {
             checkpointing: None,
             cluster: None,
             flow_control: FlowControl::default(),
+            queries: None,
         }
     }
 }
@@ -101,6 +106,12 @@ impl JobConfig {
     /// Sets flow control (see [`FlowControl`]).
     pub fn flow_control(mut self, flow_control: FlowControl) -> Self {
         self.flow_control = flow_control;
+        self
+    }
+
+    /// Exposes the job's queryable states through `hub` (see [`crate::query`]).
+    pub fn queries(mut self, hub: QueryHub) -> Self {
+        self.queries = Some(hub);
         self
     }
 

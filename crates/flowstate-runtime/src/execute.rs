@@ -245,6 +245,11 @@ where
         },
     };
     let clean_up = config.cluster.as_ref().is_some_and(|c| c.process == 0);
+    let hub = config.queries.clone();
+    if let Some(h) = &hub {
+        let role = config.role();
+        h.begin(role.process, role.processes, workers);
+    }
     let shared = Arc::new(config);
     let guards = timely::execute(
         timely_config,
@@ -320,6 +325,9 @@ where
                     h.set_status(JobStatus::Running { restored });
                 }
             }
+            if let Some(h) = &shared.queries {
+                h.worker_started();
+            }
             drive(
                 worker,
                 drivers,
@@ -350,7 +358,16 @@ where
             Ok(result.finish())
         },
     )
-    .map_err(RuntimeError::Worker)?;
+    .map_err(RuntimeError::Worker);
+    let guards = match guards {
+        Ok(g) => g,
+        Err(e) => {
+            if let Some(h) = &hub {
+                h.end(&format!("the job failed to start: {e}"));
+            }
+            return Err(e);
+        }
+    };
     let mut results = Vec::with_capacity(workers);
     let mut first_error = None;
     for r in guards.join() {
@@ -365,6 +382,12 @@ where
                 }
             }
         }
+    }
+    if let Some(h) = &hub {
+        h.end(&match &first_error {
+            Some(e) => format!("the job failed ({e}); it restarts from its last checkpoint"),
+            None => "the job has ended".to_string(),
+        });
     }
     match first_error {
         Some(e) => Err(e),

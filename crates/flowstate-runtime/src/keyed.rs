@@ -33,6 +33,7 @@ use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
+use crate::query::{LiveQueries, QueryHub, QueryRegistry};
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::{
     KeyedWrite, Started, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later,
@@ -203,6 +204,8 @@ pub(crate) struct KeyedRunner<K: StateKey, N: Namespace, L> {
     pub(crate) watermark: i64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) task: Option<KeyedTask>,
+    /// Its queryable states, when it has any and the job serves queries.
+    pub(crate) queries: Option<LiveQueries<K>>,
 }
 
 impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
@@ -216,7 +219,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         checkpoints: Option<(&Rc<WorkerCheckpoints>, &TaskIdentity)>,
         index: u32,
         peers: u32,
-        open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError>,
+        open: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<L, RuntimeError>,
     ) -> Result<(Self, Stash<K, T>, Option<OperatorSnapshotMeta>), RuntimeError> {
         let max_p = config.max_parallelism;
         let range = key_group_range_for_operator(max_p, peers, index)?;
@@ -249,7 +252,16 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 backend
             }
         };
-        let logic = open(&backend)?;
+        let registry = QueryRegistry::new(config.queries.is_some(), max_p, peers);
+        let logic = open(&backend, &registry)?;
+        let queries = registry.finish(
+            config.queries.as_ref(),
+            index,
+            task.as_ref().map(|t| t.id.uid.clone()),
+        )?;
+        if let (Some(hub), Some(_), Some(t)) = (&config.queries, &queries, &task) {
+            follow_completions(hub, &t.ctx);
+        }
         let timers = TimerState::open(&backend)?;
         let mut stash: Stash<K, T> = BTreeMap::new();
         if let Some(t) = &task {
@@ -263,11 +275,25 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 watermark: i64::MIN,
                 clock: config.clock.clone(),
                 task,
+                queries,
             },
             stash,
             restored_meta,
         ))
     }
+    /// Answers a slice of the look-ups waiting for this instance (between record
+    /// batches: never while a record or timer runs); returns whether more wait.
+    pub(crate) fn serve_queries(&self) -> bool {
+        match &self.queries {
+            Some(q) => q.serve(
+                &self.backend,
+                self.snapshotted().unwrap_or(0),
+                self.watermark,
+            ),
+            None => false,
+        }
+    }
+
     /// Runs one record of `key`.
     pub(crate) fn element<IN, OUT>(
         &mut self,
@@ -382,6 +408,29 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
         Ok(())
     }
+}
+
+/// Tells `hub` of every checkpoint that completes (where its files are), and of the
+/// one the job restored when it is the job's own, for `committed` reads.
+fn follow_completions(hub: &QueryHub, ctx: &Rc<WorkerCheckpoints>) {
+    let Some(dir) = ctx.coordinator.config().dir.clone() else {
+        return;
+    };
+    if let Some(r) = ctx.restored.as_ref().filter(|r| r.own) {
+        let id = r.metadata.id;
+        let found = [format!("chk-{id}"), format!("savepoints/sp-{id}")]
+            .into_iter()
+            .map(|l| dir.join(l))
+            .find(|p| p.join("_metadata").is_file());
+        if let Some(path) = found {
+            hub.set_committed(id, path);
+        }
+    }
+    let (hub, coordinator) = (hub.clone(), ctx.coordinator.clone());
+    ctx.on_complete(move |id| {
+        hub.set_committed(id, dir.join(coordinator.location(id)));
+        Ok(())
+    });
 }
 
 /// The restored records in flight of a keyed operator, all to be processed first
@@ -636,7 +685,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
 pub(crate) fn start_keyed_later<K, N, L, T, R>(
     stream: &DataStream<'_, (u32, u32, K, T)>,
     kind: &str,
-    open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError> + 'static,
+    open: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<L, RuntimeError> + 'static,
     then: impl FnOnce(
         KeyedRunner<K, N, L>,
         Stash<K, T>,
@@ -679,7 +728,7 @@ where
 pub(crate) fn keyed_operator<'scope, K, T, N, OUT, L>(
     stream: KeyedStream<'scope, K, T>,
     name: &str,
-    open: impl FnOnce(&AnyBackend<K>) -> Result<L, RuntimeError> + 'static,
+    open: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<L, RuntimeError> + 'static,
 ) -> DataStream<'scope, OUT>
 where
     K: Data + StateKey,
@@ -706,6 +755,7 @@ where
             Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
             name,
             move |cap, info| {
+                let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
                 let mut runner = None;
@@ -717,6 +767,13 @@ where
                     if let Some((r, restored)) = started.borrow_mut().take() {
                         runner = r;
                         stash = restored;
+                        if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
+                            q.set_activator(sync_activator.clone());
+                        }
+                    }
+                    // Look-ups first, between the batches of two activations.
+                    if runner.as_ref().is_some_and(|r| r.serve_queries()) {
+                        activator.activate();
                     }
                     let clocks = frontier_clocks(&frontier.frontier());
                     let least = frontier_least(&frontier.frontier());

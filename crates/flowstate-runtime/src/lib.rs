@@ -77,6 +77,7 @@ mod handle;
 mod keyed;
 pub mod ownership;
 mod process;
+pub mod query;
 mod sink;
 mod source;
 mod stream;

@@ -21,6 +21,7 @@ use flowstate_core::state::{
 use crate::RuntimeError;
 use crate::backend::AnyBackend;
 use crate::keyed::{KeyedCtx, KeyedLogic, OutputTag, keyed_operator};
+use crate::query::QueryRegistry;
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::timers::TimeDomain;
 
@@ -52,48 +53,68 @@ pub trait KeyedProcessFunction<K, IN, OUT>: 'static {
 /// Declares keyed state in [`KeyedProcessFunction::open`].
 pub struct OpenContext<'a, K> {
     backend: &'a AnyBackend<K>,
+    queries: &'a QueryRegistry<K>,
 }
 
 impl<'a, K> OpenContext<'a, K> {
-    pub(crate) fn new(backend: &'a AnyBackend<K>) -> Self {
-        OpenContext { backend }
+    pub(crate) fn new(backend: &'a AnyBackend<K>, queries: &'a QueryRegistry<K>) -> Self {
+        OpenContext { backend, queries }
     }
 }
 
+/// States declared with a queryable name (`descriptor.queryable("name")`) are exposed
+/// to queries when the job has a query hub ([`crate::query`]).
 impl<K: StateKey> OpenContext<'_, K> {
     /// A value state of the operator's keyed backend.
     pub fn value_state<T: StateValue>(
         &self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<Rc<dyn ValueState<T>>, RuntimeError> {
-        Ok(self.backend.value_state::<VoidNamespace, T>(desc)?)
+        let state: Rc<dyn ValueState<T>> = self.backend.value_state::<VoidNamespace, T>(desc)?;
+        self.queries.value(desc, &state)?;
+        Ok(state)
     }
     /// A list state.
     pub fn list_state<T: StateValue>(
         &self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<Rc<dyn ListState<T>>, RuntimeError> {
-        Ok(self.backend.list_state::<VoidNamespace, T>(desc)?)
+        let state: Rc<dyn ListState<T>> = self.backend.list_state::<VoidNamespace, T>(desc)?;
+        self.queries.list(desc, &state)?;
+        Ok(state)
     }
     /// A map state.
     pub fn map_state<UK: StateKey, UV: StateValue>(
         &self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<Rc<dyn MapState<UK, UV>>, RuntimeError> {
-        Ok(self.backend.map_state::<VoidNamespace, UK, UV>(desc)?)
+        let state: Rc<dyn MapState<UK, UV>> =
+            self.backend.map_state::<VoidNamespace, UK, UV>(desc)?;
+        self.queries.map(desc, &state)?;
+        Ok(state)
     }
     /// A reducing state.
     pub fn reducing_state<T: StateValue>(
         &self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<Rc<dyn ReducingState<T>>, RuntimeError> {
-        Ok(self.backend.reducing_state::<VoidNamespace, T>(desc)?)
+        let state: Rc<dyn ReducingState<T>> =
+            self.backend.reducing_state::<VoidNamespace, T>(desc)?;
+        self.queries.reducing(desc, &state)?;
+        Ok(state)
     }
-    /// An aggregating state.
+    /// An aggregating state (not queryable: its result type need not serialize).
     pub fn aggregating_state<IN: 'static, ACC: StateValue, OUT: 'static>(
         &self,
         desc: &AggregatingStateDescriptor<IN, ACC, OUT>,
     ) -> Result<Rc<dyn AggregatingState<IN, OUT>>, RuntimeError> {
+        if let Some(name) = desc.queryable_name() {
+            return Err(RuntimeError::Config(format!(
+                "aggregating state `{}` cannot be queryable (as `{name}`): query the \
+                 accumulator through a value state instead",
+                desc.name()
+            )));
+        }
         Ok(self
             .backend
             .aggregating_state::<VoidNamespace, IN, ACC, OUT>(desc)?)
@@ -250,9 +271,13 @@ where
         self,
         mut function: F,
     ) -> DataStream<'scope, OUT> {
-        keyed_operator::<K, T, VoidNamespace, OUT, _>(self, "KeyedProcess", move |backend| {
-            function.open(&OpenContext::new(backend))?;
-            Ok(ProcessLogic(function))
-        })
+        keyed_operator::<K, T, VoidNamespace, OUT, _>(
+            self,
+            "KeyedProcess",
+            move |backend, queries| {
+                function.open(&OpenContext::new(backend, queries))?;
+                Ok(ProcessLogic(function))
+            },
+        )
     }
 }

@@ -248,7 +248,7 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         contents: impl FnOnce(&AnyBackend<K>) -> Result<C, RuntimeError> + 'static,
     ) -> DataStream<'scope, OUT> {
         let (assigner, lateness, late) = (self.assigner, self.allowed_lateness, self.late);
-        keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend| {
+        keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, _| {
             assigner.validate()?;
             if lateness < 0 {
                 return Err(RuntimeError::Config(format!(

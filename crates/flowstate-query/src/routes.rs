@@ -1,0 +1,518 @@
+//! The HTTP API (`docs/formats.md`, "Queryable state over HTTP"): list the states,
+//! look up one key or a batch, `live` or `committed`. A `live` look-up of a key
+//! another process owns is forwarded there once (marked, so it is never forwarded
+//! again); every failure is a JSON error with a stable code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use flowstate_query_client::wire::{FORWARDED_HEADER, MAX_BATCH_KEYS, MAX_BODY_BYTES};
+use flowstate_query_client::{
+    BatchEntry, BatchRequest, BatchResponse, Consistency, StatesResponse, ValueResponse,
+};
+use flowstate_runtime::query::{LiveAnswer, LiveLookup, QueryError, QueryHub, Route};
+use serde_json::Value;
+
+use crate::committed::CommittedReader;
+use crate::error::ApiError;
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub(crate) hub: QueryHub,
+    pub(crate) peers: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) committed: CommittedReader,
+    pub(crate) http: reqwest::Client,
+}
+
+type Shared = Arc<App>;
+
+/// Reads of the last completed checkpoint tried before giving up (503), and the
+/// wait between two tries of the same checkpoint.
+const COMMITTED_ATTEMPTS: usize = 40;
+const COMMITTED_RETRY: Duration = Duration::from_millis(25);
+type Answer = Result<Response, ApiError>;
+
+/// The routes.
+pub(crate) fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/states", get(states))
+        .route("/v1/states/{name}", get(state))
+        .route("/v1/states/{name}/keys/{key}", get(key))
+        .route("/v1/states/{name}/batch", post(batch))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint: see /v1/states",
+            )
+        })
+        .with_state(app)
+}
+
+/// A key (or user key) from a URL: JSON, or else the text itself as a string.
+fn lenient_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("bad path: {e}"))
+}
+
+async fn health(State(app): State<Shared>) -> Response {
+    let s = app.hub.status();
+    let status = if s.running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = (status, axum::Json(s)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::error::RETRY_AFTER_SECS),
+        );
+    }
+    r
+}
+
+async fn states(State(app): State<Shared>) -> Answer {
+    let states = app.hub.states()?;
+    let s = app.hub.status();
+    Ok(axum::Json(StatesResponse {
+        process: s.process,
+        processes: s.processes,
+        attempt: s.attempt,
+        states,
+    })
+    .into_response())
+}
+
+async fn state(State(app): State<Shared>, name: Result<Path<String>, PathRejection>) -> Answer {
+    let Path(name) = name.map_err(path_error)?;
+    Ok(axum::Json(app.hub.state(&name)?).into_response())
+}
+
+/// The query parameters of a point look-up.
+struct KeyParams {
+    consistency: Consistency,
+    user_key: Option<Value>,
+}
+
+fn key_params(params: HashMap<String, String>) -> Result<KeyParams, ApiError> {
+    let mut p = KeyParams {
+        consistency: Consistency::Live,
+        user_key: None,
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "consistency" => p.consistency = v.parse().map_err(ApiError::bad_request)?,
+            "user_key" => p.user_key = Some(lenient_json(&v)),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{other}` (known: consistency, user_key)"
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+async fn key(
+    State(app): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let Path((name, key_text)) = path.map_err(path_error)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    let p = key_params(params)?;
+    let info = app.hub.state(&name)?;
+    if p.user_key.is_some() && info.kind != "map" {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is a {} state: `user_key` is for map states",
+            info.kind
+        )));
+    }
+    let route = app.hub.route(&name, &lenient_json(&key_text))?;
+    let (checkpoint, watermark, value) = match p.consistency {
+        Consistency::Committed => {
+            let (id, mut values) =
+                read_committed(&app, &name, vec![route.key.clone()], p.user_key).await?;
+            (id, None, values.pop().flatten())
+        }
+        Consistency::Live => {
+            if route.process != app.hub.status().process {
+                return forward_get(&app, &route, &name, &key_text, &p, &headers).await;
+            }
+            let rx = submit(
+                &app,
+                &name,
+                route.worker,
+                vec![route.key.clone()],
+                p.user_key,
+            )?;
+            let mut a = answer_of(&app, route.worker, rx).await?;
+            let watermark = Some(a.watermark).filter(|w| *w != i64::MIN);
+            (a.checkpoint, watermark, a.values.pop().flatten())
+        }
+    };
+    let Some(value) = value else {
+        return Err(ApiError::no_value(&name, &route.key, checkpoint));
+    };
+    Ok(axum::Json(ValueResponse {
+        state: name,
+        key: route.key,
+        key_group: route.key_group,
+        consistency: p.consistency,
+        checkpoint,
+        watermark,
+        process: app.hub.status().process,
+        value,
+    })
+    .into_response())
+}
+
+/// The reply channel of a look-up handed to a worker.
+type Waiting = tokio::sync::oneshot::Receiver<Result<LiveAnswer, QueryError>>;
+
+/// Hands keys of one worker of this process to it (at once, without waiting).
+fn submit(
+    app: &App,
+    name: &str,
+    worker: u32,
+    keys: Vec<Value>,
+    user_key: Option<Value>,
+) -> Result<Waiting, ApiError> {
+    Ok(app.hub.live(
+        worker,
+        LiveLookup {
+            state: name.to_string(),
+            keys,
+            user_key,
+            namespace: None,
+        },
+    )?)
+}
+
+/// Waits for a worker's answer.
+async fn answer_of(app: &App, worker: u32, rx: Waiting) -> Result<LiveAnswer, ApiError> {
+    match tokio::time::timeout(app.timeout, rx).await {
+        Ok(Ok(answer)) => Ok(answer?),
+        // The attempt ended while the look-up waited: its worker is gone.
+        Ok(Err(_)) => Err(ApiError::unavailable(
+            "the job stopped or restarted while the look-up waited",
+        )),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "worker {worker} did not answer within {} ms",
+            app.timeout.as_millis()
+        ))),
+    }
+}
+
+/// Reads keys of the last completed checkpoint (on a blocking thread).
+async fn read_committed(
+    app: &Shared,
+    name: &str,
+    keys: Vec<Value>,
+    user_key: Option<Value>,
+) -> Result<(u64, Vec<Option<Value>>), ApiError> {
+    let info = app.hub.state(name)?;
+    let ttl = app.hub.ttl(name)?;
+    let app = app.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+        // Retention deletes the checkpoint just read as a newer one completes, a
+        // moment before the workers (who tell the hub) hear of it: then the newer one
+        // is read, once the hub knows it.
+        let mut failed: Option<(u64, String)> = None;
+        for _ in 0..COMMITTED_ATTEMPTS {
+            let Some(at) = app.hub.committed()? else {
+                return Err(QueryError::Unavailable(
+                    "no checkpoint has completed yet".into(),
+                ));
+            };
+            if failed.as_ref().is_some_and(|(id, _)| *id == at.id) {
+                std::thread::sleep(COMMITTED_RETRY);
+                continue;
+            }
+            match app
+                .committed
+                .read(&at, &info, ttl.as_ref(), &keys, user_key.as_ref())
+            {
+                Ok(values) => return Ok((at.id, values)),
+                Err(QueryError::Unavailable(why)) => {
+                    tracing::debug!("committed read of checkpoint {}: {why}", at.id);
+                    failed = Some((at.id, why));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(QueryError::Unavailable(match failed {
+            Some((id, why)) => {
+                format!("the last completed checkpoint ({id}) cannot be read: {why}")
+            }
+            None => "the last completed checkpoint cannot be read now".into(),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the read was interrupted: {e}")))?;
+    Ok(read?)
+}
+
+fn peer_url(app: &App, process: usize, segments: &[&str]) -> Result<reqwest::Url, ApiError> {
+    let peer = app.peers.get(process).ok_or_else(|| {
+        ApiError::unavailable(format!("the address of process {process} is not known"))
+    })?;
+    let mut url = reqwest::Url::parse(&format!("http://{peer}/"))
+        .map_err(|e| ApiError::unavailable(format!("process {process} at `{peer}`: {e}")))?;
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    Ok(url)
+}
+
+/// Passes a peer's answer on as it is (status, JSON body, `Retry-After`).
+pub(crate) async fn relay(response: reqwest::Response) -> Answer {
+    let status = StatusCode::from_u16(response.status().as_u16())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let retry = response.headers().get(header::RETRY_AFTER).cloned();
+    let body = response.bytes().await.map_err(|e| {
+        ApiError::unavailable(format!("the owning process's answer broke off: {e}"))
+    })?;
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = retry {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Ok(r)
+}
+
+fn unreachable_peer(process: usize, e: &reqwest::Error) -> ApiError {
+    ApiError::unavailable(format!(
+        "process {process}, which owns the key, does not answer ({e})"
+    ))
+}
+
+/// A look-up already forwarded once must be answered where it arrived.
+fn refuse_second_hop(headers: &HeaderMap, process: usize) -> Result<(), ApiError> {
+    if headers.contains_key(FORWARDED_HEADER) {
+        return Err(ApiError::unavailable(format!(
+            "the processes disagree on who owns the key (process {process} per this one); \
+             the job is probably rescaling"
+        )));
+    }
+    Ok(())
+}
+
+async fn forward_get(
+    app: &App,
+    route: &Route,
+    name: &str,
+    key_text: &str,
+    p: &KeyParams,
+    headers: &HeaderMap,
+) -> Answer {
+    refuse_second_hop(headers, route.process)?;
+    let mut url = peer_url(
+        app,
+        route.process,
+        &["v1", "states", name, "keys", key_text],
+    )?;
+    url.query_pairs_mut()
+        .append_pair("consistency", p.consistency.as_str());
+    if let Some(uk) = &p.user_key {
+        url.query_pairs_mut()
+            .append_pair("user_key", &uk.to_string());
+    }
+    let response = app
+        .http
+        .get(url)
+        .header(FORWARDED_HEADER, "1")
+        .send()
+        .await
+        .map_err(|e| unreachable_peer(route.process, &e))?;
+    relay(response).await
+}
+
+async fn batch(
+    State(app): State<Shared>,
+    name: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Answer {
+    let Path(name) = name.map_err(path_error)?;
+    let headers = request.headers().clone();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a batch look-up is a JSON body: send `Content-Type: application/json`",
+        ));
+    }
+    let body = to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
+    let req: BatchRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a batch request: {e}")))?;
+    if req.keys.len() > MAX_BATCH_KEYS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} keys in one batch; at most {MAX_BATCH_KEYS}",
+                req.keys.len()
+            ),
+        ));
+    }
+    let info = app.hub.state(&name)?;
+    if req.user_key.is_some() && info.kind != "map" {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is a {} state: `user_key` is for map states",
+            info.kind
+        )));
+    }
+    let routes = req
+        .keys
+        .iter()
+        .map(|k| app.hub.route(&name, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<Value> = routes.iter().map(|r| r.key.clone()).collect();
+    let (checkpoint, values) = match req.consistency {
+        Consistency::Committed => read_committed(&app, &name, keys.clone(), req.user_key).await?,
+        Consistency::Live => live_batch(&app, &name, &routes, req.user_key, &headers).await?,
+    };
+    Ok(axum::Json(BatchResponse {
+        state: name,
+        consistency: req.consistency,
+        checkpoint,
+        values: keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| BatchEntry { key, value })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// A live batch: keys grouped by owning worker here and by owning process
+/// elsewhere (one forwarded batch per process), answered concurrently.
+async fn live_batch(
+    app: &App,
+    name: &str,
+    routes: &[Route],
+    user_key: Option<Value>,
+    headers: &HeaderMap,
+) -> Result<(u64, Vec<Option<Value>>), ApiError> {
+    let here = app.hub.status().process;
+    let mut local: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut remote: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        if r.process == here {
+            local.entry(r.worker).or_default().push(i);
+        } else {
+            remote.entry(r.process).or_default().push(i);
+        }
+    }
+    if let Some(p) = remote.keys().next() {
+        refuse_second_hop(headers, *p)?;
+    }
+    let mut values: Vec<Option<Value>> = vec![None; routes.len()];
+    let mut checkpoint = u64::MAX;
+    // Every worker gets its part at once; then the answers are collected.
+    let mut waiting = Vec::new();
+    for (worker, idx) in &local {
+        let keys = idx.iter().map(|i| routes[*i].key.clone()).collect();
+        waiting.push((
+            *worker,
+            idx,
+            submit(app, name, *worker, keys, user_key.clone())?,
+        ));
+    }
+    let mut forwarded = Vec::new();
+    for (process, idx) in &remote {
+        let body = BatchRequest {
+            keys: idx.iter().map(|i| routes[*i].key.clone()).collect(),
+            consistency: Consistency::Live,
+            user_key: user_key.clone(),
+        };
+        let url = peer_url(app, *process, &["v1", "states", name, "batch"])?;
+        let send = app
+            .http
+            .post(url)
+            .header(FORWARDED_HEADER, "1")
+            .json(&body)
+            .send();
+        forwarded.push((*process, idx, tokio::spawn(send)));
+    }
+    for (worker, idx, rx) in waiting {
+        let a = answer_of(app, worker, rx).await?;
+        checkpoint = checkpoint.min(a.checkpoint);
+        for (i, v) in idx.iter().zip(a.values) {
+            values[*i] = v;
+        }
+    }
+    for (process, idx, send) in forwarded {
+        let response = send
+            .await
+            .map_err(|e| ApiError::unavailable(format!("forwarding to process {process}: {e}")))?
+            .map_err(|e| unreachable_peer(process, &e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: flowstate_query_client::ErrorBody = response
+                .json()
+                .await
+                .map_err(|e| unreachable_peer(process, &e))?;
+            return Err(ApiError {
+                status: StatusCode::from_u16(status.as_u16())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            });
+        }
+        let part: BatchResponse = response
+            .json()
+            .await
+            .map_err(|e| unreachable_peer(process, &e))?;
+        if part.values.len() != idx.len() {
+            return Err(ApiError::unavailable(format!(
+                "process {process} answered {} keys for {}",
+                part.values.len(),
+                idx.len()
+            )));
+        }
+        checkpoint = checkpoint.min(part.checkpoint);
+        for (i, e) in idx.iter().zip(part.values) {
+            values[*i] = e.value;
+        }
+    }
+    Ok((
+        if checkpoint == u64::MAX {
+            0
+        } else {
+            checkpoint
+        },
+        values,
+    ))
+}
