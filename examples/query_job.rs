@@ -11,7 +11,8 @@
 //! - `parity` (map, queryable as `parity`): events per `"even"`/`"odd"` round;
 //! - `secret` (value, not queryable): the last amount.
 //!
-//! [`expected`] is what each state holds after `r` rounds (the tests' model).
+//! Event `r` of key `k` has amount `(31 k + 7 r) mod 100` (the tests' model,
+//! `examples/tests/query.rs`, recomputes every state from it).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -57,25 +58,6 @@ type Event = (String, u64, u64);
 
 fn amount(key: u64, round: u64) -> u64 {
     (key * 31 + round * 7) % 100
-}
-
-/// Every state's value for key `key` after `rounds` rounds, as JSON (what a query
-/// answers).
-#[allow(dead_code)]
-fn expected(key: u64, rounds: u64) -> [String; 3] {
-    let sum: u64 = (0..rounds).map(|r| amount(key, r)).sum();
-    let list: Vec<String> = (0..rounds).map(|r| r.to_string()).collect();
-    let (even, odd) = (rounds.div_ceil(2), rounds / 2);
-    let parity = match (even, odd) {
-        (0, _) => "{}".to_string(),
-        (e, 0) => format!("{{\"even\":{e}}}"),
-        (e, o) => format!("{{\"even\":{e},\"odd\":{o}}}"),
-    };
-    [
-        format!("[{rounds},{sum}]"),
-        format!("[{}]", list.join(",")),
-        parity,
-    ]
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -164,9 +164,10 @@ pub struct BatchResponse {
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable code: `no_value` and `unknown_state` (404), `bad_key`, `bad_request`
-    /// (400), `batch_too_large` (413), `unsupported_media_type` (415), `unavailable`
-    /// (503, with `Retry-After`), `state` (500).
+    /// A stable code: `no_value`, `unknown_state` and `not_found` (404), `bad_key`,
+    /// `bad_request` (400), `method_not_allowed` (405), `batch_too_large` (413),
+    /// `unsupported_media_type` (415), `unavailable` (503, with `Retry-After`),
+    /// `state` (500).
     pub error: String,
     /// What went wrong, for people.
     pub message: String,

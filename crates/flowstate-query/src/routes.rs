@@ -49,6 +49,13 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/states/{name}", get(state))
         .route("/v1/states/{name}/keys/{key}", get(key))
         .route("/v1/states/{name}/batch", post(batch))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "look-ups are GET, batches POST: see /v1/states",
+            )
+        })
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

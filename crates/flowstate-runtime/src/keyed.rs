@@ -410,14 +410,15 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 }
 
-/// Tells `hub` of every checkpoint that completes (where its files are), and of the
-/// one the job restored when it is the job's own, for `committed` reads.
+/// Tells `hub` of every checkpoint or savepoint that completes (where its files are),
+/// and of the one the job restored when it is the job's own, for `committed` reads.
 fn follow_completions(hub: &QueryHub, ctx: &Rc<WorkerCheckpoints>) {
     let Some(dir) = ctx.coordinator.config().dir.clone() else {
         return;
     };
-    if let Some(r) = ctx.restored.as_ref().filter(|r| r.own) {
-        let id = r.metadata.id;
+    // A follower process does not know which kind a completed id was: its
+    // `_metadata` says where it is.
+    let committed = move |hub: &QueryHub, id: u64| {
         let found = [format!("chk-{id}"), format!("savepoints/sp-{id}")]
             .into_iter()
             .map(|l| dir.join(l))
@@ -425,10 +426,13 @@ fn follow_completions(hub: &QueryHub, ctx: &Rc<WorkerCheckpoints>) {
         if let Some(path) = found {
             hub.set_committed(id, path);
         }
+    };
+    if let Some(r) = ctx.restored.as_ref().filter(|r| r.own) {
+        committed(hub, r.metadata.id);
     }
-    let (hub, coordinator) = (hub.clone(), ctx.coordinator.clone());
+    let hub = hub.clone();
     ctx.on_complete(move |id| {
-        hub.set_committed(id, dir.join(coordinator.location(id)));
+        committed(&hub, id);
         Ok(())
     });
 }
