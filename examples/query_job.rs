@@ -11,6 +11,10 @@
 //! - `parity` (map, queryable as `parity`): events per `"even"`/`"odd"` round;
 //! - `secret` (value, not queryable): the last amount.
 //!
+//! With `--window-ms W` a second keyed operator sums amounts per key in tumbling
+//! event-time windows of `W` ms (round `r` at `100 r` ms), queryable by window as
+//! `window_sums`; the last window stays open while the source idles.
+//!
 //! Event `r` of key `k` has amount `(31 k + 7 r) mod 100` (the tests' model,
 //! `examples/tests/query.rs`, recomputes every state from it).
 
@@ -23,7 +27,7 @@ use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueS
 use flowstate_core::state::{ListState, MapState, ValueState};
 use flowstate_runtime::{
     BoxError, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError, SplitReader,
-    SplitSource, WatermarkStrategy,
+    SplitSource, WatermarkStrategy, WindowAssigner,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +49,10 @@ struct Options {
     /// End after the last round (else idle, keeping the state queryable).
     #[arg(long)]
     end: bool,
+    /// Also sum each key's amounts in tumbling event-time windows of this many ms
+    /// (queryable as `window_sums`; round `r` happens at `100 r` ms); 0: no windows.
+    #[arg(long, default_value_t = 0)]
+    window_ms: i64,
     /// Sleep 1 ms every this many events per split (0: never).
     #[arg(long, default_value_t = 0)]
     throttle_every: u64,
@@ -177,10 +185,27 @@ impl KeyedProcessFunction<String, Event, ()> for Keep {
 
 fn main() -> std::process::ExitCode {
     flowstate_app::main("query-job", |job, o: &Options| {
-        job.source("rounds", Rounds(o.clone()), |_| 0, WatermarkStrategy::None)
-            .uid("rounds")
+        let events = job
+            .source(
+                "rounds",
+                Rounds(o.clone()),
+                |e: &Event| e.1 as i64 * 100,
+                WatermarkStrategy::BoundedOutOfOrderness(0),
+            )
+            .uid("rounds");
+        events
+            .clone()
             .key_by(|e: &Event| e.0.clone())
             .process(Keep::default())
             .uid("keep");
+        if o.window_ms > 0 {
+            events
+                .map(|(key, _, amount): Event| (key, amount))
+                .key_by(|e: &(String, u64)| e.0.clone())
+                .window(WindowAssigner::tumbling(o.window_ms))
+                .queryable("window_sums")
+                .reduce(|a, b| (a.0.clone(), a.1 + b.1))
+                .uid("windows");
+        }
     })
 }

@@ -188,7 +188,7 @@ fn batch(
     let request = BatchRequest {
         keys: keys.to_vec(),
         consistency,
-        user_key: None,
+        ..BatchRequest::default()
     };
     let r = rt
         .block_on(client.batch_json(state, &request))
@@ -513,7 +513,7 @@ fn a_killed_process_gives_503_or_right_values_never_wrong_ones() {
 }
 
 /// The catalogue of bad requests: each gets its 4xx and JSON error code, and the
-/// job goes on answering right values.
+/// job goes on answering right values; window state is read by window.
 #[test]
 fn bad_requests_get_4xx_and_leave_the_job_alone() {
     let rt = runtime();
@@ -526,6 +526,8 @@ fn bad_requests_get_4xx_and_leave_the_job_alone() {
             &keys_n.to_string(),
             "--rounds",
             &rounds.to_string(),
+            "--window-ms",
+            "200",
         ],
     );
     let addr = job.addr();
@@ -668,6 +670,30 @@ fn bad_requests_get_4xx_and_leave_the_job_alone() {
             "unknown_state",
         ),
         (
+            "window state without a window",
+            get("/window_sums/keys/k1"),
+            400,
+            "bad_request",
+        ),
+        (
+            "a window for state that has none",
+            get("/totals/keys/k1?namespace=%7B%22start%22:0,%22end%22:200%7D"),
+            400,
+            "bad_request",
+        ),
+        (
+            "a window that is not JSON",
+            get("/window_sums/keys/k1?namespace=soon"),
+            400,
+            "bad_request",
+        ),
+        (
+            "a window of the wrong shape",
+            get("/window_sums/keys/k1?namespace=%7B%22a%22:1%7D"),
+            400,
+            "bad_key",
+        ),
+        (
             "wrong method",
             post("/totals/keys/k1", Some("application/json"), Vec::new()),
             405,
@@ -681,6 +707,33 @@ fn bad_requests_get_4xx_and_leave_the_job_alone() {
             body["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}: {body}"
         );
+    }
+    // Window state by window: rounds 0 and 1 fell in [0, 200), which fired and was
+    // purged; rounds 2 and 3 are in [200, 400), still open (the watermark is 299).
+    let client = QueryClient::new(&addr).unwrap();
+    let open = json!({"start": 200, "end": 400});
+    let gone = json!({"start": 0, "end": 200});
+    let listed = rt.block_on(client.states()).unwrap().states;
+    let windows = listed.iter().find(|s| s.name == "window_sums").unwrap();
+    assert_eq!(windows.namespace_type.as_deref(), Some("TimeWindow"));
+    assert_eq!(windows.kind, "window-reduce");
+    job.wait_until("a checkpoint holding the open windows", || {
+        (0..keys_n).all(|k| {
+            let key = json!(format!("k{k}"));
+            let sum = (2..4).map(|r| (k * 31 + r * 7) % 100).sum::<u64>();
+            [Consistency::Live, Consistency::Committed].iter().all(|c| {
+                rt.block_on(client.lookup_window("window_sums", &key, &open, *c))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.value == json!([format!("k{k}"), sum]))
+            })
+        })
+    });
+    for c in [Consistency::Live, Consistency::Committed] {
+        let fired = rt
+            .block_on(client.lookup_window("window_sums", &json!("k1"), &gone, c))
+            .unwrap();
+        assert!(fired.is_none(), "{c:?}: {fired:?}");
     }
     // The job never noticed.
     assert!(job.alive());

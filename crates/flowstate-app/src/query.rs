@@ -114,6 +114,7 @@ pub(crate) fn run(
                     keys: keys.iter().map(|k| lenient(k)).collect(),
                     consistency,
                     user_key,
+                    namespace: None,
                 };
                 to_json(serde_json::to_value(client.batch_json(s, &request).await?))
             }

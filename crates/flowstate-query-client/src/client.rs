@@ -183,12 +183,39 @@ impl QueryClient {
         consistency: Consistency,
         user_key: Option<&Value>,
     ) -> Result<Option<ValueResponse>, ClientError> {
+        self.ask(state, key, consistency, user_key, None).await
+    }
+
+    /// One key's contents of one window (`{"start": ms, "end": ms}`) of a window
+    /// state, as JSON.
+    pub async fn lookup_window(
+        &self,
+        state: &str,
+        key: &Value,
+        window: &Value,
+        consistency: Consistency,
+    ) -> Result<Option<ValueResponse>, ClientError> {
+        self.ask(state, key, consistency, None, Some(window)).await
+    }
+
+    async fn ask(
+        &self,
+        state: &str,
+        key: &Value,
+        consistency: Consistency,
+        user_key: Option<&Value>,
+        namespace: Option<&Value>,
+    ) -> Result<Option<ValueResponse>, ClientError> {
         let mut url = self.url(&["v1", "states", state, "keys", &key.to_string()]);
         url.query_pairs_mut()
             .append_pair("consistency", consistency.as_str());
         if let Some(uk) = user_key {
             url.query_pairs_mut()
                 .append_pair("user_key", &uk.to_string());
+        }
+        if let Some(ns) = namespace {
+            url.query_pairs_mut()
+                .append_pair("namespace", &ns.to_string());
         }
         self.send(self.http.get(url.clone()), &url).await
     }
@@ -247,7 +274,7 @@ impl QueryClient {
         let request = BatchRequest {
             keys,
             consistency,
-            user_key: None,
+            ..BatchRequest::default()
         };
         let r = self.batch_json(state, &request).await?;
         let values = r

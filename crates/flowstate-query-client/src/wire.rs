@@ -60,7 +60,8 @@ pub struct QueryableState {
     pub state: String,
     /// The operator's uid (`None`: the job does not checkpoint).
     pub operator: Option<String>,
-    /// `value`, `list`, `map` or `reducing`.
+    /// `value`, `list`, `map`, `reducing`; `window-reduce` (the window's reduced
+    /// value) or `window-contents` (its records) for window state.
     pub kind: String,
     /// The key's type.
     pub key_type: String,
@@ -76,6 +77,10 @@ pub struct QueryableState {
     /// Map state: the user key's schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_key_schema: Option<Value>,
+    /// Window state: the namespace's type (`TimeWindow`); look-ups name one window
+    /// (`{"start": ms, "end": ms}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_type: Option<String>,
     /// The state's time to live in ms, if it has one (expired values read as
     /// nothing stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +141,9 @@ pub struct BatchRequest {
     /// Map state: only this user key of each key's map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_key: Option<Value>,
+    /// Window state: the window to read, for every key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Value>,
 }
 
 /// One key of a batch answer.

@@ -21,7 +21,8 @@ pub(crate) struct CommittedReader {
 
 impl CommittedReader {
     /// The values of `keys` (already in the key type's JSON form) of `state` in
-    /// checkpoint `at`; `user_key` selects one entry of a map.
+    /// checkpoint `at`; `user_key` selects one entry of a map, `namespace` the window
+    /// of window state.
     pub(crate) fn read(
         &self,
         at: &Committed,
@@ -29,6 +30,7 @@ impl CommittedReader {
         ttl: Option<&StateTtlConfig>,
         keys: &[Value],
         user_key: Option<&Value>,
+        namespace: Option<&Value>,
     ) -> Result<Vec<Option<Value>>, QueryError> {
         let Some(uid) = &state.operator else {
             return Err(QueryError::BadRequest(
@@ -62,7 +64,7 @@ impl CommittedReader {
                 snapshot,
                 &filter,
                 |r| {
-                    if r.namespace.is_none() {
+                    if r.namespace.as_ref() == namespace {
                         found = r.value;
                     }
                     Ok(())

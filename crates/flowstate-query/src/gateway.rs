@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
-use flowstate_query_client::wire::MAX_BODY_BYTES;
 
 use crate::error::ApiError;
-use crate::routes::relay;
+use crate::routes::{read_body, relay};
 
 struct Gateway {
     peers: Vec<String>,
@@ -34,13 +32,7 @@ pub(crate) fn router(peers: Vec<String>, http: reqwest::Client) -> Router {
 
 async fn pass_on(State(g): State<Arc<Gateway>>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    })?;
+    let body = read_body(body).await?;
     let path = parts
         .uri
         .path_and_query()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -16,9 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flowstate_query_client::wire::{FORWARDED_HEADER, MAX_BATCH_KEYS, MAX_BODY_BYTES};
 use flowstate_query_client::{
-    BatchEntry, BatchRequest, BatchResponse, Consistency, StatesResponse, ValueResponse,
+    BatchEntry, BatchRequest, BatchResponse, Consistency, QueryableState, StatesResponse,
+    ValueResponse,
 };
 use flowstate_runtime::query::{LiveAnswer, LiveLookup, QueryError, QueryHub, Route};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::committed::CommittedReader;
@@ -109,24 +111,58 @@ async fn state(State(app): State<Shared>, name: Result<Path<String>, PathRejecti
     Ok(axum::Json(app.hub.state(&name)?).into_response())
 }
 
+/// Checks what a look-up names against what the state is: a user key only for map
+/// state, a window exactly for window state.
+fn check_lookup(
+    info: &QueryableState,
+    user_key: Option<&Value>,
+    namespace: Option<&Value>,
+) -> Result<(), ApiError> {
+    let name = &info.name;
+    if user_key.is_some() && info.kind != "map" {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is a {} state: `user_key` is for map states",
+            info.kind
+        )));
+    }
+    match (&info.namespace_type, namespace) {
+        (Some(t), None) => Err(ApiError::bad_request(format!(
+            "`{name}` is a window's state: name the window with `namespace` (a {t}, \
+             {{\"start\": ms, \"end\": ms}})"
+        ))),
+        (None, Some(_)) => Err(ApiError::bad_request(format!(
+            "`{name}` is not a window's state: it takes no `namespace`"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The query parameters of a point look-up.
 struct KeyParams {
     consistency: Consistency,
     user_key: Option<Value>,
+    namespace: Option<Value>,
 }
 
 fn key_params(params: HashMap<String, String>) -> Result<KeyParams, ApiError> {
     let mut p = KeyParams {
         consistency: Consistency::Live,
         user_key: None,
+        namespace: None,
     };
     for (k, v) in params {
         match k.as_str() {
             "consistency" => p.consistency = v.parse().map_err(ApiError::bad_request)?,
             "user_key" => p.user_key = Some(lenient_json(&v)),
+            "namespace" => {
+                p.namespace =
+                    Some(serde_json::from_str(&v).map_err(|e| {
+                        ApiError::bad_request(format!("`namespace` is not JSON: {e}"))
+                    })?)
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter `{other}` (known: consistency, user_key)"
+                    "unknown parameter `{other}` (known: consistency, user_key, namespace)"
                 )));
             }
         }
@@ -144,30 +180,31 @@ async fn key(
     let Query(params) = params.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
     let p = key_params(params)?;
     let info = app.hub.state(&name)?;
-    if p.user_key.is_some() && info.kind != "map" {
-        return Err(ApiError::bad_request(format!(
-            "`{name}` is a {} state: `user_key` is for map states",
-            info.kind
-        )));
-    }
+    check_lookup(&info, p.user_key.as_ref(), p.namespace.as_ref())?;
     let route = app.hub.route(&name, &lenient_json(&key_text))?;
     let (checkpoint, watermark, value) = match p.consistency {
         Consistency::Committed => {
-            let (id, mut values) =
-                read_committed(&app, &name, vec![route.key.clone()], p.user_key).await?;
+            let (id, mut values) = read_committed(
+                &app,
+                &name,
+                vec![route.key.clone()],
+                p.user_key,
+                p.namespace,
+            )
+            .await?;
             (id, None, values.pop().flatten())
         }
         Consistency::Live => {
             if route.process != app.hub.status().process {
                 return forward_get(&app, &route, &name, &key_text, &p, &headers).await;
             }
-            let rx = submit(
-                &app,
-                &name,
-                route.worker,
-                vec![route.key.clone()],
-                p.user_key,
-            )?;
+            let lookup = LiveLookup {
+                state: name.clone(),
+                keys: vec![route.key.clone()],
+                user_key: p.user_key,
+                namespace: p.namespace,
+            };
+            let rx = submit(&app, route.worker, lookup)?;
             let mut a = answer_of(&app, route.worker, rx).await?;
             let watermark = Some(a.watermark).filter(|w| *w != i64::MIN);
             (a.checkpoint, watermark, a.values.pop().flatten())
@@ -192,23 +229,10 @@ async fn key(
 /// The reply channel of a look-up handed to a worker.
 type Waiting = tokio::sync::oneshot::Receiver<Result<LiveAnswer, QueryError>>;
 
-/// Hands keys of one worker of this process to it (at once, without waiting).
-fn submit(
-    app: &App,
-    name: &str,
-    worker: u32,
-    keys: Vec<Value>,
-    user_key: Option<Value>,
-) -> Result<Waiting, ApiError> {
-    Ok(app.hub.live(
-        worker,
-        LiveLookup {
-            state: name.to_string(),
-            keys,
-            user_key,
-            namespace: None,
-        },
-    )?)
+/// Hands a look-up of keys one worker of this process owns to it (at once, without
+/// waiting).
+fn submit(app: &App, worker: u32, lookup: LiveLookup) -> Result<Waiting, ApiError> {
+    Ok(app.hub.live(worker, lookup)?)
 }
 
 /// Waits for a worker's answer.
@@ -232,6 +256,7 @@ async fn read_committed(
     name: &str,
     keys: Vec<Value>,
     user_key: Option<Value>,
+    namespace: Option<Value>,
 ) -> Result<(u64, Vec<Option<Value>>), ApiError> {
     let info = app.hub.state(name)?;
     let ttl = app.hub.ttl(name)?;
@@ -251,10 +276,14 @@ async fn read_committed(
                 std::thread::sleep(COMMITTED_RETRY);
                 continue;
             }
-            match app
-                .committed
-                .read(&at, &info, ttl.as_ref(), &keys, user_key.as_ref())
-            {
+            match app.committed.read(
+                &at,
+                &info,
+                ttl.as_ref(),
+                &keys,
+                user_key.as_ref(),
+                namespace.as_ref(),
+            ) {
                 Ok(values) => return Ok((at.id, values)),
                 Err(QueryError::Unavailable(why)) => {
                     tracing::debug!("committed read of checkpoint {}: {why}", at.id);
@@ -373,15 +402,7 @@ async fn batch(
             "a batch look-up is a JSON body: send `Content-Type: application/json`",
         ));
     }
-    let body = to_bytes(request.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+    let body = read_body(request.into_body()).await?;
     let req: BatchRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a batch request: {e}")))?;
     if req.keys.len() > MAX_BATCH_KEYS {
@@ -395,12 +416,7 @@ async fn batch(
         ));
     }
     let info = app.hub.state(&name)?;
-    if req.user_key.is_some() && info.kind != "map" {
-        return Err(ApiError::bad_request(format!(
-            "`{name}` is a {} state: `user_key` is for map states",
-            info.kind
-        )));
-    }
+    check_lookup(&info, req.user_key.as_ref(), req.namespace.as_ref())?;
     let routes = req
         .keys
         .iter()
@@ -408,8 +424,12 @@ async fn batch(
         .collect::<Result<Vec<_>, _>>()?;
     let keys: Vec<Value> = routes.iter().map(|r| r.key.clone()).collect();
     let (checkpoint, values) = match req.consistency {
-        Consistency::Committed => read_committed(&app, &name, keys.clone(), req.user_key).await?,
-        Consistency::Live => live_batch(&app, &name, &routes, req.user_key, &headers).await?,
+        Consistency::Committed => {
+            read_committed(&app, &name, keys.clone(), req.user_key, req.namespace).await?
+        }
+        Consistency::Live => {
+            live_batch(&app, &name, &routes, req.user_key, req.namespace, &headers).await?
+        }
     };
     Ok(axum::Json(BatchResponse {
         state: name,
@@ -424,6 +444,33 @@ async fn batch(
     .into_response())
 }
 
+/// Bodies up to this size are read to their end even when too large, so the client
+/// gets its 413 rather than a connection reset mid-upload.
+const DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
+
+/// A request body of at most [`MAX_BODY_BYTES`] (413 beyond).
+pub(crate) async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let (mut kept, mut total) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the body broke off: {e}")))?;
+        total = total.saturating_add(chunk.len());
+        if total <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&chunk);
+        } else if total > DRAIN_BYTES {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    Ok(kept)
+}
+
 /// A live batch: keys grouped by owning worker here and by owning process
 /// elsewhere (one forwarded batch per process), answered concurrently.
 async fn live_batch(
@@ -431,6 +478,7 @@ async fn live_batch(
     name: &str,
     routes: &[Route],
     user_key: Option<Value>,
+    namespace: Option<Value>,
     headers: &HeaderMap,
 ) -> Result<(u64, Vec<Option<Value>>), ApiError> {
     let here = app.hub.status().process;
@@ -455,7 +503,16 @@ async fn live_batch(
         waiting.push((
             *worker,
             idx,
-            submit(app, name, *worker, keys, user_key.clone())?,
+            submit(
+                app,
+                *worker,
+                LiveLookup {
+                    state: name.to_string(),
+                    keys,
+                    user_key: user_key.clone(),
+                    namespace: namespace.clone(),
+                },
+            )?,
         ));
     }
     let mut forwarded = Vec::new();
@@ -464,6 +521,7 @@ async fn live_batch(
             keys: idx.iter().map(|i| routes[*i].key.clone()).collect(),
             consistency: Consistency::Live,
             user_key: user_key.clone(),
+            namespace: namespace.clone(),
         };
         let url = peer_url(app, *process, &["v1", "states", name, "batch"])?;
         let send = app

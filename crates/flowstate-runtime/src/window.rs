@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::RuntimeError;
 use crate::backend::AnyBackend;
 use crate::keyed::{KeyedCtx, KeyedLogic, OutputTag, keyed_operator};
+use crate::query::QueryRegistry;
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::timers::TimeDomain;
 
@@ -170,6 +171,7 @@ pub struct WindowedStream<'scope, K, T> {
     assigner: WindowAssigner,
     allowed_lateness: i64,
     late: Option<OutputTag<T>>,
+    queryable: Option<String>,
 }
 
 impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
@@ -180,6 +182,7 @@ impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
             assigner,
             allowed_lateness: 0,
             late: None,
+            queryable: None,
         }
     }
 }
@@ -199,17 +202,28 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         self
     }
 
+    /// Exposes each window's contents to queries under `name` (see
+    /// [`crate::query`]; a look-up names the key and the window): the reduced value
+    /// of [`WindowedStream::reduce`], the records of [`WindowedStream::process`].
+    /// [`WindowedStream::aggregate`] refuses it (its accumulator is not its result).
+    pub fn queryable(mut self, name: impl Into<String>) -> Self {
+        self.queryable = Some(name.into());
+        self
+    }
+
     /// Folds each window's records with `reduce`; emits `(key, window, result)` at the
     /// window's last millisecond.
     pub fn reduce(
         self,
         reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static,
     ) -> DataStream<'scope, (K, TimeWindow, T)> {
-        self.build("WindowReduce", move |backend| {
-            let state = backend.reducing_state::<TimeWindow, T>(&ReducingStateDescriptor::new(
-                "_window_contents",
-                reduce,
-            ))?;
+        let queryable = self.queryable.clone();
+        self.build("WindowReduce", move |backend, queries| {
+            let desc = ReducingStateDescriptor::new("_window_contents", reduce);
+            let state = backend.reducing_state::<TimeWindow, T>(&desc)?;
+            if let Some(name) = &queryable {
+                queries.window_reduce(name, &desc, &state)?;
+            }
             Ok(ReduceContents(state))
         })
     }
@@ -220,7 +234,14 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         self,
         function: impl AggregateFunction<T, ACC, R>,
     ) -> DataStream<'scope, (K, TimeWindow, R)> {
-        self.build("WindowAggregate", move |backend| {
+        let queryable = self.queryable.clone();
+        self.build("WindowAggregate", move |backend, _| {
+            if let Some(name) = queryable {
+                return Err(RuntimeError::Config(format!(
+                    "an aggregating window cannot be queryable (as `{name}`): its state is the \
+                     accumulator, not the result; use reduce or process windows"
+                )));
+            }
             let state = backend.aggregating_state::<TimeWindow, T, ACC, R>(
                 &AggregatingStateDescriptor::new("_window_contents", function),
             )?;
@@ -235,9 +256,13 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
     where
         F: FnMut(&K, &TimeWindow, Vec<T>, &mut Vec<OUT>) -> Result<(), RuntimeError> + 'static,
     {
-        self.build("WindowProcess", move |backend| {
-            let state = backend
-                .list_state::<TimeWindow, T>(&ListStateDescriptor::new("_window_contents"))?;
+        let queryable = self.queryable.clone();
+        self.build("WindowProcess", move |backend, queries| {
+            let desc = ListStateDescriptor::new("_window_contents");
+            let state = backend.list_state::<TimeWindow, T>(&desc)?;
+            if let Some(name) = &queryable {
+                queries.window_contents(name, &desc, &state)?;
+            }
             Ok(ProcessContents { state, function })
         })
     }
@@ -245,10 +270,10 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
     fn build<OUT: Data, C: Contents<K, T, OUT>>(
         self,
         name: &str,
-        contents: impl FnOnce(&AnyBackend<K>) -> Result<C, RuntimeError> + 'static,
+        contents: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<C, RuntimeError> + 'static,
     ) -> DataStream<'scope, OUT> {
         let (assigner, lateness, late) = (self.assigner, self.allowed_lateness, self.late);
-        keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, _| {
+        keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, queries| {
             assigner.validate()?;
             if lateness < 0 {
                 return Err(RuntimeError::Config(format!(
@@ -267,7 +292,7 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
                 lateness,
                 late,
                 sessions,
-                contents: contents(backend)?,
+                contents: contents(backend, queries)?,
             })
         })
     }

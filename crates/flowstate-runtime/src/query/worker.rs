@@ -18,7 +18,10 @@ use flowstate_core::descriptor::{
 use flowstate_core::keygroup::key_group_for_serialized_key;
 use flowstate_core::schema::json::map_json;
 use flowstate_core::serializer::{SerdeSerializer, StoredFormat, TypeSerializer};
-use flowstate_core::state::{ListState, MapState, ReducingState, StateKey, ValueState};
+use flowstate_core::state::{
+    InternalListState, InternalReducingState, ListState, MapState, Namespace, ReducingState,
+    StateKey, ValueState,
+};
 use flowstate_core::ttl::{StateTtlConfig, UpdateType};
 use serde_json::Value;
 use timely::scheduling::SyncActivator;
@@ -41,6 +44,21 @@ struct Entry<K> {
 
 /// Decodes a key from its JSON form.
 type DecodeKey<K> = Rc<dyn Fn(&Value) -> Result<K, QueryError>>;
+
+/// What the declaration of a queryable state says.
+struct Declared<'a> {
+    /// The queryable name.
+    name: &'a str,
+    /// The state's own name.
+    state: &'a str,
+    kind: &'a str,
+    /// The value's type and schema.
+    value: (String, Option<Value>),
+    /// A map's user key type and schema.
+    user_key: Option<(String, Option<Value>)>,
+    namespace_type: Option<&'a str>,
+    ttl: Option<&'a StateTtlConfig>,
+}
 
 /// Collects the queryable states a keyed operator instance declares while it opens.
 pub(crate) struct QueryRegistry<K> {
@@ -136,17 +154,16 @@ impl<K: StateKey + Data> QueryRegistry<K> {
 // Declarations need only `K: StateKey` (what `OpenContext` asks of keys); what needs
 // serde was built in `new`.
 impl<K: StateKey> QueryRegistry<K> {
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &self,
-        name: &str,
-        state: &str,
-        kind: &str,
-        value: (String, Option<Value>),
-        user_key: Option<(String, Option<Value>)>,
-        ttl: Option<&StateTtlConfig>,
-        read: Read<K>,
-    ) -> Result<(), RuntimeError> {
+    fn add(&self, d: Declared<'_>, read: Read<K>) -> Result<(), RuntimeError> {
+        let Declared {
+            name,
+            state,
+            kind,
+            value,
+            user_key,
+            namespace_type,
+            ttl,
+        } = d;
         check_read_only(state, ttl)?;
         if self.entries.borrow().iter().any(|e| e.info.name == name) {
             return Err(RuntimeError::Config(format!(
@@ -170,6 +187,7 @@ impl<K: StateKey> QueryRegistry<K> {
                 value_schema: value.1,
                 user_key_type,
                 user_key_schema,
+                namespace_type: namespace_type.map(str::to_string),
                 ttl_ms: ttl.map(StateTtlConfig::ttl_ms),
                 max_parallelism: self.max_parallelism,
                 parallelism: self.parallelism,
@@ -192,7 +210,8 @@ impl<K: StateKey> QueryRegistry<K> {
         };
         let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, _| {
+        let read: Read<K> = Box::new(move |b, k, lookup| {
+            no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             h.value()
                 .map_err(state_err)?
@@ -201,12 +220,15 @@ impl<K: StateKey> QueryRegistry<K> {
                 .transpose()
         });
         self.add(
-            name,
-            desc.name(),
-            "value",
-            (ty, schema),
-            None,
-            desc.enabled_ttl(),
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "value",
+                value: (ty, schema),
+                user_key: None,
+                namespace_type: None,
+                ttl: desc.enabled_ttl(),
+            },
             read,
         )
     }
@@ -222,7 +244,8 @@ impl<K: StateKey> QueryRegistry<K> {
         };
         let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, _| {
+        let read: Read<K> = Box::new(move |b, k, lookup| {
+            no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             let items = h.get().map_err(state_err)?;
             if items.is_empty() {
@@ -233,12 +256,15 @@ impl<K: StateKey> QueryRegistry<K> {
             )))
         });
         self.add(
-            name,
-            desc.name(),
-            "list",
-            (ty, schema),
-            None,
-            desc.enabled_ttl(),
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "list",
+                value: (ty, schema),
+                user_key: None,
+                namespace_type: None,
+                ttl: desc.enabled_ttl(),
+            },
             read,
         )
     }
@@ -258,6 +284,7 @@ impl<K: StateKey> QueryRegistry<K> {
         let decode_key = decoder(desc.key_serializer().clone(), "user key");
         let h = handle.clone();
         let read: Read<K> = Box::new(move |b, k, lookup| {
+            no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             if let Some(uk) = &lookup.user_key {
                 let uk = decode_key(uk)?;
@@ -282,12 +309,15 @@ impl<K: StateKey> QueryRegistry<K> {
             Ok(Some(map_json(pairs, as_object)))
         });
         self.add(
-            name,
-            desc.name(),
-            "map",
-            (vty, vschema),
-            Some((kty, kschema)),
-            desc.enabled_ttl(),
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "map",
+                value: (vty, vschema),
+                user_key: Some((kty, kschema)),
+                namespace_type: None,
+                ttl: desc.enabled_ttl(),
+            },
             read,
         )
     }
@@ -303,7 +333,8 @@ impl<K: StateKey> QueryRegistry<K> {
         };
         let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, _| {
+        let read: Read<K> = Box::new(move |b, k, lookup| {
+            no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             h.get()
                 .map_err(state_err)?
@@ -312,12 +343,99 @@ impl<K: StateKey> QueryRegistry<K> {
                 .transpose()
         });
         self.add(
-            name,
-            desc.name(),
-            "reducing",
-            (ty, schema),
-            None,
-            desc.enabled_ttl(),
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "reducing",
+                value: (ty, schema),
+                user_key: None,
+                namespace_type: None,
+                ttl: desc.enabled_ttl(),
+            },
+            read,
+        )
+    }
+
+    /// A window's reduced contents were declared queryable (the window operator's
+    /// `_window_contents` under `name`): a look-up names the window.
+    pub(crate) fn window_reduce<N: Namespace, T: 'static>(
+        &self,
+        name: &str,
+        desc: &ReducingStateDescriptor<T>,
+        handle: &Rc<dyn InternalReducingState<N, T>>,
+    ) -> Result<(), RuntimeError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (ty, schema, render) = renderer(desc.serializer().clone());
+        let h = handle.clone();
+        let read: Read<K> = Box::new(move |b, k, lookup| {
+            let n = window_of::<N>(lookup)?;
+            b.set_current_key(k.clone()).map_err(state_err)?;
+            h.set_current_namespace(n);
+            h.get()
+                .map_err(state_err)?
+                .as_ref()
+                .map(&render)
+                .transpose()
+        });
+        let ns = std::any::type_name::<N>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("window");
+        self.add(
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "window-reduce",
+                value: (ty, schema),
+                user_key: None,
+                namespace_type: Some(ns),
+                ttl: None,
+            },
+            read,
+        )
+    }
+
+    /// A window's records were declared queryable (the window operator's
+    /// `_window_contents` under `name`): a look-up names the window.
+    pub(crate) fn window_contents<N: Namespace, T: 'static>(
+        &self,
+        name: &str,
+        desc: &ListStateDescriptor<T>,
+        handle: &Rc<dyn InternalListState<N, T>>,
+    ) -> Result<(), RuntimeError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (ty, schema, render) = renderer(desc.serializer().clone());
+        let h = handle.clone();
+        let read: Read<K> = Box::new(move |b, k, lookup| {
+            let n = window_of::<N>(lookup)?;
+            b.set_current_key(k.clone()).map_err(state_err)?;
+            h.set_current_namespace(n);
+            let items = h.get().map_err(state_err)?;
+            if items.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Value::Array(
+                items.iter().map(&render).collect::<Result<_, _>>()?,
+            )))
+        });
+        let ns = std::any::type_name::<N>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("window");
+        self.add(
+            Declared {
+                name,
+                state: desc.name(),
+                kind: "window-contents",
+                value: (ty, schema),
+                user_key: None,
+                namespace_type: Some(ns),
+                ttl: None,
+            },
             read,
         )
     }
@@ -355,6 +473,29 @@ impl<K: StateKey> QueryRegistry<K> {
             attempt: hub.current_attempt(),
         }))
     }
+}
+
+/// Refuses a namespace for state that has none.
+fn no_namespace(lookup: &LiveLookup) -> Result<(), QueryError> {
+    match lookup.namespace {
+        Some(_) => Err(QueryError::BadRequest(format!(
+            "state `{}` is not a window's: it takes no `namespace`",
+            lookup.state
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The window a look-up of window state names.
+fn window_of<N: Namespace>(lookup: &LiveLookup) -> Result<N, QueryError> {
+    let Some(v) = &lookup.namespace else {
+        return Err(QueryError::BadRequest(format!(
+            "state `{}` is a window's: name the window with `namespace` \
+             ({{\"start\": ms, \"end\": ms}})",
+            lookup.state
+        )));
+    };
+    serde_json::from_value(v.clone()).map_err(|e| QueryError::BadKey(format!("namespace {v}: {e}")))
 }
 
 fn state_err(e: flowstate_core::StateError) -> QueryError {
@@ -409,12 +550,6 @@ impl<K: StateKey> LiveQueries<K> {
             .reads
             .get(&lookup.state)
             .ok_or_else(|| QueryError::UnknownState(lookup.state.clone()))?;
-        if lookup.namespace.is_some() {
-            return Err(QueryError::BadRequest(format!(
-                "state `{}` has no namespace (it is not a window's state)",
-                lookup.state
-            )));
-        }
         let mut values = Vec::with_capacity(lookup.keys.len());
         for key in &lookup.keys {
             values.push(read(backend, &(self.decode_key)(key)?, lookup)?);
