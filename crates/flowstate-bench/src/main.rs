@@ -20,6 +20,7 @@
 //! ```
 
 mod migrate;
+mod query;
 mod state;
 
 use std::time::{Duration, Instant};
@@ -53,6 +54,27 @@ enum Backend {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Queryable state: job throughput without and with look-ups, their latency,
+    /// and batch look-ups in keys/s.
+    Query {
+        #[arg(long, value_enum, default_value = "heap")]
+        backend: Backend,
+        /// Events of each timed job.
+        #[arg(long, default_value_t = 4_000_000)]
+        events: u64,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Point look-ups per second during the loaded runs.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Runs of each mode (no queries, live, committed), in turn.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Keys per batch look-up.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
     /// Flink's Value/List/MapStateBenchmark ops: ops/s per op.
     State {
         #[arg(long, value_enum, default_value = "heap")]
@@ -435,6 +457,27 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Query {
+            backend,
+            events,
+            keys,
+            rate,
+            runs,
+            batch,
+        } => {
+            if keys == 0 || runs == 0 || batch == 0 {
+                bail!("--keys, --runs and --batch must be positive");
+            }
+            query::QueryBench {
+                rocksdb: backend == Backend::Rocksdb,
+                events,
+                keys,
+                rate,
+                runs,
+                batch,
+            }
+            .run()
+        }
         Command::State {
             backend,
             seconds,

@@ -295,3 +295,36 @@ impl QueryClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_and_without_a_scheme() {
+        for (addr, base) in [
+            ("127.0.0.1:8081", "http://127.0.0.1:8081/"),
+            ("http://localhost:9/", "http://localhost:9/"),
+        ] {
+            let c = QueryClient::new(addr).map_err(|e| e.to_string());
+            assert_eq!(c.map(|c| c.base.to_string()), Ok(base.to_string()));
+        }
+        for bad in ["", "http://", "::::"] {
+            assert!(
+                matches!(QueryClient::new(bad), Err(ClientError::Address { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_one_escaped_path_segment() -> Result<(), ClientError> {
+        let c = QueryClient::new("127.0.0.1:1")?;
+        let url = c.url(&["v1", "states", "a/b", "keys", "[1,\"x y\"]"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/v1/states/a%2Fb/keys/[1,%22x%20y%22]"
+        );
+        Ok(())
+    }
+}

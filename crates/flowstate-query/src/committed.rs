@@ -5,86 +5,160 @@
 //! Every process can answer them: the checkpoint directory is shared, so nothing is
 //! forwarded. The worker threads are never involved.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::ttl::{StateTtlConfig, StateVisibility};
 use flowstate_query_client::QueryableState;
 use flowstate_runtime::query::{Committed, QueryError};
 use flowstate_state_processor::{DumpFilter, Snapshot, records};
 use serde_json::Value;
 
-/// Reads keys of the last completed checkpoint, keeping that checkpoint open.
+/// Entries of decoded key groups kept at most; beyond, the cache starts over.
+const MAX_CACHED_ENTRIES: usize = 1 << 20;
+
+/// The checkpoint being read, and the key groups of its states read so far.
+struct Open {
+    id: u64,
+    snapshot: Snapshot,
+    /// Per (state, key group): each entry's value by its key and namespace (as
+    /// [`entry_id`] spells them).
+    groups: HashMap<(String, u32), HashMap<String, Value>>,
+    entries: usize,
+}
+
+/// How a cached entry is found: its key and namespace as JSON text.
+fn entry_id(key: &Value, namespace: Option<&Value>) -> String {
+    match namespace {
+        Some(n) => format!("{key}\u{0}{n}"),
+        None => key.to_string(),
+    }
+}
+
+/// Reads keys of the last completed checkpoint, keeping that checkpoint open and the
+/// key groups read from it decoded (a checkpoint does not change, so each key group
+/// of a state is read from its files once).
 #[derive(Default)]
 pub(crate) struct CommittedReader {
-    open: Mutex<Option<(u64, Snapshot)>>,
+    open: Mutex<Option<Open>>,
 }
 
 impl CommittedReader {
-    /// The values of `keys` (already in the key type's JSON form) of `state` in
-    /// checkpoint `at`; `user_key` selects one entry of a map, `namespace` the window
-    /// of window state.
+    /// The values of `keys` (already in the key type's JSON form, with their key
+    /// groups) of `state` in checkpoint `at` (or, while `at` cannot be read, in the
+    /// last completed checkpoint that could), with the id of the checkpoint read;
+    /// `user_key` selects one entry of a map, `namespace` the window of window state.
     pub(crate) fn read(
         &self,
         at: &Committed,
         state: &QueryableState,
         ttl: Option<&StateTtlConfig>,
-        keys: &[Value],
+        keys: &[(Value, u32)],
         user_key: Option<&Value>,
         namespace: Option<&Value>,
-    ) -> Result<Vec<Option<Value>>, QueryError> {
+    ) -> Result<(u64, Vec<Option<Value>>), QueryError> {
         let Some(uid) = &state.operator else {
             return Err(QueryError::BadRequest(
                 "the job does not checkpoint: only `live` reads are possible".into(),
             ));
         };
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.as_ref().is_none_or(|(id, _)| *id != at.id) {
-            // The previous checkpoint's scratch copies (native RocksDB) go with it.
-            *open = None;
-            let snapshot = Snapshot::open(&at.path).map_err(|e| {
-                QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id))
-            })?;
-            *open = Some((at.id, snapshot));
+        let unavailable = |e: flowstate_state_processor::ProcessorError| {
+            QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id))
+        };
+        let mut slot = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|o| o.id < at.id) {
+            // Opened and (native RocksDB) converted before it replaces the one open:
+            // a checkpoint whose files go while it is read (retention, once a newer
+            // one completes) leaves the older one answering, under its own id.
+            let opened = Snapshot::open(&at.path).and_then(|s| {
+                s.keyed_header(uid)?;
+                Ok(s)
+            });
+            match opened {
+                Ok(snapshot) => {
+                    *slot = None;
+                    *slot = Some(Open {
+                        id: at.id,
+                        snapshot,
+                        groups: HashMap::new(),
+                        entries: 0,
+                    });
+                }
+                Err(e) if slot.is_some() => {
+                    tracing::debug!(
+                        "checkpoint {} not readable ({e}); keeping the last one",
+                        at.id
+                    );
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
         }
-        let Some((_, snapshot)) = open.as_ref() else {
+        let Some(open) = slot.as_mut() else {
             return Err(QueryError::Unavailable("no checkpoint open".into()));
         };
         let now = ttl.map(|t| t.clock().now_ms());
         let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let filter = DumpFilter {
-                uid: Some(uid.clone()),
-                state: Some(state.state.clone()),
-                key: Some(key.clone()),
-                no_operator: true,
-                ..DumpFilter::default()
-            };
-            let mut found = None;
-            records(
-                snapshot,
-                &filter,
-                |r| {
-                    if r.namespace.as_ref() == namespace {
-                        found = r.value;
-                    }
-                    Ok(())
-                },
-                |_| {},
-            )
-            .map_err(|e| {
-                QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id))
-            })?;
-            let value = found.and_then(|v| match (ttl, now) {
-                (Some(t), Some(now)) => live_under_ttl(&state.kind, v, t, now),
-                _ => Some(v),
-            });
+        for (key, kg) in keys {
+            let group = (state.state.clone(), *kg);
+            if !open.groups.contains_key(&group) {
+                let decoded =
+                    read_group(&open.snapshot, uid, &state.state, *kg).map_err(unavailable)?;
+                if open.entries + decoded.len() > MAX_CACHED_ENTRIES {
+                    open.groups.clear();
+                    open.entries = 0;
+                }
+                open.entries += decoded.len();
+                open.groups.insert(group.clone(), decoded);
+            }
+            let value = open
+                .groups
+                .get(&group)
+                .and_then(|g| g.get(&entry_id(key, namespace)))
+                .cloned()
+                .and_then(|v| match (ttl, now) {
+                    (Some(t), Some(now)) => live_under_ttl(&state.kind, v, t, now),
+                    _ => Some(v),
+                });
             out.push(match (value, user_key) {
                 (Some(map), Some(uk)) => map_entry(map, uk),
                 (v, _) => v,
             });
         }
-        Ok(out)
+        Ok((open.id, out))
     }
+}
+
+/// Every entry of `state` of operator `uid` in key group `kg`, rendered.
+fn read_group(
+    snapshot: &Snapshot,
+    uid: &str,
+    state: &str,
+    kg: u32,
+) -> Result<HashMap<String, Value>, flowstate_state_processor::ProcessorError> {
+    let range = KeyGroupRange::new(kg, kg).map_err(|e| {
+        flowstate_state_processor::ProcessorError::Invalid(format!("key group {kg}: {e}"))
+    })?;
+    let filter = DumpFilter {
+        uid: Some(uid.to_string()),
+        state: Some(state.to_string()),
+        key_groups: Some(range),
+        no_operator: true,
+        ..DumpFilter::default()
+    };
+    let mut group = HashMap::new();
+    records(
+        snapshot,
+        &filter,
+        |r| {
+            if let (Some(key), Some(value)) = (r.key, r.value) {
+                group.insert(entry_id(&key, r.namespace.as_ref()), value);
+            }
+            Ok(())
+        },
+        |_| {},
+    )?;
+    Ok(group)
 }
 
 /// One TTL-stored value (`{"ttl_last_access_ms", "value"}`) as a read sees it at

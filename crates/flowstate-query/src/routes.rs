@@ -37,10 +37,10 @@ pub(crate) struct App {
 
 type Shared = Arc<App>;
 
-/// Reads of the last completed checkpoint tried before giving up (503), and the
-/// wait between two tries of the same checkpoint.
-const COMMITTED_ATTEMPTS: usize = 40;
+/// Tries of a `committed` read before it answers 503, and the wait between them.
+const COMMITTED_TRIES: usize = 20;
 const COMMITTED_RETRY: Duration = Duration::from_millis(25);
+
 type Answer = Result<Response, ApiError>;
 
 /// The routes.
@@ -108,7 +108,7 @@ async fn states(State(app): State<Shared>) -> Answer {
 
 async fn state(State(app): State<Shared>, name: Result<Path<String>, PathRejection>) -> Answer {
     let Path(name) = name.map_err(path_error)?;
-    Ok(axum::Json(app.hub.state(&name)?).into_response())
+    Ok(axum::Json(&*app.hub.state(&name)?).into_response())
 }
 
 /// Checks what a look-up names against what the state is: a user key only for map
@@ -187,7 +187,7 @@ async fn key(
             let (id, mut values) = read_committed(
                 &app,
                 &name,
-                vec![route.key.clone()],
+                vec![(route.key.clone(), route.key_group)],
                 p.user_key,
                 p.namespace,
             )
@@ -254,7 +254,7 @@ async fn answer_of(app: &App, worker: u32, rx: Waiting) -> Result<LiveAnswer, Ap
 async fn read_committed(
     app: &Shared,
     name: &str,
-    keys: Vec<Value>,
+    keys: Vec<(Value, u32)>,
     user_key: Option<Value>,
     namespace: Option<Value>,
 ) -> Result<(u64, Vec<Option<Value>>), ApiError> {
@@ -262,42 +262,31 @@ async fn read_committed(
     let ttl = app.hub.ttl(name)?;
     let app = app.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
-        // Retention deletes the checkpoint just read as a newer one completes, a
-        // moment before the workers (who tell the hub) hear of it: then the newer one
-        // is read, once the hub knows it.
-        let mut failed: Option<(u64, String)> = None;
-        for _ in 0..COMMITTED_ATTEMPTS {
+        let mut tries = 0;
+        loop {
             let Some(at) = app.hub.committed()? else {
                 return Err(QueryError::Unavailable(
                     "no checkpoint has completed yet".into(),
                 ));
             };
-            if failed.as_ref().is_some_and(|(id, _)| *id == at.id) {
-                std::thread::sleep(COMMITTED_RETRY);
-                continue;
-            }
-            match app.committed.read(
+            let read = app.committed.read(
                 &at,
                 &info,
                 ttl.as_ref(),
                 &keys,
                 user_key.as_ref(),
                 namespace.as_ref(),
-            ) {
-                Ok(values) => return Ok((at.id, values)),
-                Err(QueryError::Unavailable(why)) => {
-                    tracing::debug!("committed read of checkpoint {}: {why}", at.id);
-                    failed = Some((at.id, why));
+            );
+            match read {
+                // Retention deletes a checkpoint as the next one completes, a moment
+                // before the workers (who tell the hub) hear of the new one.
+                Err(QueryError::Unavailable(_)) if tries < COMMITTED_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(COMMITTED_RETRY);
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
-        Err(QueryError::Unavailable(match failed {
-            Some((id, why)) => {
-                format!("the last completed checkpoint ({id}) cannot be read: {why}")
-            }
-            None => "the last completed checkpoint cannot be read now".into(),
-        }))
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("the read was interrupted: {e}")))?;
@@ -425,7 +414,11 @@ async fn batch(
     let keys: Vec<Value> = routes.iter().map(|r| r.key.clone()).collect();
     let (checkpoint, values) = match req.consistency {
         Consistency::Committed => {
-            read_committed(&app, &name, keys.clone(), req.user_key, req.namespace).await?
+            let keys = routes
+                .iter()
+                .map(|r| (r.key.clone(), r.key_group))
+                .collect();
+            read_committed(&app, &name, keys, req.user_key, req.namespace).await?
         }
         Consistency::Live => {
             live_batch(&app, &name, &routes, req.user_key, req.namespace, &headers).await?

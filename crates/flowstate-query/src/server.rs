@@ -77,7 +77,9 @@ impl QueryServer {
             committed: CommittedReader::default(),
             http,
         });
-        Self::serve(&config.addr, router(app))
+        // The last reference to the app (its open checkpoint holds a storage with
+        // its own runtime) is dropped outside the server's async context.
+        Self::serve(&config.addr, router(app.clone()), Some(app))
     }
 
     /// A gateway on `config.addr` for a job of several processes run by one
@@ -87,12 +89,22 @@ impl QueryServer {
     /// `Retry-After`. Its address stays the same across the job's restarts.
     pub fn gateway(config: ServerConfig) -> Result<Self, ServerError> {
         let http = client(&config)?;
-        Self::serve(&config.addr, crate::gateway::router(config.peers, http))
+        Self::serve(
+            &config.addr,
+            crate::gateway::router(config.peers, http),
+            None,
+        )
     }
 
-    fn serve(addr: &str, router: axum::Router) -> Result<Self, ServerError> {
+    fn serve(
+        addr: &str,
+        router: axum::Router,
+        keep: Option<Arc<App>>,
+    ) -> Result<Self, ServerError> {
+        // One thread: look-ups are short (the owning worker does the reading), and
+        // every extra thread that wakes up takes a core from the job's workers.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("flowstate-query")
             .enable_all()
             .build()
@@ -119,6 +131,7 @@ impl QueryServer {
                 if let Err(e) = served {
                     tracing::error!("the query server stopped: {e}");
                 }
+                drop(keep);
             })
             .map_err(ServerError::Runtime)?;
         tracing::info!("serving queryable state on http://{addr}");

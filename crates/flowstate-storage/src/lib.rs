@@ -52,10 +52,26 @@ const PART_BYTES: usize = 8 << 20;
 /// Time a single storage call may take before it fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The storage's own runtime. Dropping a runtime waits for its threads, which Tokio
+/// forbids inside another runtime's async context (a query server dropping the last
+/// reader of a checkpoint, say): there it is shut down in the background instead.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Checkpoint storage over an [`ObjectStore`].
 pub struct ObjectCheckpointStorage {
     store: Arc<dyn ObjectStore>,
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
+    _owned: OwnedRuntime,
     description: String,
     /// The local directory behind the store, when local (for the link checks).
     root: Option<PathBuf>,
@@ -163,7 +179,8 @@ impl ObjectCheckpointStorage {
             })?;
         Ok(ObjectCheckpointStorage {
             store,
-            runtime,
+            runtime: runtime.handle().clone(),
+            _owned: OwnedRuntime(Some(runtime)),
             description,
             root: None,
             timeout: DEFAULT_TIMEOUT,

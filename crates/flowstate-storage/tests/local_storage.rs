@@ -241,3 +241,21 @@ fn no_write_or_delete_through_a_link() {
     );
     assert!(!elsewhere.path().join("new").exists());
 }
+
+/// The last reference to a storage may go inside another runtime's async context (a
+/// query server's task): that must not panic, and the storage must have worked.
+#[test]
+fn dropping_a_storage_inside_an_async_context_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = ObjectCheckpointStorage::local(dir.path()).unwrap();
+    storage.put("a", Bytes::from_static(b"x")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        assert_eq!(&storage.get("a").unwrap()[..], b"x");
+        drop(storage);
+    });
+    assert!(dir.path().join("a").exists());
+}

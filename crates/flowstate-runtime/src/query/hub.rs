@@ -79,7 +79,7 @@ pub(crate) type KeyGroupFn = Arc<dyn Fn(&Value) -> Result<u32, QueryError> + Sen
 /// A registered queryable state.
 #[derive(Clone)]
 pub(crate) struct Registered {
-    pub(crate) info: QueryableState,
+    pub(crate) info: Arc<QueryableState>,
     pub(crate) key_group: KeyGroupFn,
     pub(crate) ttl: Option<StateTtlConfig>,
 }
@@ -230,12 +230,12 @@ impl QueryHub {
             .running()?
             .states
             .values()
-            .map(|r| r.info.clone())
+            .map(|r| QueryableState::clone(&r.info))
             .collect())
     }
 
     /// One queryable state.
-    pub fn state(&self, name: &str) -> Result<QueryableState, QueryError> {
+    pub fn state(&self, name: &str) -> Result<Arc<QueryableState>, QueryError> {
         let a = self.running()?;
         a.states
             .get(name)
@@ -256,16 +256,20 @@ impl QueryHub {
     /// Where `key` of state `name` lives. A key that does not decode as the key type
     /// is retried as the string of its text (`/keys/42` for a string key `"42"`).
     pub fn route(&self, name: &str, key: &Value) -> Result<Route, QueryError> {
-        let (reg, workers) = {
+        let (key_group_of, max_p, parallelism, workers) = {
             let a = self.running()?;
             let reg = a
                 .states
                 .get(name)
-                .cloned()
                 .ok_or_else(|| QueryError::UnknownState(name.into()))?;
-            (reg, a.workers.max(1))
+            (
+                reg.key_group.clone(),
+                reg.info.max_parallelism,
+                reg.info.parallelism,
+                a.workers.max(1),
+            )
         };
-        let (key, key_group) = match (reg.key_group)(key) {
+        let (key, key_group) = match key_group_of(key) {
             Ok(kg) => (key.clone(), kg),
             Err(first) => {
                 let text = match key {
@@ -275,16 +279,14 @@ impl QueryHub {
                     _ => return Err(first),
                 };
                 let s = Value::String(text);
-                match (reg.key_group)(&s) {
+                match key_group_of(&s) {
                     Ok(kg) => (s, kg),
                     Err(_) => return Err(first),
                 }
             }
         };
-        let info = &reg.info;
-        let worker =
-            operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group)
-                .map_err(|e| QueryError::State(e.to_string()))?;
+        let worker = operator_index_for_key_group(max_p, parallelism, key_group)
+            .map_err(|e| QueryError::State(e.to_string()))?;
         Ok(Route {
             key,
             key_group,
@@ -401,5 +403,169 @@ impl QueryHub {
         if a.committed.as_ref().is_none_or(|c| c.id < id) {
             a.committed = Some(Committed { id, path });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(name: &str, operator: &str) -> Registered {
+        Registered {
+            info: Arc::new(QueryableState {
+                name: name.into(),
+                state: name.into(),
+                operator: Some(operator.into()),
+                kind: "value".into(),
+                key_type: "u32".into(),
+                key_schema: None,
+                value_type: "u64".into(),
+                value_schema: None,
+                user_key_type: None,
+                user_key_schema: None,
+                namespace_type: None,
+                ttl_ms: None,
+                max_parallelism: 8,
+                parallelism: 4,
+            }),
+            // Key `n` (a number) is in key group `n`; anything else is a bad key.
+            key_group: Arc::new(|v: &Value| {
+                v.as_u64()
+                    .map(|n| n as u32 % 8)
+                    .ok_or_else(|| QueryError::BadKey(format!("{v}")))
+            }),
+            ttl: None,
+        }
+    }
+
+    fn unavailable<T: std::fmt::Debug>(r: Result<T, QueryError>) -> bool {
+        matches!(r, Err(QueryError::Unavailable(_)))
+    }
+
+    #[test]
+    fn nothing_answers_until_every_local_worker_started() {
+        let hub = QueryHub::new();
+        assert!(!hub.status().running);
+        assert!(unavailable(hub.states()));
+        hub.begin(1, 2, 2);
+        let mailbox = Arc::new(Mailbox::default());
+        assert_eq!(
+            hub.register(2, vec![state("counts", "op")], &mailbox),
+            Ok(())
+        );
+        hub.worker_started();
+        assert!(unavailable(hub.route("counts", &Value::from(1))));
+        hub.worker_started();
+        assert!(hub.status().running);
+        assert_eq!(hub.status().attempt, 1);
+        assert_eq!(hub.states().map(|s| s.len()), Ok(1));
+    }
+
+    #[test]
+    fn routes_follow_key_groups_to_workers_and_processes() {
+        let hub = QueryHub::new();
+        hub.begin(0, 2, 2);
+        let mailbox = Arc::new(Mailbox::default());
+        assert_eq!(
+            hub.register(0, vec![state("counts", "op")], &mailbox),
+            Ok(())
+        );
+        hub.worker_started();
+        hub.worker_started();
+        // 8 key groups over 4 workers: groups 2k and 2k+1 on worker k; 2 workers a
+        // process.
+        for (key, worker, process) in [(0, 0, 0), (3, 1, 0), (4, 2, 1), (7, 3, 1)] {
+            let r = hub.route("counts", &Value::from(key));
+            assert_eq!(
+                r.map(|r| (r.key_group, r.worker, r.process)),
+                Ok((key as u32, worker, process))
+            );
+        }
+        assert!(matches!(
+            hub.route("nope", &Value::from(1)),
+            Err(QueryError::UnknownState(_))
+        ));
+        assert!(matches!(
+            hub.route("counts", &Value::from("x")),
+            Err(QueryError::BadKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_queryable_name_belongs_to_one_state() {
+        let hub = QueryHub::new();
+        hub.begin(0, 1, 2);
+        let (a, b) = (Arc::new(Mailbox::default()), Arc::new(Mailbox::default()));
+        assert_eq!(hub.register(0, vec![state("counts", "op")], &a), Ok(()));
+        // The same operator's other instance: fine.
+        assert_eq!(hub.register(1, vec![state("counts", "op")], &b), Ok(()));
+        assert!(hub.register(1, vec![state("counts", "other")], &b).is_err());
+    }
+
+    #[test]
+    fn look_ups_wait_in_the_owners_mailbox_and_die_with_the_attempt() {
+        let hub = QueryHub::new();
+        hub.begin(0, 1, 1);
+        let mailbox = Arc::new(Mailbox::default());
+        assert_eq!(
+            hub.register(0, vec![state("counts", "op")], &mailbox),
+            Ok(())
+        );
+        hub.worker_started();
+        let lookup = |keys: Vec<Value>| LiveLookup {
+            state: "counts".into(),
+            keys,
+            user_key: None,
+            namespace: None,
+        };
+        let first = hub.live(0, lookup(vec![Value::from(1)]));
+        let second = hub.live(0, lookup(vec![Value::from(2)]));
+        assert!(
+            unavailable(hub.live(3, lookup(vec![]))),
+            "no such worker here"
+        );
+        let (taken, more) = mailbox.take(1);
+        assert_eq!((taken.len(), more), (1, true));
+        for p in taken {
+            assert_eq!(p.lookup.keys, vec![Value::from(1)]);
+            let _ = p.reply.send(Ok(LiveAnswer {
+                values: vec![Some(Value::from(10))],
+                checkpoint: 4,
+                watermark: i64::MIN,
+                attempt: 1,
+            }));
+        }
+        let answered = first.ok().and_then(|mut rx| rx.try_recv().ok());
+        assert_eq!(
+            answered.and_then(|a| a.ok()).map(|a| a.values),
+            Some(vec![Some(Value::from(10))])
+        );
+        // The attempt ends: nothing answers, and what waited gets no reply.
+        hub.end("the job failed");
+        drop(mailbox);
+        assert!(unavailable(hub.states()));
+        assert_eq!(hub.status().reason.as_deref(), Some("the job failed"));
+        let mut second = second.ok();
+        assert!(second.as_mut().is_some_and(|rx| rx.try_recv().is_err()));
+        // The next attempt starts empty.
+        hub.begin(0, 1, 1);
+        hub.worker_started();
+        assert_eq!(hub.states().map(|s| s.len()), Ok(0));
+        assert_eq!(hub.status().attempt, 2);
+    }
+
+    #[test]
+    fn the_committed_checkpoint_only_moves_forward() {
+        let hub = QueryHub::new();
+        hub.begin(0, 1, 1);
+        hub.worker_started();
+        hub.set_committed(5, PathBuf::from("/ck/chk-5"));
+        hub.set_committed(3, PathBuf::from("/ck/chk-3"));
+        assert_eq!(hub.committed().ok().flatten().map(|c| c.id), Some(5));
+        hub.set_committed(6, PathBuf::from("/ck/savepoints/sp-6"));
+        assert_eq!(
+            hub.committed().ok().flatten().map(|c| c.path),
+            Some(PathBuf::from("/ck/savepoints/sp-6"))
+        );
     }
 }

@@ -457,7 +457,7 @@ impl<K: StateKey> QueryRegistry<K> {
         for mut e in entries {
             e.info.operator = operator.clone();
             registered.push(Registered {
-                info: e.info.clone(),
+                info: Arc::new(e.info.clone()),
                 key_group: e.key_group,
                 ttl: e.ttl,
             });

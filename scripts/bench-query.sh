@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue "queryable state" figures, side by side in one process per backend
+# (`flowstate-bench query`): a keyed counter job (2 workers, checkpoints every 1 s,
+# a queryable value state) timed to its end with no queries, with 1,000 live point
+# look-ups per second and with 1,000 committed ones (RUNS runs of each, in turn;
+# medians), the look-ups' p50/p99 latency, then batch look-ups of 1,000 keys in
+# keys/s on an idle job. The load generator runs in the same process, so its CPU
+# counts against the job (the machine has 2 cores; the job alone saturates both).
+#   ./scripts/bench-query.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
+cargo build --release -q -p flowstate-bench
+bin="$CARGO_TARGET_DIR/release/flowstate-bench"
+runs=${1:-3}
+echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs"
+RUST_LOG=warn "$bin" query --backend heap --events 40000000 --keys 100000 --runs "$runs"
+RUST_LOG=warn "$bin" query --backend rocksdb --events 3000000 --keys 100000 --runs "$runs"
