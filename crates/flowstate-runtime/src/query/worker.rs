@@ -60,6 +60,34 @@ struct Declared<'a> {
     ttl: Option<&'a StateTtlConfig>,
 }
 
+impl<'a> Declared<'a> {
+    /// A state without a namespace; its value type is filled in by the caller.
+    fn plain(
+        name: &'a str,
+        state: &'a str,
+        kind: &'a str,
+        ttl: Option<&'a StateTtlConfig>,
+    ) -> Self {
+        Declared {
+            name,
+            state,
+            kind,
+            value: (String::new(), None),
+            user_key: None,
+            namespace_type: None,
+            ttl,
+        }
+    }
+
+    /// A window's state (namespace `N`; windows have no TTL).
+    fn window<N>(name: &'a str, state: &'a str, kind: &'a str) -> Self {
+        Declared {
+            namespace_type: std::any::type_name::<N>().rsplit("::").next(),
+            ..Declared::plain(name, state, kind, None)
+        }
+    }
+}
+
 /// Collects the queryable states a keyed operator instance declares while it opens.
 pub(crate) struct QueryRegistry<K> {
     enabled: bool,
@@ -199,6 +227,53 @@ impl<K: StateKey> QueryRegistry<K> {
         Ok(())
     }
 
+    /// Registers a state whose look-up reads one value (or nothing) with `get`
+    /// (given the backend, the key and the look-up), rendered through `serializer`.
+    fn single<T: 'static>(
+        &self,
+        d: Declared<'_>,
+        serializer: &Arc<dyn TypeSerializer<T>>,
+        get: impl Fn(&AnyBackend<K>, &K, &LiveLookup) -> Result<Option<T>, QueryError> + 'static,
+    ) -> Result<(), RuntimeError> {
+        let (ty, schema, render) = renderer(serializer.clone());
+        let read: Read<K> =
+            Box::new(move |b, k, l| get(b, k, l)?.as_ref().map(&render).transpose());
+        self.add(
+            Declared {
+                value: (ty, schema),
+                ..d
+            },
+            read,
+        )
+    }
+
+    /// Registers a state whose look-up reads a list with `get` (empty: nothing
+    /// stored), its elements rendered through `serializer`.
+    fn items<T: 'static>(
+        &self,
+        d: Declared<'_>,
+        serializer: &Arc<dyn TypeSerializer<T>>,
+        get: impl Fn(&AnyBackend<K>, &K, &LiveLookup) -> Result<Vec<T>, QueryError> + 'static,
+    ) -> Result<(), RuntimeError> {
+        let (ty, schema, render) = renderer(serializer.clone());
+        let read: Read<K> = Box::new(move |b, k, l| {
+            let items = get(b, k, l)?;
+            if items.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Value::Array(
+                items.iter().map(&render).collect::<Result<_, _>>()?,
+            )))
+        });
+        self.add(
+            Declared {
+                value: (ty, schema),
+                ..d
+            },
+            read,
+        )
+    }
+
     /// A value state was declared.
     pub(crate) fn value<T: 'static>(
         &self,
@@ -208,29 +283,13 @@ impl<K: StateKey> QueryRegistry<K> {
         let Some(name) = desc.queryable_name().filter(|_| self.enabled) else {
             return Ok(());
         };
-        let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, lookup| {
+        let d = Declared::plain(name, desc.name(), "value", desc.enabled_ttl());
+        self.single(d, desc.serializer(), move |b, k, lookup| {
             no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
-            h.value()
-                .map_err(state_err)?
-                .as_ref()
-                .map(&render)
-                .transpose()
-        });
-        self.add(
-            Declared {
-                name,
-                state: desc.name(),
-                kind: "value",
-                value: (ty, schema),
-                user_key: None,
-                namespace_type: None,
-                ttl: desc.enabled_ttl(),
-            },
-            read,
-        )
+            h.value().map_err(state_err)
+        })
     }
 
     /// A list state was declared (an empty list reads as nothing stored).
@@ -242,31 +301,13 @@ impl<K: StateKey> QueryRegistry<K> {
         let Some(name) = desc.queryable_name().filter(|_| self.enabled) else {
             return Ok(());
         };
-        let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, lookup| {
+        let d = Declared::plain(name, desc.name(), "list", desc.enabled_ttl());
+        self.items(d, desc.serializer(), move |b, k, lookup| {
             no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
-            let items = h.get().map_err(state_err)?;
-            if items.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(Value::Array(
-                items.iter().map(&render).collect::<Result<_, _>>()?,
-            )))
-        });
-        self.add(
-            Declared {
-                name,
-                state: desc.name(),
-                kind: "list",
-                value: (ty, schema),
-                user_key: None,
-                namespace_type: None,
-                ttl: desc.enabled_ttl(),
-            },
-            read,
-        )
+            h.get().map_err(state_err)
+        })
     }
 
     /// A map state was declared: a look-up reads one user key's value, or the whole
@@ -331,29 +372,13 @@ impl<K: StateKey> QueryRegistry<K> {
         let Some(name) = desc.queryable_name().filter(|_| self.enabled) else {
             return Ok(());
         };
-        let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, lookup| {
+        let d = Declared::plain(name, desc.name(), "reducing", desc.enabled_ttl());
+        self.single(d, desc.serializer(), move |b, k, lookup| {
             no_namespace(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
-            h.get()
-                .map_err(state_err)?
-                .as_ref()
-                .map(&render)
-                .transpose()
-        });
-        self.add(
-            Declared {
-                name,
-                state: desc.name(),
-                kind: "reducing",
-                value: (ty, schema),
-                user_key: None,
-                namespace_type: None,
-                ttl: desc.enabled_ttl(),
-            },
-            read,
-        )
+            h.get().map_err(state_err)
+        })
     }
 
     /// A window's reduced contents were declared queryable (the window operator's
@@ -367,34 +392,14 @@ impl<K: StateKey> QueryRegistry<K> {
         if !self.enabled {
             return Ok(());
         }
-        let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, lookup| {
+        let d = Declared::window::<N>(name, desc.name(), "window-reduce");
+        self.single(d, desc.serializer(), move |b, k, lookup| {
             let n = window_of::<N>(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             h.set_current_namespace(n);
-            h.get()
-                .map_err(state_err)?
-                .as_ref()
-                .map(&render)
-                .transpose()
-        });
-        let ns = std::any::type_name::<N>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("window");
-        self.add(
-            Declared {
-                name,
-                state: desc.name(),
-                kind: "window-reduce",
-                value: (ty, schema),
-                user_key: None,
-                namespace_type: Some(ns),
-                ttl: None,
-            },
-            read,
-        )
+            h.get().map_err(state_err)
+        })
     }
 
     /// A window's records were declared queryable (the window operator's
@@ -408,36 +413,14 @@ impl<K: StateKey> QueryRegistry<K> {
         if !self.enabled {
             return Ok(());
         }
-        let (ty, schema, render) = renderer(desc.serializer().clone());
         let h = handle.clone();
-        let read: Read<K> = Box::new(move |b, k, lookup| {
+        let d = Declared::window::<N>(name, desc.name(), "window-contents");
+        self.items(d, desc.serializer(), move |b, k, lookup| {
             let n = window_of::<N>(lookup)?;
             b.set_current_key(k.clone()).map_err(state_err)?;
             h.set_current_namespace(n);
-            let items = h.get().map_err(state_err)?;
-            if items.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(Value::Array(
-                items.iter().map(&render).collect::<Result<_, _>>()?,
-            )))
-        });
-        let ns = std::any::type_name::<N>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("window");
-        self.add(
-            Declared {
-                name,
-                state: desc.name(),
-                kind: "window-contents",
-                value: (ty, schema),
-                user_key: None,
-                namespace_type: Some(ns),
-                ttl: None,
-            },
-            read,
-        )
+            h.get().map_err(state_err)
+        })
     }
 
     /// What was declared, ready to serve: `None` when nothing is queryable.
