@@ -6,7 +6,8 @@
 //! forwarded. The worker threads are never involved.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::ttl::{StateTtlConfig, StateVisibility};
@@ -36,19 +37,74 @@ fn entry_id(key: &Value, namespace: Option<&Value>) -> String {
     }
 }
 
+/// Opens checkpoint `at` for reads of operator `uid` (a native RocksDB checkpoint is
+/// converted here, which takes a while).
+fn open_for(at: &Committed, uid: &str) -> Result<Open, flowstate_state_processor::ProcessorError> {
+    let snapshot = Snapshot::open(&at.path)?;
+    snapshot.keyed_header(uid)?;
+    Ok(Open {
+        id: at.id,
+        snapshot,
+        groups: HashMap::new(),
+        entries: 0,
+    })
+}
+
 /// Reads keys of the last completed checkpoint, keeping that checkpoint open and the
 /// key groups read from it decoded (a checkpoint does not change, so each key group
 /// of a state is read from its files once).
+///
+/// A newer checkpoint is opened on a thread of its own while reads go on in the one
+/// open, and replaces it once open: reads never wait for a conversion except the
+/// very first, and a checkpoint whose files go while it is opened (retention, as a
+/// newer one completes) leaves the older one answering. Every answer names the
+/// checkpoint it read.
 #[derive(Default)]
 pub(crate) struct CommittedReader {
-    open: Mutex<Option<Open>>,
+    open: Arc<Mutex<Option<Open>>>,
+    /// A newer checkpoint is being opened.
+    opening: Arc<AtomicBool>,
 }
 
 impl CommittedReader {
+    /// Opens `at` on a thread of its own, unless one is opening already.
+    fn refresh(&self, at: &Committed, uid: &str) {
+        if self.opening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (slot, opening, at, uid) = (
+            self.open.clone(),
+            self.opening.clone(),
+            at.clone(),
+            uid.to_string(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("flowstate-committed".into())
+            .spawn(move || {
+                match open_for(&at, &uid) {
+                    Ok(newer) => {
+                        let older = slot
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .replace(newer);
+                        drop(older);
+                    }
+                    Err(e) => tracing::debug!(
+                        "checkpoint {} not readable ({e}); the last one answers",
+                        at.id
+                    ),
+                }
+                opening.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.opening.store(false, Ordering::Release);
+        }
+    }
+
     /// The values of `keys` (already in the key type's JSON form, with their key
-    /// groups) of `state` in checkpoint `at` (or, while `at` cannot be read, in the
-    /// last completed checkpoint that could), with the id of the checkpoint read;
-    /// `user_key` selects one entry of a map, `namespace` the window of window state.
+    /// groups) of `state` in the newest checkpoint open, at most `at` (opening `at`
+    /// meanwhile when it is newer), with the id of the checkpoint read; `user_key`
+    /// selects one entry of a map, `namespace` the window of window state.
     pub(crate) fn read(
         &self,
         at: &Committed,
@@ -67,32 +123,10 @@ impl CommittedReader {
             QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id))
         };
         let mut slot = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_none_or(|o| o.id < at.id) {
-            // Opened and (native RocksDB) converted before it replaces the one open:
-            // a checkpoint whose files go while it is read (retention, once a newer
-            // one completes) leaves the older one answering, under its own id.
-            let opened = Snapshot::open(&at.path).and_then(|s| {
-                s.keyed_header(uid)?;
-                Ok(s)
-            });
-            match opened {
-                Ok(snapshot) => {
-                    *slot = None;
-                    *slot = Some(Open {
-                        id: at.id,
-                        snapshot,
-                        groups: HashMap::new(),
-                        entries: 0,
-                    });
-                }
-                Err(e) if slot.is_some() => {
-                    tracing::debug!(
-                        "checkpoint {} not readable ({e}); keeping the last one",
-                        at.id
-                    );
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
+        match slot.as_ref() {
+            None => *slot = Some(open_for(at, uid).map_err(unavailable)?),
+            Some(o) if o.id < at.id => self.refresh(at, uid),
+            Some(_) => {}
         }
         let Some(open) = slot.as_mut() else {
             return Err(QueryError::Unavailable("no checkpoint open".into()));
