@@ -150,7 +150,8 @@ pub struct RunOptions {
     /// for several); the state of any other missing operator still refuses the start.
     #[arg(long = "drop-state-of", value_name = "UID")]
     pub drop_state_of: Vec<String>,
-    /// Serve the job's queryable states over HTTP here (`127.0.0.1:8081`). With
+    /// Serve the job's queryable states over HTTP here (`127.0.0.1:8081`; a port
+    /// alone binds 127.0.0.1, the loopback interface: give a host to serve others). With
     /// several processes this is the supervisor's gateway (the same address across
     /// restarts) and process `i` serves at the next port plus `i`, unless
     /// `--query-peers` names their addresses.

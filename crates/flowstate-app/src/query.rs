@@ -9,6 +9,15 @@ use serde_json::Value;
 use crate::AppError;
 use crate::cli::RunOptions;
 
+/// `--query-addr` as given, or `127.0.0.1:PORT` when it is only a port: the server
+/// binds the loopback interface unless told otherwise.
+fn query_addr(opts: &RunOptions) -> Option<String> {
+    opts.query_addr.as_ref().map(|a| match a.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => a.clone(),
+    })
+}
+
 /// The query address of every process of `processes`: `--query-peers`, or the ports
 /// after `--query-addr`'s.
 pub(crate) fn peers(opts: &RunOptions, processes: usize) -> Result<Vec<String>, AppError> {
@@ -21,7 +30,7 @@ pub(crate) fn peers(opts: &RunOptions, processes: usize) -> Result<Vec<String>, 
         }
         return Ok(opts.query_peers.clone());
     }
-    let Some(addr) = &opts.query_addr else {
+    let Some(addr) = &query_addr(opts) else {
         return Ok(Vec::new());
     };
     let bad = || AppError::Usage(format!("--query-addr `{addr}` is not HOST:PORT"));
@@ -43,8 +52,8 @@ pub(crate) fn serve(
     process: Option<(usize, usize)>,
 ) -> Result<Option<(QueryHub, QueryServer)>, AppError> {
     let (addr, peers) = match process {
-        None => match &opts.query_addr {
-            Some(a) => (a.clone(), Vec::new()),
+        None => match query_addr(opts) {
+            Some(a) => (a, Vec::new()),
             None => return Ok(None),
         },
         Some((i, n)) => {
@@ -63,11 +72,11 @@ pub(crate) fn serve(
 
 /// The supervisor's gateway, when `run --processes N --query-addr` asks for one.
 pub(crate) fn gateway(opts: &RunOptions) -> Result<Option<QueryServer>, AppError> {
-    let Some(addr) = &opts.query_addr else {
+    let Some(addr) = query_addr(opts) else {
         return Ok(None);
     };
     let peers = peers(opts, opts.processes)?;
-    QueryServer::gateway(ServerConfig::new(addr.clone()).peers(peers))
+    QueryServer::gateway(ServerConfig::new(addr).peers(peers))
         .map(Some)
         .map_err(|e| AppError::Failed(format!("queryable state: {e}")))
 }
