@@ -182,11 +182,12 @@ async fn key(
     let info = app.hub.state(&name)?;
     check_lookup(&info, p.user_key.as_ref(), p.namespace.as_ref())?;
     let route = app.hub.route(&name, &lenient_json(&key_text))?;
+    let here = app.hub.status().process;
     let (checkpoint, watermark, value) = match p.consistency {
         Consistency::Committed => {
             let (id, mut values) = read_committed(
                 &app,
-                &name,
+                info,
                 vec![(route.key.clone(), route.key_group)],
                 p.user_key,
                 p.namespace,
@@ -195,7 +196,7 @@ async fn key(
             (id, None, values.pop().flatten())
         }
         Consistency::Live => {
-            if route.process != app.hub.status().process {
+            if route.process != here {
                 return forward_get(&app, &route, &name, &key_text, &p, &headers).await;
             }
             let lookup = LiveLookup {
@@ -220,7 +221,7 @@ async fn key(
         consistency: p.consistency,
         checkpoint,
         watermark,
-        process: app.hub.status().process,
+        process: here,
         value,
     })
     .into_response())
@@ -253,13 +254,12 @@ async fn answer_of(app: &App, worker: u32, rx: Waiting) -> Result<LiveAnswer, Ap
 /// Reads keys of the last completed checkpoint (on a blocking thread).
 async fn read_committed(
     app: &Shared,
-    name: &str,
+    info: Arc<QueryableState>,
     keys: Vec<(Value, u32)>,
     user_key: Option<Value>,
     namespace: Option<Value>,
 ) -> Result<(u64, Vec<Option<Value>>), ApiError> {
-    let info = app.hub.state(name)?;
-    let ttl = app.hub.ttl(name)?;
+    let ttl = app.hub.ttl(&info.name)?;
     let app = app.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
         let mut tries = 0;
@@ -418,7 +418,7 @@ async fn batch(
                 .iter()
                 .map(|r| (r.key.clone(), r.key_group))
                 .collect();
-            read_committed(&app, &name, keys, req.user_key, req.namespace).await?
+            read_committed(&app, info, keys, req.user_key, req.namespace).await?
         }
         Consistency::Live => {
             live_batch(&app, &name, &routes, req.user_key, req.namespace, &headers).await?

@@ -326,6 +326,9 @@ where
                 }
             }
             if let Some(h) = &shared.queries {
+                if let Some(c) = &ctx {
+                    crate::query::follow_completions(h, c);
+                }
                 h.worker_started();
             }
             drive(

@@ -33,7 +33,7 @@ use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
-use crate::query::{LiveQueries, QueryHub, QueryRegistry};
+use crate::query::{LiveQueries, QueryRegistry};
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::{
     KeyedWrite, Started, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later,
@@ -259,9 +259,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             index,
             task.as_ref().map(|t| t.id.uid.clone()),
         )?;
-        if let (Some(hub), Some(_), Some(t)) = (&config.queries, &queries, &task) {
-            follow_completions(hub, &t.ctx);
-        }
         let timers = TimerState::open(&backend)?;
         let mut stash: Stash<K, T> = BTreeMap::new();
         if let Some(t) = &task {
@@ -408,33 +405,6 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         }
         Ok(())
     }
-}
-
-/// Tells `hub` of every checkpoint or savepoint that completes (where its files are),
-/// and of the one the job restored when it is the job's own, for `committed` reads.
-fn follow_completions(hub: &QueryHub, ctx: &Rc<WorkerCheckpoints>) {
-    let Some(dir) = ctx.coordinator.config().dir.clone() else {
-        return;
-    };
-    // A follower process does not know which kind a completed id was: its
-    // `_metadata` says where it is.
-    let committed = move |hub: &QueryHub, id: u64| {
-        let found = [format!("chk-{id}"), format!("savepoints/sp-{id}")]
-            .into_iter()
-            .map(|l| dir.join(l))
-            .find(|p| p.join("_metadata").is_file());
-        if let Some(path) = found {
-            hub.set_committed(id, path);
-        }
-    };
-    if let Some(r) = ctx.restored.as_ref().filter(|r| r.own) {
-        committed(hub, r.metadata.id);
-    }
-    let hub = hub.clone();
-    ctx.on_complete(move |id| {
-        committed(&hub, id);
-        Ok(())
-    });
 }
 
 /// The restored records in flight of a keyed operator, all to be processed first

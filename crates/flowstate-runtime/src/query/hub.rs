@@ -18,6 +18,8 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::oneshot;
 
 use super::{LiveAnswer, LiveLookup, QueryError, QueryableState};
+use crate::SnapshotKind;
+use crate::task::WorkerCheckpoints;
 
 /// Where a look-up's reply goes.
 pub(crate) type Reply = oneshot::Sender<Result<LiveAnswer, QueryError>>;
@@ -404,6 +406,34 @@ impl QueryHub {
             a.committed = Some(Committed { id, path });
         }
     }
+}
+
+/// Tells `hub` of every checkpoint or savepoint that completes on this worker's
+/// process (where its files are), and of the one the job restored when it is the
+/// job's own, for `committed` reads. Once per worker.
+pub(crate) fn follow_completions(hub: &QueryHub, ctx: &WorkerCheckpoints) {
+    let Some(dir) = ctx.coordinator.config().dir.clone() else {
+        return;
+    };
+    // A follower process does not know which kind a completed id was: its
+    // `_metadata` says where it is.
+    let committed = move |hub: &QueryHub, id: u64| {
+        let found = [SnapshotKind::Checkpoint, SnapshotKind::Savepoint]
+            .into_iter()
+            .map(|k| dir.join(k.location(id)))
+            .find(|p| p.join("_metadata").is_file());
+        if let Some(path) = found {
+            hub.set_committed(id, path);
+        }
+    };
+    if let Some(r) = ctx.restored.as_ref().filter(|r| r.own) {
+        committed(hub, r.metadata.id);
+    }
+    let hub = hub.clone();
+    ctx.on_complete(move |id| {
+        committed(&hub, id);
+        Ok(())
+    });
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod hub;
 mod worker;
 
 pub use flowstate_query_client::wire::QueryableState;
+pub(crate) use hub::follow_completions;
 pub use hub::{Committed, HubStatus, QueryHub, Route};
 pub(crate) use worker::{LiveQueries, QueryRegistry};
 
