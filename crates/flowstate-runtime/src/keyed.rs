@@ -149,10 +149,10 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
     }
 }
 
-/// Hands pending output on (to the operator's output, at the time being processed):
-/// firing many timers at once flushes every [`FLUSH_EVERY`] records instead of
-/// buffering all their output.
-pub(crate) type Flush<'a, OUT> = &'a mut dyn FnMut(&mut Vec<(i64, Tagged<OUT>)>);
+/// Hands pending output on (to the operator's output, in the given epoch or, if the
+/// operator's capability is already later, at the capability): firing many timers at
+/// once flushes every [`FLUSH_EVERY`] records instead of buffering all their output.
+pub(crate) type Flush<'a, OUT> = &'a mut dyn FnMut(&mut Vec<(i64, Tagged<OUT>)>, u64);
 
 /// Output records a keyed operator buffers at most while firing timers.
 pub(crate) const FLUSH_EVERY: usize = 1024;
@@ -163,6 +163,11 @@ pub(crate) type TaggedOutput<'a, OUT> =
 
 /// A record of a keyed stream: event time, (target worker, key group, key, value).
 pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));
+
+/// The epoch of records sent after `watermark` (the inverse of [`watermark_before`]).
+pub(crate) fn epoch_after(watermark: i64) -> u64 {
+    u64::try_from(watermark.saturating_add(1)).unwrap_or(0)
+}
 
 /// The watermark an epoch stands for (epochs are unsigned; epoch 0 is "none yet").
 pub(crate) fn watermark_before(epoch: u64) -> i64 {
@@ -335,11 +340,12 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 
     /// Fires every timer of `domain` due at `limit`, in timestamp order, handing
-    /// output to `flush` whenever [`FLUSH_EVERY`] records are pending.
+    /// output to `flush` (for `epoch`) whenever [`FLUSH_EVERY`] records are pending.
     pub(crate) fn fire<IN, OUT>(
         &mut self,
         domain: TimeDomain,
         limit: i64,
+        epoch: u64,
         out: &mut Vec<(i64, Tagged<OUT>)>,
         flush: Flush<'_, OUT>,
     ) -> Result<(), RuntimeError>
@@ -357,7 +363,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             };
             self.logic.timer(ts, ns, domain, &mut ctx)?;
             if out.len() >= FLUSH_EVERY {
-                flush(out);
+                flush(out, epoch);
             }
         }
         Ok(())
@@ -378,10 +384,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
-            output
-                .session(&cap.delayed(&emit_at))
-                .give_iterator(o.drain(..));
+        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
+            let at = time_at(e.max(cap.time().outer), emit_at.inner);
+            output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
         };
         if let Err(e) = self.advance_watermark::<IN, OUT>(watermark_before(epoch), out, flush) {
             record_error(errors, e);
@@ -390,6 +395,13 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
 
     /// Raises the watermark (never lowers it) and fires the event-time timers it
     /// passes (output to `flush` as they go; see [`KeyedRunner::fire`]).
+    ///
+    /// Their output goes out in the epoch after the *previous* watermark: Flink emits
+    /// what a watermark's timers produce before it forwards the watermark, so
+    /// downstream sees a window's result (stamped with the window's last millisecond)
+    /// before its own timers for that watermark fire, and never as late. In the epoch
+    /// of the new watermark a downstream window would drop it whenever the watermark
+    /// jumped past the window's end.
     pub(crate) fn advance_watermark<IN, OUT>(
         &mut self,
         watermark: i64,
@@ -400,8 +412,12 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         L: KeyedLogic<K, N, IN, OUT>,
     {
         if watermark > self.watermark {
+            let epoch = epoch_after(self.watermark);
             self.watermark = watermark;
-            self.fire::<IN, OUT>(TimeDomain::EventTime, watermark, out, flush)?;
+            self.fire::<IN, OUT>(TimeDomain::EventTime, watermark, epoch, out, flush)?;
+            if !out.is_empty() {
+                flush(out, epoch);
+            }
         }
         Ok(())
     }
@@ -607,17 +623,18 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             time_at(h.outer.max(at.outer), h.inner.max(at.inner))
         });
         if errors.borrow().is_none() {
-            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>| {
-                output
-                    .session(&cap.delayed(&emit_at))
-                    .give_iterator(o.drain(..));
+            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
+                let at = time_at(e.max(cap.time().outer), emit_at.inner);
+                output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
             };
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out, flush) {
                 record_error(errors, e);
             }
             let now = self.clock.now_ms();
-            if let Err(e) = self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, out, flush) {
+            if let Err(e) =
+                self.fire::<IN, OUT>(TimeDomain::ProcessingTime, now, emit_at.outer, out, flush)
+            {
                 record_error(errors, e);
             }
             if let Err(e) = self.deliver_completions() {

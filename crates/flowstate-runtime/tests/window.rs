@@ -280,3 +280,38 @@ proptest! {
         }
     }
 }
+
+/// A window's results carry its last millisecond and go out before the watermark
+/// that fired it (as Flink emits them before forwarding the watermark): a second
+/// window over them, and a timer at the first window's end, see every one of them,
+/// even when the watermark jumps far past the window (here, and at the end of input).
+#[test]
+fn window_results_are_never_late_downstream() {
+    let input = recs(&[
+        ("a", 1, 1),
+        ("b", 3, 10),
+        ("a", 12, 4),
+        ("a", 95, 100), // watermark jumps from 11 to 94: [10,20) fires, then [0,20)
+        ("b", 97, 1000),
+    ]);
+    let got = on_both_backends(|config| {
+        run_windowed(config, input.clone(), 0, |ws, tag| {
+            ws.window(WindowAssigner::tumbling(10))
+                .side_output_late_data(tag)
+                .reduce(sum_values)
+                .map(|(_, _, r): (String, TimeWindow, Rec)| (s("sum"), r.1, r.2))
+                .key_by(|_: &Rec| String::from("all"))
+                .window(WindowAssigner::tumbling(20))
+                .reduce(sum_values)
+        })
+    });
+    assert_eq!(
+        got.0,
+        vec![
+            (19, (s("all"), w(0, 20), (s("sum"), 12, 15))),
+            (99, (s("all"), w(80, 100), (s("sum"), 97, 1100))),
+        ],
+        "second-level windows"
+    );
+    assert!(got.1.is_empty(), "nothing is late: {:?}", got.1);
+}
