@@ -14,12 +14,16 @@
 //! `migrate` measures schema migration at restore (`migrate.rs`): values/s of a
 //! restore that migrates every value of an evolved type, beside one that reads as is.
 //!
+//! `nexmark` runs Nexmark queries on both backends (`nexmark.rs`): events/s per core
+//! beside Flink's published per-core figures.
+//!
 //! ```text
 //! cargo run --release -p flowstate-bench -- state --backend heap
 //! cargo run --release -p flowstate-bench -- snapshot --backend heap --keys 1000000
 //! ```
 
 mod migrate;
+mod nexmark;
 mod query;
 mod state;
 
@@ -95,6 +99,28 @@ enum Command {
         /// to the run without.
         #[arg(long)]
         ttl: bool,
+    },
+    /// Nexmark queries: events/s per core on each backend, beside Flink's published
+    /// per-core figures.
+    Nexmark {
+        /// Queries to run (q0, q1, q2, q4, q5, q7, q8, q11); all when none is given.
+        #[arg(long = "query")]
+        queries: Vec<flowstate_nexmark::Query>,
+        /// Backends to run each query on; heap and rocksdb when none is given.
+        #[arg(long = "backend", value_enum)]
+        backends: Vec<Backend>,
+        /// Events of each run.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Workers (the per-core figure divides by this).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Runs per figure (the median is reported).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Schema migration at restore: values/s migrating an evolved type vs as is.
     Migrate {
@@ -537,6 +563,37 @@ fn main() -> Result<()> {
             };
             print_state(&results, backend, iterations, json);
             Ok(())
+        }
+        Command::Nexmark {
+            queries,
+            backends,
+            events,
+            workers,
+            runs,
+            json,
+        } => {
+            let queries = if queries.is_empty() {
+                flowstate_nexmark::Query::ALL.to_vec()
+            } else {
+                queries
+            };
+            let backends = if backends.is_empty() {
+                vec![Backend::Heap, Backend::Rocksdb]
+            } else {
+                backends
+            };
+            if backends.contains(&Backend::RocksdbIncremental) {
+                bail!("nexmark runs on heap or rocksdb");
+            }
+            nexmark::NexmarkBench {
+                queries,
+                rocksdb: backends.iter().map(|b| *b == Backend::Rocksdb).collect(),
+                events,
+                workers,
+                runs,
+                json,
+            }
+            .run()
         }
         Command::Migrate {
             backend,

@@ -48,7 +48,7 @@ pub fn expected(query: Query, n: u64) -> Vec<Row> {
             })
             .collect(),
         Query::Q2 => bids()
-            .filter(|b| b.auction as u64 % Q2_MODULUS == 0)
+            .filter(|b| (b.auction as u64).is_multiple_of(Q2_MODULUS))
             .map(|b| Row::Q2 {
                 auction: b.auction as u64,
                 price: b.price as u64,

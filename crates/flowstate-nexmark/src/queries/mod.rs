@@ -38,10 +38,12 @@ pub fn build<'s>(job: &mut Job<'s>, query: Query, params: &Params) -> DataStream
             date_time: b.date_time,
         }),
         Query::Q2 => bids(events).flat_map(|b| {
-            (b.auction as u64 % Q2_MODULUS == 0).then_some(Row::Q2 {
-                auction: b.auction as u64,
-                price: b.price as u64,
-            })
+            (b.auction as u64)
+                .is_multiple_of(Q2_MODULUS)
+                .then_some(Row::Q2 {
+                    auction: b.auction as u64,
+                    price: b.price as u64,
+                })
         }),
         Query::Q4 => q4::build(events),
         Query::Q5 => q5::build(bids(events)),
