@@ -14,6 +14,9 @@
 //! `migrate` measures schema migration at restore (`migrate.rs`): values/s of a
 //! restore that migrates every value of an evolved type, beside one that reads as is.
 //!
+//! `job` does the Flink anchor's `JobBench` work (`job.rs`): a keyed counter or map
+//! job over splitmix64 keys with a checkpoint every second, in records/s.
+//!
 //! `nexmark` runs Nexmark queries on both backends (`nexmark.rs`): events/s per core
 //! beside Flink's published per-core figures.
 //!
@@ -22,6 +25,7 @@
 //! cargo run --release -p flowstate-bench -- snapshot --backend heap --keys 1000000
 //! ```
 
+mod job;
 mod migrate;
 mod nexmark;
 mod query;
@@ -99,6 +103,29 @@ enum Command {
         /// to the run without.
         #[arg(long)]
         ttl: bool,
+    },
+    /// The Flink anchor's JobBench: a keyed value or map job, checkpoint every second.
+    Job {
+        #[arg(long, value_enum, default_value = "heap")]
+        backend: Backend,
+        /// `value` (a counter per key) or `map` (an entry per event).
+        #[arg(long, default_value = "value", value_parser = ["value", "map"])]
+        variant: String,
+        /// Workers.
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Events (the sequence 0..N).
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Nexmark queries: events/s per core on each backend, beside Flink's published
     /// per-core figures.
@@ -563,6 +590,29 @@ fn main() -> Result<()> {
             };
             print_state(&results, backend, iterations, json);
             Ok(())
+        }
+        Command::Job {
+            backend,
+            variant,
+            parallelism,
+            events,
+            keys,
+            runs,
+            interval_ms,
+        } => {
+            if backend == Backend::RocksdbIncremental {
+                bail!("job runs RocksDB incremental already: use --backend rocksdb");
+            }
+            job::JobBench {
+                rocksdb: backend == Backend::Rocksdb,
+                map: variant == "map",
+                parallelism,
+                events,
+                keys,
+                runs,
+                interval_ms,
+            }
+            .run()
         }
         Command::Nexmark {
             queries,

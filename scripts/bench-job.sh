@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue "speed", the keyed job: Apache Flink 2.3's JobBench (../shared/flink-anchor) and
+# `flowstate-bench job` on the same work, back to back per configuration: a sequence of
+# N events keyed by splitmix64(i) mod K, a ValueState counter ("value") or a MapState
+# put per event ("map"), a checkpoint every second, parallelism 1 and 2, heap and
+# RocksDB (incremental on both sides). records/s over the processing time, medians of
+# RUNS runs; prints a table with the ratios.
+#   ./scripts/bench-job.sh [RUNS] [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
+anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
+runs=${1:-3}
+n=${2:-2000000}
+k=1000000
+cargo build --release -q -p flowstate-bench
+bin="$CARGO_TARGET_DIR/release/flowstate-bench"
+out=$(mktemp -d /tmp/bench-job.XXXXXX)
+echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs, events $n, keys $k; results in $out"
+for c in heap:value:1 rocksdb:value:1 heap:value:2 rocksdb:value:2 \
+         heap:map:1 rocksdb:map:1 heap:map:2 rocksdb:map:2; do
+  IFS=: read -r b v p <<< "$c"
+  SUITES=job JOB_CONFIGS="$c" JOB_RUNS="$runs" JOB_N="$n" JOB_K="$k" \
+    OUT_DIR="$out/flink-$b-$v-$p" "$anchor/run.sh" > /dev/null 2>&1 || true
+  grep '"job"' "$out/flink-$b-$v-$p/results.jsonl" >> "$out/flink.jsonl" || true
+  RUST_LOG=warn "$bin" job --backend "$b" --variant "$v" --parallelism "$p" \
+    --events "$n" --keys "$k" --runs "$runs" >> "$out/flowstate.jsonl"
+done
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+def load(name):
+    rows = {}
+    for line in open(f"{out}/{name}.jsonl"):
+        r = json.loads(line)
+        if "records_per_s" in r:
+            rows[(r["backend"], r["variant"], int(r["parallelism"]))] = r["records_per_s"]
+    return rows
+flink, ours = load("flink"), load("flowstate")
+print("| backend | variant | parallelism | Flink records/s | Flowstate records/s | x | per core: Flink | Flowstate |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for key in sorted(ours):
+    b, v, p = key
+    f, o = flink.get(key), ours[key]
+    ratio = f"{o / f:.2f}" if f else "-"
+    fs = f"{f:,.0f}" if f else "-"
+    fp = f"{f / p:,.0f}" if f else "-"
+    print(f"| {b} | {v} | {p} | {fs} | {o:,.0f} | {ratio} | {fp} | {o / p:,.0f} |")
+PY
