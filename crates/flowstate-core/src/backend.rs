@@ -91,6 +91,15 @@ pub trait KeyedStateBackend<K: StateKey> {
     fn key_group_of(&self, key: &K) -> StateResult<u32>;
     /// Makes `key` current; errors if its key group is not owned here.
     fn set_current_key(&self, key: K) -> StateResult<()>;
+    /// Makes `key` current when its key group is already known: the runtime's
+    /// `key_by` computes it once, on the sending side, to route the record, and a
+    /// backend need not serialize and hash the key again for it. `key_group` must be
+    /// [`KeyedStateBackend::key_group_of`] of `key` (debug builds check it); the
+    /// default ignores it.
+    fn set_current_key_in_group(&self, key: K, key_group: u32) -> StateResult<()> {
+        let _ = key_group;
+        self.set_current_key(key)
+    }
     /// The current key.
     fn current_key(&self) -> Option<K>;
     /// The current key's key group.

@@ -241,6 +241,15 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
 
     fn set_current_key(&self, key: K) -> StateResult<()> {
         let kg = self.key_group_of(&key)?;
+        self.set_current_key_in_group(key, kg)
+    }
+
+    fn set_current_key_in_group(&self, key: K, kg: u32) -> StateResult<()> {
+        debug_assert_eq!(
+            self.key_group_of(&key).ok(),
+            Some(kg),
+            "key group of the key"
+        );
         let range = self.config.key_group_range;
         let idx = range.index_of(kg).ok_or(StateError::KeyGroupOutOfRange {
             key_group: kg,

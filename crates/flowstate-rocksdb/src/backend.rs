@@ -120,6 +120,43 @@ pub struct RocksDbKeyedStateBackend<K> {
 }
 
 impl<K: StateKey> RocksDbKeyedStateBackend<K> {
+    /// Makes `key` current: its `key group | length | key` prefix, built in reused
+    /// buffers (this runs once per record). `key_group`, when the caller knows it
+    /// (`set_current_key_in_group`), spares hashing the key again.
+    fn make_current(&self, key: K, key_group: Option<u32>) -> StateResult<()> {
+        let mut bytes = self.shared.key_bytes.borrow_mut();
+        bytes.clear();
+        self.config
+            .key_serializer
+            .serialize_into(&key, &mut bytes)
+            .map_err(|e| StateError::serialization("<key>", e))?;
+        let kg = match key_group {
+            Some(kg) => {
+                debug_assert_eq!(
+                    kg,
+                    key_group_for_serialized_key(&bytes, self.config.max_parallelism),
+                    "key group of the key"
+                );
+                kg
+            }
+            None => key_group_for_serialized_key(&bytes, self.config.max_parallelism),
+        };
+        let range = self.config.key_group_range;
+        if !range.contains(kg) {
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group: kg,
+                range,
+            });
+        }
+        let mut prefix = self.shared.prefix.borrow_mut();
+        prefix.clear();
+        put_key_group(&mut prefix, kg, self.config.max_parallelism);
+        put_vbytes(&mut prefix, &bytes)?;
+        drop((prefix, bytes));
+        *self.shared.key.borrow_mut() = Some(key);
+        Ok(())
+    }
+
     /// A native savepoint: every RocksDB file of the state, uploaded under `dir`
     /// (e.g. `savepoints/sp-9/sst`) so the savepoint is self-contained, never reusing
     /// nor becoming the base of checkpoints' incremental files. Restores faster than a
@@ -173,6 +210,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 holder: Arc::new(holder),
                 key: RefCell::new(None),
                 prefix: RefCell::new(Vec::new()),
+                key_bytes: RefCell::new(Vec::new()),
                 write_options: write_options(),
                 read_options: ReadOptions::default(),
             }),
@@ -713,28 +751,11 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn set_current_key(&self, key: K) -> StateResult<()> {
-        let mut bytes = Vec::with_capacity(16);
-        self.config
-            .key_serializer
-            .serialize_into(&key, &mut bytes)
-            .map_err(|e| StateError::serialization("<key>", e))?;
-        let kg = key_group_for_serialized_key(&bytes, self.config.max_parallelism);
-        let range = self.config.key_group_range;
-        if !range.contains(kg) {
-            return Err(StateError::KeyGroupOutOfRange {
-                key_group: kg,
-                range,
-            });
-        }
-        {
-            // Reuses the buffer: this runs once per record.
-            let mut prefix = self.shared.prefix.borrow_mut();
-            prefix.clear();
-            put_key_group(&mut prefix, kg, self.config.max_parallelism);
-            put_vbytes(&mut prefix, &bytes)?;
-        }
-        *self.shared.key.borrow_mut() = Some(key);
-        Ok(())
+        self.make_current(key, None)
+    }
+
+    fn set_current_key_in_group(&self, key: K, key_group: u32) -> StateResult<()> {
+        self.make_current(key, Some(key_group))
     }
 
     fn current_key(&self) -> Option<K> {

@@ -170,6 +170,9 @@ impl<K: StateKey> KeyedStateBackend<K> for AnyBackend<K> {
     fn set_current_key(&self, key: K) -> StateResult<()> {
         both!(self, b => b.set_current_key(key))
     }
+    fn set_current_key_in_group(&self, key: K, key_group: u32) -> StateResult<()> {
+        both!(self, b => b.set_current_key_in_group(key, key_group))
+    }
     fn current_key(&self) -> Option<K> {
         both!(self, b => b.current_key())
     }

@@ -300,6 +300,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     pub(crate) fn element<IN, OUT>(
         &mut self,
         key: &K,
+        key_group: u32,
         ts: i64,
         value: IN,
         out: &mut Vec<(i64, Tagged<OUT>)>,
@@ -307,7 +308,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        self.backend.set_current_key(key.clone())?;
+        // `key_by` computed the key group to route the record: not again here.
+        self.backend
+            .set_current_key_in_group(key.clone(), key_group)?;
         let mut ctx = KeyedCtx {
             key,
             timestamp: ts,
@@ -329,11 +332,11 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        for (ts, (_, _, key, value)) in records {
+        for (ts, (_, key_group, key, value)) in records {
             if errors.borrow().is_some() {
                 break;
             }
-            if let Err(e) = self.element(&key, ts, value, out) {
+            if let Err(e) = self.element(&key, key_group, ts, value, out) {
                 record_error(errors, e);
             }
         }
