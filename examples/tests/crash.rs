@@ -7,8 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+use common::{next, wait_or_kill};
 
 const SENSORS: u64 = 24;
 const READINGS: u64 = 3000;
@@ -133,36 +136,6 @@ fn assert_exact(what: &str, got: &[(u64, u64, u64)], want: &[(u64, u64, u64)]) {
         extra.len(),
         &extra[..extra.len().min(5)]
     );
-}
-
-/// A tiny deterministic generator for kill delays and worker counts.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// Waits for the job up to `after`, then SIGKILLs it; whether it finished.
-fn wait_or_kill(mut child: Child, after: Duration) -> bool {
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            if !status.success() && status.code().is_some() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("job failed: {status}: {err}");
-            }
-            return status.success();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    false
 }
 
 fn crash_many_times(backend: &str, seed: u64) {

@@ -8,10 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use flowstate_nexmark::{Query, Row, expected};
+
+mod common;
+use common::{next, wait_or_kill};
 
 /// 20 s of event time: two tumbling windows, ten sliding ones.
 const EVENTS: u64 = 200_000;
@@ -80,35 +83,6 @@ fn last_updates(lines: Vec<String>) -> Vec<String> {
             updates.pop().unwrap().1
         })
         .collect()
-}
-
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// Waits for the job up to `after`, then SIGKILLs it; whether it finished.
-fn wait_or_kill(mut child: Child, after: Duration) -> bool {
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            if !status.success() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("job failed: {status}: {err}");
-            }
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    false
 }
 
 fn exactly_once_after_kills(query: Query, backend: &str, mut seed: u64) {

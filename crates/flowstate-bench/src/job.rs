@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+
+use crate::median_of;
 use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::{MapState, ValueState};
 use flowstate_rocksdb::SnapshotMode;
@@ -180,11 +182,6 @@ struct Figures {
     wall_per_s: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 impl JobBench {
     fn run_once(&self) -> Result<Figures> {
         let dir = tempfile::tempdir()?;
@@ -250,7 +247,7 @@ impl JobBench {
             processing.push(f.processing_per_s);
             wall.push(f.wall_per_s);
         }
-        let (processing, wall) = (median(processing), median(wall));
+        let (processing, wall) = (median_of(&processing), median_of(&wall));
         println!(
             "{}",
             serde_json::json!({

@@ -450,7 +450,8 @@ fn flink_figure(backend: Backend, op: &str) -> Option<f64> {
     })
 }
 
-fn median_of(samples: &[f64]) -> f64 {
+/// The median of run figures (the upper one of an even count; 0 for none).
+pub(crate) fn median_of(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(0.0)

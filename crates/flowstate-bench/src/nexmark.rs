@@ -10,6 +10,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+
+use crate::median_of;
 use flowstate_nexmark::{Params, Query, build};
 use flowstate_runtime::{BackendChoice, CheckpointConfig, JobConfig, RocksDbOptions, execute};
 
@@ -39,11 +41,6 @@ fn cpu_seconds() -> Option<f64> {
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // Linux reports in clock ticks of 1/100 s (USER_HZ) on every platform we run.
     Some(ticks / 100.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 impl NexmarkBench {
@@ -105,7 +102,7 @@ impl NexmarkBench {
                     secs.push(t.secs);
                     cpus.push(t.cpu);
                 }
-                let (secs, cpu) = (median(secs), median(cpus));
+                let (secs, cpu) = (median_of(&secs), median_of(&cpus));
                 let rate = self.events as f64 / secs;
                 let per_core = rate / self.workers as f64;
                 let per_cpu = self.events as f64 / cpu;

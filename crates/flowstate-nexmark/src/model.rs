@@ -194,32 +194,24 @@ fn q11<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
     let mut rows = Vec::new();
     for (bidder, mut t) in times {
         t.sort_unstable();
-        let mut session: Option<(i64, i64, u64)> = None;
+        // (start, last bid, bids) per session.
+        let mut sessions: Vec<(i64, i64, u64)> = Vec::new();
         for at in t {
-            session = match session {
+            match sessions.last_mut() {
                 // Windows [t, t + gap) that overlap or touch merge (Flink's rule).
-                Some((start, last, bids)) if at <= last + WINDOW_MS => Some((start, at, bids + 1)),
-                done => {
-                    if let Some((start, last, bids)) = done {
-                        rows.push(Row::Q11 {
-                            bidder,
-                            bids,
-                            start,
-                            end: last + WINDOW_MS,
-                        });
-                    }
-                    Some((at, at, 1))
+                Some((_, last, bids)) if at <= *last + WINDOW_MS => {
+                    *last = at;
+                    *bids += 1;
                 }
-            };
+                _ => sessions.push((at, at, 1)),
+            }
         }
-        if let Some((start, last, bids)) = session {
-            rows.push(Row::Q11 {
-                bidder,
-                bids,
-                start,
-                end: last + WINDOW_MS,
-            });
-        }
+        rows.extend(sessions.into_iter().map(|(start, last, bids)| Row::Q11 {
+            bidder,
+            bids,
+            start,
+            end: last + WINDOW_MS,
+        }));
     }
     rows
 }
