@@ -6,6 +6,7 @@ mod q4;
 mod q5;
 mod q7;
 mod q8;
+mod window_end;
 
 use flowstate_runtime::nexmark::event::{Bid, Event};
 use flowstate_runtime::{DataStream, Job};
