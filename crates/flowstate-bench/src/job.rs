@@ -14,17 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-
-use crate::median_of;
 use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::{MapState, ValueState};
 use flowstate_rocksdb::SnapshotMode;
 use flowstate_runtime::{
-    BackendChoice, BoxError, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext,
-    ProcessContext, Read, RocksDbOptions, RuntimeError, SplitReader, SplitSource,
-    WatermarkStrategy, execute,
+    BoxError, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError, SplitReader,
+    SplitSource, WatermarkStrategy, execute,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::{job_config, median_of};
 
 /// What to run.
 pub(crate) struct JobBench {
@@ -185,21 +184,12 @@ struct Figures {
 impl JobBench {
     fn run_once(&self) -> Result<Figures> {
         let dir = tempfile::tempdir()?;
-        let backend = if self.rocksdb {
-            BackendChoice::RocksDb(
-                RocksDbOptions::new(dir.path().join("rocksdb"))
-                    .with_snapshot_mode(SnapshotMode::Incremental),
-            )
-        } else {
-            BackendChoice::Heap
-        };
-        let config = JobConfig::default()
-            .workers(self.parallelism)
-            .backend(backend)
-            .checkpointing(CheckpointConfig::local(
-                dir.path().join("ck"),
-                Duration::from_millis(self.interval_ms),
-            )?);
+        let config = job_config(
+            dir.path(),
+            self.rocksdb.then_some(SnapshotMode::Incremental),
+            self.parallelism,
+            Duration::from_millis(self.interval_ms),
+        )?;
         let probes = Arc::new(Probes {
             origin: Instant::now(),
             first: AtomicU64::new(u64::MAX),

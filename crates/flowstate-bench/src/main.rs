@@ -450,6 +450,30 @@ fn flink_figure(backend: Backend, op: &str) -> Option<f64> {
     })
 }
 
+/// A benchmark job's configuration: `workers` workers on the heap backend, or on
+/// RocksDB under `dir/rocksdb` taking `rocksdb` snapshots, checkpointing into `dir/ck`
+/// every `interval`.
+pub(crate) fn job_config(
+    dir: &std::path::Path,
+    rocksdb: Option<SnapshotMode>,
+    workers: usize,
+    interval: Duration,
+) -> Result<flowstate_runtime::JobConfig> {
+    let backend = match rocksdb {
+        Some(mode) => flowstate_runtime::BackendChoice::RocksDb(
+            RocksDbOptions::new(dir.join("rocksdb")).with_snapshot_mode(mode),
+        ),
+        None => flowstate_runtime::BackendChoice::Heap,
+    };
+    Ok(flowstate_runtime::JobConfig::default()
+        .workers(workers)
+        .backend(backend)
+        .checkpointing(flowstate_runtime::CheckpointConfig::local(
+            dir.join("ck"),
+            interval,
+        )?))
+}
+
 /// The median of run figures (the upper one of an even count; 0 for none).
 pub(crate) fn median_of(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();

@@ -10,10 +10,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-
-use crate::median_of;
 use flowstate_nexmark::{Params, Query, build};
-use flowstate_runtime::{BackendChoice, CheckpointConfig, JobConfig, RocksDbOptions, execute};
+use flowstate_rocksdb::SnapshotMode;
+use flowstate_runtime::execute;
+
+use crate::{job_config, median_of};
 
 /// What to run.
 pub(crate) struct NexmarkBench {
@@ -46,18 +47,8 @@ fn cpu_seconds() -> Option<f64> {
 impl NexmarkBench {
     fn run_once(&self, query: Query, rocksdb: bool) -> Result<Timed> {
         let dir = tempfile::tempdir()?;
-        let backend = if rocksdb {
-            BackendChoice::RocksDb(RocksDbOptions::new(dir.path().join("rocksdb")))
-        } else {
-            BackendChoice::Heap
-        };
-        let config = JobConfig::default()
-            .workers(self.workers)
-            .backend(backend)
-            .checkpointing(CheckpointConfig::local(
-                dir.path().join("ck"),
-                Duration::from_secs(10),
-            )?);
+        let rocksdb = rocksdb.then(SnapshotMode::default);
+        let config = job_config(dir.path(), rocksdb, self.workers, Duration::from_secs(10))?;
         let params = Params::new(self.events);
         let cpu0 = cpu_seconds();
         let started = Instant::now();

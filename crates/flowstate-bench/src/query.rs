@@ -20,12 +20,14 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_query::{QueryHub, QueryServer, ServerConfig};
 use flowstate_query_client::{BatchRequest, Consistency, QueryClient};
+use flowstate_rocksdb::SnapshotMode;
 use flowstate_runtime::{
-    BackendChoice, BoxError, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext,
-    ProcessContext, Read, RocksDbOptions, RuntimeError, SplitReader, SplitSource,
-    WatermarkStrategy, execute,
+    BoxError, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError,
+    SplitReader, SplitSource, WatermarkStrategy, execute,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::job_config;
 
 /// What to run.
 pub(crate) struct QueryBench {
@@ -123,16 +125,8 @@ struct Run {
 impl QueryBench {
     fn job(&self, hub: Option<&QueryHub>) -> Result<Run> {
         let dir = tempfile::tempdir()?;
-        let checkpoints = CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(1))?;
-        let backend = if self.rocksdb {
-            BackendChoice::RocksDb(RocksDbOptions::new(dir.path().join("rocksdb")))
-        } else {
-            BackendChoice::Heap
-        };
-        let mut config = JobConfig::default()
-            .workers(2)
-            .backend(backend)
-            .checkpointing(checkpoints);
+        let rocksdb = self.rocksdb.then(SnapshotMode::default);
+        let mut config = job_config(dir.path(), rocksdb, 2, Duration::from_secs(1))?;
         if let Some(h) = hub {
             config = config.queries(h.clone());
         }
