@@ -7,11 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{next, wait_or_kill};
+use common::{harness_run, next, wait_or_kill};
 
 const SENSORS: u64 = 24;
 const READINGS: u64 = 3000;
@@ -32,27 +32,12 @@ fn expected() -> Vec<(u64, u64, u64)> {
 }
 
 fn job(dir: &Path, workers: usize, backend: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_user-job"));
-    c.args([
-        "run",
-        "--workers",
-        &workers.to_string(),
-        "--backend",
-        backend,
-    ])
-    .arg("--checkpoint-dir")
-    .arg(dir.join("ck"))
-    .args(["--checkpoint-interval", "40"])
-    .arg("--out")
-    .arg(dir.join("out"))
-    .arg("--db")
-    .arg(dir.join("out.db"))
-    .args(["--sensors", &SENSORS.to_string()])
-    .args(["--readings", &READINGS.to_string()])
-    .args(["--throttle-every", "5"])
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut c = harness_run(env!("CARGO_BIN_EXE_user-job"), dir, workers, backend, 40);
+    c.arg("--db")
+        .arg(dir.join("out.db"))
+        .args(["--sensors", &SENSORS.to_string()])
+        .args(["--readings", &READINGS.to_string()])
+        .args(["--throttle-every", "5"]);
     c
 }
 

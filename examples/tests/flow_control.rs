@@ -7,9 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use flowstate_core::checkpoint_metadata::CheckpointMetadata;
+
+mod common;
+use common::harness_run;
 
 /// Peak resident memory a paced run stays under (measured 2026-11-28 with 60,000
 /// events per worker: 91 MiB heap, 183 MiB RocksDB; unpaced: 697 MiB and 822 MiB).
@@ -26,16 +28,8 @@ struct Run {
 }
 
 fn run(dir: &Path, backend: &str, rounds_in_flight: Option<&str>) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_skew-job"));
-    c.args(["run", "--workers", "4", "--backend", backend, "--fresh"])
-        .arg("--checkpoint-dir")
-        .arg(dir.join("ck"))
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args(["--checkpoint-interval", "200", "--retained", "100000"])
-        .args(["--events", "60000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
+    let mut c = harness_run(env!("CARGO_BIN_EXE_skew-job"), dir, 4, backend, 200);
+    c.args(["--fresh", "--retained", "100000", "--events", "60000"]);
     if let Some(r) = rounds_in_flight {
         c.args(["--rounds-in-flight", r]);
     }

@@ -8,38 +8,23 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use flowstate_nexmark::{Query, Row, expected};
 
 mod common;
-use common::{next, wait_or_kill};
+use common::{harness_run, next, wait_or_kill};
 
 /// 20 s of event time: two tumbling windows, ten sliding ones.
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 4;
 
 fn job(dir: &Path, query: Query, workers: usize, backend: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexmark"));
-    c.args([
-        "run",
-        "--workers",
-        &workers.to_string(),
-        "--backend",
-        backend,
-    ])
-    .arg("--checkpoint-dir")
-    .arg(dir.join("ck"))
-    .args(["--checkpoint-interval", "100"])
-    .arg("--out")
-    .arg(dir.join("out"))
-    .args(["--query", &query.to_string()])
-    .args(["--events", &EVENTS.to_string()])
-    .args(["--throttle-every", "50"])
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut c = harness_run(env!("CARGO_BIN_EXE_nexmark"), dir, workers, backend, 100);
+    c.args(["--query", &query.to_string()])
+        .args(["--events", &EVENTS.to_string()])
+        .args(["--throttle-every", "50"]);
     c
 }
 
