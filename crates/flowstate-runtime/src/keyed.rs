@@ -38,7 +38,9 @@ use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::{
     KeyedWrite, Started, TaskId, TaskIdentity, TaskRef, WorkerCheckpoints, start_later,
 };
-use crate::time::{Time, frontier_clocks, frontier_least, time, time_at};
+use crate::time::{
+    Time, epoch_after, frontier_clocks, frontier_least, time, time_at, watermark_before,
+};
 use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
 
@@ -163,20 +165,6 @@ pub(crate) type TaggedOutput<'a, OUT> =
 
 /// A record of a keyed stream: event time, (target worker, key group, key, value).
 pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));
-
-/// The epoch of records sent after `watermark` (the inverse of [`watermark_before`]).
-pub(crate) fn epoch_after(watermark: i64) -> u64 {
-    u64::try_from(watermark.saturating_add(1)).unwrap_or(0)
-}
-
-/// The watermark an epoch stands for (epochs are unsigned; epoch 0 is "none yet").
-pub(crate) fn watermark_before(epoch: u64) -> i64 {
-    if epoch == 0 {
-        i64::MIN
-    } else {
-        i64::try_from(epoch - 1).unwrap_or(i64::MAX)
-    }
-}
 
 /// A stash of records waiting for their epoch, by (epoch, checkpoint interval).
 pub(crate) type Stash<K, T> = BTreeMap<(u64, u64), Vec<KeyedRecord<K, T>>>;

@@ -27,7 +27,7 @@ use crate::connectors::FilePosition;
 use crate::flow::{Pacer, Paused, RecordSize};
 use crate::stream::{Data, WatermarkStrategy};
 use crate::task::{TaskId, TaskRef, WorkerCheckpoints};
-use crate::time::{Time, time_at};
+use crate::time::{Time, epoch_after, time_at};
 use crate::{BoxError, ErrorSlot, RuntimeError, record_error};
 
 /// Name of the operator list state holding a source's splits.
@@ -431,8 +431,7 @@ impl<T: Data> Source<T> {
             return;
         };
         let watermark = max_ts.saturating_sub(bound).saturating_sub(1);
-        // Epoch w + 1 carries everything after watermark w (epochs are unsigned).
-        let epoch = u64::try_from(watermark.saturating_add(1)).unwrap_or(0);
+        let epoch = epoch_after(watermark);
         if epoch > self.epoch {
             self.epoch = epoch;
             self.advance_input();

@@ -98,6 +98,20 @@ pub(crate) fn time(epoch: u64, interval: u64) -> Time {
     time_at(epoch, (interval, 0))
 }
 
+/// The epoch of records sent after `watermark` (the inverse of [`watermark_before`]).
+pub(crate) fn epoch_after(watermark: i64) -> u64 {
+    u64::try_from(watermark.saturating_add(1)).unwrap_or(0)
+}
+
+/// The watermark an epoch stands for (epochs are unsigned; epoch 0 is "none yet").
+pub(crate) fn watermark_before(epoch: u64) -> i64 {
+    if epoch == 0 {
+        i64::MIN
+    } else {
+        i64::try_from(epoch - 1).unwrap_or(i64::MAX)
+    }
+}
+
 /// Builds a timestamp from an epoch and an (interval, round) pair.
 pub(crate) fn time_at(epoch: u64, inner: (u64, u64)) -> Time {
     Time {
