@@ -45,6 +45,12 @@ pub const EURO_RATE: f64 = 0.908;
 /// runs and the model see the same events.
 pub const BASE_TIME_MS: u64 = 1_600_000_000_000;
 
+/// A Nexmark time (ms since the epoch, unsigned in the generator) as the runtime's
+/// event time.
+pub(crate) fn event_time(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 /// A Nexmark query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Query {

@@ -8,7 +8,7 @@ use flowstate_runtime::nexmark::EventGenerator;
 use flowstate_runtime::nexmark::config::NexmarkConfig;
 use flowstate_runtime::nexmark::event::{Bid, Event};
 
-use crate::{BASE_TIME_MS, EURO_RATE, Q2_MODULUS, Query, Row, SLIDE_MS, WINDOW_MS};
+use crate::{BASE_TIME_MS, EURO_RATE, Q2_MODULUS, Query, Row, SLIDE_MS, WINDOW_MS, event_time};
 
 /// The first `n` events of every run, in generation order (a job's source reads the
 /// same events, split across workers).
@@ -62,10 +62,6 @@ pub fn expected(query: Query, n: u64) -> Vec<Row> {
     }
 }
 
-fn ts(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 fn q4(all: &[Event]) -> Vec<Row> {
     let auctions: HashMap<usize, (u64, u64, u64)> = all
         .iter()
@@ -105,7 +101,7 @@ fn q4(all: &[Event]) -> Vec<Row> {
 fn q5<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
     let mut counts: HashMap<i64, HashMap<u64, u64>> = HashMap::new();
     for b in bids {
-        let t = ts(b.date_time);
+        let t = event_time(b.date_time);
         let mut start = t - t.rem_euclid(SLIDE_MS);
         while start > t - WINDOW_MS {
             *counts
@@ -136,7 +132,7 @@ fn q5<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
 fn q7<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
     let mut top: HashMap<i64, (u64, Vec<&Bid>)> = HashMap::new();
     for b in bids {
-        let t = ts(b.date_time);
+        let t = event_time(b.date_time);
         let (price, with) = top.entry(t - t.rem_euclid(WINDOW_MS)).or_default();
         let p = b.price as u64;
         if p > *price || with.is_empty() {
@@ -161,7 +157,7 @@ fn q7<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
 }
 
 fn q8(all: &[Event]) -> Vec<Row> {
-    let window = |ms: u64| ts(ms) - ts(ms).rem_euclid(WINDOW_MS);
+    let window = |ms: u64| event_time(ms) - event_time(ms).rem_euclid(WINDOW_MS);
     let sellers: HashSet<(u64, i64)> = all
         .iter()
         .filter_map(|e| match e {
@@ -189,7 +185,7 @@ fn q11<'a>(bids: impl Iterator<Item = &'a Bid>) -> Vec<Row> {
         times
             .entry(b.bidder as u64)
             .or_default()
-            .push(ts(b.date_time));
+            .push(event_time(b.date_time));
     }
     let mut rows = Vec::new();
     for (bidder, mut t) in times {

@@ -13,7 +13,7 @@ use flowstate_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::Row;
+use crate::{Row, event_time};
 
 /// An auction's side of the join, or a bid's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,10 +74,6 @@ pub(super) fn build<'s>(events: DataStream<'s, Event>) -> DataStream<'s, Row> {
         .uid("q4-category-average")
 }
 
-fn time(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 /// Per auction id: joins the auction with its bids; emits (category, closing
 /// price) at expiry when it had a bid.
 #[derive(Default)]
@@ -110,7 +106,7 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
                     .map(|(p, _)| *p)
                     .max();
                 ctx.timer_service()
-                    .register_event_time_timer(time(expires))?;
+                    .register_event_time_timer(event_time(expires))?;
                 Open::Auction {
                     category,
                     date_time,
@@ -128,7 +124,7 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
             ) => {
                 // Auction ids are unique: a second one is not in Nexmark's stream.
                 ctx.timer_service()
-                    .register_event_time_timer(time(expires))?;
+                    .register_event_time_timer(event_time(expires))?;
                 Open::Auction {
                     category,
                     date_time,
@@ -138,12 +134,12 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
             }
             (None, Side::Bid { price, date_time }) => {
                 ctx.timer_service()
-                    .register_event_time_timer(time(date_time))?;
+                    .register_event_time_timer(event_time(date_time))?;
                 Open::Early(vec![(price, date_time)])
             }
             (Some(Open::Early(mut early)), Side::Bid { price, date_time }) => {
                 ctx.timer_service()
-                    .register_event_time_timer(time(date_time))?;
+                    .register_event_time_timer(event_time(date_time))?;
                 early.push((price, date_time));
                 Open::Early(early)
             }
@@ -184,16 +180,16 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
                 expires,
                 highest,
                 ..
-            }) if time(expires) <= timestamp => {
+            }) if event_time(expires) <= timestamp => {
                 if let Some(price) = highest {
-                    ctx.collect_at(time(expires), (category, price));
+                    ctx.collect_at(event_time(expires), (category, price));
                 }
                 Ok(state.clear()?)
             }
             // Early bids the watermark has passed with no auction: their auction
             // started after them (or closed before), so they can never count.
             Some(Open::Early(mut early)) => {
-                early.retain(|(_, t)| time(*t) > timestamp);
+                early.retain(|(_, t)| event_time(*t) > timestamp);
                 if early.is_empty() {
                     Ok(state.clear()?)
                 } else {
