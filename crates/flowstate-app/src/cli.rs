@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use flowstate_storage::CheckpointLocation;
 
 #[derive(Parser)]
 pub(crate) struct Cli<A: Args> {
@@ -33,8 +34,8 @@ pub(crate) enum Command<A: Args> {
     /// Asks the job running on a checkpoint directory for a savepoint and waits for
     /// it; prints its directory.
     Savepoint {
-        /// Checkpoint directory of the running job.
-        dir: PathBuf,
+        /// Checkpoint directory of the running job (a path or `s3://bucket/prefix`).
+        dir: CheckpointLocation,
         /// Stop the job with the savepoint (nothing after it is processed; resume
         /// with `run --from` the savepoint).
         #[arg(long)]
@@ -49,8 +50,8 @@ pub(crate) enum Command<A: Args> {
     },
     /// Lists the complete checkpoints of a directory.
     Checkpoints {
-        /// Checkpoint directory.
-        dir: PathBuf,
+        /// Checkpoint directory (a path or `s3://bucket/prefix`).
+        dir: CheckpointLocation,
     },
     /// Looks up queryable state of a running job (`--query-addr`): with no state,
     /// lists the queryable states; with one key prints its value, with several a
@@ -116,12 +117,16 @@ pub struct RunOptions {
     #[arg(long, default_value_t = flowstate_runtime::FlowControl::DEFAULT_ROUNDS)]
     pub rounds_in_flight: u64,
     /// Checkpoint directory (new or empty, or one this job wrote; never one holding
-    /// other files).
+    /// other files): a local path, or `s3://bucket/prefix` on an S3-compatible store
+    /// (endpoint, region and credentials from `AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, as the AWS tools read them).
     #[arg(long)]
-    pub checkpoint_dir: PathBuf,
+    pub checkpoint_dir: CheckpointLocation,
     /// RocksDB's local working directory (default: the checkpoint directory's path
-    /// with `.rocksdb-local` appended, `-p<i>` per process). Created and owned by the
-    /// job; an existing directory is used only if empty or made by Flowstate.
+    /// with `.rocksdb-local` appended, or for `s3://` a directory named after the
+    /// bucket and prefix in the system's temporary directory; `-p<i>` per process).
+    /// Created and owned by the job; an existing directory is used only if empty or
+    /// made by Flowstate.
     #[arg(long)]
     pub local_dir: Option<PathBuf>,
     /// RocksDB: timers a keyed operator keeps in memory (the earliest; the others
@@ -137,9 +142,10 @@ pub struct RunOptions {
     /// Complete checkpoints kept.
     #[arg(long, default_value_t = 1)]
     pub retained: usize,
-    /// Restore from this checkpoint (`chk-<id>`) or savepoint directory.
+    /// Restore from this checkpoint (`chk-<id>`) or savepoint directory (a path or
+    /// `s3://...`).
     #[arg(long)]
-    pub from: Option<PathBuf>,
+    pub from: Option<CheckpointLocation>,
     /// Take ownership of the `--from` snapshot's files.
     #[arg(long)]
     pub claim: bool,

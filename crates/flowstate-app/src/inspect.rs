@@ -1,43 +1,51 @@
-//! `checkpoints` and `savepoint`: reading a checkpoint directory and asking the job
-//! running on it for a savepoint.
+//! `checkpoints` and `savepoint`: reading a checkpoint directory (local or `s3://`)
+//! and asking the job running on it for a savepoint.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use flowstate_core::checkpoint_metadata::sp_id;
+use flowstate_core::storage::CheckpointStorage;
 use flowstate_runtime::checkpoint::{
-    SAVEPOINT_REQUEST, SavepointFormat, list_checkpoints, request_savepoint,
+    SavepointFormat, list_checkpoints, request_savepoint, withdraw_savepoint_request,
 };
 use flowstate_runtime::ownership::{DirLock, LOCK_FILE};
-use flowstate_storage::ObjectCheckpointStorage;
+use flowstate_storage::CheckpointLocation;
 
 use crate::AppError;
 
-/// The newest complete checkpoint or savepoint id of the local checkpoint directory
-/// `dir` (0: none, or unreadable).
-pub fn newest_complete(dir: &Path) -> u64 {
-    ObjectCheckpointStorage::existing_local(dir)
+/// The newest complete checkpoint id of the checkpoint directory `dir` (0: none, or
+/// unreadable).
+pub fn newest_complete(dir: &CheckpointLocation) -> u64 {
+    dir.open_existing()
         .ok()
         .and_then(|s| list_checkpoints(&s).ok())
         .and_then(|l| l.into_iter().filter_map(|c| c.ok()).map(|m| m.id).max())
         .unwrap_or(0)
 }
 
-/// The complete savepoints (`savepoints/sp-<id>` with a `_metadata`) of `dir`.
-pub fn savepoints(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir.join("savepoints"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("_metadata").exists())
-                .collect()
-        })
+/// The complete savepoints (`savepoints/sp-<id>` with a `_metadata`) of `dir`, by
+/// id (none when it cannot be read).
+pub fn savepoints(dir: &CheckpointLocation) -> Vec<(u64, CheckpointLocation)> {
+    let Ok(storage) = dir.open_existing() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u64, CheckpointLocation)> = storage
+        .list("savepoints/")
         .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            let name = p.strip_prefix("savepoints/")?.strip_suffix("/_metadata")?;
+            Some((sp_id(name)?, dir.join(&format!("savepoints/{name}"))))
+        })
+        .collect();
+    out.sort_by_key(|(id, _)| *id);
+    out
 }
 
 /// Prints the complete checkpoints of `dir`, newest first. A closed standard output
 /// (`| head`) ends the listing quietly.
-pub(crate) fn checkpoints_table(dir: &Path) -> Result<(), AppError> {
+pub(crate) fn checkpoints_table(dir: &CheckpointLocation) -> Result<(), AppError> {
     match write_checkpoints_table(dir, &mut std::io::stdout().lock()) {
         Err(AppError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(())
@@ -46,11 +54,12 @@ pub(crate) fn checkpoints_table(dir: &Path) -> Result<(), AppError> {
     }
 }
 
-fn write_checkpoints_table(dir: &Path, out: &mut impl Write) -> Result<(), AppError> {
+fn write_checkpoints_table(dir: &CheckpointLocation, out: &mut impl Write) -> Result<(), AppError> {
     let io = |e| AppError::io("writing the listing".to_string())(e);
     // Reading only: a missing directory is an error, never created.
-    let storage = ObjectCheckpointStorage::existing_local(dir)
-        .map_err(|e| AppError::Failed(format!("opening {}: {e}", dir.display())))?;
+    let storage = dir
+        .open_existing()
+        .map_err(|e| AppError::Failed(format!("opening {dir}: {e}")))?;
     writeln!(
         out,
         "{:>6}  {:<19}  {:>9}  {:>9}  {:>10}  {:>12}  {:>12}  {:>8}  state per operator",
@@ -119,19 +128,27 @@ pub(crate) fn utc(ms: u64) -> String {
 /// Asks the job running on `dir` for a savepoint and waits up to `timeout` seconds
 /// for it; prints its directory.
 pub(crate) fn savepoint(
-    dir: &Path,
+    dir: &CheckpointLocation,
     native: bool,
     stop: bool,
     timeout: u64,
 ) -> Result<(), AppError> {
-    // Only a running job reads requests: without one, a request file would stop the
-    // next run that starts on the directory.
-    let lock = dir.join(LOCK_FILE);
-    if DirLock::holder(&lock).is_none() {
-        return Err(AppError::Failed(format!(
-            "no job is running on {}",
-            dir.display()
-        )));
+    // Only a running job reads requests: without one, a request would stop the next
+    // run that starts on the directory. A local directory's lock says whether one
+    // runs; an object store has no lock, so there the request is withdrawn if no
+    // savepoint comes (and a starting job drops any left over).
+    let lock = dir.local_dir().map(|d| d.join(LOCK_FILE));
+    if let Some(lock) = &lock
+        && DirLock::holder(lock).is_none()
+    {
+        return Err(AppError::Failed(format!("no job is running on {dir}")));
+    }
+    if dir.local_dir().is_none() {
+        dir.open_existing()
+            .and_then(|s| s.size(flowstate_runtime::ownership::CHECKPOINT_DIR_MARKER))
+            .map_err(|e| {
+                AppError::Failed(format!("{dir} is no job's checkpoint directory: {e}"))
+            })?;
     }
     let before = savepoints(dir);
     let format = if native {
@@ -139,31 +156,36 @@ pub(crate) fn savepoint(
     } else {
         SavepointFormat::Canonical
     };
-    request_savepoint(dir, format, stop).map_err(AppError::io(format!(
-        "writing the request into {}",
-        dir.display()
-    )))?;
+    request_savepoint(dir, format, stop)
+        .map_err(|e| AppError::Failed(format!("writing the request into {dir}: {e}")))?;
+    let withdraw = || {
+        if let Err(e) = withdraw_savepoint_request(dir) {
+            tracing::warn!("could not withdraw the savepoint request: {e}");
+        }
+    };
     let started = Instant::now();
     let timeout = Duration::from_secs(timeout);
+    // An object store is asked less often (each look is a request).
+    let every = Duration::from_millis(if lock.is_some() { 50 } else { 500 });
     while started.elapsed() < timeout {
-        if let Some(new) = savepoints(dir).into_iter().find(|s| !before.contains(s)) {
-            println!("{}", new.display());
+        if let Some((_, new)) = savepoints(dir).into_iter().find(|s| !before.contains(s)) {
+            println!("{new}");
             return Ok(());
         }
-        if DirLock::holder(&lock).is_none() {
-            let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));
+        if let Some(lock) = &lock
+            && DirLock::holder(lock).is_none()
+        {
+            withdraw();
             return Err(AppError::Failed(format!(
-                "the job on {} ended before taking the savepoint",
-                dir.display()
+                "the job on {dir} ended before taking the savepoint"
             )));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
-    let _ = std::fs::remove_file(dir.join(SAVEPOINT_REQUEST));
+    withdraw();
     Err(AppError::Failed(format!(
-        "no savepoint within {} s: is a job running on {}?",
-        timeout.as_secs(),
-        dir.display()
+        "no savepoint within {} s: is a job running on {dir}?",
+        timeout.as_secs()
     )))
 }
 

@@ -13,7 +13,7 @@ use flowstate_runtime::{
     BackendChoice, CheckpointConfig, ClaimMode, Cluster, FlowControl, JobConfig, JobResult,
     RestoreFrom, execute,
 };
-use flowstate_storage::FaultyStorage;
+use flowstate_storage::{CheckpointLocation, FaultyStorage};
 
 use crate::cli::{Backend, RunOptions};
 use crate::inspect::{newest_complete, savepoints};
@@ -48,8 +48,7 @@ where
     progress.enable_steady_tick(Duration::from_millis(200));
     progress.set_message(format!(
         "running with {} workers, checkpoints in {}",
-        opts.workers,
-        opts.checkpoint_dir.display()
+        opts.workers, opts.checkpoint_dir
     ));
     let result = execute(config, move |j| build(j, &job));
     progress.finish_and_clear();
@@ -57,14 +56,12 @@ where
     let dir = &opts.checkpoint_dir;
     // Stopped with a savepoint rather than finished: the newest snapshot says so.
     let newest_savepoint = savepoints(dir)
-        .into_iter()
-        .filter_map(|p| read_metadata(&p).ok().map(|m| (m.id, m.finished, p)))
-        .max_by_key(|(id, _, _)| *id);
+        .pop()
+        .and_then(|(_, p)| read_metadata(&p).ok().map(|m| (m.id, m.finished, p)));
     match newest_savepoint {
         Some((id, false, path)) if id > newest_complete(dir) => println!(
-            "job stopped with savepoint {id} after {:.2} s; resume with --from {}",
+            "job stopped with savepoint {id} after {:.2} s; resume with --from {path}",
             started.elapsed().as_secs_f64(),
-            path.display()
         ),
         _ => println!(
             "job finished in {:.2} s; committed output is complete",
@@ -85,7 +82,7 @@ pub(crate) fn job_config(
         (None, true) => RestoreFrom::Nothing,
         (None, false) => RestoreFrom::Latest,
     };
-    let mut checkpoints = CheckpointConfig::local(
+    let mut checkpoints = CheckpointConfig::at(
         &opts.checkpoint_dir,
         Duration::from_millis(opts.checkpoint_interval),
     )?
@@ -135,16 +132,30 @@ pub(crate) fn job_config(
 
 /// RocksDB's working directory: `given`, or the checkpoint directory's full path
 /// with `.rocksdb-local` appended (never replacing part of its name: `job.v1` and
-/// `job.v2` get two), with `-p<i>` for process `i` of several.
+/// `job.v2` get two), or for an object store `flowstate-<bucket>-<prefix>.rocksdb-local`
+/// in the system's temporary directory; with `-p<i>` for process `i` of several.
 #[cfg(feature = "rocksdb")]
 fn local_dir(
-    checkpoint_dir: &Path,
+    checkpoint_dir: &CheckpointLocation,
     given: Option<&Path>,
     process: Option<usize>,
 ) -> Result<PathBuf, AppError> {
-    let base = match given {
-        Some(p) => p.to_path_buf(),
-        None => {
+    let base = match (given, checkpoint_dir) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, CheckpointLocation::S3 { bucket, prefix }) => {
+            let name: String = format!("flowstate-{bucket}-{prefix}")
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            std::env::temp_dir().join(format!("{name}.rocksdb-local"))
+        }
+        (None, CheckpointLocation::Local(checkpoint_dir)) => {
             let full = checkpoint_dir.canonicalize().map_err(AppError::io(format!(
                 "resolving {}",
                 checkpoint_dir.display()

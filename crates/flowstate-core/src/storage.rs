@@ -3,7 +3,7 @@
 //! Paths are `/`-separated relative object names (`chk-7/op-1/keyed-0.kgs`); nothing
 //! here assumes a local file system. Writes are atomic: a reader sees the whole
 //! object or none of it. The implementation on the `object_store` crate (local
-//! directory now, S3-compatible stores later) lives in `flowstate-storage`.
+//! directory and S3-compatible stores) lives in `flowstate-storage`.
 //!
 //! The interface is blocking on purpose: snapshots are written from the asynchronous
 //! snapshot thread and restores run before processing starts, neither on an async
@@ -30,6 +30,16 @@ pub trait StorageWrite: Send {
 pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Writes `data` at `path` atomically, replacing any previous object.
     fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError>;
+    /// Writes `data` at `path` only if nothing is there yet (a conditional write on
+    /// stores that have one); `Ok(false)` when an object already was, untouched. The
+    /// default checks and then writes, which is not atomic.
+    fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, StorageError> {
+        match self.size(path) {
+            Ok(_) => Ok(false),
+            Err(StorageError::NotFound { .. }) => self.put(path, data).map(|()| true),
+            Err(e) => Err(e),
+        }
+    }
     /// Starts writing `path` piece by piece (see [`StorageWrite`]).
     fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError>;
     /// Reads a whole object.

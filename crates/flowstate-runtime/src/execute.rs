@@ -37,7 +37,12 @@ where
 {
     let handle = config.checkpointing.as_ref().and_then(|c| c.handle.clone());
     if let Some(h) = &handle {
-        h.set_dir(config.checkpointing.as_ref().and_then(|c| c.dir.clone()));
+        h.set_dir(
+            config
+                .checkpointing
+                .as_ref()
+                .and_then(|c| c.local_dir().map(|d| d.to_path_buf())),
+        );
         h.set_status(JobStatus::Starting);
     }
     let result = execute_job(config, build);
@@ -63,7 +68,7 @@ where
     // Claimed before anything is read or created: the checkpoint directory (its
     // leader holds the lock) and RocksDB's working directory (see `ownership`).
     let _dirs = ownership::JobDirs::claim(
-        config.checkpointing.as_ref().and_then(|c| c.dir.as_deref()),
+        config.checkpointing.as_ref(),
         role.process == 0,
         match &config.backend {
             #[cfg(feature = "rocksdb")]

@@ -10,6 +10,9 @@
 //!   is there. Entries of the layout that are symbolic links are refused too. While
 //!   the job runs it holds an exclusive lock ([`LOCK_FILE`], `flock`) naming its
 //!   holder, so a second job on the same directory fails at start with that name.
+//!   An object-store prefix (`s3://bucket/prefix`) is claimed the same way
+//!   ([`adopt_checkpoint_storage`]: the marker written with a conditional put), but
+//!   it has no lock: as with Flink, one prefix per job is the operator's to keep.
 //! - **Paths inside it**: [`is_layout_path`] accepts only relative paths of the
 //!   layout, without `.`/`..` components or empty segments; every delete the
 //!   checkpoint code does passes through it, so a path taken from restored metadata
@@ -26,6 +29,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
+
+use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::CheckpointLocation;
 
 /// The marker file of a checkpoint directory Flowstate created or adopted.
 pub const CHECKPOINT_DIR_MARKER: &str = "_flowstate";
@@ -83,6 +89,15 @@ pub enum OwnershipError {
         path: PathBuf,
         /// What the holder wrote about itself (process id, host, start, command).
         holder: String,
+    },
+    /// Checkpoint storage could not be read or marked.
+    #[error("checkpoint directory {location}: {source}")]
+    Storage {
+        /// The location.
+        location: String,
+        /// The cause.
+        #[source]
+        source: flowstate_core::StorageError,
     },
     /// A file system call failed.
     #[error("{op} {path}: {source}")]
@@ -355,6 +370,49 @@ pub fn adopt_checkpoint_dir(dir: &Path) -> Result<Vec<String>, OwnershipError> {
     Ok(foreign)
 }
 
+/// Claims the object-store checkpoint directory `location` behind `storage` as
+/// [`adopt_checkpoint_dir`] claims a local one: refuses a prefix holding objects
+/// outside the layout unless it has the marker, and writes the marker (a conditional
+/// put: never replacing one). Returns the foreign root entries of a marked prefix.
+pub fn adopt_checkpoint_storage(
+    storage: &dyn CheckpointStorage,
+    location: &str,
+) -> Result<Vec<String>, OwnershipError> {
+    let failed = |source| OwnershipError::Storage {
+        location: location.to_string(),
+        source,
+    };
+    let mut names: Vec<String> = storage
+        .list("")
+        .map_err(failed)?
+        .iter()
+        .map(|p| p.split('/').next().unwrap_or_default().to_string())
+        .collect();
+    names.dedup();
+    let marked = names.iter().any(|n| n == CHECKPOINT_DIR_MARKER);
+    let mut foreign: Vec<String> = names
+        .into_iter()
+        .filter(|n| !is_layout_root_entry(n))
+        .collect();
+    if !marked && !foreign.is_empty() {
+        foreign.truncate(5);
+        return Err(OwnershipError::Foreign {
+            path: PathBuf::from(location),
+            what: "checkpoint directory",
+            entries: foreign,
+        });
+    }
+    storage
+        .put_if_absent(
+            CHECKPOINT_DIR_MARKER,
+            bytes::Bytes::from_static(
+                b"Flowstate checkpoint directory: the job deletes only objects of its layout here\n",
+            ),
+        )
+        .map_err(failed)?;
+    Ok(foreign)
+}
+
 /// Claims `dir` as the checkpoint directory of the job about to run and locks it
 /// (the lock is held until the returned value drops).
 pub fn claim_checkpoint_dir(dir: &Path) -> Result<DirLock, OwnershipError> {
@@ -457,25 +515,51 @@ pub struct JobDirs {
 }
 
 impl JobDirs {
-    /// Claims the checkpoint directory (`leader`: and locks it, and drops a savepoint
-    /// request left from before this run: only a running job may be asked) and then
-    /// the working directory, so nothing is created before the checkpoint directory
-    /// has been found to be the job's.
+    /// Claims the checkpoint directory (`leader`: and locks it when local, and drops
+    /// a savepoint request left from before this run: only a running job may be
+    /// asked) and then the working directory, so nothing is created before the
+    /// checkpoint directory has been found to be the job's.
     pub fn claim(
-        checkpoint_dir: Option<&Path>,
+        checkpoints: Option<&crate::CheckpointConfig>,
         leader: bool,
         working_dir: Option<&Path>,
     ) -> Result<Self, OwnershipError> {
-        let checkpoint_lock = match checkpoint_dir {
-            Some(dir) if leader => {
+        use crate::checkpoint::SAVEPOINT_REQUEST;
+        let stale_request =
+            || tracing::warn!("ignored a savepoint request left from before this run");
+        let location = checkpoints.and_then(|c| c.location.as_ref().map(|l| (c, l)));
+        let checkpoint_lock = match location {
+            Some((_, CheckpointLocation::Local(dir))) if leader => {
                 let lock = claim_checkpoint_dir(dir)?;
-                if std::fs::remove_file(dir.join(crate::checkpoint::SAVEPOINT_REQUEST)).is_ok() {
-                    tracing::warn!("ignored a savepoint request left from before this run");
+                if std::fs::remove_file(dir.join(SAVEPOINT_REQUEST)).is_ok() {
+                    stale_request();
                 }
                 Some(lock)
             }
-            Some(dir) => {
+            Some((_, CheckpointLocation::Local(dir))) => {
                 adopt_checkpoint_dir(dir)?;
+                None
+            }
+            Some((c, remote)) => {
+                let shown = remote.to_string();
+                let foreign = adopt_checkpoint_storage(c.storage.as_ref(), &shown)?;
+                if leader {
+                    if !foreign.is_empty() {
+                        tracing::warn!(
+                            "{shown}: not Flowstate's, left untouched: {}",
+                            foreign.join(", ")
+                        );
+                    }
+                    if c.storage.size(SAVEPOINT_REQUEST).is_ok() {
+                        c.storage.delete(SAVEPOINT_REQUEST).map_err(|source| {
+                            OwnershipError::Storage {
+                                location: shown,
+                                source,
+                            }
+                        })?;
+                        stale_request();
+                    }
+                }
                 None
             }
             None => None,

@@ -283,8 +283,8 @@ fn broadcast_state_survives_stops_and_rescaling_exactly_once() {
         partial < expected.len(),
         "{partial} lines at the first stop"
     );
-    let second = stop_midway(&ck, &out, 2, RestoreFrom::Path(first));
+    let second = stop_midway(&ck, &out, 2, RestoreFrom::Path(first.into()));
     assert!(committed(&out).len() < expected.len());
-    checkpointed(&ck, &out, 3, RestoreFrom::Path(second));
+    checkpointed(&ck, &out, 3, RestoreFrom::Path(second.into()));
     assert_eq!(committed(&out), expected);
 }

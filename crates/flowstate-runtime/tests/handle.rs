@@ -174,7 +174,7 @@ fn savepoint_stop_and_resume(rocksdb: bool) {
         config(
             tmp.path(),
             3,
-            RestoreFrom::Path(stop.path.unwrap()),
+            RestoreFrom::Path(stop.path.unwrap().into()),
             rocksdb,
         ),
         build(out.clone()),

@@ -74,7 +74,7 @@ fn bootstrapped_broadcast_state_is_on_every_instance() {
     let config = JobConfig::default().workers(3).checkpointing(
         CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20))
             .unwrap()
-            .restore(RestoreFrom::Path(sp)),
+            .restore(RestoreFrom::Path(sp.into())),
     );
     let out = run_limits(config, vec![], (0..30).collect());
     assert_eq!(out.len(), 30);
@@ -170,7 +170,7 @@ fn bootstrapped_timers_fire_in_the_restored_job() {
             .checkpointing(
                 CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20))
                     .unwrap()
-                    .restore(RestoreFrom::Path(sp)),
+                    .restore(RestoreFrom::Path(sp.into())),
             );
         let input: Vec<(String, i64)> = (0..200).map(|i| (format!("k{}", i % 30), i)).collect();
         let out = execute(config, move |job| {

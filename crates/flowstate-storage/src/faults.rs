@@ -141,6 +141,10 @@ impl CheckpointStorage for FaultyStorage {
         self.fault("put", path)?;
         self.inner.put(path, data)
     }
+    fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, StorageError> {
+        self.fault("put if absent", path)?;
+        self.inner.put_if_absent(path, data)
+    }
     fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError> {
         self.fault("create", path)?;
         self.inner.create(path)

@@ -2,10 +2,14 @@
 //!
 //! [`ObjectCheckpointStorage`] implements [`CheckpointStorage`] for any
 //! [`ObjectStore`]: a local directory ([`ObjectCheckpointStorage::local`], the default)
-//! and, through the same type, S3-compatible stores for multi-machine jobs. Writes are
-//! atomic: `object_store`'s local store writes a temporary file and renames it, and
-//! object stores publish an object only when its put completes, so a crash mid-write
-//! never leaves a partial file under the final name. Local writes are fsynced.
+//! and, through the same type, S3-compatible stores ([`ObjectCheckpointStorage::s3`])
+//! for jobs that span machines. [`CheckpointLocation`] is what the user names
+//! (`/path` or `s3://bucket/prefix`). Writes are atomic: `object_store`'s local store
+//! writes a temporary file and renames it, and object stores publish an object only
+//! when its put completes, so a crash mid-write never leaves a partial file under the
+//! final name. Local writes are fsynced. Objects past 8 MiB are written as multipart
+//! uploads; [`CheckpointStorage::put_if_absent`] is a conditional write
+//! (`If-None-Match: *` on S3) where the store supports it.
 //!
 //! `object_store` is async; this crate owns a small Tokio runtime and blocks on it, so
 //! callers (snapshot threads, restores) need no executor of their own and may call it
@@ -37,13 +41,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use flowstate_core::StorageError;
 use flowstate_core::storage::{CheckpointStorage, StorageWrite};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 mod faults;
+mod location;
 mod retry;
 pub use faults::{FaultPlan, FaultyStorage};
+pub use location::{CheckpointLocation, LocationError, S3Settings};
+pub mod s3_test_server;
 pub use retry::RetryingReads;
 
 /// Part size of streamed writes (object stores want parts of at least 5 MiB).
@@ -129,6 +138,43 @@ impl ObjectCheckpointStorage {
         let mut storage = Self::new(Arc::new(fs), format!("local:{shown}"))?;
         storage.root = Some(dir.to_path_buf());
         Ok(storage)
+    }
+
+    /// Storage under `prefix` in the S3-compatible `bucket`, reached as `s3` says
+    /// (usually [`S3Settings::from_env`]). An endpoint named with `http://` is used
+    /// over plain HTTP (a store on the same host or network); any other needs TLS.
+    /// Requests are path-style. Nothing is contacted here: a wrong endpoint or
+    /// credential fails the first call.
+    pub fn s3(bucket: &str, prefix: &str, s3: &S3Settings) -> Result<Self, StorageError> {
+        let shown = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&s3.region);
+        if let Some(endpoint) = &s3.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some((id, secret)) = &s3.credentials {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|e| StorageError::Io {
+            op: "configure S3",
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        };
+        Self::new(store, shown)
     }
 
     /// Sets the time one storage call may take (default [`DEFAULT_TIMEOUT`]).
@@ -253,6 +299,33 @@ impl CheckpointStorage for ObjectCheckpointStorage {
                 .map(|_| ())
                 .map_err(|e| map_err("put", &owned, e))
         })
+    }
+
+    fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, StorageError> {
+        self.check_no_link(path)?;
+        let (p, store, owned) = (object_path(path)?, self.store.clone(), path.to_string());
+        let payload = PutPayload::from_bytes(data.clone());
+        let written = self.run("put if absent", path, async move {
+            match store.put_opts(&p, payload, PutMode::Create.into()).await {
+                Ok(_) => Ok(Some(true)),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(Some(false)),
+                // A store without conditional writes: check, then write (racy, but
+                // the best such a store allows).
+                Err(object_store::Error::NotImplemented { .. }) => Ok(None),
+                Err(e) => Err(map_err("put if absent", &owned, e)),
+            }
+        })?;
+        match written {
+            Some(w) => Ok(w),
+            None => match self.size(path) {
+                Ok(_) => Ok(false),
+                Err(StorageError::NotFound { .. }) => self.put(path, data).map(|()| true),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     fn get(&self, path: &str) -> Result<Bytes, StorageError> {

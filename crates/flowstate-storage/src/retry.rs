@@ -51,6 +51,9 @@ impl CheckpointStorage for RetryingReads {
     fn put(&self, path: &str, data: Bytes) -> Result<(), StorageError> {
         self.0.put(path, data)
     }
+    fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, StorageError> {
+        self.0.put_if_absent(path, data)
+    }
     fn create(&self, path: &str) -> Result<Box<dyn StorageWrite + '_>, StorageError> {
         self.0.create(path)
     }

@@ -50,7 +50,10 @@ pub(crate) struct CleanUp {
 /// Deletes what a crashed run left (see the module docs). Runs before the job starts,
 /// with the checkpoint directory locked, and after the final checkpoint.
 pub(crate) fn clean_up_after_crash(config: &CheckpointConfig) -> Result<CleanUp, RuntimeError> {
-    if let Some(dir) = &config.dir {
+    // Local staging files of interrupted writes. An object store keeps the parts of
+    // an interrupted multipart upload out of sight; a bucket lifecycle rule
+    // (`AbortIncompleteMultipartUpload`) removes them, as for Flink.
+    if let Some(dir) = config.local_dir() {
         remove_staged_uploads(dir);
     }
     // The job's storage retries transient read errors (see `execute`).

@@ -2,13 +2,13 @@
 //! who owns the restored files (Flink's `execution.checkpointing.*`).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use flowstate_core::snapshot::ClaimMode;
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_storage::ObjectCheckpointStorage;
+use flowstate_storage::CheckpointLocation;
 
 use super::Restored;
 use crate::RuntimeError;
@@ -23,8 +23,9 @@ pub enum RestoreFrom {
     Latest,
     /// Start empty even when checkpoints exist (their ids are not reused).
     Nothing,
-    /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`) directory.
-    Path(PathBuf),
+    /// A checkpoint (`.../chk-<id>`) or savepoint (`.../savepoints/sp-<id>`)
+    /// directory, local or `s3://...` (a `PathBuf` converts with `.into()`).
+    Path(CheckpointLocation),
 }
 
 /// Checkpoint settings of a job (Flink's `execution.checkpointing.*`).
@@ -33,8 +34,9 @@ pub enum RestoreFrom {
 pub struct CheckpointConfig {
     /// Where checkpoints go (a local directory by default; any object store).
     pub storage: Arc<dyn CheckpointStorage>,
-    /// The directory behind `storage` when local (savepoints are written below it).
-    pub dir: Option<PathBuf>,
+    /// The checkpoint directory behind `storage` as the user named it (local or
+    /// `s3://`); `None` for storage made by hand ([`CheckpointConfig::on`]).
+    pub location: Option<CheckpointLocation>,
     /// Time between checkpoint triggers.
     pub interval: Duration,
     /// A checkpoint not complete after this long is aborted.
@@ -88,22 +90,34 @@ impl CheckpointConfig {
     /// assert_eq!(c.retained, 2);
     /// ```
     pub fn local(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, RuntimeError> {
-        let storage = ObjectCheckpointStorage::local(dir.as_ref()).map_err(|e| {
-            RuntimeError::Checkpoint(format!(
-                "checkpoint directory {}: {e}",
-                dir.as_ref().display()
-            ))
+        Self::at(
+            &CheckpointLocation::Local(dir.as_ref().to_path_buf()),
+            interval,
+        )
+    }
+
+    /// Checkpoints in `location` (a local directory, created if missing, or
+    /// `s3://bucket/prefix` reached as the environment says:
+    /// [`flowstate_storage::S3Settings::from_env`]), every `interval`.
+    pub fn at(location: &CheckpointLocation, interval: Duration) -> Result<Self, RuntimeError> {
+        let storage = location.open().map_err(|e| {
+            RuntimeError::Checkpoint(format!("checkpoint directory {location}: {e}"))
         })?;
         let mut c = Self::on(Arc::new(storage), interval);
-        c.dir = Some(dir.as_ref().to_path_buf());
+        c.location = Some(location.clone());
         Ok(c)
+    }
+
+    /// The local checkpoint directory, when the checkpoints are local.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.location.as_ref().and_then(|l| l.local_dir())
     }
 
     /// Checkpoints in any checkpoint storage (e.g. S3-compatible).
     pub fn on(storage: Arc<dyn CheckpointStorage>, interval: Duration) -> Self {
         CheckpointConfig {
             storage,
-            dir: None,
+            location: None,
             interval,
             timeout: Duration::from_secs(600),
             min_pause: Duration::ZERO,

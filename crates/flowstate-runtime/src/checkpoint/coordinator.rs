@@ -13,10 +13,11 @@ use flowstate_core::storage::CheckpointStorage;
 
 use super::cleanup::delete_owned;
 use super::control::{Control, ProcessRole, TaskAck};
+use super::requests::RequestWatch;
 use super::schedule::{Action, Limits, View, decide};
 use super::{
     CheckpointConfig, CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, Restored,
-    SAVEPOINT_REQUEST, SavepointFormat, SnapshotKind, list_checkpoints,
+    SnapshotKind, list_checkpoints,
 };
 use crate::handle::SavepointRequest;
 
@@ -57,7 +58,6 @@ struct Inner {
     retained: VecDeque<u64>,
     /// A savepoint asked for and not triggered yet.
     requested: Option<SavepointRequest>,
-    last_request_check: Instant,
     error: Option<String>,
     /// The failure was a restore failure (of this process or another).
     restore_failed: bool,
@@ -93,6 +93,8 @@ pub(crate) struct Coordinator {
     writers: AtomicUsize,
     /// The savepoint that stops the job (0: none).
     stop_at: AtomicU64,
+    /// Savepoint requests left in the checkpoint directory (the leader's).
+    requests: RequestWatch,
     inner: Mutex<Inner>,
 }
 
@@ -168,7 +170,13 @@ impl Coordinator {
             }
         }
         let now = Instant::now();
+        let requests = if role.leads() {
+            RequestWatch::start(config.location.as_ref(), &config.storage)
+        } else {
+            RequestWatch::None
+        };
         Coordinator {
+            requests,
             config,
             workers,
             role,
@@ -192,7 +200,6 @@ impl Coordinator {
                 registry,
                 retained,
                 requested: None,
-                last_request_check: now,
                 error: None,
                 restore_failed: false,
                 final_failed: false,
@@ -544,28 +551,11 @@ impl Coordinator {
         }
     }
 
-    /// Savepoints asked for: by `flowstate savepoint DIR` through a file in the
-    /// checkpoint directory (looked at every 100 ms), or by a job handle in memory.
+    /// Savepoints asked for: by `flowstate savepoint DIR` through the checkpoint
+    /// directory ([`RequestWatch`]), or by a job handle in memory.
     fn take_requests(&self, s: &mut Inner, now: Instant) {
-        if let Some(dir) = &self.config.dir
-            && now.duration_since(s.last_request_check) >= Duration::from_millis(100)
-        {
-            s.last_request_check = now;
-            let request = dir.join(SAVEPOINT_REQUEST);
-            if let Ok(what) = std::fs::read_to_string(&request)
-                && std::fs::remove_file(&request).is_ok()
-            {
-                let words: Vec<&str> = what.split_whitespace().collect();
-                s.requested = Some(SavepointRequest {
-                    format: if words.contains(&"native") {
-                        SavepointFormat::Native
-                    } else {
-                        SavepointFormat::Canonical
-                    },
-                    stop: words.contains(&"stop"),
-                    ticket: None,
-                });
-            }
+        if s.requested.is_none() {
+            s.requested = self.requests.take(now);
         }
         if s.requested.is_none() {
             s.requested = self.config.handle.as_ref().and_then(|h| h.take_request());

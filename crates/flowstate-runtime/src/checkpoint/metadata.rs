@@ -3,19 +3,31 @@
 //! [`flowstate_core::checkpoint_metadata`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use flowstate_core::checkpoint_metadata::{CheckpointMetadata, chk_id};
 use flowstate_core::storage::CheckpointStorage;
+use flowstate_storage::CheckpointLocation;
 
 use crate::RuntimeError;
 
-/// Reads the metadata of the checkpoint or savepoint in `dir`.
-pub fn read_metadata(dir: &Path) -> Result<CheckpointMetadata, RuntimeError> {
-    let path = dir.join("_metadata");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", path.display())))?;
-    CheckpointMetadata::parse(&bytes, &path.display().to_string()).map_err(RuntimeError::Checkpoint)
+/// Reads the metadata of the checkpoint or savepoint in `dir` (a local path or an
+/// `s3://` location).
+pub fn read_metadata(
+    dir: impl Into<CheckpointLocation>,
+) -> Result<CheckpointMetadata, RuntimeError> {
+    let dir = dir.into();
+    let shown = dir.join("_metadata").to_string();
+    let bytes = match &dir {
+        CheckpointLocation::Local(d) => std::fs::read(d.join("_metadata"))
+            .map(bytes::Bytes::from)
+            .map_err(|e| e.to_string()),
+        remote => remote
+            .open_existing()
+            .and_then(|s| s.get("_metadata"))
+            .map_err(|e| e.to_string()),
+    }
+    .map_err(|e| RuntimeError::Checkpoint(format!("{shown}: {e}")))?;
+    CheckpointMetadata::parse(&bytes, &shown).map_err(RuntimeError::Checkpoint)
 }
 
 /// Ids of the directories `chk-<id>` under the storage root, with whether each has

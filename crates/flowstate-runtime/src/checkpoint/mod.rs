@@ -43,10 +43,9 @@ mod config;
 mod control;
 mod coordinator;
 mod metadata;
+mod requests;
 mod restore;
 mod schedule;
-
-use std::path::Path;
 
 pub(crate) use cleanup::clean_up_after_crash;
 pub use config::{CheckpointConfig, ClaimMode, RestoreFrom};
@@ -56,6 +55,7 @@ pub use flowstate_core::checkpoint_metadata::{
     CheckpointMetadata, METADATA_VERSION, OperatorSnapshotMeta, SnapshotKind,
 };
 pub use metadata::{Listed, list_checkpoints, read_metadata};
+pub use requests::{request_savepoint, withdraw_savepoint_request};
 pub use restore::Restored;
 pub(crate) use restore::restore_candidates;
 
@@ -71,21 +71,4 @@ pub enum SavepointFormat {
     /// The backend's own files (RocksDB: its SST files, self-contained under the
     /// savepoint's directory): faster to take and restore, same backend only.
     Native,
-}
-
-/// Asks the job running on the local checkpoint directory `dir` for a savepoint of
-/// `format` (what `flowstate savepoint DIR` does); with `stop`, the job stops once the
-/// savepoint is complete (Flink's stop-with-savepoint): its sources read nothing after
-/// the savepoint's cut, the sinks commit through it, and every worker returns.
-///
-/// The savepoint appears as `dir/savepoints/sp-<id>/_metadata`.
-pub fn request_savepoint(dir: &Path, format: SavepointFormat, stop: bool) -> std::io::Result<()> {
-    let mut words = Vec::new();
-    if format == SavepointFormat::Native {
-        words.push("native");
-    }
-    if stop {
-        words.push("stop");
-    }
-    std::fs::write(dir.join(SAVEPOINT_REQUEST), words.join(" "))
 }

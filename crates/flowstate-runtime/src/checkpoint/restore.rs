@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flowstate_core::StateError;
 use flowstate_core::checkpoint_metadata::sp_id;
 use flowstate_core::storage::CheckpointStorage;
-use flowstate_storage::{ObjectCheckpointStorage, RetryingReads};
+use flowstate_storage::{CheckpointLocation, RetryingReads};
 
 use super::metadata::checkpoint_dirs;
 use super::{
@@ -110,28 +110,35 @@ pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates
             }
         }
         RestoreFrom::Path(dir) => {
-            let dir = dir
-                .canonicalize()
-                .map_err(|e| RuntimeError::Restore(format!("snapshot {}: {e}", dir.display())))?;
+            let dir = match dir {
+                CheckpointLocation::Local(d) => {
+                    CheckpointLocation::Local(d.canonicalize().map_err(|e| {
+                        RuntimeError::Restore(format!("snapshot {}: {e}", d.display()))
+                    })?)
+                }
+                remote => remote.clone(),
+            };
             let metadata = read_metadata(&dir)?;
             // The root is the named directory without the snapshot's own location
             // (checked to be `chk-<id>` or `savepoints/sp-<id>` when parsed).
-            let mut root = dir.clone();
-            for _ in Path::new(&metadata.location).components() {
-                root.pop();
-            }
+            let levels = Path::new(&metadata.location).components().count();
+            let root = dir.up(levels).ok_or_else(|| {
+                RuntimeError::Restore(format!(
+                    "snapshot {dir}: its metadata places it at {}, which the path does not end in",
+                    metadata.location
+                ))
+            })?;
             let storage: Arc<dyn CheckpointStorage> = Arc::new(RetryingReads::new(Arc::new(
-                ObjectCheckpointStorage::existing_local(&root)
-                    .map_err(|e| RuntimeError::Checkpoint(format!("{}: {e}", root.display())))?,
+                root.open_existing()
+                    .map_err(|e| RuntimeError::Checkpoint(format!("{root}: {e}")))?,
             )));
             metadata
                 .check_files(storage.as_ref())
                 .map_err(|e| RuntimeError::Checkpoint(e.to_string()))?
                 .map_err(RuntimeError::Checkpoint)?;
-            let own = config
-                .dir
-                .as_ref()
-                .is_some_and(|d| same_dir(d, &root) && metadata.kind == SnapshotKind::Checkpoint);
+            let own = config.location.as_ref().is_some_and(|d| {
+                same_location(d, &root) && metadata.kind == SnapshotKind::Checkpoint
+            });
             out.push(Restored {
                 metadata,
                 storage,
@@ -147,9 +154,14 @@ pub(crate) fn restore_candidates(config: &CheckpointConfig) -> Result<Candidates
     })
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
+fn same_location(a: &CheckpointLocation, b: &CheckpointLocation) -> bool {
+    match (a, b) {
+        (CheckpointLocation::Local(a), CheckpointLocation::Local(b)) => {
+            match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            }
+        }
+        (a, b) => a == b,
     }
 }

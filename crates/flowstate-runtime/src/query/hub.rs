@@ -412,7 +412,12 @@ impl QueryHub {
 /// process (where its files are), and of the one the job restored when it is the
 /// job's own, for `committed` reads. Once per worker.
 pub(crate) fn follow_completions(hub: &QueryHub, ctx: &WorkerCheckpoints) {
-    let Some(dir) = ctx.coordinator.config().dir.clone() else {
+    let Some(dir) = ctx
+        .coordinator
+        .config()
+        .local_dir()
+        .map(|d| d.to_path_buf())
+    else {
         return;
     };
     // A follower process does not know which kind a completed id was: its

@@ -198,7 +198,7 @@ impl SumsRun<'_> {
         let restore = self
             .from
             .clone()
-            .map_or(RestoreFrom::Nothing, RestoreFrom::Path);
+            .map_or(RestoreFrom::Nothing, |p| RestoreFrom::Path(p.into()));
         let config = JobConfig::default()
             .workers(self.workers)
             .max_parallelism(self.max_parallelism)
