@@ -1,9 +1,10 @@
 //! Crash test of `user-job`, a job written only against the public API (a
 //! user-defined source, the file sink and the SQLite sink, the job harness): killed
 //! with SIGKILL at random moments and at chosen points of the checkpoint protocol,
-//! restarted each time at a random worker count, on both backends. The committed
-//! output of both sinks must be exactly that of a run that never failed: every line
-//! and every row once.
+//! restarted each time at a random worker count, on both backends, with checkpoints
+//! in a local directory and on a real S3-compatible server (`s3s-fs` on 127.0.0.1).
+//! The committed output of both sinks must be exactly that of a run that never
+//! failed: every line and every row once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{harness_run, next, wait_or_kill};
+use common::{Ck, harness_run_at, next, s3_server, wait_or_kill};
 
 const SENSORS: u64 = 24;
 const READINGS: u64 = 3000;
@@ -31,8 +32,15 @@ fn expected() -> Vec<(u64, u64, u64)> {
     rows
 }
 
-fn job(dir: &Path, workers: usize, backend: &str) -> Command {
-    let mut c = harness_run(env!("CARGO_BIN_EXE_user-job"), dir, workers, backend, 40);
+fn job(dir: &Path, ck: &Ck<'_>, workers: usize, backend: &str) -> Command {
+    let mut c = harness_run_at(
+        env!("CARGO_BIN_EXE_user-job"),
+        dir,
+        ck,
+        workers,
+        backend,
+        40,
+    );
     c.arg("--db")
         .arg(dir.join("out.db"))
         .args(["--sensors", &SENSORS.to_string()])
@@ -123,7 +131,7 @@ fn assert_exact(what: &str, got: &[(u64, u64, u64)], want: &[(u64, u64, u64)]) {
     );
 }
 
-fn crash_many_times(backend: &str, seed: u64) {
+fn crash_many_times(backend: &str, seed: u64, mut ck: Ck<'_>) {
     const KILLS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     // Chosen points: a snapshot written but not acknowledged, just before and after
@@ -140,10 +148,13 @@ fn crash_many_times(backend: &str, seed: u64) {
     let mut run = 0usize;
     let mut worker_counts = Vec::new();
     let (mut resets, mut since_reset) = (0, 0);
+    // Runs that started from a complete checkpoint: the storage really held them.
+    let mut restored = 0;
     loop {
         let workers = 1 + (next(&mut seed) % 4) as usize;
         worker_counts.push(workers);
-        let mut cmd = job(dir.path(), workers, backend);
+        let mut cmd = job(dir.path(), &ck, workers, backend);
+        restored += usize::from(ck.newest(dir.path()) > 0);
         if killed >= KILLS {
             let out = cmd.output().unwrap();
             assert!(
@@ -172,7 +183,10 @@ fn crash_many_times(backend: &str, seed: u64) {
             since_reset = 0;
             // Finished before the kill: start over on a fresh directory so every kill
             // lands in an unfinished job.
-            std::fs::remove_dir_all(dir.path().join("ck")).unwrap();
+            match &mut ck {
+                Ck::Local => std::fs::remove_dir_all(dir.path().join("ck")).unwrap(),
+                Ck::S3 { prefix, .. } => *prefix = format!("crash-{resets}"),
+            }
             let _ = std::fs::remove_dir_all(dir.path().join("ck.rocksdb-local"));
             std::fs::remove_dir_all(dir.path().join("out")).unwrap();
             std::fs::remove_file(dir.path().join("out.db")).unwrap();
@@ -187,10 +201,15 @@ fn crash_many_times(backend: &str, seed: u64) {
         assert!(run < 200, "the job finished before every kill ({run} runs)");
     }
     eprintln!(
-        "{backend}: {run} runs, {killed} killed, {resets} finished early (started over), \
-         {since_reset} kills in the checked run; workers {worker_counts:?}"
+        "{backend} on {}: {run} runs, {killed} killed, {resets} finished early (started over), \
+         {since_reset} kills in the checked run; workers {worker_counts:?}",
+        ck.arg(dir.path())
     );
     assert!(since_reset >= 1);
+    assert!(
+        restored >= KILLS / 2,
+        "only {restored} runs started from a checkpoint"
+    );
     let expected = expected();
     assert_exact(
         &format!("{backend} file sink"),
@@ -206,10 +225,30 @@ fn crash_many_times(backend: &str, seed: u64) {
 
 #[test]
 fn user_job_is_exact_after_sigkills_heap() {
-    crash_many_times("heap", 0x9e37_79b9_7f4a_7c15);
+    crash_many_times("heap", 0x9e37_79b9_7f4a_7c15, Ck::Local);
 }
 
 #[test]
 fn user_job_is_exact_after_sigkills_rocksdb() {
-    crash_many_times("rocksdb", 0x2545_f491_4f6c_dd1d);
+    crash_many_times("rocksdb", 0x2545_f491_4f6c_dd1d, Ck::Local);
+}
+
+#[test]
+fn user_job_is_exact_after_sigkills_on_s3_heap() {
+    let server = s3_server();
+    let ck = Ck::S3 {
+        server: &server,
+        prefix: "crash".into(),
+    };
+    crash_many_times("heap", 0x6a09_e667_f3bc_c908, ck);
+}
+
+#[test]
+fn user_job_is_exact_after_sigkills_on_s3_rocksdb() {
+    let server = s3_server();
+    let ck = Ck::S3 {
+        server: &server,
+        prefix: "crash".into(),
+    };
+    crash_many_times("rocksdb", 0xbb67_ae85_84ca_a73b, ck);
 }

@@ -405,7 +405,11 @@ fn inserted_operator_keeps_state_from_a_stop_savepoint() {
         .unwrap();
     let before: Vec<(u64, u64)> = v1.join().unwrap().into_iter().flatten().collect();
     assert!((before.len() as u64) < EVENTS, "stopped mid-run");
-    let after = execute(config(RestoreFrom::Path(sp.path.unwrap().into())), job(true)).unwrap();
+    let after = execute(
+        config(RestoreFrom::Path(sp.path.unwrap().into())),
+        job(true),
+    )
+    .unwrap();
     let mut max = BTreeMap::new();
     for (k, sum) in before.into_iter().chain(after.into_iter().flatten()) {
         let m = max.entry(k).or_insert(0);

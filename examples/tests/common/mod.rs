@@ -1,11 +1,74 @@
-//! Helpers the SIGKILL tests of the example jobs share: the harness command line, a
-//! deterministic generator for kill delays and worker counts, and waiting for a job
-//! or killing it.
+//! Helpers the SIGKILL tests of the example jobs share: the harness command line
+//! (checkpoints in a local directory or on a test S3 server), a deterministic
+//! generator for kill delays and worker counts, and waiting for a job or killing it.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use flowstate_storage::s3_test_server::S3TestServer;
+
+/// Where a test job checkpoints.
+pub enum Ck<'a> {
+    /// `DIR/ck`.
+    Local,
+    /// `s3://checkpoints/<prefix>` on a test server (RocksDB works in `DIR/ck.rocksdb-local`).
+    S3 {
+        /// The server.
+        server: &'a S3TestServer,
+        /// The prefix in its `checkpoints` bucket.
+        prefix: String,
+    },
+}
+
+impl Ck<'_> {
+    /// The `--checkpoint-dir` argument.
+    pub fn arg(&self, dir: &Path) -> String {
+        match self {
+            Ck::Local => dir.join("ck").display().to_string(),
+            Ck::S3 { prefix, .. } => format!("s3://checkpoints/{prefix}"),
+        }
+    }
+
+    /// The directory holding the checkpoints' files (for S3: the server's own).
+    pub fn files(&self, dir: &Path) -> std::path::PathBuf {
+        match self {
+            Ck::Local => dir.join("ck"),
+            Ck::S3 { server, prefix } => server.root().join("checkpoints").join(prefix),
+        }
+    }
+
+    /// The newest complete checkpoint's id (0: none), read from the files.
+    pub fn newest(&self, dir: &Path) -> u64 {
+        std::fs::read_dir(self.files(dir))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("_metadata").is_file())
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Points `c` at the checkpoints (its environment, RocksDB's directory).
+    pub fn apply(&self, c: &mut Command, dir: &Path) {
+        c.arg("--checkpoint-dir").arg(self.arg(dir));
+        if let Ck::S3 { server, .. } = self {
+            c.envs(server.env())
+                .arg("--local-dir")
+                .arg(dir.join("ck.rocksdb-local"));
+        }
+    }
+}
+
+/// A test S3 server with the bucket `checkpoints`.
+pub fn s3_server() -> S3TestServer {
+    let s = S3TestServer::start().expect("s3s-fs (scripts/setup.sh installs it)");
+    s.create_bucket("checkpoints").unwrap();
+    s
+}
 
 /// `bin run --workers W --backend B --checkpoint-dir DIR/ck --checkpoint-interval MS
 /// --out DIR/out`, logging warnings only, stderr kept for a failure's message; the
@@ -13,6 +76,18 @@ use std::time::{Duration, Instant};
 pub fn harness_run(
     bin: &str,
     dir: &Path,
+    workers: usize,
+    backend: &str,
+    interval_ms: u64,
+) -> Command {
+    harness_run_at(bin, dir, &Ck::Local, workers, backend, interval_ms)
+}
+
+/// [`harness_run`] with the checkpoints at `ck`.
+pub fn harness_run_at(
+    bin: &str,
+    dir: &Path,
+    ck: &Ck<'_>,
     workers: usize,
     backend: &str,
     interval_ms: u64,
@@ -25,14 +100,13 @@ pub fn harness_run(
         "--backend",
         backend,
     ])
-    .arg("--checkpoint-dir")
-    .arg(dir.join("ck"))
     .args(["--checkpoint-interval", &interval_ms.to_string()])
     .arg("--out")
     .arg(dir.join("out"))
     .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    ck.apply(&mut c, dir);
     c
 }
 
