@@ -1,7 +1,8 @@
 //! The `counts` job as two processes on 127.0.0.1 (`flowstate run --processes 2`):
 //! one process is SIGKILLed mid-run (first a follower, then the leader that coordinates
 //! checkpoints), the supervisor restarts both from the last complete checkpoint, and
-//! the committed output equals an uninterrupted run line for line.
+//! the committed output equals an uninterrupted run line for line; with checkpoints
+//! in a shared local directory and on a real S3-compatible server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -9,25 +10,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::committed;
+use common::{committed, newest_complete};
 
 const EVENTS: u64 = 60_000;
-
-/// The newest checkpoint of `ck` with `_metadata` (0: none yet).
-fn newest_complete(ck: &Path) -> u64 {
-    std::fs::read_dir(ck)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("_metadata").exists())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("chk-")?.parse::<u64>().ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
 
 /// The pid of the running child of `parent` that is job process `index`.
 fn job_process(parent: u32, index: usize) -> Option<u32> {
@@ -74,15 +59,22 @@ fn sigkill(pid: u32) {
     assert!(status.success());
 }
 
-fn kill_one_then_the_leader(backend: &str) {
+fn kill_one_then_the_leader(backend: &str, s3: bool) {
     let expected = common::reference(EVENTS);
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
+    let server = s3.then(common::s3_server);
     // 2 processes × 2 workers, throttled so that the kills land mid-run.
-    let mut supervisor = common::job(dir.path(), 2, backend, 50, EVENTS, 5)
-        .args(["--processes", "2"])
-        .spawn()
-        .unwrap();
+    let (mut job, ck) = match &server {
+        None => (
+            common::job(dir.path(), 2, backend, 50, EVENTS, 5),
+            dir.path().join("ck"),
+        ),
+        Some(s) => (
+            common::job_on_s3(dir.path(), s, "multi", 2, backend),
+            s.root().join("checkpoints/multi"),
+        ),
+    };
+    let mut supervisor = job.args(["--processes", "2"]).spawn().unwrap();
     let pid = supervisor.id();
     for victim in [1, 0] {
         let seen = newest_complete(&ck);
@@ -124,12 +116,22 @@ fn kill_one_then_the_leader(backend: &str) {
 
 #[test]
 fn two_processes_one_killed_resume_exactly_once_heap() {
-    kill_one_then_the_leader("heap");
+    kill_one_then_the_leader("heap", false);
 }
 
 #[test]
 fn two_processes_one_killed_resume_exactly_once_rocksdb() {
-    kill_one_then_the_leader("rocksdb");
+    kill_one_then_the_leader("rocksdb", false);
+}
+
+#[test]
+fn two_processes_on_s3_one_killed_resume_exactly_once_heap() {
+    kill_one_then_the_leader("heap", true);
+}
+
+#[test]
+fn two_processes_on_s3_one_killed_resume_exactly_once_rocksdb() {
+    kill_one_then_the_leader("rocksdb", true);
 }
 
 /// A damaged newest checkpoint where only one process notices (the file of a worker of

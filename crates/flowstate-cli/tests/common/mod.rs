@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use flowstate_storage::s3_test_server::S3TestServer;
+
 /// `flowstate run counts` on `dir/ck` and `dir/out` over `events` events of 1200 keys
 /// (a multiple of every worker count the tests use), sleeping 1 ms every `throttle`
 /// events per worker so kills land mid-run. On RocksDB only 256 timers stay in memory
@@ -18,11 +20,64 @@ pub fn job(
     events: u64,
     throttle: u64,
 ) -> Command {
+    let mut c = job_at(dir, workers, backend, interval_ms, events, throttle);
+    c.arg("--checkpoint-dir").arg(dir.join("ck"));
+    c
+}
+
+/// A test S3 server with the bucket `checkpoints`.
+pub fn s3_server() -> S3TestServer {
+    let s = S3TestServer::start().expect("s3s-fs (scripts/setup.sh installs it)");
+    s.create_bucket("checkpoints").unwrap();
+    s
+}
+
+/// [`job`] with its checkpoints in `s3://checkpoints/<prefix>` on `server` (RocksDB
+/// working in `dir/rocks`).
+pub fn job_on_s3(
+    dir: &Path,
+    server: &S3TestServer,
+    prefix: &str,
+    workers: usize,
+    backend: &str,
+) -> Command {
+    let mut c = job_at(dir, workers, backend, 50, 60_000, 5);
+    c.arg("--checkpoint-dir")
+        .arg(format!("s3://checkpoints/{prefix}"))
+        .arg("--local-dir")
+        .arg(dir.join("rocks"))
+        .envs(server.env());
+    c
+}
+
+/// The newest complete checkpoint in the directory `ck` of checkpoint files (0: none).
+pub fn newest_complete(ck: &Path) -> u64 {
+    std::fs::read_dir(ck)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("_metadata").exists())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("chk-")?.parse::<u64>().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// [`job`] without its `--checkpoint-dir`.
+fn job_at(
+    dir: &Path,
+    workers: usize,
+    backend: &str,
+    interval_ms: u64,
+    events: u64,
+    throttle: u64,
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flowstate"));
     c.args(["run", "counts", "--workers", &workers.to_string()])
         .args(["--backend", backend])
-        .arg("--checkpoint-dir")
-        .arg(dir.join("ck"))
         .arg("--out")
         .arg(dir.join("out"))
         .args(["--checkpoint-interval", &interval_ms.to_string()])
