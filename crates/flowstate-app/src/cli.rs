@@ -170,11 +170,26 @@ pub struct RunOptions {
     /// Start empty (ignore existing checkpoints).
     #[arg(long)]
     pub fresh: bool,
-    /// This process's index in the job's addresses (set by the supervisor).
-    #[arg(long, hide = true, env = "FLOWSTATE_PROCESS")]
+    /// Run as process I of a job spread over machines (one command per machine, the
+    /// same `--addresses` everywhere; process 0 coordinates checkpoints). When one
+    /// process fails the others fail too: restart them all (a service manager's
+    /// `Restart=on-failure`) and they resume from the newest checkpoint. Set by
+    /// `--processes` for its children.
+    #[arg(
+        long,
+        value_name = "I",
+        env = "FLOWSTATE_PROCESS",
+        requires = "addresses"
+    )]
     pub process: Option<usize>,
-    /// `host:port` of every process, comma-separated (set by the supervisor).
-    #[arg(long, hide = true, value_delimiter = ',', env = "FLOWSTATE_ADDRESSES")]
+    /// With `--process`: `host:port` of every process, comma-separated, in process
+    /// order; process I listens on the I-th.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "FLOWSTATE_ADDRESSES",
+        value_name = "HOST:PORT,..."
+    )]
     pub addresses: Vec<String>,
     /// Set by the supervisor on restarts: resume from the newest checkpoint whatever
     /// `--from`/`--fresh` say (those were for the job's first start).

@@ -1,0 +1,222 @@
+//! A job whose checkpoint directory is `s3://...` on a real S3-compatible server
+//! (`s3s-fs` on 127.0.0.1), driven only through the command line: `checkpoints`
+//! lists what the bucket holds, retention keeps `--retained` checkpoints in the
+//! bucket, `savepoint --stop` stops the job with a savepoint written to the bucket
+//! (no local checkpoint directory exists at any point), and a run from that
+//! savepoint at another worker count finishes with the output of an uninterrupted
+//! run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{committed, newest_complete};
+
+const EVENTS: u64 = 60_000;
+
+fn flowstate(server: &flowstate_storage::s3_test_server::S3TestServer) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowstate"));
+    c.envs(server.env()).env("RUST_LOG", "warn");
+    c
+}
+
+/// The complete checkpoints in the bucket's directory `files`.
+fn complete(files: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(files)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("_metadata").is_file())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn savepoint_stop_and_rescale(backend: &str) {
+    let expected = common::reference(EVENTS);
+    let server = common::s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let files = server.root().join("checkpoints/job");
+    let mut job = common::job_on_s3(dir.path(), &server, "job", 2, backend)
+        .args(["--retained", "2"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while newest_complete(&files) < 4 {
+        assert!(job.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(Instant::now() < deadline, "no checkpoints on S3");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // `checkpoints` reads the bucket: the newest id it lists is one the bucket holds.
+    let out = flowstate(&server)
+        .args(["checkpoints", "s3://checkpoints/job"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let listed: Vec<u64> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!listed.is_empty() && listed.len() <= 3, "{listing}");
+    assert!(listed.iter().all(|id| *id >= 3), "{listing}");
+    // Stop with a savepoint, asked through the bucket.
+    let out = flowstate(&server)
+        .args([
+            "savepoint",
+            "s3://checkpoints/job",
+            "--stop",
+            "--timeout",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let savepoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        savepoint.starts_with("s3://checkpoints/job/savepoints/sp-"),
+        "{savepoint}"
+    );
+    let stopped = job.wait_with_output().unwrap();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let in_bucket = server
+        .root()
+        .join(savepoint.trim_start_matches("s3://"))
+        .join("_metadata");
+    assert!(in_bucket.is_file(), "{} missing", in_bucket.display());
+    // Retention kept at most two complete checkpoints in the bucket; no request is
+    // left behind; nothing was written to a local checkpoint directory.
+    let kept = complete(&files);
+    assert!(!kept.is_empty() && kept.len() <= 2, "kept {kept:?}");
+    assert!(!files.join("_savepoint_request").exists());
+    assert!(!dir.path().join("ck").exists());
+    // The rest of the job from the savepoint, on three workers.
+    let out = common::job_on_s3(dir.path(), &server, "job", 3, backend)
+        .arg("--from")
+        .arg(&savepoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = committed(&dir.path().join("out"));
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected, "committed output differs");
+}
+
+#[test]
+fn savepoint_stop_and_rescale_on_s3_heap() {
+    savepoint_stop_and_rescale("heap");
+}
+
+#[test]
+fn savepoint_stop_and_rescale_on_s3_rocksdb() {
+    savepoint_stop_and_rescale("rocksdb");
+}
+
+/// A prefix holding objects Flowstate did not write is refused, and left as it was.
+#[test]
+fn a_foreign_prefix_is_refused() {
+    let server = common::s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = server.root().join("checkpoints/data/report.csv");
+    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    std::fs::write(&theirs, "a,b\n").unwrap();
+    let out = common::job_on_s3(dir.path(), &server, "data", 1, "heap")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("report.csv"), "{err}");
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "a,b\n");
+    assert_eq!(
+        std::fs::read_dir(theirs.parent().unwrap()).unwrap().count(),
+        1
+    );
+}
+
+/// The shape of a job on several machines, on loopback: each process started by a
+/// command of its own (`--process I --addresses ...`), with its own RocksDB directory
+/// and output directory, all checkpointing to one S3 prefix. One is SIGKILLed; the
+/// other fails by itself; both are started again (as a service manager would) and
+/// resume from the newest checkpoint on S3; the union of their output is exact.
+#[test]
+fn one_process_per_machine_on_s3() {
+    let expected = common::reference(EVENTS);
+    let server = common::s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let machine = |i: usize| {
+        let mut c = flowstate(&server);
+        c.args(["run", "counts", "--workers", "2", "--backend", "rocksdb"])
+            .args(["--checkpoint-dir", "s3://checkpoints/cluster"])
+            .args(["--checkpoint-interval", "50"])
+            .args(["--events", &EVENTS.to_string(), "--keys", "1200"])
+            .args(["--throttle-every", "5", "--timer-window", "256"])
+            .args(["--process", &i.to_string(), "--addresses", &addresses])
+            .arg("--local-dir")
+            .arg(dir.path().join(format!("machine-{i}/rocks")))
+            .arg("--out")
+            .arg(dir.path().join(format!("machine-{i}/out")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let files = server.root().join("checkpoints/cluster");
+    let mut p0 = machine(0).spawn().unwrap();
+    let mut p1 = machine(1).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while newest_complete(&files) < 2 {
+        assert!(p0.try_wait().unwrap().is_none(), "process 0 ended early");
+        assert!(Instant::now() < deadline, "no checkpoints on S3");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p1.kill().unwrap(); // SIGKILL
+    p1.wait().unwrap();
+    let survivor = p0.wait().unwrap();
+    assert!(
+        !survivor.success(),
+        "process 0 must fail when its peer dies"
+    );
+    // Restarted in the other order: process 1 waits for process 0's connection.
+    let p1 = machine(1).spawn().unwrap();
+    let p0 = machine(0).spawn().unwrap();
+    for (i, p) in [p0, p1].into_iter().enumerate() {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "process {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut got = committed(&dir.path().join("machine-0/out"));
+    got.extend(committed(&dir.path().join("machine-1/out")));
+    got.sort();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected, "committed output differs");
+}
