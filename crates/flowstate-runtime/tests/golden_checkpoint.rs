@@ -118,7 +118,7 @@ fn v1_job(dir: &Path) {
 #[test]
 fn checkpoint_v1_reads_back() {
     bless_once("v1", v1_job);
-    let m = read_metadata(&golden().join("chk-1")).unwrap();
+    let m = read_metadata(golden().join("chk-1")).unwrap();
     assert_eq!(m.version, 1);
     assert_eq!(m.id, 1);
     assert_eq!(m.kind, SnapshotKind::Checkpoint);
@@ -288,7 +288,7 @@ fn v2_job(dir: &Path) {
 fn checkpoint_v2_reads_back() {
     bless_once("v2", v2_job);
     let dir = golden_root().join("v2");
-    let m = read_metadata(&dir.join("chk-1")).unwrap();
+    let m = read_metadata(dir.join("chk-1")).unwrap();
     assert_eq!(m.version, 2);
     assert!(m.finished);
     let uids: Vec<&str> = m.operators.keys().map(String::as_str).collect();
@@ -361,7 +361,7 @@ fn checkpoint_v3_reads_back() {
     }
     assert_eq!(m.inflight_bytes(), 0);
     // Older metadata reads with both at 0.
-    let v2 = read_metadata(&golden_root().join("v2").join("chk-1")).unwrap();
+    let v2 = read_metadata(golden_root().join("v2").join("chk-1")).unwrap();
     assert!(
         v2.operators
             .values()

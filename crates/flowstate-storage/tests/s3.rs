@@ -1,6 +1,7 @@
 //! The storage contract on a real S3-compatible server (`s3s-fs` on 127.0.0.1):
 //! puts, ranged reads, listing under a prefix, multipart uploads past one part,
 //! conditional writes, deletes, and two prefixes of one bucket kept apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use flowstate_core::StorageError;
