@@ -13,7 +13,9 @@ use flowstate_runtime::{
     BackendChoice, CheckpointConfig, ClaimMode, Cluster, FlowControl, JobConfig, JobResult,
     RestoreFrom, execute,
 };
-use flowstate_storage::{CheckpointLocation, FaultyStorage};
+#[cfg(feature = "rocksdb")]
+use flowstate_storage::CheckpointLocation;
+use flowstate_storage::FaultyStorage;
 
 use crate::cli::{Backend, RunOptions};
 use crate::inspect::{newest_complete, savepoints};
