@@ -53,6 +53,15 @@ pub(crate) enum Command<A: Args> {
         /// Checkpoint directory (a path or `s3://bucket/prefix`).
         dir: CheckpointLocation,
     },
+    /// Serves the checkpoint history page of a directory (a stopped job's; a running
+    /// job serves the same page on its `--query-addr`).
+    Ui {
+        /// Checkpoint directory (a path or `s3://bucket/prefix`).
+        dir: CheckpointLocation,
+        /// Where to serve it (port 0: any free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        addr: String,
+    },
     /// Looks up queryable state of a running job (`--query-addr`): with no state,
     /// lists the queryable states; with one key prints its value, with several a
     /// batch answer (JSON).

@@ -43,6 +43,15 @@ pub fn savepoints(dir: &CheckpointLocation) -> Vec<(u64, CheckpointLocation)> {
     out
 }
 
+/// Whether the newest complete checkpoint of `dir` is a finished job's final one.
+fn newest_is_final(dir: &CheckpointLocation) -> bool {
+    dir.open_existing()
+        .ok()
+        .and_then(|s| list_checkpoints(&s).ok())
+        .and_then(|l| l.into_iter().find_map(Result::ok))
+        .is_some_and(|m| m.finished)
+}
+
 /// Prints the complete checkpoints of `dir`, newest first. A closed standard output
 /// (`| head`) ends the listing quietly.
 pub(crate) fn checkpoints_table(dir: &CheckpointLocation) -> Result<(), AppError> {
@@ -149,6 +158,9 @@ pub(crate) fn savepoint(
             .map_err(|e| {
                 AppError::Failed(format!("{dir} is no job's checkpoint directory: {e}"))
             })?;
+        if newest_is_final(dir) {
+            return Err(AppError::Failed(format!("the job on {dir} has finished")));
+        }
     }
     let before = savepoints(dir);
     let format = if native {
@@ -172,9 +184,13 @@ pub(crate) fn savepoint(
             println!("{new}");
             return Ok(());
         }
-        if let Some(lock) = &lock
-            && DirLock::holder(lock).is_none()
-        {
+        let ended = match &lock {
+            Some(lock) => DirLock::holder(lock).is_none(),
+            // No lock on an object store: a job that finished says so in its final
+            // checkpoint.
+            None => newest_is_final(dir),
+        };
+        if ended {
             withdraw();
             return Err(AppError::Failed(format!(
                 "the job on {dir} ended before taking the savepoint"

@@ -40,6 +40,7 @@ mod query;
 mod run;
 mod state;
 mod supervisor;
+mod web;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -141,6 +142,7 @@ where
             timeout,
         } => inspect::savepoint(&dir, native, stop, timeout),
         cli::Command::Checkpoints { dir } => inspect::checkpoints_table(&dir),
+        cli::Command::Ui { dir, addr } => web::ui(name, &dir, &addr),
         cli::Command::State(command) => state::run(command),
         cli::Command::Query {
             addr,

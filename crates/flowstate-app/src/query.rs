@@ -65,7 +65,10 @@ pub(crate) fn serve(
         }
     };
     let hub = QueryHub::new();
-    let server = QueryServer::start(hub.clone(), ServerConfig::new(addr).peers(peers))
+    let config = ServerConfig::new(addr)
+        .peers(peers)
+        .with_routes(crate::web::job_routes(opts));
+    let server = QueryServer::start(hub.clone(), config)
         .map_err(|e| AppError::Failed(format!("queryable state: {e}")))?;
     Ok(Some((hub, server)))
 }

@@ -70,7 +70,7 @@ fn kill_one_then_the_leader(backend: &str, s3: bool) {
             dir.path().join("ck"),
         ),
         Some(s) => (
-            common::job_on_s3(dir.path(), s, "multi", 2, backend),
+            common::job_on_s3(dir.path(), s, "multi", 2, backend, 5),
             s.root().join("checkpoints/multi"),
         ),
     };

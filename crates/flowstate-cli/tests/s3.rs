@@ -41,7 +41,8 @@ fn savepoint_stop_and_rescale(backend: &str) {
     let server = common::s3_server();
     let dir = tempfile::tempdir().unwrap();
     let files = server.root().join("checkpoints/job");
-    let mut job = common::job_on_s3(dir.path(), &server, "job", 2, backend)
+    // Slow enough (about 15 s) that the savepoint lands mid-run.
+    let mut job = common::job_on_s3(dir.path(), &server, "job", 2, backend, 2)
         .args(["--retained", "2"])
         .spawn()
         .unwrap();
@@ -108,7 +109,7 @@ fn savepoint_stop_and_rescale(backend: &str) {
     assert!(!files.join("_savepoint_request").exists());
     assert!(!dir.path().join("ck").exists());
     // The rest of the job from the savepoint, on three workers.
-    let out = common::job_on_s3(dir.path(), &server, "job", 3, backend)
+    let out = common::job_on_s3(dir.path(), &server, "job", 3, backend, 5)
         .arg("--from")
         .arg(&savepoint)
         .output()
@@ -121,6 +122,16 @@ fn savepoint_stop_and_rescale(backend: &str) {
     let got = committed(&dir.path().join("out"));
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected, "committed output differs");
+    // Asking a finished job for a savepoint fails at once (its final checkpoint says
+    // it finished), and leaves no request behind for a next run.
+    let out = flowstate(&server)
+        .args(["savepoint", "s3://checkpoints/job", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has finished"), "{err}");
+    assert!(!files.join("_savepoint_request").exists());
 }
 
 #[test]
@@ -141,7 +152,7 @@ fn a_foreign_prefix_is_refused() {
     let theirs = server.root().join("checkpoints/data/report.csv");
     std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
     std::fs::write(&theirs, "a,b\n").unwrap();
-    let out = common::job_on_s3(dir.path(), &server, "data", 1, "heap")
+    let out = common::job_on_s3(dir.path(), &server, "data", 1, "heap", 5)
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -216,4 +216,9 @@ pub trait KeyedStateBackend<K: StateKey> {
         let _ = checkpoint_id;
         Ok(())
     }
+    /// Figures of the backend's own for metrics (RocksDB: memtable bytes, block cache
+    /// usage, pending compaction bytes), as `(name, value)`; none by default.
+    fn properties(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -18,6 +18,7 @@
 //! checkpoint storage in `flowstate-storage`.
 
 pub mod backend;
+pub mod checkpoint_history;
 pub mod checkpoint_metadata;
 pub mod descriptor;
 pub mod error;

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub peers: Vec<String>,
     /// How long a look-up waits for the owning worker or process.
     pub timeout: Duration,
+    /// More routes served beside the query API (the job's web page and metrics);
+    /// they must not overlap `/v1/...`.
+    pub routes: Option<axum::Router>,
 }
 
 impl ServerConfig {
@@ -32,7 +35,14 @@ impl ServerConfig {
             addr: addr.into(),
             peers: Vec::new(),
             timeout: Duration::from_secs(10),
+            routes: None,
         }
+    }
+
+    /// Serves `routes` too (see [`ServerConfig::routes`]).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.routes = Some(routes);
+        self
     }
 
     /// The query addresses of all the job's processes.
@@ -79,7 +89,11 @@ impl QueryServer {
         });
         // The last reference to the app (its open checkpoint holds a storage with
         // its own runtime) is dropped outside the server's async context.
-        Self::serve(&config.addr, router(app.clone()), Some(app))
+        let mut routes = router(app.clone());
+        if let Some(extra) = config.routes {
+            routes = routes.merge(extra);
+        }
+        Self::serve(&config.addr, routes, Some(app))
     }
 
     /// A gateway on `config.addr` for a job of several processes run by one

@@ -93,6 +93,15 @@ impl AsyncKeyedSnapshot for AnySnapshot {
 }
 
 impl<K: StateKey> AnyBackend<K> {
+    /// `heap` or `rocksdb` (metric names).
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            AnyBackend::Heap(_) => "heap",
+            #[cfg(feature = "rocksdb")]
+            AnyBackend::RocksDb(_) => "rocksdb",
+        }
+    }
+
     /// A native savepoint: the backend's own format, self-contained under `dir` (the
     /// heap backend's native format is the canonical one).
     #[cfg_attr(not(feature = "rocksdb"), allow(unused_variables))]
@@ -227,6 +236,9 @@ impl<K: StateKey> KeyedStateBackend<K> for AnyBackend<K> {
     }
     fn notify_checkpoint_complete(&self, checkpoint_id: u64) -> StateResult<()> {
         both!(self, b => b.notify_checkpoint_complete(checkpoint_id))
+    }
+    fn properties(&self) -> Vec<(&'static str, u64)> {
+        both!(self, b => b.properties())
     }
     fn notify_checkpoint_aborted(&self, checkpoint_id: u64) -> StateResult<()> {
         both!(self, b => b.notify_checkpoint_aborted(checkpoint_id))

@@ -289,6 +289,7 @@ where
             });
             if let Some(r) = ctx.as_ref().and_then(|c| c.restored.as_ref()) {
                 // Operators restore while the dataflow is built.
+                crate::metrics::restored(worker.index(), building.elapsed());
                 tracing::info!(
                     checkpoint = r.metadata.id,
                     restore_ms = building.elapsed().as_millis() as u64,

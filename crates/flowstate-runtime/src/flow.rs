@@ -196,11 +196,11 @@ impl Paused {
             self.since.set(Some(Instant::now()));
         }
     }
-    /// The source goes on.
-    pub(crate) fn going(&self) {
-        if let Some(since) = self.since.take() {
-            self.total.set(self.total.get() + since.elapsed());
-        }
+    /// The source goes on; how long it waited, if it did.
+    pub(crate) fn going(&self) -> Option<Duration> {
+        let waited = self.since.take()?.elapsed();
+        self.total.set(self.total.get() + waited);
+        Some(waited)
     }
     /// Time waited so far.
     pub(crate) fn total(&self) -> Duration {

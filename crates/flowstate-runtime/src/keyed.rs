@@ -33,6 +33,7 @@ use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
 use crate::checkpoint::{OperatorSnapshotMeta, SnapshotKind};
+use crate::metrics::OperatorMetrics;
 use crate::query::{LiveQueries, QueryRegistry};
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::task::{
@@ -199,6 +200,8 @@ pub(crate) struct KeyedRunner<K: StateKey, N: Namespace, L> {
     pub(crate) task: Option<KeyedTask>,
     /// Its queryable states, when it has any and the job serves queries.
     pub(crate) queries: Option<LiveQueries<K>>,
+    /// Records in and out (set by the operator once its id is known).
+    pub(crate) metrics: Option<OperatorMetrics>,
 }
 
 impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
@@ -266,6 +269,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 clock: config.clock.clone(),
                 task,
                 queries,
+                metrics: None,
             },
             stash,
             restored_meta,
@@ -375,7 +379,11 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
+        let metrics = self.metrics.clone();
         let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
+            if let Some(m) = &metrics {
+                m.output(o.len());
+            }
             let at = time_at(e.max(cap.time().outer), emit_at.inner);
             output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
         };
@@ -517,6 +525,12 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                         }
                     };
                     let op = operator.map(OperatorStateStore::snapshot).transpose()?;
+                    crate::metrics::backend_properties(
+                        &task.id.uid,
+                        task.ctx.index as usize,
+                        backend.kind_name(),
+                        &backend.properties(),
+                    );
                     Ok((Some(keyed), op))
                 })();
             // The stashed records stay in the stash; their copies in state go either way.
@@ -613,8 +627,12 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         let emit_at = hold.map_or(at, |h| {
             time_at(h.outer.max(at.outer), h.inner.max(at.inner))
         });
+        let metrics = self.metrics.clone();
         if errors.borrow().is_none() {
             let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
+                if let Some(m) = &metrics {
+                    m.output(o.len());
+                }
                 let at = time_at(e.max(cap.time().outer), emit_at.inner);
                 output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
             };
@@ -633,6 +651,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
         }
         if !out.is_empty() {
+            if let Some(m) = &metrics {
+                m.output(out.len());
+            }
             output
                 .session(&cap.delayed(&emit_at))
                 .give_iterator(out.drain(..));
@@ -730,6 +751,10 @@ where
         || (None, BTreeMap::new()),
     );
     let op_errors = errors.clone();
+    // Metrics name the operator by its uid (or derived id); without checkpoints it
+    // has none, and its name stands in.
+    let op_identity = identity.clone();
+    let op_name = name.to_string();
     let raw = stream
         .inner
         .clone()
@@ -749,6 +774,12 @@ where
                     if let Some((r, restored)) = started.borrow_mut().take() {
                         runner = r;
                         stash = restored;
+                        if let Some(r) = runner.as_mut() {
+                            let id = op_identity
+                                .as_ref()
+                                .map_or_else(|| op_name.clone(), |i| i.id());
+                            r.metrics = Some(OperatorMetrics::new(&id));
+                        }
                         if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
                             q.set_activator(sync_activator.clone());
                         }
@@ -802,7 +833,13 @@ where
                         let emit_at = time_at(epoch.max(at.outer), current);
                         if !failed(&errors) {
                             r.enter_epoch::<T, OUT>(epoch, emit_at, c, output, &mut out, &errors);
+                            if let Some(m) = &r.metrics {
+                                m.input(records.len());
+                            }
                             r.elements(records, &errors, &mut out);
+                        }
+                        if let Some(m) = &r.metrics {
+                            m.output(out.len());
                         }
                         output
                             .session(&c.delayed(&emit_at))

@@ -75,6 +75,7 @@ mod failpoint;
 mod flow;
 mod handle;
 mod keyed;
+mod metrics;
 pub mod ownership;
 mod process;
 pub mod query;

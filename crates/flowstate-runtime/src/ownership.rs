@@ -128,6 +128,7 @@ pub fn is_layout_root_entry(name: &str) -> bool {
         CHECKPOINT_DIR_MARKER
             | LOCK_FILE
             | crate::checkpoint::SAVEPOINT_REQUEST
+            | flowstate_core::checkpoint_history::HISTORY_FILE
             | "shared"
             | "savepoints"
             | "taskowned"

@@ -25,6 +25,7 @@ use timely::dataflow::InputHandle;
 
 use crate::connectors::FilePosition;
 use crate::flow::{Pacer, Paused, RecordSize};
+use crate::metrics::OperatorMetrics;
 use crate::stream::{Data, WatermarkStrategy};
 use crate::task::{TaskId, TaskRef, WorkerCheckpoints};
 use crate::time::{Time, epoch_after, time_at};
@@ -320,6 +321,8 @@ pub(crate) struct Source<T: Data> {
     paused: Paused,
     /// What the records weigh (sizes a round's batch).
     size: RecordSize,
+    /// Records out.
+    metrics: OperatorMetrics,
 }
 
 struct SourceTask {
@@ -390,6 +393,7 @@ impl<T: Data> Source<T> {
             exhausted: false,
             errors,
             checkpoint,
+            metrics: OperatorMetrics::new(&name),
             name,
             pacer,
             round: 0,
@@ -536,7 +540,9 @@ impl<T: Data> SourceDriver for Source<T> {
             self.paused.waiting();
             return false;
         }
-        self.paused.going();
+        if let Some(waited) = self.paused.going() {
+            crate::metrics::flow_control_paused(&self.name, waited);
+        }
         let sent = self.send_batch();
         // The next round, whether this one sent or not: an idle source must not hold
         // the others back.
@@ -562,6 +568,7 @@ impl<T: Data> Source<T> {
                 continue;
             }
             let mut sent = false;
+            let mut sent_records = 0;
             for _ in 0..batch {
                 let split = &mut self.splits[i];
                 match split.reader.next() {
@@ -584,6 +591,7 @@ impl<T: Data> Source<T> {
                         split.max_ts = split.max_ts.max(ts);
                         if let Some(input) = self.input.as_mut() {
                             input.send((ts, v));
+                            sent_records += 1;
                         }
                         sent = true;
                         // The watermark follows every record (Flink's periodic emission
@@ -594,6 +602,7 @@ impl<T: Data> Source<T> {
             }
             self.advance_epoch();
             if sent {
+                self.metrics.output(sent_records);
                 return true;
             }
         }

@@ -65,7 +65,8 @@ impl TaskIdentity {
     pub(crate) fn set_uid(&self, uid: String) {
         *self.uid.borrow_mut() = Some(uid);
     }
-    fn id(&self) -> String {
+    /// The uid, or the derived id.
+    pub(crate) fn id(&self) -> String {
         self.uid
             .borrow()
             .clone()

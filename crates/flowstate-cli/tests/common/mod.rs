@@ -33,15 +33,16 @@ pub fn s3_server() -> S3TestServer {
 }
 
 /// [`job`] with its checkpoints in `s3://checkpoints/<prefix>` on `server` (RocksDB
-/// working in `dir/rocks`).
+/// working in `dir/rocks`), over 60,000 events.
 pub fn job_on_s3(
     dir: &Path,
     server: &S3TestServer,
     prefix: &str,
     workers: usize,
     backend: &str,
+    throttle: u64,
 ) -> Command {
-    let mut c = job_at(dir, workers, backend, 50, 60_000, 5);
+    let mut c = job_at(dir, workers, backend, 50, 60_000, throttle);
     c.arg("--checkpoint-dir")
         .arg(format!("s3://checkpoints/{prefix}"))
         .arg("--local-dir")

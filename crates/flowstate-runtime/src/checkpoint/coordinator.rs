@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flowstate_core::checkpoint_history::{
+    HISTORY_FILE, SnapshotSummary, add_to_history, parse_history, render_history,
+};
 use flowstate_core::registry::SharedStateRegistry;
 use flowstate_core::storage::CheckpointStorage;
 
@@ -58,6 +61,9 @@ struct Inner {
     retained: VecDeque<u64>,
     /// A savepoint asked for and not triggered yet.
     requested: Option<SavepointRequest>,
+    /// The checkpoint history (`_history`, the leader's); `None` when it could not
+    /// be read at start (then it is not rewritten, so nothing is lost).
+    history: Option<Vec<SnapshotSummary>>,
     error: Option<String>,
     /// The failure was a restore failure (of this process or another).
     restore_failed: bool,
@@ -170,10 +176,13 @@ impl Coordinator {
             }
         }
         let now = Instant::now();
-        let requests = if role.leads() {
-            RequestWatch::start(config.location.as_ref(), &config.storage)
+        let (requests, history) = if role.leads() {
+            (
+                RequestWatch::start(config.location.as_ref(), &config.storage),
+                read_history(config.storage.as_ref()),
+            )
         } else {
-            RequestWatch::None
+            (RequestWatch::None, None)
         };
         Coordinator {
             requests,
@@ -200,6 +209,7 @@ impl Coordinator {
                 registry,
                 retained,
                 requested: None,
+                history,
                 error: None,
                 restore_failed: false,
                 final_failed: false,
@@ -635,6 +645,7 @@ impl Coordinator {
             h.failed(id, why);
         }
         s.failures += 1;
+        crate::metrics::checkpoint_failed();
         tracing::warn!(checkpoint = id, "checkpoint {id} failed: {why}");
         if s.failures > self.config.tolerable_failures {
             let why = format!(
@@ -736,8 +747,26 @@ impl Coordinator {
                 "checkpoint"
             }
         );
+        self.record(s, &meta);
+        crate::metrics::snapshot_completed(&meta);
         self.completed.fetch_max(id, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Adds a completed snapshot to the history and rewrites `_history`; a failure
+    /// is logged, never the snapshot's (the history is informational).
+    fn record(&self, s: &mut Inner, meta: &CheckpointMetadata) {
+        let Some(history) = s.history.as_mut() else {
+            return;
+        };
+        add_to_history(history, SnapshotSummary::of(meta));
+        if let Err(e) = self
+            .config
+            .storage
+            .put(HISTORY_FILE, render_history(history).into())
+        {
+            tracing::warn!("checkpoint history not written: {e}");
+        }
     }
 
     /// Keeps the newest `retained` checkpoints: older `chk-` directories go, and shared
@@ -782,6 +811,25 @@ impl Coordinator {
                     tracing::warn!(checkpoint = old, "retention: {e}");
                 }
             }
+        }
+    }
+}
+
+/// The history in storage at start (empty when there is none); `None` when it cannot
+/// be read, so that it is not overwritten.
+fn read_history(storage: &dyn CheckpointStorage) -> Option<Vec<SnapshotSummary>> {
+    match storage.get(HISTORY_FILE) {
+        Ok(bytes) => {
+            let (history, skipped) = parse_history(&bytes);
+            if skipped > 0 {
+                tracing::warn!("{HISTORY_FILE}: {skipped} unreadable lines dropped");
+            }
+            Some(history)
+        }
+        Err(flowstate_core::StorageError::NotFound { .. }) => Some(Vec::new()),
+        Err(e) => {
+            tracing::warn!("{HISTORY_FILE} cannot be read ({e}): not kept this run");
+            None
         }
     }
 }
