@@ -15,6 +15,7 @@ seed keygroup_file crates/flowstate-runtime/tests/golden/*/chk-*/*.kgs crates/fl
 seed operator_file crates/flowstate-runtime/tests/golden/*/chk-*/*.ops crates/flowstate-conformance/golden/*/*.ops
 seed native_manifest crates/flowstate-rocksdb/tests/golden/*/native-manifest
 seed checkpoint_metadata crates/flowstate-runtime/tests/golden/*/chk-*/_metadata
+seed checkpoint_history crates/flowstate-core/tests/golden/history/*/_history
 # State schemas: u16 length, schema JSON, then a value's bytes.
 seed_schema() {
   local name=$1 json=$2 value=$3

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Flowstate needs when it is missing (fresh machines):
-# libclang for RocksDB's bindings, and s3s-fs for the S3 tests. Safe to run repeatedly.
+# libclang for RocksDB's bindings, s3s-fs for the S3 tests, chromium for the page test.
+# Safe to run repeatedly.
 set -euo pipefail
 if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so'; then
   echo "setup: installing libclang-dev (needed by RocksDB's bindings)" >&2
@@ -16,4 +17,11 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bi
   scratch=$(mktemp -d)
   CARGO_TARGET_DIR="$scratch" cargo install s3s-fs@0.14.1 --features binary --locked --quiet
   rm -rf "$scratch"
+fi
+# Chromium: the headless browser the history-page test looks at the page with.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (the page test's browser)" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi

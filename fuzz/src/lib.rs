@@ -239,6 +239,16 @@ pub fn checkpoint_metadata(data: &[u8]) {
     }
 }
 
+/// A checkpoint history (`_history`): parsed leniently, re-rendered and parsed again
+/// to the same summaries.
+pub fn checkpoint_history(data: &[u8]) {
+    use flowstate_core::checkpoint_history::{parse_history, render_history};
+    let (h, _) = parse_history(data);
+    let (again, skipped) = parse_history(&render_history(&h));
+    assert_eq!(skipped, 0);
+    assert_eq!(again.len(), h.len());
+}
+
 /// A type the stored schemas are read into (evolution check and decoding).
 #[derive(serde::Deserialize, Debug)]
 #[allow(dead_code)]
