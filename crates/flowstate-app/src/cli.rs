@@ -138,6 +138,12 @@ pub struct RunOptions {
     /// made by Flowstate.
     #[arg(long)]
     pub local_dir: Option<PathBuf>,
+    /// Local recovery: keep a copy of the checkpoint files this process writes in DIR
+    /// (`-p<i>` appended for process `i` of several) and restore from it when it is
+    /// whole, from the checkpoint directory otherwise. A directory of its own: new,
+    /// empty, or one Flowstate made.
+    #[arg(long, value_name = "DIR")]
+    pub local_recovery: Option<PathBuf>,
     /// RocksDB: timers a keyed operator keeps in memory (the earliest; the others
     /// wait on local disk).
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(2..))]

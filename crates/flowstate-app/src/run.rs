@@ -2,7 +2,8 @@
 //! supervisor of several processes), and what it prints at the end.
 
 #[cfg(feature = "rocksdb")]
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,12 @@ pub(crate) fn job_config(
     for uid in &opts.drop_state_of {
         checkpoints = checkpoints.allow_non_restored_uid(uid.clone());
     }
+    if let Some(dir) = &opts.local_recovery {
+        checkpoints = checkpoints.local_recovery(per_process(
+            dir.clone(),
+            cluster.as_ref().map(|c| c.process),
+        ));
+    }
     if let Some(plan) = &opts.inject_storage_faults {
         checkpoints.storage = Arc::new(FaultyStorage::new(checkpoints.storage.clone(), *plan));
     }
@@ -173,12 +180,17 @@ fn local_dir(
             full.with_file_name(name)
         }
     };
-    Ok(match process {
-        None => base,
+    Ok(per_process(base, process))
+}
+
+/// `path` with `-p<i>` appended for process `i` of several.
+fn per_process(path: PathBuf, process: Option<usize>) -> PathBuf {
+    match process {
+        None => path,
         Some(i) => {
-            let mut name = base.as_os_str().to_os_string();
+            let mut name = path.into_os_string();
             name.push(format!("-p{i}"));
             PathBuf::from(name)
         }
-    })
+    }
 }

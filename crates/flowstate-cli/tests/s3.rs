@@ -231,3 +231,71 @@ fn one_process_per_machine_on_s3() {
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected, "committed output differs");
 }
+
+/// Local recovery on S3: the job keeps a copy of its checkpoint files on local disk
+/// (`--local-recovery`); after a SIGKILL the restart restores from that copy, and a
+/// damaged copied file is read from S3 instead. The output stays exact.
+#[test]
+fn local_recovery_restores_from_the_copy_and_falls_back_to_s3() {
+    let expected = common::reference(EVENTS);
+    let server = common::s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let files = server.root().join("checkpoints/lr");
+    let copy = dir.path().join("copy");
+    let job = |throttle| {
+        let mut c = common::job_on_s3(dir.path(), &server, "lr", 2, "rocksdb", throttle);
+        c.arg("--local-recovery").arg(&copy);
+        c
+    };
+    let mut first = job(2).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while newest_complete(&files) < 3 {
+        assert!(first.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(Instant::now() < deadline, "no checkpoints on S3");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    // Damage one copied file of the checkpoint the restart restores.
+    let newest = newest_complete(&files);
+    let victim = std::fs::read_dir(copy.join(format!("chk-{newest}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "kgs"))
+        .expect("a copied keyed snapshot");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = job(5).env("RUST_LOG", "info").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let counts = log
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find("local recovery: ")? + "local recovery: ".len()..];
+            let mut n = rest.split_whitespace();
+            let local: u64 = n.next()?.parse().ok()?;
+            let remote: u64 = rest
+                .split(", ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((local, remote))
+        })
+        .unwrap_or_else(|| panic!("no local recovery line in {log}"));
+    assert!(
+        counts.0 >= 1,
+        "nothing read from the local copy: {counts:?}"
+    );
+    assert!(
+        counts.1 >= 1,
+        "the damaged copy was not read from S3: {counts:?}"
+    );
+    assert!(log.contains("is damaged"), "{log}");
+    let got = committed(&dir.path().join("out"));
+    assert_eq!(got, expected, "committed output differs");
+}

@@ -80,6 +80,25 @@ where
         return run(config, None, build);
     };
     let mut checkpoints = checkpoints;
+    // Local recovery: this process keeps a copy of the checkpoint files it writes and
+    // restores from it when it is whole (remote storage otherwise).
+    let local_copy = match &checkpoints.local_recovery {
+        Some(dir) => {
+            let copy = Arc::new(
+                flowstate_storage::LocalRecovery::new(checkpoints.storage.clone(), dir).map_err(
+                    |e| {
+                        RuntimeError::Checkpoint(format!(
+                            "local recovery in {}: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?,
+            );
+            checkpoints.storage = copy.clone();
+            Some(copy)
+        }
+        None => None,
+    };
     // Every read the job makes of its checkpoint storage (listing, restore, clean-up,
     // retention) retries transient errors: a storage hiccup must never make a
     // checkpoint look unusable (falling back repeats committed output). Writes are
@@ -87,7 +106,17 @@ where
     checkpoints.storage = Arc::new(flowstate_storage::RetryingReads::new(checkpoints.storage));
     let mut failures = 0;
     loop {
-        match restore_and_run(&config, &checkpoints, &build, failures) {
+        let result = restore_and_run(&config, &checkpoints, &build, failures);
+        if let Some(copy) = &local_copy {
+            tracing::info!(
+                local = copy.local_reads(),
+                remote = copy.remote_reads(),
+                "local recovery: {} checkpoint files read from the local copy, {} remotely",
+                copy.local_reads(),
+                copy.remote_reads()
+            );
+        }
+        match result {
             // A failed final checkpoint fails the job only when it is one failure too
             // many, like any other: otherwise the job restarts from its latest
             // checkpoint (Flink's restart strategy, in-process) and takes it again.

@@ -48,9 +48,11 @@ use object_store::prefix::PrefixStore;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 mod faults;
+mod local_recovery;
 mod location;
 mod retry;
 pub use faults::{FaultPlan, FaultyStorage};
+pub use local_recovery::{LOCAL_RECOVERY_MARKER, LocalRecovery};
 pub use location::{CheckpointLocation, LocationError, S3Settings};
 pub mod s3_test_server;
 pub use retry::RetryingReads;

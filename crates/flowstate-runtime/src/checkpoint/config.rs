@@ -2,7 +2,7 @@
 //! who owns the restored files (Flink's `execution.checkpointing.*`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,11 @@ pub struct CheckpointConfig {
     /// A handle through which code asks the running job for savepoints, stops or
     /// cancels it, and reads its status ([`crate::spawn`] sets one).
     pub handle: Option<JobHandle>,
+    /// Local recovery (Flink's `state.backend.local-recovery`): this process keeps a
+    /// copy of the checkpoint files it writes in this local directory and restores
+    /// from it when it is whole, from the checkpoint storage otherwise
+    /// ([`flowstate_storage::LocalRecovery`]).
+    pub local_recovery: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -130,7 +135,15 @@ impl CheckpointConfig {
             allow_non_restored_state: false,
             droppable: BTreeSet::new(),
             handle: None,
+            local_recovery: None,
         }
+    }
+
+    /// Turns on local recovery with its copies in `dir` (see
+    /// [`CheckpointConfig::local_recovery`]).
+    pub fn local_recovery(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_recovery = Some(dir.into());
+        self
     }
 
     /// Sets the number of complete checkpoints kept.
