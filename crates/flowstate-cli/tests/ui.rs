@@ -77,7 +77,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -268,7 +268,9 @@ fn a_running_job_serves_its_page_and_prometheus_metrics() {
     };
     for (name, labels) in [
         ("flowstate_records_out_total", "operator=\"source"),
-        ("flowstate_records_in_total", "operator=\""),
+        ("flowstate_records_in_total", "operator=\"counts\""),
+        ("flowstate_records_out_total", "operator=\"counts\""),
+        ("flowstate_records_in_total", "operator=\"out\""),
         ("flowstate_snapshots_completed_total", "kind=\"checkpoint\""),
         ("flowstate_last_checkpoint_duration_seconds", ""),
         ("flowstate_last_checkpoint_full_size_bytes", ""),

@@ -22,6 +22,7 @@ use flowstate_core::state::ListState;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::metrics::OperatorMetrics;
 use crate::stream::{Data, DataSink, DataStream};
 use crate::task::{TaskId, WorkerCheckpoints, start_later};
 use crate::{BoxError, RuntimeError, record_error};
@@ -205,6 +206,9 @@ impl<T: Data> DataStream<'_, T> {
             }
         });
         let mut task: Option<SinkTask<S::Transaction>> = None;
+        // Records in, named by the sink's uid once known (its name without checkpoints).
+        let (metric_identity, metric_name) = (identity.clone(), name.to_string());
+        let mut metrics: Option<OperatorMetrics> = None;
         // Without checkpointing: everything is one transaction per interval, all
         // committed at the end of the input.
         let mut unchecked_through = 0u64;
@@ -212,12 +216,19 @@ impl<T: Data> DataStream<'_, T> {
             if let Some(t) = started.borrow_mut().take() {
                 task = t;
             }
+            let m = metrics.get_or_insert_with(|| {
+                let id = metric_identity
+                    .as_ref()
+                    .map_or_else(|| metric_name.clone(), |i| i.id());
+                OperatorMetrics::new(&id)
+            });
             let mut d = driver.borrow_mut();
             input.for_each(|time, data| {
                 if errors.borrow().is_some() {
                     data.clear();
                     return;
                 }
+                m.input(data.len());
                 let interval = crate::time::stamp_time(time.stamp().elements()).interval();
                 unchecked_through = unchecked_through.max(interval);
                 for (_, v) in data.iter() {
