@@ -12,6 +12,8 @@ use flowstate_runtime::checkpoint::{
 use flowstate_runtime::ownership::{DirLock, LOCK_FILE};
 use flowstate_storage::CheckpointLocation;
 
+use flowstate_web::page::utc;
+
 use crate::AppError;
 
 /// The newest complete checkpoint id of the checkpoint directory `dir` (0: none, or
@@ -112,28 +114,6 @@ fn write_checkpoints_table(dir: &CheckpointLocation, out: &mut impl Write) -> Re
     Ok(())
 }
 
-/// `YYYY-MM-DD hh:mm:ss` of a Unix time in milliseconds.
-pub(crate) fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 /// Asks the job running on `dir` for a savepoint and waits up to `timeout` seconds
 /// for it; prints its directory.
 pub(crate) fn savepoint(
@@ -203,16 +183,4 @@ pub(crate) fn savepoint(
         "no savepoint within {} s: is a job running on {dir}?",
         timeout.as_secs()
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::utc;
-
-    #[test]
-    fn utc_renders_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_798_761_599_000), "2026-12-31 23:59:59");
-    }
 }

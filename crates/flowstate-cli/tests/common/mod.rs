@@ -67,6 +67,21 @@ pub fn newest_complete(ck: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until the checkpoint files in `ck` hold complete checkpoint `n` (bounded),
+/// failing if `job` ends first.
+pub fn wait_for_checkpoint(ck: &Path, n: u64, job: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while newest_complete(ck) < n {
+        assert!(job.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint {n} in {}",
+            ck.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// [`job`] without its `--checkpoint-dir`.
 fn job_at(
     dir: &Path,
