@@ -17,7 +17,10 @@ base="${BENCH_DIR:-/tmp/flowstate-bench-s3}"
 events="${EVENTS:-3000000}"
 keys="${KEYS:-1000000}"
 interval="${INTERVAL_MS:-2000}"
-rm -rf "$base" && mkdir -p "$base/s3/bench"
+# Only what this script makes below the directory (it may be one of the user's).
+rm -rf "$base/s3"
+for b in heap rocksdb; do for w in local s3 s3+copy; do rm -rf "${base:?}/$b-$w"; done; done
+mkdir -p "$base/s3/bench"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 s3s="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
 "$s3s" --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$base/s3" \

@@ -51,11 +51,7 @@ fn savepoint_stop_and_rescale(backend: &str) {
         .args(["checkpoints", "s3://checkpoints/job"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     let listed: Vec<u64> = listing
         .lines()
@@ -75,22 +71,14 @@ fn savepoint_stop_and_rescale(backend: &str) {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let savepoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         savepoint.starts_with("s3://checkpoints/job/savepoints/sp-"),
         "{savepoint}"
     );
     let stopped = job.wait_with_output().unwrap();
-    assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    common::assert_success(&stopped);
     let in_bucket = server
         .root()
         .join(savepoint.trim_start_matches("s3://"))
@@ -108,11 +96,7 @@ fn savepoint_stop_and_rescale(backend: &str) {
         .arg(&savepoint)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let got = committed(&dir.path().join("out"));
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected, "committed output differs");

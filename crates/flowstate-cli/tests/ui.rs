@@ -110,11 +110,7 @@ fn the_history_page_of_a_stopped_job_matches_its_metadata_in_chromium() {
         .args(["--retained", "3"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let kept = retained(&ck);
     assert!(!kept.is_empty() && kept.len() <= 3);
     let history_lines = std::fs::read_to_string(ck.join("_history"))

@@ -148,15 +148,16 @@ impl LocalRecovery {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the copy of `path` is whole (checked once, then remembered); a damaged
-    /// copy is removed.
-    fn copy_is_whole(&self, path: &str) -> bool {
+    /// Whether the copy of `path` is whole (checked once, then remembered): `None`
+    /// when not (a damaged copy is removed); `Some(Some(bytes))` when this call read
+    /// the copy to check it, so a whole-file read needs no second read.
+    fn whole_copy(&self, path: &str) -> Option<Option<Bytes>> {
         if self.lock_verified().contains(path) {
-            return true;
+            return Some(None);
         }
         let (Ok(data), Ok(side)) = (self.local.get(path), self.local.get(&sidecar(path))) else {
             self.drop_copy(path);
-            return false;
+            return None;
         };
         if side.as_ref() != sidecar_text(&data).as_bytes() {
             tracing::warn!(
@@ -164,10 +165,10 @@ impl LocalRecovery {
                 self.remote
             );
             self.drop_copy(path);
-            return false;
+            return None;
         }
         self.lock_verified().insert(path.to_string());
-        true
+        Some(Some(data))
     }
 
     /// Before a copy of `path` is written: a checkpoint's first copy prunes the
@@ -229,14 +230,22 @@ impl LocalRecovery {
         }
     }
 
-    /// Reads `path` through `read` locally when its copy is whole, else remotely.
+    /// Reads `path` through `read` locally when its copy is whole, else remotely;
+    /// `from_checked` answers from the bytes read to check the copy, when it can.
     fn read<T>(
         &self,
         path: &str,
+        from_checked: impl FnOnce(Bytes) -> Option<T>,
         read: impl Fn(&dyn CheckpointStorage) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        if is_copied(path) && self.copy_is_whole(path) {
-            match read(&self.local) {
+        if !is_copied(path) {
+            return read(self.remote.as_ref());
+        }
+        if let Some(checked) = self.whole_copy(path) {
+            match checked
+                .and_then(from_checked)
+                .map_or_else(|| read(&self.local), Ok)
+            {
                 Ok(v) => {
                     self.local_reads.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
@@ -247,9 +256,7 @@ impl LocalRecovery {
                 }
             }
         }
-        if is_copied(path) {
-            self.remote_reads.fetch_add(1, Ordering::Relaxed);
-        }
+        self.remote_reads.fetch_add(1, Ordering::Relaxed);
         read(self.remote.as_ref())
     }
 }
@@ -286,15 +293,15 @@ impl CheckpointStorage for LocalRecovery {
     }
 
     fn get(&self, path: &str) -> Result<Bytes, StorageError> {
-        self.read(path, |s| s.get(path))
+        self.read(path, Some, |s| s.get(path))
     }
 
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
-        self.read(path, |s| s.get_range(path, range.clone()))
+        self.read(path, |_| None, |s| s.get_range(path, range.clone()))
     }
 
     fn size(&self, path: &str) -> Result<u64, StorageError> {
-        self.read(path, |s| s.size(path))
+        self.read(path, |b| Some(b.len() as u64), |s| s.size(path))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {

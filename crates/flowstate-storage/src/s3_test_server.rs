@@ -105,6 +105,13 @@ impl S3TestServer {
         ))
     }
 
+    /// [`S3TestServer::start`] with the bucket `bucket` made.
+    pub fn start_with_bucket(bucket: &str) -> io::Result<Self> {
+        let server = Self::start()?;
+        server.create_bucket(bucket)?;
+        Ok(server)
+    }
+
     /// Makes bucket `name` (a directory of the server's root).
     pub fn create_bucket(&self, name: &str) -> io::Result<()> {
         std::fs::create_dir(self.root.join(name))

@@ -10,9 +10,7 @@ use flowstate_storage::ObjectCheckpointStorage;
 use flowstate_storage::s3_test_server::S3TestServer;
 
 fn server() -> S3TestServer {
-    let s = S3TestServer::start().expect("start s3s-fs (scripts/setup.sh installs it)");
-    s.create_bucket("checkpoints").unwrap();
-    s
+    S3TestServer::start_with_bucket("checkpoints").expect("s3s-fs (scripts/setup.sh installs it)")
 }
 
 #[test]

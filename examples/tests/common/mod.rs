@@ -65,9 +65,7 @@ impl Ck<'_> {
 
 /// A test S3 server with the bucket `checkpoints`.
 pub fn s3_server() -> S3TestServer {
-    let s = S3TestServer::start().expect("s3s-fs (scripts/setup.sh installs it)");
-    s.create_bucket("checkpoints").unwrap();
-    s
+    S3TestServer::start_with_bucket("checkpoints").expect("s3s-fs (scripts/setup.sh installs it)")
 }
 
 /// `bin run --workers W --backend B --checkpoint-dir DIR/ck --checkpoint-interval MS

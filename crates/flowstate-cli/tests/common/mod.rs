@@ -25,11 +25,18 @@ pub fn job(
     c
 }
 
+/// Fails the test with the command's error output unless it succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A test S3 server with the bucket `checkpoints`.
 pub fn s3_server() -> S3TestServer {
-    let s = S3TestServer::start().expect("s3s-fs (scripts/setup.sh installs it)");
-    s.create_bucket("checkpoints").unwrap();
-    s
+    S3TestServer::start_with_bucket("checkpoints").expect("s3s-fs (scripts/setup.sh installs it)")
 }
 
 /// [`job`] with its checkpoints in `s3://checkpoints/<prefix>` on `server` (RocksDB
