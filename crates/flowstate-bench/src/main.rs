@@ -103,6 +103,10 @@ enum Command {
         /// to the run without.
         #[arg(long)]
         ttl: bool,
+        /// Skip the baselines (bare maps for heap, the `rocksdb` crate for RocksDB) that
+        /// otherwise run right after each op.
+        #[arg(long)]
+        no_baselines: bool,
     },
     /// The Flink anchor's JobBench: a keyed value or map job, checkpoint every second.
     Job {
@@ -501,6 +505,7 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
         } else {
             (flink_figure(backend, r.op), "Flink 2.3")
         };
+        let baseline = r.baseline.as_deref().map(median_of);
         let state = if r.ttl {
             format!("{}+TTL", r.state)
         } else {
@@ -517,6 +522,8 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
             } else {
                 obj["flink_ops_per_sec"] = serde_json::json!(reference);
                 obj["ratio_vs_flink"] = serde_json::json!(reference.map(|f| median / f));
+                obj["baseline_ops_per_sec"] = serde_json::json!(baseline);
+                obj["ratio_vs_baseline"] = serde_json::json!(baseline.map(|b| median / b));
             }
             println!("{obj}");
         } else {
@@ -524,9 +531,13 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
                 reference.map_or_else(|| "-".to_string(), |f| format!("{:.2}x", median / f));
             let reference =
                 reference.map_or_else(|| "-".to_string(), |f| format!("{f:.0} ({label})"));
+            let (baseline, of_baseline) = baseline.map_or_else(
+                || ("-".to_string(), "-".to_string()),
+                |b| (format!("{b:.0}"), format!("{:.2}x", median / b)),
+            );
             println!(
-                "{:<16} {:<18} {:>14.0} {:>14.0} {:>14.0} {:>22} {:>8}",
-                state, r.op, median, min, max, reference, ratio
+                "{:<16} {:<18} {:>14.0} {:>14.0} {:>14.0} {:>22} {:>8} {:>14} {:>8}",
+                state, r.op, median, min, max, reference, ratio, baseline, of_baseline
             );
         }
     }
@@ -563,14 +574,12 @@ fn main() -> Result<()> {
             ops,
             json,
             ttl,
+            no_baselines,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
             }
-            if let Some(bad) = ops
-                .iter()
-                .find(|o| *o != "baselines" && !state::OPS.iter().any(|(_, n)| n == o))
-            {
+            if let Some(bad) = ops.iter().find(|o| !state::OPS.iter().any(|(_, n)| n == o)) {
                 bail!(
                     "unknown op `{bad}`; ops are: {}",
                     state::OPS
@@ -585,33 +594,37 @@ fn main() -> Result<()> {
             if !json {
                 println!("state benchmark: backend {backend:?}, {iterations} x {seconds} s per op");
                 println!(
-                    "{:<16} {:<18} {:>14} {:>14} {:>14} {:>22} {:>8}",
-                    "state", "op", "median ops/s", "min", "max", "reference", "ratio"
+                    "{:<16} {:<18} {:>14} {:>14} {:>14} {:>22} {:>8} {:>14} {:>8}",
+                    "state",
+                    "op",
+                    "median ops/s",
+                    "min",
+                    "max",
+                    "reference",
+                    "ratio",
+                    "baseline",
+                    "of it"
                 );
             }
+            let rocksdb = RocksDbOptions::new(local.path());
+            let baseline = match (no_baselines, backend) {
+                (true, _) => state::Baseline::Off,
+                (false, Backend::Heap) => state::Baseline::Bare,
+                (false, _) => state::Baseline::Raw(&rocksdb),
+            };
             let results = match backend {
-                Backend::Heap => {
-                    let mut r = state::state_bench(
-                        &HeapBackendFactory,
-                        &data,
-                        seconds,
-                        iterations,
-                        &ops,
-                        ttl,
-                    )?;
-                    if ops.is_empty() || ops.iter().any(|o| o == "baselines") {
-                        r.extend(state::baseline(&data, seconds, iterations)?);
-                    }
-                    r
-                }
-                _ => state::state_bench(
-                    &RocksDbOptions::new(local.path()),
+                Backend::Heap => state::state_bench(
+                    &HeapBackendFactory,
                     &data,
                     seconds,
                     iterations,
                     &ops,
                     ttl,
+                    &baseline,
                 )?,
+                _ => {
+                    state::state_bench(&rocksdb, &data, seconds, iterations, &ops, ttl, &baseline)?
+                }
             };
             print_state(&results, backend, iterations, json);
             Ok(())

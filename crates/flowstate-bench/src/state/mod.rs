@@ -9,6 +9,11 @@
 //! `i mod 1,000,000`. Figures are ops/s (median, min, max); iteration ops (`mapKeys`,
 //! `mapValues`, `mapEntries`, `mapIterator`) count one op per entry, as Flink's
 //! `@OperationsPerInvocation` does.
+//!
+//! Right after each op, in the same process, its baseline does the same accesses with
+//! nothing of Flowstate in between: bare `hashbrown` maps for the heap backend
+//! (`bare.rs`), the `rocksdb` crate on a database with the backend's options for RocksDB
+//! (`raw.rs`). The op's figure over its baseline's is how close to the hardware it is.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +23,14 @@ use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueS
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::ttl::StateTtlConfig;
+use flowstate_rocksdb::RocksDbOptions;
 
 use flowstate_core::backend::KeyedBackendFactory;
 
 use crate::config;
+
+mod bare;
+mod raw;
 
 pub(crate) const SETUP_KEYS: usize = 500_000;
 pub(crate) const NEW_KEYS: usize = 500_000;
@@ -58,10 +67,15 @@ impl Rng {
 
 impl Data {
     pub(crate) fn new() -> Self {
+        Self::with_keys(SETUP_KEYS, NEW_KEYS)
+    }
+
+    /// Inputs with other key counts (the tests' small ones).
+    fn with_keys(setup: usize, new: usize) -> Self {
         let mut rng = Rng(42);
-        let mut setup_keys: Vec<u64> = (0..SETUP_KEYS as u64).collect();
+        let mut setup_keys: Vec<u64> = (0..setup as u64).collect();
         rng.shuffle(&mut setup_keys);
-        let mut new_keys: Vec<u64> = (SETUP_KEYS as u64..(SETUP_KEYS + NEW_KEYS) as u64).collect();
+        let mut new_keys: Vec<u64> = (setup as u64..(setup + new) as u64).collect();
         rng.shuffle(&mut new_keys);
         let values = (0..RANDOM_VALUES).map(|_| rng.next()).collect();
         let map_keys = (0..MAP_KEYS).map(|_| rng.next()).collect();
@@ -79,10 +93,10 @@ impl Data {
         }
     }
     fn setup_key(&self, i: usize) -> u64 {
-        self.setup_keys[i % SETUP_KEYS]
+        self.setup_keys[i % self.setup_keys.len()]
     }
     fn new_key(&self, i: usize) -> u64 {
-        self.new_keys[i % NEW_KEYS]
+        self.new_keys[i % self.new_keys.len()]
     }
     fn value(&self, i: usize) -> u64 {
         self.values[i % RANDOM_VALUES]
@@ -91,7 +105,7 @@ impl Data {
 
 /// Which state a benchmark sets up.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Value,
     List,
     Map,
@@ -186,7 +200,8 @@ fn setup<B: KeyedStateBackend<u64>>(
     Ok(())
 }
 
-/// Runs op `name` `n` times from invocation `start`; returns the ops counted.
+/// Runs op `name` `n` times from invocation `start`; returns the ops counted and a
+/// fold of what was read (the baselines fold the same values the same way).
 fn run_op<B: KeyedStateBackend<u64>>(
     b: &B,
     d: &Data,
@@ -194,7 +209,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
     start: usize,
     n: usize,
     ttl: Option<&StateTtlConfig>,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let mut ops = 0u64;
     let mut sink = 0u64;
     match &name[..3] {
@@ -283,21 +298,25 @@ fn run_op<B: KeyedStateBackend<u64>>(
                         b.set_current_key(d.setup_key(i))?;
                         let keys = s.keys()?;
                         ops += keys.len() as u64;
-                        sink ^= keys.into_iter().fold(0, |a, k| a ^ k);
+                        sink ^= keys.into_iter().fold(0, |a, k| a ^ fold_entry(name, k, 0));
                         continue;
                     }
                     "mapValues" => {
                         b.set_current_key(d.setup_key(i))?;
                         let values = s.values()?;
                         ops += values.len() as u64;
-                        sink ^= values.into_iter().fold(0, |a, v| a ^ v.to_bits());
+                        sink ^= values
+                            .into_iter()
+                            .fold(0, |a, v| a ^ fold_entry(name, 0, v.to_bits()));
                         continue;
                     }
                     "mapEntries" | "mapIterator" => {
                         b.set_current_key(d.setup_key(i))?;
                         let entries = s.entries()?;
                         ops += entries.len() as u64;
-                        sink ^= entries.into_iter().fold(0, |a, (k, v)| a ^ k ^ v.to_bits());
+                        sink ^= entries
+                            .into_iter()
+                            .fold(0, |a, (k, v)| a ^ fold_entry(name, k, v.to_bits()));
                         continue;
                     }
                     "mapRemove" => {
@@ -319,8 +338,17 @@ fn run_op<B: KeyedStateBackend<u64>>(
             }
         }
     }
-    std::hint::black_box(sink);
-    Ok(ops)
+    Ok((ops, sink))
+}
+
+/// What the map iteration ops fold per entry (user key, value bits), the same in the
+/// op and its baselines.
+fn fold_entry(op: &str, key: u64, value_bits: u64) -> u64 {
+    match op {
+        "mapKeys" => key.rotate_left(1),
+        "mapValues" => value_bits,
+        _ => key ^ value_bits,
+    }
 }
 
 /// One op's figures.
@@ -330,6 +358,64 @@ pub(crate) struct OpResult {
     pub(crate) ttl: bool,
     pub(crate) op: &'static str,
     pub(crate) samples: Vec<f64>,
+    /// The op's baseline, measured right after it (none for TTL rows, `setCurrentKey`,
+    /// or when baselines are off).
+    pub(crate) baseline: Option<Vec<f64>>,
+}
+
+/// What each op is compared with.
+pub(crate) enum Baseline<'a> {
+    /// Nothing.
+    Off,
+    /// Bare `hashbrown` maps (the heap backend's).
+    Bare,
+    /// The `rocksdb` crate on a database with these options (the RocksDB backend's).
+    Raw(&'a RocksDbOptions),
+}
+
+impl Baseline<'_> {
+    /// Measures op `op` of `kind` on the baseline, or `None` for no baseline.
+    fn measure(
+        &self,
+        d: &Data,
+        kind: Kind,
+        op: &str,
+        seconds: f64,
+        iterations: usize,
+    ) -> Result<Option<Vec<f64>>> {
+        if op == "setCurrentKey" {
+            return Ok(None);
+        }
+        match self {
+            Baseline::Off => Ok(None),
+            Baseline::Bare => {
+                eprintln!("[state] {op}: bare-map baseline");
+                let mut maps = bare::BareMaps::new(d, kind);
+                measure(seconds, iterations, |start| {
+                    maps.run(d, op, start, BATCH)
+                        .map(|(ops, sink)| {
+                            std::hint::black_box(sink);
+                            ops
+                        })
+                        .ok_or_else(|| anyhow::anyhow!("no bare baseline for {op}"))
+                })
+                .map(Some)
+            }
+            Baseline::Raw(options) => {
+                eprintln!("[state] {op}: raw RocksDB baseline");
+                let db = raw::RawDb::new(flowstate_rocksdb::PlainDb::open(options, op)?, d, kind)?;
+                measure(seconds, iterations, |start| {
+                    db.run(d, op, start, BATCH)?
+                        .map(|(ops, sink)| {
+                            std::hint::black_box(sink);
+                            ops
+                        })
+                        .ok_or_else(|| anyhow::anyhow!("no raw baseline for {op}"))
+                })
+                .map(Some)
+            }
+        }
+    }
 }
 
 /// Runs every op (or those named in `only`) on backends from `f`.
@@ -340,6 +426,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
     iterations: usize,
     only: &[String],
     with_ttl: bool,
+    baseline: &Baseline<'_>,
 ) -> Result<Vec<OpResult>> {
     let mut out = Vec::new();
     let ttl_config = bench_ttl()?;
@@ -361,13 +448,22 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             let b = f.create(config(128, KeyGroupRange::all(128)?))?;
             setup(&b, d, kind, ttl)?;
             let samples = measure(seconds, iterations, |start| {
-                run_op(&b, d, op, start, BATCH, ttl)
+                run_op(&b, d, op, start, BATCH, ttl).map(|(ops, sink)| {
+                    std::hint::black_box(sink);
+                    ops
+                })
             })?;
+            drop(b);
+            let baseline = match ttl_on {
+                true => None,
+                false => baseline.measure(d, kind, op, seconds, iterations)?,
+            };
             out.push(OpResult {
                 state,
                 ttl: ttl_on,
                 op,
                 samples,
+                baseline,
             });
         }
     }
@@ -404,89 +500,40 @@ fn measure(
     Ok(samples)
 }
 
-/// The maps the baselines compare.
-trait BaselineMap: FromIterator<(u64, u64)> {
-    fn get(&self, k: u64) -> Option<u64>;
-    fn set(&mut self, k: u64, v: u64);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowstate_heap::HeapBackendFactory;
 
-impl BaselineMap for hashbrown::HashMap<u64, u64> {
-    fn get(&self, k: u64) -> Option<u64> {
-        hashbrown::HashMap::get(self, &k).copied()
-    }
-    fn set(&mut self, k: u64, v: u64) {
-        if let Some(slot) = self.get_mut(&k) {
-            *slot = v;
+    /// Each baseline must do the op's work: from a fresh set-up, the same invocations
+    /// count the same ops and read the same values as Flowstate's heap backend does.
+    #[test]
+    fn baselines_read_and_count_what_the_ops_do() {
+        let d = Data::with_keys(300, 300);
+        let dir = tempfile::tempdir().unwrap();
+        let options = RocksDbOptions::new(dir.path());
+        for (state, op) in OPS.iter().filter(|(_, op)| *op != "setCurrentKey") {
+            let kind = match *state {
+                "ValueState" => Kind::Value,
+                "ListState" => Kind::List,
+                _ => Kind::Map,
+            };
+            // 700 invocations: every set-up key twice and some a third time, so reads
+            // see the op's own earlier writes.
+            let b = HeapBackendFactory
+                .create(config(128, KeyGroupRange::all(128).unwrap()))
+                .unwrap();
+            setup(&b, &d, kind, None).unwrap();
+            let ours = run_op(&b, &d, op, 0, 700, None).unwrap();
+            let bare = bare::BareMaps::new(&d, kind).run(&d, op, 0, 700);
+            let db = flowstate_rocksdb::PlainDb::open(&options, op).unwrap();
+            let raw = raw::RawDb::new(db, &d, kind)
+                .unwrap()
+                .run(&d, op, 0, 700)
+                .unwrap();
+            assert_eq!(bare, Some(ours), "{op}: bare maps");
+            assert_eq!(raw, Some(ours), "{op}: raw RocksDB");
+            assert!(ours.0 >= 700, "{op}: {} ops", ours.0);
         }
     }
-}
-
-impl BaselineMap for imbl::HashMap<u64, u64> {
-    fn get(&self, k: u64) -> Option<u64> {
-        imbl::HashMap::get(self, &k).copied()
-    }
-    fn set(&mut self, k: u64, v: u64) {
-        if let Some(slot) = self.get_mut(&k) {
-            *slot = v;
-        }
-    }
-}
-
-/// Gets and updates on a bare map `M` with the set-up keys, in `valueGet`/`valueUpdate`
-/// order.
-fn baseline_map<M: BaselineMap>(
-    d: &Data,
-    names: [&'static str; 2],
-    seconds: f64,
-    iterations: usize,
-) -> Result<Vec<OpResult>> {
-    let mut map: M = d
-        .setup_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (*k, d.value(i)))
-        .collect();
-    let mut out = Vec::new();
-    for (n, op) in names.into_iter().enumerate() {
-        let mut sink = 0u64;
-        let samples = measure(seconds, iterations, |start| {
-            for i in start..start + BATCH {
-                let k = d.setup_key(i);
-                if n == 0 {
-                    sink ^= map.get(k).unwrap_or(0);
-                } else {
-                    map.set(k, d.value(i));
-                }
-            }
-            Ok(BATCH as u64)
-        })?;
-        std::hint::black_box(sink);
-        out.push(OpResult {
-            ttl: false,
-            state: "HashMap",
-            op,
-            samples,
-        });
-    }
-    Ok(out)
-}
-
-/// The hardware baseline: a bare `hashbrown::HashMap<u64, u64>` (no key groups, no
-/// serialization, no state API) with the same keys and access order as `valueGet` and
-/// `valueUpdate`, measured the same way in the same process; and the same with a
-/// persistent map (`imbl`), the design alternative for copy-on-write snapshots.
-pub(crate) fn baseline(d: &Data, seconds: f64, iterations: usize) -> Result<Vec<OpResult>> {
-    let mut out = baseline_map::<imbl::HashMap<u64, u64>>(
-        d,
-        ["baselinePersistentMapGet", "baselinePersistentMapUpdate"],
-        seconds,
-        iterations,
-    )?;
-    out.extend(baseline_map::<hashbrown::HashMap<u64, u64>>(
-        d,
-        ["baselineHashMapGet", "baselineHashMapUpdate"],
-        seconds,
-        iterations,
-    )?);
-    Ok(out)
 }
