@@ -82,6 +82,10 @@ enum Command {
         /// Keys per batch look-up.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Workers of the job (with fewer workers than cores, the HTTP side has a core
+        /// of its own).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
     /// Flink's Value/List/MapStateBenchmark ops: ops/s per op.
     State {
@@ -553,9 +557,10 @@ fn main() -> Result<()> {
             rate,
             runs,
             batch,
+            workers,
         } => {
-            if keys == 0 || runs == 0 || batch == 0 {
-                bail!("--keys, --runs and --batch must be positive");
+            if keys == 0 || runs == 0 || batch == 0 || workers == 0 {
+                bail!("--keys, --runs, --batch and --workers must be positive");
             }
             query::QueryBench {
                 rocksdb: backend == Backend::Rocksdb,
@@ -564,6 +569,7 @@ fn main() -> Result<()> {
                 rate,
                 runs,
                 batch,
+                workers,
             }
             .run()
         }

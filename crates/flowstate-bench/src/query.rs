@@ -2,7 +2,7 @@
 //! answers. One process, run back to back in the same invocation:
 //!
 //! - **throughput**: a keyed job (a counter per key, queryable) over `events` events
-//!   on `keys` keys, 2 workers, checkpoints every second, timed to its end; once
+//!   on `keys` keys, `workers` workers, checkpoints every second, timed to its end; once
 //!   with no queries, once with `rate` live point look-ups per second of random keys
 //!   through the HTTP server, once with `rate` committed ones, `runs` times each in
 //!   turn; the medians are reported and each loaded run's look-up latencies (p50,
@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_query::{QueryHub, QueryServer, ServerConfig};
-use flowstate_query_client::{BatchRequest, Consistency, QueryClient};
+use flowstate_query_client::{BatchRequest, ClientError, Consistency, QueryClient};
 use flowstate_rocksdb::SnapshotMode;
 use flowstate_runtime::{
     BoxError, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError,
@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::job_config;
 
+/// Look-ups that got no value, by status and error code (`503 unavailable` while the
+/// job starts or after it ended; `no answer` for transport errors).
+type Failures = std::collections::BTreeMap<String, u64>;
+
 /// What to run.
 pub(crate) struct QueryBench {
     pub(crate) rocksdb: bool,
@@ -37,6 +41,10 @@ pub(crate) struct QueryBench {
     pub(crate) rate: u64,
     pub(crate) runs: usize,
     pub(crate) batch: usize,
+    /// Workers of the job. With as many workers as cores, the HTTP server and the
+    /// load generator take their CPU from the job; with one core fewer, they have a
+    /// core of their own, as a client on another machine would.
+    pub(crate) workers: usize,
 }
 
 const SPLITS: u64 = 4;
@@ -126,7 +134,7 @@ impl QueryBench {
     fn job(&self, hub: Option<&QueryHub>) -> Result<Run> {
         let dir = tempfile::tempdir()?;
         let rocksdb = self.rocksdb.then(SnapshotMode::default);
-        let mut config = job_config(dir.path(), rocksdb, 2, Duration::from_secs(1))?;
+        let mut config = job_config(dir.path(), rocksdb, self.workers, Duration::from_secs(1))?;
         if let Some(h) = hub {
             config = config.queries(h.clone());
         }
@@ -142,7 +150,7 @@ impl QueryBench {
     }
 
     /// One timed run to the job's end, with `load` look-ups per second meanwhile.
-    fn timed(&self, load: Option<Consistency>) -> Result<(f64, Vec<f64>, u64)> {
+    fn timed(&self, load: Option<Consistency>) -> Result<(f64, Vec<f64>, Failures)> {
         let hub = load.map(|_| QueryHub::new());
         let run = self.job(hub.as_ref())?;
         let server = hub
@@ -151,7 +159,7 @@ impl QueryBench {
             .transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
         let latencies = Arc::new(Mutex::new(Vec::new()));
-        let failed = Arc::new(Mutex::new(0u64));
+        let failed = Arc::new(Mutex::new(Failures::new()));
         let loader = match (load, &server) {
             (Some(c), Some(s)) => Some(self.load(
                 s.local_addr().to_string(),
@@ -178,7 +186,7 @@ impl QueryBench {
         }
         drop(run.dir);
         let lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-        let failed = *failed.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = std::mem::take(&mut *failed.lock().unwrap_or_else(|e| e.into_inner()));
         Ok((secs, lat, failed))
     }
 
@@ -190,7 +198,7 @@ impl QueryBench {
         consistency: Consistency,
         stop: Arc<AtomicBool>,
         latencies: Arc<Mutex<Vec<f64>>>,
-        failed: Arc<Mutex<u64>>,
+        failed: Arc<Mutex<Failures>>,
     ) -> Result<std::thread::JoinHandle<()>> {
         let (rate, keys) = (self.rate.max(1), self.keys);
         let client = QueryClient::new(&addr)?;
@@ -217,7 +225,19 @@ impl QueryBench {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(t.elapsed().as_secs_f64() * 1e3),
-                            Err(_) => *failed.lock().unwrap_or_else(|e| e.into_inner()) += 1,
+                            Err(e) => {
+                                let kind = match e {
+                                    ClientError::Server { status, body } => {
+                                        format!("{status} {}", body.error)
+                                    }
+                                    _ => "no answer".to_string(),
+                                };
+                                *failed
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(kind)
+                                    .or_default() += 1;
+                            }
                         }
                     });
                 }
@@ -320,20 +340,22 @@ impl QueryBench {
         let modes = [None, Some(Consistency::Live), Some(Consistency::Committed)];
         let mut secs: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut lat: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        let mut failed = vec![0u64; modes.len()];
+        let mut failed = vec![Failures::new(); modes.len()];
         for _ in 0..self.runs {
             for (m, mode) in modes.iter().enumerate() {
                 let (s, l, f) = self.timed(*mode)?;
                 secs[m].push(s);
                 lat[m].extend(l);
-                failed[m] += f;
+                for (kind, n) in f {
+                    *failed[m].entry(kind).or_default() += n;
+                }
             }
         }
         let backend = if self.rocksdb { "rocksdb" } else { "heap" };
         println!(
-            "query bench: backend {backend}, {} events on {} keys, 2 workers, checkpoints every 1 s, \
-             {} q/s, {} runs (medians)",
-            self.events, self.keys, self.rate, self.runs
+            "query bench: backend {backend}, {} events on {} keys, {} workers, checkpoints every \
+             1 s, {} q/s, {} runs (medians)",
+            self.events, self.keys, self.workers, self.rate, self.runs
         );
         let base = self.events as f64 / median(secs[0].clone());
         for (m, mode) in modes.iter().enumerate() {
@@ -347,7 +369,7 @@ impl QueryBench {
                 String::new()
             } else {
                 format!(
-                    "  p50 {:.2} ms  p99 {:.2} ms  ({} answered, {} failed)",
+                    "  p50 {:.2} ms  p99 {:.2} ms  ({} answered; not answered: {:?})",
                     pct(l, 0.5),
                     pct(l, 0.99),
                     l.len(),
