@@ -751,3 +751,132 @@ fn bad_requests_get_4xx_and_leave_the_job_alone() {
     );
     assert_eq!(empty.0, 200, "{}", empty.1);
 }
+
+/// Threads of the job: its process and every process under it.
+fn threads_of(pid: u32) -> usize {
+    let count = |p: u32| std::fs::read_dir(format!("/proc/{p}/task")).map_or(0, |d| d.count());
+    count(pid)
+        + children(pid)
+            .into_iter()
+            .map(|(p, _)| count(p))
+            .sum::<usize>()
+}
+
+/// `n` look-ups of `k<i mod 200>` sent at once (each on a connection of its own):
+/// each answer's status, `Retry-After` header and body.
+fn flood(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    n: usize,
+    consistency: &str,
+) -> Vec<(u16, Option<String>, Value, usize)> {
+    let http = reqwest::Client::new();
+    let requests = (0..n).map(|i| {
+        let url = format!(
+            "http://{addr}/v1/states/totals/keys/k{}?consistency={consistency}",
+            i % 200
+        );
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry, r.json::<Value>().await.unwrap(), i % 200)
+        }
+    });
+    rt.block_on(futures_util::future::join_all(requests))
+}
+
+/// A burst of look-ups far beyond what the server answers at once, the committed ones
+/// arriving while the first checkpoint is being opened (a native RocksDB checkpoint is
+/// converted, which takes a while): every answer is the right value or a 503 with
+/// `Retry-After`; the job's threads stay bounded (each waiting committed read used to
+/// hold a thread, and each waiting request a file descriptor the job needs); the job
+/// keeps running and then answers every key right.
+#[test]
+fn a_burst_of_lookups_is_shed_with_503_and_leaves_the_job_alone() {
+    let rt = runtime();
+    let (keys_n, rounds) = (200u64, 4u64);
+    let mut job = Job::start(
+        "rocksdb",
+        1,
+        &[
+            "--keys",
+            &keys_n.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+            "--checkpoint-interval",
+            "300",
+        ],
+    );
+    let addr = job.addr();
+    job.wait_until("the final values, live", || {
+        all_equal_model(&rt, &addr, keys_n, rounds, Consistency::Live)
+    });
+    // A checkpoint begun after the final values were live, on disk; no committed read
+    // has opened any checkpoint yet.
+    let ck = job.ck();
+    let newest = || {
+        std::fs::read_dir(&ck).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().join("_metadata").exists())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+                .max()
+                .unwrap_or(0u64)
+        })
+    };
+    let then = newest();
+    job.wait_until("a checkpoint after the last round", || newest() >= then + 2);
+    let pid = job.child.id();
+    let before = threads_of(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                most = most.max(threads_of(pid));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        })
+    };
+    let mut answers = flood(&rt, &addr, 400, "committed");
+    answers.extend(flood(&rt, &addr, 600, "live"));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let most = sampler.join().unwrap();
+    let (mut right, mut shed) = (0, 0);
+    for (status, retry, body, k) in &answers {
+        match status {
+            200 => {
+                assert_eq!(body["value"], model(*k as u64, rounds)[0], "{body}");
+                right += 1;
+            }
+            503 => {
+                assert_eq!(body["error"], "unavailable", "{body}");
+                assert!(retry.is_some(), "a 503 without Retry-After: {body}");
+                shed += 1;
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert!(right > 0, "nothing answered ({shed} shed)");
+    assert!(
+        most < before + 64,
+        "the job went from {before} to {most} threads under the burst"
+    );
+    assert!(job.alive(), "the burst ended the job");
+    job.wait_until("every key right, committed", || {
+        all_equal_model(&rt, &addr, keys_n, rounds, Consistency::Committed)
+    });
+    assert!(all_equal_model(
+        &rt,
+        &addr,
+        keys_n,
+        rounds,
+        Consistency::Live
+    ));
+}

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flowstate_query_client::wire::{FORWARDED_HEADER, MAX_BATCH_KEYS, MAX_BODY_BYTES};
@@ -22,6 +23,7 @@ use flowstate_query_client::{
 use flowstate_runtime::query::{LiveAnswer, LiveLookup, QueryError, QueryHub, Route};
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::committed::CommittedReader;
 use crate::error::ApiError;
@@ -33,7 +35,22 @@ pub(crate) struct App {
     pub(crate) timeout: Duration,
     pub(crate) committed: CommittedReader,
     pub(crate) http: reqwest::Client,
+    /// Requests being answered; beyond [`MAX_IN_FLIGHT`] a request gets 503 at once.
+    pub(crate) in_flight: Arc<Semaphore>,
+    /// `committed` reads running on blocking threads; beyond [`COMMITTED_READERS`] a
+    /// read gets 503 at once.
+    pub(crate) committed_reads: Arc<Semaphore>,
 }
+
+/// Requests answered at once. Every waiting request holds a socket (a file
+/// descriptor of the job's process, which RocksDB needs too): a client that keeps
+/// asking faster than answers come gets 503s, never the job's descriptors.
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
+
+/// `committed` reads at once. The first read of a new checkpoint opens it (a native
+/// RocksDB checkpoint is converted, which takes a while) and the others wait for it
+/// on blocking threads: without a bound a burst of reads would be a burst of threads.
+pub(crate) const COMMITTED_READERS: usize = 2;
 
 type Shared = Arc<App>;
 
@@ -65,7 +82,23 @@ pub(crate) fn router(app: Shared) -> Router {
                 "no such endpoint: see /v1/states",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), shed))
         .with_state(app)
+}
+
+/// Answers 503 at once when [`MAX_IN_FLIGHT`] requests are being answered already.
+async fn shed(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    match app.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => ApiError::unavailable(format!(
+            "busy: {MAX_IN_FLIGHT} requests are being answered; ask again"
+        ))
+        .into_response(),
+    }
 }
 
 /// A key (or user key) from a URL: JSON, or else the text itself as a string.
@@ -260,8 +293,18 @@ async fn read_committed(
     namespace: Option<Value>,
 ) -> Result<(u64, Vec<Option<Value>>), ApiError> {
     let ttl = app.hub.ttl(&info.name)?;
+    let permit = app
+        .committed_reads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::unavailable(format!(
+                "busy: {COMMITTED_READERS} committed reads are running; ask again"
+            ))
+        })?;
     let app = app.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+        let _permit = permit;
         let mut tries = 0;
         loop {
             let Some(at) = app.hub.committed()? else {

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flowstate_runtime::query::QueryHub;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::committed::CommittedReader;
 use crate::error::ServerError;
@@ -86,6 +86,8 @@ impl QueryServer {
             timeout: config.timeout,
             committed: CommittedReader::default(),
             http,
+            in_flight: Arc::new(Semaphore::new(crate::routes::MAX_IN_FLIGHT)),
+            committed_reads: Arc::new(Semaphore::new(crate::routes::COMMITTED_READERS)),
         });
         // The last reference to the app (its open checkpoint holds a storage with
         // its own runtime) is dropped outside the server's async context.
