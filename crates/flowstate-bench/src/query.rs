@@ -366,7 +366,10 @@ impl QueryBench {
             };
             let l = &mut lat[m];
             let latency = if l.is_empty() {
-                String::new()
+                match mode {
+                    None => String::new(),
+                    Some(_) => format!("  (none answered; not answered: {:?})", failed[m]),
+                }
             } else {
                 format!(
                     "  p50 {:.2} ms  p99 {:.2} ms  ({} answered; not answered: {:?})",

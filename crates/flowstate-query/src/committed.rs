@@ -119,8 +119,13 @@ impl CommittedReader {
                 "the job does not checkpoint: only `live` reads are possible".into(),
             ));
         };
-        let unavailable = |e: flowstate_state_processor::ProcessorError| {
-            QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id))
+        let unavailable = |e: flowstate_state_processor::ProcessorError| match e {
+            // Asking again cannot help (e.g. a native RocksDB checkpoint and a build
+            // without RocksDB): an error, not a 503 to retry.
+            flowstate_state_processor::ProcessorError::Invalid(_) => {
+                QueryError::State(format!("checkpoint {} cannot be read: {e}", at.id))
+            }
+            _ => QueryError::Unavailable(format!("checkpoint {} cannot be read now: {e}", at.id)),
         };
         let mut slot = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.as_ref() {
