@@ -5,7 +5,7 @@
 # put per event ("map"), a checkpoint every second, parallelism 1 and 2, heap and
 # RocksDB (incremental on both sides). records/s over the processing time, medians of
 # RUNS runs; prints a table with the ratios.
-#   ./scripts/bench-job.sh [RUNS] [N]
+#   ./scripts/bench-job.sh [RUNS] [N]     (CONFIGS="rocksdb:value:1 ..." for some only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
@@ -17,8 +17,8 @@ cargo build --release -q -p flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 out=$(mktemp -d /tmp/bench-job.XXXXXX)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs, events $n, keys $k; results in $out"
-for c in heap:value:1 rocksdb:value:1 heap:value:2 rocksdb:value:2 \
-         heap:map:1 rocksdb:map:1 heap:map:2 rocksdb:map:2; do
+configs=${CONFIGS:-heap:value:1 rocksdb:value:1 heap:value:2 rocksdb:value:2 heap:map:1 rocksdb:map:1 heap:map:2 rocksdb:map:2}
+for c in $configs; do
   IFS=: read -r b v p <<< "$c"
   SUITES=job JOB_CONFIGS="$c" JOB_RUNS="$runs" JOB_N="$n" JOB_K="$k" \
     OUT_DIR="$out/flink-$b-$v-$p" "$anchor/run.sh" > /dev/null 2>&1 || true
