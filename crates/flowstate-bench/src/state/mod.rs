@@ -111,6 +111,17 @@ pub(crate) enum Kind {
     Map,
 }
 
+impl Kind {
+    /// The kind of an [`OPS`] entry's state (`ValueState`, `ListState`, `MapState`).
+    fn of(state: &str) -> Kind {
+        match state {
+            "ValueState" => Kind::Value,
+            "ListState" => Kind::List,
+            _ => Kind::Map,
+        }
+    }
+}
+
 /// The ops, in Flink's names.
 pub(crate) const OPS: &[(&str, &str)] = &[
     ("ValueState", "valueUpdate"),
@@ -393,10 +404,6 @@ impl Baseline<'_> {
                 let mut maps = bare::BareMaps::new(d, kind);
                 measure(seconds, iterations, |start| {
                     maps.run(d, op, start, BATCH)
-                        .map(|(ops, sink)| {
-                            std::hint::black_box(sink);
-                            ops
-                        })
                         .ok_or_else(|| anyhow::anyhow!("no bare baseline for {op}"))
                 })
                 .map(Some)
@@ -406,10 +413,6 @@ impl Baseline<'_> {
                 let db = raw::RawDb::new(flowstate_rocksdb::PlainDb::open(options, op)?, d, kind)?;
                 measure(seconds, iterations, |start| {
                     db.run(d, op, start, BATCH)?
-                        .map(|(ops, sink)| {
-                            std::hint::black_box(sink);
-                            ops
-                        })
                         .ok_or_else(|| anyhow::anyhow!("no raw baseline for {op}"))
                 })
                 .map(Some)
@@ -434,11 +437,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         if !only.is_empty() && !only.iter().any(|o| o == op) {
             continue;
         }
-        let kind = match *state {
-            "ValueState" => Kind::Value,
-            "ListState" => Kind::List,
-            _ => Kind::Map,
-        };
+        let kind = Kind::of(state);
         // With `with_ttl`, each op runs without and then with TTL in this process, so
         // the two figures compare like for like.
         let variants: &[bool] = if with_ttl { &[false, true] } else { &[false] };
@@ -448,15 +447,13 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             let b = f.create(config(128, KeyGroupRange::all(128)?))?;
             setup(&b, d, kind, ttl)?;
             let samples = measure(seconds, iterations, |start| {
-                run_op(&b, d, op, start, BATCH, ttl).map(|(ops, sink)| {
-                    std::hint::black_box(sink);
-                    ops
-                })
+                run_op(&b, d, op, start, BATCH, ttl)
             })?;
             drop(b);
-            let baseline = match ttl_on {
-                true => None,
-                false => baseline.measure(d, kind, op, seconds, iterations)?,
+            let baseline = if ttl_on {
+                None
+            } else {
+                baseline.measure(d, kind, op, seconds, iterations)?
             };
             out.push(OpResult {
                 state,
@@ -475,16 +472,17 @@ const BATCH: usize = 1024;
 
 /// Warms up for a fifth of `seconds`, then runs `iterations` timed runs of `seconds`
 /// each; `batch(start)` runs `BATCH` invocations from index `start` and returns the ops
-/// they count. Returns ops/s per timed run.
+/// they count and the fold of what they read (kept from the optimizer). Returns ops/s
+/// per timed run.
 fn measure(
     seconds: f64,
     iterations: usize,
-    mut batch: impl FnMut(usize) -> Result<u64>,
+    mut batch: impl FnMut(usize) -> Result<(u64, u64)>,
 ) -> Result<Vec<f64>> {
     let mut next = 0usize;
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-        batch(next)?;
+        std::hint::black_box(batch(next)?);
         next += BATCH;
     }
     let mut samples = Vec::with_capacity(iterations);
@@ -492,7 +490,9 @@ fn measure(
         let t = Instant::now();
         let mut ops = 0u64;
         while t.elapsed() < Duration::from_secs_f64(seconds) {
-            ops += batch(next)?;
+            let (counted, sink) = batch(next)?;
+            std::hint::black_box(sink);
+            ops += counted;
             next += BATCH;
         }
         samples.push(ops as f64 / t.elapsed().as_secs_f64());
@@ -513,11 +513,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = RocksDbOptions::new(dir.path());
         for (state, op) in OPS.iter().filter(|(_, op)| *op != "setCurrentKey") {
-            let kind = match *state {
-                "ValueState" => Kind::Value,
-                "ListState" => Kind::List,
-                _ => Kind::Map,
-            };
+            let kind = Kind::of(state);
             // 700 invocations: every set-up key twice and some a third time, so reads
             // see the op's own earlier writes.
             let b = HeapBackendFactory
