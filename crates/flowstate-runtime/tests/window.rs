@@ -281,6 +281,79 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Random keys, times and arrival order (no late data): every session's records
+    /// equal a model's on both backends, however sessions were extended, and bridged
+    /// (which moves one session's contents into the other's state window).
+    #[test]
+    fn session_contents_equal_a_model_in_any_arrival_order(
+        data in prop::collection::vec((0u8..4, 0i64..400), 1..200),
+    ) {
+        const GAP: i64 = 10;
+        let input: Vec<Rec> = data
+            .iter()
+            .enumerate()
+            .map(|(i, (k, t))| (format!("k{k}"), *t, i as i64))
+            .collect();
+        let mut by_key: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for r in &input {
+            by_key.entry(r.0.clone()).or_default().push((r.1, r.2));
+        }
+        let mut model = Vec::new();
+        for (k, mut recs) in by_key {
+            recs.sort_unstable();
+            let mut sessions: Vec<(TimeWindow, Vec<i64>)> = Vec::new();
+            for (t, v) in recs {
+                match sessions.last_mut() {
+                    Some((win, values)) if t <= win.end => {
+                        win.end = win.end.max(t + GAP);
+                        values.push(v);
+                    }
+                    _ => sessions.push((w(t, t + GAP), vec![v])),
+                }
+            }
+            for (win, mut values) in sessions {
+                values.sort_unstable();
+                model.push((win.max_timestamp(), (k.clone(), win, values)));
+            }
+        }
+        model.sort();
+        let got = on_both_backends(|config| {
+            run_windowed(config, input.clone(), 1_000, |ws, _| {
+                ws.window(WindowAssigner::session(GAP))
+                    .process(|k: &String, win: &TimeWindow, items: Vec<Rec>, out| {
+                        let mut values: Vec<i64> = items.iter().map(|r| r.2).collect();
+                        values.sort_unstable();
+                        out.push((k.clone(), *win, values));
+                        Ok(())
+                    })
+            })
+        });
+        prop_assert!(got.1.is_empty());
+        prop_assert_eq!(got.0, model);
+    }
+}
+
+/// Session windows refuse to be queryable: a session's contents live under the window
+/// it started as, so a look-up naming the session would miss them.
+#[test]
+fn queryable_session_windows_are_a_typed_error() {
+    let err = execute(JobConfig::default(), |job| {
+        job.source_vec(vec![(s("a"), 1, 1)], |r: &Rec| r.1, WatermarkStrategy::None)
+            .key_by(|r: &Rec| r.0.clone())
+            .window(WindowAssigner::session(10))
+            .queryable("sessions")
+            .reduce(sum_values)
+            .collect()
+    })
+    .expect_err("must fail");
+    assert!(
+        matches!(err, flowstate_runtime::RuntimeError::Config(_)),
+        "{err}"
+    );
+}
+
 /// A window's results carry its last millisecond and go out before the watermark
 /// that fired it (as Flink emits them before forwarding the watermark): a second
 /// window over them, and a timer at the first window's end, see every one of them,

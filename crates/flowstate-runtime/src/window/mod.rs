@@ -11,32 +11,33 @@
 //! behaviour). Records whose every window is already cleaned up are late: dropped, or
 //! sent to the side output set with [`WindowedStream::side_output_late_data`].
 //!
-//! Session windows merge: each key keeps its open sessions in a value state
-//! (`_window_sessions`); a record's window `[ts, ts + gap)` absorbs every session it
-//! intersects (touching counts, as in Flink), and the contents of the absorbed windows
-//! are merged into the new one with the backend's namespace merge. Flink keeps a
-//! separate "state window" to avoid moving data; merging in the backend is simpler and
-//! costs one read-and-write per merge, which sessions (merged rarely) can afford.
+//! Session windows merge: a record's window `[ts, ts + gap)` absorbs every open
+//! session of its key it intersects (touching counts, as in Flink). As in Flink, a
+//! session's contents stay under a stable *state window* while the session grows
+//! (`sessions`), so extending a session moves no contents.
+//!
+//! Modules: `contents` (what each window function keeps), `sessions` (the open
+//! sessions of a key and their state windows), `logic` (the operator's per-record and
+//! per-timer decisions).
 
-use std::rc::Rc;
+mod contents;
+mod logic;
+mod sessions;
 
 use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, ReducingStateDescriptor,
-    ValueStateDescriptor,
 };
-use flowstate_core::state::{
-    InternalAggregatingState, InternalListState, InternalReducingState, InternalValueState,
-    StateKey, VoidNamespace,
-};
+use flowstate_core::state::StateKey;
 use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
 use crate::backend::AnyBackend;
-use crate::keyed::{KeyedCtx, KeyedLogic, OutputTag, keyed_operator};
+use crate::keyed::{OutputTag, keyed_operator};
 use crate::query::QueryRegistry;
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::timers::TimeDomain;
+use contents::{AggregateContents, Contents, ProcessContents, ReduceContents};
+use logic::WindowLogic;
 
 /// A window of event time, `[start, end)` in milliseconds.
 #[derive(
@@ -205,7 +206,9 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
     /// Exposes each window's contents to queries under `name` (see
     /// [`crate::query`]; a look-up names the key and the window): the reduced value
     /// of [`WindowedStream::reduce`], the records of [`WindowedStream::process`].
-    /// [`WindowedStream::aggregate`] refuses it (its accumulator is not its result).
+    /// [`WindowedStream::aggregate`] refuses it (its accumulator is not its result),
+    /// and so do session windows (a session's contents live under the window it
+    /// started as, not under the session a look-up would name).
     pub fn queryable(mut self, name: impl Into<String>) -> Self {
         self.queryable = Some(name.into());
         self
@@ -273,17 +276,22 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         contents: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<C, RuntimeError> + 'static,
     ) -> DataStream<'scope, OUT> {
         let (assigner, lateness, late) = (self.assigner, self.allowed_lateness, self.late);
+        let queryable = self.queryable;
         keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, queries| {
             assigner.validate()?;
+            if let Some(name) = queryable.filter(|_| assigner.is_merging()) {
+                return Err(RuntimeError::Config(format!(
+                    "session windows cannot be queryable (as `{name}`): a session's contents \
+                     live under the window it started as, not under the session"
+                )));
+            }
             if lateness < 0 {
                 return Err(RuntimeError::Config(format!(
                     "allowed lateness must be >= 0, got {lateness}"
                 )));
             }
             let sessions = if assigner.is_merging() {
-                Some(backend.value_state::<VoidNamespace, Vec<TimeWindow>>(
-                    &ValueStateDescriptor::new("_window_sessions"),
-                )?)
+                Some(sessions::open(backend)?)
             } else {
                 None
             };
@@ -295,273 +303,5 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
                 contents: contents(backend, queries)?,
             })
         })
-    }
-}
-
-/// The window contents state and what firing emits.
-trait Contents<K, T, OUT>: 'static {
-    fn set_window(&self, window: TimeWindow);
-    fn add(&self, value: T) -> Result<(), RuntimeError>;
-    /// Emits the current window's result into `out`.
-    fn fire(
-        &mut self,
-        key: &K,
-        window: &TimeWindow,
-        out: &mut Vec<OUT>,
-    ) -> Result<(), RuntimeError>;
-    fn clear(&self) -> Result<(), RuntimeError>;
-    fn merge(&self, target: &TimeWindow, sources: &[TimeWindow]) -> Result<(), RuntimeError>;
-}
-
-struct ReduceContents<T>(Rc<dyn InternalReducingState<TimeWindow, T>>);
-
-impl<K: Clone, T: 'static> Contents<K, T, (K, TimeWindow, T)> for ReduceContents<T> {
-    fn set_window(&self, window: TimeWindow) {
-        self.0.set_current_namespace(window);
-    }
-    fn add(&self, value: T) -> Result<(), RuntimeError> {
-        Ok(self.0.add(value)?)
-    }
-    fn fire(
-        &mut self,
-        key: &K,
-        window: &TimeWindow,
-        out: &mut Vec<(K, TimeWindow, T)>,
-    ) -> Result<(), RuntimeError> {
-        if let Some(v) = self.0.get()? {
-            out.push((key.clone(), *window, v));
-        }
-        Ok(())
-    }
-    fn clear(&self) -> Result<(), RuntimeError> {
-        Ok(self.0.clear()?)
-    }
-    fn merge(&self, target: &TimeWindow, sources: &[TimeWindow]) -> Result<(), RuntimeError> {
-        Ok(self.0.merge_namespaces(target, sources)?)
-    }
-}
-
-struct AggregateContents<T, R>(Rc<dyn InternalAggregatingState<TimeWindow, T, R>>);
-
-impl<K: Clone, T: 'static, R: 'static> Contents<K, T, (K, TimeWindow, R)>
-    for AggregateContents<T, R>
-{
-    fn set_window(&self, window: TimeWindow) {
-        self.0.set_current_namespace(window);
-    }
-    fn add(&self, value: T) -> Result<(), RuntimeError> {
-        Ok(self.0.add(value)?)
-    }
-    fn fire(
-        &mut self,
-        key: &K,
-        window: &TimeWindow,
-        out: &mut Vec<(K, TimeWindow, R)>,
-    ) -> Result<(), RuntimeError> {
-        if let Some(v) = self.0.get()? {
-            out.push((key.clone(), *window, v));
-        }
-        Ok(())
-    }
-    fn clear(&self) -> Result<(), RuntimeError> {
-        Ok(self.0.clear()?)
-    }
-    fn merge(&self, target: &TimeWindow, sources: &[TimeWindow]) -> Result<(), RuntimeError> {
-        Ok(self.0.merge_namespaces(target, sources)?)
-    }
-}
-
-struct ProcessContents<T, F> {
-    state: Rc<dyn InternalListState<TimeWindow, T>>,
-    function: F,
-}
-
-impl<K, T: 'static, OUT, F> Contents<K, T, OUT> for ProcessContents<T, F>
-where
-    F: FnMut(&K, &TimeWindow, Vec<T>, &mut Vec<OUT>) -> Result<(), RuntimeError> + 'static,
-{
-    fn set_window(&self, window: TimeWindow) {
-        self.state.set_current_namespace(window);
-    }
-    fn add(&self, value: T) -> Result<(), RuntimeError> {
-        Ok(self.state.add(value)?)
-    }
-    fn fire(
-        &mut self,
-        key: &K,
-        window: &TimeWindow,
-        out: &mut Vec<OUT>,
-    ) -> Result<(), RuntimeError> {
-        let elements = self.state.get()?;
-        if elements.is_empty() {
-            return Ok(());
-        }
-        (self.function)(key, window, elements, out)
-    }
-    fn clear(&self) -> Result<(), RuntimeError> {
-        Ok(self.state.clear()?)
-    }
-    fn merge(&self, target: &TimeWindow, sources: &[TimeWindow]) -> Result<(), RuntimeError> {
-        Ok(self.state.merge_namespaces(target, sources)?)
-    }
-}
-
-/// The window operator's logic (Flink's `WindowOperator` with `EventTimeTrigger`).
-struct WindowLogic<T, C> {
-    assigner: WindowAssigner,
-    lateness: i64,
-    late: Option<OutputTag<T>>,
-    sessions: Option<Rc<dyn InternalValueState<VoidNamespace, Vec<TimeWindow>>>>,
-    contents: C,
-}
-
-impl<T, C> WindowLogic<T, C> {
-    fn cleanup_time(&self, w: &TimeWindow) -> i64 {
-        w.max_timestamp().saturating_add(self.lateness)
-    }
-}
-
-impl<T: Data, C> WindowLogic<T, C> {
-    /// Emits the window's result (the window namespace must be current).
-    fn fire<K: StateKey, OUT>(
-        &mut self,
-        w: &TimeWindow,
-        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
-    ) -> Result<(), RuntimeError>
-    where
-        C: Contents<K, T, OUT>,
-    {
-        let mut results = Vec::new();
-        self.contents.fire(ctx.key, w, &mut results)?;
-        for r in results {
-            ctx.emit.main(w.max_timestamp(), r);
-        }
-        Ok(())
-    }
-
-    /// Adds `value` to `w` and runs the event-time trigger for it.
-    fn add_and_trigger<K: StateKey, OUT>(
-        &mut self,
-        w: TimeWindow,
-        value: T,
-        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
-    ) -> Result<(), RuntimeError>
-    where
-        C: Contents<K, T, OUT>,
-    {
-        self.contents.set_window(w);
-        self.contents.add(value)?;
-        if w.max_timestamp() <= ctx.watermark {
-            self.fire(&w, ctx)?;
-        } else {
-            ctx.timers
-                .register(TimeDomain::EventTime, ctx.key, w, w.max_timestamp())?;
-        }
-        let cleanup = self.cleanup_time(&w);
-        ctx.timers
-            .register(TimeDomain::EventTime, ctx.key, w, cleanup)
-    }
-}
-
-impl<K, T, OUT, C> KeyedLogic<K, TimeWindow, T, OUT> for WindowLogic<T, C>
-where
-    K: StateKey,
-    T: Data,
-    C: Contents<K, T, OUT>,
-{
-    fn element(
-        &mut self,
-        value: T,
-        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
-    ) -> Result<(), RuntimeError> {
-        let ts = ctx.timestamp;
-        let wm = ctx.watermark;
-        let mut skipped = true;
-        if let Some(sessions_state) = self.sessions.clone() {
-            for w in self.assigner.assign(ts) {
-                let mut sessions = sessions_state.value()?.unwrap_or_default();
-                // Absorb every open session the new window touches.
-                let mut merged = w;
-                let mut absorbed = Vec::new();
-                while let Some(i) = sessions.iter().position(|s| s.intersects(&merged)) {
-                    let s = sessions.swap_remove(i);
-                    merged = merged.cover(&s);
-                    absorbed.push(s);
-                }
-                if self.cleanup_time(&merged) <= wm {
-                    continue;
-                }
-                skipped = false;
-                let sources: Vec<TimeWindow> =
-                    absorbed.iter().copied().filter(|s| *s != merged).collect();
-                if !sources.is_empty() {
-                    self.contents.merge(&merged, &sources)?;
-                    for s in &sources {
-                        ctx.timers
-                            .delete(TimeDomain::EventTime, ctx.key, *s, s.max_timestamp())?;
-                        let cleanup = self.cleanup_time(s);
-                        ctx.timers
-                            .delete(TimeDomain::EventTime, ctx.key, *s, cleanup)?;
-                    }
-                }
-                sessions.push(merged);
-                sessions_state.update(sessions)?;
-                self.add_and_trigger(merged, value.clone(), ctx)?;
-            }
-        } else {
-            for w in self.assigner.assign(ts) {
-                if self.cleanup_time(&w) <= wm {
-                    continue;
-                }
-                skipped = false;
-                self.add_and_trigger(w, value.clone(), ctx)?;
-            }
-        }
-        if skipped
-            && ts.saturating_add(self.lateness) <= wm
-            && let Some(tag) = &self.late
-        {
-            ctx.emit.side(tag, ts, &value)?;
-        }
-        Ok(())
-    }
-
-    fn timer(
-        &mut self,
-        ts: i64,
-        w: TimeWindow,
-        domain: TimeDomain,
-        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
-    ) -> Result<(), RuntimeError> {
-        if domain != TimeDomain::EventTime {
-            return Ok(());
-        }
-        let sessions = match &self.sessions {
-            Some(s) => {
-                let open = s.value()?.unwrap_or_default();
-                if !open.contains(&w) {
-                    // Merged into another session since the timer was set.
-                    return Ok(());
-                }
-                Some((s.clone(), open))
-            }
-            None => None,
-        };
-        self.contents.set_window(w);
-        if ts == w.max_timestamp() {
-            self.fire(&w, ctx)?;
-        }
-        if ts == self.cleanup_time(&w) {
-            self.contents.clear()?;
-            if let Some((state, mut open)) = sessions {
-                open.retain(|s| *s != w);
-                if open.is_empty() {
-                    state.clear()?;
-                } else {
-                    state.update(open)?;
-                }
-            }
-        }
-        Ok(())
     }
 }

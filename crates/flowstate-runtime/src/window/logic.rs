@@ -1,0 +1,178 @@
+//! The window operator's per-record and per-timer logic (Flink's `WindowOperator`
+//! with `EventTimeTrigger`): assigning records to windows, merging sessions, firing
+//! and cleaning up on event-time timers.
+
+use flowstate_core::state::StateKey;
+
+use super::contents::Contents;
+use super::sessions::{self, SessionState};
+use super::{TimeWindow, WindowAssigner};
+use crate::RuntimeError;
+use crate::keyed::{KeyedCtx, KeyedLogic, OutputTag};
+use crate::stream::Data;
+use crate::timers::TimeDomain;
+
+/// The window operator's logic.
+pub(super) struct WindowLogic<T, C> {
+    pub(super) assigner: WindowAssigner,
+    pub(super) lateness: i64,
+    pub(super) late: Option<OutputTag<T>>,
+    /// The open sessions of each key, for merging (session) windows.
+    pub(super) sessions: Option<SessionState>,
+    pub(super) contents: C,
+}
+
+impl<T, C> WindowLogic<T, C> {
+    fn cleanup_time(&self, w: &TimeWindow) -> i64 {
+        w.max_timestamp().saturating_add(self.lateness)
+    }
+}
+
+impl<T: Data, C> WindowLogic<T, C> {
+    /// Emits `w`'s result (its contents must be current).
+    fn fire<K: StateKey, OUT>(
+        &mut self,
+        w: &TimeWindow,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Contents<K, T, OUT>,
+    {
+        let mut results = Vec::new();
+        self.contents.fire(ctx.key, w, &mut results)?;
+        for r in results {
+            ctx.emit.main(w.max_timestamp(), r);
+        }
+        Ok(())
+    }
+
+    /// Adds `value` to `w`, whose contents live under `state_window`, and runs the
+    /// event-time trigger for `w`.
+    fn add_and_trigger<K: StateKey, OUT>(
+        &mut self,
+        w: TimeWindow,
+        state_window: TimeWindow,
+        value: T,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Contents<K, T, OUT>,
+    {
+        self.contents.set_window(state_window);
+        self.contents.add(value)?;
+        if w.max_timestamp() <= ctx.watermark {
+            self.fire(&w, ctx)?;
+        } else {
+            ctx.timers
+                .register(TimeDomain::EventTime, ctx.key, w, w.max_timestamp())?;
+        }
+        let cleanup = self.cleanup_time(&w);
+        ctx.timers
+            .register(TimeDomain::EventTime, ctx.key, w, cleanup)
+    }
+
+    /// Adds a record to the key's sessions; returns whether a live session took it.
+    fn add_to_session<K: StateKey, OUT>(
+        &mut self,
+        state: &SessionState,
+        w: TimeWindow,
+        value: &T,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<bool, RuntimeError>
+    where
+        C: Contents<K, T, OUT>,
+    {
+        let stored = state.value()?.unwrap_or_default();
+        let added = sessions::add(&stored, w);
+        if self.cleanup_time(&added.window) <= ctx.watermark {
+            return Ok(false);
+        }
+        if !added.merged_state.is_empty() {
+            self.contents
+                .merge(&added.state_window, &added.merged_state)?;
+        }
+        for s in &added.replaced {
+            ctx.timers
+                .delete(TimeDomain::EventTime, ctx.key, *s, s.max_timestamp())?;
+            let cleanup = self.cleanup_time(s);
+            ctx.timers
+                .delete(TimeDomain::EventTime, ctx.key, *s, cleanup)?;
+        }
+        if added.changed {
+            state.update(added.sessions)?;
+        }
+        self.add_and_trigger(added.window, added.state_window, value.clone(), ctx)?;
+        Ok(true)
+    }
+}
+
+impl<K, T, OUT, C> KeyedLogic<K, TimeWindow, T, OUT> for WindowLogic<T, C>
+where
+    K: StateKey,
+    T: Data,
+    C: Contents<K, T, OUT>,
+{
+    fn element(
+        &mut self,
+        value: T,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<(), RuntimeError> {
+        let ts = ctx.timestamp;
+        let wm = ctx.watermark;
+        let mut skipped = true;
+        for w in self.assigner.assign(ts) {
+            if let Some(state) = self.sessions.clone() {
+                skipped &= !self.add_to_session(&state, w, &value, ctx)?;
+            } else if self.cleanup_time(&w) > wm {
+                skipped = false;
+                self.add_and_trigger(w, w, value.clone(), ctx)?;
+            }
+        }
+        if skipped
+            && ts.saturating_add(self.lateness) <= wm
+            && let Some(tag) = &self.late
+        {
+            ctx.emit.side(tag, ts, &value)?;
+        }
+        Ok(())
+    }
+
+    fn timer(
+        &mut self,
+        ts: i64,
+        w: TimeWindow,
+        domain: TimeDomain,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<(), RuntimeError> {
+        if domain != TimeDomain::EventTime {
+            return Ok(());
+        }
+        let (state_window, sessions) = match &self.sessions {
+            Some(s) => {
+                let open = s.value()?.unwrap_or_default();
+                let Some(session) = open.iter().find(|o| o.window == w) else {
+                    // Merged into another session since the timer was set.
+                    return Ok(());
+                };
+                (session.state_window, Some((s.clone(), open)))
+            }
+            None => (w, None),
+        };
+        self.contents.set_window(state_window);
+        if ts == w.max_timestamp() {
+            self.fire(&w, ctx)?;
+        }
+        if ts == self.cleanup_time(&w) {
+            self.contents.clear()?;
+            if let Some((state, mut open)) = sessions {
+                open.retain(|s| s.window != w);
+                if open.is_empty() {
+                    state.clear()?;
+                } else {
+                    state.update(open)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
