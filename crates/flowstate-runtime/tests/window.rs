@@ -10,7 +10,7 @@ use flowstate_core::descriptor::AggregateFunction;
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
     BackendChoice, Collected, DataStream, JobConfig, KeyedStream, OutputTag, TimeWindow,
-    WatermarkStrategy, WindowAssigner, execute,
+    WatermarkStrategy, WindowAssigner, WindowedStream, execute,
 };
 use proptest::prelude::*;
 
@@ -332,6 +332,107 @@ proptest! {
         });
         prop_assert!(got.1.is_empty());
         prop_assert_eq!(got.0, model);
+    }
+}
+
+/// Sliding windows of `(size, slide, lateness)`, late records to `tag`, sliced or not.
+fn sliding<'s>(
+    ws: KeyedStream<'s, String, Rec>,
+    tag: &OutputTag<Rec>,
+    (size, slide, lateness): (i64, i64, i64),
+    sliced: bool,
+) -> WindowedStream<'s, String, Rec> {
+    let ws = ws
+        .window(WindowAssigner::sliding(size, slide))
+        .allowed_lateness(lateness)
+        .side_output_late_data(tag);
+    if sliced { ws.sliced() } else { ws }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// Sliced sliding windows against per-window contents: for random keys, times,
+    /// arrival order, watermark bound, allowed lateness and window size, a sum (reduce)
+    /// and a count (aggregate) give exactly the same results, refires after late
+    /// records and late side output, on both backends.
+    #[test]
+    fn sliced_windows_give_what_per_window_contents_give(
+        data in prop::collection::vec((0u8..3, 0i64..300, 0i64..100), 1..150),
+        bound in 0i64..40,
+        lateness in 0i64..30,
+        slices in 1i64..5,
+    ) {
+        const SLIDE: i64 = 5;
+        let size = SLIDE * slices;
+        let input: Vec<Rec> =
+            data.iter().map(|(k, t, v)| (format!("k{k}"), *t, *v)).collect();
+        let shape = (size, SLIDE, lateness);
+        let mut sums = Vec::new();
+        let mut counts = Vec::new();
+        for sliced in [false, true] {
+            sums.push(on_both_backends(|config| {
+                run_windowed(config, input.clone(), bound, move |ws, tag| {
+                    sliding(ws, tag, shape, sliced).reduce(sum_values)
+                })
+            }));
+            counts.push(on_both_backends(|config| {
+                run_windowed(config, input.clone(), bound, move |ws, tag| {
+                    sliding(ws, tag, shape, sliced).aggregate(Count)
+                })
+            }));
+        }
+        prop_assert_eq!(&sums[0], &sums[1]);
+        prop_assert_eq!(&counts[0], &counts[1]);
+    }
+}
+
+/// Slicing is refused where it cannot give a window's result: session windows,
+/// process windows, a size not a multiple of the slide, queryable windows.
+#[test]
+fn windows_that_cannot_be_sliced_are_typed_errors() {
+    type Build = fn(KeyedStream<'_, String, Rec>) -> DataStream<'_, String>;
+    let builds: [(&str, Build); 4] = [
+        ("session", |ks| {
+            ks.window(WindowAssigner::session(10))
+                .sliced()
+                .reduce(sum_values)
+                .map(|r| format!("{r:?}"))
+        }),
+        ("process", |ks| {
+            ks.window(WindowAssigner::sliding(10, 5)).sliced().process(
+                |k: &String, _: &TimeWindow, _: Vec<Rec>, out| {
+                    out.push(k.clone());
+                    Ok(())
+                },
+            )
+        }),
+        ("size", |ks| {
+            ks.window(WindowAssigner::sliding(10, 4))
+                .sliced()
+                .reduce(sum_values)
+                .map(|r| format!("{r:?}"))
+        }),
+        ("queryable", |ks| {
+            ks.window(WindowAssigner::sliding(10, 5))
+                .sliced()
+                .queryable("sums")
+                .reduce(sum_values)
+                .map(|r| format!("{r:?}"))
+        }),
+    ];
+    for (what, build) in builds {
+        let err = execute(JobConfig::default(), move |job| {
+            build(
+                job.source_vec(vec![(s("a"), 1, 1)], |r: &Rec| r.1, WatermarkStrategy::None)
+                    .key_by(|r: &Rec| r.0.clone()),
+            )
+            .collect()
+        })
+        .expect_err("must fail");
+        assert!(
+            matches!(err, flowstate_runtime::RuntimeError::Config(_)),
+            "{what}: {err}"
+        );
     }
 }
 

@@ -1,6 +1,6 @@
 //! The runtime's own state through the state processor: broadcast state dumps as the
 //! job left it, and timers bootstrapped into a savepoint fire in the job that restores
-//! it, once each, on both backends.
+//! it, once each, on both backends; sliced windows leave no slice behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 mod common;
@@ -14,7 +14,7 @@ use flowstate_core::state::{MapState, ValueState};
 use flowstate_runtime::{
     BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction,
     KeyedProcessFunction, OpenContext, ProcessContext, ReadOnlyContext, RestoreFrom, RuntimeError,
-    TimerContext, WatermarkStrategy, execute,
+    TimerContext, WatermarkStrategy, WindowAssigner, execute,
 };
 use flowstate_state_processor::{Bootstrap, DumpFilter, Snapshot, records};
 
@@ -197,6 +197,54 @@ fn bootstrapped_timers_fire_in_the_restored_job() {
         assert_eq!(
             fired, expect,
             "rocksdb: {rocksdb}: each bootstrapped timer fires once"
+        );
+    }
+}
+
+/// A sliced sliding window leaves no slice behind: each slice is cleared with the
+/// last window it is in, so the final checkpoint (taken after the end of input fired
+/// and cleaned up every window) holds no `_window_slices` entry, on both backends.
+#[test]
+fn sliced_windows_leave_no_slices_behind() {
+    for rocksdb in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JobConfig::default()
+            .workers(2)
+            .backend(common::backend(dir.path(), rocksdb))
+            .checkpointing(
+                CheckpointConfig::local(dir.path().join("ck"), Duration::from_millis(20)).unwrap(),
+            );
+        let input: Vec<(String, i64)> = (0..400)
+            .map(|i| (format!("k{}", i % 5), (i * 7) % 300))
+            .collect();
+        let out = execute(config, move |job| {
+            job.source_vec(
+                input.clone(),
+                |r: &(String, i64)| r.1,
+                WatermarkStrategy::BoundedOutOfOrderness(50),
+            )
+            .key_by(|r: &(String, i64)| r.0.clone())
+            .window(WindowAssigner::sliding(20, 5))
+            .allowed_lateness(10)
+            .sliced()
+            .reduce(|a, b| (a.0.clone(), a.1.max(b.1)))
+            .uid("slices")
+            .collect()
+        })
+        .unwrap();
+        assert!(out.into_iter().flatten().count() > 0, "windows fired");
+        let snapshot = Snapshot::open(dir.path().join("ck")).unwrap();
+        let mut left: BTreeMap<String, usize> = BTreeMap::new();
+        snapshot
+            .for_each_entry("slices", None, |meta, _, _| {
+                *left.entry(meta.name.clone()).or_default() += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            left.get("_window_slices"),
+            None,
+            "rocksdb: {rocksdb}: {left:?}"
         );
     }
 }

@@ -19,6 +19,9 @@ pub(super) struct WindowLogic<T, C> {
     pub(super) late: Option<OutputTag<T>>,
     /// The open sessions of each key, for merging (session) windows.
     pub(super) sessions: Option<SessionState>,
+    /// The slice length when the contents are kept per slice (sliced sliding
+    /// windows): a record goes into one slice, a window fires from its slices.
+    pub(super) slide: Option<i64>,
     pub(super) contents: C,
 }
 
@@ -104,6 +107,46 @@ impl<T: Data, C> WindowLogic<T, C> {
         self.add_and_trigger(added.window, added.state_window, value.clone(), ctx)?;
         Ok(true)
     }
+
+    /// Adds a record to its slice and runs the trigger of every window it is in that
+    /// is not cleaned up yet; returns whether there was one.
+    fn add_to_slice<K: StateKey, OUT>(
+        &mut self,
+        slide: i64,
+        value: T,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<bool, RuntimeError>
+    where
+        C: Contents<K, T, OUT>,
+    {
+        let windows = self.assigner.assign(ctx.timestamp);
+        // The latest window starts where the record's slice starts.
+        let Some(start) = windows.iter().map(|w| w.start).max() else {
+            return Ok(false);
+        };
+        let live: Vec<TimeWindow> = windows
+            .into_iter()
+            .filter(|w| self.cleanup_time(w) > ctx.watermark)
+            .collect();
+        if live.is_empty() {
+            return Ok(false);
+        }
+        self.contents
+            .set_window(TimeWindow::new(start, start.saturating_add(slide)));
+        self.contents.add(value)?;
+        for w in live {
+            if w.max_timestamp() <= ctx.watermark {
+                self.fire(&w, ctx)?;
+            } else {
+                ctx.timers
+                    .register(TimeDomain::EventTime, ctx.key, w, w.max_timestamp())?;
+            }
+            let cleanup = self.cleanup_time(&w);
+            ctx.timers
+                .register(TimeDomain::EventTime, ctx.key, w, cleanup)?;
+        }
+        Ok(true)
+    }
 }
 
 impl<K, T, OUT, C> KeyedLogic<K, TimeWindow, T, OUT> for WindowLogic<T, C>
@@ -120,7 +163,14 @@ where
         let ts = ctx.timestamp;
         let wm = ctx.watermark;
         let mut skipped = true;
-        for w in self.assigner.assign(ts) {
+        let windows = match self.slide {
+            Some(slide) => {
+                skipped = !self.add_to_slice(slide, value.clone(), ctx)?;
+                Vec::new()
+            }
+            None => self.assigner.assign(ts),
+        };
+        for w in windows {
             if let Some(state) = self.sessions.clone() {
                 skipped &= !self.add_to_session(&state, w, &value, ctx)?;
             } else if self.cleanup_time(&w) > wm {
@@ -156,13 +206,21 @@ where
                 };
                 (session.state_window, Some((s.clone(), open)))
             }
-            None => (w, None),
+            // A sliced window's first slice is in no later window: it goes with it.
+            None => (
+                self.slide.map_or(w, |slide| {
+                    TimeWindow::new(w.start, w.start.saturating_add(slide))
+                }),
+                None,
+            ),
         };
         self.contents.set_window(state_window);
         if ts == w.max_timestamp() {
             self.fire(&w, ctx)?;
         }
         if ts == self.cleanup_time(&w) {
+            // Firing a sliced window moved the contents' namespace across its slices.
+            self.contents.set_window(state_window);
             self.contents.clear()?;
             if let Some((state, mut open)) = sessions {
                 open.retain(|s| s.window != w);

@@ -25,9 +25,13 @@ mod logic;
 mod sessions;
 
 use flowstate_core::backend::KeyedStateBackend;
+use std::sync::Arc;
+
 use flowstate_core::descriptor::{
-    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, ReducingStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, ReduceFn,
+    ReducingStateDescriptor, ValueStateDescriptor,
 };
+use flowstate_core::serializer::SerdeSerializer;
 use flowstate_core::state::StateKey;
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +40,9 @@ use crate::backend::AnyBackend;
 use crate::keyed::{OutputTag, keyed_operator};
 use crate::query::QueryRegistry;
 use crate::stream::{Data, DataStream, KeyedStream};
-use contents::{AggregateContents, Contents, ProcessContents, ReduceContents};
+use contents::{
+    AggregateContents, Contents, ProcessContents, ReduceContents, SlicedAggregate, SlicedReduce,
+};
 use logic::WindowLogic;
 
 /// A window of event time, `[start, end)` in milliseconds.
@@ -173,6 +179,7 @@ pub struct WindowedStream<'scope, K, T> {
     allowed_lateness: i64,
     late: Option<OutputTag<T>>,
     queryable: Option<String>,
+    sliced: bool,
 }
 
 impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
@@ -184,6 +191,7 @@ impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
             allowed_lateness: 0,
             late: None,
             queryable: None,
+            sliced: false,
         }
     }
 }
@@ -214,6 +222,21 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         self
     }
 
+    /// Keeps a sliding window's contents per slice (Flink SQL's window slicing): a
+    /// record updates the one slice of `slide` ms it falls in, instead of each of the
+    /// `size / slide` windows it is in, and a window's result combines its slices'
+    /// when it fires. For reduce and aggregate windows whose size is a multiple of the
+    /// slide; it changes nothing for tumbling windows. Only for functions that do not
+    /// depend on the order of records: a slice's records are reduced (or accumulated)
+    /// first, then the slices in time order (with the aggregate's `merge`), not the
+    /// window's records in arrival order. The state is then `_window_slices`: a job
+    /// restored from per-window contents keeps per-window contents (and says so in
+    /// the log), and one restored from slices refuses to run without `sliced`.
+    pub fn sliced(mut self) -> Self {
+        self.sliced = true;
+        self
+    }
+
     /// Folds each window's records with `reduce`; emits `(key, window, result)` at the
     /// window's last millisecond.
     pub fn reduce(
@@ -221,13 +244,30 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static,
     ) -> DataStream<'scope, (K, TimeWindow, T)> {
         let queryable = self.queryable.clone();
-        self.build("WindowReduce", move |backend, queries| {
-            let desc = ReducingStateDescriptor::new("_window_contents", reduce);
+        self.build("WindowReduce", move |backend, queries, slide| {
+            let reduce: ReduceFn<T> = Arc::new(reduce);
+            if let Some(slide) = slide {
+                refuse_queryable(queryable.as_deref(), "sliced windows")?;
+                let state =
+                    backend.value_state::<TimeWindow, T>(&ValueStateDescriptor::new(SLICES))?;
+                let contents: Box<dyn Contents<K, T, (K, TimeWindow, T)>> =
+                    Box::new(SlicedReduce {
+                        state,
+                        reduce,
+                        slide,
+                    });
+                return Ok(contents);
+            }
+            let desc = ReducingStateDescriptor::with_serializer(
+                CONTENTS,
+                reduce,
+                SerdeSerializer::<T>::arc(),
+            );
             let state = backend.reducing_state::<TimeWindow, T>(&desc)?;
             if let Some(name) = &queryable {
                 queries.window_reduce(name, &desc, &state)?;
             }
-            Ok(ReduceContents(state))
+            Ok(Box::new(ReduceContents(state)))
         })
     }
 
@@ -238,17 +278,33 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         function: impl AggregateFunction<T, ACC, R>,
     ) -> DataStream<'scope, (K, TimeWindow, R)> {
         let queryable = self.queryable.clone();
-        self.build("WindowAggregate", move |backend, _| {
+        self.build("WindowAggregate", move |backend, _, slide| {
             if let Some(name) = queryable {
                 return Err(RuntimeError::Config(format!(
                     "an aggregating window cannot be queryable (as `{name}`): its state is the \
                      accumulator, not the result; use reduce or process windows"
                 )));
             }
+            let function: Arc<dyn AggregateFunction<T, ACC, R>> = Arc::new(function);
+            if let Some(slide) = slide {
+                let state =
+                    backend.value_state::<TimeWindow, ACC>(&ValueStateDescriptor::new(SLICES))?;
+                let contents: Box<dyn Contents<K, T, (K, TimeWindow, R)>> =
+                    Box::new(SlicedAggregate {
+                        state,
+                        function,
+                        slide,
+                    });
+                return Ok(contents);
+            }
             let state = backend.aggregating_state::<TimeWindow, T, ACC, R>(
-                &AggregatingStateDescriptor::new("_window_contents", function),
+                &AggregatingStateDescriptor::with_serializer(
+                    CONTENTS,
+                    function,
+                    SerdeSerializer::<ACC>::arc(),
+                ),
             )?;
-            Ok(AggregateContents(state))
+            Ok(Box::new(AggregateContents(state)))
         })
     }
 
@@ -260,8 +316,15 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         F: FnMut(&K, &TimeWindow, Vec<T>, &mut Vec<OUT>) -> Result<(), RuntimeError> + 'static,
     {
         let queryable = self.queryable.clone();
-        self.build("WindowProcess", move |backend, queries| {
-            let desc = ListStateDescriptor::new("_window_contents");
+        self.build("WindowProcess", move |backend, queries, slide| {
+            if slide.is_some() {
+                return Err(RuntimeError::Config(
+                    "process windows cannot be sliced: the function sees the window's records \
+                     in arrival order; slice reduce or aggregate windows"
+                        .into(),
+                ));
+            }
+            let desc = ListStateDescriptor::new(CONTENTS);
             let state = backend.list_state::<TimeWindow, T>(&desc)?;
             if let Some(name) = &queryable {
                 queries.window_contents(name, &desc, &state)?;
@@ -273,10 +336,11 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
     fn build<OUT: Data, C: Contents<K, T, OUT>>(
         self,
         name: &str,
-        contents: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>) -> Result<C, RuntimeError> + 'static,
+        contents: impl FnOnce(&AnyBackend<K>, &QueryRegistry<K>, Option<i64>) -> Result<C, RuntimeError>
+        + 'static,
     ) -> DataStream<'scope, OUT> {
         let (assigner, lateness, late) = (self.assigner, self.allowed_lateness, self.late);
-        let queryable = self.queryable;
+        let (queryable, sliced) = (self.queryable, self.sliced);
         keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, queries| {
             assigner.validate()?;
             if let Some(name) = queryable.filter(|_| assigner.is_merging()) {
@@ -295,13 +359,111 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
             } else {
                 None
             };
+            let slide = slice_length(&backend.state_names(), assigner, sliced)?;
             Ok(WindowLogic {
                 assigner,
                 lateness,
                 late,
                 sessions,
-                contents: contents(backend, queries)?,
+                slide,
+                contents: contents(backend, queries, slide)?,
             })
         })
+    }
+}
+
+/// The window contents state (per window, or per session's state window).
+const CONTENTS: &str = "_window_contents";
+/// The window contents state of sliced windows (per slice).
+const SLICES: &str = "_window_slices";
+
+fn refuse_queryable(queryable: Option<&str>, what: &str) -> Result<(), RuntimeError> {
+    match queryable {
+        Some(name) => Err(RuntimeError::Config(format!(
+            "{what} cannot be queryable (as `{name}`): a window's result is combined from \
+             its slices when it fires"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The slice length when this operator keeps its contents per slice; `states` are
+/// the state names its backend holds (restored ones included). Slicing must be asked
+/// for, and applies to sliding windows whose size is a multiple of the slide; state
+/// restored per window stays per window, and state restored per slice cannot be
+/// read without slicing.
+fn slice_length(
+    states: &[String],
+    assigner: WindowAssigner,
+    asked: bool,
+) -> Result<Option<i64>, RuntimeError> {
+    let holds = |name: &str| states.iter().any(|s| s == name);
+    if !asked {
+        if holds(SLICES) {
+            return Err(RuntimeError::Config(format!(
+                "this window operator's state is kept per slice (`{SLICES}`): it was built \
+                 with `sliced()`, and cannot be restored without it"
+            )));
+        }
+        return Ok(None);
+    }
+    match assigner {
+        WindowAssigner::Session { .. } => Err(RuntimeError::Config(
+            "session windows cannot be sliced: they merge".into(),
+        )),
+        WindowAssigner::Tumbling { .. } => Ok(None),
+        WindowAssigner::Sliding { size, slide, .. } if size % slide != 0 => {
+            Err(RuntimeError::Config(format!(
+                "sliced windows need a size that is a multiple of the slide, got size {size} \
+                 slide {slide}"
+            )))
+        }
+        WindowAssigner::Sliding { .. } if holds(CONTENTS) => {
+            tracing::warn!(
+                "window state restored per window (`{CONTENTS}`): this operator keeps its \
+                 contents per window, not per slice"
+            );
+            Ok(None)
+        }
+        WindowAssigner::Sliding { slide, .. } => Ok(Some(slide)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// What restored state decides: per-window contents stay per window (no state is
+    /// left unread), sliced state refuses to run unsliced, a fresh job slices as asked.
+    #[test]
+    fn slicing_follows_what_was_asked_and_what_was_restored() {
+        let sliding = WindowAssigner::sliding(10, 2);
+        assert_eq!(slice_length(&[], sliding, false).unwrap(), None);
+        assert_eq!(slice_length(&[], sliding, true).unwrap(), Some(2));
+        let timers = names(&["_timer_state/event"]);
+        assert_eq!(slice_length(&timers, sliding, true).unwrap(), Some(2));
+        let slices = names(&[SLICES, "_timer_state/event"]);
+        assert_eq!(slice_length(&slices, sliding, true).unwrap(), Some(2));
+        assert!(matches!(
+            slice_length(&slices, sliding, false),
+            Err(RuntimeError::Config(_))
+        ));
+        let per_window = names(&[CONTENTS]);
+        assert_eq!(slice_length(&per_window, sliding, true).unwrap(), None);
+        assert_eq!(slice_length(&per_window, sliding, false).unwrap(), None);
+        assert_eq!(
+            slice_length(&[], WindowAssigner::tumbling(10), true).unwrap(),
+            None
+        );
+        for refused in [WindowAssigner::session(10), WindowAssigner::sliding(10, 3)] {
+            assert!(matches!(
+                slice_length(&[], refused, true),
+                Err(RuntimeError::Config(_))
+            ));
+        }
     }
 }
