@@ -63,6 +63,20 @@ impl<T: Data, C> WindowLogic<T, C> {
     {
         self.contents.set_window(state_window);
         self.contents.add(value)?;
+        self.trigger(w, ctx)
+    }
+
+    /// The event-time trigger of `w` after a record was added: fires it at once when
+    /// the watermark has passed its end (a late record within the allowed lateness),
+    /// else sets its timer; and sets its cleanup timer.
+    fn trigger<K: StateKey, OUT>(
+        &mut self,
+        w: TimeWindow,
+        ctx: &mut KeyedCtx<'_, K, TimeWindow, OUT>,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Contents<K, T, OUT>,
+    {
         if w.max_timestamp() <= ctx.watermark {
             self.fire(&w, ctx)?;
         } else {
@@ -135,15 +149,7 @@ impl<T: Data, C> WindowLogic<T, C> {
             .set_window(TimeWindow::new(start, start.saturating_add(slide)));
         self.contents.add(value)?;
         for w in live {
-            if w.max_timestamp() <= ctx.watermark {
-                self.fire(&w, ctx)?;
-            } else {
-                ctx.timers
-                    .register(TimeDomain::EventTime, ctx.key, w, w.max_timestamp())?;
-            }
-            let cleanup = self.cleanup_time(&w);
-            ctx.timers
-                .register(TimeDomain::EventTime, ctx.key, w, cleanup)?;
+            self.trigger(w, ctx)?;
         }
         Ok(true)
     }
