@@ -24,9 +24,9 @@ mod contents;
 mod logic;
 mod sessions;
 
-use flowstate_core::backend::KeyedStateBackend;
 use std::sync::Arc;
 
+use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, ReduceFn,
     ReducingStateDescriptor, ValueStateDescriptor,
