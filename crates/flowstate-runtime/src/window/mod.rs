@@ -247,7 +247,6 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         self.build("WindowReduce", move |backend, queries, slide| {
             let reduce: ReduceFn<T> = Arc::new(reduce);
             if let Some(slide) = slide {
-                refuse_queryable(queryable.as_deref(), "sliced windows")?;
                 let state =
                     backend.value_state::<TimeWindow, T>(&ValueStateDescriptor::new(SLICES))?;
                 let contents: Box<dyn Contents<K, T, (K, TimeWindow, T)>> =
@@ -343,7 +342,7 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
         let (queryable, sliced) = (self.queryable, self.sliced);
         keyed_operator::<K, T, TimeWindow, OUT, _>(self.keyed, name, move |backend, queries| {
             assigner.validate()?;
-            if let Some(name) = queryable.filter(|_| assigner.is_merging()) {
+            if let Some(name) = queryable.as_deref().filter(|_| assigner.is_merging()) {
                 return Err(RuntimeError::Config(format!(
                     "session windows cannot be queryable (as `{name}`): a session's contents \
                      live under the window it started as, not under the session"
@@ -360,6 +359,12 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
                 None
             };
             let slide = slice_length(&backend.state_names(), assigner, sliced)?;
+            if let Some(name) = queryable.as_deref().filter(|_| slide.is_some()) {
+                return Err(RuntimeError::Config(format!(
+                    "sliced windows cannot be queryable (as `{name}`): a window's result is \
+                     combined from its slices when it fires"
+                )));
+            }
             Ok(WindowLogic {
                 assigner,
                 lateness,
@@ -376,16 +381,6 @@ impl<'scope, K: Data + StateKey, T: Data + Sync> WindowedStream<'scope, K, T> {
 const CONTENTS: &str = "_window_contents";
 /// The window contents state of sliced windows (per slice).
 const SLICES: &str = "_window_slices";
-
-fn refuse_queryable(queryable: Option<&str>, what: &str) -> Result<(), RuntimeError> {
-    match queryable {
-        Some(name) => Err(RuntimeError::Config(format!(
-            "{what} cannot be queryable (as `{name}`): a window's result is combined from \
-             its slices when it fires"
-        ))),
-        None => Ok(()),
-    }
-}
 
 /// The slice length when this operator keeps its contents per slice; `states` are
 /// the state names its backend holds (restored ones included). Slicing must be asked
