@@ -100,6 +100,15 @@ pub trait KeyedStateBackend<K: StateKey> {
         let _ = key_group;
         self.set_current_key(key)
     }
+    /// Hints that `keys` (each with its key group) are about to become current, so a
+    /// backend may bring their entries into the CPU cache ahead of use. The keyed
+    /// operator calls it for the next few records of a batch before running them:
+    /// their memory accesses then overlap instead of waiting one after another. It
+    /// changes no state and reports nothing (a key group not owned here is ignored);
+    /// the default does nothing.
+    fn prefetch(&self, keys: &[(u32, &K)]) {
+        let _ = keys;
+    }
     /// The current key.
     fn current_key(&self) -> Option<K>;
     /// The current key's key group.

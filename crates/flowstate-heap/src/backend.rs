@@ -1,7 +1,7 @@
 //! [`HeapKeyedStateBackend`]: keyed state in memory, per key group, with asynchronous
 //! copy-on-write snapshots in the canonical format.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -21,7 +21,7 @@ use flowstate_core::snapshot::{
 };
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
-    InternalValueState, Namespace, StateKey, StateKind, StateValue,
+    InternalValueState, Namespace, StateKey, StateKind, StateValue, VoidNamespace,
 };
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::ttl::resolve_restored;
@@ -96,6 +96,9 @@ pub struct HeapKeyedStateBackend<K> {
     pending: RefCell<BTreeMap<String, RestoredState>>,
     /// TTL states that clean up incrementally on every record.
     per_record_cleanup: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
+    /// States without namespaces, whose entries [`KeyedStateBackend::prefetch`]
+    /// brings into the cache.
+    prefetched: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
 }
 
 impl<K: StateKey> HeapKeyedStateBackend<K> {
@@ -112,6 +115,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             states: RefCell::new(BTreeMap::new()),
             pending: RefCell::new(BTreeMap::new()),
             per_record_cleanup: RefCell::new(Vec::new()),
+            prefetched: RefCell::new(Vec::new()),
         })
     }
 
@@ -202,6 +206,9 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         if table.cleans_per_record() {
             self.per_record_cleanup.borrow_mut().push(table.clone());
         }
+        if TypeId::of::<N>() == TypeId::of::<VoidNamespace>() {
+            self.prefetched.borrow_mut().push(table.clone());
+        }
         self.states.borrow_mut().insert(
             name.to_string(),
             Registered {
@@ -261,6 +268,12 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
             t.per_record_cleanup();
         }
         Ok(())
+    }
+
+    fn prefetch(&self, keys: &[(u32, &K)]) {
+        for t in self.prefetched.borrow().iter() {
+            t.touch(keys);
+        }
     }
 
     fn current_key(&self) -> Option<K> {

@@ -2,8 +2,8 @@
 //!
 //! A handle reads the backend's current key and key group from the shared
 //! [`KeyContext`] and its own current namespace; every operation is one hash and one
-//! probe into the current key group's table. Writes go through `Arc::make_mut`, which
-//! copies the key group's table only while a snapshot still holds it.
+//! probe into the current key group's table. Writes go through [`crate::table::KgSlot::to_mut`],
+//! which copies the key group's table only while a snapshot still holds it.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash};
@@ -83,7 +83,7 @@ where
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
-        let r = f(Arc::make_mut(table), hash, key, &ns);
+        let r = f(table.to_mut(), hash, key, &ns);
         drop(maps);
         self.table.after_access();
         Ok(r)
@@ -151,7 +151,8 @@ where
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, ns);
-        Ok(Arc::make_mut(table)
+        Ok(table
+            .to_mut()
             .find_entry(hash, |e| e.key == *key && e.ns == *ns)
             .ok()
             .map(|o| o.remove().0.value))

@@ -182,6 +182,9 @@ impl<K: StateKey> KeyedStateBackend<K> for AnyBackend<K> {
     fn set_current_key_in_group(&self, key: K, key_group: u32) -> StateResult<()> {
         both!(self, b => b.set_current_key_in_group(key, key_group))
     }
+    fn prefetch(&self, keys: &[(u32, &K)]) {
+        both!(self, b => b.prefetch(keys))
+    }
     fn current_key(&self) -> Option<K> {
         both!(self, b => b.current_key())
     }

@@ -14,6 +14,10 @@ fn inflight_descriptor() -> ListStateDescriptor<InflightEntry> {
     ListStateDescriptor::new(INFLIGHT_STATE)
 }
 
+/// How many records' keys the keyed operator prefetches at a time: enough for their
+/// cache misses to overlap, few enough that their entries stay in cache until used.
+const PREFETCH_AHEAD: usize = 32;
+
 /// A keyed operator instance's part in checkpoints.
 pub(crate) struct KeyedTask {
     pub(crate) id: TaskId,
@@ -158,7 +162,22 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        for (ts, (_, key_group, key, value)) in records {
+        let mut records = records.into_iter();
+        let mut prefetched = 0;
+        while let Some((ts, (_, key_group, key, value))) = {
+            if prefetched == 0 {
+                // The next records' keys are probed in one tight loop, so the CPU
+                // waits for their entries' cache misses together, not one per record.
+                let keys: Vec<(u32, &K)> = records.as_slice()[..PREFETCH_AHEAD.min(records.len())]
+                    .iter()
+                    .map(|(_, (_, kg, k, _))| (*kg, k))
+                    .collect();
+                self.backend.prefetch(&keys);
+                prefetched = PREFETCH_AHEAD;
+            }
+            prefetched -= 1;
+            records.next()
+        } {
             if errors.borrow().is_some() {
                 break;
             }

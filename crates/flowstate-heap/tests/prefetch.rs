@@ -1,0 +1,155 @@
+//! `prefetch` and copy-on-write key groups against a model: prefetching any keys (of
+//! key groups owned here or not, present or absent) changes no state, and a snapshot
+//! taken at any point, written only later after more writes, holds exactly the state
+//! at its snapshot point.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+
+use std::collections::BTreeMap;
+
+use flowstate_conformance::{config, next_checkpoint_id, temp_storage};
+use flowstate_core::backend::KeyedStateBackend;
+use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::keygroup::KeyGroupRange;
+use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot};
+use flowstate_core::state::{MapState, ValueState, VoidNamespace};
+use flowstate_heap::HeapKeyedStateBackend;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+const MAX_P: u32 = 16;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Makes a key of the owned key groups current (an index into them).
+    Key(usize),
+    /// Prefetches keys, any of `0..40`: some are not owned here.
+    Prefetch(Vec<u64>),
+    Update(i64),
+    ClearValue,
+    Put(u8, i32),
+    Remove(u8),
+    /// Takes a snapshot, written only at the end.
+    Snapshot,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    vec(
+        prop_oneof![
+            3 => (0..12usize).prop_map(Op::Key),
+            3 => vec(0..40u64, 0..40).prop_map(Op::Prefetch),
+            3 => any::<i64>().prop_map(Op::Update),
+            1 => Just(Op::ClearValue),
+            3 => (0..4u8, any::<i32>()).prop_map(|(k, v)| Op::Put(k, v)),
+            1 => (0..4u8).prop_map(Op::Remove),
+            1 => Just(Op::Snapshot),
+        ],
+        1..80,
+    )
+}
+
+/// The model: per key, the value and the map.
+type Model = BTreeMap<u64, (Option<i64>, BTreeMap<u8, i32>)>;
+
+fn backend(range: KeyGroupRange) -> HeapKeyedStateBackend<u64> {
+    HeapKeyedStateBackend::new(config::<u64>(MAX_P, range)).unwrap()
+}
+
+fn value(b: &HeapKeyedStateBackend<u64>) -> std::rc::Rc<dyn ValueState<i64>> {
+    b.value_state::<VoidNamespace, i64>(&ValueStateDescriptor::new("v"))
+        .unwrap()
+}
+
+fn map(b: &HeapKeyedStateBackend<u64>) -> std::rc::Rc<dyn MapState<u8, i32>> {
+    b.map_state::<VoidNamespace, u8, i32>(&MapStateDescriptor::new("m"))
+        .unwrap()
+}
+
+/// Every owned key's value and map in `b`, as the model holds them.
+fn read_all(b: &HeapKeyedStateBackend<u64>, owned: &[u64]) -> Model {
+    let (v, m) = (value(b), map(b));
+    let mut out = Model::new();
+    for &k in owned {
+        b.set_current_key(k).unwrap();
+        let entries: BTreeMap<u8, i32> = m.entries().unwrap().into_iter().collect();
+        let got = (v.value().unwrap(), entries);
+        if got.0.is_some() || !got.1.is_empty() {
+            out.insert(k, got);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn prefetch_changes_nothing_and_snapshots_keep_their_point(ops in ops()) {
+        let range = KeyGroupRange::new(0, MAX_P / 2 - 1).unwrap();
+        let b = backend(range);
+        let owned: Vec<u64> = (0..200u64)
+            .filter(|k| range.contains(b.key_group_of(k).unwrap()))
+            .take(12)
+            .collect();
+        let (v, m) = (value(&b), map(&b));
+        let mut model = Model::new();
+        let mut key = None;
+        let mut snapshots: Vec<(KeyedSnapshot, Model)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Key(i) => {
+                    let k = owned[i % owned.len()];
+                    b.set_current_key(k).unwrap();
+                    key = Some(k);
+                }
+                Op::Prefetch(keys) => {
+                    let with_groups: Vec<(u32, u64)> =
+                        keys.iter().map(|k| (b.key_group_of(k).unwrap(), *k)).collect();
+                    let refs: Vec<(u32, &u64)> =
+                        with_groups.iter().map(|(kg, k)| (*kg, k)).collect();
+                    b.prefetch(&refs);
+                    // The current key stays current.
+                    prop_assert_eq!(b.current_key(), key);
+                }
+                Op::Snapshot => {
+                    let s = b.snapshot(next_checkpoint_id()).unwrap();
+                    snapshots.push((s, model.clone()));
+                }
+                op => {
+                    let Some(k) = key else { continue };
+                    let e = model.entry(k).or_default();
+                    match op {
+                        Op::Update(x) => {
+                            v.update(x).unwrap();
+                            e.0 = Some(x);
+                        }
+                        Op::ClearValue => {
+                            v.clear().unwrap();
+                            e.0 = None;
+                        }
+                        Op::Put(uk, uv) => {
+                            m.put(uk, uv).unwrap();
+                            e.1.insert(uk, uv);
+                        }
+                        Op::Remove(uk) => {
+                            m.remove(&uk).unwrap();
+                            e.1.remove(&uk);
+                        }
+                        _ => unreachable!("handled above"),
+                    }
+                    if e.0.is_none() && e.1.is_empty() {
+                        model.remove(&k);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(read_all(&b, &owned), model);
+        let (_dir, storage) = temp_storage();
+        for (i, (s, at)) in snapshots.into_iter().enumerate() {
+            let handle = s.write(&storage, &format!("s{i}")).unwrap();
+            let restored =
+                HeapKeyedStateBackend::restore(config::<u64>(MAX_P, range), &storage, &[handle])
+                    .unwrap();
+            prop_assert_eq!(read_all(&restored, &owned), at);
+        }
+    }
+}
