@@ -107,6 +107,11 @@ enum Command {
         /// to the run without.
         #[arg(long)]
         ttl: bool,
+        /// Also run every op as the keyed operator runs a batch of records (each key's
+        /// group computed once, the next 32 invocations' keys prefetched first) and
+        /// compare it with the same baseline.
+        #[arg(long)]
+        prefetch: bool,
         /// Skip the baselines (bare maps for heap, the `rocksdb` crate for RocksDB) that
         /// otherwise run right after each op.
         #[arg(long)]
@@ -499,26 +504,30 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
             s.first().copied().unwrap_or(0.0),
             s.last().copied().unwrap_or(0.0),
         );
-        // TTL rows compare with the same op measured without TTL in this run.
+        // TTL rows compare with the same op measured without TTL in this run;
+        // prefetched rows with Flink and with the plain op's baseline.
+        let plain = results
+            .iter()
+            .find(|o| !o.ttl && !o.prefetch && o.op == r.op && o.state == r.state);
         let (reference, label) = if r.ttl {
-            let plain = results
-                .iter()
-                .find(|o| !o.ttl && o.op == r.op && o.state == r.state)
-                .map(|o| median_of(&o.samples));
-            (plain, "no TTL")
+            (plain.map(|o| median_of(&o.samples)), "no TTL")
         } else {
             (flink_figure(backend, r.op), "Flink 2.3")
         };
-        let baseline = r.baseline.as_deref().map(median_of);
-        let state = if r.ttl {
-            format!("{}+TTL", r.state)
+        let baseline = if r.prefetch {
+            plain.and_then(|o| o.baseline.as_deref()).map(median_of)
         } else {
-            r.state.to_string()
+            r.baseline.as_deref().map(median_of)
+        };
+        let state = match (r.ttl, r.prefetch) {
+            (true, _) => format!("{}+TTL", r.state),
+            (false, true) => format!("{}+prefetch", r.state),
+            (false, false) => r.state.to_string(),
         };
         if json {
             let mut obj = serde_json::json!({
                 "suite": "state", "backend": name, "state": r.state, "op": r.op, "ops_per_sec": median,
-                "iterations": iterations, "min": min, "max": max, "ttl": r.ttl,
+                "iterations": iterations, "min": min, "max": max, "ttl": r.ttl, "prefetch": r.prefetch,
             });
             if r.ttl {
                 obj["no_ttl_ops_per_sec"] = serde_json::json!(reference);
@@ -580,6 +589,7 @@ fn main() -> Result<()> {
             ops,
             json,
             ttl,
+            prefetch,
             no_baselines,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
@@ -618,19 +628,16 @@ fn main() -> Result<()> {
                 (false, Backend::Heap) => state::Baseline::Bare,
                 (false, _) => state::Baseline::Raw(&rocksdb),
             };
+            let plan = state::Plan {
+                seconds,
+                iterations,
+                only: &ops,
+                ttl,
+                prefetch,
+            };
             let results = match backend {
-                Backend::Heap => state::state_bench(
-                    &HeapBackendFactory,
-                    &data,
-                    seconds,
-                    iterations,
-                    &ops,
-                    ttl,
-                    &baseline,
-                )?,
-                _ => {
-                    state::state_bench(&rocksdb, &data, seconds, iterations, &ops, ttl, &baseline)?
-                }
+                Backend::Heap => state::state_bench(&HeapBackendFactory, &data, &plan, &baseline)?,
+                _ => state::state_bench(&rocksdb, &data, &plan, &baseline)?,
             };
             print_state(&results, backend, iterations, json);
             Ok(())

@@ -38,6 +38,10 @@ pub(crate) struct Entry<K, N, S> {
     pub(crate) value: S,
 }
 
+/// The estimated size of a state's tables below which [`ErasedTable::touch`] does
+/// nothing: about a core's L2 cache.
+const TOUCH_MIN_BYTES: usize = 1 << 20;
+
 /// The entries of one key group of one state.
 pub(crate) type KgTable<K, N, S> = HashTable<Entry<K, N, S>>;
 
@@ -97,9 +101,9 @@ pub(crate) struct KeyContext<K> {
 pub(crate) trait Codec<S>: Send + Sync {
     fn encode(&self, state: &str, value: &S, out: &mut Vec<u8>) -> StateResult<()>;
     fn decode(&self, state: &str, path: &str, payload: &[u8]) -> StateResult<S>;
-    /// Loads what `value` keeps out of line (a map's control bytes), so that the
-    /// access of a coming record finds it in cache ([`ErasedTable::touch`]). Inline
-    /// values have nothing to load.
+    /// Loads what `value` keeps out of line (a list's last element, a map's control
+    /// bytes), so that the access of a coming record finds it in cache
+    /// ([`ErasedTable::touch`]). Inline values have nothing to load.
     fn touch(&self, value: &S) {
         let _ = value;
     }
@@ -133,7 +137,7 @@ pub(crate) struct ListCodec<T> {
     pub(crate) reader: MigrationReader<T>,
 }
 
-impl<T: 'static> Codec<Vec<T>> for ListCodec<T> {
+impl<T: Clone + 'static> Codec<Vec<T>> for ListCodec<T> {
     fn encode(&self, state: &str, value: &Vec<T>, out: &mut Vec<u8>) -> StateResult<()> {
         payload::put_list(state, self.ser.as_ref(), value.iter(), out)
     }
@@ -142,6 +146,14 @@ impl<T: 'static> Codec<Vec<T>> for ListCodec<T> {
             .into_iter()
             .map(|b| (self.reader)(b).map_err(ser_err(state)))
             .collect()
+    }
+    fn touch(&self, value: &Vec<T>) {
+        // Loading an element takes a copy of it: only of elements that own nothing
+        // (no drop glue), whose copy is a load and no allocation. The last one is
+        // where an append writes.
+        if !std::mem::needs_drop::<T>() {
+            std::hint::black_box(value.last().cloned());
+        }
     }
 }
 
@@ -399,7 +411,8 @@ pub(crate) trait ErasedTable<K> {
     /// brings the entries into the CPU cache before the records that need them run,
     /// in one tight loop so that their cache misses overlap. Only tables without
     /// namespaces (`VoidNamespace`) probe; others, whose namespace is known only when
-    /// a record runs, do nothing. Key groups outside the range are skipped.
+    /// a record runs, do nothing; so do tables small enough to stay in cache. Key
+    /// groups outside the range are skipped.
     fn touch(&self, keys: &[(u32, &K)]);
 }
 
@@ -455,6 +468,18 @@ where
         let Ok(maps) = self.maps.try_borrow() else {
             return;
         };
+        // A state that fits in the CPU's caches needs no probing ahead, which would
+        // only cost: its size is estimated from the first key's key group.
+        let sample = keys
+            .first()
+            .and_then(|(kg, _)| self.range.index_of(*kg))
+            .and_then(|i| maps.get(i));
+        let bytes = sample.map_or(0, |m| {
+            m.num_buckets() * std::mem::size_of::<Entry<K, N, S>>() * maps.len()
+        });
+        if bytes < TOUCH_MIN_BYTES {
+            return;
+        }
         for &(kg, key) in keys {
             if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
                 let hash = self.hash(key, ns);

@@ -467,7 +467,12 @@ where
                                 }
                             } else {
                                 let records = keyed_stash.remove(&key).unwrap_or_default();
-                                r.elements(records, &errors, &mut out);
+                                let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, _: u64| {
+                                    output
+                                        .session(&c.delayed(&emit_at))
+                                        .give_iterator(o.drain(..));
+                                };
+                                r.elements(records, key.0, &errors, &mut out, flush);
                             }
                             output
                                 .session(&c.delayed(&emit_at))

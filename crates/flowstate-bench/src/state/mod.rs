@@ -220,25 +220,27 @@ fn run_op<B: KeyedStateBackend<u64>>(
     start: usize,
     n: usize,
     ttl: Option<&StateTtlConfig>,
+    prefetch: bool,
 ) -> Result<(u64, u64)> {
     let mut ops = 0u64;
     let mut sink = 0u64;
+    let mut keys = Select::new(d, name, prefetch);
     match &name[..3] {
         "val" | "set" => {
             let s = b.value_state::<VoidNamespace, u64>(&value_desc(ttl))?;
             for i in start..start + n {
                 match name {
                     "valueUpdate" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.update(d.value(i))?;
                     }
                     "valueAdd" => {
-                        b.set_current_key(d.new_key(i))?;
+                        keys.select(b, i)?;
                         s.update(d.value(i))?;
                     }
-                    "setCurrentKey" => b.set_current_key(d.setup_key(i))?,
+                    "setCurrentKey" => keys.select(b, i)?,
                     _ => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         sink ^= s.value()?.unwrap_or(0);
                     }
                 }
@@ -250,29 +252,29 @@ fn run_op<B: KeyedStateBackend<u64>>(
             for i in start..start + n {
                 match name {
                     "listUpdate" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.update(d.list.clone())?;
                     }
                     "listAdd" => {
-                        b.set_current_key(d.new_key(i))?;
+                        keys.select(b, i)?;
                         s.add(d.value(i))?;
                     }
                     "listAppend" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.add(d.value(i))?;
                     }
                     "listGet" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         sink ^= s.get()?.len() as u64;
                     }
                     "listGetAndIterate" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         for v in s.get()? {
                             sink ^= v;
                         }
                     }
                     _ => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.add_all(d.list.clone())?;
                     }
                 }
@@ -286,34 +288,34 @@ fn run_op<B: KeyedStateBackend<u64>>(
                 let mv = d.map_values[i % MAP_KEYS];
                 match name {
                     "mapUpdate" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.put(mk, mv + 1.0)?;
                     }
                     "mapAdd" => {
-                        b.set_current_key(d.new_key(i))?;
+                        keys.select(b, i)?;
                         s.put(mk, mv)?;
                     }
                     "mapGet" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         sink ^= s.get(&mk)?.map_or(0, f64::to_bits);
                     }
                     "mapContains" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         sink ^= u64::from(s.contains(&mk)?);
                     }
                     "mapIsEmpty" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         sink ^= u64::from(s.is_empty()?);
                     }
                     "mapKeys" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         let keys = s.keys()?;
                         ops += keys.len() as u64;
                         sink ^= keys.into_iter().fold(0, |a, k| a ^ fold_entry(name, k, 0));
                         continue;
                     }
                     "mapValues" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         let values = s.values()?;
                         ops += values.len() as u64;
                         sink ^= values
@@ -322,7 +324,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
                         continue;
                     }
                     "mapEntries" | "mapIterator" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         let entries = s.entries()?;
                         ops += entries.len() as u64;
                         sink ^= entries
@@ -331,11 +333,11 @@ fn run_op<B: KeyedStateBackend<u64>>(
                         continue;
                     }
                     "mapRemove" => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.remove(&mk)?;
                     }
                     _ => {
-                        b.set_current_key(d.setup_key(i))?;
+                        keys.select(b, i)?;
                         s.put_all(
                             d.map_keys
                                 .iter()
@@ -350,6 +352,63 @@ fn run_op<B: KeyedStateBackend<u64>>(
         }
     }
     Ok((ops, sink))
+}
+
+/// How many invocations' keys a prefetching run prefetches at a time (the keyed
+/// operator's number).
+const PREFETCH: usize = 32;
+
+/// Selects each invocation's key: one at a time as Flink's benchmark does, or, with
+/// `prefetch`, as the keyed operator runs a batch of records: each key's group
+/// computed once (`key_by` does it in a job), and the keys of the next [`PREFETCH`]
+/// invocations prefetched before they run.
+struct Select<'a> {
+    d: &'a Data,
+    /// The op writes new keys (`valueAdd`, `listAdd`, `mapAdd`), not set-up ones.
+    new: bool,
+    prefetch: bool,
+    /// Invocation `at + j` is `ahead[j]`: its key group and key.
+    ahead: Vec<(u32, u64)>,
+    at: usize,
+}
+
+impl<'a> Select<'a> {
+    fn new(d: &'a Data, op: &str, prefetch: bool) -> Self {
+        Select {
+            d,
+            new: matches!(op, "valueAdd" | "listAdd" | "mapAdd"),
+            prefetch,
+            ahead: Vec::with_capacity(PREFETCH),
+            at: 0,
+        }
+    }
+
+    fn key(&self, i: usize) -> u64 {
+        if self.new {
+            self.d.new_key(i)
+        } else {
+            self.d.setup_key(i)
+        }
+    }
+
+    /// Makes invocation `i`'s key current; invocations come in increasing order.
+    fn select<B: KeyedStateBackend<u64>>(&mut self, b: &B, i: usize) -> Result<()> {
+        if !self.prefetch {
+            return Ok(b.set_current_key(self.key(i))?);
+        }
+        if self.ahead.is_empty() || i >= self.at + self.ahead.len() {
+            self.at = i;
+            self.ahead.clear();
+            for j in i..i + PREFETCH {
+                let k = self.key(j);
+                self.ahead.push((b.key_group_of(&k)?, k));
+            }
+            let refs: Vec<(u32, &u64)> = self.ahead.iter().map(|(g, k)| (*g, k)).collect();
+            b.prefetch(&refs);
+        }
+        let (kg, k) = self.ahead[i - self.at];
+        Ok(b.set_current_key_in_group(k, kg)?)
+    }
 }
 
 /// What the map iteration ops fold per entry (user key, value bits), the same in the
@@ -367,6 +426,8 @@ pub(crate) struct OpResult {
     pub(crate) state: &'static str,
     /// Measured with a TTL on the state.
     pub(crate) ttl: bool,
+    /// Measured with keys prefetched ahead, as the keyed operator runs records.
+    pub(crate) prefetch: bool,
     pub(crate) op: &'static str,
     pub(crate) samples: Vec<f64>,
     /// The op's baseline, measured right after it (none for TTL rows, `setCurrentKey`,
@@ -421,16 +482,34 @@ impl Baseline<'_> {
     }
 }
 
-/// Runs every op (or those named in `only`) on backends from `f`.
+/// What to measure.
+pub(crate) struct Plan<'a> {
+    /// Seconds per timed iteration.
+    pub(crate) seconds: f64,
+    /// Timed iterations per op.
+    pub(crate) iterations: usize,
+    /// Only these ops; all when empty.
+    pub(crate) only: &'a [String],
+    /// Also with TTL.
+    pub(crate) ttl: bool,
+    /// Also with keys prefetched ahead.
+    pub(crate) prefetch: bool,
+}
+
+/// Runs the ops of `plan` on backends from `f`.
 pub(crate) fn state_bench<F: KeyedBackendFactory>(
     f: &F,
     d: &Data,
-    seconds: f64,
-    iterations: usize,
-    only: &[String],
-    with_ttl: bool,
+    plan: &Plan<'_>,
     baseline: &Baseline<'_>,
 ) -> Result<Vec<OpResult>> {
+    let Plan {
+        seconds,
+        iterations,
+        only,
+        ttl: with_ttl,
+        prefetch: with_prefetch,
+    } = *plan;
     let mut out = Vec::new();
     let ttl_config = bench_ttl()?;
     for (state, op) in OPS {
@@ -440,17 +519,28 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         let kind = Kind::of(state);
         // With `with_ttl`, each op runs without and then with TTL in this process, so
         // the two figures compare like for like.
-        let variants: &[bool] = if with_ttl { &[false, true] } else { &[false] };
-        for &ttl_on in variants {
+        // So does `with_prefetch`: plain, then prefetched (without TTL).
+        let mut variants = vec![(false, false)];
+        if with_ttl {
+            variants.push((true, false));
+        }
+        if with_prefetch {
+            variants.push((false, true));
+        }
+        for (ttl_on, prefetch) in variants {
             let ttl = ttl_on.then_some(&ttl_config);
-            eprintln!("[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on})");
+            eprintln!(
+                "[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on}, prefetch {prefetch})"
+            );
             let b = f.create(config(128, KeyGroupRange::all(128)?))?;
             setup(&b, d, kind, ttl)?;
             let samples = measure(seconds, iterations, |start| {
-                run_op(&b, d, op, start, BATCH, ttl)
+                run_op(&b, d, op, start, BATCH, ttl, prefetch)
             })?;
             drop(b);
-            let baseline = if ttl_on {
+            // The baseline runs once, after the plain op; prefetched rows compare
+            // with it too.
+            let baseline = if ttl_on || prefetch {
                 None
             } else {
                 baseline.measure(d, kind, op, seconds, iterations)?
@@ -458,6 +548,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             out.push(OpResult {
                 state,
                 ttl: ttl_on,
+                prefetch,
                 op,
                 samples,
                 baseline,
@@ -520,7 +611,14 @@ mod tests {
                 .create(config(128, KeyGroupRange::all(128).unwrap()))
                 .unwrap();
             setup(&b, &d, kind, None).unwrap();
-            let ours = run_op(&b, &d, op, 0, 700, None).unwrap();
+            let ours = run_op(&b, &d, op, 0, 700, None, false).unwrap();
+            // Prefetching changes what is read and counted in nothing.
+            let b = HeapBackendFactory
+                .create(config(128, KeyGroupRange::all(128).unwrap()))
+                .unwrap();
+            setup(&b, &d, kind, None).unwrap();
+            let prefetched = run_op(&b, &d, op, 0, 700, None, true).unwrap();
+            assert_eq!(prefetched, ours, "{op}: prefetched");
             let bare = bare::BareMaps::new(&d, kind).run(&d, op, 0, 700);
             let db = flowstate_rocksdb::PlainDb::open(&options, op).unwrap();
             let raw = raw::RawDb::new(db, &d, kind)

@@ -156,17 +156,23 @@ where
                         let emit_at = time_at(epoch.max(at.outer), current);
                         if !failed(&errors) {
                             r.enter_epoch::<T, OUT>(epoch, emit_at, c, output, &mut out, &errors);
-                            if let Some(m) = &r.metrics {
+                        }
+                        let metrics = r.metrics.clone();
+                        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, _: u64| {
+                            if let Some(m) = &metrics {
+                                m.output(o.len());
+                            }
+                            output
+                                .session(&c.delayed(&emit_at))
+                                .give_iterator(o.drain(..));
+                        };
+                        if !failed(&errors) {
+                            if let Some(m) = &metrics {
                                 m.input(records.len());
                             }
-                            r.elements(records, &errors, &mut out);
+                            r.elements(records, epoch, &errors, &mut out, flush);
                         }
-                        if let Some(m) = &r.metrics {
-                            m.output(out.len());
-                        }
-                        output
-                            .session(&c.delayed(&emit_at))
-                            .give_iterator(out.drain(..));
+                        flush(&mut out, epoch);
                     }
                     let stashed = stash.keys().map(|(e, _)| *e).min();
                     if !r.end_activation::<T, OUT>(

@@ -152,13 +152,16 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         self.logic.element(value, &mut ctx)
     }
 
-    /// Runs `records` in order; after a failure (recorded in `errors`) the rest are
-    /// dropped.
+    /// Runs `records` of `epoch` in order, handing output to `flush` whenever
+    /// [`FLUSH_EVERY`] records are pending (so the output buffer stays in cache); after
+    /// a failure (recorded in `errors`) the rest are dropped.
     pub(crate) fn elements<IN, OUT>(
         &mut self,
         records: Vec<KeyedRecord<K, IN>>,
+        epoch: u64,
         errors: &crate::ErrorSlot,
         out: &mut Vec<(i64, Tagged<OUT>)>,
+        flush: Flush<'_, OUT>,
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
@@ -183,6 +186,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
             if let Err(e) = self.element(&key, key_group, ts, value, out) {
                 record_error(errors, e);
+            }
+            if out.len() >= FLUSH_EVERY {
+                flush(out, epoch);
             }
         }
     }
