@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issue "speed", keyed state ops: Apache Flink 2.3's own backends driven by the anchor's
 # port of flink-benchmarks' Value/List/MapStateBenchmark (../shared/flink-anchor, suite
-# `micro`), then at once `flowstate-bench state` on heap and on RocksDB, where each op
-# is followed by its baseline (bare hashbrown maps; the rocksdb crate on a database
-# with the backend's options). Prints one table: ops/s medians, Flowstate over Flink,
-# and Flowstate over its baseline.
+# `micro`), then at once `flowstate-bench state` on heap (each op also prefetched, as
+# the keyed operator runs records) and on RocksDB, where each op is followed by its
+# baseline (bare hashbrown maps; the rocksdb crate on a database with the backend's
+# options). Prints one table: ops/s medians, Flowstate over Flink, and Flowstate over
+# its baseline.
 #   ./scripts/bench-state-ops.sh [ITERATIONS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,13 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, $iterations x $seconds s per op; resu
 SUITES=micro MICRO_ITERS="$iterations" MICRO_ITER_MS="$(python3 -c "print(int($seconds*1000))")" \
   OUT_DIR="$out/flink" "$anchor/run.sh" > "$out/flink.log" 2>&1
 echo "# Flink done $(date -u +%FT%TZ)"
+# Heap also runs each op prefetched (as the keyed operator runs records); RocksDB's
+# prefetch does nothing, so it runs plain only.
 for b in heap rocksdb; do
+  extra=()
+  [ "$b" = heap ] && extra=(--prefetch)
   "$bin" state --backend "$b" --iterations "$iterations" --seconds "$seconds" --json \
-    > "$out/$b.jsonl" 2> "$out/$b.log"
+    "${extra[@]}" > "$out/$b.jsonl" 2> "$out/$b.log"
   echo "# Flowstate $b done $(date -u +%FT%TZ)"
 done
 python3 - "$out" <<'PY'
@@ -37,21 +42,25 @@ for b in ("heap", "rocksdb"):
     for line in open(f"{out}/{b}.jsonl"):
         r = json.loads(line)
         if not r.get("ttl"):
-            ours[(b, r["op"])] = (r["ops_per_sec"], r.get("baseline_ops_per_sec"))
+            key = (b, r["op"], bool(r.get("prefetch")))
+            ours[key] = (r["ops_per_sec"], r.get("baseline_ops_per_sec"))
 def f(v):
     if v is None:
         return "-"
     return f"{v/1e6:.2f} M" if v >= 1e6 else f"{v/1e3:.0f} k"
 def x(a, b):
     return f"{a/b:.2f}" if a and b else "-"
-ops = [op for (b, op) in ours if b == "heap"]
-print("| op | Flink heap | heap | x Flink | bare map | of bare | Flink RocksDB | RocksDB | x Flink | raw rocksdb | of raw |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+ops = [op for (b, op, p) in ours if b == "heap" and not p]
+print("| op | Flink heap | heap | x Flink | heap prefetched | x Flink | bare map | of bare | prefetched of bare | Flink RocksDB | RocksDB | x Flink | raw rocksdb | of raw |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for op in ops:
     cells = [op]
-    for b in ("heap", "rocksdb"):
-        fl = flink.get((b, op))
-        v, base = ours.get((b, op), (None, None))
-        cells += [f(fl), f(v), x(v, fl), f(base), x(v, base)]
+    fl = flink.get(("heap", op))
+    v, base = ours.get(("heap", op, False), (None, None))
+    pv, _ = ours.get(("heap", op, True), (None, None))
+    cells += [f(fl), f(v), x(v, fl), f(pv), x(pv, fl), f(base), x(v, base), x(pv, base)]
+    fl = flink.get(("rocksdb", op))
+    v, base = ours.get(("rocksdb", op, False), (None, None))
+    cells += [f(fl), f(v), x(v, fl), f(base), x(v, base)]
     print("| " + " | ".join(cells) + " |")
 PY

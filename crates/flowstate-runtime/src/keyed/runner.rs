@@ -166,21 +166,16 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         L: KeyedLogic<K, N, IN, OUT>,
     {
         let mut records = records.into_iter();
-        let mut prefetched = 0;
-        while let Some((ts, (_, key_group, key, value))) = {
-            if prefetched == 0 {
-                // The next records' keys are probed in one tight loop, so the CPU
-                // waits for their entries' cache misses together, not one per record.
-                let keys: Vec<(u32, &K)> = records.as_slice()[..PREFETCH_AHEAD.min(records.len())]
-                    .iter()
-                    .map(|(_, (_, kg, k, _))| (*kg, k))
-                    .collect();
-                self.backend.prefetch(&keys);
-                prefetched = PREFETCH_AHEAD;
+        let mut until_prefetch = 0;
+        loop {
+            if until_prefetch == 0 {
+                self.prefetch(records.as_slice());
+                until_prefetch = PREFETCH_AHEAD;
             }
-            prefetched -= 1;
-            records.next()
-        } {
+            until_prefetch -= 1;
+            let Some((ts, (_, key_group, key, value))) = records.next() else {
+                break;
+            };
             if errors.borrow().is_some() {
                 break;
             }
@@ -191,6 +186,18 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
                 flush(out, epoch);
             }
         }
+    }
+
+    /// Hands the keys of the first [`PREFETCH_AHEAD`] of `upcoming` to the backend's
+    /// prefetch, which probes them in one tight loop: the CPU then waits for their
+    /// entries' cache misses together, not once per record.
+    fn prefetch<IN>(&self, upcoming: &[KeyedRecord<K, IN>]) {
+        let keys: Vec<(u32, &K)> = upcoming
+            .iter()
+            .take(PREFETCH_AHEAD)
+            .map(|(_, (_, kg, k, _))| (*kg, k))
+            .collect();
+        self.backend.prefetch(&keys);
     }
 
     /// Fires every timer of `domain` due at `limit`, in timestamp order, handing
