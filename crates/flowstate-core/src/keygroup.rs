@@ -185,7 +185,15 @@ pub fn key_hash(serialized_key: &[u8]) -> u32 {
 ///
 /// `max_parallelism` must already be valid (see [`check_max_parallelism`]).
 pub fn key_group_for_hash(hash: u32, max_parallelism: u32) -> u32 {
-    (murmur_mix(hash as i32) as u32) % max_parallelism.max(1)
+    let mixed = murmur_mix(hash as i32) as u32;
+    let max = max_parallelism.max(1);
+    // Default maximum parallelisms are powers of two, where a mask is the same
+    // remainder without a division (a division was a tenth of a keyed job's routing).
+    if max.is_power_of_two() {
+        mixed & (max - 1)
+    } else {
+        mixed % max
+    }
 }
 
 /// Key group of a key given its serialized bytes.
@@ -206,7 +214,13 @@ pub fn operator_index_for_key_group(
             range: KeyGroupRange::all(max_parallelism)?,
         });
     }
-    Ok(((key_group as u64 * parallelism as u64) / max_parallelism as u64) as u32)
+    let scaled = key_group as u64 * parallelism as u64;
+    // As in `key_group_for_hash`: a shift where the maximum is a power of two.
+    Ok(if max_parallelism.is_power_of_two() {
+        scaled >> max_parallelism.trailing_zeros()
+    } else {
+        scaled / max_parallelism as u64
+    } as u32)
 }
 
 /// The key-group range owned by operator instance `index` of `parallelism`.
@@ -340,6 +354,28 @@ mod tests {
         assert_eq!(key_group_for_hash(42, 128), 29);
         assert_eq!(key_group_for_hash(42, 32768), 28189);
         assert_eq!(key_group_for_hash(0xdead_beef, 128), 36);
+    }
+
+    proptest::proptest! {
+        /// The mask and shift of powers of two give what the division gives.
+        #[test]
+        fn powers_of_two_route_as_the_division_does(
+            hash in proptest::prelude::any::<u32>(),
+            bits in 0u32..=15,
+            p in 1u32..=32768,
+        ) {
+            let max_p = 1u32 << bits;
+            proptest::prop_assert_eq!(
+                key_group_for_hash(hash, max_p),
+                (murmur_mix(hash as i32) as u32) % max_p
+            );
+            let p = p.min(max_p);
+            let kg = key_group_for_hash(hash, max_p);
+            proptest::prop_assert_eq!(
+                operator_index_for_key_group(max_p, p, kg).ok(),
+                Some(((kg as u64 * p as u64) / max_p as u64) as u32)
+            );
+        }
     }
 
     #[test]
