@@ -54,7 +54,7 @@ use timely::dataflow::operators::vec::Broadcast;
 
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
-    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged,
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged, flush_to,
     start_keyed_later,
 };
 use crate::process::{OpenContext, ProcessContext};
@@ -445,6 +445,7 @@ where
                                     epoch, emit_at, c, output, &mut out, &errors,
                                 );
                             }
+                            let flush = &mut flush_to(r.metrics.clone(), c, emit_at, output);
                             if is_bcast {
                                 let mut batch = bcast_stash.remove(&key).unwrap_or_default();
                                 batch.sort_by_key(|(_, (origin, generation, seq, _))| {
@@ -467,16 +468,9 @@ where
                                 }
                             } else {
                                 let records = keyed_stash.remove(&key).unwrap_or_default();
-                                let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, _: u64| {
-                                    output
-                                        .session(&c.delayed(&emit_at))
-                                        .give_iterator(o.drain(..));
-                                };
-                                r.elements(records, key.0, &errors, &mut out, flush);
+                                r.elements(records, epoch, &errors, &mut out, flush);
                             }
-                            output
-                                .session(&c.delayed(&emit_at))
-                                .give_iterator(out.drain(..));
+                            flush(&mut out, epoch);
                         }
                         let stashed = [
                             keyed_stash.keys().next().map(|k| k.0),

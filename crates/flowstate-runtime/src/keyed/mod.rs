@@ -166,7 +166,25 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
 /// once flushes every [`FLUSH_EVERY`] records instead of buffering all their output.
 pub(crate) type Flush<'a, OUT> = &'a mut dyn FnMut(&mut Vec<(i64, Tagged<OUT>)>, u64);
 
-/// Output records a keyed operator buffers at most while firing timers.
+/// The [`Flush`] of a keyed operator's output: counts the records in `metrics`, then
+/// gives them at the epoch it is called with (or the capability's, if later) and the
+/// inner time of `emit_at`.
+pub(crate) fn flush_to<'a, OUT: 'static>(
+    metrics: Option<OperatorMetrics>,
+    cap: &'a Capability<Time>,
+    emit_at: Time,
+    output: &'a mut TaggedOutput<'_, OUT>,
+) -> impl FnMut(&mut Vec<(i64, Tagged<OUT>)>, u64) + 'a {
+    move |o, epoch| {
+        if let Some(m) = &metrics {
+            m.output(o.len());
+        }
+        let at = time_at(epoch.max(cap.time().outer), emit_at.inner);
+        output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
+    }
+}
+
+/// Output records a keyed operator buffers at most while firing or running records.
 pub(crate) const FLUSH_EVERY: usize = 1024;
 
 /// The output handle of a keyed operator.

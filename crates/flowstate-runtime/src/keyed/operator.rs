@@ -157,17 +157,9 @@ where
                         if !failed(&errors) {
                             r.enter_epoch::<T, OUT>(epoch, emit_at, c, output, &mut out, &errors);
                         }
-                        let metrics = r.metrics.clone();
-                        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, _: u64| {
-                            if let Some(m) = &metrics {
-                                m.output(o.len());
-                            }
-                            output
-                                .session(&c.delayed(&emit_at))
-                                .give_iterator(o.drain(..));
-                        };
+                        let flush = &mut flush_to(r.metrics.clone(), c, emit_at, output);
                         if !failed(&errors) {
-                            if let Some(m) = &metrics {
+                            if let Some(m) = &r.metrics {
                                 m.input(records.len());
                             }
                             r.elements(records, epoch, &errors, &mut out, flush);

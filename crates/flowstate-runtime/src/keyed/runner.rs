@@ -245,14 +245,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
     {
-        let metrics = self.metrics.clone();
-        let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
-            if let Some(m) = &metrics {
-                m.output(o.len());
-            }
-            let at = time_at(e.max(cap.time().outer), emit_at.inner);
-            output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
-        };
+        let flush = &mut flush_to(self.metrics.clone(), cap, emit_at, output);
         if let Err(e) = self.advance_watermark::<IN, OUT>(watermark_before(epoch), out, flush) {
             record_error(errors, e);
         }
