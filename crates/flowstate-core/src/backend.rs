@@ -101,11 +101,12 @@ pub trait KeyedStateBackend<K: StateKey> {
         self.set_current_key(key)
     }
     /// Hints that `keys` (each with its key group) are about to become current, so a
-    /// backend may bring their entries into the CPU cache ahead of use. The keyed
-    /// operator calls it for the next few records of a batch before running them:
-    /// their memory accesses then overlap instead of waiting one after another. It
-    /// changes no state and reports nothing (a key group not owned here is ignored);
-    /// the default does nothing.
+    /// backend may fetch their entries ahead of use: the heap backend brings them into
+    /// the CPU cache, the RocksDB backend reads them with one batched `MultiGet`. The
+    /// keyed operator calls it for the next few records of a batch before running them:
+    /// their accesses then overlap instead of waiting one after another. It changes no
+    /// state and reports nothing (a key group not owned here is ignored; a failed read
+    /// ahead leaves the reads to the records); the default does nothing.
     fn prefetch(&self, keys: &[(u32, &K)]) {
         let _ = keys;
     }

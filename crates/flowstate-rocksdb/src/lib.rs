@@ -7,7 +7,8 @@
 //! native, or incremental (only SST files not uploaded by an earlier completed
 //! checkpoint are uploaded; see `snapshot.rs`). Savepoints are always canonical, so state
 //! moves between this backend and the heap backend in both directions. State TTL is
-//! cleaned up by a compaction filter (`ttl_filter.rs`).
+//! cleaned up by a compaction filter (`ttl_filter.rs`). The keyed operator's prefetch reads
+//! the next records' values with one `MultiGet` (`prefetch.rs`).
 
 mod backend;
 mod db;
@@ -15,6 +16,7 @@ mod keys;
 mod offline;
 mod options;
 mod plain;
+mod prefetch;
 mod snapshot;
 mod spill;
 mod states;

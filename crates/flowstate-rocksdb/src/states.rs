@@ -4,7 +4,7 @@
 //! list state as a concatenation of length-prefixed elements (appends are merge
 //! operands, never a read-modify-write); map state as one RocksDB entry per user key.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::db::{DbHolder, rerr};
 use crate::keys::prefix_end;
+use crate::prefetch::{Pacing, Prefetched};
 
 /// What every handle of one backend shares: the database and the current key.
 pub(crate) struct Shared<K> {
@@ -44,6 +45,50 @@ pub(crate) struct RocksState<K, N, X> {
     /// Built once: constructing a serde serializer formats its type name.
     pub(crate) ns_ser: SerdeSerializer<N>,
     pub(crate) extra: X,
+    /// Entries read ahead by the backend's prefetch (empty unless this state is one it
+    /// prefetches): gets are answered from here, writes keep it up to date.
+    pub(crate) prefetched: RefCell<Prefetched>,
+    /// Whether the backend's prefetch reads ahead for this state.
+    pub(crate) pacing: Cell<Pacing>,
+}
+
+/// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
+pub(crate) trait Prefetch {
+    /// Reads the values of `entry_keys` (sorted, unique) with one `MultiGet` into the
+    /// state's cache, or empties the cache when the state's last batch was mostly not
+    /// read ([`Pacing`]) or the read fails (gets then go to RocksDB, as without it).
+    fn prefetch(&self, entry_keys: &[Vec<u8>]);
+}
+
+impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
+    fn prefetch(&self, entry_keys: &[Vec<u8>]) {
+        let mut cache = self.prefetched.borrow_mut();
+        let mut pacing = self.pacing.get();
+        let go = pacing.next(cache.len(), cache.hits());
+        self.pacing.set(pacing);
+        cache.clear();
+        if !go || entry_keys.is_empty() {
+            return;
+        }
+        let Ok(cf) = self.cf() else {
+            return;
+        };
+        let values = self.db().batched_multi_get_cf_opt(
+            &cf,
+            entry_keys.iter(),
+            true,
+            &self.shared.read_options,
+        );
+        let Ok(values) = values.into_iter().collect::<Result<Vec<_>, _>>() else {
+            return;
+        };
+        cache.fill(
+            entry_keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| (k.as_slice(), v.as_deref())),
+        );
+    }
 }
 
 pub(crate) struct ValueX<T> {
@@ -132,6 +177,9 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> StateResult<R>,
     ) -> StateResult<R> {
+        if let Some(v) = self.prefetched.borrow_mut().get(key) {
+            return f(v);
+        }
         let cf = self.cf()?;
         let v = self
             .db()
@@ -142,23 +190,40 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
 
     fn put_raw(&self, key: &[u8], value: &[u8]) -> StateResult<()> {
         let cf = self.cf()?;
-        self.db()
+        let r = self
+            .db()
             .put_cf_opt(&cf, key, value, &self.shared.write_options)
-            .map_err(rerr("put"))
+            .map_err(rerr("put"));
+        self.wrote(key, r.is_ok().then_some(Some(value)));
+        r
     }
 
     fn delete_raw(&self, key: &[u8]) -> StateResult<()> {
         let cf = self.cf()?;
-        self.db()
+        let r = self
+            .db()
             .delete_cf_opt(&cf, key, &self.shared.write_options)
-            .map_err(rerr("delete"))
+            .map_err(rerr("delete"));
+        self.wrote(key, r.is_ok().then_some(None));
+        r
     }
 
     fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
         let cf = self.cf()?;
+        self.wrote(key, None);
         self.db()
             .merge_cf_opt(&cf, key, operand, &self.shared.write_options)
             .map_err(rerr("merge"))
+    }
+
+    /// Keeps the prefetched entry of `key` what RocksDB holds after a write:
+    /// `Some(value)` was written (`Some(None)`: deleted); `None`: only RocksDB knows.
+    fn wrote(&self, key: &[u8], now: Option<Option<&[u8]>>) {
+        let mut cache = self.prefetched.borrow_mut();
+        match now {
+            Some(value) => cache.wrote(key, value),
+            None => cache.forget(key),
+        }
     }
 
     /// Runs `f` with the entry key of (current key, `ns`), restoring the namespace after.

@@ -1,7 +1,7 @@
 //! [`RocksDbKeyedStateBackend`]: keyed state in an embedded RocksDB, one column family
 //! per state, larger than memory, with canonical, native and incremental snapshots.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -22,7 +22,7 @@ use flowstate_core::snapshot::{
 };
 use flowstate_core::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
-    InternalValueState, Namespace, StateKey, StateKind, StateValue,
+    InternalValueState, Namespace, StateKey, StateKind, StateValue, VoidNamespace,
 };
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer, resolve_restored};
@@ -34,7 +34,9 @@ use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, rerr, unique_id, writ
 use crate::keys::{parse_key, put_key_group};
 use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
-use crate::states::{AggX, ListX, MapX, ReduceX, RocksState, Shared, ValueX, stored_list_items};
+use crate::states::{
+    AggX, ListX, MapX, Prefetch, ReduceX, RocksState, Shared, ValueX, stored_list_items,
+};
 use crate::ttl_filter::TtlFilterSpec;
 
 mod restore;
@@ -110,6 +112,11 @@ pub struct RocksDbKeyedStateBackend<K> {
     half_migrated: RefCell<BTreeSet<String>>,
     tracker: Arc<Mutex<Tracker>>,
     session: String,
+    /// States read ahead by [`KeyedStateBackend::prefetch`]: value, reducing and
+    /// aggregating states without namespaces (one entry per key, known from the key).
+    prefetched: RefCell<Vec<Rc<dyn Prefetch>>>,
+    /// Entry keys of the last prefetch (buffers reused).
+    prefetch_keys: RefCell<Vec<Vec<u8>>>,
 }
 
 impl<K: StateKey> RocksDbKeyedStateBackend<K> {
@@ -147,6 +154,41 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         put_vbytes(&mut prefix, &bytes)?;
         drop((prefix, bytes));
         *self.shared.key.borrow_mut() = Some(key);
+        Ok(())
+    }
+
+    /// The entry keys (`key group | key | namespace`, the namespace being
+    /// [`VoidNamespace`]) of `keys` whose key groups are owned here, sorted and unique,
+    /// into `out` (its buffers reused).
+    fn prefetch_entry_keys(&self, keys: &[(u32, &K)], out: &mut Vec<Vec<u8>>) -> StateResult<()> {
+        let mut ns = Vec::new();
+        SerdeSerializer::<VoidNamespace>::new()
+            .serialize_into(&VoidNamespace, &mut ns)
+            .map_err(|e| StateError::serialization("<namespace>", e))?;
+        let mut key_bytes = self.shared.key_bytes.borrow_mut();
+        let mut n = 0;
+        for (kg, key) in keys {
+            if !self.config.key_group_range.contains(*kg) {
+                continue;
+            }
+            key_bytes.clear();
+            self.config
+                .key_serializer
+                .serialize_into(key, &mut key_bytes)
+                .map_err(|e| StateError::serialization("<key>", e))?;
+            if n == out.len() {
+                out.push(Vec::new());
+            }
+            let k = &mut out[n];
+            k.clear();
+            put_key_group(k, *kg, self.config.max_parallelism);
+            put_vbytes(k, &key_bytes)?;
+            put_vbytes(k, &ns)?;
+            n += 1;
+        }
+        out.truncate(n);
+        out.sort_unstable();
+        out.dedup();
         Ok(())
     }
 
@@ -212,6 +254,8 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             half_migrated: RefCell::new(BTreeSet::new()),
             tracker: Arc::new(Mutex::new(Tracker::default())),
             session: unique_id(),
+            prefetched: RefCell::new(Vec::new()),
+            prefetch_keys: RefCell::new(Vec::new()),
         }
     }
 
@@ -417,7 +461,16 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             ns: RefCell::new(N::default()),
             ns_ser: SerdeSerializer::new(),
             extra,
+            prefetched: Default::default(),
+            pacing: Default::default(),
         });
+        let one_value_per_key = matches!(
+            kind,
+            StateKind::Value | StateKind::Reducing | StateKind::Aggregating
+        );
+        if one_value_per_key && TypeId::of::<N>() == TypeId::of::<VoidNamespace>() {
+            self.prefetched.borrow_mut().push(handle.clone());
+        }
         self.states.borrow_mut().insert(
             name.to_string(),
             Registered {
@@ -493,6 +546,20 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
 
     fn set_current_key_in_group(&self, key: K, key_group: u32) -> StateResult<()> {
         self.make_current(key, Some(key_group))
+    }
+
+    fn prefetch(&self, keys: &[(u32, &K)]) {
+        let states = self.prefetched.borrow();
+        if states.is_empty() {
+            return;
+        }
+        let mut entry_keys = self.prefetch_keys.borrow_mut();
+        if self.prefetch_entry_keys(keys, &mut entry_keys).is_err() {
+            entry_keys.clear();
+        }
+        for s in states.iter() {
+            s.prefetch(&entry_keys);
+        }
     }
 
     fn current_key(&self) -> Option<K> {
