@@ -54,20 +54,26 @@ pub(crate) struct RocksState<K, N, X> {
 
 /// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
 pub(crate) trait Prefetch {
+    /// Starts a batch: empties the cache and says whether to read ahead for this one
+    /// ([`Pacing`]: not when the state's last batch was mostly not read).
+    fn begin(&self) -> bool;
     /// Reads the values of `entry_keys` (sorted, unique) with one `MultiGet` into the
-    /// state's cache, or empties the cache when the state's last batch was mostly not
-    /// read ([`Pacing`]) or the read fails (gets then go to RocksDB, as without it).
-    fn prefetch(&self, entry_keys: &[Vec<u8>]);
+    /// cache; a failed read leaves it empty (gets then go to RocksDB, as without it).
+    fn fill(&self, entry_keys: &[Vec<u8>]);
 }
 
 impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
-    fn prefetch(&self, entry_keys: &[Vec<u8>]) {
+    fn begin(&self) -> bool {
         let mut cache = self.prefetched.borrow_mut();
         let mut pacing = self.pacing.get();
         let go = pacing.next(cache.len(), cache.hits());
         self.pacing.set(pacing);
         cache.clear();
-        if !go || entry_keys.is_empty() {
+        go
+    }
+
+    fn fill(&self, entry_keys: &[Vec<u8>]) {
+        if entry_keys.is_empty() {
             return;
         }
         let Ok(cf) = self.cf() else {
@@ -82,6 +88,7 @@ impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
         let Ok(values) = values.into_iter().collect::<Result<Vec<_>, _>>() else {
             return;
         };
+        let mut cache = self.prefetched.borrow_mut();
         cache.fill(
             entry_keys
                 .iter()

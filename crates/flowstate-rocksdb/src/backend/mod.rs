@@ -550,15 +550,18 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
 
     fn prefetch(&self, keys: &[(u32, &K)]) {
         let states = self.prefetched.borrow();
-        if states.is_empty() {
+        // Every state starts its batch (its pacing advances); keys are built only when
+        // one of them reads ahead.
+        let going: Vec<&Rc<dyn Prefetch>> = states.iter().filter(|s| s.begin()).collect();
+        if going.is_empty() {
             return;
         }
         let mut entry_keys = self.prefetch_keys.borrow_mut();
         if self.prefetch_entry_keys(keys, &mut entry_keys).is_err() {
-            entry_keys.clear();
+            return;
         }
-        for s in states.iter() {
-            s.prefetch(&entry_keys);
+        for s in going {
+            s.fill(&entry_keys);
         }
     }
 
