@@ -1,15 +1,23 @@
-//! Batched reads ahead of the keyed operator: what the RocksDB backend does with
-//! [`flowstate_core::backend::KeyedStateBackend::prefetch`].
+//! Batched reads and writes around the keyed operator's records: what the RocksDB
+//! backend does with [`flowstate_core::backend::KeyedStateBackend::prefetch`].
 //!
 //! The keyed operator hands the backend the keys of its next few records before it runs
 //! them. For each state stored as one value per key (value, reducing and aggregating
 //! state) without namespaces, the backend reads those keys' entries with one sorted
 //! `MultiGet` (RocksDB then probes the memtable, bloom filters and blocks for the whole
-//! batch at once, which costs less than a get per record) and keeps the bytes in a
-//! [`Prefetched`] read cache until the next prefetch. A get of a cached entry key is
-//! answered from it; every put, delete or merge of the state goes to RocksDB as before
-//! and also updates (or forgets) its cached entry, so the cache never answers with
-//! anything but what RocksDB would.
+//! batch at once, which costs less than a get per record) into a [`Prefetched`] cache.
+//! Until the next prefetch, a get of a cached entry key is answered from it, and a put
+//! or delete of one is kept in it, marked dirty; the next prefetch writes the dirty
+//! entries with one `WriteBatch` in key order before it reads the next batch. So the
+//! cache always holds the newest value of its keys, and RocksDB that of every other key.
+//!
+//! Anything that reads RocksDB other than through a state's get (a checkpoint or
+//! savepoint, listing keys, compaction, counting entries, properties) writes the dirty
+//! entries first, and so does a merge of a dirty key (the operand must land after the
+//! value). A deferred write that fails stays dirty and is tried again at the next of
+//! those points; a checkpoint then fails with it, so nothing is acknowledged that was
+//! not written (without a WAL, as in Flink, writes are durable only through a
+//! checkpoint anyway).
 //!
 //! A state whose records do not read it would pay for reads it never uses, so each
 //! state keeps a [`Pacing`]: when fewer than half of a batch's cached entries were read
@@ -28,13 +36,18 @@ enum Slot {
     Unknown,
 }
 
-/// The read cache of one state: sorted unique entry keys with their values. Buffers are
-/// kept between batches, so a steady run allocates nothing.
+/// The cache of one state: sorted unique entry keys with their values, some written
+/// since the prefetch (dirty). Buffers are kept between batches, so a steady run
+/// allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Prefetched {
     keys: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
     slots: Vec<Slot>,
+    /// Written here and not yet to RocksDB.
+    dirty: Vec<bool>,
+    /// Whether any entry is dirty.
+    any_dirty: bool,
     /// Entries of the current batch (`keys[..len]`).
     len: usize,
     /// Gets answered from the cache since the batch was filled.
@@ -42,8 +55,10 @@ pub(crate) struct Prefetched {
 }
 
 impl Prefetched {
-    /// Forgets every entry.
+    /// Forgets every entry; the dirty ones must have been written
+    /// ([`Prefetched::written`]).
     pub(crate) fn clear(&mut self) {
+        debug_assert!(!self.any_dirty, "dirty entries written before a clear");
         self.len = 0;
         self.hits = 0;
     }
@@ -74,11 +89,13 @@ impl Prefetched {
                 self.keys.push(Vec::new());
                 self.values.push(Vec::new());
                 self.slots.push(Slot::Absent);
+                self.dirty.push(false);
             }
             let i = self.len;
             self.keys[i].clear();
             self.keys[i].extend_from_slice(key);
             self.set(i, value);
+            self.dirty[i] = false;
             self.len += 1;
         }
     }
@@ -116,17 +133,54 @@ impl Prefetched {
         Some(answer)
     }
 
-    /// Records that `value` was written for `key` (`None`: deleted).
-    pub(crate) fn wrote(&mut self, key: &[u8], value: Option<&[u8]>) {
-        if let Some(i) = self.find(key) {
-            self.set(i, value);
-        }
+    /// Keeps a put (`Some`) or delete (`None`) of `key` here, to be written to RocksDB
+    /// later, when `key` is cached; returns whether it was (if not, the caller writes
+    /// it to RocksDB itself).
+    pub(crate) fn absorb(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
+        let Some(i) = self.find(key) else {
+            return false;
+        };
+        self.set(i, value);
+        self.dirty[i] = true;
+        self.any_dirty = true;
+        true
     }
 
-    /// Records that `key` changed in a way only RocksDB can resolve (a merge, or a
-    /// write that failed half-way).
+    /// Whether `key` is cached with a write not yet in RocksDB.
+    pub(crate) fn is_dirty(&self, key: &[u8]) -> bool {
+        self.find(key).is_some_and(|i| self.dirty[i])
+    }
+
+    /// Whether any entry has a write not yet in RocksDB.
+    pub(crate) fn any_dirty(&self) -> bool {
+        self.any_dirty
+    }
+
+    /// The writes not yet in RocksDB, in key order: puts (`Some`) and deletes (`None`).
+    pub(crate) fn dirty_entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        (0..self.len).filter(|&i| self.dirty[i]).map(|i| {
+            let value = match self.slots[i] {
+                Slot::Present => Some(self.values[i].as_slice()),
+                Slot::Absent | Slot::Unknown => None,
+            };
+            (self.keys[i].as_slice(), value)
+        })
+    }
+
+    /// Records that [`Prefetched::dirty_entries`] are now in RocksDB.
+    pub(crate) fn written(&mut self) {
+        self.dirty[..self.len].fill(false);
+        self.any_dirty = false;
+    }
+
+    /// Records that `key` changed in a way only RocksDB can resolve (a merge); it must
+    /// not be dirty (the caller writes it first).
     pub(crate) fn forget(&mut self, key: &[u8]) {
         if let Some(i) = self.find(key) {
+            debug_assert!(
+                !self.dirty[i],
+                "a dirty entry is written before it is merged into"
+            );
             self.slots[i] = Slot::Unknown;
         }
     }
@@ -184,22 +238,30 @@ mod tests {
     }
 
     #[test]
-    fn writes_update_and_merges_forget() {
-        let mut p = filled(&[(b"a", Some(b"1")), (b"b", None)]);
-        p.wrote(b"b", Some(b"9"));
-        p.wrote(b"a", None);
-        p.wrote(b"z", Some(b"ignored"));
+    fn writes_to_cached_keys_wait_dirty_and_merges_forget() {
+        let mut p = filled(&[(b"a", Some(b"1")), (b"b", None), (b"c", Some(b"3"))]);
+        assert!(!p.any_dirty());
+        assert!(p.absorb(b"b", Some(b"9")));
+        assert!(p.absorb(b"a", None));
+        assert!(!p.absorb(b"z", Some(b"not cached")), "the caller writes it");
         assert_eq!(p.get(b"a"), Some(None));
         assert_eq!(p.get(b"b"), Some(Some(&b"9"[..])));
         assert_eq!(p.get(b"z"), None);
+        assert!(p.any_dirty() && p.is_dirty(b"a") && !p.is_dirty(b"c"));
+        let dirty: Vec<_> = p.dirty_entries().collect();
+        assert_eq!(dirty, vec![(&b"a"[..], None), (&b"b"[..], Some(&b"9"[..]))]);
+        p.written();
+        assert!(!p.any_dirty() && !p.is_dirty(b"a"));
+        assert_eq!(p.dirty_entries().count(), 0);
         p.forget(b"b");
         assert_eq!(p.get(b"b"), None, "merged: only RocksDB knows");
-        p.wrote(b"b", Some(b"3"));
+        assert!(p.absorb(b"b", Some(b"5")));
         assert_eq!(
             p.get(b"b"),
-            Some(Some(&b"3"[..])),
+            Some(Some(&b"5"[..])),
             "a put makes it known again"
         );
+        p.written();
         p.clear();
         assert_eq!(p.get(b"b"), None);
     }

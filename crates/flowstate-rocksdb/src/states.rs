@@ -54,8 +54,12 @@ pub(crate) struct RocksState<K, N, X> {
 
 /// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
 pub(crate) trait Prefetch {
-    /// Starts a batch: empties the cache and says whether to read ahead for this one
-    /// ([`Pacing`]: not when the state's last batch was mostly not read).
+    /// Writes the cached entries written since the prefetch to RocksDB (before anything
+    /// reads RocksDB other than through the state's get).
+    fn write_dirty(&self) -> StateResult<()>;
+    /// Starts a batch: writes the dirty entries, empties the cache and says whether to
+    /// read ahead for this batch ([`Pacing`]: not when the state's last batch was mostly
+    /// not read). When the write fails the cache is kept, dirty, and nothing is read.
     fn begin(&self) -> bool;
     /// Reads the values of `entry_keys` (sorted, unique) with one `MultiGet` into the
     /// cache; a failed read leaves it empty (gets then go to RocksDB, as without it).
@@ -63,7 +67,14 @@ pub(crate) trait Prefetch {
 }
 
 impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
+    fn write_dirty(&self) -> StateResult<()> {
+        RocksState::write_dirty(self)
+    }
+
     fn begin(&self) -> bool {
+        if RocksState::write_dirty(self).is_err() {
+            return false;
+        }
         let mut cache = self.prefetched.borrow_mut();
         let mut pacing = self.pacing.get();
         let go = pacing.next(cache.len(), cache.hits());
@@ -196,41 +207,56 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     }
 
     fn put_raw(&self, key: &[u8], value: &[u8]) -> StateResult<()> {
+        if self.prefetched.borrow_mut().absorb(key, Some(value)) {
+            return Ok(());
+        }
         let cf = self.cf()?;
-        let r = self
-            .db()
+        self.db()
             .put_cf_opt(&cf, key, value, &self.shared.write_options)
-            .map_err(rerr("put"));
-        self.wrote(key, r.is_ok().then_some(Some(value)));
-        r
+            .map_err(rerr("put"))
     }
 
     fn delete_raw(&self, key: &[u8]) -> StateResult<()> {
+        if self.prefetched.borrow_mut().absorb(key, None) {
+            return Ok(());
+        }
         let cf = self.cf()?;
-        let r = self
-            .db()
+        self.db()
             .delete_cf_opt(&cf, key, &self.shared.write_options)
-            .map_err(rerr("delete"));
-        self.wrote(key, r.is_ok().then_some(None));
-        r
+            .map_err(rerr("delete"))
     }
 
     fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
         let cf = self.cf()?;
-        self.wrote(key, None);
+        if self.prefetched.borrow().is_dirty(key) {
+            self.write_dirty()?;
+        }
+        self.prefetched.borrow_mut().forget(key);
         self.db()
             .merge_cf_opt(&cf, key, operand, &self.shared.write_options)
             .map_err(rerr("merge"))
     }
 
-    /// Keeps the prefetched entry of `key` what RocksDB holds after a write:
-    /// `Some(value)` was written (`Some(None)`: deleted); `None`: only RocksDB knows.
-    fn wrote(&self, key: &[u8], now: Option<Option<&[u8]>>) {
+    /// Writes the prefetched entries written since the prefetch to RocksDB, in one
+    /// batch; on failure they stay dirty, to be tried again.
+    fn write_dirty(&self) -> StateResult<()> {
         let mut cache = self.prefetched.borrow_mut();
-        match now {
-            Some(value) => cache.wrote(key, value),
-            None => cache.forget(key),
+        if !cache.any_dirty() {
+            return Ok(());
         }
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in cache.dirty_entries() {
+            match value {
+                Some(v) => batch.put_cf(&cf, key, v),
+                None => batch.delete_cf(&cf, key),
+            }
+        }
+        self.db()
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write prefetched entries"))?;
+        cache.written();
+        Ok(())
     }
 
     /// Runs `f` with the entry key of (current key, `ns`), restoring the namespace after.

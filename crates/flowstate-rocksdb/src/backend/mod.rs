@@ -157,6 +157,15 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(())
     }
 
+    /// Writes every prefetched state's entries written since the prefetch to RocksDB:
+    /// first thing wherever RocksDB is read other than through a state's get.
+    fn write_prefetched(&self) -> StateResult<()> {
+        for s in self.prefetched.borrow().iter() {
+            s.write_dirty()?;
+        }
+        Ok(())
+    }
+
     /// The entry keys (`key group | key | namespace`, the namespace being
     /// [`VoidNamespace`]) of `keys` whose key groups are owned here, sorted and unique,
     /// into `out` (its buffers reused).
@@ -279,6 +288,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 
     /// Synchronous part shared by every snapshot: a hard-linked RocksDB checkpoint.
     fn checkpoint(&self) -> StateResult<CheckpointSource> {
+        self.write_prefetched()?;
         let dir = self
             .settings
             .options
@@ -328,6 +338,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Compacts the whole column family of state `name` now (what RocksDB does in the
     /// background over time): expired TTL values are dropped by the compaction filter.
     pub fn compact_state(&self, name: &str) -> StateResult<()> {
+        self.write_prefetched()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
         db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
@@ -337,6 +348,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Number of physical RocksDB entries of state `name` (one per value, list, or map
     /// entry), as a raw iterator sees them: for operations and tests.
     pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
+        self.write_prefetched()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
         let mut it = db.raw_iterator_cf(&cf);
@@ -703,6 +715,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>> {
+        self.write_prefetched()?;
         let known =
             self.states.borrow().contains_key(state) || self.restored.borrow().contains_key(state);
         let cf = self.db().cf_handle(state).filter(|_| known);
