@@ -19,10 +19,11 @@
 //! not written (without a WAL, as in Flink, writes are durable only through a
 //! checkpoint anyway).
 //!
-//! A state whose records do not read it would pay for reads it never uses, so each
-//! state keeps a [`Pacing`]: when fewer than half of a batch's cached entries were read
-//! before the next prefetch, the state is not prefetched for the next
-//! [`Pacing::BACK_OFF`] batches, then tried again.
+//! A state whose records do not read it would pay for reads it never uses, so the
+//! backend reads ahead for a state only while its records read at least half of the
+//! last batch's keys ([`read_ahead`]); otherwise the batch's keys are cached without
+//! values (a get of one goes to RocksDB, and counts as a read for the next decision),
+//! which still gathers the records' writes into one batch.
 
 /// A cached entry: what RocksDB held for the entry key at the prefetch, kept up to date
 /// by the state's own writes.
@@ -32,7 +33,7 @@ enum Slot {
     Absent,
     /// The value is `values[i]`.
     Present,
-    /// Merged into since the prefetch: only RocksDB knows the value.
+    /// Not read ahead, or merged into since: only RocksDB knows the value.
     Unknown,
 }
 
@@ -50,8 +51,8 @@ pub(crate) struct Prefetched {
     any_dirty: bool,
     /// Entries of the current batch (`keys[..len]`).
     len: usize,
-    /// Gets answered from the cache since the batch was filled.
-    hits: usize,
+    /// Gets of cached keys since the batch was filled, answered here or not.
+    reads: usize,
 }
 
 impl Prefetched {
@@ -60,7 +61,7 @@ impl Prefetched {
     pub(crate) fn clear(&mut self) {
         debug_assert!(!self.any_dirty, "dirty entries written before a clear");
         self.len = 0;
-        self.hits = 0;
+        self.reads = 0;
     }
 
     /// Entries of the current batch.
@@ -68,16 +69,17 @@ impl Prefetched {
         self.len
     }
 
-    /// Gets answered from the cache since [`Prefetched::fill`].
-    pub(crate) fn hits(&self) -> usize {
-        self.hits
+    /// Gets of cached keys since [`Prefetched::fill`], answered here or not.
+    pub(crate) fn reads(&self) -> usize {
+        self.reads
     }
 
     /// Replaces the entries with `entries`: entry keys in strictly increasing order, each
-    /// with the value RocksDB holds for it.
+    /// with the value RocksDB holds for it, or `None` when it was not read (a get of it
+    /// then goes to RocksDB until it is written here).
     pub(crate) fn fill<'a>(
         &mut self,
-        entries: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        entries: impl IntoIterator<Item = (&'a [u8], Option<Option<&'a [u8]>>)>,
     ) {
         self.clear();
         for (key, value) in entries {
@@ -94,7 +96,10 @@ impl Prefetched {
             let i = self.len;
             self.keys[i].clear();
             self.keys[i].extend_from_slice(key);
-            self.set(i, value);
+            match value {
+                Some(v) => self.set(i, v),
+                None => self.slots[i] = Slot::Unknown,
+            }
             self.dirty[i] = false;
             self.len += 1;
         }
@@ -120,17 +125,16 @@ impl Prefetched {
         }
     }
 
-    /// The cached value of `key`: `None` when the cache cannot answer (not prefetched,
-    /// or merged into since), `Some(None)` when RocksDB holds no value for it.
+    /// The cached value of `key`: `None` when the cache cannot answer (not cached, not
+    /// read ahead, or merged into since), `Some(None)` when RocksDB holds no value.
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Option<&[u8]>> {
         let i = self.find(key)?;
-        let answer = match self.slots[i] {
-            Slot::Unknown => return None,
-            Slot::Absent => None,
-            Slot::Present => Some(self.values[i].as_slice()),
-        };
-        self.hits += 1;
-        Some(answer)
+        self.reads += 1;
+        match self.slots[i] {
+            Slot::Unknown => None,
+            Slot::Absent => Some(None),
+            Slot::Present => Some(Some(self.values[i].as_slice())),
+        }
     }
 
     /// Keeps a put (`Some`) or delete (`None`) of `key` here, to be written to RocksDB
@@ -186,31 +190,11 @@ impl Prefetched {
     }
 }
 
-/// Whether a state is worth prefetching: a pure decision over how its last batch was
-/// used.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pacing {
-    /// Prefetches still to skip.
-    skip: u32,
-}
-
-impl Pacing {
-    /// Batches a state sits out after one whose cached entries were mostly not read.
-    pub(crate) const BACK_OFF: u32 = 64;
-
-    /// Called at each prefetch with the last batch's use (`filled` entries cached, `hits`
-    /// gets answered from them); returns whether to prefetch this batch.
-    pub(crate) fn next(&mut self, filled: usize, hits: usize) -> bool {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        if filled > 0 && hits * 2 < filled {
-            self.skip = Self::BACK_OFF;
-            return false;
-        }
-        true
-    }
+/// Whether to read a state's values ahead for the next batch, given how its last
+/// batch was used (`cached` keys, `reads` gets of them): at first, and while its records
+/// read at least half of the keys.
+pub(crate) fn read_ahead(cached: usize, reads: usize) -> bool {
+    cached == 0 || reads * 2 >= cached
 }
 
 #[cfg(test)]
@@ -219,7 +203,7 @@ mod tests {
 
     fn filled(entries: &[(&[u8], Option<&[u8]>)]) -> Prefetched {
         let mut p = Prefetched::default();
-        p.fill(entries.iter().copied());
+        p.fill(entries.iter().map(|&(k, v)| (k, Some(v))));
         p
     }
 
@@ -230,11 +214,19 @@ mod tests {
         assert_eq!(p.get(b"b"), Some(None));
         assert_eq!(p.get(b"c"), Some(Some(&b""[..])));
         assert_eq!(p.get(b"bb"), None);
-        assert_eq!(p.hits(), 3);
-        p.fill([(&b"b"[..], Some(&b"2"[..]))]);
-        assert_eq!((p.len(), p.hits()), (1, 0));
+        assert_eq!(p.reads(), 3, "gets of uncached keys are not counted");
+        p.fill([(&b"b"[..], Some(Some(&b"2"[..]))), (&b"c"[..], None)]);
+        assert_eq!((p.len(), p.reads()), (2, 0));
         assert_eq!(p.get(b"a"), None, "a refill forgets the last batch");
         assert_eq!(p.get(b"b"), Some(Some(&b"2"[..])));
+        assert_eq!(
+            p.get(b"c"),
+            None,
+            "cached without its value: RocksDB answers"
+        );
+        assert_eq!(p.reads(), 2, "and it counts as a read");
+        assert!(p.absorb(b"c", Some(b"7")));
+        assert_eq!(p.get(b"c"), Some(Some(&b"7"[..])), "written here: known");
     }
 
     #[test]
@@ -267,16 +259,10 @@ mod tests {
     }
 
     #[test]
-    fn pacing_backs_off_a_state_its_records_do_not_read() {
-        let mut pace = Pacing::default();
-        assert!(pace.next(0, 0), "nothing known yet: prefetch");
-        assert!(pace.next(32, 16), "half read: keep prefetching");
-        assert!(!pace.next(32, 15), "under half read: back off");
-        for _ in 1..Pacing::BACK_OFF {
-            assert!(!pace.next(0, 0));
-        }
-        assert!(!pace.next(0, 0));
-        assert!(pace.next(0, 0), "tried again after the back-off");
-        assert!(pace.next(32, 32));
+    fn reads_ahead_while_half_the_keys_are_read() {
+        assert!(read_ahead(0, 0), "nothing known yet");
+        assert!(read_ahead(32, 16));
+        assert!(!read_ahead(32, 15));
+        assert!(read_ahead(3, 5), "a key read several times");
     }
 }

@@ -4,7 +4,7 @@
 //! list state as a concatenation of length-prefixed elements (appends are merge
 //! operands, never a read-modify-write); map state as one RocksDB entry per user key.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::db::{DbHolder, rerr};
 use crate::keys::prefix_end;
-use crate::prefetch::{Pacing, Prefetched};
+use crate::prefetch::{Prefetched, read_ahead};
 
 /// What every handle of one backend shares: the database and the current key.
 pub(crate) struct Shared<K> {
@@ -48,8 +48,6 @@ pub(crate) struct RocksState<K, N, X> {
     /// Entries read ahead by the backend's prefetch (empty unless this state is one it
     /// prefetches): gets are answered from here, writes keep it up to date.
     pub(crate) prefetched: RefCell<Prefetched>,
-    /// Whether the backend's prefetch reads ahead for this state.
-    pub(crate) pacing: Cell<Pacing>,
 }
 
 /// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
@@ -57,13 +55,11 @@ pub(crate) trait Prefetch {
     /// Writes the cached entries written since the prefetch to RocksDB (before anything
     /// reads RocksDB other than through the state's get).
     fn write_dirty(&self) -> StateResult<()>;
-    /// Starts a batch: writes the dirty entries, empties the cache and says whether to
-    /// read ahead for this batch ([`Pacing`]: not when the state's last batch was mostly
-    /// not read). When the write fails the cache is kept, dirty, and nothing is read.
-    fn begin(&self) -> bool;
-    /// Reads the values of `entry_keys` (sorted, unique) with one `MultiGet` into the
-    /// cache; a failed read leaves it empty (gets then go to RocksDB, as without it).
-    fn fill(&self, entry_keys: &[Vec<u8>]);
+    /// Starts a batch with `entry_keys` (sorted, unique): writes the dirty entries, then
+    /// caches the keys, with their values read in one `MultiGet` while the state's
+    /// records read most of what is cached ([`read_ahead`]). When the write fails the
+    /// cache is kept, dirty, as it is; a failed read caches the keys without values.
+    fn begin(&self, entry_keys: &[Vec<u8>]);
 }
 
 impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
@@ -71,41 +67,31 @@ impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
         RocksState::write_dirty(self)
     }
 
-    fn begin(&self) -> bool {
+    fn begin(&self, entry_keys: &[Vec<u8>]) {
         if RocksState::write_dirty(self).is_err() {
-            return false;
+            return;
         }
         let mut cache = self.prefetched.borrow_mut();
-        let mut pacing = self.pacing.get();
-        let go = pacing.next(cache.len(), cache.hits());
-        self.pacing.set(pacing);
+        let read = read_ahead(cache.len(), cache.reads());
         cache.clear();
-        go
-    }
-
-    fn fill(&self, entry_keys: &[Vec<u8>]) {
-        if entry_keys.is_empty() {
-            return;
+        let values = match self.cf() {
+            Ok(cf) if read && !entry_keys.is_empty() => self
+                .db()
+                .batched_multi_get_cf_opt(&cf, entry_keys.iter(), true, &self.shared.read_options)
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .ok(),
+            _ => None,
+        };
+        match values {
+            Some(values) => cache.fill(
+                entry_keys
+                    .iter()
+                    .zip(&values)
+                    .map(|(k, v)| (k.as_slice(), Some(v.as_deref()))),
+            ),
+            None => cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None))),
         }
-        let Ok(cf) = self.cf() else {
-            return;
-        };
-        let values = self.db().batched_multi_get_cf_opt(
-            &cf,
-            entry_keys.iter(),
-            true,
-            &self.shared.read_options,
-        );
-        let Ok(values) = values.into_iter().collect::<Result<Vec<_>, _>>() else {
-            return;
-        };
-        let mut cache = self.prefetched.borrow_mut();
-        cache.fill(
-            entry_keys
-                .iter()
-                .zip(&values)
-                .map(|(k, v)| (k.as_slice(), v.as_deref())),
-        );
     }
 }
 

@@ -474,7 +474,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             ns_ser: SerdeSerializer::new(),
             extra,
             prefetched: Default::default(),
-            pacing: Default::default(),
         });
         let one_value_per_key = matches!(
             kind,
@@ -562,18 +561,15 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
 
     fn prefetch(&self, keys: &[(u32, &K)]) {
         let states = self.prefetched.borrow();
-        // Every state starts its batch (its pacing advances); keys are built only when
-        // one of them reads ahead.
-        let going: Vec<&Rc<dyn Prefetch>> = states.iter().filter(|s| s.begin()).collect();
-        if going.is_empty() {
+        if states.is_empty() {
             return;
         }
         let mut entry_keys = self.prefetch_keys.borrow_mut();
         if self.prefetch_entry_keys(keys, &mut entry_keys).is_err() {
-            return;
+            entry_keys.clear();
         }
-        for s in going {
-            s.fill(&entry_keys);
+        for s in states.iter() {
+            s.begin(&entry_keys);
         }
     }
 
