@@ -8,11 +8,12 @@
 //! batch at once, which costs less than a get per record) into a [`Prefetched`] cache.
 //! Until the next prefetch, a get of a cached entry key is answered from it, and a put
 //! or delete of one is kept in it, marked dirty; the next prefetch writes the dirty
-//! entries with one `WriteBatch` in key order before it reads the next batch. So the
-//! cache always holds the newest value of its keys, and RocksDB that of every other key.
+//! entries with one `WriteBatch` in key order before it reads the next batch. So what the
+//! cache holds of a key is its newest value, and RocksDB holds the newest value of every
+//! key without a write waiting in the cache.
 //!
 //! Anything that reads RocksDB other than through a state's get (a checkpoint or
-//! savepoint, listing keys, compaction, counting entries, properties) writes the dirty
+//! savepoint, listing keys, compaction, counting entries) writes the dirty
 //! entries first, and so does a merge of a dirty key (the operand must land after the
 //! value). A deferred write that fails stays dirty and is tried again at the next of
 //! those points; a checkpoint then fails with it, so nothing is acknowledged that was
