@@ -45,8 +45,9 @@ pub(crate) struct RocksState<K, N, X> {
     /// Built once: constructing a serde serializer formats its type name.
     pub(crate) ns_ser: SerdeSerializer<N>,
     pub(crate) extra: X,
-    /// Entries read ahead by the backend's prefetch (empty unless this state is one it
-    /// prefetches): gets are answered from here, writes keep it up to date.
+    /// The keys of the backend's last prefetch, with their values when read ahead (empty
+    /// unless this state is one it prefetches): gets of them are answered from here, and
+    /// their puts and deletes wait here until the next prefetch writes them.
     pub(crate) prefetched: RefCell<Prefetched>,
 }
 
