@@ -36,9 +36,19 @@ pub(crate) const ALL_KEYS_END: [u8; 3] = [0xff, 0xff, 0xff];
 /// `key group | key` (what the current key contributes).
 pub(crate) fn key_prefix(key_group: u32, max_parallelism: u32, key: &[u8]) -> StateResult<Vec<u8>> {
     let mut v = Vec::with_capacity(key.len() + 4);
-    put_key_group(&mut v, key_group, max_parallelism);
-    put_vbytes(&mut v, key)?;
+    put_key_prefix(&mut v, key_group, max_parallelism, key)?;
     Ok(v)
+}
+
+/// Appends `key group | key` to `out` (a reused buffer).
+pub(crate) fn put_key_prefix(
+    out: &mut Vec<u8>,
+    key_group: u32,
+    max_parallelism: u32,
+    key: &[u8],
+) -> StateResult<()> {
+    put_key_group(out, key_group, max_parallelism);
+    put_vbytes(out, key)
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.

@@ -59,7 +59,7 @@ pub(crate) struct Prefetched {
 impl Prefetched {
     /// Forgets every entry; the dirty ones must have been written
     /// ([`Prefetched::written`]).
-    pub(crate) fn clear(&mut self) {
+    fn clear(&mut self) {
         debug_assert!(!self.any_dirty, "dirty entries written before a clear");
         self.len = 0;
         self.reads = 0;

@@ -53,8 +53,9 @@ pub(crate) struct RocksState<K, N, X> {
 
 /// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
 pub(crate) trait Prefetch {
-    /// Writes the cached entries written since the prefetch to RocksDB (before anything
-    /// reads RocksDB other than through the state's get).
+    /// Writes the cached entries written since the prefetch to RocksDB, in one batch
+    /// (before anything reads RocksDB other than through the state's get); on failure
+    /// they stay dirty, to be tried again.
     fn write_dirty(&self) -> StateResult<()>;
     /// Starts a batch with `entry_keys` (sorted, unique): writes the dirty entries, then
     /// caches the keys, with their values read in one `MultiGet` while the state's
@@ -65,16 +66,31 @@ pub(crate) trait Prefetch {
 
 impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
     fn write_dirty(&self) -> StateResult<()> {
-        RocksState::write_dirty(self)
+        let mut cache = self.prefetched.borrow_mut();
+        if !cache.any_dirty() {
+            return Ok(());
+        }
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in cache.dirty_entries() {
+            match value {
+                Some(v) => batch.put_cf(&cf, key, v),
+                None => batch.delete_cf(&cf, key),
+            }
+        }
+        self.db()
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write prefetched entries"))?;
+        cache.written();
+        Ok(())
     }
 
     fn begin(&self, entry_keys: &[Vec<u8>]) {
-        if RocksState::write_dirty(self).is_err() {
+        if self.write_dirty().is_err() {
             return;
         }
         let mut cache = self.prefetched.borrow_mut();
         let read = read_ahead(cache.len(), cache.reads());
-        cache.clear();
         let values = match self.cf() {
             Ok(cf) if read && !entry_keys.is_empty() => self
                 .db()
@@ -222,28 +238,6 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         self.db()
             .merge_cf_opt(&cf, key, operand, &self.shared.write_options)
             .map_err(rerr("merge"))
-    }
-
-    /// Writes the prefetched entries written since the prefetch to RocksDB, in one
-    /// batch; on failure they stay dirty, to be tried again.
-    fn write_dirty(&self) -> StateResult<()> {
-        let mut cache = self.prefetched.borrow_mut();
-        if !cache.any_dirty() {
-            return Ok(());
-        }
-        let cf = self.cf()?;
-        let mut batch = WriteBatch::default();
-        for (key, value) in cache.dirty_entries() {
-            match value {
-                Some(v) => batch.put_cf(&cf, key, v),
-                None => batch.delete_cf(&cf, key),
-            }
-        }
-        self.db()
-            .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write prefetched entries"))?;
-        cache.written();
-        Ok(())
     }
 
     /// Runs `f` with the entry key of (current key, `ns`), restoring the namespace after.

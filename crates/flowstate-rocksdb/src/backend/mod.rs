@@ -31,7 +31,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 
 use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, rerr, unique_id, write_options};
-use crate::keys::{parse_key, put_key_group};
+use crate::keys::{parse_key, put_key_prefix};
 use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
 use crate::states::{
@@ -125,11 +125,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// (`set_current_key_in_group`), spares hashing the key again.
     fn make_current(&self, key: K, key_group: Option<u32>) -> StateResult<()> {
         let mut bytes = self.shared.key_bytes.borrow_mut();
-        bytes.clear();
-        self.config
-            .key_serializer
-            .serialize_into(&key, &mut bytes)
-            .map_err(|e| StateError::serialization("<key>", e))?;
+        self.serialize_key(&key, &mut bytes)?;
         let kg = match key_group {
             Some(kg) => {
                 debug_assert_eq!(
@@ -150,11 +146,19 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         }
         let mut prefix = self.shared.prefix.borrow_mut();
         prefix.clear();
-        put_key_group(&mut prefix, kg, self.config.max_parallelism);
-        put_vbytes(&mut prefix, &bytes)?;
+        put_key_prefix(&mut prefix, kg, self.config.max_parallelism, &bytes)?;
         drop((prefix, bytes));
         *self.shared.key.borrow_mut() = Some(key);
         Ok(())
+    }
+
+    /// The key's serialized bytes, into `out` (cleared first).
+    fn serialize_key(&self, key: &K, out: &mut Vec<u8>) -> StateResult<()> {
+        out.clear();
+        self.config
+            .key_serializer
+            .serialize_into(key, out)
+            .map_err(|e| StateError::serialization("<key>", e))
     }
 
     /// Writes every prefetched state's entries written since the prefetch to RocksDB:
@@ -180,18 +184,13 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             if !self.config.key_group_range.contains(*kg) {
                 continue;
             }
-            key_bytes.clear();
-            self.config
-                .key_serializer
-                .serialize_into(key, &mut key_bytes)
-                .map_err(|e| StateError::serialization("<key>", e))?;
+            self.serialize_key(key, &mut key_bytes)?;
             if n == out.len() {
                 out.push(Vec::new());
             }
             let k = &mut out[n];
             k.clear();
-            put_key_group(k, *kg, self.config.max_parallelism);
-            put_vbytes(k, &key_bytes)?;
+            put_key_prefix(k, *kg, self.config.max_parallelism, &key_bytes)?;
             put_vbytes(k, &ns)?;
             n += 1;
         }
@@ -541,10 +540,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
 
     fn key_group_of(&self, key: &K) -> StateResult<u32> {
         let mut bytes = Vec::with_capacity(16);
-        self.config
-            .key_serializer
-            .serialize_into(key, &mut bytes)
-            .map_err(|e| StateError::serialization("<key>", e))?;
+        self.serialize_key(key, &mut bytes)?;
         Ok(key_group_for_serialized_key(
             &bytes,
             self.config.max_parallelism,
