@@ -8,11 +8,13 @@
 //! checkpoint are uploaded; see `snapshot.rs`). Savepoints are always canonical, so state
 //! moves between this backend and the heap backend in both directions. State TTL is
 //! cleaned up by a compaction filter (`ttl_filter.rs`). The keyed operator's prefetch reads
-//! the next records' values with one `MultiGet` and writes what they write with one
-//! `WriteBatch` (`prefetch.rs`).
+//! the next records' values with one `MultiGet` (`prefetch.rs`); every state holds its
+//! puts and deletes in memory up to a budget and writes them as one sorted `WriteBatch`
+//! (`deferred.rs`).
 
 mod backend;
 mod db;
+mod deferred;
 mod keys;
 mod offline;
 mod options;

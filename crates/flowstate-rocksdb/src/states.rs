@@ -21,6 +21,7 @@ use flowstate_core::{StateError, StateResult};
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::db::{DbHolder, rerr};
+use crate::deferred::Deferred;
 use crate::keys::prefix_end;
 use crate::prefetch::{Prefetched, read_ahead};
 
@@ -35,6 +36,8 @@ pub(crate) struct Shared<K> {
     pub(crate) write_options: WriteOptions,
     /// Reused: rust-rocksdb's `get_pinned_cf` builds and frees options on every call.
     pub(crate) read_options: ReadOptions,
+    /// Bytes of writes a state defers before it writes them ([`RocksState::deferred`]).
+    pub(crate) deferred_write_bytes: usize,
 }
 
 /// A keyed state handle; `X` carries the kind's serializers and functions.
@@ -46,33 +49,36 @@ pub(crate) struct RocksState<K, N, X> {
     pub(crate) ns_ser: SerdeSerializer<N>,
     pub(crate) extra: X,
     /// The keys of the backend's last prefetch, with their values when read ahead (empty
-    /// unless this state is one it prefetches): gets of them are answered from here, and
-    /// their puts and deletes wait here until the next prefetch writes them.
+    /// unless this state is one it prefetches): gets of them are answered from here.
     pub(crate) prefetched: RefCell<Prefetched>,
+    /// Puts and deletes not yet in RocksDB (see `deferred.rs`): gets of them are
+    /// answered from here.
+    pub(crate) deferred: RefCell<Deferred>,
 }
 
-/// What the backend's prefetch does with a state it reads ahead for (see `prefetch.rs`).
-pub(crate) trait Prefetch {
-    /// Writes the cached entries written since the prefetch to RocksDB, in one batch
-    /// (before anything reads RocksDB other than through the state's get); on failure
-    /// they stay dirty, to be tried again.
-    fn write_dirty(&self) -> StateResult<()>;
-    /// Starts a batch with `entry_keys` (sorted, unique): writes the dirty entries, then
-    /// caches the keys, with their values read in one `MultiGet` while the state's
-    /// records read most of what is cached ([`read_ahead`]). When the write fails the
-    /// cache is kept, dirty, as it is; a failed read caches the keys without values.
+/// What the backend does with every state's deferred writes, and with the states it
+/// prefetches for (see `deferred.rs` and `prefetch.rs`).
+pub(crate) trait Batching {
+    /// Writes the deferred writes to RocksDB in one batch, in key order (before anything
+    /// reads RocksDB other than through the state's get); on failure they are kept, to
+    /// be tried again.
+    fn write_deferred(&self) -> StateResult<()>;
+    /// Starts a batch with `entry_keys` (sorted, unique): caches the keys, with their
+    /// values while the state's records read most of what is cached ([`read_ahead`]):
+    /// from the deferred writes, the others read in one `MultiGet`. A failed read
+    /// caches the keys without values.
     fn begin(&self, entry_keys: &[Vec<u8>]);
 }
 
-impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
-    fn write_dirty(&self) -> StateResult<()> {
-        let mut cache = self.prefetched.borrow_mut();
-        if !cache.any_dirty() {
+impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
+    fn write_deferred(&self) -> StateResult<()> {
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_empty() {
             return Ok(());
         }
         let cf = self.cf()?;
         let mut batch = WriteBatch::default();
-        for (key, value) in cache.dirty_entries() {
+        for (key, value) in deferred.sorted() {
             match value {
                 Some(v) => batch.put_cf(&cf, key, v),
                 None => batch.delete_cf(&cf, key),
@@ -80,35 +86,44 @@ impl<K: StateKey, N: Namespace, X> Prefetch for RocksState<K, N, X> {
         }
         self.db()
             .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write prefetched entries"))?;
-        cache.written();
+            .map_err(rerr("write deferred writes"))?;
+        deferred.clear();
         Ok(())
     }
 
     fn begin(&self, entry_keys: &[Vec<u8>]) {
-        if self.write_dirty().is_err() {
+        let mut cache = self.prefetched.borrow_mut();
+        let deferred = self.deferred.borrow();
+        if !read_ahead(cache.len(), cache.reads()) {
+            cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
             return;
         }
-        let mut cache = self.prefetched.borrow_mut();
-        let read = read_ahead(cache.len(), cache.reads());
-        let values = match self.cf() {
-            Ok(cf) if read && !entry_keys.is_empty() => self
+        let unwritten: Vec<&Vec<u8>> = entry_keys
+            .iter()
+            .filter(|k| !deferred.contains(k))
+            .collect();
+        let read = match self.cf() {
+            Ok(cf) if !unwritten.is_empty() => self
                 .db()
-                .batched_multi_get_cf_opt(&cf, entry_keys.iter(), true, &self.shared.read_options)
+                .batched_multi_get_cf_opt(&cf, unwritten.iter(), true, &self.shared.read_options)
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
                 .ok(),
-            _ => None,
+            Ok(_) => Some(Vec::new()),
+            Err(_) => None,
         };
-        match values {
-            Some(values) => cache.fill(
-                entry_keys
-                    .iter()
-                    .zip(&values)
-                    .map(|(k, v)| (k.as_slice(), Some(v.as_deref()))),
-            ),
-            None => cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None))),
-        }
+        let Some(read) = read else {
+            cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
+            return;
+        };
+        let mut read = read.iter();
+        cache.fill(entry_keys.iter().map(|k| {
+            let value = match deferred.get(k) {
+                Some(v) => v,
+                None => read.next().and_then(|v| v.as_deref()),
+            };
+            (k.as_slice(), Some(value))
+        }));
     }
 }
 
@@ -201,6 +216,9 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         if let Some(v) = self.prefetched.borrow_mut().get(key) {
             return f(v);
         }
+        if let Some(v) = self.deferred.borrow().get(key) {
+            return f(v);
+        }
         let cf = self.cf()?;
         let v = self
             .db()
@@ -210,29 +228,41 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     }
 
     fn put_raw(&self, key: &[u8], value: &[u8]) -> StateResult<()> {
-        if self.prefetched.borrow_mut().absorb(key, Some(value)) {
-            return Ok(());
-        }
-        let cf = self.cf()?;
-        self.db()
-            .put_cf_opt(&cf, key, value, &self.shared.write_options)
-            .map_err(rerr("put"))
+        self.defer(key, Some(value))
     }
 
     fn delete_raw(&self, key: &[u8]) -> StateResult<()> {
-        if self.prefetched.borrow_mut().absorb(key, None) {
-            return Ok(());
+        self.defer(key, None)
+    }
+
+    /// Keeps a put (`Some`) or delete (`None`) among the deferred writes, and writes them
+    /// all once they reach their budget.
+    fn defer(&self, key: &[u8], value: Option<&[u8]>) -> StateResult<()> {
+        self.prefetched.borrow_mut().update(key, value);
+        let full = {
+            let mut deferred = self.deferred.borrow_mut();
+            deferred.insert(key, value);
+            deferred.bytes() >= self.shared.deferred_write_bytes
+        };
+        if full {
+            self.write_deferred()?;
         }
-        let cf = self.cf()?;
+        Ok(())
+    }
+
+    /// Writes `batch` after the deferred writes, so that it lands after them.
+    fn write_batch(&self, batch: WriteBatch) -> StateResult<()> {
+        self.write_deferred()?;
         self.db()
-            .delete_cf_opt(&cf, key, &self.shared.write_options)
-            .map_err(rerr("delete"))
+            .write_opt(batch, &self.shared.write_options)
+            .map_err(rerr("write batch"))
     }
 
     fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
         let cf = self.cf()?;
-        if self.prefetched.borrow().is_dirty(key) {
-            self.write_dirty()?;
+        // The operand applies to the newest value, which must be in RocksDB first.
+        if self.deferred.borrow().contains(key) {
+            self.write_deferred()?;
         }
         self.prefetched.borrow_mut().forget(key);
         self.db()
@@ -466,6 +496,8 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, M
 
     /// Runs `f` on every (user key bytes, value bytes) of the current key and namespace.
     fn scan(&self, mut f: impl FnMut(&[u8], &[u8]) -> StateResult<bool>) -> StateResult<()> {
+        // An iterator reads RocksDB only.
+        self.write_deferred()?;
         let prefix = self.entry_key()?;
         let cf = self.cf()?;
         let mut ro = ReadOptions::default();
@@ -504,18 +536,12 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> MapState<UK, UV>
         self.put_raw(&k, &v)
     }
     fn put_all(&self, entries: Vec<(UK, UV)>) -> StateResult<()> {
-        let cf = self.cf()?;
-        let mut batch = WriteBatch::default();
         for (uk, uv) in &entries {
-            batch.put_cf(
-                &cf,
-                self.user_entry_key(uk)?,
-                self.encode(self.extra.value_ser.as_ref(), uv)?,
-            );
+            let k = self.user_entry_key(uk)?;
+            let v = self.encode(self.extra.value_ser.as_ref(), uv)?;
+            self.put_raw(&k, &v)?;
         }
-        self.db()
-            .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write batch"))
+        Ok(())
     }
     fn remove(&self, key: &UK) -> StateResult<()> {
         let k = self.user_entry_key(key)?;
@@ -570,9 +596,7 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> MapState<UK, UV>
             batch.delete_cf(&cf, k);
             Ok(true)
         })?;
-        self.db()
-            .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write batch"))
+        self.write_batch(batch)
     }
 }
 
@@ -617,9 +641,7 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> InternalKvState<N>
             key.extend_from_slice(k);
             batch.put_cf(&cf, key, v);
         }
-        self.db()
-            .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write batch"))
+        self.write_batch(batch)
     }
 }
 

@@ -35,7 +35,7 @@ use crate::keys::{parse_key, put_key_prefix};
 use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
 use crate::states::{
-    AggX, ListX, MapX, Prefetch, ReduceX, RocksState, Shared, ValueX, stored_list_items,
+    AggX, Batching, ListX, MapX, ReduceX, RocksState, Shared, ValueX, stored_list_items,
 };
 use crate::ttl_filter::TtlFilterSpec;
 
@@ -114,7 +114,9 @@ pub struct RocksDbKeyedStateBackend<K> {
     session: String,
     /// States read ahead by [`KeyedStateBackend::prefetch`]: value, reducing and
     /// aggregating states without namespaces (one entry per key, known from the key).
-    prefetched: RefCell<Vec<Rc<dyn Prefetch>>>,
+    prefetched: RefCell<Vec<Rc<dyn Batching>>>,
+    /// Every registered state, for writing their deferred writes.
+    deferring: RefCell<Vec<Rc<dyn Batching>>>,
     /// Entry keys of the last prefetch (buffers reused).
     prefetch_keys: RefCell<Vec<Vec<u8>>>,
 }
@@ -161,11 +163,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             .map_err(|e| StateError::serialization("<key>", e))
     }
 
-    /// Writes every prefetched state's entries written since the prefetch to RocksDB:
+    /// Writes every state's deferred writes to RocksDB:
     /// first thing wherever RocksDB is read other than through a state's get.
-    fn write_prefetched(&self) -> StateResult<()> {
-        for s in self.prefetched.borrow().iter() {
-            s.write_dirty()?;
+    fn write_deferred(&self) -> StateResult<()> {
+        for s in self.deferring.borrow().iter() {
+            s.write_deferred()?;
         }
         Ok(())
     }
@@ -246,6 +248,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         settings: Arc<DbSettings>,
         holder: DbHolder,
     ) -> Self {
+        let deferred_write_bytes = settings.options.deferred_write_bytes;
         RocksDbKeyedStateBackend {
             config,
             settings,
@@ -256,6 +259,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 key_bytes: RefCell::new(Vec::new()),
                 write_options: write_options(),
                 read_options: ReadOptions::default(),
+                deferred_write_bytes,
             }),
             states: RefCell::new(BTreeMap::new()),
             restored: RefCell::new(BTreeMap::new()),
@@ -263,6 +267,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             tracker: Arc::new(Mutex::new(Tracker::default())),
             session: unique_id(),
             prefetched: RefCell::new(Vec::new()),
+            deferring: RefCell::new(Vec::new()),
             prefetch_keys: RefCell::new(Vec::new()),
         }
     }
@@ -287,7 +292,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 
     /// Synchronous part shared by every snapshot: a hard-linked RocksDB checkpoint.
     fn checkpoint(&self) -> StateResult<CheckpointSource> {
-        self.write_prefetched()?;
+        self.write_deferred()?;
         let dir = self
             .settings
             .options
@@ -337,7 +342,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Compacts the whole column family of state `name` now (what RocksDB does in the
     /// background over time): expired TTL values are dropped by the compaction filter.
     pub fn compact_state(&self, name: &str) -> StateResult<()> {
-        self.write_prefetched()?;
+        self.write_deferred()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
         db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
@@ -347,7 +352,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Number of physical RocksDB entries of state `name` (one per value, list, or map
     /// entry), as a raw iterator sees them: for operations and tests.
     pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
-        self.write_prefetched()?;
+        self.write_deferred()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
         let mut it = db.raw_iterator_cf(&cf);
@@ -473,7 +478,9 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             ns_ser: SerdeSerializer::new(),
             extra,
             prefetched: Default::default(),
+            deferred: Default::default(),
         });
+        self.deferring.borrow_mut().push(handle.clone());
         let one_value_per_key = matches!(
             kind,
             StateKind::Value | StateKind::Reducing | StateKind::Aggregating
@@ -707,7 +714,7 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn keys<N: Namespace>(&self, state: &str, namespace: &N) -> StateResult<Vec<K>> {
-        self.write_prefetched()?;
+        self.write_deferred()?;
         let known =
             self.states.borrow().contains_key(state) || self.restored.borrow().contains_key(state);
         let cf = self.db().cf_handle(state).filter(|_| known);

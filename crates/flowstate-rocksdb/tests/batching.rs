@@ -1,9 +1,12 @@
-//! `prefetch` against a model: the RocksDB backend reads the prefetched keys' values
-//! with one `MultiGet`, answers gets from them and keeps their writes until the next
-//! prefetch, so every read, whenever it comes (right after the prefetch, after writes
-//! of the same key, after a clear, for a key not prefetched or not owned here), must
-//! still be what the model holds; listing keys and counting entries must see every
-//! write; and a snapshot taken at any point restores to the model at that point.
+//! Batched reads and deferred writes against a model: the RocksDB backend reads the
+//! prefetched keys' values with one `MultiGet` and answers gets from them, and every
+//! state keeps its puts and deletes in memory until they reach a budget (here none,
+//! a few entries, or the default) and writes them as one sorted batch. So every read,
+//! whenever it comes (right after the prefetch, after writes of the same key, after a
+//! clear, for a key not prefetched or not owned here, a map's range reads, a list's
+//! append after an update), must still be what the model holds; listing keys and
+//! counting entries must see every write; and a snapshot taken at any point restores to
+//! the model at that point.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use std::collections::BTreeMap;
@@ -11,17 +14,19 @@ use std::rc::Rc;
 
 use flowstate_conformance::{config, next_checkpoint_id, temp_storage};
 use flowstate_core::backend::KeyedStateBackend;
-use flowstate_core::descriptor::{ReducingStateDescriptor, ValueStateDescriptor};
+use flowstate_core::descriptor::{
+    ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, ValueStateDescriptor,
+};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::snapshot::AsyncKeyedSnapshot;
-use flowstate_core::state::{ReducingState, ValueState, VoidNamespace};
+use flowstate_core::state::{ListState, MapState, ReducingState, ValueState, VoidNamespace};
 use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, RocksDbSnapshot};
 
 /// The keys of `model` with a value in the value state, in order.
 fn valued(model: &Model) -> Vec<u64> {
     model
         .iter()
-        .filter(|(_, e)| e.0.is_some())
+        .filter(|(_, e)| e.value.is_some())
         .map(|(k, _)| *k)
         .collect()
 }
@@ -44,6 +49,14 @@ enum Op {
     ClearValue,
     Add(i64),
     ClearSum,
+    /// Replaces the list (a put).
+    ListUpdate(Vec<i64>),
+    /// Appends to the list (a merge).
+    ListAdd(i64),
+    MapPut(u8, i64),
+    MapRemove(u8),
+    /// Reads the map's entries by key and by range.
+    MapRead,
     /// Takes a snapshot, written only at the end.
     Snapshot,
     /// Lists the keys with a value and counts the value state's entries in RocksDB.
@@ -64,6 +77,11 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             1 => Just(Op::ClearValue),
             3 => (-1_000..1_000i64).prop_map(Op::Add),
             1 => Just(Op::ClearSum),
+            1 => vec(-9..9i64, 0..3).prop_map(Op::ListUpdate),
+            2 => (-9..9i64).prop_map(Op::ListAdd),
+            3 => (0..4u8, -9..9i64).prop_map(|(k, v)| Op::MapPut(k, v)),
+            1 => (0..4u8).prop_map(Op::MapRemove),
+            2 => Just(Op::MapRead),
             1 => Just(Op::Snapshot),
             1 => Just(Op::Keys),
         ],
@@ -71,32 +89,70 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     )
 }
 
-/// Per key: the value state and the sum.
-type Model = BTreeMap<u64, (Option<i64>, Option<i64>)>;
+/// What one key holds in each state.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Entry {
+    value: Option<i64>,
+    sum: Option<i64>,
+    list: Vec<i64>,
+    map: BTreeMap<u8, i64>,
+}
 
-type States = (Rc<dyn ValueState<i64>>, Rc<dyn ReducingState<i64>>);
+impl Entry {
+    fn is_empty(&self) -> bool {
+        *self == Entry::default()
+    }
+}
+
+type Model = BTreeMap<u64, Entry>;
+
+struct States {
+    v: Rc<dyn ValueState<i64>>,
+    r: Rc<dyn ReducingState<i64>>,
+    l: Rc<dyn ListState<i64>>,
+    m: Rc<dyn MapState<u8, i64>>,
+}
+
+/// What the current key holds in `s`, read through the states' gets and a map scan.
+fn read_entry(s: &States) -> Entry {
+    let map: BTreeMap<u8, i64> = s.m.entries().unwrap().into_iter().collect();
+    for k in 0..4u8 {
+        assert_eq!(s.m.get(&k).unwrap(), map.get(&k).copied(), "map get of {k}");
+        assert_eq!(s.m.contains(&k).unwrap(), map.contains_key(&k));
+    }
+    assert_eq!(s.m.is_empty().unwrap(), map.is_empty());
+    Entry {
+        value: s.v.value().unwrap(),
+        sum: s.r.get().unwrap(),
+        list: s.l.get().unwrap(),
+        map,
+    }
+}
 
 fn states(b: &RocksDbKeyedStateBackend<u64>) -> States {
-    let v = b
-        .value_state::<VoidNamespace, i64>(&ValueStateDescriptor::new("v"))
-        .unwrap();
-    let r = b
-        .reducing_state::<VoidNamespace, i64>(&ReducingStateDescriptor::new(
+    States {
+        v: b.value_state::<VoidNamespace, i64>(&ValueStateDescriptor::new("v"))
+            .unwrap(),
+        r: b.reducing_state::<VoidNamespace, i64>(&ReducingStateDescriptor::new(
             "sum",
             |a: &i64, b: &i64| a + b,
         ))
-        .unwrap();
-    (v, r)
+        .unwrap(),
+        l: b.list_state::<VoidNamespace, i64>(&ListStateDescriptor::new("l"))
+            .unwrap(),
+        m: b.map_state::<VoidNamespace, u8, i64>(&MapStateDescriptor::new("m"))
+            .unwrap(),
+    }
 }
 
 /// Every owned key's states in `b`, as the model holds them.
 fn read_all(b: &RocksDbKeyedStateBackend<u64>, owned: &[u64]) -> Model {
-    let (v, r) = states(b);
+    let s = states(b);
     let mut out = Model::new();
     for &k in owned {
         b.set_current_key(k).unwrap();
-        let got = (v.value().unwrap(), r.get().unwrap());
-        if got != (None, None) {
+        let got = read_entry(&s);
+        if !got.is_empty() {
             out.insert(k, got);
         }
     }
@@ -107,16 +163,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn reads_after_prefetch_are_what_rocksdb_holds(ops in ops()) {
+    fn reads_are_what_was_written(
+        ops in ops(),
+        budget in prop_oneof![Just(0usize), Just(300), Just(4 << 20)],
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let range = KeyGroupRange::new(0, MAX_P / 2 - 1).unwrap();
-        let opts = RocksDbOptions::new(dir.path());
+        let opts = RocksDbOptions::new(dir.path()).with_deferred_write_bytes(budget);
         let b = RocksDbKeyedStateBackend::<u64>::new(config(MAX_P, range), opts.clone()).unwrap();
         let owned: Vec<u64> = (0..200u64)
             .filter(|k| range.contains(b.key_group_of(k).unwrap()))
             .take(8)
             .collect();
-        let (v, r) = states(&b);
+        let s = states(&b);
         let mut model = Model::new();
         b.set_current_key(owned[0]).unwrap();
         let mut key = owned[0];
@@ -140,55 +199,74 @@ proptest! {
                     prop_assert_eq!(b.current_key(), Some(key), "the current key stays");
                     if read {
                         let mut now = model.clone();
-                        now.retain(|_, e| *e != (None, None));
+                        now.retain(|_, e| !e.is_empty());
                         prop_assert_eq!(read_all(&b, &owned), now);
                         b.set_current_key(key).unwrap();
                     }
                 }
                 Op::Read => {
                     let e = model.entry(key).or_default();
-                    prop_assert_eq!(v.value().unwrap(), e.0, "value of {}", key);
-                    prop_assert_eq!(r.get().unwrap(), e.1, "sum of {}", key);
+                    prop_assert_eq!(s.v.value().unwrap(), e.value, "value of {}", key);
+                    prop_assert_eq!(s.r.get().unwrap(), e.sum, "sum of {}", key);
                 }
                 Op::Update(x) => {
-                    let e = model.entry(key).or_default();
-                    v.update(x).unwrap();
-                    e.0 = Some(x);
+                    s.v.update(x).unwrap();
+                    model.entry(key).or_default().value = Some(x);
                 }
                 Op::ClearValue => {
-                    let e = model.entry(key).or_default();
-                    v.clear().unwrap();
-                    e.0 = None;
+                    s.v.clear().unwrap();
+                    model.entry(key).or_default().value = None;
                 }
                 Op::Add(x) => {
                     let e = model.entry(key).or_default();
-                    r.add(x).unwrap();
-                    e.1 = Some(e.1.unwrap_or(0) + x);
+                    s.r.add(x).unwrap();
+                    e.sum = Some(e.sum.unwrap_or(0) + x);
                 }
                 Op::ClearSum => {
-                    let e = model.entry(key).or_default();
-                    r.clear().unwrap();
-                    e.1 = None;
+                    s.r.clear().unwrap();
+                    model.entry(key).or_default().sum = None;
+                }
+                Op::ListUpdate(items) => {
+                    s.l.update(items.clone()).unwrap();
+                    model.entry(key).or_default().list = items;
+                }
+                Op::ListAdd(x) => {
+                    s.l.add(x).unwrap();
+                    model.entry(key).or_default().list.push(x);
+                }
+                Op::MapPut(k, x) => {
+                    s.m.put(k, x).unwrap();
+                    model.entry(key).or_default().map.insert(k, x);
+                }
+                Op::MapRemove(k) => {
+                    s.m.remove(&k).unwrap();
+                    model.entry(key).or_default().map.remove(&k);
+                }
+                Op::MapRead => {
+                    let e = model.entry(key).or_default().clone();
+                    prop_assert_eq!(read_entry(&s), e, "states of {}", key);
                 }
                 Op::Keys => {
                     let mut keys = b.keys("v", &VoidNamespace).unwrap();
                     keys.sort_unstable();
                     prop_assert_eq!(&keys, &valued(&model));
                     prop_assert_eq!(b.raw_entry_count("v").unwrap(), keys.len() as u64);
+                    let pairs: usize = model.values().map(|e| e.map.len()).sum();
+                    prop_assert_eq!(b.raw_entry_count("m").unwrap(), pairs as u64);
                 }
                 Op::Snapshot => {
-                    let s = b.snapshot(next_checkpoint_id()).unwrap();
+                    let snap = b.snapshot(next_checkpoint_id()).unwrap();
                     let mut at = model.clone();
-                    at.retain(|_, e| *e != (None, None));
-                    snapshots.push((s, at));
+                    at.retain(|_, e| !e.is_empty());
+                    snapshots.push((snap, at));
                 }
             }
         }
-        model.retain(|_, e| *e != (None, None));
+        model.retain(|_, e| !e.is_empty());
         prop_assert_eq!(read_all(&b, &owned), model);
         let (_s, storage) = temp_storage();
-        for (i, (s, at)) in snapshots.into_iter().enumerate() {
-            let handle = s.write(&storage, &format!("s{i}")).unwrap();
+        for (i, (snap, at)) in snapshots.into_iter().enumerate() {
+            let handle = snap.write(&storage, &format!("s{i}")).unwrap();
             let restored = RocksDbKeyedStateBackend::<u64>::restore(
                 config(MAX_P, range),
                 opts.clone(),
