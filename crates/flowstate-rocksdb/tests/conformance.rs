@@ -1,5 +1,7 @@
 //! The shared conformance suite, unchanged, against the RocksDB backend in each
-//! checkpoint format: canonical, native full and incremental.
+//! checkpoint format: canonical, native full and incremental; and once more with a
+//! deferred-write budget of a few entries, so that writes also reach RocksDB between
+//! snapshots, not only at them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use flowstate_conformance::BackendFactory;
@@ -13,6 +15,7 @@ use flowstate_rocksdb::{RocksDbKeyedStateBackend, RocksDbOptions, SnapshotMode};
 struct Rocks {
     dir: tempfile::TempDir,
     mode: SnapshotMode,
+    deferred_write_bytes: usize,
 }
 
 impl Rocks {
@@ -20,13 +23,19 @@ impl Rocks {
         Rocks {
             dir: tempfile::tempdir().expect("temp dir"),
             mode,
+            deferred_write_bytes: RocksDbOptions::new("").deferred_write_bytes,
         }
+    }
+    fn with_deferred_write_bytes(mut self, bytes: usize) -> Self {
+        self.deferred_write_bytes = bytes;
+        self
     }
     fn options(&self) -> RocksDbOptions {
         RocksDbOptions::new(self.dir.path())
             .with_snapshot_mode(self.mode)
             .with_block_cache_bytes(8 << 20)
             .with_write_buffer_bytes(1 << 20)
+            .with_deferred_write_bytes(self.deferred_write_bytes)
     }
 }
 
@@ -61,4 +70,11 @@ mod native_full {
 mod incremental {
     use super::*;
     flowstate_conformance::conformance_suite!(Rocks::new(SnapshotMode::Incremental));
+}
+
+mod small_deferred_batches {
+    use super::*;
+    flowstate_conformance::conformance_suite!(
+        Rocks::new(SnapshotMode::Incremental).with_deferred_write_bytes(256)
+    );
 }
