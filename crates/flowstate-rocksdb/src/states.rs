@@ -116,13 +116,14 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
             cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
             return;
         };
+        // One result per key read, in order; a key without one is cached unread.
         let mut read = read.iter();
         cache.fill(entry_keys.iter().map(|k| {
             let value = match deferred.get(k) {
-                Some(v) => v,
-                None => read.next().and_then(|v| v.as_deref()),
+                Some(v) => Some(v),
+                None => read.next().map(|v| v.as_deref()),
             };
-            (k.as_slice(), Some(value))
+            (k.as_slice(), value)
         }));
     }
 }
