@@ -98,9 +98,13 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
             cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
             return;
         }
+        // One look-up per key: what the deferred writes hold, and the keys they do not.
+        let held: Vec<Option<Option<&[u8]>>> = entry_keys.iter().map(|k| deferred.get(k)).collect();
         let unwritten: Vec<&Vec<u8>> = entry_keys
             .iter()
-            .filter(|k| !deferred.contains(k))
+            .zip(&held)
+            .filter(|(_, h)| h.is_none())
+            .map(|(k, _)| k)
             .collect();
         let read = match self.cf() {
             Ok(cf) if !unwritten.is_empty() => self
@@ -118,8 +122,8 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
         };
         // One result per key read, in order; a key without one is cached unread.
         let mut read = read.iter();
-        cache.fill(entry_keys.iter().map(|k| {
-            let value = match deferred.get(k) {
+        cache.fill(entry_keys.iter().zip(held).map(|(k, held)| {
+            let value = match held {
                 Some(v) => Some(v),
                 None => read.next().map(|v| v.as_deref()),
             };
