@@ -98,8 +98,9 @@ pub fn put_vbytes(out: &mut Vec<u8>, v: &[u8]) -> StateResult<()> {
 }
 
 /// Lets `f` append a value, then puts a varint length in front of it. Values shorter
-/// than 128 bytes (almost all keys and values) need no move.
-pub(crate) fn put_len_prefixed<E>(
+/// than 128 bytes (almost all keys and values) need no move. `Ok(Err(e))` when `f`
+/// failed with `e` (then `out` is as it was).
+pub fn put_len_prefixed<E>(
     out: &mut Vec<u8>,
     f: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> StateResult<Result<(), E>> {

@@ -31,7 +31,7 @@ pub(crate) struct Shared<K> {
     pub(crate) key: RefCell<Option<K>>,
     /// `key group | length | key` of the current key.
     pub(crate) prefix: RefCell<Vec<u8>>,
-    /// Reused for the current key's serialized bytes (once per record).
+    /// Where the next current key's prefix is built, then swapped with `prefix`.
     pub(crate) key_bytes: RefCell<Vec<u8>>,
     pub(crate) write_options: WriteOptions,
     /// Reused: rust-rocksdb's `get_pinned_cf` builds and frees options on every call.

@@ -54,8 +54,8 @@ use timely::dataflow::operators::vec::Broadcast;
 
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
-    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, OutputTag, Stash, Tagged, flush_to,
-    start_keyed_later,
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, Outbox, OutputTag, Stash, Tagged,
+    flush_to, start_keyed_later,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -349,7 +349,7 @@ where
                     let mut runner = None;
                     let mut keyed_stash: Stash<K, T> = BTreeMap::new();
                     let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
-                    let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
+                    let mut out: Outbox<OUT> = Outbox::new();
                     let errors = op_errors;
                     move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
                         // Started (restored) once the job was described.

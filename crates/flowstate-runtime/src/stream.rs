@@ -349,35 +349,41 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         self,
         key: impl Fn(&T) -> K + 'static,
     ) -> KeyedStream<'scope, K, T> {
-        let max_p = self.config.max_parallelism;
-        let peers = self.scope.peers() as u32;
-        let ser = SerdeSerializer::<K>::new();
-        let errors = self.errors.clone();
-        let mut buf = Vec::new();
+        let router = KeyRouter {
+            max_p: self.config.max_parallelism,
+            peers: self.scope.peers() as u32,
+            ser: SerdeSerializer::<K>::new(),
+            errors: self.errors.clone(),
+        };
+        let (mut keys, mut bytes, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         // Key groups are computed on the sending side, as in Flink's KeyGroupStreamPartitioner.
-        let keyed = self.flat_map(move |t| {
-            let k = key(&t);
-            buf.clear();
-            match ser.serialize_into(&k, &mut buf) {
-                Ok(()) => {
-                    let kg = key_group_for_serialized_key(&buf, max_p);
-                    match operator_index_for_key_group(max_p, peers, kg) {
-                        Ok(target) => Some((target, kg, k, t)),
-                        Err(e) => {
-                            crate::record_error(&errors, e.into());
-                            None
-                        }
+        let inner = self
+            .inner
+            .clone()
+            .unary::<CapacityContainerBuilder<Vec<(i64, (u32, u32, K, T))>>, _, _, _>(
+                Pipeline,
+                "KeyBy",
+                |_cap, _info| {
+                    move |input, output| {
+                        input.for_each(|time, data| {
+                            router.serialize(data, &key, &mut keys, &mut bytes, &mut ends);
+                            let mut session = output.session(&time);
+                            let mut start = 0;
+                            let routed = data.drain(..).zip(keys.drain(..)).zip(&ends);
+                            for (((ts, t), k), &end) in routed {
+                                // `None`: the key failed to serialize (reported).
+                                let Some(end) = end else { continue };
+                                let serialized = &bytes[start..end];
+                                start = end;
+                                if let Some((target, kg)) = router.route(serialized) {
+                                    session.give((ts, (target, kg, k, t)));
+                                }
+                            }
+                        });
                     }
-                }
-                Err(e) => {
-                    crate::record_error(
-                        &errors,
-                        flowstate_core::StateError::serialization("<key>", e).into(),
-                    );
-                    None
-                }
-            }
-        });
+                },
+            );
+        let keyed = self.with(inner);
         KeyedStream { inner: keyed }
     }
 
@@ -410,6 +416,63 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         self.inner
             .inspect(move |(ts, v)| o.borrow_mut().push((*ts, v.clone())));
         out
+    }
+}
+
+/// How `key_by` finds a record's key group and worker.
+struct KeyRouter<K> {
+    max_p: u32,
+    peers: u32,
+    ser: SerdeSerializer<K>,
+    errors: ErrorSlot,
+}
+
+impl<K: Data> KeyRouter<K> {
+    /// The keys of a batch of records, into `keys`, and their serialized bytes back to
+    /// back into `bytes`, each ending at its entry of `ends` (`None` for a key that
+    /// failed to serialize, which is reported). A whole batch is serialized
+    /// before any key is hashed: hashing a key right after the serializer stored it
+    /// byte by byte made the hash's wide loads wait for those stores to drain.
+    fn serialize<T>(
+        &self,
+        data: &[(i64, T)],
+        key: &impl Fn(&T) -> K,
+        keys: &mut Vec<K>,
+        bytes: &mut Vec<u8>,
+        ends: &mut Vec<Option<usize>>,
+    ) {
+        keys.clear();
+        bytes.clear();
+        ends.clear();
+        for (_, t) in data {
+            let k = key(t);
+            let at = bytes.len();
+            match self.ser.serialize_into(&k, bytes) {
+                Ok(()) => ends.push(Some(bytes.len())),
+                Err(e) => {
+                    bytes.truncate(at);
+                    ends.push(None);
+                    record_error(
+                        &self.errors,
+                        flowstate_core::StateError::serialization("<key>", e).into(),
+                    );
+                }
+            }
+            keys.push(k);
+        }
+    }
+
+    /// The worker and key group of a serialized key; `None` (reported) when the
+    /// configuration cannot place it.
+    fn route(&self, serialized: &[u8]) -> Option<(u32, u32)> {
+        let kg = key_group_for_serialized_key(serialized, self.max_p);
+        match operator_index_for_key_group(self.max_p, self.peers, kg) {
+            Ok(target) => Some((target, kg)),
+            Err(e) => {
+                record_error(&self.errors, e.into());
+                None
+            }
+        }
     }
 }
 
@@ -495,4 +558,69 @@ impl<A: JobResult, B: JobResult> JobResult for (A, B) {
 /// A stream partitioned by key `K`; records carry their target worker and key group.
 pub struct KeyedStream<'scope, K, T> {
     pub(crate) inner: DataStream<'scope, (u32, u32, K, T)>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde::{Deserialize, Serializer};
+
+    /// A key whose serialization fails when it is negative.
+    #[derive(Clone, Debug, PartialEq, Deserialize)]
+    struct Picky(i64);
+
+    impl Serialize for Picky {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0 < 0 {
+                return Err(serde::ser::Error::custom("negative"));
+            }
+            s.serialize_i64(self.0)
+        }
+    }
+
+    /// A batch is serialized back to back, a failed key leaving no bytes and an error,
+    /// and each key's slice routes as the key alone does.
+    #[test]
+    fn a_batch_routes_each_key_as_alone_and_reports_failures() {
+        let errors: ErrorSlot = Rc::new(RefCell::new(None));
+        let router = KeyRouter {
+            max_p: 128,
+            peers: 3,
+            ser: SerdeSerializer::<Picky>::new(),
+            errors: errors.clone(),
+        };
+        let data: Vec<(i64, i64)> = vec![(0, 5), (1, 300), (2, -1), (3, 70_000), (4, -9), (5, 0)];
+        let (mut keys, mut bytes, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        router.serialize(
+            &data,
+            &|v: &i64| Picky(*v),
+            &mut keys,
+            &mut bytes,
+            &mut ends,
+        );
+        assert_eq!(
+            keys,
+            data.iter().map(|(_, v)| Picky(*v)).collect::<Vec<_>>()
+        );
+        assert!(errors.borrow().is_some(), "the failure is reported");
+        let mut start = 0;
+        for ((_, v), end) in data.iter().zip(&ends) {
+            let Some(end) = *end else {
+                assert!(*v < 0, "only the negative keys fail");
+                continue;
+            };
+            let mut alone = Vec::new();
+            SerdeSerializer::<Picky>::new()
+                .serialize_into(&Picky(*v), &mut alone)
+                .unwrap();
+            assert_eq!(&bytes[start..end], &alone[..], "key {v}");
+            let kg = key_group_for_serialized_key(&alone, 128);
+            let target = operator_index_for_key_group(128, 3, kg).unwrap();
+            assert_eq!(router.route(&bytes[start..end]), Some((target, kg)));
+            start = end;
+        }
+        assert_eq!(start, bytes.len());
+        assert_eq!(ends.iter().filter(|e| e.is_none()).count(), 2);
+    }
 }

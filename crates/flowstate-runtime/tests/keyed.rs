@@ -242,3 +242,49 @@ fn processing_time_timers_fire_by_the_injected_clock() {
     assert_eq!(got, vec!["0@1050 now 1100".to_string()]);
     assert_eq!(clock.now_ms(), 1100);
 }
+
+/// Emits each record's value on the main output and, for odd values, ten times it on
+/// the side output "odd" (main and side interleaved within a batch).
+struct SplitOdd(flowstate_runtime::OutputTag<i64>);
+
+impl KeyedProcessFunction<u8, (u8, i64), i64> for SplitOdd {
+    fn process_element(
+        &mut self,
+        (_, v): (u8, i64),
+        ctx: &mut ProcessContext<'_, u8, i64>,
+    ) -> Result<(), RuntimeError> {
+        if v % 2 != 0 {
+            ctx.output(&self.0, v * 10)?;
+        }
+        ctx.collect(v);
+        Ok(())
+    }
+}
+
+/// Main and side outputs of a process function each keep the input's order (one
+/// worker: a single ordered stream), whatever the other output emitted in between,
+/// and carry the record's event time.
+#[test]
+fn main_and_side_outputs_each_keep_their_order() {
+    let input: Vec<(u8, i64)> = (0..5000).map(|i| ((i % 7) as u8, i)).collect();
+    let source = input.clone();
+    let out = execute(JobConfig::default().workers(1), move |job| {
+        let tag = flowstate_runtime::OutputTag::<i64>::new("odd");
+        let main = job
+            .source_vec(source.clone(), |(_, v)| *v, WatermarkStrategy::None)
+            .key_by(|(k, _): &(u8, i64)| *k)
+            .process(SplitOdd(tag.clone()));
+        let side = main.side_output(&tag).collect_with_time();
+        (main.collect_with_time(), side)
+    })
+    .unwrap();
+    let (main, side) = out.into_iter().next().unwrap();
+    let expect_main: Vec<(i64, i64)> = input.iter().map(|(_, v)| (*v, *v)).collect();
+    let expect_side: Vec<(i64, i64)> = input
+        .iter()
+        .filter(|(_, v)| v % 2 != 0)
+        .map(|(_, v)| (*v, v * 10))
+        .collect();
+    assert_eq!(main, expect_main);
+    assert_eq!(side, expect_side);
+}

@@ -31,7 +31,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 
 use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, rerr, unique_id, write_options};
-use crate::keys::{parse_key, put_key_prefix};
+use crate::keys::{parse_key, put_key_prefix_with};
 use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
 use crate::states::{
@@ -124,21 +124,17 @@ pub struct RocksDbKeyedStateBackend<K> {
 impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Makes `key` current: its `key group | length | key` prefix, built in reused
     /// buffers (this runs once per record). `key_group`, when the caller knows it
-    /// (`set_current_key_in_group`), spares hashing the key again.
+    /// (`set_current_key_in_group`), spares hashing the key again. The prefix is
+    /// built in the spare buffer and swapped in once complete, so that a failure
+    /// leaves the current key as it was.
     fn make_current(&self, key: K, key_group: Option<u32>) -> StateResult<()> {
-        let mut bytes = self.shared.key_bytes.borrow_mut();
-        self.serialize_key(&key, &mut bytes)?;
-        let kg = match key_group {
-            Some(kg) => {
-                debug_assert_eq!(
-                    kg,
-                    key_group_for_serialized_key(&bytes, self.config.max_parallelism),
-                    "key group of the key"
-                );
-                kg
-            }
-            None => key_group_for_serialized_key(&bytes, self.config.max_parallelism),
-        };
+        let mut spare = self.shared.key_bytes.borrow_mut();
+        spare.clear();
+        let ser = &self.config.key_serializer;
+        let kg = put_key_prefix_with(&mut spare, key_group, self.config.max_parallelism, |o| {
+            ser.serialize_into(&key, o)
+        })?
+        .map_err(|e| StateError::serialization("<key>", e))?;
         let range = self.config.key_group_range;
         if !range.contains(kg) {
             return Err(StateError::KeyGroupOutOfRange {
@@ -146,10 +142,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 range,
             });
         }
-        let mut prefix = self.shared.prefix.borrow_mut();
-        prefix.clear();
-        put_key_prefix(&mut prefix, kg, self.config.max_parallelism, &bytes)?;
-        drop((prefix, bytes));
+        std::mem::swap(&mut *self.shared.prefix.borrow_mut(), &mut *spare);
         *self.shared.key.borrow_mut() = Some(key);
         Ok(())
     }
@@ -180,19 +173,21 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         SerdeSerializer::<VoidNamespace>::new()
             .serialize_into(&VoidNamespace, &mut ns)
             .map_err(|e| StateError::serialization("<namespace>", e))?;
-        let mut key_bytes = self.shared.key_bytes.borrow_mut();
+        let ser = &self.config.key_serializer;
         let mut n = 0;
         for (kg, key) in keys {
             if !self.config.key_group_range.contains(*kg) {
                 continue;
             }
-            self.serialize_key(key, &mut key_bytes)?;
             if n == out.len() {
                 out.push(Vec::new());
             }
             let k = &mut out[n];
             k.clear();
-            put_key_prefix(k, *kg, self.config.max_parallelism, &key_bytes)?;
+            put_key_prefix_with(k, Some(*kg), self.config.max_parallelism, |o| {
+                ser.serialize_into(key, o)
+            })?
+            .map_err(|e| StateError::serialization("<key>", e))?;
             put_vbytes(k, &ns)?;
             n += 1;
         }

@@ -90,7 +90,7 @@ where
                 let mut cap = Some(cap);
                 let mut runner = None;
                 let mut stash: Stash<K, T> = BTreeMap::new();
-                let mut out: Vec<(i64, Tagged<OUT>)> = Vec::new();
+                let mut out: Outbox<OUT> = Outbox::new();
                 let errors = op_errors;
                 move |(input, frontier), output| {
                     // Started (restored) once the job was described: see `start_later`.

@@ -133,7 +133,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         key_group: u32,
         ts: i64,
         value: IN,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
     ) -> Result<(), RuntimeError>
     where
         L: KeyedLogic<K, N, IN, OUT>,
@@ -160,7 +160,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         records: Vec<KeyedRecord<K, IN>>,
         epoch: u64,
         errors: &crate::ErrorSlot,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
         flush: Flush<'_, OUT>,
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
@@ -207,7 +207,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         domain: TimeDomain,
         limit: i64,
         epoch: u64,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
         flush: Flush<'_, OUT>,
     ) -> Result<(), RuntimeError>
     where
@@ -240,7 +240,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         emit_at: Time,
         cap: &Capability<Time>,
         output: &mut TaggedOutput<'_, OUT>,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
         errors: &crate::ErrorSlot,
     ) where
         L: KeyedLogic<K, N, IN, OUT>,
@@ -263,7 +263,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     pub(crate) fn advance_watermark<IN, OUT>(
         &mut self,
         watermark: i64,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
         flush: Flush<'_, OUT>,
     ) -> Result<(), RuntimeError>
     where
@@ -471,7 +471,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         stashed: Option<u64>,
         errors: &crate::ErrorSlot,
         cap: &mut Capability<Time>,
-        out: &mut Vec<(i64, Tagged<OUT>)>,
+        out: &mut Outbox<OUT>,
         output: &mut TaggedOutput<'_, OUT>,
         activator: &Activator,
     ) -> bool
@@ -488,12 +488,12 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         });
         let metrics = self.metrics.clone();
         if errors.borrow().is_none() {
-            let flush = &mut |o: &mut Vec<(i64, Tagged<OUT>)>, e: u64| {
+            let flush = &mut |o: &mut Outbox<OUT>, e: u64| {
                 if let Some(m) = &metrics {
                     m.output(o.len());
                 }
                 let at = time_at(e.max(cap.time().outer), emit_at.inner);
-                output.session(&cap.delayed(&at)).give_iterator(o.drain(..));
+                output.session(&cap.delayed(&at)).give_iterator(o.drain());
             };
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out, flush) {
@@ -515,7 +515,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
             output
                 .session(&cap.delayed(&emit_at))
-                .give_iterator(out.drain(..));
+                .give_iterator(out.drain());
         }
         match hold {
             Some(h) => {
