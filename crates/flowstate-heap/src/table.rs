@@ -516,8 +516,9 @@ where
 
 /// Brings into cache the bucket where a key that `table` lacks would be inserted, so
 /// that the record's insert does not miss on its write: a write that misses stalls
-/// the core once the stores behind it fill the store buffer. In the keyed job (a new
-/// key every other record at first) these stalls were a tenth of the heap path.
+/// the core once the stores behind it fill the store buffer. Here the misses of
+/// several keys overlap instead (the keyed job has a new key every other record at
+/// first).
 ///
 /// The slot is the first free bucket from the key's home (`hash` modulo the bucket
 /// count, where hashbrown's probe starts). A free bucket cannot be read, so this reads

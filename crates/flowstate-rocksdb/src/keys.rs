@@ -65,7 +65,8 @@ pub(crate) fn put_key_prefix(
 ///
 /// In place because copying a key from another buffer right after the serializer
 /// stored it byte by byte made the copy's wide loads wait for those stores to drain,
-/// and with them every store before (5% of the RocksDB `value` job).
+/// and with them every store before (the copy showed as 5% of the RocksDB `value`
+/// job's samples).
 pub(crate) fn put_key_prefix_with<E>(
     out: &mut Vec<u8>,
     key_group: Option<u32>,

@@ -317,8 +317,8 @@ impl Extend<u8> for Append<'_> {
 /// The encoding is built in a register and stored 16 bytes at once, then trimmed:
 /// postcard stores it a byte at a time, and a key's hash or copy that loads it right
 /// after (a wide load over several narrow stores cannot be forwarded from them) then
-/// waited for the stores to drain. The serializer postcard builds per call was a
-/// further 5% of a keyed job.
+/// waited for the stores to drain. Postcard's serializer built per call and its
+/// byte-wise pushes were about 4% of the heap keyed job's samples.
 fn put_integer<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
     let any = value as &dyn Any;
     let v = if let Some(v) = any.downcast_ref::<u64>() {
