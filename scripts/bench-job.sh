@@ -17,6 +17,10 @@ cargo build --release -q -p flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 out=$(mktemp -d /tmp/bench-job.XXXXXX)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs, events $n, keys $k; results in $out"
+# Each side starts on a settled machine: the previous run's files written back and its
+# process gone. With two workers there is no idle core to absorb that work, and the
+# side that ran second paid for it.
+settle() { sync; sleep 2; }
 configs=${CONFIGS:-heap:value:1 rocksdb:value:1 heap:value:2 rocksdb:value:2 heap:map:1 rocksdb:map:1 heap:map:2 rocksdb:map:2}
 for c in $configs; do
   IFS=: read -r b v p <<< "$c"
@@ -25,6 +29,7 @@ for c in $configs; do
   # none, one more try.
   for attempt in 1 2; do
     fdir="$out/flink-$b-$v-$p-$attempt"
+    settle
     SUITES=job JOB_CONFIGS="$c" JOB_RUNS="$runs" JOB_N="$n" JOB_K="$k" \
       OUT_DIR="$fdir" "$anchor/run.sh" > /dev/null 2>&1 || true
     if grep '"job"' "$fdir/results.jsonl" >> "$out/flink.jsonl" 2> /dev/null; then
@@ -39,6 +44,7 @@ for c in $configs; do
       break
     fi
   done
+  settle
   RUST_LOG=warn "$bin" job --backend "$b" --variant "$v" --parallelism "$p" \
     --events "$n" --keys "$k" --runs "$runs" >> "$out/flowstate.jsonl"
 done
