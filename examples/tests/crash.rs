@@ -159,7 +159,8 @@ fn crash_many_times(backend: &str, seed: u64, mut ck: Ck<'_>) {
             let out = cmd.output().unwrap();
             assert!(
                 out.status.success(),
-                "final run failed: {}",
+                "final run failed ({}): {}",
+                ck.storage_state(),
                 String::from_utf8_lossy(&out.stderr)
             );
             break;
@@ -170,7 +171,8 @@ fn crash_many_times(backend: &str, seed: u64, mut ck: Ck<'_>) {
             let out = cmd.output().unwrap();
             assert!(
                 out.status.success() || out.status.code().is_none(),
-                "job failed: {}",
+                "job failed ({}): {}",
+                ck.storage_state(),
                 String::from_utf8_lossy(&out.stderr)
             );
             out.status.success()

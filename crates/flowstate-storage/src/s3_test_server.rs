@@ -7,12 +7,11 @@
 //! read it). The server is killed and its directory removed when the value drops.
 //! A missing `s3s-fs` is an error, never a skipped test.
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use crate::S3Settings;
 
@@ -24,7 +23,9 @@ pub const SECRET_ACCESS_KEY: &str = "flowstate-test-secret";
 /// A running `s3s-fs` on a free port of 127.0.0.1.
 #[derive(Debug)]
 pub struct S3TestServer {
-    child: Child,
+    /// Behind a lock so [`S3TestServer::check_running`] takes `&self`: tests hand
+    /// the server around by shared reference.
+    child: Mutex<Child>,
     root: PathBuf,
     endpoint: String,
 }
@@ -54,8 +55,45 @@ fn binary() -> io::Result<PathBuf> {
     })
 }
 
+/// A lock poisoned by a panicking test thread, as an I/O error.
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> io::Error {
+    io::Error::other("s3s-fs handle poisoned by a panic")
+}
+
+/// Reads `s3s-fs`'s log up to the line `server is running at http://ADDR` and returns
+/// `http://ADDR`; then keeps draining the log on a thread of its own so the server
+/// never blocks writing to a full pipe.
+fn listening_address(out: impl io::Read + Send + 'static) -> io::Result<String> {
+    const MARK: &str = "server is running at ";
+    let mut lines = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "log ended before the server listened",
+            ));
+        }
+        if let Some(at) = line.find(MARK) {
+            let endpoint = line[at + MARK.len()..].trim().to_owned();
+            if !endpoint.starts_with("http://127.0.0.1:") {
+                return Err(io::Error::other(format!("unexpected address {endpoint}")));
+            }
+            std::thread::spawn(move || io::copy(&mut lines, &mut io::sink()));
+            return Ok(endpoint);
+        }
+    }
+}
+
 impl S3TestServer {
-    /// Starts a server on a fresh directory and waits until it accepts connections.
+    /// Starts a server on a fresh directory and waits until it listens.
+    ///
+    /// The server binds port 0 itself and its log says which port it got. Choosing a
+    /// free port here and passing it on would leave a moment in which another
+    /// process could take it, and a readiness probe by `connect` could then reach
+    /// that process, or (on an ephemeral port) connect to itself, while `s3s-fs`
+    /// failed to bind: a CI run once saw every request to such a server refused.
     pub fn start() -> io::Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let root = std::env::temp_dir().join(format!(
@@ -66,11 +104,8 @@ impl S3TestServer {
         // Ours alone: a leftover of the same name (an earlier process with this pid)
         // is not removed but refused.
         std::fs::create_dir(&root)?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let child = Command::new(binary()?)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        let mut child = Command::new(binary()?)
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .args([
                 "--access-key",
                 ACCESS_KEY_ID,
@@ -78,31 +113,41 @@ impl S3TestServer {
                 SECRET_ACCESS_KEY,
             ])
             .arg(&root)
+            // Its own log at `info` carries the bound address; nothing else logs at
+            // that level but its start and stop.
+            .env("RUST_LOG", "s3s_fs=info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
+        let found = child.stdout.take().map(listening_address);
         let mut server = S3TestServer {
-            child,
+            child: Mutex::new(child),
             root,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: String::new(),
         };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        for _ in 0..200 {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return Ok(server);
+        match found {
+            Some(Ok(endpoint)) => {
+                server.endpoint = endpoint;
+                Ok(server)
             }
-            if let Some(status) = server.child.try_wait()? {
-                return Err(io::Error::other(format!(
-                    "s3s-fs exited at start: {status}"
-                )));
+            Some(Err(e)) => {
+                let status = server.child.get_mut().map_err(poisoned)?.try_wait()?;
+                Err(io::Error::other(format!(
+                    "s3s-fs did not say where it listens ({e}); exit status: {status:?}"
+                )))
             }
-            std::thread::sleep(Duration::from_millis(50));
+            None => Err(io::Error::other("s3s-fs: no stdout")),
         }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("s3s-fs did not listen on {addr}"),
-        ))
+    }
+
+    /// An error if the server process has exited: a test whose request failed
+    /// tells a dead server from a failure of its own.
+    pub fn check_running(&self) -> io::Result<()> {
+        match self.child.lock().map_err(poisoned)?.try_wait()? {
+            None => Ok(()),
+            Some(status) => Err(io::Error::other(format!("s3s-fs exited: {status}"))),
+        }
     }
 
     /// [`S3TestServer::start`] with the bucket `bucket` made.
@@ -149,9 +194,38 @@ impl S3TestServer {
 
 impl Drop for S3TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         // Created by `start` under a name of its own: ours to remove.
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_address;
+    use std::io::{Cursor, ErrorKind};
+
+    #[test]
+    fn the_address_is_read_from_the_servers_log() {
+        // As `s3s-fs` 0.14.1 logs with RUST_LOG=s3s_fs=info to a pipe.
+        let log = "  2026-11-30T01:18:55.230159Z  INFO s3s_fs: authentication is enabled\n    \
+                   at src/main.rs:100\n\n  2026-11-30T01:18:55.230239Z  INFO s3s_fs: server \
+                   is running at http://127.0.0.1:37277\n    at src/main.rs:121\n\n";
+        assert_eq!(
+            listening_address(Cursor::new(log.to_owned())).unwrap(),
+            "http://127.0.0.1:37277"
+        );
+    }
+
+    #[test]
+    fn a_log_that_ends_before_the_address_is_an_error() {
+        let log = "  INFO s3s_fs: authentication is enabled\n";
+        let e = listening_address(Cursor::new(log.to_owned())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+        let elsewhere = "INFO s3s_fs: server is running at http://0.0.0.0:8014\n";
+        assert!(listening_address(Cursor::new(elsewhere.to_owned())).is_err());
     }
 }

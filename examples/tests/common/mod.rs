@@ -39,6 +39,18 @@ impl Ck<'_> {
         }
     }
 
+    /// For a failure's message: whether the S3 server still runs (a job's failed
+    /// request then is the job's, not a dead server's).
+    pub fn storage_state(&self) -> String {
+        match self {
+            Ck::Local => "local checkpoints".into(),
+            Ck::S3 { server, .. } => match server.check_running() {
+                Ok(()) => format!("s3s-fs at {} still running", server.endpoint()),
+                Err(e) => format!("s3s-fs at {}: {e}", server.endpoint()),
+            },
+        }
+    }
+
     /// The newest complete checkpoint's id (0: none), read from the files.
     pub fn newest(&self, dir: &Path) -> u64 {
         std::fs::read_dir(self.files(dir))
