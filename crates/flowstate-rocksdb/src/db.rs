@@ -130,6 +130,7 @@ impl DbSettings {
     pub(crate) fn cf_options(&self, name: &str) -> Options {
         let mut block = BlockBasedOptions::default();
         block.set_block_cache(&self.cache);
+        block.set_block_size(self.options.block_bytes.max(1 << 10));
         if self.options.bloom_bits_per_key > 0.0 {
             block.set_bloom_filter(self.options.bloom_bits_per_key, false);
         }
