@@ -32,7 +32,7 @@ pub(crate) struct Shared<K> {
     /// `key group | length | key` of the current key.
     pub(crate) prefix: RefCell<Vec<u8>>,
     /// Where the next current key's prefix is built, then swapped with `prefix`.
-    pub(crate) key_bytes: RefCell<Vec<u8>>,
+    pub(crate) spare_prefix: RefCell<Vec<u8>>,
     pub(crate) write_options: WriteOptions,
     /// Reused: rust-rocksdb's `get_pinned_cf` builds and frees options on every call.
     pub(crate) read_options: ReadOptions,

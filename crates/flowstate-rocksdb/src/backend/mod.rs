@@ -128,13 +128,9 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// built in the spare buffer and swapped in once complete, so that a failure
     /// leaves the current key as it was.
     fn make_current(&self, key: K, key_group: Option<u32>) -> StateResult<()> {
-        let mut spare = self.shared.key_bytes.borrow_mut();
+        let mut spare = self.shared.spare_prefix.borrow_mut();
         spare.clear();
-        let ser = &self.config.key_serializer;
-        let kg = put_key_prefix_with(&mut spare, key_group, self.config.max_parallelism, |o| {
-            ser.serialize_into(&key, o)
-        })?
-        .map_err(|e| StateError::serialization("<key>", e))?;
+        let kg = self.put_prefix(&mut spare, &key, key_group)?;
         let range = self.config.key_group_range;
         if !range.contains(kg) {
             return Err(StateError::KeyGroupOutOfRange {
@@ -145,6 +141,16 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         std::mem::swap(&mut *self.shared.prefix.borrow_mut(), &mut *spare);
         *self.shared.key.borrow_mut() = Some(key);
         Ok(())
+    }
+
+    /// Appends `key`'s `key group | length | key` prefix to `out` and returns its key
+    /// group (`key_group` when the caller knows it).
+    fn put_prefix(&self, out: &mut Vec<u8>, key: &K, key_group: Option<u32>) -> StateResult<u32> {
+        let ser = &self.config.key_serializer;
+        put_key_prefix_with(out, key_group, self.config.max_parallelism, |o| {
+            ser.serialize_into(key, o)
+        })?
+        .map_err(|e| StateError::serialization("<key>", e))
     }
 
     /// The key's serialized bytes, into `out` (cleared first).
@@ -173,7 +179,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         SerdeSerializer::<VoidNamespace>::new()
             .serialize_into(&VoidNamespace, &mut ns)
             .map_err(|e| StateError::serialization("<namespace>", e))?;
-        let ser = &self.config.key_serializer;
         let mut n = 0;
         for (kg, key) in keys {
             if !self.config.key_group_range.contains(*kg) {
@@ -184,10 +189,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             }
             let k = &mut out[n];
             k.clear();
-            put_key_prefix_with(k, Some(*kg), self.config.max_parallelism, |o| {
-                ser.serialize_into(key, o)
-            })?
-            .map_err(|e| StateError::serialization("<key>", e))?;
+            self.put_prefix(k, key, Some(*kg))?;
             put_vbytes(k, &ns)?;
             n += 1;
         }
@@ -251,7 +253,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 holder: Arc::new(holder),
                 key: RefCell::new(None),
                 prefix: RefCell::new(Vec::new()),
-                key_bytes: RefCell::new(Vec::new()),
+                spare_prefix: RefCell::new(Vec::new()),
                 write_options: write_options(),
                 read_options: ReadOptions::default(),
                 deferred_write_bytes,

@@ -488,13 +488,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         });
         let metrics = self.metrics.clone();
         if errors.borrow().is_none() {
-            let flush = &mut |o: &mut Outbox<OUT>, e: u64| {
-                if let Some(m) = &metrics {
-                    m.output(o.len());
-                }
-                let at = time_at(e.max(cap.time().outer), emit_at.inner);
-                output.session(&cap.delayed(&at)).give_iterator(o.drain());
-            };
+            let flush = &mut flush_to(metrics.clone(), cap, emit_at, output);
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out, flush) {
                 record_error(errors, e);
