@@ -11,5 +11,6 @@
 mod backend;
 mod states;
 mod table;
+mod user_map;
 
 pub use backend::{HeapBackendFactory, HeapKeyedStateBackend};

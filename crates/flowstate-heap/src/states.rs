@@ -314,11 +314,7 @@ where
                 m.insert(key, value);
                 None
             }
-            None => {
-                let mut m = UserMap::with_capacity(1);
-                m.insert(key, value);
-                Some(m)
-            }
+            None => Some(UserMap::single(key, value)),
         })
     }
     fn put_all(&self, entries: Vec<(UK, UV)>) -> StateResult<()> {

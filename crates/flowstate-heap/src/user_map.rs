@@ -1,0 +1,298 @@
+//! The per-key map of a heap map state: a few entries kept in a vector and searched in
+//! order, more in a hash map.
+//!
+//! Most keys of a map state hold few user keys. A `hashbrown` map per key costs an
+//! allocation at the first `put`, and a second cache miss on every access: the table
+//! entry points to the map's own control bytes and buckets. [`UserMap::Few`] keeps up
+//! to [`INLINE`] pairs inside the table entry itself (no allocation, no second miss),
+//! and up to [`LINEAR_MAX`] in one contiguous allocation, where a linear search reads
+//! one or two cache lines and no hash is computed. Past that the map becomes a hash map
+//! ([`UserMap::Many`]) and stays one. Both behave as the same map: the state API cannot
+//! tell them apart, except by iteration order, which no map promises.
+
+use std::hash::Hash;
+
+use smallvec::SmallVec;
+
+/// Pairs kept in line, inside the state table's entry.
+pub(crate) const INLINE: usize = 2;
+/// Most pairs kept in a vector; one more makes the map a hash map.
+pub(crate) const LINEAR_MAX: usize = 8;
+
+/// The user map of one (key, namespace) of a map state.
+#[derive(Clone, Debug)]
+pub(crate) enum UserMap<UK, UV> {
+    /// At most [`LINEAR_MAX`] pairs, distinct keys, searched in order.
+    Few(SmallVec<[(UK, UV); INLINE]>),
+    /// Any number of pairs.
+    Many(hashbrown::HashMap<UK, UV>),
+}
+
+impl<UK, UV> Default for UserMap<UK, UV> {
+    fn default() -> Self {
+        UserMap::Few(SmallVec::new())
+    }
+}
+
+/// Reading, iterating and filtering: no hashing involved.
+impl<UK, UV> UserMap<UK, UV> {
+    /// The number of pairs.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            UserMap::Few(v) => v.len(),
+            UserMap::Many(m) => m.len(),
+        }
+    }
+
+    /// Whether the map holds no pair.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the pairs for which `f` returns `true`; `f` may change their values.
+    pub(crate) fn retain(&mut self, mut f: impl FnMut(&UK, &mut UV) -> bool) {
+        match self {
+            UserMap::Few(v) => v.retain(|(k, value)| f(k, value)),
+            UserMap::Many(m) => m.retain(|k, value| f(k, value)),
+        }
+    }
+
+    /// The pairs, in no particular order.
+    pub(crate) fn iter(&self) -> Iter<'_, UK, UV> {
+        match self {
+            UserMap::Few(v) => Iter::Few(v.iter()),
+            UserMap::Many(m) => Iter::Many(m.iter()),
+        }
+    }
+
+    /// The keys, in no particular order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &UK> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// The values, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &UV> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
+/// Look-ups and changes by key.
+impl<UK: Eq + Hash, UV> UserMap<UK, UV> {
+    /// An empty map with room for `n` pairs.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        if n <= LINEAR_MAX {
+            UserMap::Few(SmallVec::with_capacity(n))
+        } else {
+            UserMap::Many(hashbrown::HashMap::with_capacity(n))
+        }
+    }
+
+    /// A map of one pair, built in place: no allocation, nothing to search.
+    #[inline]
+    pub(crate) fn single(key: UK, value: UV) -> Self {
+        let mut v = SmallVec::new();
+        v.push((key, value));
+        UserMap::Few(v)
+    }
+
+    /// The value of `key`.
+    pub(crate) fn get(&self, key: &UK) -> Option<&UV> {
+        match self {
+            UserMap::Few(v) => v.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            UserMap::Many(m) => m.get(key),
+        }
+    }
+
+    /// Whether `key` has a value.
+    pub(crate) fn contains_key(&self, key: &UK) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    #[inline]
+    pub(crate) fn insert(&mut self, key: UK, value: UV) -> Option<UV> {
+        match self {
+            UserMap::Few(v) => {
+                if let Some((_, old)) = v.iter_mut().find(|(k, _)| *k == key) {
+                    return Some(std::mem::replace(old, value));
+                }
+                if v.len() < LINEAR_MAX {
+                    v.push((key, value));
+                    return None;
+                }
+                let mut m = hashbrown::HashMap::with_capacity(LINEAR_MAX + 1);
+                m.extend(v.drain(..));
+                m.insert(key, value);
+                *self = UserMap::Many(m);
+                None
+            }
+            UserMap::Many(m) => m.insert(key, value),
+        }
+    }
+
+    /// Removes `key`; returns its value.
+    pub(crate) fn remove(&mut self, key: &UK) -> Option<UV> {
+        match self {
+            UserMap::Few(v) => {
+                let i = v.iter().position(|(k, _)| k == key)?;
+                // Order carries no meaning: the last pair fills the gap.
+                Some(v.swap_remove(i).1)
+            }
+            UserMap::Many(m) => m.remove(key),
+        }
+    }
+}
+
+impl<UK: Eq + Hash, UV> Extend<(UK, UV)> for UserMap<UK, UV> {
+    fn extend<I: IntoIterator<Item = (UK, UV)>>(&mut self, pairs: I) {
+        for (k, v) in pairs {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<UK: Eq + Hash, UV> FromIterator<(UK, UV)> for UserMap<UK, UV> {
+    fn from_iter<I: IntoIterator<Item = (UK, UV)>>(pairs: I) -> Self {
+        let pairs = pairs.into_iter();
+        let mut map = UserMap::with_capacity(pairs.size_hint().0);
+        map.extend(pairs);
+        map
+    }
+}
+
+/// The pairs of a [`UserMap`].
+pub(crate) enum Iter<'a, UK, UV> {
+    /// Of a [`UserMap::Few`].
+    Few(std::slice::Iter<'a, (UK, UV)>),
+    /// Of a [`UserMap::Many`].
+    Many(hashbrown::hash_map::Iter<'a, UK, UV>),
+}
+
+impl<UK, UV> ExactSizeIterator for Iter<'_, UK, UV> {}
+
+impl<'a, UK, UV> Iterator for Iter<'a, UK, UV> {
+    type Item = (&'a UK, &'a UV);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Few(i) => i.next().map(|(k, v)| (k, v)),
+            Iter::Many(i) => i.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Iter::Few(i) => i.size_hint(),
+            Iter::Many(i) => i.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8, u32),
+        Remove(u8),
+        Retain(u8),
+        Extend(Vec<(u8, u32)>),
+        AddToValues(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Keys 0..24 cross LINEAR_MAX both ways.
+        prop_oneof![
+            6 => (0u8..24, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => (0u8..24).prop_map(Op::Remove),
+            1 => (1u8..5).prop_map(Op::Retain),
+            1 => proptest::collection::vec((0u8..24, any::<u32>()), 0..12).prop_map(Op::Extend),
+            1 => any::<u32>().prop_map(Op::AddToValues),
+        ]
+    }
+
+    fn assert_same(map: &UserMap<u8, u32>, model: &HashMap<u8, u32>) {
+        assert_eq!(map.len(), model.len());
+        assert_eq!(map.is_empty(), model.is_empty());
+        let pairs: HashMap<u8, u32> = map.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(&pairs, model, "iteration yields each pair once");
+        assert_eq!(map.keys().count(), model.len());
+        assert_eq!(
+            map.values().map(|v| u64::from(*v)).sum::<u64>(),
+            model.values().map(|v| u64::from(*v)).sum::<u64>()
+        );
+        for k in 0u8..24 {
+            assert_eq!(map.get(&k), model.get(&k), "key {k}");
+            assert_eq!(map.contains_key(&k), model.contains_key(&k));
+        }
+        if let UserMap::Few(v) = map {
+            assert!(v.len() <= LINEAR_MAX);
+        }
+    }
+
+    proptest! {
+        /// Every operation agrees with `std`'s map, on both representations and
+        /// across the switch from one to the other.
+        #[test]
+        fn behaves_as_a_hash_map(
+            start in proptest::collection::vec((0u8..24, any::<u32>()), 0..20),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let mut map: UserMap<u8, u32> = start.iter().copied().collect();
+            let mut model: HashMap<u8, u32> = start.iter().copied().collect();
+            assert_same(&map, &model);
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(map.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(map.remove(&k), model.remove(&k)),
+                    Op::Retain(m) => {
+                        map.retain(|k, _| k % m == 0);
+                        model.retain(|k, _| k % m == 0);
+                    }
+                    Op::Extend(pairs) => {
+                        map.extend(pairs.iter().copied());
+                        model.extend(pairs);
+                    }
+                    Op::AddToValues(d) => {
+                        map.retain(|_, v| { *v = v.wrapping_add(d); true });
+                        model.values_mut().for_each(|v| *v = v.wrapping_add(d));
+                    }
+                }
+                assert_same(&map, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn few_pairs_stay_in_a_vector_and_more_make_a_hash_map() {
+        let mut map = UserMap::default();
+        for k in 0..LINEAR_MAX as u32 {
+            map.insert(k, k);
+            map.insert(k, k + 1);
+        }
+        assert!(matches!(&map, UserMap::Few(v) if v.len() == LINEAR_MAX));
+        map.insert(LINEAR_MAX as u32, 0);
+        assert!(matches!(&map, UserMap::Many(m) if m.len() == LINEAR_MAX + 1));
+        assert_eq!(map.get(&3), Some(&4));
+        // A hash map stays one when it shrinks again.
+        map.retain(|k, _| *k == 3);
+        assert!(matches!(&map, UserMap::Many(m) if m.len() == 1));
+    }
+
+    #[test]
+    fn two_small_pairs_need_no_allocation() {
+        let mut map = UserMap::<u64, u64>::with_capacity(1);
+        map.insert(1, 1);
+        map.insert(2, 2);
+        assert!(matches!(&map, UserMap::Few(v) if !v.spilled()));
+        map.insert(3, 3);
+        assert!(matches!(&map, UserMap::Few(v) if v.spilled()));
+        let big = UserMap::<u64, u64>::with_capacity(LINEAR_MAX + 1);
+        assert!(matches!(big, UserMap::Many(_)));
+    }
+}
