@@ -13,6 +13,7 @@
 //! (`deferred.rs`).
 
 mod backend;
+mod buffers;
 mod db;
 mod deferred;
 mod keys;

@@ -20,6 +20,7 @@ use flowstate_core::state::{
 use flowstate_core::{StateError, StateResult};
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
+use crate::buffers::{Buf, Buffers};
 use crate::db::{DbHolder, rerr};
 use crate::deferred::Deferred;
 use crate::keys::prefix_end;
@@ -54,6 +55,8 @@ pub(crate) struct RocksState<K, N, X> {
     /// Puts and deletes not yet in RocksDB (see `deferred.rs`): gets of them are
     /// answered from here.
     pub(crate) deferred: RefCell<Deferred>,
+    /// Reused for entry keys and serialized values.
+    pub(crate) buffers: Buffers,
 }
 
 /// What the backend does with every state's deferred writes, and with the states it
@@ -196,19 +199,18 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     }
 
     /// `key group | key | namespace` of the current key and namespace.
-    fn entry_key(&self) -> StateResult<Vec<u8>> {
+    fn entry_key(&self) -> StateResult<Buf<'_>> {
         if self.shared.key.borrow().is_none() {
             return Err(StateError::NoCurrentKey {
                 state: self.name.clone(),
             });
         }
-        let mut ns = Vec::new();
+        let mut ns = self.buffers.take();
         self.ns_ser
             .serialize_into(&self.ns.borrow(), &mut ns)
             .map_err(ser_err(&self.name))?;
-        let prefix = self.shared.prefix.borrow();
-        let mut k = Vec::with_capacity(prefix.len() + ns.len() + 1);
-        k.extend_from_slice(&prefix);
+        let mut k = self.buffers.take();
+        k.extend_from_slice(&self.shared.prefix.borrow());
         put_vbytes(&mut k, &ns)?;
         Ok(k)
     }
@@ -279,10 +281,10 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     fn at_namespace<R>(
         &self,
         ns: &N,
-        f: impl FnOnce(&Self, Vec<u8>) -> StateResult<R>,
+        f: impl FnOnce(&Self, &[u8]) -> StateResult<R>,
     ) -> StateResult<R> {
         let previous = self.ns.replace(ns.clone());
-        let r = self.entry_key().and_then(|k| f(self, k));
+        let r = self.entry_key().and_then(|k| f(self, &k));
         *self.ns.borrow_mut() = previous;
         r
     }
@@ -308,8 +310,8 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         ser.deserialize(bytes).map_err(ser_err(&self.name))
     }
 
-    fn encode<T: 'static>(&self, ser: &dyn TypeSerializer<T>, v: &T) -> StateResult<Vec<u8>> {
-        let mut out = Vec::new();
+    fn encode<T: 'static>(&self, ser: &dyn TypeSerializer<T>, v: &T) -> StateResult<Buf<'_>> {
+        let mut out = self.buffers.take();
         ser.serialize_into(v, &mut out)
             .map_err(ser_err(&self.name))?;
         Ok(out)
@@ -490,7 +492,7 @@ impl<K: StateKey, N: Namespace, T: StateValue> InternalListState<N, T>
 // ---- map ----
 
 impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, MapX<UK, UV>> {
-    fn user_entry_key(&self, uk: &UK) -> StateResult<Vec<u8>> {
+    fn user_entry_key(&self, uk: &UK) -> StateResult<Buf<'_>> {
         let mut k = self.entry_key()?;
         self.extra
             .key_ser

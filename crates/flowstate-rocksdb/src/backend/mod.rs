@@ -476,6 +476,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             extra,
             prefetched: Default::default(),
             deferred: Default::default(),
+            buffers: Default::default(),
         });
         self.deferring.borrow_mut().push(handle.clone());
         let one_value_per_key = matches!(
