@@ -294,9 +294,9 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         let mut out = Vec::new();
         for s in sources {
             if let Some(v) = self.at_namespace(s, |st, k| {
-                let v = st.with_raw(&k, |v| Ok(v.map(<[u8]>::to_vec)))?;
+                let v = st.with_raw(k, |v| Ok(v.map(<[u8]>::to_vec)))?;
                 if v.is_some() {
-                    st.delete_raw(&k)?;
+                    st.delete_raw(k)?;
                 }
                 Ok(v)
             })? {
@@ -480,7 +480,7 @@ impl<K: StateKey, N: Namespace, T: StateValue> InternalMergingState<N>
         if merged.is_empty() {
             return Ok(());
         }
-        self.at_namespace(target, |st, k| st.merge_raw(&k, &merged))
+        self.at_namespace(target, |st, k| st.merge_raw(k, &merged))
     }
 }
 
@@ -761,7 +761,7 @@ impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static> Inte
         }
         let Some(m) = merged else { return Ok(()) };
         self.at_namespace(target, |st, k| {
-            let acc = match st.accumulator(&k)? {
+            let acc = match st.accumulator(k)? {
                 Some(mut a) => {
                     f.merge(&mut a, m);
                     a
@@ -769,7 +769,7 @@ impl<K: StateKey, N: Namespace, IN: 'static, ACC: StateValue, OUT: 'static> Inte
                 None => m,
             };
             let b = st.encode(st.extra.ser.as_ref(), &acc)?;
-            st.put_raw(&k, &b)
+            st.put_raw(k, &b)
         })
     }
 }
