@@ -1,4 +1,5 @@
-//! Puts and deletes a state holds in memory, to hand RocksDB as one sorted `WriteBatch`.
+//! Puts, deletes and appends a state holds in memory, to hand RocksDB as one sorted
+//! `WriteBatch`.
 //!
 //! A put into RocksDB is a skip-list insert into the memtable: a search from the top of
 //! a list of some 100,000 entries, most of whose nodes are cache misses. That search was
@@ -10,10 +11,12 @@
 //!
 //! So every state keeps its puts and deletes here, newest per entry key, until they
 //! reach a byte budget (`RocksDbOptions::deferred_write_bytes`), and then writes them in
-//! one batch in key order. A get consults this first, so a state always reads its own
-//! writes. Whatever reads RocksDB other than through a state's get (checkpoints and
-//! savepoints, listing keys, compaction, a map's range scans, a merge of a deferred
-//! entry) writes them first. A write that fails keeps them, to be tried again; a
+//! one batch in key order. A list's appends (RocksDB merges, each a write call of its
+//! own when written through) wait here too, combined with what the entry already holds
+//! ([`Deferred::append`]). A get consults this first, so a state always reads its own
+//! writes; a get of an entry that holds only appends writes them first. Whatever reads
+//! RocksDB other than through a state's get (checkpoints and savepoints, listing keys,
+//! compaction, a map's range scans) writes them first. A write that fails keeps them, to be tried again; a
 //! checkpoint then fails with it, so nothing is acknowledged that was not written.
 //! Without a WAL, as in Flink, writes are durable only through a checkpoint anyway.
 //! Flink writes each put through.
@@ -32,51 +35,94 @@ type Key = SmallVec<[u8; 24]>;
 /// A value, inline up to 16 bytes.
 type Value = SmallVec<[u8; 16]>;
 
-/// The deferred writes of one state: the newest put (`Some`) or delete (`None`) of each
-/// entry key not yet in RocksDB.
+/// The newest deferred write of one entry key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Set the value.
+    Put(Value),
+    /// Remove the value.
+    Delete,
+    /// Append to the value RocksDB holds: list-append operands, concatenated.
+    Append(Value),
+}
+
+/// What a state's deferred writes know of an entry key's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held<'a> {
+    /// Its value (`None`: deleted).
+    Known(Option<&'a [u8]>),
+    /// Only appends, to a value only RocksDB holds: write them first, then read.
+    Appended,
+}
+
+/// The deferred writes of one state: the newest put, delete or appends of each entry
+/// key not yet in RocksDB.
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
-    entries: HashMap<Key, Option<Value>>,
+    entries: HashMap<Key, Write>,
     /// Keys, values and [`ENTRY_OVERHEAD`] of the entries.
     bytes: usize,
 }
 
-fn size(key: &[u8], value: Option<&[u8]>) -> usize {
-    key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+fn size(key: &[u8], write: &Write) -> usize {
+    let value = match write {
+        Write::Put(v) | Write::Append(v) => v.len(),
+        Write::Delete => 0,
+    };
+    key.len() + value + ENTRY_OVERHEAD
 }
 
 impl Deferred {
-    /// The deferred write of `key`: `None` when there is none (RocksDB answers),
-    /// `Some(None)` for a delete.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.entries.get(key).map(Option::as_deref)
+    /// What the deferred writes hold for `key`: `None` when nothing (RocksDB answers).
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Held<'_>> {
+        self.entries.get(key).map(|w| match w {
+            Write::Put(v) => Held::Known(Some(v.as_slice())),
+            Write::Delete => Held::Known(None),
+            Write::Append(_) => Held::Appended,
+        })
     }
 
-    /// Whether `key` has a deferred write.
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        self.entries.contains_key(key)
-    }
-
-    /// Keeps a put (`Some`) or delete (`None`) of `key`, replacing an earlier one.
+    /// Keeps a put (`Some`) or delete (`None`) of `key`, replacing an earlier write.
     pub(crate) fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
         match self.entries.get_mut(key) {
             Some(old) => {
-                self.bytes -= size(key, old.as_deref());
-                match (old.as_mut(), value) {
+                self.bytes -= size(key, old);
+                match (&mut *old, value) {
                     // Reuses the value's buffer: a steady run of updates allocates nothing.
-                    (Some(buf), Some(v)) => {
+                    (Write::Put(buf), Some(v)) => {
                         buf.clear();
                         buf.extend_from_slice(v);
                     }
-                    (_, v) => *old = v.map(Value::from_slice),
+                    (_, Some(v)) => *old = Write::Put(Value::from_slice(v)),
+                    (_, None) => *old = Write::Delete,
                 }
+                self.bytes += size(key, old);
             }
             None => {
-                self.entries
-                    .insert(Key::from_slice(key), value.map(Value::from_slice));
+                let write = value.map_or(Write::Delete, |v| Write::Put(Value::from_slice(v)));
+                self.bytes += size(key, &write);
+                self.entries.insert(Key::from_slice(key), write);
             }
         }
-        self.bytes += size(key, value);
+    }
+
+    /// Keeps an append of `operand` to `key`'s value. The backend's one merge operator
+    /// appends (`list_append` in `db.rs`), so an append after a put is a put of the
+    /// two concatenated, after a delete a put of the operand, and appends one after
+    /// another are one append of their concatenation.
+    pub(crate) fn append(&mut self, key: &[u8], operand: &[u8]) {
+        match self.entries.get_mut(key) {
+            Some(Write::Put(v) | Write::Append(v)) => v.extend_from_slice(operand),
+            Some(old @ Write::Delete) => *old = Write::Put(Value::from_slice(operand)),
+            None => {
+                self.entries.insert(
+                    Key::from_slice(key),
+                    Write::Append(Value::from_slice(operand)),
+                );
+                self.bytes += key.len() + ENTRY_OVERHEAD;
+            }
+        }
+        self.bytes += operand.len();
     }
 
     /// Bytes held, as counted against the budget.
@@ -90,11 +136,11 @@ impl Deferred {
     }
 
     /// The writes in key order.
-    pub(crate) fn sorted(&self) -> Vec<(&[u8], Option<&[u8]>)> {
+    pub(crate) fn sorted(&self) -> Vec<(&[u8], &Write)> {
         let mut out: Vec<_> = self
             .entries
             .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .map(|(k, w)| (k.as_slice(), w))
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out
@@ -118,20 +164,64 @@ mod tests {
         d.insert(b"b", Some(b"1"));
         d.insert(b"a", None);
         d.insert(b"b", Some(b"22"));
-        assert_eq!(d.get(b"b"), Some(Some(&b"22"[..])));
-        assert_eq!(d.get(b"a"), Some(None), "a delete is a write");
+        assert_eq!(d.get(b"b"), Some(Held::Known(Some(&b"22"[..]))));
+        assert_eq!(d.get(b"a"), Some(Held::Known(None)), "a delete is a write");
         assert_eq!(d.get(b"c"), None);
-        assert!(d.contains(b"a") && !d.contains(b"c"));
         assert_eq!(d.bytes(), (1 + 2 + ENTRY_OVERHEAD) + (1 + ENTRY_OVERHEAD));
         d.insert(b"b", None);
         d.insert(b"a", Some(b"x"));
         assert_eq!(d.bytes(), (1 + ENTRY_OVERHEAD) + (1 + 1 + ENTRY_OVERHEAD));
         assert_eq!(
             d.sorted(),
-            vec![(&b"a"[..], Some(&b"x"[..])), (&b"b"[..], None)],
+            vec![
+                (&b"a"[..], &Write::Put(Value::from_slice(b"x"))),
+                (&b"b"[..], &Write::Delete)
+            ],
             "in key order"
         );
         d.clear();
         assert!(d.is_empty() && d.bytes() == 0 && d.get(b"a").is_none());
+    }
+
+    #[test]
+    fn appends_combine_with_what_the_entry_holds() {
+        let mut d = Deferred::default();
+        d.append(b"l", b"12");
+        d.append(b"l", b"3");
+        assert_eq!(d.get(b"l"), Some(Held::Appended), "the base is in RocksDB");
+        assert_eq!(d.bytes(), 1 + 3 + ENTRY_OVERHEAD);
+        d.insert(b"p", Some(b"ab"));
+        d.append(b"p", b"c");
+        assert_eq!(d.get(b"p"), Some(Held::Known(Some(&b"abc"[..]))));
+        d.insert(b"x", None);
+        d.append(b"x", b"z");
+        assert_eq!(
+            d.get(b"x"),
+            Some(Held::Known(Some(&b"z"[..]))),
+            "after a delete"
+        );
+        d.insert(b"l", Some(b"9"));
+        assert_eq!(
+            d.get(b"l"),
+            Some(Held::Known(Some(&b"9"[..]))),
+            "a put replaces"
+        );
+        assert_eq!(
+            d.bytes(),
+            (1 + 1 + ENTRY_OVERHEAD) + (1 + 3 + ENTRY_OVERHEAD) + (1 + 1 + ENTRY_OVERHEAD)
+        );
+        d.append(b"m", b"1");
+        assert_eq!(
+            d.sorted()
+                .iter()
+                .map(|(_, w)| (*w).clone())
+                .collect::<Vec<_>>(),
+            vec![
+                Write::Put(Value::from_slice(b"9")),
+                Write::Append(Value::from_slice(b"1")),
+                Write::Put(Value::from_slice(b"abc")),
+                Write::Put(Value::from_slice(b"z")),
+            ]
+        );
     }
 }

@@ -22,7 +22,7 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::buffers::{Buf, Buffers};
 use crate::db::{DbHolder, rerr};
-use crate::deferred::Deferred;
+use crate::deferred::{Deferred, Held, Write};
 use crate::keys::prefix_end;
 use crate::prefetch::{Prefetched, read_ahead};
 
@@ -81,10 +81,11 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
         }
         let cf = self.cf()?;
         let mut batch = WriteBatch::default();
-        for (key, value) in deferred.sorted() {
-            match value {
-                Some(v) => batch.put_cf(&cf, key, v),
-                None => batch.delete_cf(&cf, key),
+        for (key, write) in deferred.sorted() {
+            match write {
+                Write::Put(v) => batch.put_cf(&cf, key, v),
+                Write::Delete => batch.delete_cf(&cf, key),
+                Write::Append(operand) => batch.merge_cf(&cf, key, operand),
             }
         }
         self.db()
@@ -102,7 +103,7 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
             return;
         }
         // One look-up per key: what the deferred writes hold, and the keys they do not.
-        let held: Vec<Option<Option<&[u8]>>> = entry_keys.iter().map(|k| deferred.get(k)).collect();
+        let held: Vec<Option<Held<'_>>> = entry_keys.iter().map(|k| deferred.get(k)).collect();
         let unwritten: Vec<&Vec<u8>> = entry_keys
             .iter()
             .zip(&held)
@@ -127,7 +128,9 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
         let mut read = read.iter();
         cache.fill(entry_keys.iter().zip(held).map(|(k, held)| {
             let value = match held {
-                Some(v) => Some(v),
+                Some(Held::Known(v)) => Some(v),
+                // Appends to a value not read: cached without it (a get writes them).
+                Some(Held::Appended) => None,
                 None => read.next().map(|v| v.as_deref()),
             };
             (k.as_slice(), value)
@@ -223,8 +226,14 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         if let Some(v) = self.prefetched.borrow_mut().get(key) {
             return f(v);
         }
-        if let Some(v) = self.deferred.borrow().get(key) {
-            return f(v);
+        let appended = match self.deferred.borrow().get(key) {
+            Some(Held::Known(v)) => return f(v),
+            Some(Held::Appended) => true,
+            None => false,
+        };
+        if appended {
+            // The appends apply to what RocksDB holds: they go in first.
+            self.write_deferred()?;
         }
         let cf = self.cf()?;
         let v = self
@@ -246,9 +255,15 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     /// all once they reach their budget.
     fn defer(&self, key: &[u8], value: Option<&[u8]>) -> StateResult<()> {
         self.prefetched.borrow_mut().update(key, value);
+        self.deferring(|d| d.insert(key, value))
+    }
+
+    /// Adds to the deferred writes with `f`, then writes them all if they reached their
+    /// budget.
+    fn deferring(&self, f: impl FnOnce(&mut Deferred)) -> StateResult<()> {
         let full = {
             let mut deferred = self.deferred.borrow_mut();
-            deferred.insert(key, value);
+            f(&mut deferred);
             deferred.bytes() >= self.shared.deferred_write_bytes
         };
         if full {
@@ -265,16 +280,11 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
             .map_err(rerr("write batch"))
     }
 
+    /// Keeps an append (a RocksDB merge) among the deferred writes, and writes them all
+    /// once they reach their budget.
     fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
-        let cf = self.cf()?;
-        // The operand applies to the newest value, which must be in RocksDB first.
-        if self.deferred.borrow().contains(key) {
-            self.write_deferred()?;
-        }
         self.prefetched.borrow_mut().forget(key);
-        self.db()
-            .merge_cf_opt(&cf, key, operand, &self.shared.write_options)
-            .map_err(rerr("merge"))
+        self.deferring(|d| d.append(key, operand))
     }
 
     /// Runs `f` with the entry key of (current key, `ns`), restoring the namespace after.
