@@ -9,8 +9,8 @@
 //! moves between this backend and the heap backend in both directions. State TTL is
 //! cleaned up by a compaction filter (`ttl_filter.rs`). The keyed operator's prefetch reads
 //! the next records' values with one `MultiGet` (`prefetch.rs`); every state holds its
-//! puts and deletes in memory up to a budget and writes them as one sorted `WriteBatch`
-//! (`deferred.rs`).
+//! puts, deletes and list appends in memory up to a budget and writes them as one sorted
+//! `WriteBatch` (`deferred.rs`).
 
 mod backend;
 mod buffers;

@@ -75,8 +75,8 @@ pub struct RocksDbOptions {
     /// Timers a keyed operator keeps in memory, the earliest ones; the others wait in
     /// a [`crate::SpillSet`] on local disk (at least 2).
     pub timer_window: usize,
-    /// Puts and deletes each state keeps in memory before writing them to RocksDB as
-    /// one batch in key order (bytes of keys and values, plus 64 per entry); 0 writes
+    /// Puts, deletes and list appends each state keeps in memory before writing them to
+    /// RocksDB as one batch in key order (bytes of keys and values, plus 64 per entry); 0 writes
     /// each at once. A sorted batch goes into the memtable several times faster than
     /// single puts. This memory is not part of `memory_bound_bytes`.
     pub deferred_write_bytes: usize,
