@@ -52,8 +52,8 @@ pub(crate) struct RocksState<K, N, X> {
     /// The keys of the backend's last prefetch, with their values when read ahead (empty
     /// unless this state is one it prefetches): gets of them are answered from here.
     pub(crate) prefetched: RefCell<Prefetched>,
-    /// Puts and deletes not yet in RocksDB (see `deferred.rs`): gets of them are
-    /// answered from here.
+    /// Puts, deletes and list appends not yet in RocksDB (see `deferred.rs`): gets of
+    /// put or deleted entries are answered from here.
     pub(crate) deferred: RefCell<Deferred>,
     /// Reused for entry keys and serialized values.
     pub(crate) buffers: Buffers,
