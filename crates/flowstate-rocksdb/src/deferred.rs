@@ -16,8 +16,9 @@
 //! ([`Deferred::append`]). A get consults this first, so a state always reads its own
 //! writes; a get of an entry that holds only appends writes them first. Whatever reads
 //! RocksDB other than through a state's get (checkpoints and savepoints, listing keys,
-//! compaction, a map's range scans) writes them first. A write that fails keeps them, to be tried again; a
-//! checkpoint then fails with it, so nothing is acknowledged that was not written.
+//! compaction, a map's range scans) writes them first. A write that fails keeps them,
+//! to be tried again; a checkpoint then fails with it, so nothing is acknowledged that
+//! was not written.
 //! Without a WAL, as in Flink, writes are durable only through a checkpoint anyway.
 //! Flink writes each put through.
 
