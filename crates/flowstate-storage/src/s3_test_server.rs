@@ -10,8 +10,9 @@
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
 
 use crate::S3Settings;
 
@@ -55,6 +56,10 @@ fn binary() -> io::Result<PathBuf> {
     })
 }
 
+/// How long `s3s-fs` may take to say where it listens. It says so at once; if it
+/// neither says so nor exits, a test should fail, not hang its CI run.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A lock poisoned by a panicking test thread, as an I/O error.
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> io::Error {
     io::Error::other("s3s-fs handle poisoned by a panic")
@@ -84,6 +89,22 @@ fn listening_address(out: impl io::Read + Send + 'static) -> io::Result<String> 
             return Ok(endpoint);
         }
     }
+}
+
+/// [`listening_address`], given up after `timeout` (a `TimedOut` error). The reading
+/// thread ends when the log does, which killing the server ends.
+fn listening_address_within(
+    out: impl io::Read + Send + 'static,
+    timeout: Duration,
+) -> io::Result<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(listening_address(out)));
+    rx.recv_timeout(timeout).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no address in its log within {timeout:?}"),
+        )
+    })?
 }
 
 impl S3TestServer {
@@ -120,7 +141,10 @@ impl S3TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let found = child.stdout.take().map(listening_address);
+        let found = child
+            .stdout
+            .take()
+            .map(|out| listening_address_within(out, START_TIMEOUT));
         let mut server = S3TestServer {
             child: Mutex::new(child),
             root,
@@ -205,8 +229,9 @@ impl Drop for S3TestServer {
 
 #[cfg(test)]
 mod tests {
-    use super::listening_address;
+    use super::{listening_address, listening_address_within};
     use std::io::{Cursor, ErrorKind};
+    use std::time::Duration;
 
     #[test]
     fn the_address_is_read_from_the_servers_log() {
@@ -227,5 +252,18 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
         let elsewhere = "INFO s3s_fs: server is running at http://0.0.0.0:8014\n";
         assert!(listening_address(Cursor::new(elsewhere.to_owned())).is_err());
+    }
+
+    #[test]
+    fn a_server_that_never_says_where_it_listens_is_given_up() {
+        // A log that stays open and silent: the writer is kept, nothing written.
+        let (silent, _writer) = std::io::pipe().unwrap();
+        let e = listening_address_within(silent, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        let log = "INFO s3s_fs: server is running at http://127.0.0.1:9\n";
+        assert_eq!(
+            listening_address_within(Cursor::new(log.to_owned()), Duration::from_secs(60)).unwrap(),
+            "http://127.0.0.1:9"
+        );
     }
 }
