@@ -76,9 +76,9 @@ pub struct RocksDbOptions {
     /// a [`crate::SpillSet`] on local disk (at least 2).
     pub timer_window: usize,
     /// Puts, deletes and list appends each state keeps in memory before writing them to
-    /// RocksDB as one batch in key order (bytes of keys and values, plus 64 per entry); 0 writes
-    /// each at once. A sorted batch goes into the memtable several times faster than
-    /// single puts. This memory is not part of `memory_bound_bytes`.
+    /// RocksDB as one batch in key order (bytes of keys and values, plus 64 per entry);
+    /// 0 writes each at once. A sorted batch goes into the memtable several times faster
+    /// than single puts. This memory is not part of `memory_bound_bytes`.
     pub deferred_write_bytes: usize,
 }
 

@@ -486,9 +486,8 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         let emit_at = hold.map_or(at, |h| {
             time_at(h.outer.max(at.outer), h.inner.max(at.inner))
         });
-        let metrics = self.metrics.clone();
         if errors.borrow().is_none() {
-            let flush = &mut flush_to(metrics.clone(), cap, emit_at, output);
+            let flush = &mut flush_to(self.metrics.clone(), cap, emit_at, output);
             let wm = hold.map_or(i64::MAX, |h| watermark_before(h.outer));
             if let Err(e) = self.advance_watermark::<IN, OUT>(wm, out, flush) {
                 record_error(errors, e);
@@ -504,7 +503,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             }
         }
         if !out.is_empty() {
-            if let Some(m) = &metrics {
+            if let Some(m) = &self.metrics {
                 m.output(out.len());
             }
             output
