@@ -65,6 +65,7 @@ impl KeyGroupRange {
     }
 
     /// First key group (meaningless when empty).
+    #[inline]
     pub fn start(&self) -> u32 {
         self.start
     }
@@ -77,21 +78,25 @@ impl KeyGroupRange {
     }
 
     /// Number of key groups.
+    #[inline]
     pub fn len(&self) -> usize {
         (self.end_exclusive - self.start) as usize
     }
 
     /// Whether the range holds no key group.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.end_exclusive == self.start
     }
 
     /// Whether `key_group` lies in the range.
+    #[inline]
     pub fn contains(&self, key_group: u32) -> bool {
         key_group >= self.start && key_group < self.end_exclusive
     }
 
     /// Position of `key_group` within the range, if inside.
+    #[inline]
     pub fn index_of(&self, key_group: u32) -> Option<usize> {
         self.contains(key_group)
             .then(|| (key_group - self.start) as usize)
@@ -153,6 +158,7 @@ fn check_parallelism(max_parallelism: u32, parallelism: u32) -> StateResult<()> 
 
 /// Flink's `MathUtils.murmurHash(int)`: a murmur3 finalizer over one 32-bit word,
 /// folded to a non-negative value.
+#[inline]
 pub fn murmur_mix(code: i32) -> i32 {
     let mut c = code;
     c = c.wrapping_mul(0xcc9e_2d51_u32 as i32);
@@ -177,6 +183,7 @@ pub fn murmur_mix(code: i32) -> i32 {
 }
 
 /// The stable 32-bit hash of a key's serialized bytes (low half of XXH3-64).
+#[inline]
 pub fn key_hash(serialized_key: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(serialized_key) as u32
 }
@@ -184,6 +191,7 @@ pub fn key_hash(serialized_key: &[u8]) -> u32 {
 /// Key group of a key hash: `murmur_mix(hash) % max_parallelism`.
 ///
 /// `max_parallelism` must already be valid (see [`check_max_parallelism`]).
+#[inline]
 pub fn key_group_for_hash(hash: u32, max_parallelism: u32) -> u32 {
     let mixed = murmur_mix(hash as i32) as u32;
     let max = max_parallelism.max(1);
@@ -197,6 +205,7 @@ pub fn key_group_for_hash(hash: u32, max_parallelism: u32) -> u32 {
 }
 
 /// Key group of a key given its serialized bytes.
+#[inline]
 pub fn key_group_for_serialized_key(serialized_key: &[u8], max_parallelism: u32) -> u32 {
     key_group_for_hash(key_hash(serialized_key), max_parallelism)
 }

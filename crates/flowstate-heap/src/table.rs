@@ -109,6 +109,10 @@ pub(crate) trait Codec<S>: Send + Sync {
     fn touch(&self, value: &S) {
         let _ = value;
     }
+    /// Whether [`Codec::touch`] loads anything: the prefetch skips the call when not.
+    fn touches(&self) -> bool {
+        false
+    }
 }
 
 fn ser_err(state: &str) -> impl Fn(flowstate_core::SerializationError) -> StateError + '_ {
@@ -157,6 +161,9 @@ impl<T: Clone + 'static> Codec<Vec<T>> for ListCodec<T> {
             std::hint::black_box(value.last().cloned());
         }
     }
+    fn touches(&self) -> bool {
+        !std::mem::needs_drop::<T>()
+    }
 }
 
 /// Map state: the payload is the pair count and the pairs.
@@ -191,6 +198,9 @@ impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<U
         if let Some((k, _)) = value.iter().next() {
             std::hint::black_box(std::hint::black_box(k) == std::hint::black_box(k));
         }
+    }
+    fn touches(&self) -> bool {
+        true
     }
 }
 
@@ -482,12 +492,19 @@ where
         if bytes < TOUCH_MIN_BYTES {
             return;
         }
+        // The loop is kept short (no call where the codec loads nothing more): the
+        // fewer instructions a probe takes, the more probes, and so cache misses, the
+        // CPU has in flight at once.
+        let deep = self.codec.touches();
         for &(kg, key) in keys {
             if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
                 let hash = self.hash(key, ns);
                 // `black_box` keeps the probe: its result is otherwise unused.
                 match m.find(hash, |e| e.key == *key && e.ns == *ns) {
-                    Some(e) => self.codec.touch(std::hint::black_box(&e.value)),
+                    Some(e) if deep => self.codec.touch(std::hint::black_box(&e.value)),
+                    Some(e) => {
+                        std::hint::black_box(e);
+                    }
                     None => touch_insert_slot(m, hash, |e| e.key == *key),
                 }
             }
