@@ -29,6 +29,7 @@ use flowstate_core::snapshot::{
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::ttl::{StateTtlConfig, TtlStorage, filter_snapshot_writer};
 use hashbrown::{DefaultHashBuilder, HashTable};
+use smallvec::SmallVec;
 
 pub(crate) use crate::user_map::UserMap;
 
@@ -43,6 +44,10 @@ pub(crate) struct Entry<K, N, S> {
 /// The estimated size of a state's tables below which [`ErasedTable::touch`] does
 /// nothing: about a core's L2 cache.
 const TOUCH_MIN_BYTES: usize = 1 << 20;
+
+/// How many values [`ErasedTable::touch`] gathers without allocating: the keyed
+/// operator prefetches 32 records at a time.
+const TOUCH_INLINE: usize = 32;
 
 /// The entries of one key group of one state.
 pub(crate) type KgTable<K, N, S> = HashTable<Entry<K, N, S>>;
@@ -103,13 +108,15 @@ pub(crate) struct KeyContext<K> {
 pub(crate) trait Codec<S>: Send + Sync {
     fn encode(&self, state: &str, value: &S, out: &mut Vec<u8>) -> StateResult<()>;
     fn decode(&self, state: &str, path: &str, payload: &[u8]) -> StateResult<S>;
-    /// Loads what `value` keeps out of line (a list's last element, a map's control
-    /// bytes), so that the access of a coming record finds it in cache
-    /// ([`ErasedTable::touch`]). Inline values have nothing to load.
-    fn touch(&self, value: &S) {
-        let _ = value;
+    /// Loads what `values` keep out of line (a list's last element, a map's first
+    /// key), so that the accesses of coming records find it in cache
+    /// ([`ErasedTable::touch`]). Inline values have nothing to load. All of a batch's
+    /// values at once: their loads depend on nothing but the entries, already in
+    /// cache, so they all overlap.
+    fn touch(&self, values: &[&S]) {
+        let _ = values;
     }
-    /// Whether [`Codec::touch`] loads anything: the prefetch skips the call when not.
+    /// Whether [`Codec::touch`] loads anything: the prefetch skips it when not.
     fn touches(&self) -> bool {
         false
     }
@@ -153,12 +160,14 @@ impl<T: Clone + 'static> Codec<Vec<T>> for ListCodec<T> {
             .map(|b| (self.reader)(b).map_err(ser_err(state)))
             .collect()
     }
-    fn touch(&self, value: &Vec<T>) {
+    fn touch(&self, values: &[&Vec<T>]) {
         // Loading an element takes a copy of it: only of elements that own nothing
         // (no drop glue), whose copy is a load and no allocation. The last one is
         // where an append writes.
         if !std::mem::needs_drop::<T>() {
-            std::hint::black_box(value.last().cloned());
+            for value in values {
+                std::hint::black_box(value.last().cloned());
+            }
         }
     }
     fn touches(&self) -> bool {
@@ -192,11 +201,13 @@ impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<U
         }
         Ok(map)
     }
-    fn touch(&self, value: &UserMap<UK, UV>) {
+    fn touch(&self, values: &[&UserMap<UK, UV>]) {
         // Comparing the first key with itself loads it without copying it: a few pairs
         // kept apart from the entry, or a hash map's control bytes and a bucket.
-        if let Some((k, _)) = value.iter().next() {
-            std::hint::black_box(std::hint::black_box(k) == std::hint::black_box(k));
+        for value in values {
+            if let Some((k, _)) = value.iter().next() {
+                std::hint::black_box(std::hint::black_box(k) == std::hint::black_box(k));
+            }
         }
     }
     fn touches(&self) -> bool {
@@ -492,22 +503,27 @@ where
         if bytes < TOUCH_MIN_BYTES {
             return;
         }
-        // The loop is kept short (no call where the codec loads nothing more): the
-        // fewer instructions a probe takes, the more probes, and so cache misses, the
-        // CPU has in flight at once.
+        // The loop is kept short (no call in it): the fewer instructions a probe
+        // takes, the more probes, and so cache misses, the CPU has in flight at once.
+        // What a value keeps out of line is loaded after the loop, all values at once:
+        // loaded right after its entry, it would wait for that entry's miss.
         let deep = self.codec.touches();
+        let mut found: SmallVec<[&S; TOUCH_INLINE]> = SmallVec::new();
         for &(kg, key) in keys {
             if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
                 let hash = self.hash(key, ns);
                 // `black_box` keeps the probe: its result is otherwise unused.
                 match m.find(hash, |e| e.key == *key && e.ns == *ns) {
-                    Some(e) if deep => self.codec.touch(std::hint::black_box(&e.value)),
+                    Some(e) if deep => found.push(&e.value),
                     Some(e) => {
                         std::hint::black_box(e);
                     }
                     None => touch_insert_slot(m, hash, |e| e.key == *key),
                 }
             }
+        }
+        if !found.is_empty() {
+            self.codec.touch(&found);
         }
     }
 

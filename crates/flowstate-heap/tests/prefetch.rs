@@ -1,17 +1,17 @@
-//! `prefetch` and copy-on-write key groups against a model: prefetching any keys (of
-//! key groups owned here or not, present or absent) changes no state, and a snapshot
-//! taken at any point, written only later after more writes, holds exactly the state
-//! at its snapshot point.
+//! `prefetch` and copy-on-write key groups against a model (value, map and list
+//! state): prefetching any keys (of key groups owned here or not, present or absent)
+//! changes no state, and a snapshot taken at any point, written only later after more
+//! writes, holds exactly the state at its snapshot point.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use std::collections::BTreeMap;
 
 use flowstate_conformance::{config, next_checkpoint_id, temp_storage};
 use flowstate_core::backend::KeyedStateBackend;
-use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
+use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot};
-use flowstate_core::state::{MapState, ValueState, VoidNamespace};
+use flowstate_core::state::{ListState, MapState, ValueState, VoidNamespace};
 use flowstate_heap::HeapKeyedStateBackend;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -31,6 +31,8 @@ enum Op {
     ClearValue,
     Put(u8, i32),
     Remove(u8),
+    Add(i32),
+    ClearList,
     /// Takes a snapshot, written only at the end.
     Snapshot,
 }
@@ -44,14 +46,16 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             1 => Just(Op::ClearValue),
             3 => (0..4u8, any::<i32>()).prop_map(|(k, v)| Op::Put(k, v)),
             1 => (0..4u8).prop_map(Op::Remove),
+            2 => any::<i32>().prop_map(Op::Add),
+            1 => Just(Op::ClearList),
             1 => Just(Op::Snapshot),
         ],
         1..80,
     )
 }
 
-/// The model: per key, the value and the map.
-type Model = BTreeMap<u64, (Option<i64>, BTreeMap<u8, i32>)>;
+/// The model: per key, the value, the map and the list.
+type Model = BTreeMap<u64, (Option<i64>, BTreeMap<u8, i32>, Vec<i32>)>;
 
 fn backend(range: KeyGroupRange) -> HeapKeyedStateBackend<u64> {
     HeapKeyedStateBackend::new(config::<u64>(MAX_P, range)).unwrap()
@@ -67,15 +71,20 @@ fn map(b: &HeapKeyedStateBackend<u64>) -> std::rc::Rc<dyn MapState<u8, i32>> {
         .unwrap()
 }
 
-/// Every owned key's value and map in `b`, as the model holds them.
+fn list(b: &HeapKeyedStateBackend<u64>) -> std::rc::Rc<dyn ListState<i32>> {
+    b.list_state::<VoidNamespace, i32>(&ListStateDescriptor::new("l"))
+        .unwrap()
+}
+
+/// Every owned key's value, map and list in `b`, as the model holds them.
 fn read_all(b: &HeapKeyedStateBackend<u64>, owned: &[u64]) -> Model {
-    let (v, m) = (value(b), map(b));
+    let (v, m, l) = (value(b), map(b), list(b));
     let mut out = Model::new();
     for &k in owned {
         b.set_current_key(k).unwrap();
         let entries: BTreeMap<u8, i32> = m.entries().unwrap().into_iter().collect();
-        let got = (v.value().unwrap(), entries);
-        if got.0.is_some() || !got.1.is_empty() {
+        let got = (v.value().unwrap(), entries, l.get().unwrap());
+        if got.0.is_some() || !got.1.is_empty() || !got.2.is_empty() {
             out.insert(k, got);
         }
     }
@@ -93,13 +102,14 @@ proptest! {
             .filter(|k| range.contains(b.key_group_of(k).unwrap()))
             .take(12)
             .collect();
-        let (v, m) = (value(&b), map(&b));
-        // Enough other keys that both states exceed what `prefetch` leaves alone as
+        let (v, m, l) = (value(&b), map(&b), list(&b));
+        // Enough other keys that the states exceed what `prefetch` leaves alone as
         // small enough to stay in cache (1 MiB); `read_all` does not look at them.
         for k in (FILLER..).filter(|k| range.contains(b.key_group_of(k).unwrap())).take(FILLED) {
             b.set_current_key(k).unwrap();
             v.update(1).unwrap();
             m.put(1, 1).unwrap();
+            l.add(1).unwrap();
         }
         let mut model = Model::new();
         b.set_current_key(owned[0]).unwrap();
@@ -145,9 +155,17 @@ proptest! {
                             m.remove(&uk).unwrap();
                             e.1.remove(&uk);
                         }
+                        Op::Add(x) => {
+                            l.add(x).unwrap();
+                            e.2.push(x);
+                        }
+                        Op::ClearList => {
+                            l.clear().unwrap();
+                            e.2.clear();
+                        }
                         _ => unreachable!("handled above"),
                     }
-                    if e.0.is_none() && e.1.is_empty() {
+                    if e.0.is_none() && e.1.is_empty() && e.2.is_empty() {
                         model.remove(&k);
                     }
                 }
