@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use flowstate_core::descriptor::{AggregateFunction, ReduceFn};
-use flowstate_core::format::{ByteReader, put_varint, put_vbytes};
+use flowstate_core::format::{ByteReader, put_len_prefixed, put_varint, put_vbytes};
 use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::payload;
 use flowstate_core::state::{
@@ -402,11 +402,13 @@ impl<K: StateKey, N: Namespace, T: StateValue> InternalValueState<N, T>
 // ---- list ----
 
 impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
+    /// `values` as stored list items (each with its length in front), serialized in
+    /// place: no buffer or copy per item.
     fn encode_items(&self, values: &[T]) -> StateResult<Vec<u8>> {
         let mut out = Vec::new();
         for v in values {
-            let b = self.encode(self.extra.ser.as_ref(), v)?;
-            put_vbytes(&mut out, &b)?;
+            put_len_prefixed(&mut out, |o| self.extra.ser.serialize_into(v, o))?
+                .map_err(ser_err(&self.name))?;
         }
         Ok(out)
     }
@@ -427,9 +429,7 @@ impl<K: StateKey, N: Namespace, T: StateValue> ListState<T> for RocksState<K, N,
     }
     fn add(&self, value: T) -> StateResult<()> {
         let k = self.entry_key()?;
-        let encoded = self.encode(self.extra.ser.as_ref(), &value)?;
-        let mut operand = Vec::with_capacity(encoded.len() + 1);
-        put_vbytes(&mut operand, &encoded)?;
+        let operand = self.encode_items(std::slice::from_ref(&value))?;
         self.merge_raw(&k, &operand)
     }
     fn add_all(&self, values: Vec<T>) -> StateResult<()> {
