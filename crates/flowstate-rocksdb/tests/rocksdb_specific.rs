@@ -218,6 +218,61 @@ fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
     }
 }
 
+/// List items of every length class, written by `add`, `add_all` and `update`: each
+/// stored item carries its length in front (one byte below 128, more from 128), and
+/// what RocksDB holds reads back, and moves to the heap backend, item for item.
+#[test]
+fn list_items_of_any_length_read_back_and_move_to_the_heap_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, storage) = temp_storage();
+    let item = |len: usize, seed: u8| -> Vec<u8> { (0..len).map(|i| seed ^ i as u8).collect() };
+    let lens = [0usize, 1, 127, 128, 129, 300, 16_384, 20_000];
+    let expected = |k: u64| -> Vec<Vec<u8>> {
+        let base: Vec<Vec<u8>> = lens.iter().map(|&l| item(l, k as u8)).collect();
+        match k % 3 {
+            // `add` one item at a time, after an `update` of the first.
+            0 => base,
+            // `add_all` twice.
+            1 => base.iter().chain(base.iter()).cloned().collect(),
+            // `update` with all of them.
+            _ => base,
+        }
+    };
+    let b =
+        RocksDbKeyedStateBackend::<u64>::new(config(128, all()), RocksDbOptions::new(dir.path()))
+            .unwrap();
+    let desc = ListStateDescriptor::<Vec<u8>>::new("l");
+    let l = b.list_state::<VoidNamespace, Vec<u8>>(&desc).unwrap();
+    for k in 0..30u64 {
+        b.set_current_key(k).unwrap();
+        let items = expected(k);
+        match k % 3 {
+            0 => {
+                l.update(vec![items[0].clone()]).unwrap();
+                for it in &items[1..] {
+                    l.add(it.clone()).unwrap();
+                }
+            }
+            1 => {
+                l.add_all(items[..lens.len()].to_vec()).unwrap();
+                l.add_all(items[lens.len()..].to_vec()).unwrap();
+            }
+            _ => l.update(items).unwrap(),
+        }
+    }
+    for k in 0..30u64 {
+        b.set_current_key(k).unwrap();
+        assert_eq!(l.get().unwrap(), expected(k), "key {k} in RocksDB");
+    }
+    let handle = b.savepoint().unwrap().write(&storage, "sp-lists").unwrap();
+    let h = HeapKeyedStateBackend::<u64>::restore(config(128, all()), &storage, &[handle]).unwrap();
+    let hl = h.list_state::<VoidNamespace, Vec<u8>>(&desc).unwrap();
+    for k in 0..30u64 {
+        h.set_current_key(k).unwrap();
+        assert_eq!(hl.get().unwrap(), expected(k), "key {k} on the heap");
+    }
+}
+
 #[test]
 fn state_larger_than_memory_reads_back_exactly() {
     const KEYS: u64 = 1_200_000; // ~1.2M x (64-byte value + key) > 100 MB of state

@@ -240,15 +240,17 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         task: Option<TaskRef>,
     ) -> Self {
         use timely::dataflow::operators::Probe;
+        use timely::dataflow::operators::core::OkErr;
         let raw = raw.probe_with(input.pacer.probe());
-        let main = flat_map_stream(&raw, "Main", |t| match t {
-            Tagged::Main(v) => Some(v),
-            Tagged::Side(..) => None,
-        });
-        let side = flat_map_stream(&raw, "Side", |t| match t {
-            Tagged::Main(_) => None,
-            Tagged::Side(name, bytes) => Some((name, bytes)),
-        });
+        // One operator with two outputs, so that `raw` has one reader: a stream with
+        // two (one for main records, one for side outputs) has each of its batches
+        // copied for the first, which then drops every main record.
+        let (main, side) = raw.ok_err::<Vec<(i64, T)>, _, Vec<(i64, (String, Vec<u8>))>, _, _>(
+            |(ts, t)| match t {
+                Tagged::Main(v) => Ok((ts, v)),
+                Tagged::Side(name, bytes) => Err((ts, (name, bytes))),
+            },
+        );
         DataStream {
             inner: main,
             side: Some(side),
