@@ -110,9 +110,9 @@ pub(crate) trait Codec<S>: Send + Sync {
     fn decode(&self, state: &str, path: &str, payload: &[u8]) -> StateResult<S>;
     /// Loads what `values` keep out of line (a list's last element, a map's first
     /// key), so that the accesses of coming records find it in cache
-    /// ([`ErasedTable::touch`]). Inline values have nothing to load. All of a batch's
-    /// values at once: their loads depend on nothing but the entries, already in
-    /// cache, so they all overlap.
+    /// ([`ErasedTable::touch`]). Inline values have nothing to load. A batch's values
+    /// come at once: their loads depend only on the entries, already in cache, so
+    /// they all overlap.
     fn touch(&self, values: &[&S]) {
         let _ = values;
     }
