@@ -208,13 +208,11 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
                 state: self.name.clone(),
             });
         }
-        let mut ns = self.buffers.take();
-        self.ns_ser
-            .serialize_into(&self.ns.borrow(), &mut ns)
-            .map_err(ser_err(&self.name))?;
         let mut k = self.buffers.take();
         k.extend_from_slice(&self.shared.prefix.borrow());
-        put_vbytes(&mut k, &ns)?;
+        // The namespace serialized in place behind its length, as the key prefix is.
+        put_len_prefixed(&mut k, |o| self.ns_ser.serialize_into(&self.ns.borrow(), o))?
+            .map_err(ser_err(&self.name))?;
         Ok(k)
     }
 
