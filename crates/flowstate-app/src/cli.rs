@@ -154,6 +154,10 @@ pub struct RunOptions {
     /// Milliseconds between checkpoints.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_interval: u64,
+    /// Milliseconds after which a checkpoint that is not complete is aborted (three
+    /// aborted in a row fail the job; Flink's `execution.checkpointing.timeout`).
+    #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_timeout: u64,
     /// Complete checkpoints kept.
     #[arg(long, default_value_t = 1)]
     pub retained: usize,

@@ -89,6 +89,7 @@ pub(crate) fn job_config(
         &opts.checkpoint_dir,
         Duration::from_millis(opts.checkpoint_interval),
     )?
+    .timeout(Duration::from_millis(opts.checkpoint_timeout))
     .retained(opts.retained)
     .restore(restore)
     .claim_mode(if opts.claim && !opts.resume {

@@ -178,8 +178,11 @@ fn two_processes_fall_back_together_from_a_damaged_checkpoint() {
         *b ^= 0x5a;
     }
     std::fs::write(&victim, bytes).unwrap();
+    // A process that never hears of the other's failure would wait on checkpoints
+    // that cannot complete: a short timeout makes that a failure in minutes, not 40.
     let out = common::job(dir.path(), 2, "heap", 30, EVENTS, 0)
         .args(["--processes", "2", "--retained", "2", "--max-restarts", "0"])
+        .args(["--checkpoint-timeout", "20000"])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

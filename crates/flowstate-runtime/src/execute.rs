@@ -453,8 +453,6 @@ fn drive(
     let mut stopped = false;
     loop {
         if let Some(ctx) = ctx {
-            ctx.coordinator.poll();
-            send(&mut control, ctx);
             if ctx
                 .coordinator
                 .config()
@@ -464,10 +462,10 @@ fn drive(
             {
                 record_error(errors, RuntimeError::Cancelled);
             }
-            if let Some(e) = errors.borrow().as_ref() {
-                ctx.coordinator.fail_with(e);
-            }
-            if ctx.coordinator.error().is_some() {
+            let failed = coordination_turn(&ctx.coordinator, errors.borrow().as_ref(), || {
+                send(&mut control, ctx)
+            });
+            if failed {
                 break;
             }
         } else if errors.borrow().is_some() {
@@ -508,8 +506,10 @@ fn drive(
             }
         }
     }
-    if let (Some(ctx), true) = (ctx, errors.borrow().is_some()) {
-        // The other processes stop too (they would wait for this one forever).
+    if let Some(ctx) = ctx {
+        // The other processes stop too (they would wait for this one forever): this
+        // worker's failure, and whatever else the coordinator holds for them, goes
+        // before the control input closes with `control` dropped below.
         if let Some(e) = errors.borrow().as_ref() {
             ctx.coordinator.fail_with(e);
         }
@@ -543,6 +543,32 @@ fn drive(
         }
     }
     while worker.step() {}
+}
+
+/// One turn of a worker's part in checkpoint coordination, before it steps the
+/// dataflow: the coordinator triggers what is due, takes this worker's own failure
+/// (`own_error`), and `send` passes what it has for the other processes on (only a
+/// process's first worker sends; see [`ControlInput`]). Returns whether the job failed,
+/// so that the worker stops.
+///
+/// The failure is read *before* `send`, never after: the coordinator is shared by the
+/// process's workers, and another worker may record a failure at any moment. Read
+/// after sending, a failure recorded in between stops this worker with the message
+/// that tells the other processes still unsent; its control input then closes and
+/// they wait for this process until their checkpoints time out. Read before, the
+/// turn that sees the failure sends it.
+fn coordination_turn(
+    coordinator: &Coordinator,
+    own_error: Option<&RuntimeError>,
+    mut send: impl FnMut(),
+) -> bool {
+    coordinator.poll();
+    if let Some(e) = own_error {
+        coordinator.fail_with(e);
+    }
+    let failed = coordinator.error().is_some();
+    send();
+    failed
 }
 
 /// The input through which a process's first worker sends its coordinator's messages
@@ -607,5 +633,74 @@ fn control_dataflow(
         input,
         sends,
         threads: threads as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The second process of two, as its sending worker sees it: the process's other
+    /// worker fails restoring its state right after this worker's send (the moment
+    /// that once left a cluster waiting 40 minutes on checkpoints that could not
+    /// complete). The failure still reaches the leader before this worker stops.
+    #[test]
+    fn a_failure_recorded_by_another_worker_mid_turn_is_sent_before_the_worker_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(3600)).unwrap();
+        let role = ProcessRole {
+            process: 1,
+            processes: 2,
+        };
+        let coordinator = Coordinator::new(config, 2, role, 128, 1, 0, None);
+        let mut sent = Vec::new();
+        let mut turn = 0;
+        loop {
+            turn += 1;
+            assert!(turn <= 3, "the worker never stopped");
+            let failed = coordination_turn(&coordinator, None, || {
+                sent.extend(coordinator.take_outbox());
+                if turn == 1 {
+                    coordinator.fail_with(&RuntimeError::Restore(
+                        "chk-2/counts-3.kgs: checksum mismatch".to_string(),
+                    ));
+                }
+            });
+            if failed {
+                break;
+            }
+        }
+        assert!(
+            matches!(sent.as_slice(), [(0, Control::Fail { restore: true, .. })]),
+            "sent to the other process: {sent:?}"
+        );
+    }
+
+    /// A worker's own failure is sent in the turn that takes it, and stops it.
+    #[test]
+    fn a_workers_own_failure_is_sent_in_the_turn_that_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(3600)).unwrap();
+        let role = ProcessRole {
+            process: 0,
+            processes: 3,
+        };
+        let coordinator = Coordinator::new(config, 1, role, 128, 1, 0, None);
+        let mut sent = Vec::new();
+        let failed = coordination_turn(
+            &coordinator,
+            Some(&RuntimeError::Checkpoint("disk full".to_string())),
+            || sent.extend(coordinator.take_outbox()),
+        );
+        assert!(failed);
+        let to: Vec<usize> = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Control::Fail { restore: false, .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(to, [1, 2], "{sent:?}");
     }
 }
