@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
-cargo build --release -q -p flowstate-cli
+cargo build --release -q --workspace --bin flowstate
 bin="$CARGO_TARGET_DIR/release/flowstate"
 base="${BENCH_DIR:-/tmp/flowstate-bench}"
 events="${EVENTS:-3000000}"

@@ -13,7 +13,7 @@ anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
 runs=${1:-3}
 n=${2:-2000000}
 k=1000000
-cargo build --release -q -p flowstate-bench
+cargo build --release -q --workspace --bin flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 out=$(mktemp -d /tmp/bench-job.XXXXXX)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs, events $n, keys $k; results in $out"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
-cargo build --release -q -p flowstate-bench
+cargo build --release -q --workspace --bin flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 runs=${1:-3}
 echo "# $(date -u +%FT%TZ) $(nproc) cores, runs $runs"

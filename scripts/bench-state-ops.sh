@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
 iterations=${1:-5}
 seconds=${2:-1}
-cargo build --release -q -p flowstate-bench
+cargo build --release -q --workspace --bin flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 out=$(mktemp -d /tmp/bench-state-ops.XXXXXX)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $iterations x $seconds s per op; results in $out"

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
-cargo build --release -q -p flowstate-cli
+cargo build --release -q --workspace --bin flowstate
 bin="$CARGO_TARGET_DIR/release/flowstate"
 dir=/tmp/flowstate-demo
 for a in "$@"; do
