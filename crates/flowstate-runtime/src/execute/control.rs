@@ -106,20 +106,28 @@ mod tests {
     use crate::checkpoint::ProcessRole;
     use std::time::Duration;
 
+    /// The coordinator of process `process` of `processes`, with `workers` workers,
+    /// checkpointing into a directory that lives as long as the returned guard.
+    fn coordinator_of(
+        process: usize,
+        processes: usize,
+        workers: usize,
+    ) -> (tempfile::TempDir, Coordinator) {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(3600)).unwrap();
+        let role = ProcessRole { process, processes };
+        let coordinator = Coordinator::new(config, workers, role, 128, 1, 0, None);
+        (dir, coordinator)
+    }
+
     /// The second process of two, as its sending worker sees it: the process's other
     /// worker fails restoring its state right after this worker's send (the moment
     /// that once left a cluster waiting 40 minutes on checkpoints that could not
     /// complete). The failure still reaches the leader before this worker stops.
     #[test]
     fn a_failure_recorded_by_another_worker_mid_turn_is_sent_before_the_worker_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(3600)).unwrap();
-        let role = ProcessRole {
-            process: 1,
-            processes: 2,
-        };
-        let coordinator = Coordinator::new(config, 2, role, 128, 1, 0, None);
+        let (_dir, coordinator) = coordinator_of(1, 2, 2);
         let mut sent = Vec::new();
         let mut turn = 0;
         loop {
@@ -146,14 +154,7 @@ mod tests {
     /// A worker's own failure is sent in the turn that takes it, and stops it.
     #[test]
     fn a_workers_own_failure_is_sent_in_the_turn_that_stops_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            CheckpointConfig::local(dir.path().join("ck"), Duration::from_secs(3600)).unwrap();
-        let role = ProcessRole {
-            process: 0,
-            processes: 3,
-        };
-        let coordinator = Coordinator::new(config, 1, role, 128, 1, 0, None);
+        let (_dir, coordinator) = coordinator_of(0, 3, 1);
         let mut sent = Vec::new();
         let failed = coordination_turn(
             &coordinator,
