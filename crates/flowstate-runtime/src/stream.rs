@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use flowstate_core::keygroup::{key_group_for_serialized_key, operator_index_for_key_group};
-use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+use flowstate_core::serializer::{IntegerEncoding, SerdeSerializer, TypeSerializer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use timely::container::CapacityContainerBuilder;
@@ -368,6 +368,18 @@ impl<'scope, T: Data> DataStream<'scope, T> {
                 |_cap, _info| {
                     move |input, output| {
                         input.for_each(|time, data| {
+                            if IntegerEncoding::covers::<K>() {
+                                // An integer key's bytes are built in registers and
+                                // hashed from there: no serialized batch.
+                                let mut session = output.session(&time);
+                                for (ts, t) in data.drain(..) {
+                                    let k = key(&t);
+                                    if let Some((target, kg)) = router.route_key(&k, &mut bytes) {
+                                        session.give((ts, (target, kg, k, t)));
+                                    }
+                                }
+                                return;
+                            }
                             router.serialize(data, &key, &mut keys, &mut bytes, &mut ends);
                             let mut session = output.session(&time);
                             let mut start = 0;
@@ -464,8 +476,30 @@ impl<K: Data> KeyRouter<K> {
         }
     }
 
+    /// The worker and key group of one key, serialized into `scratch` unless it is
+    /// an integer ([`IntegerEncoding`]); `None` (reported) when it fails to serialize
+    /// or the configuration cannot place it.
+    #[inline]
+    fn route_key(&self, key: &K, scratch: &mut Vec<u8>) -> Option<(u32, u32)> {
+        if let Some(encoding) = IntegerEncoding::of(key) {
+            return self.route(encoding.as_bytes());
+        }
+        scratch.clear();
+        match self.ser.serialize_into(key, scratch) {
+            Ok(()) => self.route(scratch),
+            Err(e) => {
+                record_error(
+                    &self.errors,
+                    flowstate_core::StateError::serialization("<key>", e).into(),
+                );
+                None
+            }
+        }
+    }
+
     /// The worker and key group of a serialized key; `None` (reported) when the
     /// configuration cannot place it.
+    #[inline]
     fn route(&self, serialized: &[u8]) -> Option<(u32, u32)> {
         let kg = key_group_for_serialized_key(serialized, self.max_p);
         match operator_index_for_key_group(self.max_p, self.peers, kg) {
@@ -624,5 +658,67 @@ mod tests {
         }
         assert_eq!(start, bytes.len());
         assert_eq!(ends.iter().filter(|e| e.is_none()).count(), 2);
+    }
+
+    /// The route of one key of a type `T`, serialized by `SerdeSerializer` and
+    /// placed as Flink places it.
+    fn expected_route<T: Serialize + DeserializeOwned + 'static>(key: &T) -> (u32, u32) {
+        let mut bytes = Vec::new();
+        SerdeSerializer::<T>::new()
+            .serialize_into(key, &mut bytes)
+            .unwrap();
+        let kg = key_group_for_serialized_key(&bytes, 128);
+        (operator_index_for_key_group(128, 3, kg).unwrap(), kg)
+    }
+
+    fn router<T: Serialize + DeserializeOwned + 'static>(errors: &ErrorSlot) -> KeyRouter<T> {
+        KeyRouter {
+            max_p: 128,
+            peers: 3,
+            ser: SerdeSerializer::<T>::new(),
+            errors: errors.clone(),
+        }
+    }
+
+    proptest::proptest! {
+        /// A key routed alone (integers from registers, others serialized) goes where
+        /// its serialized bytes place it.
+        #[test]
+        fn a_key_alone_routes_as_its_serialized_bytes(
+            v in proptest::prop_oneof![-300i64..300, proptest::num::i64::ANY],
+            s in ".{0,12}",
+        ) {
+            let errors: ErrorSlot = Rc::new(RefCell::new(None));
+            let mut scratch = vec![9, 9];
+            proptest::prop_assert_eq!(
+                router::<u64>(&errors).route_key(&(v as u64), &mut scratch),
+                Some(expected_route(&(v as u64)))
+            );
+            proptest::prop_assert_eq!(router::<i64>(&errors).route_key(&v, &mut scratch), Some(expected_route(&v)));
+            proptest::prop_assert_eq!(
+                router::<i32>(&errors).route_key(&(v as i32), &mut scratch),
+                Some(expected_route(&(v as i32)))
+            );
+            proptest::prop_assert_eq!(
+                router::<u32>(&errors).route_key(&(v as u32), &mut scratch),
+                Some(expected_route(&(v as u32)))
+            );
+            proptest::prop_assert_eq!(router::<String>(&errors).route_key(&s, &mut scratch), Some(expected_route(&s)));
+            proptest::prop_assert!(errors.borrow().is_none());
+        }
+    }
+
+    /// A key that fails to serialize alone is not routed, and the failure is reported.
+    #[test]
+    fn a_key_alone_that_fails_to_serialize_is_reported() {
+        let errors: ErrorSlot = Rc::new(RefCell::new(None));
+        let router = router::<Picky>(&errors);
+        let mut scratch = Vec::new();
+        assert_eq!(router.route_key(&Picky(-3), &mut scratch), None);
+        assert!(errors.borrow().is_some(), "the failure is reported");
+        assert_eq!(
+            router.route_key(&Picky(3), &mut scratch),
+            Some(expected_route(&3i64))
+        );
     }
 }

@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use crate::error::{SerializationError, StateError, StateResult};
 
-pub use self::serde::{SERDE_POSTCARD_IDENTITY, SerdeSerializer, short_type_name, snapshot_of};
+pub use self::serde::{
+    IntegerEncoding, SERDE_POSTCARD_IDENTITY, SerdeSerializer, short_type_name, snapshot_of,
+};
 pub use self::stored::StoredFormat;
 
 /// The stored description of a serializer: what wrote the bytes.

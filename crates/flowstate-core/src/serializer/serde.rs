@@ -320,34 +320,73 @@ impl Extend<u8> for Append<'_> {
 /// waited for the stores to drain. Postcard's serializer built per call and its
 /// byte-wise pushes were about 4% of the heap keyed job's samples.
 fn put_integer<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
-    let any = value as &dyn Any;
-    let v = if let Some(v) = any.downcast_ref::<u64>() {
-        *v
-    } else if let Some(v) = any.downcast_ref::<i64>() {
-        ((*v << 1) ^ (*v >> 63)) as u64
-    } else if let Some(v) = any.downcast_ref::<u32>() {
-        *v as u64
-    } else if let Some(v) = any.downcast_ref::<i32>() {
-        ((*v << 1) ^ (*v >> 31)) as u32 as u64
-    } else {
+    let Some(encoded) = IntegerEncoding::of(value) else {
         return false;
     };
-    let (mut rest, mut encoded, mut len) = (v, 0u128, 0);
-    loop {
-        let byte = (rest & 0x7f) as u128;
-        rest >>= 7;
-        if rest == 0 {
-            encoded |= byte << (8 * len);
-            len += 1;
-            break;
-        }
-        encoded |= (byte | 0x80) << (8 * len);
-        len += 1;
-    }
     let at = out.len();
-    out.extend_from_slice(&encoded.to_le_bytes());
-    out.truncate(at + len);
+    out.extend_from_slice(&encoded.bytes);
+    out.truncate(at + encoded.len);
     true
+}
+
+/// An integer's postcard encoding, built in registers (see [`put_integer`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IntegerEncoding {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl IntegerEncoding {
+    /// Whether values of `T` have an encoding here: `u64`, `i64`, `u32` and `i32`.
+    #[inline]
+    pub fn covers<T: 'static>() -> bool {
+        use std::any::TypeId;
+        let t = TypeId::of::<T>();
+        t == TypeId::of::<u64>()
+            || t == TypeId::of::<i64>()
+            || t == TypeId::of::<u32>()
+            || t == TypeId::of::<i32>()
+    }
+
+    /// The encoding of `value` if it is a `u64`, `i64`, `u32` or `i32`; `None` for
+    /// other types (the type test is resolved at compile time).
+    #[inline]
+    pub fn of<T: 'static>(value: &T) -> Option<Self> {
+        let any = value as &dyn Any;
+        let v = if let Some(v) = any.downcast_ref::<u64>() {
+            *v
+        } else if let Some(v) = any.downcast_ref::<i64>() {
+            ((*v << 1) ^ (*v >> 63)) as u64
+        } else if let Some(v) = any.downcast_ref::<u32>() {
+            *v as u64
+        } else if let Some(v) = any.downcast_ref::<i32>() {
+            ((*v << 1) ^ (*v >> 31)) as u32 as u64
+        } else {
+            return None;
+        };
+        let (mut rest, mut encoded, mut len) = (v, 0u128, 0);
+        loop {
+            let byte = (rest & 0x7f) as u128;
+            rest >>= 7;
+            if rest == 0 {
+                encoded |= byte << (8 * len);
+                len += 1;
+                break;
+            }
+            encoded |= (byte | 0x80) << (8 * len);
+            len += 1;
+        }
+        Some(IntegerEncoding {
+            bytes: encoded.to_le_bytes(),
+            len,
+        })
+    }
+
+    /// The encoded bytes: exactly what [`SerdeSerializer`] writes for the value.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +397,7 @@ mod tests {
     /// The integer fast path writes exactly postcard's bytes.
     #[test]
     fn integers_encode_as_postcard_does() {
+        use std::any::TypeId;
         fn check<T: Serialize + DeserializeOwned + 'static>(v: T) {
             let mut fast = vec![7];
             SerdeSerializer::<T>::new()
@@ -366,6 +406,19 @@ mod tests {
             let mut expected = vec![7];
             expected = postcard::to_extend(&v, expected).unwrap();
             assert_eq!(fast, expected);
+            // An integer's encoding on its own is the same bytes; other types have none.
+            let integer = [
+                TypeId::of::<u64>(),
+                TypeId::of::<i64>(),
+                TypeId::of::<u32>(),
+                TypeId::of::<i32>(),
+            ]
+            .contains(&TypeId::of::<T>());
+            assert_eq!(IntegerEncoding::covers::<T>(), integer);
+            assert_eq!(
+                IntegerEncoding::of(&v).map(|e| e.as_bytes().to_vec()),
+                integer.then(|| expected[1..].to_vec())
+            );
         }
         let mut edges = vec![0u64, 1, u64::MAX, u64::MAX - 1];
         for bits in 1..64 {
@@ -389,6 +442,7 @@ mod tests {
         // Other types still go through postcard.
         check(String::from("key"));
         check((1u64, 2u32));
+        assert!(IntegerEncoding::of(&7u16).is_none());
     }
 
     /// A value that fails to serialize leaves the buffer as it was, even after it
