@@ -14,7 +14,9 @@ use flowstate_core::descriptor::{
 };
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
-use flowstate_core::serializer::{SerdeSerializer, TypeSerializer, require_same_layout};
+use flowstate_core::serializer::{
+    IntegerEncoding, SerdeSerializer, TypeSerializer, require_same_layout,
+};
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, RestoredState, StateMetaInfo, check_kind, read_keyed_state,
     section_entries,
@@ -99,6 +101,8 @@ pub struct HeapKeyedStateBackend<K> {
     /// States without namespaces, whose entries [`KeyedStateBackend::prefetch`]
     /// brings into the cache.
     prefetched: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
+    /// Keys are postcard integers: their key group comes from [`IntegerEncoding`].
+    integer_keys: bool,
 }
 
 impl<K: StateKey> HeapKeyedStateBackend<K> {
@@ -106,6 +110,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     pub fn new(config: KeyedBackendConfig<K>) -> StateResult<Self> {
         config.validate()?;
         Ok(HeapKeyedStateBackend {
+            integer_keys: config.integer_keys(),
             config,
             ctx: Rc::new(KeyContext {
                 key: RefCell::new(None),
@@ -231,6 +236,14 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
     }
 
     fn key_group_of(&self, key: &K) -> StateResult<u32> {
+        if self.integer_keys
+            && let Some(encoding) = IntegerEncoding::of(key)
+        {
+            return Ok(key_group_for_serialized_key(
+                encoding.as_bytes(),
+                self.config.max_parallelism,
+            ));
+        }
         let mut scratch = self.ctx.scratch.borrow_mut();
         scratch.clear();
         self.config
