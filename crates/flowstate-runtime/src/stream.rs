@@ -466,10 +466,7 @@ impl<K: Data> KeyRouter<K> {
                 Err(e) => {
                     bytes.truncate(at);
                     ends.push(None);
-                    record_error(
-                        &self.errors,
-                        flowstate_core::StateError::serialization("<key>", e).into(),
-                    );
+                    self.key_failed(e);
                 }
             }
             keys.push(k);
@@ -488,13 +485,18 @@ impl<K: Data> KeyRouter<K> {
         match self.ser.serialize_into(key, scratch) {
             Ok(()) => self.route(scratch),
             Err(e) => {
-                record_error(
-                    &self.errors,
-                    flowstate_core::StateError::serialization("<key>", e).into(),
-                );
+                self.key_failed(e);
                 None
             }
         }
+    }
+
+    /// Reports a key that failed to serialize (its record is dropped).
+    fn key_failed(&self, e: flowstate_core::SerializationError) {
+        record_error(
+            &self.errors,
+            flowstate_core::StateError::serialization("<key>", e).into(),
+        );
     }
 
     /// The worker and key group of a serialized key; `None` (reported) when the
@@ -620,12 +622,7 @@ mod tests {
     #[test]
     fn a_batch_routes_each_key_as_alone_and_reports_failures() {
         let errors: ErrorSlot = Rc::new(RefCell::new(None));
-        let router = KeyRouter {
-            max_p: 128,
-            peers: 3,
-            ser: SerdeSerializer::<Picky>::new(),
-            errors: errors.clone(),
-        };
+        let router = router::<Picky>(&errors);
         let data: Vec<(i64, i64)> = vec![(0, 5), (1, 300), (2, -1), (3, 70_000), (4, -9), (5, 0)];
         let (mut keys, mut bytes, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         router.serialize(
@@ -651,9 +648,10 @@ mod tests {
                 .serialize_into(&Picky(*v), &mut alone)
                 .unwrap();
             assert_eq!(&bytes[start..end], &alone[..], "key {v}");
-            let kg = key_group_for_serialized_key(&alone, 128);
-            let target = operator_index_for_key_group(128, 3, kg).unwrap();
-            assert_eq!(router.route(&bytes[start..end]), Some((target, kg)));
+            assert_eq!(
+                router.route(&bytes[start..end]),
+                Some(expected_route(&Picky(*v)))
+            );
             start = end;
         }
         assert_eq!(start, bytes.len());
@@ -671,6 +669,7 @@ mod tests {
         (operator_index_for_key_group(128, 3, kg).unwrap(), kg)
     }
 
+    /// A router for 3 workers and 128 key groups, reporting into `errors`.
     fn router<T: Serialize + DeserializeOwned + 'static>(errors: &ErrorSlot) -> KeyRouter<T> {
         KeyRouter {
             max_p: 128,
