@@ -46,16 +46,14 @@ use flowstate_core::descriptor::MapStateDescriptor;
 use flowstate_core::operator::{BroadcastState, OperatorStateStore};
 use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use flowstate_core::state::{MapState, StateKey, StateValue, VoidNamespace};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
 use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
-    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, Outbox, OutputTag, Stash, Tagged,
-    flush_to, start_keyed_later,
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, Outbox, OutputTag, Stash, flush_to,
+    keyed_binary, start_keyed_later,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
@@ -334,167 +332,161 @@ where
             || (None, BTreeMap::new(), BTreeMap::new()),
         );
         let op_errors = errors.clone();
-        let raw = stream
-            .inner
-            .clone()
-            .binary_frontier::<_, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>, _, _, _, _>(
-                self.broadcast.inner,
-                Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
-                Pipeline,
-                "KeyedBroadcastProcess",
-                move |cap, info| {
-                    let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
-                    let activator = scope.activator_for(info.address);
-                    let mut cap = Some(cap);
-                    let mut runner = None;
-                    let mut keyed_stash: Stash<K, T> = BTreeMap::new();
-                    let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
-                    let mut out: Outbox<OUT> = Outbox::new();
-                    let errors = op_errors;
-                    move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
-                        // Started (restored) once the job was described.
-                        if let Some((r, k, b)) = started.borrow_mut().take() {
-                            runner = r;
-                            keyed_stash = k;
-                            bcast_stash = b;
-                            if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
-                                q.set_activator(sync_activator.clone());
-                            }
+        let (main, side) = keyed_binary(
+            stream.inner.clone(),
+            self.broadcast.inner,
+            Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
+            Pipeline,
+            "KeyedBroadcastProcess",
+            move |cap, info| {
+                let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
+                let activator = scope.activator_for(info.address);
+                let mut cap = cap;
+                let mut runner = None;
+                let mut keyed_stash: Stash<K, T> = BTreeMap::new();
+                let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();
+                let mut out: Outbox<OUT> = Outbox::new();
+                let errors = op_errors;
+                move |(keyed_in, keyed_frontier), (bcast_in, bcast_frontier), output| {
+                    // Started (restored) once the job was described.
+                    if let Some((r, k, b)) = started.borrow_mut().take() {
+                        runner = r;
+                        keyed_stash = k;
+                        bcast_stash = b;
+                        if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
+                            q.set_activator(sync_activator.clone());
                         }
-                        // Look-ups first, between the batches of two activations.
-                        if runner.as_ref().is_some_and(|r| r.serve_queries()) {
-                            activator.activate();
+                    }
+                    // Look-ups first, between the batches of two activations.
+                    if runner.as_ref().is_some_and(|r| r.serve_queries()) {
+                        activator.activate();
+                    }
+                    let ck = frontier_clocks(&keyed_frontier.frontier());
+                    let cb = frontier_clocks(&bcast_frontier.frontier());
+                    let (fk, fb) = (ck.map(|c| c.0), cb.map(|c| c.0));
+                    keyed_in.for_each(|stamp, data| {
+                        let t = crate::time::stamp_time(stamp.stamp().elements());
+                        keyed_stash
+                            .entry((t.outer, t.interval()))
+                            .or_default()
+                            .append(data);
+                    });
+                    bcast_in.for_each(|stamp, data| {
+                        let t = crate::time::stamp_time(stamp.stamp().elements());
+                        // A broadcast record takes effect at the epoch of its own
+                        // event time, or when it arrives if that is later.
+                        for rec in data.drain(..) {
+                            let at = t.outer.max(u64::try_from(rec.0).unwrap_or(0));
+                            bcast_stash.entry((at, t.interval())).or_default().push(rec);
                         }
-                        let ck = frontier_clocks(&keyed_frontier.frontier());
-                        let cb = frontier_clocks(&bcast_frontier.frontier());
-                        let (fk, fb) = (ck.map(|c| c.0), cb.map(|c| c.0));
-                        keyed_in.for_each(|stamp, data| {
-                            let t = crate::time::stamp_time(stamp.stamp().elements());
-                            keyed_stash
-                                .entry((t.outer, t.interval()))
-                                .or_default()
-                                .append(data);
-                        });
-                        bcast_in.for_each(|stamp, data| {
-                            let t = crate::time::stamp_time(stamp.stamp().elements());
-                            // A broadcast record takes effect at the epoch of its own
-                            // event time, or when it arrives if that is later.
-                            for rec in data.drain(..) {
-                                let at = t.outer.max(u64::try_from(rec.0).unwrap_or(0));
-                                bcast_stash.entry((at, t.interval())).or_default().push(rec);
+                    });
+                    let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
+                        keyed_stash.clear();
+                        bcast_stash.clear();
+                        cap = None;
+                        return;
+                    };
+                    let failed = || errors.borrow().is_some();
+                    let both = match (ck, cb) {
+                        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
+                        (a, b) => a.or(b),
+                    };
+                    // Checkpoints whose records have all arrived on both inputs,
+                    // before any record of a later one.
+                    if let Some(through) = r.cut_before(both)
+                        && !failed()
+                        && let Err(e) = checkpoint_through(r, through, &keyed_stash, &bcast_stash)
+                    {
+                        record_error(&errors, e);
+                    }
+                    r.hold_for_final(c, both);
+                    let ready_interval = both.map_or(u64::MAX, |b| b.1);
+                    // The least time either input may still bring.
+                    let least = frontier_least(
+                        &keyed_frontier
+                            .frontier()
+                            .iter()
+                            .chain(bcast_frontier.frontier().iter())
+                            .copied()
+                            .collect::<Vec<_>>(),
+                    );
+                    let current = least.map_or(c.time().inner, |t| t.inner);
+                    loop {
+                        // An epoch is processed once complete on the broadcast side
+                        // (no broadcast record of it or earlier can still come) and
+                        // no earlier keyed record can come; its broadcast records
+                        // are applied whole, in canonical order, before the keyed
+                        // records of the same epoch. A batch of a checkpoint
+                        // interval still being aligned holds back everything later.
+                        let next_b = bcast_stash.first_key_value().map(|(k, _)| *k);
+                        let next_k = keyed_stash.first_key_value().map(|(k, _)| *k);
+                        let (key, is_bcast) = match (next_b, next_k) {
+                            (Some(b), Some(k)) if b.0 <= k.0 => (b, true),
+                            (_, Some(k)) => (k, false),
+                            (Some(b), None) => (b, true),
+                            (None, None) => break,
+                        };
+                        let (epoch, interval) = key;
+                        let ready = interval <= ready_interval
+                            && fb.is_none_or(|b| epoch < b)
+                            && fk.is_none_or(|k| epoch <= k);
+                        if !ready {
+                            break;
+                        }
+                        let at = *c.time();
+                        let emit_at = time_at(epoch.max(at.outer), current);
+                        if !failed() {
+                            r.enter_epoch::<T, OUT>(epoch, emit_at, c, output, &mut out, &errors);
+                        }
+                        let flush = &mut flush_to(r.metrics.clone(), c, emit_at, output);
+                        if is_bcast {
+                            let mut batch = bcast_stash.remove(&key).unwrap_or_default();
+                            batch.sort_by_key(|(_, (origin, generation, seq, _))| {
+                                (*origin, *generation, *seq)
+                            });
+                            for (ts, (_, _, _, value)) in batch {
+                                if failed() {
+                                    break;
+                                }
+                                let mut ctx = BroadcastContext {
+                                    timestamp: ts,
+                                    emit: Emitter { out: &mut out },
+                                    store: &r.logic.store,
+                                };
+                                if let Err(e) =
+                                    r.logic.function.process_broadcast_element(value, &mut ctx)
+                                {
+                                    record_error(&errors, e);
+                                }
                             }
-                        });
-                        let (Some(r), Some(c)) = (runner.as_mut(), cap.as_mut()) else {
-                            keyed_stash.clear();
-                            bcast_stash.clear();
-                            cap = None;
-                            return;
-                        };
-                        let failed = || errors.borrow().is_some();
-                        let both = match (ck, cb) {
-                            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
-                            (a, b) => a.or(b),
-                        };
-                        // Checkpoints whose records have all arrived on both inputs,
-                        // before any record of a later one.
-                        if let Some(through) = r.cut_before(both)
-                            && !failed()
-                            && let Err(e) =
-                                checkpoint_through(r, through, &keyed_stash, &bcast_stash)
+                        } else {
+                            let records = keyed_stash.remove(&key).unwrap_or_default();
+                            r.elements(records, epoch, &errors, &mut out, flush);
+                        }
+                        flush(&mut out, epoch);
+                    }
+                    let stashed = [
+                        keyed_stash.keys().next().map(|k| k.0),
+                        bcast_stash.keys().next().map(|k| k.0),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    if !r.end_activation::<T, OUT>(
+                        least, stashed, &errors, c, &mut out, output, &activator,
+                    ) {
+                        if !failed()
+                            && let Some(last) = r.final_checkpoint()
+                            && let Err(e) = checkpoint_through(r, last, &keyed_stash, &bcast_stash)
                         {
                             record_error(&errors, e);
                         }
-                        r.hold_for_final(c, both);
-                        let ready_interval = both.map_or(u64::MAX, |b| b.1);
-                        // The least time either input may still bring.
-                        let least = frontier_least(
-                            &keyed_frontier
-                                .frontier()
-                                .iter()
-                                .chain(bcast_frontier.frontier().iter())
-                                .copied()
-                                .collect::<Vec<_>>(),
-                        );
-                        let current = least.map_or(c.time().inner, |t| t.inner);
-                        loop {
-                            // An epoch is processed once complete on the broadcast side
-                            // (no broadcast record of it or earlier can still come) and
-                            // no earlier keyed record can come; its broadcast records
-                            // are applied whole, in canonical order, before the keyed
-                            // records of the same epoch. A batch of a checkpoint
-                            // interval still being aligned holds back everything later.
-                            let next_b = bcast_stash.first_key_value().map(|(k, _)| *k);
-                            let next_k = keyed_stash.first_key_value().map(|(k, _)| *k);
-                            let (key, is_bcast) = match (next_b, next_k) {
-                                (Some(b), Some(k)) if b.0 <= k.0 => (b, true),
-                                (_, Some(k)) => (k, false),
-                                (Some(b), None) => (b, true),
-                                (None, None) => break,
-                            };
-                            let (epoch, interval) = key;
-                            let ready = interval <= ready_interval
-                                && fb.is_none_or(|b| epoch < b)
-                                && fk.is_none_or(|k| epoch <= k);
-                            if !ready {
-                                break;
-                            }
-                            let at = *c.time();
-                            let emit_at = time_at(epoch.max(at.outer), current);
-                            if !failed() {
-                                r.enter_epoch::<T, OUT>(
-                                    epoch, emit_at, c, output, &mut out, &errors,
-                                );
-                            }
-                            let flush = &mut flush_to(r.metrics.clone(), c, emit_at, output);
-                            if is_bcast {
-                                let mut batch = bcast_stash.remove(&key).unwrap_or_default();
-                                batch.sort_by_key(|(_, (origin, generation, seq, _))| {
-                                    (*origin, *generation, *seq)
-                                });
-                                for (ts, (_, _, _, value)) in batch {
-                                    if failed() {
-                                        break;
-                                    }
-                                    let mut ctx = BroadcastContext {
-                                        timestamp: ts,
-                                        emit: Emitter { out: &mut out },
-                                        store: &r.logic.store,
-                                    };
-                                    if let Err(e) =
-                                        r.logic.function.process_broadcast_element(value, &mut ctx)
-                                    {
-                                        record_error(&errors, e);
-                                    }
-                                }
-                            } else {
-                                let records = keyed_stash.remove(&key).unwrap_or_default();
-                                r.elements(records, epoch, &errors, &mut out, flush);
-                            }
-                            flush(&mut out, epoch);
-                        }
-                        let stashed = [
-                            keyed_stash.keys().next().map(|k| k.0),
-                            bcast_stash.keys().next().map(|k| k.0),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .min();
-                        if !r.end_activation::<T, OUT>(
-                            least, stashed, &errors, c, &mut out, output, &activator,
-                        ) {
-                            if !failed()
-                                && let Some(last) = r.final_checkpoint()
-                                && let Err(e) =
-                                    checkpoint_through(r, last, &keyed_stash, &bcast_stash)
-                            {
-                                record_error(&errors, e);
-                            }
-                            cap = None;
-                        }
+                        cap = None;
                     }
-                },
-            );
-        DataStream::from_tagged(raw, &stream, identity)
+                }
+            },
+        );
+        DataStream::from_keyed(main, side, &stream, identity)
     }
 }
 

@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::flow::Pacer;
-use crate::keyed::{OutputTag, Tagged};
+use crate::keyed::OutputTag;
 use crate::source::{SeqSource, Source, SourceDriver, SplitFactory, SplitSource, split_factory};
 use crate::task::{TaskRef, WorkerCheckpoints, start_later};
 use crate::time::Time;
@@ -231,26 +231,17 @@ impl<T: Clone + 'static> Clone for DataStream<'_, T> {
 pub(crate) type SideStream<'scope> = StreamVec<'scope, Time, (i64, (String, Vec<u8>))>;
 
 impl<'scope, T: Data> DataStream<'scope, T> {
-    /// Splits a keyed operator's output into the main stream and its side outputs,
-    /// on the worker of `input` (the operator's input stream); the output reports to
-    /// flow control's probe.
-    pub(crate) fn from_tagged<U>(
-        raw: StreamVec<'scope, Time, (i64, Tagged<T>)>,
+    /// The main stream of a keyed operator, with its `side` outputs, on the worker of
+    /// `input` (the operator's input stream); the main output reports to flow
+    /// control's probe.
+    pub(crate) fn from_keyed<U>(
+        main: StreamVec<'scope, Time, (i64, T)>,
+        side: SideStream<'scope>,
         input: &DataStream<'scope, U>,
         task: Option<TaskRef>,
     ) -> Self {
         use timely::dataflow::operators::Probe;
-        use timely::dataflow::operators::core::OkErr;
-        let raw = raw.probe_with(input.pacer.probe());
-        // One operator with two outputs, so that `raw` has one reader: a stream with
-        // two (one for main records, one for side outputs) has each of its batches
-        // copied for the first, which then drops every main record.
-        let (main, side) = raw.ok_err::<Vec<(i64, T)>, _, Vec<(i64, (String, Vec<u8>))>, _, _>(
-            |(ts, t)| match t {
-                Tagged::Main(v) => Ok((ts, v)),
-                Tagged::Side(name, bytes) => Err((ts, (name, bytes))),
-            },
-        );
+        let main = main.probe_with(input.pacer.probe());
         DataStream {
             inner: main,
             side: Some(side),

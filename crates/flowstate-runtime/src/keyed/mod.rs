@@ -26,11 +26,7 @@ use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::AsyncKeyedSnapshot;
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::state::{Namespace, StateKey};
-use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::scheduling::Activator;
 
 use crate::backend::AnyBackend;
@@ -48,19 +44,16 @@ use crate::timers::{TimeDomain, TimerState};
 use crate::{Clock, RuntimeError, record_error};
 
 mod operator;
+mod output;
 mod runner;
 
 pub(crate) use operator::{keyed_operator, start_keyed_later};
+pub(crate) use output::{
+    Emitter, FLUSH_EVERY, Flush, KeyedCaps, KeyedOutput, Outbox, flush_to, keyed_binary,
+    keyed_unary,
+};
 pub(crate) use runner::KeyedRunner;
 use runner::inflight_first;
-
-/// A record on its way out of a keyed operator: main output, or a side output's tag
-/// name with the serialized value.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum Tagged<T> {
-    Main(T),
-    Side(String, Vec<u8>),
-}
 
 /// Names a side output of type `T` (Flink's `OutputTag`). Emit with
 /// [`crate::ProcessContext::output`], read with [`DataStream::side_output`].
@@ -111,68 +104,6 @@ impl<T: Data> OutputTag<T> {
     }
 }
 
-/// Output a keyed operator's user code emitted and the operator has not handed on
-/// yet: main records and side outputs apart. A main record is kept as `(timestamp,
-/// value)`, written straight from registers; built as a `Tagged` (56 bytes for a
-/// `u64`) it went through the stack, and that copy's load waited for every earlier
-/// store, a state write's cache miss included (most of `process_element`'s samples
-/// in the heap `value` job, which gained 4%). The two go to
-/// different streams (see [`DataStream::side_output`]), so only the order within
-/// each matters, and it is kept.
-pub(crate) struct Outbox<OUT> {
-    main: Vec<(i64, OUT)>,
-    side: Vec<(i64, String, Vec<u8>)>,
-}
-
-impl<OUT> Outbox<OUT> {
-    pub(crate) fn new() -> Self {
-        Outbox {
-            main: Vec::new(),
-            side: Vec::new(),
-        }
-    }
-
-    /// Records waiting, main and side.
-    pub(crate) fn len(&self) -> usize {
-        self.main.len() + self.side.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.main.is_empty() && self.side.is_empty()
-    }
-
-    /// Takes every waiting record, tagged for the operator's output stream.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (i64, Tagged<OUT>)> + '_ {
-        let main = self.main.drain(..).map(|(ts, v)| (ts, Tagged::Main(v)));
-        let side = self
-            .side
-            .drain(..)
-            .map(|(ts, name, bytes)| (ts, Tagged::Side(name, bytes)));
-        main.chain(side)
-    }
-}
-
-/// Where a keyed operator's user code emits to.
-pub(crate) struct Emitter<'a, OUT> {
-    pub(crate) out: &'a mut Outbox<OUT>,
-}
-
-impl<OUT> Emitter<'_, OUT> {
-    pub(crate) fn main(&mut self, ts: i64, value: OUT) {
-        self.out.main.push((ts, value));
-    }
-    pub(crate) fn side<T: Data>(
-        &mut self,
-        tag: &OutputTag<T>,
-        ts: i64,
-        value: &T,
-    ) -> Result<(), RuntimeError> {
-        let bytes = tag.encode(value)?;
-        self.out.side.push((ts, tag.name.clone(), bytes));
-        Ok(())
-    }
-}
-
 /// Everything a keyed operator's logic sees for one record or timer.
 pub(crate) struct KeyedCtx<'a, K, N, OUT> {
     /// The current key (already set on the backend).
@@ -201,36 +132,6 @@ pub(crate) trait KeyedLogic<K, N, IN, OUT>: 'static {
         Ok(())
     }
 }
-
-/// Hands pending output on (to the operator's output, in the given epoch or, if the
-/// operator's capability is already later, at the capability): firing many timers at
-/// once flushes every [`FLUSH_EVERY`] records instead of buffering all their output.
-pub(crate) type Flush<'a, OUT> = &'a mut dyn FnMut(&mut Outbox<OUT>, u64);
-
-/// The [`Flush`] of a keyed operator's output: counts the records in `metrics`, then
-/// gives them at the epoch it is called with (or the capability's, if later) and the
-/// inner time of `emit_at`.
-pub(crate) fn flush_to<'a, OUT: 'static>(
-    metrics: Option<OperatorMetrics>,
-    cap: &'a Capability<Time>,
-    emit_at: Time,
-    output: &'a mut TaggedOutput<'_, OUT>,
-) -> impl FnMut(&mut Outbox<OUT>, u64) + 'a {
-    move |o, epoch| {
-        if let Some(m) = &metrics {
-            m.output(o.len());
-        }
-        let at = time_at(epoch.max(cap.time().outer), emit_at.inner);
-        output.session(&cap.delayed(&at)).give_iterator(o.drain());
-    }
-}
-
-/// Output records a keyed operator buffers at most while firing or running records.
-pub(crate) const FLUSH_EVERY: usize = 1024;
-
-/// The output handle of a keyed operator.
-pub(crate) type TaggedOutput<'a, OUT> =
-    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<(i64, Tagged<OUT>)>>>;
 
 /// A record of a keyed stream: event time, (target worker, key group, key, value).
 pub(crate) type KeyedRecord<K, T> = (i64, (u32, u32, K, T));

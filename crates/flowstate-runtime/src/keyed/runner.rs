@@ -238,8 +238,8 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         &mut self,
         epoch: u64,
         emit_at: Time,
-        cap: &Capability<Time>,
-        output: &mut TaggedOutput<'_, OUT>,
+        cap: &KeyedCaps,
+        output: &mut KeyedOutput<'_, OUT>,
         out: &mut Outbox<OUT>,
         errors: &crate::ErrorSlot,
     ) where
@@ -420,7 +420,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     /// is emitted belongs to the final checkpoint's interval: moves the capability
     /// there, so output of records processed after an earlier cut is never committed
     /// with that earlier checkpoint.
-    pub(crate) fn hold_for_final(&self, cap: &mut Capability<Time>, clocks: Option<(u64, u64)>) {
+    pub(crate) fn hold_for_final(&self, cap: &mut KeyedCaps, clocks: Option<(u64, u64)>) {
         if clocks.is_none()
             && let Some(f) = self.final_checkpoint()
         {
@@ -470,9 +470,9 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
         least: Option<Time>,
         stashed: Option<u64>,
         errors: &crate::ErrorSlot,
-        cap: &mut Capability<Time>,
+        cap: &mut KeyedCaps,
         out: &mut Outbox<OUT>,
-        output: &mut TaggedOutput<'_, OUT>,
+        output: &mut KeyedOutput<'_, OUT>,
         activator: &Activator,
     ) -> bool
     where
@@ -506,9 +506,7 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             if let Some(m) = &self.metrics {
                 m.output(out.len());
             }
-            output
-                .session(&cap.delayed(&emit_at))
-                .give_iterator(out.drain());
+            output.give(cap, &emit_at, out);
         }
         match hold {
             Some(h) => {
