@@ -256,10 +256,11 @@ pub fn list_state_matches_model<F: BackendFactory>(factory: &F) {
                     }
                 }
                 ListOp::Get => {
-                    prop_assert_eq!(
-                        s.get().unwrap(),
-                        model.get(&(key, ns)).cloned().unwrap_or_default()
-                    );
+                    let expected = model.get(&(key, ns)).cloned().unwrap_or_default();
+                    prop_assert_eq!(s.get().unwrap(), expected.clone());
+                    let mut viewed = None;
+                    s.view(&mut |items| viewed = Some(items.to_vec())).unwrap();
+                    prop_assert_eq!(viewed, Some(expected));
                 }
                 ListOp::Clear => {
                     s.clear().unwrap();

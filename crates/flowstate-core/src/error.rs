@@ -129,6 +129,13 @@ pub enum StateError {
         /// The state that was accessed.
         state: String,
     },
+    /// A state was written while [`crate::state::ListState::view`] lends its
+    /// elements out (from inside the view's function).
+    #[error("state `{state}` cannot be written while `view` lends its elements out")]
+    Lent {
+        /// The state that was written.
+        state: String,
+    },
     /// A state name that is not registered or restored.
     #[error("unknown state `{0}`")]
     UnknownState(String),

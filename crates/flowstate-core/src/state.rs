@@ -102,6 +102,14 @@ pub trait ValueState<T> {
 pub trait ListState<T> {
     /// The elements in insertion order (empty when none).
     fn get(&self) -> StateResult<Vec<T>>;
+    /// Lends the elements, in insertion order (empty when none), to `f` without
+    /// copying them where the backend holds them as values (the heap backend, as
+    /// Flink's heap `ListState.get()` returns its stored list); the others decode them
+    /// as [`ListState::get`] does and lend those. `f` must not use this state.
+    fn view(&self, f: &mut dyn FnMut(&[T])) -> StateResult<()> {
+        f(&self.get()?);
+        Ok(())
+    }
     /// Appends one element.
     fn add(&self, value: T) -> StateResult<()>;
     /// Appends all elements.

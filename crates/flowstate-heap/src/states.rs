@@ -19,7 +19,7 @@ use flowstate_core::state::{
 };
 use hashbrown::hash_table::Entry as SlotEntry;
 
-use crate::table::{Entry, KeyContext, KgTable, StateTable, UserMap};
+use crate::table::{Entry, KeyContext, KgSlot, KgTable, StateTable, UserMap};
 
 /// A keyed state handle; `X` carries what the kind needs beyond storage.
 pub(crate) struct HeapState<K, N, S, X> {
@@ -52,6 +52,18 @@ where
         }
     }
 
+    /// The tables, for writing; an error while a [`ListState::view`] of this state
+    /// lends them out.
+    #[inline]
+    fn tables_mut(&self) -> StateResult<std::cell::RefMut<'_, Vec<KgSlot<K, N, S>>>> {
+        self.table
+            .maps
+            .try_borrow_mut()
+            .map_err(|_| StateError::Lent {
+                state: self.table.meta.name.clone(),
+            })
+    }
+
     /// Runs `f` on the current entry's value, if any.
     #[inline]
     fn read<R>(&self, f: impl FnOnce(Option<&S>) -> R) -> StateResult<R> {
@@ -78,7 +90,7 @@ where
         let key = self.ctx.key.borrow();
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
         let ns = self.ns.borrow();
-        let mut maps = self.table.maps.borrow_mut();
+        let mut maps = self.tables_mut()?;
         let table = maps
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
@@ -146,7 +158,7 @@ where
         }
         let key = self.ctx.key.borrow();
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
-        let mut maps = self.table.maps.borrow_mut();
+        let mut maps = self.tables_mut()?;
         let table = maps
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
@@ -232,6 +244,9 @@ where
 {
     fn get(&self) -> StateResult<Vec<T>> {
         self.read(|v| v.cloned().unwrap_or_default())
+    }
+    fn view(&self, f: &mut dyn FnMut(&[T])) -> StateResult<()> {
+        self.read(|v| f(v.map_or(&[], Vec::as_slice)))
     }
     fn add(&self, value: T) -> StateResult<()> {
         self.modify(|slot| match slot {

@@ -268,13 +268,15 @@ fn run_op<B: KeyedStateBackend<u64>>(
                     }
                     "listGet" => {
                         keys.select(b, i)?;
-                        sink ^= s.get()?.len() as u64;
+                        s.view(&mut |l| sink ^= l.len() as u64)?;
                     }
                     "listGetAndIterate" => {
                         keys.select(b, i)?;
-                        for v in s.get()? {
-                            sink ^= v;
-                        }
+                        s.view(&mut |l| {
+                            for v in l {
+                                sink ^= v;
+                            }
+                        })?;
                     }
                     _ => {
                         keys.select(b, i)?;
