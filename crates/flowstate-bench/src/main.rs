@@ -113,7 +113,7 @@ enum Command {
         #[arg(long)]
         prefetch: bool,
         /// Skip the baselines (bare maps for heap, the `rocksdb` crate for RocksDB) that
-        /// otherwise run right after each op.
+        /// otherwise run in turn with each op.
         #[arg(long)]
         no_baselines: bool,
     },

@@ -4,16 +4,19 @@
 //! key with f64 values; 100-element lists for `update`/`add_all`.
 //!
 //! Each op runs on a freshly set-up backend: a warm-up, then `iterations` timed runs of
-//! `seconds` each. Like JMH's per-invocation state, invocation `i` uses set-up key
+//! `seconds` each, in turn with its other variants (TTL, prefetched) and its baseline. Like JMH's per-invocation state, invocation `i` uses set-up key
 //! `i mod 500,000` of the shuffled order, new key `i mod 500,000`, random value
 //! `i mod 1,000,000`. Figures are ops/s (median, min, max); iteration ops (`mapKeys`,
 //! `mapValues`, `mapEntries`, `mapIterator`) count one op per entry, as Flink's
 //! `@OperationsPerInvocation` does.
 //!
-//! Right after each op, in the same process, its baseline does the same accesses with
+//! Beside each op, in the same process, its baseline does the same accesses with
 //! nothing of Flowstate in between: bare `hashbrown` maps for the heap backend
 //! (`bare.rs`), the `rocksdb` crate on a database with the backend's options for RocksDB
 //! (`raw.rs`). The op's figure over its baseline's is how close to the hardware it is.
+//! The two are timed in rounds, one run of each per round, so that both see the same
+//! load on a shared machine (run one after the other, the op's ratio to its baseline
+//! moved by a third between runs).
 
 use std::time::{Duration, Instant};
 
@@ -378,8 +381,9 @@ pub(crate) struct OpResult {
     pub(crate) prefetch: bool,
     pub(crate) op: &'static str,
     pub(crate) samples: Vec<f64>,
-    /// The op's baseline, measured right after it (none for TTL rows, `setCurrentKey`,
-    /// or when baselines are off).
+    /// The op's baseline, measured in turn with it (none for TTL and prefetched rows,
+    /// which compare with their plain row's, `setCurrentKey`, or when baselines are
+    /// off).
     pub(crate) baseline: Option<Vec<f64>>,
 }
 
@@ -393,16 +397,29 @@ pub(crate) enum Baseline<'a> {
     Raw(&'a RocksDbOptions),
 }
 
+/// A baseline set up for one op: what its timed runs read and write.
+enum BaselineData {
+    Bare(bare::BareMaps),
+    Raw(raw::RawDb),
+}
+
+impl BaselineData {
+    /// Runs `n` invocations of `op` from `start`, as [`run_op`] does.
+    fn run(&mut self, d: &Data, op: &str, start: usize, n: usize) -> Result<(u64, u64)> {
+        match self {
+            BaselineData::Bare(maps) => maps
+                .run(d, op, start, n)
+                .ok_or_else(|| anyhow::anyhow!("no bare baseline for {op}")),
+            BaselineData::Raw(db) => db
+                .run(d, op, start, n)?
+                .ok_or_else(|| anyhow::anyhow!("no raw baseline for {op}")),
+        }
+    }
+}
+
 impl Baseline<'_> {
-    /// Measures op `op` of `kind` on the baseline, or `None` for no baseline.
-    fn measure(
-        &self,
-        d: &Data,
-        kind: Kind,
-        op: &str,
-        seconds: f64,
-        iterations: usize,
-    ) -> Result<Option<Vec<f64>>> {
+    /// Sets up the baseline of op `op` of `kind`, or `None` for no baseline.
+    fn set_up(&self, d: &Data, kind: Kind, op: &str) -> Result<Option<BaselineData>> {
         if op == "setCurrentKey" {
             return Ok(None);
         }
@@ -410,21 +427,12 @@ impl Baseline<'_> {
             Baseline::Off => Ok(None),
             Baseline::Bare => {
                 eprintln!("[state] {op}: bare-map baseline");
-                let mut maps = bare::BareMaps::new(d, kind);
-                measure(seconds, iterations, |start| {
-                    maps.run(d, op, start, BATCH)
-                        .ok_or_else(|| anyhow::anyhow!("no bare baseline for {op}"))
-                })
-                .map(Some)
+                Ok(Some(BaselineData::Bare(bare::BareMaps::new(d, kind))))
             }
             Baseline::Raw(options) => {
                 eprintln!("[state] {op}: raw RocksDB baseline");
-                let db = raw::RawDb::new(flowstate_rocksdb::PlainDb::open(options, op)?, d, kind)?;
-                measure(seconds, iterations, |start| {
-                    db.run(d, op, start, BATCH)?
-                        .ok_or_else(|| anyhow::anyhow!("no raw baseline for {op}"))
-                })
-                .map(Some)
+                let db = flowstate_rocksdb::PlainDb::open(options, op)?;
+                Ok(Some(BaselineData::Raw(raw::RawDb::new(db, d, kind)?)))
             }
         }
     }
@@ -465,9 +473,9 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             continue;
         }
         let kind = Kind::of(state);
-        // With `with_ttl`, each op runs without and then with TTL in this process, so
-        // the two figures compare like for like.
-        // So does `with_prefetch`: plain, then prefetched (without TTL).
+        // The op plain, with TTL and prefetched, and its baseline, each set up on its
+        // own, then timed in turn, one run of each per round: the machine's load
+        // drifts over seconds, and the figures compared are each round's.
         let mut variants = vec![(false, false)];
         if with_ttl {
             variants.push((true, false));
@@ -475,66 +483,81 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         if with_prefetch {
             variants.push((false, true));
         }
-        for (ttl_on, prefetch) in variants {
+        let mut backends = Vec::with_capacity(variants.len());
+        for &(ttl_on, prefetch) in &variants {
             let ttl = ttl_on.then_some(&ttl_config);
             eprintln!(
                 "[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on}, prefetch {prefetch})"
             );
             let b = f.create(config(128, KeyGroupRange::all(128)?))?;
             setup(&b, d, kind, ttl)?;
-            let samples = measure(seconds, iterations, |start| {
-                run_op(&b, d, op, start, BATCH, ttl, prefetch)
-            })?;
-            drop(b);
-            // The baseline runs once, after the plain op; prefetched rows compare
-            // with it too.
-            let baseline = if ttl_on || prefetch {
-                None
-            } else {
-                baseline.measure(d, kind, op, seconds, iterations)?
-            };
+            backends.push(b);
+        }
+        let mut base = baseline.set_up(d, kind, op)?;
+        let mut runs: Vec<Run<'_>> = variants
+            .iter()
+            .zip(&backends)
+            .map(|(&(ttl_on, prefetch), b)| {
+                let ttl = ttl_on.then_some(&ttl_config);
+                Box::new(move |start| run_op(b, d, op, start, BATCH, ttl, prefetch)) as Run<'_>
+            })
+            .collect();
+        if let Some(base) = base.as_mut() {
+            runs.push(Box::new(move |start| base.run(d, op, start, BATCH)));
+        }
+        let mut samples = measure(seconds, iterations, &mut runs)?.into_iter();
+        drop(runs);
+        drop(backends);
+        let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
+        // Every variant is compared with the one baseline.
+        let baseline = samples.next();
+        for ((ttl_on, prefetch), samples) in variants.into_iter().zip(firsts) {
             out.push(OpResult {
                 state,
                 ttl: ttl_on,
                 prefetch,
                 op,
                 samples,
-                baseline,
+                baseline: (!ttl_on && !prefetch).then(|| baseline.clone()).flatten(),
             });
         }
     }
     Ok(out)
 }
 
+/// One timed subject: runs [`BATCH`] invocations from the index it is given and
+/// returns the ops they count and the fold of what they read.
+type Run<'a> = Box<dyn FnMut(usize) -> Result<(u64, u64)> + 'a>;
+
 /// Invocations per timing check.
 const BATCH: usize = 1024;
 
-/// Warms up for a fifth of `seconds`, then runs `iterations` timed runs of `seconds`
-/// each; `batch(start)` runs `BATCH` invocations from index `start` and returns the ops
-/// they count and the fold of what they read (kept from the optimizer). Returns ops/s
-/// per timed run.
-fn measure(
-    seconds: f64,
-    iterations: usize,
-    mut batch: impl FnMut(usize) -> Result<(u64, u64)>,
-) -> Result<Vec<f64>> {
-    let mut next = 0usize;
-    let warm = Instant::now();
-    while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-        std::hint::black_box(batch(next)?);
-        next += BATCH;
-    }
-    let mut samples = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let t = Instant::now();
-        let mut ops = 0u64;
-        while t.elapsed() < Duration::from_secs_f64(seconds) {
-            let (counted, sink) = batch(next)?;
-            std::hint::black_box(sink);
-            ops += counted;
-            next += BATCH;
+/// Warms each of `runs` up for a fifth of `seconds`, then runs `iterations` rounds,
+/// each timing one run of `seconds` of every one of `runs` in turn; returns ops/s per
+/// timed run, per subject. The invocation indexes of each subject continue from
+/// round to round, as one uninterrupted run's would.
+fn measure(seconds: f64, iterations: usize, runs: &mut [Run<'_>]) -> Result<Vec<Vec<f64>>> {
+    let mut next = vec![0usize; runs.len()];
+    for (run, next) in runs.iter_mut().zip(&mut next) {
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+            std::hint::black_box(run(*next)?);
+            *next += BATCH;
         }
-        samples.push(ops as f64 / t.elapsed().as_secs_f64());
+    }
+    let mut samples = vec![Vec::with_capacity(iterations); runs.len()];
+    for _ in 0..iterations {
+        for ((run, next), samples) in runs.iter_mut().zip(&mut next).zip(&mut samples) {
+            let t = Instant::now();
+            let mut ops = 0u64;
+            while t.elapsed() < Duration::from_secs_f64(seconds) {
+                let (counted, sink) = run(*next)?;
+                std::hint::black_box(sink);
+                ops += counted;
+                *next += BATCH;
+            }
+            samples.push(ops as f64 / t.elapsed().as_secs_f64());
+        }
     }
     Ok(samples)
 }
