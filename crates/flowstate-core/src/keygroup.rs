@@ -216,20 +216,49 @@ pub fn operator_index_for_key_group(
     parallelism: u32,
     key_group: u32,
 ) -> StateResult<u32> {
-    check_parallelism(max_parallelism, parallelism)?;
+    let owners = KeyGroupOwners::new(max_parallelism, parallelism)?;
     if key_group >= max_parallelism {
         return Err(StateError::KeyGroupOutOfRange {
             key_group,
             range: KeyGroupRange::all(max_parallelism)?,
         });
     }
-    let scaled = key_group as u64 * parallelism as u64;
-    // As in `key_group_for_hash`: a shift where the maximum is a power of two.
-    Ok(if max_parallelism.is_power_of_two() {
-        scaled >> max_parallelism.trailing_zeros()
-    } else {
-        scaled / max_parallelism as u64
-    } as u32)
+    Ok(owners.owner(key_group))
+}
+
+/// Which operator index owns each key group, for one maximum parallelism and
+/// parallelism checked once ([`operator_index_for_key_group`] checks them at every
+/// call, a per-record cost where records are routed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyGroupOwners {
+    max_parallelism: u32,
+    parallelism: u32,
+}
+
+impl KeyGroupOwners {
+    /// The owners at `parallelism` of `max_parallelism` key groups; an error when
+    /// either is invalid.
+    pub fn new(max_parallelism: u32, parallelism: u32) -> StateResult<Self> {
+        check_parallelism(max_parallelism, parallelism)?;
+        Ok(KeyGroupOwners {
+            max_parallelism,
+            parallelism,
+        })
+    }
+
+    /// The operator index that owns `key_group`, which must be below the maximum
+    /// parallelism (as [`key_group_for_hash`] gives); a larger one gives an index at
+    /// or past the parallelism.
+    #[inline]
+    pub fn owner(&self, key_group: u32) -> u32 {
+        let scaled = key_group as u64 * self.parallelism as u64;
+        // As in `key_group_for_hash`: a shift where the maximum is a power of two.
+        (if self.max_parallelism.is_power_of_two() {
+            scaled >> self.max_parallelism.trailing_zeros()
+        } else {
+            scaled / self.max_parallelism as u64
+        }) as u32
+    }
 }
 
 /// The key-group range owned by operator instance `index` of `parallelism`.

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use flowstate_core::keygroup::{key_group_for_serialized_key, operator_index_for_key_group};
+use flowstate_core::keygroup::{KeyGroupOwners, key_group_for_serialized_key};
 use flowstate_core::serializer::{IntegerEncoding, SerdeSerializer, TypeSerializer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -342,13 +342,13 @@ impl<'scope, T: Data> DataStream<'scope, T> {
         self,
         key: impl Fn(&T) -> K + 'static,
     ) -> KeyedStream<'scope, K, T> {
-        let router = KeyRouter {
-            max_p: self.config.max_parallelism,
-            peers: self.scope.peers() as u32,
-            ser: SerdeSerializer::<K>::new(),
-            errors: self.errors.clone(),
-        };
+        let router = KeyRouter::<K>::new(
+            self.config.max_parallelism,
+            self.scope.peers() as u32,
+            self.errors.clone(),
+        );
         let (mut keys, mut bytes, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let mut routed = Vec::new();
         // Key groups are computed on the sending side, as in Flink's KeyGroupStreamPartitioner.
         let inner = self
             .inner
@@ -361,14 +361,18 @@ impl<'scope, T: Data> DataStream<'scope, T> {
                         input.for_each(|time, data| {
                             if IntegerEncoding::covers::<K>() {
                                 // An integer key's bytes are built in registers and
-                                // hashed from there: no serialized batch.
-                                let mut session = output.session(&time);
+                                // hashed from there: no serialized batch. The batch
+                                // goes out whole, not record by record through the
+                                // output's container builder.
+                                routed.clear();
+                                routed.reserve(data.len());
                                 for (ts, t) in data.drain(..) {
                                     let k = key(&t);
                                     if let Some((target, kg)) = router.route_key(&k, &mut bytes) {
-                                        session.give((ts, (target, kg, k, t)));
+                                        routed.push((ts, (target, kg, k, t)));
                                     }
                                 }
+                                output.session(&time).give_container(&mut routed);
                                 return;
                             }
                             router.serialize(data, &key, &mut keys, &mut bytes, &mut ends);
@@ -427,12 +431,27 @@ impl<'scope, T: Data> DataStream<'scope, T> {
 /// How `key_by` finds a record's key group and worker.
 struct KeyRouter<K> {
     max_p: u32,
-    peers: u32,
+    /// `None` when the parallelism cannot be placed (reported when built).
+    owners: Option<KeyGroupOwners>,
     ser: SerdeSerializer<K>,
     errors: ErrorSlot,
 }
 
 impl<K: Data> KeyRouter<K> {
+    /// Routes to `peers` workers over `max_p` key groups; a configuration that cannot
+    /// place them is reported into `errors`, and no record is routed.
+    fn new(max_p: u32, peers: u32, errors: ErrorSlot) -> Self {
+        let owners = KeyGroupOwners::new(max_p, peers)
+            .map_err(|e| record_error(&errors, e.into()))
+            .ok();
+        KeyRouter {
+            max_p,
+            owners,
+            ser: SerdeSerializer::new(),
+            errors,
+        }
+    }
+
     /// The keys of a batch of records, into `keys`, and their serialized bytes back to
     /// back into `bytes`, each ending at its entry of `ends` (`None` for a key that
     /// failed to serialize, which is reported). A whole batch is serialized
@@ -490,18 +509,12 @@ impl<K: Data> KeyRouter<K> {
         );
     }
 
-    /// The worker and key group of a serialized key; `None` (reported) when the
-    /// configuration cannot place it.
+    /// The worker and key group of a serialized key; `None` when the configuration
+    /// cannot place it (reported when the router was built).
     #[inline]
     fn route(&self, serialized: &[u8]) -> Option<(u32, u32)> {
         let kg = key_group_for_serialized_key(serialized, self.max_p);
-        match operator_index_for_key_group(self.max_p, self.peers, kg) {
-            Ok(target) => Some((target, kg)),
-            Err(e) => {
-                record_error(&self.errors, e.into());
-                None
-            }
-        }
+        Some((self.owners?.owner(kg), kg))
     }
 }
 
@@ -593,6 +606,7 @@ pub struct KeyedStream<'scope, K, T> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use flowstate_core::keygroup::operator_index_for_key_group;
     use serde::{Deserialize, Serializer};
 
     /// A key whose serialization fails when it is negative.
@@ -661,16 +675,41 @@ mod tests {
     }
 
     /// A router for 3 workers and 128 key groups, reporting into `errors`.
-    fn router<T: Serialize + DeserializeOwned + 'static>(errors: &ErrorSlot) -> KeyRouter<T> {
-        KeyRouter {
-            max_p: 128,
-            peers: 3,
-            ser: SerdeSerializer::<T>::new(),
-            errors: errors.clone(),
-        }
+    fn router<T: Data>(errors: &ErrorSlot) -> KeyRouter<T> {
+        KeyRouter::new(128, 3, errors.clone())
+    }
+
+    /// A parallelism that cannot be placed is reported once, when the router is
+    /// built, and nothing is routed.
+    #[test]
+    fn a_router_that_cannot_place_its_workers_reports_it_and_routes_nothing() {
+        let errors: ErrorSlot = Rc::new(RefCell::new(None));
+        let router = KeyRouter::<u64>::new(4, 5, errors.clone());
+        assert!(errors.borrow().is_some(), "the configuration is reported");
+        assert_eq!(router.route_key(&7, &mut Vec::new()), None);
     }
 
     proptest::proptest! {
+        /// Every key group goes to the worker Flink's assignment gives, at any valid
+        /// maximum parallelism and parallelism.
+        #[test]
+        fn a_router_places_key_groups_as_flink_does(
+            max_p in proptest::prop_oneof![1u32..300, proptest::sample::select(vec![128u32, 4096, 32768])],
+            peers_seed in proptest::num::u32::ANY,
+            key in proptest::num::u64::ANY,
+        ) {
+            let peers = 1 + peers_seed % max_p;
+            let errors: ErrorSlot = Rc::new(RefCell::new(None));
+            let router = KeyRouter::<u64>::new(max_p, peers, errors.clone());
+            let mut bytes = Vec::new();
+            SerdeSerializer::<u64>::new().serialize_into(&key, &mut bytes).unwrap();
+            let kg = key_group_for_serialized_key(&bytes, max_p);
+            let expected = operator_index_for_key_group(max_p, peers, kg).unwrap();
+            proptest::prop_assert_eq!(router.route_key(&key, &mut Vec::new()), Some((expected, kg)));
+            proptest::prop_assert!(expected < peers);
+            proptest::prop_assert!(errors.borrow().is_none());
+        }
+
         /// A key routed alone (integers from registers, others serialized) goes where
         /// its serialized bytes place it.
         #[test]
