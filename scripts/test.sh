@@ -9,8 +9,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 # A heap-only job compiles no C++: the runtime and the harness without their default
-# features (no RocksDB), linted and built.
-cargo clippy --release -p flowstate-runtime -p flowstate-app --no-default-features -- -D warnings
+# features (no RocksDB), linted with their tests and examples, and built.
+cargo clippy --release -p flowstate-runtime -p flowstate-app --no-default-features --all-targets -- -D warnings
 cargo build --release -p flowstate-runtime -p flowstate-app --no-default-features
 cargo test --release --workspace
 # Every decoder of an on-disk format, 20000 fuzzed inputs each (nightly toolchain).

@@ -4,17 +4,18 @@
 //! (That the keyed side cannot write is a `compile_fail` doctest in `broadcast.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::ValueState;
-use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::checkpoint::{SavepointFormat, read_metadata, request_savepoint};
 use flowstate_runtime::{
-    BackendChoice, BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction,
-    OpenContext, ReadOnlyContext, RestoreFrom, RuntimeError, WatermarkStrategy, execute,
+    BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction, OpenContext,
+    ReadOnlyContext, RestoreFrom, RuntimeError, WatermarkStrategy, execute,
 };
 
 /// A rule update: set `limit` for a rule name, or remove it when negative.
@@ -114,10 +115,7 @@ fn every_worker_sees_the_same_broadcast_state() {
     ];
     let probes: Vec<Tx> = (1000..1060).map(|a| (a, 0, 0)).collect();
     let dir = tempfile::tempdir().unwrap();
-    for backend in [
-        BackendChoice::Heap,
-        BackendChoice::RocksDb(RocksDbOptions::new(dir.path())),
-    ] {
+    for backend in common::backends(dir.path()) {
         let per_worker = run(
             JobConfig::default().workers(3).backend(backend),
             rules.clone(),
@@ -154,10 +152,7 @@ fn broadcast_epochs_apply_before_keyed_records_of_the_same_epoch() {
     let expect: Vec<String> = vec!["alert 1 #3 50@60 > limit=10".into()];
     let dir = tempfile::tempdir().unwrap();
     for workers in [1, 3] {
-        for backend in [
-            BackendChoice::Heap,
-            BackendChoice::RocksDb(RocksDbOptions::new(dir.path())),
-        ] {
+        for backend in common::backends(dir.path()) {
             let mut got: Vec<String> = run(
                 JobConfig::default().workers(workers).backend(backend),
                 rules.clone(),

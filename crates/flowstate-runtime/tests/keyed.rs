@@ -4,16 +4,17 @@
 //! timers fire by the injected clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::{MapState, ValueState};
-use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
-    BackendChoice, Clock, JobConfig, KeyedProcessFunction, ManualClock, OpenContext,
-    ProcessContext, RuntimeError, TimerContext, WatermarkStrategy, execute,
+    Clock, JobConfig, KeyedProcessFunction, ManualClock, OpenContext, ProcessContext, RuntimeError,
+    TimerContext, WatermarkStrategy, execute,
 };
 use proptest::prelude::*;
 
@@ -110,7 +111,7 @@ proptest! {
     ) {
         let expect = model(&input);
         let dir = tempfile::tempdir().unwrap();
-        for backend in [BackendChoice::Heap, BackendChoice::RocksDb(RocksDbOptions::new(dir.path()))] {
+        for backend in common::backends(dir.path()) {
             for workers in [1, 2, 4] {
                 let got = run_sums(input.clone(), JobConfig::default().workers(workers).backend(backend.clone()));
                 prop_assert_eq!(&got, &expect, "{} workers, {:?}", workers, backend);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
+#[cfg(feature = "rocksdb")]
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::ownership::OwnershipError;
 use flowstate_runtime::{
@@ -101,6 +102,7 @@ fn unreadable_only_checkpoint_is_a_typed_error_not_a_fresh_start() {
     assert!(chk.join("_metadata").exists(), "and still kept");
 }
 
+#[cfg(feature = "rocksdb")] // a working directory is RocksDB's
 #[test]
 fn foreign_working_directory_is_refused_untouched() {
     let tmp = tempfile::tempdir().unwrap();

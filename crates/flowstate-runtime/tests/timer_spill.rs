@@ -3,6 +3,7 @@
 //! before a snapshot, the rest after a restore rescaled to three instances (each with
 //! its key groups' timers only).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
+#![cfg(feature = "rocksdb")] // the spill is RocksDB's
 
 use std::collections::BTreeSet;
 

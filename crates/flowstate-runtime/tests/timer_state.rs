@@ -3,23 +3,21 @@
 //! exactly once, in the backend owning its key's group, and fires in timestamp order.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use flowstate_conformance::{config, snapshot_to, temp_storage};
 use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
-use flowstate_rocksdb::RocksDbOptions;
-use flowstate_runtime::{BackendChoice, TimeDomain, TimeWindow, TimerState};
+use flowstate_runtime::{TimeDomain, TimeWindow, TimerState};
 
 const MAX_P: u32 = 16;
 
 #[test]
 fn timers_snapshot_and_rescale_with_the_keyed_state() {
     let dir = tempfile::tempdir().unwrap();
-    for choice in [
-        BackendChoice::Heap,
-        BackendChoice::RocksDb(RocksDbOptions::new(dir.path())),
-    ] {
+    for choice in common::backends(dir.path()) {
         let (_guard, storage) = temp_storage();
         let full = KeyGroupRange::new(0, MAX_P - 1).unwrap();
         let backend = choice.create(config::<u32>(MAX_P, full)).unwrap();

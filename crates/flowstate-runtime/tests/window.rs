@@ -4,13 +4,14 @@
 //! tumbling count over random input at 1, 2 and 4 workers equals a simple model.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use flowstate_core::descriptor::AggregateFunction;
-use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
-    BackendChoice, Collected, DataStream, JobConfig, KeyedStream, OutputTag, TimeWindow,
-    WatermarkStrategy, WindowAssigner, WindowedStream, execute,
+    Collected, DataStream, JobConfig, KeyedStream, OutputTag, TimeWindow, WatermarkStrategy,
+    WindowAssigner, WindowedStream, execute,
 };
 use proptest::prelude::*;
 
@@ -27,15 +28,19 @@ fn w(start: i64, end: i64) -> TimeWindow {
     TimeWindow::new(start, end)
 }
 
-/// Runs `job` on the heap and on RocksDB; asserts both give the same result, returns it.
+/// Runs `job` on every backend of this build (the heap, and RocksDB when built with
+/// it); asserts all give the same result, returns it.
 fn on_both_backends<O: PartialEq + std::fmt::Debug + Send + 'static>(
     job: impl Fn(JobConfig) -> O,
 ) -> O {
     let dir = tempfile::tempdir().unwrap();
-    let heap = job(JobConfig::default());
-    let rocks =
-        job(JobConfig::default().backend(BackendChoice::RocksDb(RocksDbOptions::new(dir.path()))));
-    assert_eq!(heap, rocks, "heap and RocksDB disagree");
+    let mut results = common::backends(dir.path())
+        .into_iter()
+        .map(|backend| job(JobConfig::default().backend(backend)));
+    let heap = results.next().expect("the heap backend is always built");
+    for other in results {
+        assert_eq!(heap, other, "heap and RocksDB disagree");
+    }
     heap
 }
 

@@ -253,11 +253,12 @@ mod tests {
     /// its contents are found) and empty the old state; a fresh job never registers it.
     #[test]
     fn sessions_of_an_earlier_snapshot_migrate_to_their_own_state_windows() {
-        let dir = tempfile::tempdir().unwrap();
+        // Kept until the end: the RocksDB choice's databases live under it.
+        let _dir = tempfile::tempdir().unwrap();
         let choices = [
             BackendChoice::Heap,
             #[cfg(feature = "rocksdb")]
-            BackendChoice::RocksDb(flowstate_rocksdb::RocksDbOptions::new(dir.path())),
+            BackendChoice::RocksDb(flowstate_rocksdb::RocksDbOptions::new(_dir.path())),
         ];
         let old_windows = |key: u32| {
             let t = i64::from(key);
