@@ -338,10 +338,9 @@ where
             Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
             Pipeline,
             "KeyedBroadcastProcess",
-            move |cap, info| {
+            move |mut cap, info| {
                 let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let activator = scope.activator_for(info.address);
-                let mut cap = cap;
                 let mut runner = None;
                 let mut keyed_stash: Stash<K, T> = BTreeMap::new();
                 let mut bcast_stash: BroadcastStash<B> = BTreeMap::new();

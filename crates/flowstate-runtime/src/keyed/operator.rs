@@ -82,10 +82,9 @@ where
         stream.inner.clone(),
         Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
         name,
-        move |cap, info| {
+        move |mut cap, info| {
             let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
             let activator = scope.activator_for(info.address);
-            let mut cap = cap;
             let mut runner = None;
             let mut stash: Stash<K, T> = BTreeMap::new();
             let mut out: Outbox<OUT> = Outbox::new();
