@@ -276,3 +276,61 @@ pub(crate) fn flush_to<'a, OUT: 'static>(
 
 /// Output records a keyed operator buffers at most while firing or running records.
 pub(crate) const FLUSH_EVERY: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::{Input, Probe};
+
+    use super::*;
+    use crate::time::time;
+
+    /// Both outputs follow the operator's capabilities: once it moves them, neither
+    /// output holds its readers back (a side output left at an earlier time would stall
+    /// whatever reads it, a sink's checkpoints included), and both close when it drops
+    /// them.
+    #[test]
+    fn both_outputs_advance_and_close_with_the_capabilities() {
+        timely::execute_directly(|worker| {
+            let (mut input, main, side) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<u64>>();
+                let (main, side) =
+                    keyed_unary::<_, _, u64, _, _>(stream, Pipeline, "Test", |caps, _| {
+                        let mut caps = caps;
+                        move |(input, frontier), _output| {
+                            input.for_each(|_, data| data.clear());
+                            match frontier.frontier().first() {
+                                Some(t) => {
+                                    if let Some(c) = caps.as_mut()
+                                        && c.time() != t
+                                    {
+                                        c.downgrade(t);
+                                    }
+                                }
+                                None => caps = None,
+                            }
+                        }
+                    });
+                (input, main.probe().0, side.probe().0)
+            });
+            let later = time(3, 2);
+            input.advance_to(later);
+            for _ in 0..100 {
+                if !main.less_than(&later) && !side.less_than(&later) {
+                    break;
+                }
+                worker.step();
+            }
+            assert!(!main.less_than(&later), "the main output moved on");
+            assert!(!side.less_than(&later), "the side output moved on with it");
+            drop(input);
+            for _ in 0..100 {
+                if main.done() && side.done() {
+                    break;
+                }
+                worker.step();
+            }
+            assert!(main.done() && side.done(), "both closed");
+        });
+    }
+}
