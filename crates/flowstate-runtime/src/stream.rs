@@ -359,35 +359,34 @@ impl<'scope, T: Data> DataStream<'scope, T> {
                 |_cap, _info| {
                     move |input, output| {
                         input.for_each(|time, data| {
+                            // The batch goes out whole, not record by record through
+                            // the output's container builder.
+                            routed.clear();
+                            routed.reserve(data.len());
                             if IntegerEncoding::covers::<K>() {
                                 // An integer key's bytes are built in registers and
-                                // hashed from there: no serialized batch. The batch
-                                // goes out whole, not record by record through the
-                                // output's container builder.
-                                routed.clear();
-                                routed.reserve(data.len());
+                                // hashed from there: no serialized batch.
                                 for (ts, t) in data.drain(..) {
                                     let k = key(&t);
                                     if let Some((target, kg)) = router.route_key(&k, &mut bytes) {
                                         routed.push((ts, (target, kg, k, t)));
                                     }
                                 }
-                                output.session(&time).give_container(&mut routed);
-                                return;
-                            }
-                            router.serialize(data, &key, &mut keys, &mut bytes, &mut ends);
-                            let mut session = output.session(&time);
-                            let mut start = 0;
-                            let routed = data.drain(..).zip(keys.drain(..)).zip(&ends);
-                            for (((ts, t), k), &end) in routed {
-                                // `None`: the key failed to serialize (reported).
-                                let Some(end) = end else { continue };
-                                let serialized = &bytes[start..end];
-                                start = end;
-                                if let Some((target, kg)) = router.route(serialized) {
-                                    session.give((ts, (target, kg, k, t)));
+                            } else {
+                                router.serialize(data, &key, &mut keys, &mut bytes, &mut ends);
+                                let mut start = 0;
+                                let batch = data.drain(..).zip(keys.drain(..)).zip(&ends);
+                                for (((ts, t), k), &end) in batch {
+                                    // `None`: the key failed to serialize (reported).
+                                    let Some(end) = end else { continue };
+                                    let serialized = &bytes[start..end];
+                                    start = end;
+                                    if let Some((target, kg)) = router.route(serialized) {
+                                        routed.push((ts, (target, kg, k, t)));
+                                    }
                                 }
                             }
+                            output.session(&time).give_container(&mut routed);
                         });
                     }
                 },

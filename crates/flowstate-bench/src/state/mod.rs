@@ -4,11 +4,11 @@
 //! key with f64 values; 100-element lists for `update`/`add_all`.
 //!
 //! Each op runs on a freshly set-up backend: a warm-up, then `iterations` timed runs of
-//! `seconds` each, in turn with its other variants (TTL, prefetched) and its baseline. Like JMH's per-invocation state, invocation `i` uses set-up key
-//! `i mod 500,000` of the shuffled order, new key `i mod 500,000`, random value
-//! `i mod 1,000,000`. Figures are ops/s (median, min, max); iteration ops (`mapKeys`,
-//! `mapValues`, `mapEntries`, `mapIterator`) count one op per entry, as Flink's
-//! `@OperationsPerInvocation` does.
+//! `seconds` each, in turn with its other variants (TTL, prefetched) and its baseline.
+//! Like JMH's per-invocation state, invocation `i` uses set-up key `i mod 500,000` of
+//! the shuffled order, new key `i mod 500,000`, random value `i mod 1,000,000`. Figures
+//! are ops/s (median, min, max); iteration ops (`mapKeys`, `mapValues`, `mapEntries`,
+//! `mapIterator`) count one op per entry, as Flink's `@OperationsPerInvocation` does.
 //!
 //! Beside each op, in the same process, its baseline does the same accesses with
 //! nothing of Flowstate in between: bare `hashbrown` maps for the heap backend
