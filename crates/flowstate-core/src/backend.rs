@@ -18,7 +18,7 @@ use crate::descriptor::{
 };
 use crate::error::{StateError, StateResult};
 use crate::keygroup::{KeyGroupRange, check_max_parallelism};
-use crate::serializer::{IntegerEncoding, SERDE_POSTCARD_IDENTITY, TypeSerializer};
+use crate::serializer::{IntegerEncoding, TypeSerializer};
 use crate::snapshot::{AsyncKeyedSnapshot, KeyedSnapshot, KeyedStateHandle};
 use crate::state::{
     InternalAggregatingState, InternalListState, InternalMapState, InternalReducingState,
@@ -68,8 +68,7 @@ impl<K: 'static> KeyedBackendConfig<K> {
     /// group without calling the serializer, as `key_by` does. Asks the serializer for
     /// its snapshot: call it once, when the backend is made.
     pub fn integer_keys(&self) -> bool {
-        IntegerEncoding::covers::<K>()
-            && self.key_serializer.snapshot().identity == SERDE_POSTCARD_IDENTITY
+        IntegerEncoding::writes(self.key_serializer.as_ref())
     }
 }
 

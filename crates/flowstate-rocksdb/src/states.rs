@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use flowstate_core::descriptor::{AggregateFunction, ReduceFn};
 use flowstate_core::format::{ByteReader, put_len_prefixed, put_varint, put_vbytes};
-use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+use flowstate_core::serializer::{IntegerEncoding, SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::payload;
 use flowstate_core::state::{
     AggregatingState, InternalAggregatingState, InternalKvState, InternalListState,
@@ -144,6 +144,9 @@ pub(crate) struct ValueX<T> {
 }
 pub(crate) struct ListX<T> {
     pub(crate) ser: Arc<dyn TypeSerializer<T>>,
+    /// `ser` writes integers as [`IntegerEncoding`] does: items are encoded here, with
+    /// no call through `ser` per item.
+    pub(crate) integers: bool,
 }
 pub(crate) struct MapX<UK, UV> {
     pub(crate) key_ser: Arc<dyn TypeSerializer<UK>>,
@@ -403,10 +406,18 @@ impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
     /// `values` as stored list items (each with its length in front), serialized in
     /// place: no buffer or copy per item.
     fn encode_items(&self, values: &[T]) -> StateResult<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(values.len() * 11);
         for v in values {
-            put_len_prefixed(&mut out, |o| self.extra.ser.serialize_into(v, o))?
-                .map_err(ser_err(&self.name))?;
+            match IntegerEncoding::of(v).filter(|_| self.extra.integers) {
+                // At most ten bytes, so a one-byte length: what `put_len_prefixed`
+                // writes, without a call through the serializer per item.
+                Some(e) => {
+                    out.push(e.as_bytes().len() as u8);
+                    out.extend_from_slice(e.as_bytes());
+                }
+                None => put_len_prefixed(&mut out, |o| self.extra.ser.serialize_into(v, o))?
+                    .map_err(ser_err(&self.name))?,
+            }
         }
         Ok(out)
     }

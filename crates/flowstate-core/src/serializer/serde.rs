@@ -348,6 +348,14 @@ impl IntegerEncoding {
             || t == TypeId::of::<i32>()
     }
 
+    /// Whether `serializer` writes values of `T` exactly as [`IntegerEncoding`] encodes
+    /// them: `T` is one of the covered integers and the serializer is postcard's
+    /// ([`SerdeSerializer`]). Asks the serializer for its snapshot: call it once, when
+    /// a state or backend is made, not per value.
+    pub fn writes<T: 'static>(serializer: &dyn TypeSerializer<T>) -> bool {
+        Self::covers::<T>() && serializer.snapshot().identity == SERDE_POSTCARD_IDENTITY
+    }
+
     /// The encoding of `value` if it is a `u64`, `i64`, `u32` or `i32`; `None` for
     /// other types (the type test is resolved at compile time).
     #[inline]

@@ -15,7 +15,7 @@ use flowstate_core::descriptor::{
 use flowstate_core::format::put_vbytes;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
 use flowstate_core::serializer::{
-    MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout,
+    IntegerEncoding, MigrationReader, SerdeSerializer, TypeSerializer, require_same_layout,
 };
 use flowstate_core::snapshot::{
     KeyedSnapshot, KeyedStateHandle, KeyedStateWriter, StateMetaInfo, check_kind,
@@ -618,7 +618,8 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
             &|old| {
                 let (ser, rw) = resolve(name, "element", desc.serializer(), old)?;
                 let meta = StateMetaInfo::new::<N>(name, StateKind::List, ser.snapshot(), None);
-                Ok((ListX { ser }, meta, rw))
+                let integers = IntegerEncoding::writes(ser.as_ref());
+                Ok((ListX { ser, integers }, meta, rw))
             },
             desc.ttl_storage().map(|t| &t.config),
         )?;
