@@ -73,6 +73,16 @@ fn size(key: &[u8], write: &Write) -> usize {
     key.len() + value + ENTRY_OVERHEAD
 }
 
+/// A key's first eight bytes as a big-endian number, zero-padded: two keys whose
+/// numbers differ compare as the numbers do (a key that ends sooner pads with zeros,
+/// below any byte the other can differ by); equal numbers leave the order to the rest.
+fn order_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
 impl Deferred {
     /// What the deferred writes hold for `key`: `None` when nothing (RocksDB answers).
     pub(crate) fn get(&self, key: &[u8]) -> Option<Held<'_>> {
@@ -137,14 +147,19 @@ impl Deferred {
     }
 
     /// The writes in key order.
+    ///
+    /// Sorted by each key's first eight bytes held beside it, the whole keys compared
+    /// only where those are equal: comparing the keys themselves read each from its
+    /// slot in the map, a cache miss per comparison, and a `memcmp` call (sorting was
+    /// 6% of a two-worker RocksDB `map` job).
     pub(crate) fn sorted(&self) -> Vec<(&[u8], &Write)> {
         let mut out: Vec<_> = self
             .entries
             .iter()
-            .map(|(k, w)| (k.as_slice(), w))
+            .map(|(k, w)| (order_prefix(k), k.as_slice(), w))
             .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        out
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        out.into_iter().map(|(_, k, w)| (k, w)).collect()
     }
 
     /// Forgets every write: they are in RocksDB now.
@@ -224,5 +239,33 @@ mod tests {
                 Write::Put(Value::from_slice(b"z")),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The writes come in the order of their keys' bytes, however the keys share
+        /// their first eight bytes, end within them or hold zeros and 0xff there.
+        #[test]
+        fn writes_come_in_key_order(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8)], 0..12),
+                0..64,
+            )
+        ) {
+            let mut d = Deferred::default();
+            for k in &keys {
+                d.insert(k, Some(b"v"));
+            }
+            let mut expected: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            expected.sort();
+            expected.dedup();
+            let got: Vec<&[u8]> = d.sorted().into_iter().map(|(k, _)| k).collect();
+            prop_assert_eq!(got, expected);
+        }
     }
 }
