@@ -332,6 +332,7 @@ where
             || (None, BTreeMap::new(), BTreeMap::new()),
         );
         let op_errors = errors.clone();
+        let op_identity = identity.clone();
         let (main, side) = keyed_binary(
             stream.inner.clone(),
             self.broadcast.inner,
@@ -352,6 +353,9 @@ where
                         runner = r;
                         keyed_stash = k;
                         bcast_stash = b;
+                        if let Some(r) = runner.as_mut() {
+                            r.count_as(op_identity.as_ref(), "KeyedBroadcastProcess");
+                        }
                         if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
                             q.set_activator(sync_activator.clone());
                         }
@@ -443,6 +447,9 @@ where
                             batch.sort_by_key(|(_, (origin, generation, seq, _))| {
                                 (*origin, *generation, *seq)
                             });
+                            if let Some(m) = &r.metrics {
+                                m.input(batch.len());
+                            }
                             for (ts, (_, _, _, value)) in batch {
                                 if failed() {
                                     break;
@@ -460,6 +467,9 @@ where
                             }
                         } else {
                             let records = keyed_stash.remove(&key).unwrap_or_default();
+                            if let Some(m) = &r.metrics {
+                                m.input(records.len());
+                            }
                             r.elements(records, epoch, &errors, &mut out, flush);
                         }
                         flush(&mut out, epoch);

@@ -95,10 +95,7 @@ where
                     runner = r;
                     stash = restored;
                     if let Some(r) = runner.as_mut() {
-                        let id = op_identity
-                            .as_ref()
-                            .map_or_else(|| op_name.clone(), |i| i.id());
-                        r.metrics = Some(OperatorMetrics::new(&id));
+                        r.count_as(op_identity.as_ref(), &op_name);
                     }
                     if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
                         q.set_activator(sync_activator.clone());

@@ -113,6 +113,13 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
             restored_meta,
         ))
     }
+    /// Counts the operator's records from now on under its uid (or derived id); an
+    /// operator without checkpoints has none, and `name` stands in.
+    pub(crate) fn count_as(&mut self, identity: Option<&TaskRef>, name: &str) {
+        let id = identity.map_or_else(|| name.to_string(), |i| i.id());
+        self.metrics = Some(OperatorMetrics::new(&id));
+    }
+
     /// Answers a slice of the look-ups waiting for this instance (between record
     /// batches: never while a record or timer runs); returns whether more wait.
     pub(crate) fn serve_queries(&self) -> bool {
