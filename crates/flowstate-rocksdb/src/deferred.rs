@@ -47,6 +47,59 @@ pub(crate) enum Write {
     Append(Value),
 }
 
+/// A deferred write as [`Sorted`] lends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op<'a> {
+    /// Set the value.
+    Put(&'a [u8]),
+    /// Remove the value.
+    Delete,
+    /// Append these operands to the value.
+    Append(&'a [u8]),
+}
+
+/// Which [`Op`] a [`Slot`] holds.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Put,
+    Delete,
+    Append,
+}
+
+/// Where one write lies in [`Sorted`]'s buffer: its key at `at..key_end`, its value
+/// at `key_end..end`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// The key's [`order_prefix`].
+    prefix: u64,
+    at: usize,
+    key_end: usize,
+    end: usize,
+    kind: Kind,
+}
+
+/// The deferred writes in key order ([`Deferred::sorted`]).
+#[derive(Debug)]
+pub(crate) struct Sorted {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+impl Sorted {
+    /// Each write's key and operation, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Op<'_>)> {
+        self.slots.iter().map(|s| {
+            let value = &self.bytes[s.key_end..s.end];
+            let op = match s.kind {
+                Kind::Put => Op::Put(value),
+                Kind::Delete => Op::Delete,
+                Kind::Append => Op::Append(value),
+            };
+            (&self.bytes[s.at..s.key_end], op)
+        })
+    }
+}
+
 /// What a state's deferred writes know of an entry key's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Held<'a> {
@@ -146,20 +199,45 @@ impl Deferred {
         self.entries.is_empty()
     }
 
-    /// The writes in key order.
+    /// The writes in key order, copied out of the map.
     ///
-    /// Sorted by each key's first eight bytes held beside it, the whole keys compared
+    /// Each key's first eight bytes are held beside it and the whole keys compared
     /// only where those are equal: comparing the keys themselves read each from its
     /// slot in the map, a cache miss per comparison, and a `memcmp` call (sorting was
-    /// 6% of a two-worker RocksDB `map` job).
-    pub(crate) fn sorted(&self) -> Vec<(&[u8], &Write)> {
-        let mut out: Vec<_> = self
-            .entries
-            .iter()
-            .map(|(k, w)| (order_prefix(k), k.as_slice(), w))
-            .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        out.into_iter().map(|(_, k, w)| (k, w)).collect()
+    /// 6% of a two-worker RocksDB `map` job). Keys and values are copied, in the map's
+    /// own order (one pass through its memory), into one buffer a tenth of the map's
+    /// size: read back in key order, they are found in cache, where the map's slots,
+    /// read in key order, missed (9% of the same job).
+    pub(crate) fn sorted(&self) -> Sorted {
+        // The budget's count less the slots' overhead: the keys' and values' bytes.
+        let payload = self
+            .bytes
+            .saturating_sub(self.entries.len() * ENTRY_OVERHEAD);
+        let mut bytes = Vec::with_capacity(payload);
+        let mut slots: Vec<Slot> = Vec::with_capacity(self.entries.len());
+        for (key, write) in &self.entries {
+            let (kind, value) = match write {
+                Write::Put(v) => (Kind::Put, v.as_slice()),
+                Write::Delete => (Kind::Delete, &[][..]),
+                Write::Append(v) => (Kind::Append, v.as_slice()),
+            };
+            let at = bytes.len();
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(value);
+            slots.push(Slot {
+                prefix: order_prefix(key),
+                at,
+                key_end: at + key.len(),
+                end: bytes.len(),
+                kind,
+            });
+        }
+        slots.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| bytes[a.at..a.key_end].cmp(&bytes[b.at..b.key_end]))
+        });
+        Sorted { bytes, slots }
     }
 
     /// Forgets every write: they are in RocksDB now.
@@ -188,11 +266,8 @@ mod tests {
         d.insert(b"a", Some(b"x"));
         assert_eq!(d.bytes(), (1 + ENTRY_OVERHEAD) + (1 + 1 + ENTRY_OVERHEAD));
         assert_eq!(
-            d.sorted(),
-            vec![
-                (&b"a"[..], &Write::Put(Value::from_slice(b"x"))),
-                (&b"b"[..], &Write::Delete)
-            ],
+            d.sorted().iter().collect::<Vec<_>>(),
+            vec![(&b"a"[..], Op::Put(b"x")), (&b"b"[..], Op::Delete)],
             "in key order"
         );
         d.clear();
@@ -228,15 +303,12 @@ mod tests {
         );
         d.append(b"m", b"1");
         assert_eq!(
-            d.sorted()
-                .iter()
-                .map(|(_, w)| (*w).clone())
-                .collect::<Vec<_>>(),
+            d.sorted().iter().collect::<Vec<_>>(),
             vec![
-                Write::Put(Value::from_slice(b"9")),
-                Write::Append(Value::from_slice(b"1")),
-                Write::Put(Value::from_slice(b"abc")),
-                Write::Put(Value::from_slice(b"z")),
+                (&b"l"[..], Op::Put(b"9")),
+                (&b"m"[..], Op::Append(b"1")),
+                (&b"p"[..], Op::Put(b"abc")),
+                (&b"x"[..], Op::Put(b"z")),
             ]
         );
     }
@@ -264,7 +336,8 @@ mod order_tests {
             let mut expected: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             expected.sort();
             expected.dedup();
-            let got: Vec<&[u8]> = d.sorted().into_iter().map(|(k, _)| k).collect();
+            let sorted = d.sorted();
+            let got: Vec<&[u8]> = sorted.iter().map(|(k, _)| k).collect();
             prop_assert_eq!(got, expected);
         }
     }

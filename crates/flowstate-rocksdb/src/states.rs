@@ -22,7 +22,7 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::buffers::{Buf, Buffers};
 use crate::db::{DbHolder, rerr};
-use crate::deferred::{Deferred, Held, Write};
+use crate::deferred::{Deferred, Held, Op};
 use crate::keys::prefix_end;
 use crate::prefetch::{Prefetched, read_ahead};
 
@@ -81,11 +81,12 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
         }
         let cf = self.cf()?;
         let mut batch = WriteBatch::default();
-        for (key, write) in deferred.sorted() {
-            match write {
-                Write::Put(v) => batch.put_cf(&cf, key, v),
-                Write::Delete => batch.delete_cf(&cf, key),
-                Write::Append(operand) => batch.merge_cf(&cf, key, operand),
+        let sorted = deferred.sorted();
+        for (key, op) in sorted.iter() {
+            match op {
+                Op::Put(v) => batch.put_cf(&cf, key, v),
+                Op::Delete => batch.delete_cf(&cf, key),
+                Op::Append(operand) => batch.merge_cf(&cf, key, operand),
             }
         }
         self.db()
