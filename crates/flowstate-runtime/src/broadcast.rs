@@ -333,12 +333,14 @@ where
         );
         let op_errors = errors.clone();
         let op_identity = identity.clone();
+        // The operator's name, and its metrics' without checkpoints (no uid then).
+        let name = "KeyedBroadcastProcess";
         let (main, side) = keyed_binary(
             stream.inner.clone(),
             self.broadcast.inner,
             Exchange::new(|(_, (target, _, _, _)): &KeyedRecord<K, T>| *target as u64),
             Pipeline,
-            "KeyedBroadcastProcess",
+            name,
             move |mut cap, info| {
                 let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let activator = scope.activator_for(info.address);
@@ -354,7 +356,7 @@ where
                         keyed_stash = k;
                         bcast_stash = b;
                         if let Some(r) = runner.as_mut() {
-                            r.count_as(op_identity.as_ref(), "KeyedBroadcastProcess");
+                            r.count_as(op_identity.as_ref(), name);
                         }
                         if let Some(q) = runner.as_ref().and_then(|r| r.queries.as_ref()) {
                             q.set_activator(sync_activator.clone());
