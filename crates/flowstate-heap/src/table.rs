@@ -52,6 +52,9 @@ const TOUCH_INLINE: usize = 32;
 /// The entries of one key group of one state.
 pub(crate) type KgTable<K, N, S> = HashTable<Entry<K, N, S>>;
 
+/// One key's probe in [`ErasedTable::touch`]: its key group's table, hash and key.
+type Probe<'a, K, N, S> = (&'a KgTable<K, N, S>, u64, &'a K);
+
 /// One key group's table: owned, or shared with a snapshot (then `owned` is empty and
 /// unused).
 pub(crate) struct KgSlot<K, N, S> {
@@ -503,22 +506,37 @@ where
         if bytes < TOUCH_MIN_BYTES {
             return;
         }
-        // The loop is kept short (no call in it): the fewer instructions a probe
-        // takes, the more probes, and so cache misses, the CPU has in flight at once.
-        // What a value keeps out of line is loaded after the loop, all values at once:
-        // loaded right after its entry, it would wait for that entry's miss.
+        // First each key's table and hash, which read nothing but the batch and the
+        // tables' headers; then the probes alone, in a loop kept short (no call, no
+        // store but a bit per probe): the fewer instructions a probe takes, the more
+        // probes, and so cache misses, the CPU has in flight at once. (One loop doing
+        // both, with the insert slot's touch in its body, took 45 ns a key against
+        // 36 ns: the probes overlapped less.) What a value keeps out of line is loaded
+        // after the probes, all values at once: loaded right after its entry, it
+        // would wait for that entry's miss.
+        let probes: SmallVec<[Probe<'_, K, N, S>; TOUCH_INLINE]> = keys
+            .iter()
+            .filter_map(|&(kg, key)| {
+                let m = self.range.index_of(kg).and_then(|i| maps.get(i))?;
+                Some((&**m, self.hash(key, ns), key))
+            })
+            .collect();
         let deep = self.codec.touches();
         let mut found: SmallVec<[&S; TOUCH_INLINE]> = SmallVec::new();
-        for &(kg, key) in keys {
-            if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
-                let hash = self.hash(key, ns);
+        for chunk in probes.chunks(64) {
+            // Bit `i`: the key of `chunk[i]` is in its table.
+            let mut hits = 0u64;
+            for (i, &(m, hash, key)) in chunk.iter().enumerate() {
                 // `black_box` keeps the probe: its result is otherwise unused.
-                match m.find(hash, |e| e.key == *key && e.ns == *ns) {
-                    Some(e) if deep => found.push(&e.value),
-                    Some(e) => {
-                        std::hint::black_box(e);
-                    }
-                    None => touch_insert_slot(m, hash, |e| e.key == *key),
+                let hit = std::hint::black_box(m.find(hash, |e| e.key == *key && e.ns == *ns));
+                if deep && let Some(e) = hit {
+                    found.push(&e.value);
+                }
+                hits |= u64::from(hit.is_some()) << i;
+            }
+            for (i, &(m, hash, key)) in chunk.iter().enumerate() {
+                if hits & (1 << i) == 0 {
+                    touch_insert_slot(m, hash, |e| e.key == *key);
                 }
             }
         }
