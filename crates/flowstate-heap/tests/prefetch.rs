@@ -41,7 +41,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     vec(
         prop_oneof![
             3 => (0..12usize).prop_map(Op::Key),
-            // Up to 100 keys: the probes run in chunks of 64.
+            // Up to 100 keys: more than a keyed operator's batch of 32.
             3 => vec(prop_oneof![0..40u64, FILLER..FILLER + 100], 0..100).prop_map(Op::Prefetch),
             3 => any::<i64>().prop_map(Op::Update),
             1 => Just(Op::ClearValue),
