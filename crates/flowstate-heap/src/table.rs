@@ -432,10 +432,10 @@ pub(crate) trait ErasedTable<K> {
     fn cleans_per_record(&self) -> bool;
     fn writer(&self) -> Box<dyn KeyedStateWriter>;
     fn keys(&self, ns: &dyn Any) -> StateResult<Vec<K>>;
-    /// Probes for each key's entry (with its key group) and drops the result: it
-    /// brings the entries (for a key not there yet, the bucket its insert will write)
-    /// into the CPU cache before the records that need them run,
-    /// in one tight loop so that their cache misses overlap. Only tables without
+    /// Prefetches each key's entry (with its key group): it brings the entries (for a
+    /// key not there yet, the bucket its insert will write) into the CPU cache before
+    /// the records that need them run, with prefetch instructions that do not wait,
+    /// so that their cache misses overlap. Only tables without
     /// namespaces (`VoidNamespace`) probe; others, whose namespace is known only when
     /// a record runs, do nothing; so do tables small enough to stay in cache. Key
     /// groups outside the range are skipped.
@@ -507,13 +507,14 @@ where
             return;
         }
         // First each key's table and hash, which read nothing but the batch and the
-        // tables' headers; then the probes, in a loop kept short: the fewer
-        // instructions a probe takes, the more probes, and so cache misses, the CPU
-        // has in flight at once. (Hashing inside the probe loop, its result matched
-        // in place, took 45 ns a key against 36 ns in isolation; the insert slots
-        // touched in a second loop were slower again while keys are new.) What a value
-        // keeps out of line is loaded after the probes, all values at once: loaded
-        // right after its entry, it would wait for that entry's miss.
+        // tables' headers. Then each key's entry is requested with a prefetch
+        // instruction, which does not wait for the line: the probe reads the key's
+        // group of control bytes (2 MiB for a million keys, mostly in cache) and takes
+        // the first bucket whose hash tag matches, without reading the bucket (a wrong
+        // bucket, one in a hundred, costs a useless line). The loads of the old form (a
+        // full `find`, comparing keys) waited in the CPU's reorder window, so only a
+        // few were in flight at once. A key not there yet gets the line where it will
+        // be inserted.
         let probes: SmallVec<[Probe<'_, K, N, S>; TOUCH_INLINE]> = keys
             .iter()
             .filter_map(|&(kg, key)| {
@@ -521,16 +522,25 @@ where
                 Some((&**m, self.hash(key, ns), key))
             })
             .collect();
-        let deep = self.codec.touches();
-        let mut found: SmallVec<[&S; TOUCH_INLINE]> = SmallVec::new();
-        for &(m, hash, key) in &probes {
-            // `black_box` keeps the probe: its result is otherwise unused.
-            match std::hint::black_box(m.find(hash, |e| e.key == *key && e.ns == *ns)) {
-                Some(e) if deep => found.push(&e.value),
-                Some(_) => {}
-                None => touch_insert_slot(m, hash, |e| e.key == *key),
+        for &(m, hash, _) in &probes {
+            let entry = m
+                .find_bucket_index(hash, |_| true)
+                .and_then(|i| m.get_bucket(i))
+                .or_else(|| insert_slot_neighbour(m, hash));
+            if let Some(e) = entry {
+                flowstate_prefetch::prefetch(e);
             }
         }
+        if !self.codec.touches() {
+            return;
+        }
+        // What a value keeps out of line is loaded once its entry is there, all
+        // values at once, so that their misses overlap too.
+        let found: SmallVec<[&S; TOUCH_INLINE]> = probes
+            .iter()
+            .filter_map(|&(m, hash, key)| m.find(hash, |e| e.key == *key && e.ns == *ns))
+            .map(|e| &e.value)
+            .collect();
         if !found.is_empty() {
             self.codec.touch(&found);
         }
@@ -557,36 +567,30 @@ where
     }
 }
 
-/// Brings into cache the bucket where a key that `table` lacks would be inserted, so
-/// that the record's insert does not miss on its write: a write that misses stalls
-/// the core once the stores behind it fill the store buffer. Here the misses of
-/// several keys overlap instead (the keyed job has a new key every other record at
-/// first).
+/// An occupied bucket in the cache line where a key that `table` lacks would be
+/// inserted, for [`ErasedTable::touch`] to prefetch, so that the record's insert does
+/// not miss on its write: a write that misses stalls the core once the stores behind
+/// it fill the store buffer (the keyed job has a new key every other record at first).
 ///
 /// The slot is the first free bucket from the key's home (`hash` modulo the bucket
-/// count, where hashbrown's probe starts). A free bucket cannot be read, so this reads
-/// the nearest occupied bucket on either side within three, through `read` (which
-/// must read the entry): any entry sharing the slot's 64-byte line (four 16-byte
-/// buckets) is at least as near. A guess at another crate's layout, for speed only: a
-/// wrong guess costs a load and changes nothing else.
-fn touch_insert_slot<T>(table: &HashTable<T>, hash: u64, read: impl Fn(&T) -> bool) {
+/// count, where hashbrown's probe starts). A free bucket has no reference to take, so
+/// this takes the nearest occupied bucket on either side within three: any entry
+/// sharing the slot's 64-byte line (four 16-byte buckets) is at least as near. A
+/// guess at another crate's layout, for speed only: a wrong guess costs a useless
+/// prefetch and changes nothing else.
+fn insert_slot_neighbour<T>(table: &HashTable<T>, hash: u64) -> Option<&T> {
     let n = table.num_buckets();
     if n == 0 {
-        return;
+        return None;
     }
     let mask = n - 1;
     let home = hash as usize & mask;
-    let Some(slot) = (0..16)
+    let slot = (0..16)
         .map(|d| (home + d) & mask)
-        .find(|&i| table.get_bucket(i).is_none())
-    else {
-        return;
-    };
-    let below = (1..4).find_map(|d| table.get_bucket(slot.wrapping_sub(d) & mask));
-    let above = (1..4).find_map(|d| table.get_bucket((slot + d) & mask));
-    for e in below.into_iter().chain(above) {
-        std::hint::black_box(read(e));
-    }
+        .find(|&i| table.get_bucket(i).is_none())?;
+    (1..4)
+        .find_map(|d| table.get_bucket(slot.wrapping_sub(d) & mask))
+        .or_else(|| (1..4).find_map(|d| table.get_bucket((slot + d) & mask)))
 }
 
 /// The asynchronous part of a snapshot of one state: the key groups' tables as they
