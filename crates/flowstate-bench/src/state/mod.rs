@@ -5,6 +5,9 @@
 //!
 //! Each op runs on a freshly set-up backend: a warm-up, then `iterations` timed runs of
 //! `seconds` each, in turn with its other variants (TTL, prefetched) and its baseline.
+//! The ops whose lists grow with every invocation (`listAdd`, `listAppend`,
+//! `listAddAll`) start each timed run from a freshly set-up state, as Flink's
+//! ListStateBenchmark sets its lists up and tears them down per iteration.
 //! Like JMH's per-invocation state, invocation `i` uses set-up key `i mod 500,000` of
 //! the shuffled order, new key `i mod 500,000`, random value `i mod 1,000,000`. Figures
 //! are ops/s (median, min, max); iteration ops (`mapKeys`, `mapValues`, `mapEntries`,
@@ -181,6 +184,27 @@ fn map_desc(ttl: Option<&StateTtlConfig>) -> MapStateDescriptor<u64, f64> {
         Some(t) => d.with_ttl(t.clone()),
         None => d,
     }
+}
+
+/// Whether op `op`'s state grows with every invocation, so that each timed run starts
+/// from a freshly set-up state: otherwise the faster of two subjects works on longer
+/// lists than the other, and the longer the suite has run, the longer all of them
+/// (`listAddAll` adds 100 elements a call: its figure moved threefold with the order
+/// of the runs).
+fn resets(op: &str) -> bool {
+    matches!(op, "listAdd" | "listAppend" | "listAddAll")
+}
+
+/// A backend from `f` with `setup`'s state for `kind`.
+fn fresh<F: KeyedBackendFactory>(
+    f: &F,
+    d: &Data,
+    kind: Kind,
+    ttl: Option<&StateTtlConfig>,
+) -> Result<F::Backend<u64>> {
+    let b = f.create(config(128, KeyGroupRange::all(128)?))?;
+    setup(&b, d, kind, ttl)?;
+    Ok(b)
 }
 
 fn setup<B: KeyedStateBackend<u64>>(
@@ -483,31 +507,43 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         if with_prefetch {
             variants.push((false, true));
         }
-        let mut backends = Vec::with_capacity(variants.len());
+        let mut runs: Vec<Run<'_>> = Vec::with_capacity(variants.len() + 1);
         for &(ttl_on, prefetch) in &variants {
             let ttl = ttl_on.then_some(&ttl_config);
-            eprintln!(
-                "[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on}, prefetch {prefetch})"
-            );
-            let b = f.create(config(128, KeyGroupRange::all(128)?))?;
-            setup(&b, d, kind, ttl)?;
-            backends.push(b);
+            let set_up = move || {
+                eprintln!(
+                    "[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on}, prefetch {prefetch})"
+                );
+                fresh(f, d, kind, ttl)
+            };
+            // `None` only while a reset drops the old backend before the new one is set
+            // up, so that the two are never in memory at once.
+            let mut b = Some(set_up()?);
+            runs.push(Box::new(move |step| match (step, b.as_ref()) {
+                (Step::Run(start), Some(b)) => run_op(b, d, op, start, BATCH, ttl, prefetch),
+                (Step::Run(_), None) => Err(anyhow::anyhow!("{op}: no backend")),
+                (Step::Reset, _) => {
+                    b = None;
+                    b = Some(set_up()?);
+                    Ok((0, 0))
+                }
+            }));
         }
-        let mut base = baseline.set_up(d, kind, op)?;
-        let mut runs: Vec<Run<'_>> = variants
-            .iter()
-            .zip(&backends)
-            .map(|(&(ttl_on, prefetch), b)| {
-                let ttl = ttl_on.then_some(&ttl_config);
-                Box::new(move |start| run_op(b, d, op, start, BATCH, ttl, prefetch)) as Run<'_>
-            })
-            .collect();
-        if let Some(base) = base.as_mut() {
-            runs.push(Box::new(move |start| base.run(d, op, start, BATCH)));
+        if let Some(base) = baseline.set_up(d, kind, op)? {
+            let mut base = Some(base);
+            runs.push(Box::new(move |step| match (step, base.as_mut()) {
+                (Step::Run(start), Some(base)) => base.run(d, op, start, BATCH),
+                (Step::Run(_), None) => Err(anyhow::anyhow!("{op}: no baseline")),
+                (Step::Reset, _) => {
+                    base = None;
+                    base = baseline.set_up(d, kind, op)?;
+                    Ok((0, 0))
+                }
+            }));
         }
-        let mut samples = measure(seconds, iterations, &mut runs)?.into_iter();
+        let reset = resets(op);
+        let mut samples = measure(seconds, iterations, reset, &mut runs)?.into_iter();
         drop(runs);
-        drop(backends);
         let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
         // Every variant is compared with the one baseline.
         let baseline = samples.next();
@@ -525,9 +561,18 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
     Ok(out)
 }
 
-/// One timed subject: runs [`BATCH`] invocations from the index it is given and
-/// returns the ops they count and the fold of what they read.
-type Run<'a> = Box<dyn FnMut(usize) -> Result<(u64, u64)> + 'a>;
+/// What [`measure`] asks of a subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Run [`BATCH`] invocations from this index; returns the ops they count and the
+    /// fold of what they read.
+    Run(usize),
+    /// Put the state back as freshly set up (returns zeros).
+    Reset,
+}
+
+/// One timed subject: a variant of an op, or its baseline.
+type Run<'a> = Box<dyn FnMut(Step) -> Result<(u64, u64)> + 'a>;
 
 /// Invocations per timing check.
 const BATCH: usize = 1024;
@@ -535,26 +580,40 @@ const BATCH: usize = 1024;
 /// Warms each of `runs` up for a fifth of `seconds`, then runs `iterations` rounds,
 /// each timing one run of `seconds` of every one of `runs` in turn; returns ops/s per
 /// timed run, per subject. The invocation indexes of each subject continue from
-/// round to round, as one uninterrupted run's would.
-fn measure(seconds: f64, iterations: usize, runs: &mut [Run<'_>]) -> Result<Vec<Vec<f64>>> {
+/// round to round, as one uninterrupted run's would; a timed run runs at least one
+/// batch. With `reset`, each subject's
+/// state is set up afresh before each of its timed runs, outside the timing.
+fn measure(
+    seconds: f64,
+    iterations: usize,
+    reset: bool,
+    runs: &mut [Run<'_>],
+) -> Result<Vec<Vec<f64>>> {
     let mut next = vec![0usize; runs.len()];
     for (run, next) in runs.iter_mut().zip(&mut next) {
         let warm = Instant::now();
         while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
-            std::hint::black_box(run(*next)?);
+            std::hint::black_box(run(Step::Run(*next))?);
             *next += BATCH;
         }
     }
     let mut samples = vec![Vec::with_capacity(iterations); runs.len()];
     for _ in 0..iterations {
         for ((run, next), samples) in runs.iter_mut().zip(&mut next).zip(&mut samples) {
+            if reset {
+                run(Step::Reset)?;
+            }
             let t = Instant::now();
             let mut ops = 0u64;
-            while t.elapsed() < Duration::from_secs_f64(seconds) {
-                let (counted, sink) = run(*next)?;
+            // At least one batch, however short `seconds` (as Flink's harness does).
+            loop {
+                let (counted, sink) = run(Step::Run(*next))?;
                 std::hint::black_box(sink);
                 ops += counted;
                 *next += BATCH;
+                if t.elapsed() >= Duration::from_secs_f64(seconds) {
+                    break;
+                }
             }
             samples.push(ops as f64 / t.elapsed().as_secs_f64());
         }
@@ -566,6 +625,45 @@ fn measure(seconds: f64, iterations: usize, runs: &mut [Run<'_>]) -> Result<Vec<
 mod tests {
     use super::*;
     use flowstate_heap::HeapBackendFactory;
+    use std::cell::RefCell;
+
+    /// With `reset`, every subject is set up afresh before each of its timed runs (and
+    /// only then); without, never; either way each subject's invocations continue
+    /// from run to run, one batch after another.
+    #[test]
+    fn measure_resets_each_subject_before_each_timed_run_when_asked() {
+        for reset in [false, true] {
+            let logs: Vec<RefCell<Vec<Step>>> = (0..3).map(|_| RefCell::default()).collect();
+            let mut runs: Vec<Run<'_>> = logs
+                .iter()
+                .map(|log| {
+                    Box::new(move |step| {
+                        log.borrow_mut().push(step);
+                        Ok((1u64, 0u64))
+                    }) as Run<'_>
+                })
+                .collect();
+            let samples = measure(0.001, 4, reset, &mut runs).unwrap();
+            drop(runs);
+            assert_eq!(samples.len(), 3);
+            for log in &logs {
+                let log = log.borrow();
+                let resets = log.iter().filter(|s| **s == Step::Reset).count();
+                assert_eq!(resets, if reset { 4 } else { 0 }, "{log:?}");
+                // A reset never comes twice in a row or last: a timed run follows.
+                assert!(log.windows(2).all(|w| w != [Step::Reset, Step::Reset]));
+                assert_ne!(log.last(), Some(&Step::Reset));
+                let starts: Vec<usize> = log
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::Run(i) => Some(*i),
+                        Step::Reset => None,
+                    })
+                    .collect();
+                assert!(starts.iter().enumerate().all(|(j, i)| *i == j * BATCH));
+            }
+        }
+    }
 
     /// Each baseline must do the op's work: from a fresh set-up, the same invocations
     /// count the same ops and read the same values as Flowstate's heap backend does.
