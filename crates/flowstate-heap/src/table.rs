@@ -114,8 +114,8 @@ pub(crate) trait Codec<S>: Send + Sync {
     /// Loads what `values` keep out of line (a list's last element, a map's first
     /// key), so that the accesses of coming records find it in cache
     /// ([`ErasedTable::touch`]). Inline values have nothing to load. A batch's values
-    /// come at once: their loads depend only on the entries, already in cache, so
-    /// they all overlap.
+    /// come at once: their loads depend only on the entries, all requested before,
+    /// so they overlap.
     fn touch(&self, values: &[&S]) {
         let _ = values;
     }

@@ -196,8 +196,8 @@ impl<K: StateKey + Data, N: Namespace, L> KeyedRunner<K, N, L> {
     }
 
     /// Hands the keys of the first [`PREFETCH_AHEAD`] of `upcoming` to the backend's
-    /// prefetch, which fetches their entries together (heap: one tight loop of probes,
-    /// so the cache misses overlap; RocksDB: one `MultiGet`), not once per record.
+    /// prefetch, which fetches their entries together (heap: prefetch instructions, so
+    /// the cache misses overlap; RocksDB: one `MultiGet`), not once per record.
     fn prefetch<IN>(&self, upcoming: &[KeyedRecord<K, IN>]) {
         let keys: Vec<(u32, &K)> = upcoming
             .iter()
