@@ -510,11 +510,11 @@ where
         // tables' headers. Then each key's entry is requested with a prefetch
         // instruction, which does not wait for the line: the probe reads the key's
         // group of control bytes (2 MiB for a million keys, mostly in cache) and takes
-        // the first bucket whose hash tag matches, without reading the bucket (a wrong
-        // bucket, one in a hundred, costs a useless line). The loads of the old form (a
-        // full `find`, comparing keys) waited in the CPU's reorder window, so only a
-        // few were in flight at once. A key not there yet gets the line where it will
-        // be inserted.
+        // the first bucket whose hash tag matches, without reading the bucket (another
+        // key's bucket with the same 7-bit tag, a few times in a hundred, costs a
+        // useless line). The loads of the old form (a full `find`, comparing keys)
+        // waited in the CPU's reorder window, so only a few were in flight at once. A
+        // key not there yet gets the line where it will be inserted.
         let probes: SmallVec<[Probe<'_, K, N, S>; TOUCH_INLINE]> = keys
             .iter()
             .filter_map(|&(kg, key)| {
@@ -567,17 +567,17 @@ where
     }
 }
 
-/// An occupied bucket in the cache line where a key that `table` lacks would be
+/// An occupied bucket next to the one where a key that `table` lacks would be
 /// inserted, for [`ErasedTable::touch`] to prefetch, so that the record's insert does
 /// not miss on its write: a write that misses stalls the core once the stores behind
 /// it fill the store buffer (the keyed job has a new key every other record at first).
 ///
 /// The slot is the first free bucket from the key's home (`hash` modulo the bucket
 /// count, where hashbrown's probe starts). A free bucket has no reference to take, so
-/// this takes the nearest occupied bucket on either side within three: any entry
-/// sharing the slot's 64-byte line (four 16-byte buckets) is at least as near. A
-/// guess at another crate's layout, for speed only: a wrong guess costs a useless
-/// prefetch and changes nothing else.
+/// this takes the nearest occupied bucket below it within three, else above: most
+/// often in the slot's 64-byte line (four 16-byte buckets). Prefetching the nearest on
+/// both sides was no faster (the log, "Session 28"). A guess at another crate's layout,
+/// for speed only: a wrong guess costs a useless prefetch and changes nothing else.
 fn insert_slot_neighbour<T>(table: &HashTable<T>, hash: u64) -> Option<&T> {
     let n = table.num_buckets();
     if n == 0 {

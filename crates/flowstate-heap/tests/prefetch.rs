@@ -183,3 +183,25 @@ proptest! {
         }
     }
 }
+
+/// A state whose entries take no bytes (a `()` key and a `()` value) builds, is
+/// handed to the prefetch and keeps its value: the prefetch compiles for any entry
+/// type, zero-sized ones included (the published `mem_prefetch` crate refuses them at
+/// compile time).
+#[test]
+fn zero_sized_entries_are_prefetched_and_keep_their_value() {
+    let b =
+        HeapKeyedStateBackend::<()>::new(config::<()>(MAX_P, KeyGroupRange::all(MAX_P).unwrap()))
+            .unwrap();
+    let s = b
+        .value_state::<VoidNamespace, ()>(&ValueStateDescriptor::new("unit"))
+        .unwrap();
+    let kg = b.key_group_of(&()).unwrap();
+    b.set_current_key(()).unwrap();
+    b.prefetch(&[(kg, &())]);
+    assert_eq!(s.value().unwrap(), None);
+    s.update(()).unwrap();
+    b.prefetch(&[(kg, &())]);
+    b.set_current_key(()).unwrap();
+    assert_eq!(s.value().unwrap(), Some(()));
+}

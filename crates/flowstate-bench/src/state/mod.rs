@@ -581,8 +581,8 @@ const BATCH: usize = 1024;
 /// each timing one run of `seconds` of every one of `runs` in turn; returns ops/s per
 /// timed run, per subject. The invocation indexes of each subject continue from
 /// round to round, as one uninterrupted run's would; a timed run runs at least one
-/// batch. With `reset`, each subject's
-/// state is set up afresh before each of its timed runs, outside the timing.
+/// batch. With `reset`, each subject's state is set up afresh before each of its timed
+/// runs, outside the timing.
 fn measure(
     seconds: f64,
     iterations: usize,
