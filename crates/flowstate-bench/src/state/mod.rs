@@ -516,29 +516,18 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                 );
                 fresh(f, d, kind, ttl)
             };
-            // `None` only while a reset drops the old backend before the new one is set
-            // up, so that the two are never in memory at once.
-            let mut b = Some(set_up()?);
-            runs.push(Box::new(move |step| match (step, b.as_ref()) {
-                (Step::Run(start), Some(b)) => run_op(b, d, op, start, BATCH, ttl, prefetch),
-                (Step::Run(_), None) => Err(anyhow::anyhow!("{op}: no backend")),
-                (Step::Reset, _) => {
-                    b = None;
-                    b = Some(set_up()?);
-                    Ok((0, 0))
-                }
+            runs.push(subject(set_up()?, set_up, move |b, start| {
+                run_op(b, d, op, start, BATCH, ttl, prefetch)
             }));
         }
         if let Some(base) = baseline.set_up(d, kind, op)? {
-            let mut base = Some(base);
-            runs.push(Box::new(move |step| match (step, base.as_mut()) {
-                (Step::Run(start), Some(base)) => base.run(d, op, start, BATCH),
-                (Step::Run(_), None) => Err(anyhow::anyhow!("{op}: no baseline")),
-                (Step::Reset, _) => {
-                    base = None;
-                    base = baseline.set_up(d, kind, op)?;
-                    Ok((0, 0))
-                }
+            let set_up = move || {
+                baseline
+                    .set_up(d, kind, op)?
+                    .ok_or_else(|| anyhow::anyhow!("{op}: no baseline"))
+            };
+            runs.push(subject(base, set_up, move |base, start| {
+                base.run(d, op, start, BATCH)
             }));
         }
         let reset = resets(op);
@@ -573,6 +562,26 @@ enum Step {
 
 /// One timed subject: a variant of an op, or its baseline.
 type Run<'a> = Box<dyn FnMut(Step) -> Result<(u64, u64)> + 'a>;
+
+/// A timed subject over `state`, run by `run`; a reset drops the state before `set_up`
+/// makes it afresh, so that the two are never in memory at once.
+fn subject<'a, T: 'a>(
+    state: T,
+    mut set_up: impl FnMut() -> Result<T> + 'a,
+    mut run: impl FnMut(&mut T, usize) -> Result<(u64, u64)> + 'a,
+) -> Run<'a> {
+    // `None` only after a reset whose set-up failed (the error went to `measure`).
+    let mut state = Some(state);
+    Box::new(move |step| match (step, state.as_mut()) {
+        (Step::Run(start), Some(s)) => run(s, start),
+        (Step::Run(_), None) => Err(anyhow::anyhow!("no state: its reset failed")),
+        (Step::Reset, _) => {
+            state = None;
+            state = Some(set_up()?);
+            Ok((0, 0))
+        }
+    })
+}
 
 /// Invocations per timing check.
 const BATCH: usize = 1024;
