@@ -13,7 +13,7 @@ use flowstate_core::descriptor::{
     ValueStateDescriptor, validate_state_name,
 };
 use flowstate_core::error::{StateError, StateResult};
-use flowstate_core::keygroup::{KeyGroupRange, key_group_for_serialized_key};
+use flowstate_core::keygroup::{KeyGroupRange, key_group_for_hash, key_group_for_serialized_key};
 use flowstate_core::serializer::{
     IntegerEncoding, SerdeSerializer, TypeSerializer, require_same_layout,
 };
@@ -237,12 +237,9 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
 
     fn key_group_of(&self, key: &K) -> StateResult<u32> {
         if self.integer_keys
-            && let Some(encoding) = IntegerEncoding::of(key)
+            && let Some(hash) = IntegerEncoding::key_hash_of(key)
         {
-            return Ok(key_group_for_serialized_key(
-                encoding.as_bytes(),
-                self.config.max_parallelism,
-            ));
+            return Ok(key_group_for_hash(hash, self.config.max_parallelism));
         }
         let mut scratch = self.ctx.scratch.borrow_mut();
         scratch.clear();

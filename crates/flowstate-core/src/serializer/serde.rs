@@ -360,18 +360,12 @@ impl IntegerEncoding {
     /// other types (the type test is resolved at compile time).
     #[inline]
     pub fn of<T: 'static>(value: &T) -> Option<Self> {
-        let any = value as &dyn Any;
-        let v = if let Some(v) = any.downcast_ref::<u64>() {
-            *v
-        } else if let Some(v) = any.downcast_ref::<i64>() {
-            ((*v << 1) ^ (*v >> 63)) as u64
-        } else if let Some(v) = any.downcast_ref::<u32>() {
-            *v as u64
-        } else if let Some(v) = any.downcast_ref::<i32>() {
-            ((*v << 1) ^ (*v >> 31)) as u32 as u64
-        } else {
-            return None;
-        };
+        varint_input(value).map(Self::of_varint)
+    }
+
+    /// The varint encoding of `v` (already zigzagged if it came from a signed type).
+    #[inline]
+    fn of_varint(v: u64) -> Self {
         let (mut rest, mut encoded, mut len) = (v, 0u128, 0);
         loop {
             let byte = (rest & 0x7f) as u128;
@@ -384,9 +378,24 @@ impl IntegerEncoding {
             encoded |= (byte | 0x80) << (8 * len);
             len += 1;
         }
-        Some(IntegerEncoding {
+        IntegerEncoding {
             bytes: encoded.to_le_bytes(),
             len,
+        }
+    }
+
+    /// [`crate::keygroup::key_hash`] of `value`'s encoding, if it is a `u64`, `i64`,
+    /// `u32` or `i32`, without building the encoding when it is at most three bytes
+    /// (values below 2^21, most keys). Routing a keyed record hashes its key this way:
+    /// building the varint (a loop over a 128-bit register) and hashing the bytes
+    /// back from memory took about half of a key's routing.
+    #[inline]
+    pub fn key_hash_of<T: 'static>(value: &T) -> Option<u32> {
+        let v = varint_input(value)?;
+        Some(if v < 1 << 21 {
+            short_varint_key_hash(v)
+        } else {
+            crate::keygroup::key_hash(Self::of_varint(v).as_bytes())
         })
     }
 
@@ -395,6 +404,57 @@ impl IntegerEncoding {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+}
+
+/// The unsigned value postcard writes as a varint for `value` if it is a `u64`,
+/// `i64`, `u32` or `i32` (signed ones zigzag-encoded); `None` for other types (the
+/// type test is resolved at compile time).
+#[inline]
+fn varint_input<T: 'static>(value: &T) -> Option<u64> {
+    let any = value as &dyn Any;
+    if let Some(v) = any.downcast_ref::<u64>() {
+        Some(*v)
+    } else if let Some(v) = any.downcast_ref::<i64>() {
+        Some(((*v << 1) ^ (*v >> 63)) as u64)
+    } else if let Some(v) = any.downcast_ref::<u32>() {
+        Some(*v as u64)
+    } else {
+        any.downcast_ref::<i32>()
+            .map(|v| ((*v << 1) ^ (*v >> 31)) as u32 as u64)
+    }
+}
+
+/// XXH3-64 (seed 0, the default secret) of the one to three varint bytes of
+/// `v < 2^21`, truncated to 32 bits: [`crate::keygroup::key_hash`] of them, computed
+/// from `v` in registers. It is XXH3's path for inputs of one to three bytes: the
+/// first, middle and last byte and the length packed into one word, mixed with the
+/// secret's first eight bytes and finished with the XXH64 avalanche. A test checks it
+/// against the `xxhash-rust` crate for every `v` below 2^21.
+#[inline]
+fn short_varint_key_hash(v: u64) -> u32 {
+    debug_assert!(v < 1 << 21);
+    // Whether a second and a third byte follow; each sets the continuation bit of
+    // the byte before it.
+    let (two, three) = ((v >= 1 << 7) as u32, (v >= 1 << 14) as u32);
+    let len = 1 + two + three;
+    let b0 = (v & 0x7f) as u32 | two << 7;
+    let b1 = ((v >> 7) & 0x7f) as u32 | three << 7;
+    let b2 = ((v >> 14) & 0x7f) as u32;
+    // XXH3 takes bytes 0, len / 2 and len - 1.
+    let middle = if two == 1 { b1 } else { b0 };
+    let last = if three == 1 { b2 } else { middle };
+    let combo = (b0 << 16) | (middle << 24) | last | (len << 8);
+    // The secret's first two little-endian words, XORed (seed 0 adds nothing).
+    const SECRET_FLIP: u64 = 0x396c_feb8 ^ 0xbe4b_a423;
+    const PRIME64_2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const PRIME64_3: u64 = 0x1656_67B1_9E37_79F9;
+    let mut h = combo as u64 ^ SECRET_FLIP;
+    h ^= h >> 33;
+    h = h.wrapping_mul(PRIME64_2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(PRIME64_3);
+    h ^= h >> 32;
+    h as u32
 }
 
 #[cfg(test)]
@@ -451,6 +511,38 @@ mod tests {
         check(String::from("key"));
         check((1u64, 2u32));
         assert!(IntegerEncoding::of(&7u16).is_none());
+    }
+
+    /// The key hash of an integer is the hash of its encoding: computed from the value
+    /// for every value below 2^21 (all of them), and for longer encodings of each
+    /// covered type.
+    #[test]
+    fn integer_key_hashes_are_the_hashes_of_their_encodings() {
+        fn check<T: Serialize + DeserializeOwned + 'static>(v: T) {
+            let bytes = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(
+                IntegerEncoding::key_hash_of(&v),
+                Some(crate::keygroup::key_hash(&bytes)),
+                "{bytes:?}"
+            );
+        }
+        for v in 0..(1u64 << 21) + 2 {
+            check(v);
+        }
+        for bits in 20..64 {
+            for v in [(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) + 1] {
+                check(v);
+                check(v as i64);
+                check((v as i64).wrapping_neg());
+                check(v as u32);
+                check(v as i32);
+            }
+        }
+        for v in [-1i64, 0, 1, i64::MIN, i64::MAX] {
+            check(v);
+            check(v as i32);
+        }
+        assert_eq!(IntegerEncoding::key_hash_of(&String::from("key")), None);
     }
 
     /// A value that fails to serialize leaves the buffer as it was, even after it
