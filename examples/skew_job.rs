@@ -20,7 +20,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_runtime::{
     BoxError, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError, SplitReader,
-    SplitSource, WatermarkStrategy,
+    SplitSource, WatermarkStrategy, opened,
 };
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,7 @@ impl KeyedProcessFunction<u64, Event, String> for SlowCount {
         for round in 0..self.work {
             (round, seq, payload.len()).hash(&mut h);
         }
-        let count = self.count.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let count = opened(&self.count)?;
         let n = count.value()?.unwrap_or(0) + 1;
         count.update(n)?;
         if n.is_multiple_of(10_000) {

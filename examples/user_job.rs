@@ -20,7 +20,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_runtime::{
     BoxError, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError, SplitReader,
-    SplitSource, WatermarkStrategy,
+    SplitSource, WatermarkStrategy, opened,
 };
 use flowstate_sqlite::SqliteSink;
 use rusqlite::types::Value;
@@ -134,7 +134,7 @@ impl KeyedProcessFunction<u64, Reading, (u64, u64, u64)> for Totals {
         (sensor, _, v): Reading,
         ctx: &mut ProcessContext<'_, u64, (u64, u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let (n, sum) = s.value()?.unwrap_or((0, 0));
         s.update((n + 1, sum + v))?;
         ctx.collect((sensor, n + 1, sum + v));

@@ -23,7 +23,7 @@ use flowstate_query_client::{BatchRequest, ClientError, Consistency, QueryClient
 use flowstate_rocksdb::SnapshotMode;
 use flowstate_runtime::{
     BoxError, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, Read, RuntimeError,
-    SplitReader, SplitSource, WatermarkStrategy, execute,
+    SplitReader, SplitSource, WatermarkStrategy, execute, opened,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ impl KeyedProcessFunction<u64, u64, ()> for Count {
         _: u64,
         _: &mut ProcessContext<'_, u64, ()>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         s.update(s.value()?.unwrap_or(0) + 1)?;
         Ok(())
     }

@@ -23,7 +23,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_runtime::{
     KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError, TimerContext,
-    WatermarkStrategy,
+    WatermarkStrategy, opened,
 };
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,7 +73,7 @@ impl KeyedProcessFunction<u64, (u64, u64, i64), String> for Counts {
         (key, amount, ts): (u64, u64, i64),
         ctx: &mut ProcessContext<'_, u64, String>,
     ) -> Result<(), RuntimeError> {
-        let s = self.state.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.state)?;
         let (n, sum) = s.value()?.unwrap_or((0, 0));
         s.update((n + 1, sum + amount))?;
         ctx.collect(format!("u{key} n={} sum={}", n + 1, sum + amount));

@@ -11,7 +11,7 @@ use flowstate_core::state::ValueState;
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
     BackendChoice, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError,
-    WatermarkStrategy, execute,
+    WatermarkStrategy, execute, opened,
 };
 
 /// Keeps (count, sum) per key; emits the average and resets every two values.
@@ -31,7 +31,7 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountWindowAverage {
         (key, value): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let state = self.sum.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.sum)?;
         let (count, sum) = state.value()?.unwrap_or((0, 0));
         let (count, sum) = (count + 1, sum + value);
         if count >= 2 {

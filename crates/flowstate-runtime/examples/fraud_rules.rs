@@ -14,7 +14,7 @@ use flowstate_core::state::{MapState, ValueState};
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
     BackendChoice, BroadcastContext, JobConfig, KeyedBroadcastProcessFunction, OpenContext,
-    ReadOnlyContext, RuntimeError, WatermarkStrategy, execute,
+    ReadOnlyContext, RuntimeError, WatermarkStrategy, execute, opened,
 };
 
 /// A rule: alert when one amount exceeds `max_amount`, or when an amount is more than
@@ -54,7 +54,7 @@ impl KeyedBroadcastProcessFunction<u32, Tx, Rule, String> for Detector {
         tx: Tx,
         ctx: &mut ReadOnlyContext<'_, u32, String>,
     ) -> Result<(), RuntimeError> {
-        let last = self.last.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let last = opened(&self.last)?;
         let previous = last.value()?;
         let mut active = ctx.broadcast_state(&rules())?.entries()?;
         active.sort_by(|a, b| a.0.cmp(&b.0));

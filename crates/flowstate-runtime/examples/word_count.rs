@@ -18,7 +18,7 @@ use flowstate_core::state::{StateKey, ValueState};
 use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::{
     BackendChoice, FileFormat, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext,
-    RuntimeError, TimerContext, WatermarkStrategy, execute,
+    RuntimeError, TimerContext, WatermarkStrategy, execute, opened,
 };
 
 /// Counts records per key; with `emit`, emits (key, count) once at the end of input.
@@ -37,7 +37,7 @@ impl<K: StateKey + Clone> KeyedProcessFunction<K, K, (K, u64)> for Count {
         _word: K,
         ctx: &mut ProcessContext<'_, K, (K, u64)>,
     ) -> Result<(), RuntimeError> {
-        let count = self.count.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let count = opened(&self.count)?;
         let n = count.value()?.unwrap_or(0) + 1;
         count.update(n)?;
         if self.emit && n == 1 {
@@ -52,7 +52,7 @@ impl<K: StateKey + Clone> KeyedProcessFunction<K, K, (K, u64)> for Count {
         _ts: i64,
         ctx: &mut TimerContext<'_, K, (K, u64)>,
     ) -> Result<(), RuntimeError> {
-        let count = self.count.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let count = opened(&self.count)?;
         let word = ctx.current_key().clone();
         ctx.collect((word, count.value()?.unwrap_or(0)));
         Ok(())

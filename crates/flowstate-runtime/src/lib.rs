@@ -26,7 +26,7 @@
 //! use flowstate_core::state::ValueState;
 //! use flowstate_runtime::{
 //!     JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError,
-//!     WatermarkStrategy, execute,
+//!     WatermarkStrategy, execute, opened,
 //! };
 //! use std::rc::Rc;
 //!
@@ -43,7 +43,7 @@
 //!         word: String,
 //!         ctx: &mut ProcessContext<'_, String, (String, u64)>,
 //!     ) -> Result<(), RuntimeError> {
-//!         let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+//!         let s = opened(&self.0)?;
 //!         let n = s.value()?.unwrap_or(0) + 1;
 //!         s.update(n)?;
 //!         ctx.collect((word, n));
@@ -108,7 +108,9 @@ pub use handle::{JobHandle, JobStatus, RunningJob, Savepoint, spawn};
 pub use keyed::OutputTag;
 #[cfg(feature = "nexmark")]
 pub use nexmark;
-pub use process::{KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService};
+pub use process::{
+    KeyedProcessFunction, OpenContext, ProcessContext, TimerContext, TimerService, opened,
+};
 pub use sink::{SINK_TRANSACTIONS_STATE, SinkContext, TransactionalSink};
 pub use source::{Read, SOURCE_SPLITS_STATE, SplitPosition, SplitReader, SplitSource, SplitState};
 pub use stream::{

@@ -25,6 +25,21 @@ use crate::query::QueryRegistry;
 use crate::stream::{Data, DataStream, KeyedStream};
 use crate::timers::TimeDomain;
 
+/// The state a function declared in `open`, or [`RuntimeError::NotOpened`] when it is
+/// used before: `let s = opened(&self.count)?;` in `process_element`.
+///
+/// The error is built only when it is returned. `self.count.as_ref()
+/// .ok_or(RuntimeError::NotOpened)?` builds it and drops it on every record, and the
+/// drop (a jump through the error's drop glue) was not optimized away: 1.7% of the
+/// heap `value` job's samples in `perf` (the log, "Session 30").
+#[inline]
+pub fn opened<T>(state: &Option<T>) -> Result<&T, RuntimeError> {
+    match state {
+        Some(s) => Ok(s),
+        None => Err(RuntimeError::NotOpened),
+    }
+}
+
 /// Flink's `KeyedProcessFunction`: one instance per worker, called with the current
 /// key set.
 pub trait KeyedProcessFunction<K, IN, OUT>: 'static {

@@ -15,7 +15,7 @@ use flowstate_core::state::ValueState;
 use flowstate_runtime::checkpoint::{SavepointFormat, read_metadata, request_savepoint};
 use flowstate_runtime::{
     BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction, OpenContext,
-    ReadOnlyContext, RestoreFrom, RuntimeError, WatermarkStrategy, execute,
+    ReadOnlyContext, RestoreFrom, RuntimeError, WatermarkStrategy, execute, opened,
 };
 
 /// A rule update: set `limit` for a rule name, or remove it when negative.
@@ -43,7 +43,7 @@ impl KeyedBroadcastProcessFunction<u32, Tx, Rule, String> for Rules {
         (account, amount, ts): Tx,
         ctx: &mut ReadOnlyContext<'_, u32, String>,
     ) -> Result<(), RuntimeError> {
-        let count = self.count.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let count = opened(&self.count)?;
         let n = count.value()?.unwrap_or(0) + 1;
         count.update(n)?;
         let mut rules = ctx.broadcast_state(&rules_desc())?.entries()?;

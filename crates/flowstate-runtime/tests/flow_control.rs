@@ -14,7 +14,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::ValueState;
 use flowstate_runtime::{
     CheckpointConfig, FlowControl, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext,
-    RuntimeError, WatermarkStrategy, execute,
+    RuntimeError, WatermarkStrategy, execute, opened,
 };
 
 const EVENTS: u64 = 50_000;
@@ -33,7 +33,7 @@ impl KeyedProcessFunction<u64, u64, (u64, u64)> for Count {
         v: u64,
         ctx: &mut ProcessContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let n = s.value()?.unwrap_or(0) + 1;
         s.update(n)?;
         ctx.collect((v % KEYS, n));

@@ -25,7 +25,7 @@ use flowstate_runtime::checkpoint::read_metadata;
 use flowstate_runtime::{
     BoxError, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext, Read,
     RuntimeError, SINK_TRANSACTIONS_STATE, SOURCE_SPLITS_STATE, SinkTransaction, SnapshotKind,
-    SplitPosition, SplitReader, SplitSource, SplitState, WatermarkStrategy, execute,
+    SplitPosition, SplitReader, SplitSource, SplitState, WatermarkStrategy, execute, opened,
 };
 use flowstate_storage::ObjectCheckpointStorage;
 
@@ -48,7 +48,7 @@ impl KeyedProcessFunction<u64, (u64, u64), String> for Sum {
         (key, v): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, String>,
     ) -> Result<(), RuntimeError> {
-        let s = self.sum.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.sum)?;
         let sum = s.value()?.unwrap_or(0) + v;
         s.update(sum)?;
         ctx.collect(format!("{key} {sum}"));

@@ -11,7 +11,8 @@ use flowstate_core::state::ValueState;
 use flowstate_runtime::checkpoint::{SavepointFormat, read_metadata};
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, JobConfig, JobStatus, KeyedProcessFunction, OpenContext,
-    ProcessContext, RestoreFrom, RuntimeError, SnapshotKind, WatermarkStrategy, execute, spawn,
+    ProcessContext, RestoreFrom, RuntimeError, SnapshotKind, WatermarkStrategy, execute, opened,
+    spawn,
 };
 
 /// Running sum per key, written as `key event sum` (the order of a key's events
@@ -29,7 +30,7 @@ impl KeyedProcessFunction<u64, (u64, u64), String> for Sum {
         (key, v): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, String>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let sum = s.value()?.unwrap_or(0) + v;
         s.update(sum)?;
         ctx.collect(format!("{key} {v} {sum}"));

@@ -14,7 +14,7 @@ use flowstate_core::descriptor::{MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::state::{MapState, ValueState};
 use flowstate_runtime::{
     Clock, JobConfig, KeyedProcessFunction, ManualClock, OpenContext, ProcessContext, RuntimeError,
-    TimerContext, WatermarkStrategy, execute,
+    TimerContext, WatermarkStrategy, execute, opened,
 };
 use proptest::prelude::*;
 
@@ -39,13 +39,10 @@ impl KeyedProcessFunction<u16, (u16, i64), (u16, i64, u64, usize)> for SumPerKey
         (_, v): (u16, i64),
         ctx: &mut ProcessContext<'_, u16, (u16, i64, u64, usize)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.sum.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.sum)?;
         let (sum, n) = s.value()?.unwrap_or((0, 0));
         s.update((sum + v, n + 1))?;
-        self.seen
-            .as_ref()
-            .ok_or(RuntimeError::NotOpened)?
-            .put(v, ())?;
+        opened(&self.seen)?.put(v, ())?;
         // Registered for every record, fires once per key.
         ctx.timer_service().register_event_time_timer(END)?;
         Ok(())
@@ -55,18 +52,8 @@ impl KeyedProcessFunction<u16, (u16, i64), (u16, i64, u64, usize)> for SumPerKey
         _ts: i64,
         ctx: &mut TimerContext<'_, u16, (u16, i64, u64, usize)>,
     ) -> Result<(), RuntimeError> {
-        let (sum, n) = self
-            .sum
-            .as_ref()
-            .ok_or(RuntimeError::NotOpened)?
-            .value()?
-            .unwrap_or((0, 0));
-        let distinct = self
-            .seen
-            .as_ref()
-            .ok_or(RuntimeError::NotOpened)?
-            .keys()?
-            .len();
+        let (sum, n) = opened(&self.sum)?.value()?.unwrap_or((0, 0));
+        let distinct = opened(&self.seen)?.keys()?.len();
         let key = *ctx.current_key();
         ctx.collect((key, sum, n, distinct));
         Ok(())

@@ -13,7 +13,7 @@ use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::ownership::OwnershipError;
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext,
-    RestoreFrom, RuntimeError, WatermarkStrategy, execute,
+    RestoreFrom, RuntimeError, WatermarkStrategy, execute, opened,
 };
 
 /// Sum of values per key.
@@ -30,7 +30,7 @@ impl KeyedProcessFunction<u64, (u64, u64), String> for Sum {
         (key, v): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, String>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let sum = s.value()?.unwrap_or(0) + v;
         s.update(sum)?;
         ctx.collect(format!("{key} {sum}"));

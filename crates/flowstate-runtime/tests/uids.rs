@@ -15,7 +15,7 @@ use flowstate_rocksdb::RocksDbOptions;
 use flowstate_runtime::checkpoint::list_checkpoints;
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, JobConfig, KeyedProcessFunction, OpenContext, ProcessContext,
-    RuntimeError, WatermarkStrategy, execute,
+    RuntimeError, WatermarkStrategy, execute, opened,
 };
 use flowstate_storage::ObjectCheckpointStorage;
 
@@ -33,7 +33,7 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Sum {
         (key, v): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let sum = s.value()?.unwrap_or(0) + v;
         s.update(sum)?;
         ctx.collect((key, sum));
@@ -57,7 +57,7 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Tag {
         e: (u64, u64),
         ctx: &mut ProcessContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         s.update(s.value()?.unwrap_or(0) + 1)?;
         ctx.collect(e);
         Ok(())

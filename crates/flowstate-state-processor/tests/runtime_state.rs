@@ -14,7 +14,7 @@ use flowstate_core::state::{MapState, ValueState};
 use flowstate_runtime::{
     BroadcastContext, CheckpointConfig, JobConfig, KeyedBroadcastProcessFunction,
     KeyedProcessFunction, OpenContext, ProcessContext, ReadOnlyContext, RestoreFrom, RuntimeError,
-    TimerContext, WatermarkStrategy, WindowAssigner, execute,
+    TimerContext, WatermarkStrategy, WindowAssigner, execute, opened,
 };
 use flowstate_state_processor::{Bootstrap, DumpFilter, Snapshot, records};
 
@@ -132,7 +132,7 @@ impl KeyedProcessFunction<String, (String, i64), (String, i64)> for Fires {
         _: (String, i64),
         _: &mut ProcessContext<'_, String, (String, i64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         s.update(s.value()?.unwrap_or(0) + 1)?;
         Ok(())
     }

@@ -10,6 +10,7 @@ use flowstate_core::state::ValueState;
 use flowstate_runtime::nexmark::event::Event;
 use flowstate_runtime::{
     DataStream, KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError, TimerContext,
+    opened,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +91,7 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
         (_, side): (u64, Side),
         ctx: &mut ProcessContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let state = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.0)?;
         let next = match (state.value()?, side) {
             (
                 Some(Open::Early(early)),
@@ -173,7 +174,7 @@ impl KeyedProcessFunction<u64, (u64, Side), (u64, u64)> for ClosingPrice {
         timestamp: i64,
         ctx: &mut TimerContext<'_, u64, (u64, u64)>,
     ) -> Result<(), RuntimeError> {
-        let state = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.0)?;
         match state.value()? {
             Some(Open::Auction {
                 category,
@@ -216,7 +217,7 @@ impl KeyedProcessFunction<u64, (u64, u64), Row> for CategoryAverage {
         (category, price): (u64, u64),
         ctx: &mut ProcessContext<'_, u64, Row>,
     ) -> Result<(), RuntimeError> {
-        let state = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.0)?;
         let (count, sum) = state.value()?.unwrap_or((0, 0));
         let (count, sum) = (count + 1, sum + price);
         state.update((count, sum))?;

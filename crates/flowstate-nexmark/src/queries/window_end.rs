@@ -9,6 +9,7 @@ use flowstate_core::descriptor::ValueStateDescriptor;
 use flowstate_core::state::{StateValue, ValueState};
 use flowstate_runtime::{
     KeyedProcessFunction, OpenContext, ProcessContext, RuntimeError, TimeWindow, TimerContext,
+    opened,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,7 +56,7 @@ where
         (key, window, value): (K, TimeWindow, V),
         ctx: &mut ProcessContext<'_, i64, Row>,
     ) -> Result<(), RuntimeError> {
-        let state = self.state.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.state)?;
         let so_far = state.value()?;
         if so_far.is_none() {
             ctx.timer_service().register_event_time_timer(window.end)?;
@@ -68,7 +69,7 @@ where
         timestamp: i64,
         ctx: &mut TimerContext<'_, i64, Row>,
     ) -> Result<(), RuntimeError> {
-        let state = self.state.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let state = opened(&self.state)?;
         if let Some(folded) = state.value()? {
             for row in (self.rows)(*ctx.current_key() - WINDOW_MS, folded) {
                 ctx.collect_at(timestamp, row);

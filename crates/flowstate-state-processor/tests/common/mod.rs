@@ -17,7 +17,7 @@ use flowstate_core::descriptor::{
 use flowstate_core::state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 use flowstate_runtime::{
     BackendChoice, CheckpointConfig, JobConfig, KeyedProcessFunction, ManualClock, OpenContext,
-    ProcessContext, RestoreFrom, RocksDbOptions, RuntimeError, WatermarkStrategy, execute,
+    ProcessContext, RestoreFrom, RocksDbOptions, RuntimeError, WatermarkStrategy, execute, opened,
 };
 
 /// Timers are registered at `TIMER_BASE + value`.
@@ -68,17 +68,14 @@ impl KeyedProcessFunction<String, (String, u64), (String, u64)> for Stats {
         (key, v): (String, u64),
         ctx: &mut ProcessContext<'_, String, (String, u64)>,
     ) -> Result<(), RuntimeError> {
-        let max = self.max.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let max = opened(&self.max)?;
         max.update(max.value()?.unwrap_or(0).max(v))?;
-        self.seen.as_ref().ok_or(RuntimeError::NotOpened)?.add(v)?;
-        let parity = self.by_parity.as_ref().ok_or(RuntimeError::NotOpened)?;
+        opened(&self.seen)?.add(v)?;
+        let parity = opened(&self.by_parity)?;
         let p = (v % 2) as u8;
         parity.put(p, parity.get(&p)?.unwrap_or(0) + 1)?;
-        self.sum.as_ref().ok_or(RuntimeError::NotOpened)?.add(v)?;
-        self.count_sum
-            .as_ref()
-            .ok_or(RuntimeError::NotOpened)?
-            .add(v)?;
+        opened(&self.sum)?.add(v)?;
+        opened(&self.count_sum)?.add(v)?;
         ctx.timer_service()
             .register_processing_time_timer(TIMER_BASE + v as i64)?;
         ctx.collect((key, v));
@@ -172,7 +169,7 @@ impl KeyedProcessFunction<String, (String, u64), (String, u64)> for Sums {
         (key, v): (String, u64),
         ctx: &mut ProcessContext<'_, String, (String, u64)>,
     ) -> Result<(), RuntimeError> {
-        let s = self.0.as_ref().ok_or(RuntimeError::NotOpened)?;
+        let s = opened(&self.0)?;
         let sum = s.value()?.unwrap_or(0) + v;
         s.update(sum)?;
         ctx.collect((key, sum));
