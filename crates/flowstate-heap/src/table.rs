@@ -523,13 +523,7 @@ where
             })
             .collect();
         for &(m, hash, _) in &probes {
-            let entry = m
-                .find_bucket_index(hash, |_| true)
-                .and_then(|i| m.get_bucket(i))
-                .or_else(|| insert_slot_neighbour(m, hash));
-            if let Some(e) = entry {
-                flowstate_prefetch::prefetch(e);
-            }
+            flowstate_prefetch::prefetch_bucket(m, hash);
         }
         if !self.codec.touches() {
             return;
@@ -565,32 +559,6 @@ where
             })
             .collect())
     }
-}
-
-/// An occupied bucket next to the one where a key that `table` lacks would be
-/// inserted, for [`ErasedTable::touch`] to prefetch, so that the record's insert does
-/// not miss on its write: a write that misses stalls the core once the stores behind
-/// it fill the store buffer (the keyed job has a new key every other record at first).
-///
-/// The slot is the first free bucket from the key's home (`hash` modulo the bucket
-/// count, where hashbrown's probe starts). A free bucket has no reference to take, so
-/// this takes the nearest occupied bucket below it within three, else above: most
-/// often in the slot's 64-byte line (four 16-byte buckets). Prefetching the nearest on
-/// both sides was no faster (the log, "Session 28"). A guess at another crate's layout,
-/// for speed only: a wrong guess costs a useless prefetch and changes nothing else.
-fn insert_slot_neighbour<T>(table: &HashTable<T>, hash: u64) -> Option<&T> {
-    let n = table.num_buckets();
-    if n == 0 {
-        return None;
-    }
-    let mask = n - 1;
-    let home = hash as usize & mask;
-    let slot = (0..16)
-        .map(|d| (home + d) & mask)
-        .find(|&i| table.get_bucket(i).is_none())?;
-    (1..4)
-        .find_map(|d| table.get_bucket(slot.wrapping_sub(d) & mask))
-        .or_else(|| (1..4).find_map(|d| table.get_bucket((slot + d) & mask)))
 }
 
 /// The asynchronous part of a snapshot of one state: the key groups' tables as they

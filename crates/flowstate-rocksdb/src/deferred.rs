@@ -22,7 +22,9 @@
 //! Without a WAL, as in Flink, writes are durable only through a checkpoint anyway.
 //! Flink writes each put through.
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 /// Bytes counted for an entry beyond its key and value: its slot in the map, so that the
@@ -113,7 +115,10 @@ pub(crate) enum Held<'a> {
 /// key not yet in RocksDB.
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
-    entries: HashMap<Key, Write>,
+    /// Each entry key with its newest write; a table rather than a map so that
+    /// [`Deferred::touch`] can prefetch the bucket a key's write will take.
+    entries: HashTable<(Key, Write)>,
+    hasher: DefaultHashBuilder,
     /// Keys, values and [`ENTRY_OVERHEAD`] of the entries.
     bytes: usize,
 }
@@ -137,9 +142,46 @@ fn order_prefix(key: &[u8]) -> u64 {
 }
 
 impl Deferred {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The newest write of `key`, to change (a function of the table alone, so that
+    /// the caller can count bytes meanwhile).
+    fn find_mut<'a>(
+        entries: &'a mut HashTable<(Key, Write)>,
+        hash: u64,
+        key: &[u8],
+    ) -> Option<&'a mut Write> {
+        entries
+            .find_mut(hash, |(k, _)| k.as_slice() == key)
+            .map(|(_, w)| w)
+    }
+
+    /// Keeps `write` as the first write of `key` (which holds none).
+    fn add(&mut self, key: &[u8], write: Write) {
+        let hasher = &self.hasher;
+        self.entries.insert_unique(
+            hasher.hash_one(key),
+            (Key::from_slice(key), write),
+            |(k, _)| hasher.hash_one(k.as_slice()),
+        );
+    }
+
+    /// Prefetches the bucket `key`'s write occupies, or the free one a write of it
+    /// would take, without waiting for it: a write that misses the cache stalls the
+    /// writes behind it (see `flowstate_prefetch::prefetch_bucket`). The backend's
+    /// prefetch calls it for the keys of the records about to run.
+    pub(crate) fn touch(&self, key: &[u8]) {
+        flowstate_prefetch::prefetch_bucket(&self.entries, self.hash(key));
+    }
+
     /// What the deferred writes hold for `key`: `None` when nothing (RocksDB answers).
     pub(crate) fn get(&self, key: &[u8]) -> Option<Held<'_>> {
-        self.entries.get(key).map(|w| match w {
+        let found = self
+            .entries
+            .find(self.hash(key), |(k, _)| k.as_slice() == key);
+        found.map(|(_, w)| match w {
             Write::Put(v) => Held::Known(Some(v.as_slice())),
             Write::Delete => Held::Known(None),
             Write::Append(_) => Held::Appended,
@@ -148,7 +190,7 @@ impl Deferred {
 
     /// Keeps a put (`Some`) or delete (`None`) of `key`, replacing an earlier write.
     pub(crate) fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
-        match self.entries.get_mut(key) {
+        match Self::find_mut(&mut self.entries, self.hasher.hash_one(key), key) {
             Some(old) => {
                 self.bytes -= size(key, old);
                 match (&mut *old, value) {
@@ -165,7 +207,7 @@ impl Deferred {
             None => {
                 let write = value.map_or(Write::Delete, |v| Write::Put(Value::from_slice(v)));
                 self.bytes += size(key, &write);
-                self.entries.insert(Key::from_slice(key), write);
+                self.add(key, write);
             }
         }
     }
@@ -175,14 +217,11 @@ impl Deferred {
     /// two concatenated, after a delete a put of the operand, and appends one after
     /// another are one append of their concatenation.
     pub(crate) fn append(&mut self, key: &[u8], operand: &[u8]) {
-        match self.entries.get_mut(key) {
+        match Self::find_mut(&mut self.entries, self.hasher.hash_one(key), key) {
             Some(Write::Put(v) | Write::Append(v)) => v.extend_from_slice(operand),
             Some(old @ Write::Delete) => *old = Write::Put(Value::from_slice(operand)),
             None => {
-                self.entries.insert(
-                    Key::from_slice(key),
-                    Write::Append(Value::from_slice(operand)),
-                );
+                self.add(key, Write::Append(Value::from_slice(operand)));
                 self.bytes += key.len() + ENTRY_OVERHEAD;
             }
         }

@@ -99,6 +99,11 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
     fn begin(&self, entry_keys: &[Vec<u8>]) {
         let mut cache = self.prefetched.borrow_mut();
         let deferred = self.deferred.borrow();
+        // Each key's bucket among the deferred writes requested at once, so that the
+        // look-ups below and the records' writes find them in cache.
+        for k in entry_keys {
+            deferred.touch(k);
+        }
         if !read_ahead(cache.len(), cache.reads()) {
             cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
             return;
