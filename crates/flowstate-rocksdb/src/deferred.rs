@@ -381,3 +381,110 @@ mod order_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One call on [`Deferred`].
+    #[derive(Clone, Debug)]
+    enum Call {
+        Put(u16, Vec<u8>),
+        Delete(u16),
+        Append(u16, Vec<u8>),
+        Touch(u16),
+        Clear,
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        let key = 0u16..600;
+        let bytes = proptest::collection::vec(any::<u8>(), 0..20);
+        prop_oneof![
+            6 => (key.clone(), bytes.clone()).prop_map(|(k, v)| Call::Put(k, v)),
+            2 => key.clone().prop_map(Call::Delete),
+            3 => (key.clone(), bytes).prop_map(|(k, v)| Call::Append(k, v)),
+            2 => key.prop_map(Call::Touch),
+            1 => Just(Call::Clear),
+        ]
+    }
+
+    /// Keys of several lengths, so that the table holds keys inline and spilled.
+    fn key_of(k: u16) -> Vec<u8> {
+        let mut key = k.to_be_bytes().to_vec();
+        key.resize(2 + usize::from(k % 40), k as u8);
+        key
+    }
+
+    proptest! {
+        /// Against a model (an ordered map of each key's newest write, with its
+        /// appends folded in as `Deferred` documents): every key's answer after the
+        /// calls, the bytes counted, and the sorted writes, through the table's growth
+        /// to hundreds of keys, prefetches and clears.
+        #[test]
+        fn behaves_as_a_map_of_the_newest_writes(calls in proptest::collection::vec(call(), 1..1500)) {
+            let mut d = Deferred::default();
+            let mut model: BTreeMap<Vec<u8>, Write> = BTreeMap::new();
+            for c in &calls {
+                match c {
+                    Call::Put(k, v) => {
+                        d.insert(&key_of(*k), Some(v));
+                        model.insert(key_of(*k), Write::Put(Value::from_slice(v)));
+                    }
+                    Call::Delete(k) => {
+                        d.insert(&key_of(*k), None);
+                        model.insert(key_of(*k), Write::Delete);
+                    }
+                    Call::Append(k, v) => {
+                        d.append(&key_of(*k), v);
+                        let next = match model.remove(&key_of(*k)) {
+                            Some(Write::Put(mut old)) => {
+                                old.extend_from_slice(v);
+                                Write::Put(old)
+                            }
+                            Some(Write::Append(mut old)) => {
+                                old.extend_from_slice(v);
+                                Write::Append(old)
+                            }
+                            Some(Write::Delete) => Write::Put(Value::from_slice(v)),
+                            None => Write::Append(Value::from_slice(v)),
+                        };
+                        model.insert(key_of(*k), next);
+                    }
+                    Call::Touch(k) => d.touch(&key_of(*k)),
+                    Call::Clear => {
+                        d.clear();
+                        model.clear();
+                    }
+                }
+            }
+            for k in 0..600u16 {
+                let expected = model.get(&key_of(k)).map(|w| match w {
+                    Write::Put(v) => Held::Known(Some(v.as_slice())),
+                    Write::Delete => Held::Known(None),
+                    Write::Append(_) => Held::Appended,
+                });
+                prop_assert_eq!(d.get(&key_of(k)), expected, "key {}", k);
+            }
+            let bytes: usize = model.iter().map(|(k, w)| size(k, w)).sum();
+            prop_assert_eq!(d.bytes(), bytes);
+            prop_assert_eq!(d.is_empty(), model.is_empty());
+            let sorted = d.sorted();
+            let got: Vec<(&[u8], Op<'_>)> = sorted.iter().collect();
+            let want: Vec<(&[u8], Op<'_>)> = model
+                .iter()
+                .map(|(k, w)| {
+                    let op = match w {
+                        Write::Put(v) => Op::Put(v.as_slice()),
+                        Write::Delete => Op::Delete,
+                        Write::Append(v) => Op::Append(v.as_slice()),
+                    };
+                    (k.as_slice(), op)
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
