@@ -55,7 +55,11 @@ impl<'a> Select<'a> {
                 let k = self.key(j);
                 self.ahead.push((b.key_group_of(&k)?, k));
             }
-            let refs: Vec<(u32, &u64)> = self.ahead.iter().map(|(g, k)| (*g, k)).collect();
+            // On the stack: a `Vec` per batch was an allocation per 32 invocations.
+            let refs: [(u32, &u64); PREFETCH] = std::array::from_fn(|j| {
+                let (g, k) = &self.ahead[j];
+                (*g, k)
+            });
             b.prefetch(&refs);
         }
         let (kg, k) = self.ahead[i - self.at];
