@@ -6,23 +6,26 @@
 # baseline (bare hashbrown maps; the rocksdb crate on a database with the backend's
 # options). Prints one table: ops/s medians, Flowstate over Flink, and Flowstate over
 # its baseline.
-#   ./scripts/bench-state-ops.sh [ITERATIONS] [SECONDS]
+# Both sides warm each op up for WARMUP untimed runs of SECONDS first (the anchor's
+# MICRO_WARMUP).
+#   ./scripts/bench-state-ops.sh [ITERATIONS] [SECONDS] [WARMUP]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
 iterations=${1:-5}
 seconds=${2:-1}
+warmup=${3:-2}
 cargo build --release -q --workspace --bin flowstate-bench
 bin="$CARGO_TARGET_DIR/release/flowstate-bench"
 out=$(mktemp -d /tmp/bench-state-ops.XXXXXX)
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $iterations x $seconds s per op; results in $out"
-SUITES=micro MICRO_ITERS="$iterations" MICRO_ITER_MS="$(python3 -c "print(int($seconds*1000))")" \
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $warmup + $iterations x $seconds s per op; results in $out"
+SUITES=micro MICRO_WARMUP="$warmup" MICRO_ITERS="$iterations" MICRO_ITER_MS="$(python3 -c "print(int($seconds*1000))")" \
   OUT_DIR="$out/flink" "$anchor/run.sh" > "$out/flink.log" 2>&1
 echo "# Flink done $(date -u +%FT%TZ)"
 # Each op also runs prefetched, as the keyed operator runs records.
 for b in heap rocksdb; do
-  "$bin" state --backend "$b" --iterations "$iterations" --seconds "$seconds" --json \
+  "$bin" state --backend "$b" --iterations "$iterations" --seconds "$seconds" --warmup "$warmup" --json \
     --prefetch > "$out/$b.jsonl" 2> "$out/$b.log"
   echo "# Flowstate $b done $(date -u +%FT%TZ)"
 done

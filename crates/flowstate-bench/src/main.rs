@@ -97,6 +97,11 @@ enum Command {
         /// Timed iterations per op (the median is reported).
         #[arg(long, default_value_t = 5)]
         iterations: usize,
+        /// Warm-up runs of `--seconds` each, per subject, before the timed ones (the
+        /// Flink anchor's `MICRO_WARMUP`, 2 by default): RocksDB's flushes and
+        /// compactions of the set-up's writes settle in them, as in Flink's warm-up.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
         /// Only these ops (Flink names, e.g. valueGet); all when empty.
         #[arg(long = "op")]
         ops: Vec<String>,
@@ -586,6 +591,7 @@ fn main() -> Result<()> {
             backend,
             seconds,
             iterations,
+            warmup,
             ops,
             json,
             ttl,
@@ -608,7 +614,9 @@ fn main() -> Result<()> {
             let data = state::Data::new();
             let local = tempfile::tempdir()?;
             if !json {
-                println!("state benchmark: backend {backend:?}, {iterations} x {seconds} s per op");
+                println!(
+                    "state benchmark: backend {backend:?}, {warmup} + {iterations} x {seconds} s per op"
+                );
                 println!(
                     "{:<16} {:<18} {:>14} {:>14} {:>14} {:>22} {:>8} {:>14} {:>8}",
                     "state",
@@ -631,6 +639,7 @@ fn main() -> Result<()> {
             let plan = state::Plan {
                 seconds,
                 iterations,
+                warmup,
                 only: &ops,
                 ttl,
                 prefetch,

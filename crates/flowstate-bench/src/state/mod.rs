@@ -3,8 +3,9 @@
 //! new keys, each pre-shuffled; 1,000,000 pre-generated random values; 10 map keys per
 //! key with f64 values; 100-element lists for `update`/`add_all`.
 //!
-//! Each op runs on a freshly set-up backend: a warm-up, then `iterations` timed runs of
-//! `seconds` each, in turn with its other variants (TTL, prefetched) and its baseline.
+//! Each op runs on a freshly set-up backend: `warmup` untimed runs of `seconds` each (as
+//! the Flink anchor's warm-up iterations), then `iterations` timed runs of `seconds`
+//! each, in turn with its other variants (TTL, prefetched) and its baseline.
 //! The ops whose lists grow with every invocation (`listAdd`, `listAppend`,
 //! `listAddAll`) start each timed run from a freshly set-up state, as Flink's
 //! ListStateBenchmark sets its lists up and tears them down per iteration.
@@ -468,6 +469,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) seconds: f64,
     /// Timed iterations per op.
     pub(crate) iterations: usize,
+    /// Untimed warm-up runs of `seconds` per subject, before the timed ones.
+    pub(crate) warmup: usize,
     /// Only these ops; all when empty.
     pub(crate) only: &'a [String],
     /// Also with TTL.
@@ -486,6 +489,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
     let Plan {
         seconds,
         iterations,
+        warmup,
         only,
         ttl: with_ttl,
         prefetch: with_prefetch,
@@ -531,7 +535,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             }));
         }
         let reset = resets(op);
-        let mut samples = measure(seconds, iterations, reset, &mut runs)?.into_iter();
+        let mut samples = measure(seconds, warmup, iterations, reset, &mut runs)?.into_iter();
         drop(runs);
         let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
         // Every variant is compared with the one baseline.
@@ -586,7 +590,9 @@ fn subject<'a, T: 'a>(
 /// Invocations per timing check.
 const BATCH: usize = 1024;
 
-/// Warms each of `runs` up for a fifth of `seconds`, then runs `iterations` rounds,
+/// Warms each of `runs` up for `warmup` runs of `seconds` (at least one batch; they
+/// let the set-up's background work, RocksDB's flushes and compactions, settle before
+/// the timing, as the Flink anchor's warm-up iterations do), then runs `iterations` rounds,
 /// each timing one run of `seconds` of every one of `runs` in turn; returns ops/s per
 /// timed run, per subject. The invocation indexes of each subject continue from
 /// round to round, as one uninterrupted run's would; a timed run runs at least one
@@ -594,6 +600,7 @@ const BATCH: usize = 1024;
 /// runs, outside the timing.
 fn measure(
     seconds: f64,
+    warmup: usize,
     iterations: usize,
     reset: bool,
     runs: &mut [Run<'_>],
@@ -601,9 +608,12 @@ fn measure(
     let mut next = vec![0usize; runs.len()];
     for (run, next) in runs.iter_mut().zip(&mut next) {
         let warm = Instant::now();
-        while warm.elapsed() < Duration::from_secs_f64(seconds / 5.0) {
+        loop {
             std::hint::black_box(run(Step::Run(*next))?);
             *next += BATCH;
+            if warm.elapsed() >= Duration::from_secs_f64(seconds * warmup as f64) {
+                break;
+            }
         }
     }
     let mut samples = vec![Vec::with_capacity(iterations); runs.len()];
@@ -652,7 +662,7 @@ mod tests {
                     }) as Run<'_>
                 })
                 .collect();
-            let samples = measure(0.001, 4, reset, &mut runs).unwrap();
+            let samples = measure(0.001, 1, 4, reset, &mut runs).unwrap();
             drop(runs);
             assert_eq!(samples.len(), 3);
             for log in &logs {
