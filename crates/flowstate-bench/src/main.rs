@@ -98,8 +98,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         iterations: usize,
         /// Warm-up runs of `--seconds` each, per subject, before the timed ones (the
-        /// Flink anchor's `MICRO_WARMUP`, 2 by default): RocksDB's flushes and
-        /// compactions of the set-up's writes settle in them, as in Flink's warm-up.
+        /// Flink anchor's `MICRO_WARMUP`, 2 by default), so that both sides are timed
+        /// after the same warm-up.
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         /// Only these ops (Flink names, e.g. valueGet); all when empty.

@@ -590,9 +590,9 @@ fn subject<'a, T: 'a>(
 /// Invocations per timing check.
 const BATCH: usize = 1024;
 
-/// Warms each of `runs` up for `warmup` runs of `seconds` (at least one batch; they
-/// let the set-up's background work, RocksDB's flushes and compactions, settle before
-/// the timing, as the Flink anchor's warm-up iterations do), then runs `iterations` rounds,
+/// Warms each of `runs` up for `warmup` runs of `seconds` (at least one batch), as the
+/// Flink anchor warms up before its timed iterations (RocksDB's compactions of a large
+/// set-up can outlast it: the map scans still vary run to run), then runs `iterations` rounds,
 /// each timing one run of `seconds` of every one of `runs` in turn; returns ops/s per
 /// timed run, per subject. The invocation indexes of each subject continue from
 /// round to round, as one uninterrupted run's would; a timed run runs at least one
