@@ -23,7 +23,7 @@ use flowstate_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{job_config, median_of};
+use crate::{job_config_with, median_of, rocksdb_options};
 
 /// What to run.
 pub(crate) struct JobBench {
@@ -34,6 +34,8 @@ pub(crate) struct JobBench {
     pub(crate) keys: u64,
     pub(crate) runs: usize,
     pub(crate) interval_ms: u64,
+    /// RocksDB's `entry_cache_bytes`, when not the default.
+    pub(crate) entry_cache_bytes: Option<usize>,
 }
 
 /// The anchor's `JobBench.keyOf`: the splitmix64 finalizer of `i + golden`, mod `k`.
@@ -184,9 +186,16 @@ struct Figures {
 impl JobBench {
     fn run_once(&self) -> Result<Figures> {
         let dir = tempfile::tempdir()?;
-        let config = job_config(
+        let rocksdb = self.rocksdb.then(|| {
+            let options = rocksdb_options(dir.path(), SnapshotMode::Incremental);
+            match self.entry_cache_bytes {
+                Some(bytes) => options.with_entry_cache_bytes(bytes),
+                None => options,
+            }
+        });
+        let config = job_config_with(
             dir.path(),
-            self.rocksdb.then_some(SnapshotMode::Incremental),
+            rocksdb,
             self.parallelism,
             Duration::from_millis(self.interval_ms),
         )?;

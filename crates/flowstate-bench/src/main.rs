@@ -121,6 +121,10 @@ enum Command {
         /// otherwise run in turn with each op.
         #[arg(long)]
         no_baselines: bool,
+        /// RocksDB: bytes of read entries each state keeps in memory (0: none; the
+        /// backend's default, 128 MiB, when not given).
+        #[arg(long)]
+        entry_cache_bytes: Option<usize>,
     },
     /// The Flink anchor's JobBench: a keyed value or map job, checkpoint every second.
     Job {
@@ -144,6 +148,10 @@ enum Command {
         /// Milliseconds between checkpoints.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
+        /// RocksDB: bytes of read entries each state keeps in memory (0: none; the
+        /// backend's default, 128 MiB, when not given).
+        #[arg(long)]
+        entry_cache_bytes: Option<usize>,
     },
     /// Nexmark queries: events/s per core on each backend, beside Flink's published
     /// per-core figures.
@@ -477,10 +485,28 @@ pub(crate) fn job_config(
     workers: usize,
     interval: Duration,
 ) -> Result<flowstate_runtime::JobConfig> {
+    job_config_with(
+        dir,
+        rocksdb.map(|m| rocksdb_options(dir, m)),
+        workers,
+        interval,
+    )
+}
+
+/// The RocksDB backend's default options for a benchmark job under `dir`.
+pub(crate) fn rocksdb_options(dir: &std::path::Path, mode: SnapshotMode) -> RocksDbOptions {
+    RocksDbOptions::new(dir.join("rocksdb")).with_snapshot_mode(mode)
+}
+
+/// [`job_config`] on RocksDB with these `rocksdb` options (heap when `None`).
+pub(crate) fn job_config_with(
+    dir: &std::path::Path,
+    rocksdb: Option<RocksDbOptions>,
+    workers: usize,
+    interval: Duration,
+) -> Result<flowstate_runtime::JobConfig> {
     let backend = match rocksdb {
-        Some(mode) => flowstate_runtime::BackendChoice::RocksDb(
-            RocksDbOptions::new(dir.join("rocksdb")).with_snapshot_mode(mode),
-        ),
+        Some(options) => flowstate_runtime::BackendChoice::RocksDb(options),
         None => flowstate_runtime::BackendChoice::Heap,
     };
     Ok(flowstate_runtime::JobConfig::default()
@@ -597,6 +623,7 @@ fn main() -> Result<()> {
             ttl,
             prefetch,
             no_baselines,
+            entry_cache_bytes,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
@@ -630,7 +657,10 @@ fn main() -> Result<()> {
                     "of it"
                 );
             }
-            let rocksdb = RocksDbOptions::new(local.path());
+            let mut rocksdb = RocksDbOptions::new(local.path());
+            if let Some(bytes) = entry_cache_bytes {
+                rocksdb = rocksdb.with_entry_cache_bytes(bytes);
+            }
             let baseline = match (no_baselines, backend) {
                 (true, _) => state::Baseline::Off,
                 (false, Backend::Heap) => state::Baseline::Bare,
@@ -659,6 +689,7 @@ fn main() -> Result<()> {
             keys,
             runs,
             interval_ms,
+            entry_cache_bytes,
         } => {
             if backend == Backend::RocksdbIncremental {
                 bail!("job runs RocksDB incremental already: use --backend rocksdb");
@@ -671,6 +702,7 @@ fn main() -> Result<()> {
                 keys,
                 runs,
                 interval_ms,
+                entry_cache_bytes,
             }
             .run()
         }

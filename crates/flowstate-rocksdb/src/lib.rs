@@ -10,10 +10,12 @@
 //! cleaned up by a compaction filter (`ttl_filter.rs`). The keyed operator's prefetch reads
 //! the next records' values with one `MultiGet` (`prefetch.rs`); every state holds its
 //! puts, deletes and list appends in memory up to a budget and writes them as one sorted
-//! `WriteBatch` (`deferred.rs`).
+//! `WriteBatch` (`deferred.rs`), and keeps the entries it read from RocksDB, up to a
+//! budget, to answer its next gets of them (`cache.rs`).
 
 mod backend;
 mod buffers;
+mod cache;
 mod db;
 mod deferred;
 mod keys;

@@ -80,6 +80,14 @@ pub struct RocksDbOptions {
     /// 0 writes each at once. A sorted batch goes into the memtable several times faster
     /// than single puts. This memory is not part of `memory_bound_bytes`.
     pub deferred_write_bytes: usize,
+    /// Bytes of entries each state keeps after reading them from RocksDB, to answer
+    /// its next gets of them from memory; 0 keeps none (see `cache.rs`). The bound
+    /// counts the whole hash table, which grows by doubling, 65 bytes a slot: the
+    /// default, 128 MiB, holds up to 917,504 entries of a `u64` key and value in a
+    /// 65 MiB table (a 256 MiB bound would double that). An entry past the bound first
+    /// evicts a half to three quarters of the others. This memory is not part of
+    /// `memory_bound_bytes`.
+    pub entry_cache_bytes: usize,
 }
 
 impl RocksDbOptions {
@@ -99,6 +107,7 @@ impl RocksDbOptions {
             memory_bound_bytes: None,
             timer_window: 65_536,
             deferred_write_bytes: 4 << 20,
+            entry_cache_bytes: 128 << 20,
         }
     }
     /// Sets the checkpoint format.
@@ -139,6 +148,11 @@ impl RocksDbOptions {
     /// Sets how many bytes of writes each state defers.
     pub fn with_deferred_write_bytes(mut self, bytes: usize) -> Self {
         self.deferred_write_bytes = bytes;
+        self
+    }
+    /// Sets how many bytes of read entries each state keeps in memory (0: none).
+    pub fn with_entry_cache_bytes(mut self, bytes: usize) -> Self {
+        self.entry_cache_bytes = bytes;
         self
     }
     /// Bounds block cache plus memtables.

@@ -1,7 +1,8 @@
 //! The shared conformance suite, unchanged, against the RocksDB backend in each
 //! checkpoint format: canonical, native full and incremental; and once more with a
 //! deferred-write budget of a few entries, so that writes also reach RocksDB between
-//! snapshots, not only at them.
+//! snapshots, not only at them; once with a read-entry cache of a few entries, so
+//! that it empties and fills again all through; and once without one.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 use flowstate_conformance::BackendFactory;
@@ -16,6 +17,7 @@ struct Rocks {
     dir: tempfile::TempDir,
     mode: SnapshotMode,
     deferred_write_bytes: usize,
+    entry_cache_bytes: usize,
 }
 
 impl Rocks {
@@ -24,10 +26,15 @@ impl Rocks {
             dir: tempfile::tempdir().expect("temp dir"),
             mode,
             deferred_write_bytes: RocksDbOptions::new("").deferred_write_bytes,
+            entry_cache_bytes: RocksDbOptions::new("").entry_cache_bytes,
         }
     }
     fn with_deferred_write_bytes(mut self, bytes: usize) -> Self {
         self.deferred_write_bytes = bytes;
+        self
+    }
+    fn with_entry_cache_bytes(mut self, bytes: usize) -> Self {
+        self.entry_cache_bytes = bytes;
         self
     }
     fn options(&self) -> RocksDbOptions {
@@ -36,6 +43,7 @@ impl Rocks {
             .with_block_cache_bytes(8 << 20)
             .with_write_buffer_bytes(1 << 20)
             .with_deferred_write_bytes(self.deferred_write_bytes)
+            .with_entry_cache_bytes(self.entry_cache_bytes)
     }
 }
 
@@ -76,5 +84,21 @@ mod small_deferred_batches {
     use super::*;
     flowstate_conformance::conformance_suite!(
         Rocks::new(SnapshotMode::Incremental).with_deferred_write_bytes(256)
+    );
+}
+
+mod small_entry_cache {
+    use super::*;
+    flowstate_conformance::conformance_suite!(
+        Rocks::new(SnapshotMode::Incremental)
+            .with_deferred_write_bytes(256)
+            .with_entry_cache_bytes(400)
+    );
+}
+
+mod no_entry_cache {
+    use super::*;
+    flowstate_conformance::conformance_suite!(
+        Rocks::new(SnapshotMode::Canonical).with_entry_cache_bytes(0)
     );
 }

@@ -243,6 +243,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         holder: DbHolder,
     ) -> Self {
         let deferred_write_bytes = settings.options.deferred_write_bytes;
+        let entry_cache_bytes = settings.options.entry_cache_bytes;
         RocksDbKeyedStateBackend {
             config,
             settings,
@@ -254,6 +255,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 write_options: write_options(),
                 read_options: ReadOptions::default(),
                 deferred_write_bytes,
+                entry_cache_bytes,
             }),
             states: RefCell::new(BTreeMap::new()),
             restored: RefCell::new(BTreeMap::new()),

@@ -17,6 +17,7 @@ use flowstate_core::ttl::{StateTtlConfig, resolve_restored};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::{BoundColumnFamily, WriteBatch};
 
+use crate::cache::EntryCache;
 use crate::db::rerr;
 use crate::states::{RocksState, stored_list_items};
 use crate::ttl_filter::TtlFilterSpec;
@@ -204,6 +205,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             extra,
             prefetched: Default::default(),
             deferred: Default::default(),
+            cached: RefCell::new(EntryCache::new(self.shared.entry_cache_bytes)),
             buffers: Default::default(),
         });
         self.deferring.borrow_mut().push(handle.clone());

@@ -122,13 +122,15 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> MapState<UK, UV>
         let prefix = self.entry_key()?;
         let cf = self.cf()?;
         let mut batch = WriteBatch::default();
+        let mut deleted = Vec::new();
         self.scan(|uk, _| {
-            let mut k = prefix.clone();
+            let mut k = prefix.to_vec();
             k.extend_from_slice(uk);
-            batch.delete_cf(&cf, k);
+            batch.delete_cf(&cf, &k);
+            deleted.push(k);
             Ok(true)
         })?;
-        self.write_batch(batch)
+        self.write_batch(batch, deleted.iter().map(|k| (k.as_slice(), None)))
     }
 }
 
@@ -168,12 +170,14 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> InternalKvState<N>
         let prefix = self.entry_key()?;
         let cf = self.cf()?;
         let mut batch = WriteBatch::default();
+        let mut put = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
-            let mut key = prefix.clone();
+            let mut key = prefix.to_vec();
             key.extend_from_slice(k);
-            batch.put_cf(&cf, key, v);
+            batch.put_cf(&cf, &key, v);
+            put.push((key, v));
         }
-        self.write_batch(batch)
+        self.write_batch(batch, put.iter().map(|(k, v)| (k.as_slice(), Some(*v))))
     }
 }
 

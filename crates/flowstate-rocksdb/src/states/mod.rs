@@ -25,6 +25,7 @@ use flowstate_core::{StateError, StateResult};
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::buffers::{Buf, Buffers};
+use crate::cache::EntryCache;
 use crate::db::{DbHolder, rerr};
 use crate::deferred::{Deferred, Held, Op};
 use crate::prefetch::{Prefetched, read_ahead};
@@ -44,6 +45,8 @@ pub(crate) struct Shared<K> {
     pub(crate) read_options: ReadOptions,
     /// Bytes of writes a state defers before it writes them ([`RocksState::deferred`]).
     pub(crate) deferred_write_bytes: usize,
+    /// Bytes of read entries a state keeps ([`RocksState::cached`]).
+    pub(crate) entry_cache_bytes: usize,
 }
 
 /// A keyed state handle; `X` carries the kind's serializers and functions.
@@ -60,6 +63,9 @@ pub(crate) struct RocksState<K, N, X> {
     /// Puts, deletes and list appends not yet in RocksDB (see `deferred.rs`): gets of
     /// put or deleted entries are answered from here.
     pub(crate) deferred: RefCell<Deferred>,
+    /// Entries read from RocksDB, kept up to date by the writes (see `cache.rs`): gets
+    /// of them are answered from here after the deferred writes.
+    pub(crate) cached: RefCell<EntryCache>,
     /// Reused for entry keys and serialized values.
     pub(crate) buffers: Buffers,
 }
@@ -104,17 +110,23 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
     fn begin(&self, entry_keys: &[Vec<u8>]) {
         let mut cache = self.prefetched.borrow_mut();
         let deferred = self.deferred.borrow();
-        // Each key's bucket among the deferred writes requested at once, so that the
-        // look-ups below and the records' writes find them in cache.
+        let mut cached = self.cached.borrow_mut();
+        // Each key's bucket among the deferred writes and the cached entries requested
+        // at once, so that the look-ups below and the records' writes find them in cache.
         for k in entry_keys {
             deferred.touch(k);
+            cached.touch(k);
         }
         if !read_ahead(cache.len(), cache.reads()) {
             cache.fill(entry_keys.iter().map(|k| (k.as_slice(), None)));
             return;
         }
-        // One look-up per key: what the deferred writes hold, and the keys they do not.
-        let held: Vec<Option<Held<'_>>> = entry_keys.iter().map(|k| deferred.get(k)).collect();
+        // One look-up per key: what the deferred writes or the cached entries hold, and
+        // the keys neither does.
+        let held: Vec<Option<Held<'_>>> = entry_keys
+            .iter()
+            .map(|k| deferred.get(k).or_else(|| cached.get(k).map(Held::Known)))
+            .collect();
         let unwritten: Vec<&Vec<u8>> = entry_keys
             .iter()
             .zip(&held)
@@ -136,16 +148,19 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
             return;
         };
         // One result per key read, in order; a key without one is cached unread.
-        let mut read = read.iter();
+        let mut values = read.iter();
         cache.fill(entry_keys.iter().zip(held).map(|(k, held)| {
             let value = match held {
                 Some(Held::Known(v)) => Some(v),
                 // Appends to a value not read: cached without it (a get writes them).
                 Some(Held::Appended) => None,
-                None => read.next().map(|v| v.as_deref()),
+                None => values.next().map(|v| v.as_deref()),
             };
             (k.as_slice(), value)
         }));
+        for (k, v) in unwritten.iter().zip(&read) {
+            cached.remember(k, v.as_deref());
+        }
     }
 }
 
@@ -218,12 +233,15 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         if appended {
             // The appends apply to what RocksDB holds: they go in first.
             self.write_deferred()?;
+        } else if let Some(v) = self.cached.borrow().get(key) {
+            return f(v);
         }
         let cf = self.cf()?;
         let v = self
             .db()
             .get_pinned_cf_opt(&cf, key, &self.shared.read_options)
             .map_err(rerr("get"))?;
+        self.cached.borrow_mut().remember(key, v.as_deref());
         f(v.as_deref())
     }
 
@@ -239,6 +257,7 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
     /// all once they reach their budget.
     fn defer(&self, key: &[u8], value: Option<&[u8]>) -> StateResult<()> {
         self.prefetched.borrow_mut().update(key, value);
+        self.cached.borrow_mut().update(key, value);
         self.deferring(|d| d.insert(key, value))
     }
 
@@ -256,18 +275,30 @@ impl<K: StateKey, N: Namespace, X> RocksState<K, N, X> {
         Ok(())
     }
 
-    /// Writes `batch` after the deferred writes, so that it lands after them.
-    fn write_batch(&self, batch: WriteBatch) -> StateResult<()> {
+    /// Writes `batch` after the deferred writes, so that it lands after them. `changed`
+    /// is what the batch does to each entry key it writes (`None`: deletes it), for the
+    /// cached entries to follow.
+    fn write_batch<'k>(
+        &self,
+        batch: WriteBatch,
+        changed: impl IntoIterator<Item = (&'k [u8], Option<&'k [u8]>)>,
+    ) -> StateResult<()> {
         self.write_deferred()?;
         self.db()
             .write_opt(batch, &self.shared.write_options)
-            .map_err(rerr("write batch"))
+            .map_err(rerr("write batch"))?;
+        let mut cached = self.cached.borrow_mut();
+        for (key, value) in changed {
+            cached.update(key, value);
+        }
+        Ok(())
     }
 
     /// Keeps an append (a RocksDB merge) among the deferred writes, and writes them all
     /// once they reach their budget.
     fn merge_raw(&self, key: &[u8], operand: &[u8]) -> StateResult<()> {
         self.prefetched.borrow_mut().forget(key);
+        self.cached.borrow_mut().forget(key);
         self.deferring(|d| d.append(key, operand))
     }
 
