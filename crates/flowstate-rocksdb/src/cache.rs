@@ -289,6 +289,7 @@ mod model_tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::test_keys::key_of;
     use proptest::prelude::*;
 
     /// One call on [`EntryCache`].
@@ -311,13 +312,6 @@ mod model_tests {
             2 => key.prop_map(Call::Touch),
             1 => Just(Call::Clear),
         ]
-    }
-
-    /// Keys of several lengths, inline and spilled.
-    fn key_of(k: u16) -> Vec<u8> {
-        let mut key = k.to_be_bytes().to_vec();
-        key.resize(2 + usize::from(k % 40), k as u8);
-        key
     }
 
     proptest! {

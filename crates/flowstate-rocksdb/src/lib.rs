@@ -26,6 +26,8 @@ mod prefetch;
 mod snapshot;
 mod spill;
 mod states;
+#[cfg(test)]
+mod test_keys;
 mod ttl_filter;
 
 pub use backend::RocksDbKeyedStateBackend;
