@@ -148,10 +148,10 @@ impl EntryCache {
         if self.budget == 0 {
             return;
         }
+        let hash = self.hash(key);
         // A key held already (not what a state does: it reads only keys not held)
         // goes in anew, within the budget as any other.
-        self.forget(key);
-        let hash = self.hash(key);
+        self.forget_hashed(hash, key);
         let add = spilled(key, value);
         while !self.entries.is_empty() && self.bytes_with(add) > self.budget {
             self.evict();
@@ -200,7 +200,11 @@ impl EntryCache {
         if self.entries.is_empty() {
             return;
         }
-        let hash = self.hash(key);
+        self.forget_hashed(self.hash(key), key);
+    }
+
+    /// [`EntryCache::forget`] of `key`, whose hash is `hash`.
+    fn forget_hashed(&mut self, hash: u64, key: &[u8]) {
         if let Ok(entry) = self.entries.find_entry(hash, |(k, _)| k.as_slice() == key) {
             let ((k, v), _) = entry.remove();
             self.spilled -= spilled(&k, v.as_deref());
