@@ -24,6 +24,7 @@ use super::metadata::checkpoint_dirs;
 use super::{CheckpointConfig, CheckpointMetadata};
 use crate::RuntimeError;
 use crate::ownership::{is_layout_path, is_layout_root_entry};
+use flowstate_core::checkpoint_metadata::chk_id;
 
 /// Deletes `path` from checkpoint storage if it is a path of the job's layout;
 /// otherwise deletes nothing and says why.
@@ -141,6 +142,14 @@ fn remove_staged_uploads(dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         if is_layout_root_entry(&name) && e.file_type().is_ok_and(|t| t.is_dir()) {
             remove_staged_below(&e.path());
+            if chk_id(&name).is_some() {
+                // A checkpoint's directory whose only file was a staging file (or a
+                // kill between creating the directory and its first file) is empty
+                // now. The store removes a directory only when deleting its last
+                // object, so nothing else would: it would stay forever beside the
+                // retained checkpoints. `remove_dir` removes only an empty one.
+                let _ = std::fs::remove_dir(e.path());
+            }
         }
     }
 }
@@ -165,5 +174,77 @@ fn remove_staged_below(dir: &Path) {
         {
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn write(path: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// What a process killed in the middle of writing left: staging files, a
+    /// checkpoint directory holding nothing else, an empty one; beside a complete
+    /// checkpoint and files that only look like staging files.
+    #[test]
+    fn killed_writes_leave_no_directory_and_nothing_else_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("chk-6/op-0.kgs#1"), b"half");
+        std::fs::create_dir_all(root.join("chk-8")).unwrap();
+        write(&root.join("chk-7/op-0.kgs"), b"written");
+        write(&root.join("chk-7/op-1.kgs#2"), b"half");
+        write(&root.join("shared/s-1.sst#1"), b"half");
+        let config = CheckpointConfig::local(root, Duration::from_secs(1)).unwrap();
+
+        let done = clean_up_after_crash(&config).unwrap();
+
+        let left = |p: &str| root.join(p).exists();
+        assert!(!left("chk-6"), "a directory that held only a staging file");
+        assert!(!left("chk-8"), "an empty checkpoint directory");
+        assert!(!left("chk-7/op-1.kgs#2"));
+        assert!(!left("shared/s-1.sst#1"));
+        // chk-7 never completed (no `_metadata`): its file goes through the store,
+        // which takes the directory with it.
+        assert!(!left("chk-7"));
+        assert_eq!(done.unreadable, Vec::<String>::new());
+    }
+
+    /// A complete checkpoint keeps its directory and files, also one named like a
+    /// staging file but not one (no digits after `#`).
+    #[test]
+    fn a_complete_checkpoint_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let config = CheckpointConfig::local(root, Duration::from_secs(1)).unwrap();
+        let meta = CheckpointMetadata {
+            version: super::super::METADATA_VERSION,
+            id: 3,
+            kind: super::super::SnapshotKind::Checkpoint,
+            location: "chk-3".into(),
+            finished: false,
+            triggered_at_ms: 0,
+            duration_ms: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            operators: BTreeMap::new(),
+        };
+        write(
+            &root.join("chk-3/_metadata"),
+            &serde_json::to_vec(&meta).unwrap(),
+        );
+        write(&root.join("chk-3/op-0.ops"), b"state");
+        write(&root.join("chk-3/op-1.ops#x"), b"state");
+
+        clean_up_after_crash(&config).unwrap();
+
+        assert!(root.join("chk-3/_metadata").exists());
+        assert!(root.join("chk-3/op-0.ops").exists());
+        assert!(root.join("chk-3/op-1.ops#x").exists());
     }
 }
