@@ -237,7 +237,8 @@ pub trait KeyedStateBackend<K: StateKey> {
         Ok(())
     }
     /// Figures of the backend's own for metrics (RocksDB: memtable bytes, block cache
-    /// usage, pending compaction bytes), as `(name, value)`; none by default.
+    /// usage, pending compaction bytes, flushes and compactions waiting or running), as
+    /// `(name, value)`; none by default.
     fn properties(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }

@@ -64,9 +64,17 @@ where
             })
     }
 
-    /// Runs `f` on the current entry's value, if any.
+    /// Runs `f` on the current entry's value, if any, which it reads inside.
     #[inline]
     fn read<R>(&self, f: impl FnOnce(Option<&S>) -> R) -> StateResult<R> {
+        self.table.reads_inside.set(true);
+        self.read_entry(f)
+    }
+
+    /// [`Self::read`] for an `f` that reads only what the entry holds in line (a
+    /// map's length), not what the value keeps apart.
+    #[inline]
+    fn read_entry<R>(&self, f: impl FnOnce(Option<&S>) -> R) -> StateResult<R> {
         let key = self.ctx.key.borrow();
         let key = key.as_ref().ok_or_else(|| self.no_key())?;
         let ns = self.ns.borrow();
@@ -95,6 +103,7 @@ where
             .get_mut(self.ctx.kg_index.get())
             .ok_or_else(|| self.no_key())?;
         let hash = self.table.hash(key, &ns);
+        self.table.reads_inside.set(true);
         let r = f(table.to_mut(), hash, key, &ns);
         drop(maps);
         self.table.after_access();
@@ -373,7 +382,7 @@ where
         self.read(|m| m.map(|m| m.values().cloned().collect()).unwrap_or_default())
     }
     fn is_empty(&self) -> StateResult<bool> {
-        self.read(|m| m.is_none_or(|m| m.is_empty()))
+        self.read_entry(|m| m.is_none_or(|m| m.is_empty()))
     }
     fn clear(&self) -> StateResult<()> {
         self.clear_current()

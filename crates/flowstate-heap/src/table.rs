@@ -205,12 +205,11 @@ impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<U
         Ok(map)
     }
     fn touch(&self, values: &[&UserMap<UK, UV>]) {
-        // Comparing the first key with itself loads it without copying it: a few pairs
-        // kept apart from the entry, or a hash map's control bytes and a bucket.
+        // Every line of pairs, requested without waiting: the look-up of any user key
+        // then finds its pair in cache (touching only the first pair left the others'
+        // lines to miss: a map of ten pairs spans four).
         for value in values {
-            if let Some((k, _)) = value.iter().next() {
-                std::hint::black_box(std::hint::black_box(k) == std::hint::black_box(k));
-            }
+            value.prefetch_pairs();
         }
     }
     fn touches(&self) -> bool {
@@ -292,6 +291,11 @@ pub(crate) struct StateTable<K, N, S> {
     pub(crate) ns_ser: Arc<dyn TypeSerializer<N>>,
     pub(crate) codec: Arc<dyn Codec<S>>,
     pub(crate) ttl: Option<TableTtl<S>>,
+    /// Whether an access since the last prefetch read or wrote inside a value (a
+    /// map's pairs, a list's elements), not only its entry: the prefetch loads what
+    /// values keep out of line only then (a state read only by `is_empty` would pay
+    /// for lines it never reads).
+    pub(crate) reads_inside: Cell<bool>,
 }
 
 impl<K, N, S> StateTable<K, N, S>
@@ -319,6 +323,7 @@ where
             ns_ser,
             codec,
             ttl,
+            reads_inside: Cell::new(true),
         }
     }
 
@@ -525,7 +530,7 @@ where
         for &(m, hash, _) in &probes {
             flowstate_prefetch::prefetch_bucket(m, hash);
         }
-        if !self.codec.touches() {
+        if !self.codec.touches() || !self.reads_inside.replace(false) {
             return;
         }
         // What a value keeps out of line is loaded once its entry is there, all

@@ -65,6 +65,22 @@ impl<UK, UV> UserMap<UK, UV> {
         }
     }
 
+    /// Asks the CPU to load every cache line holding a pair, without waiting for them
+    /// (see [`flowstate_prefetch::prefetch`]): a look-up that follows finds its pair
+    /// in cache, whichever it is. A hash map's control bytes are read to find its
+    /// pairs (that load waits); pairs kept in line are already where the entry is.
+    pub(crate) fn prefetch_pairs(&self) {
+        const LINE: usize = 64;
+        let mut last = usize::MAX;
+        for (k, _) in self.iter() {
+            let line = (k as *const UK as usize) / LINE;
+            if line != last {
+                flowstate_prefetch::prefetch(k);
+                last = line;
+            }
+        }
+    }
+
     /// The keys, in no particular order.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &UK> {
         self.iter().map(|(k, _)| k)

@@ -33,6 +33,12 @@ enum Op {
     Remove(u8),
     Add(i32),
     ClearList,
+    /// Reads the current key's map (`get`, `contains` of a user key, `is_empty`) and
+    /// list, checked against the model: reads only the entry or inside the values,
+    /// which decides what the next prefetch loads.
+    Read(u8),
+    /// Only `is_empty` of the map (a read of the entry alone).
+    IsEmpty,
     /// Takes a snapshot, written only at the end.
     Snapshot,
 }
@@ -49,6 +55,8 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             1 => (0..4u8).prop_map(Op::Remove),
             2 => any::<i32>().prop_map(Op::Add),
             1 => Just(Op::ClearList),
+            2 => (0..4u8).prop_map(Op::Read),
+            2 => Just(Op::IsEmpty),
             1 => Just(Op::Snapshot),
         ],
         1..80,
@@ -136,6 +144,19 @@ proptest! {
                     let s = b.snapshot(next_checkpoint_id()).unwrap();
                     snapshots.push((s, model.clone()));
                 }
+                Op::Read(_) | Op::IsEmpty if key.is_some() => {
+                    let at = key.and_then(|k| model.get(&k));
+                    let pairs = at.map(|e| &e.1);
+                    prop_assert_eq!(m.is_empty().unwrap(), pairs.is_none_or(|p| p.is_empty()));
+                    if let Op::Read(uk) = op {
+                        let want = pairs.and_then(|p| p.get(&uk)).copied();
+                        prop_assert_eq!(m.get(&uk).unwrap(), want);
+                        prop_assert_eq!(m.contains(&uk).unwrap(), want.is_some());
+                        let elements = at.map(|e| e.2.clone()).unwrap_or_default();
+                        prop_assert_eq!(l.get().unwrap(), elements);
+                    }
+                }
+                Op::Read(_) | Op::IsEmpty => {}
                 op => {
                     let Some(k) = key else { continue };
                     let e = model.entry(k).or_default();

@@ -44,6 +44,12 @@ impl PlainDb {
         self.holder.db.cf_handle(&self.name)
     }
 
+    /// RocksDB's figures for the database and its column family, named as a backend's
+    /// [`properties`](flowstate_core::backend::KeyedStateBackend::properties).
+    pub fn properties(&self) -> Vec<(&'static str, u64)> {
+        crate::properties::read(self.db(), self.cf())
+    }
+
     /// The backend's write options (no WAL).
     pub fn write_options(&self) -> &WriteOptions {
         &self.write_options

@@ -205,7 +205,35 @@ fn fresh<F: KeyedBackendFactory>(
 ) -> Result<F::Backend<u64>> {
     let b = f.create(config(128, KeyGroupRange::all(128)?))?;
     setup(&b, d, kind, ttl)?;
+    settle(|| b.properties());
     Ok(b)
+}
+
+/// Waits (at most five minutes) until RocksDB has no flush or compaction running or
+/// pending, by `properties` (a backend's, or the raw baseline's database's; the heap
+/// backend has none and returns at once). Each subject is set up and settled before
+/// the next is set up: otherwise whichever subject is timed while its own or another
+/// set-up's compactions still run (5,000,000 map entries take seconds) loses a
+/// third to a half on the map scans, and which one that is changed from run to run.
+/// Flink's benchmark does not wait; its warm-up iterations run during them.
+fn settle(properties: impl Fn() -> Vec<(&'static str, u64)>) {
+    let started = Instant::now();
+    // Idle three polls in a row: a flush that ends can schedule a compaction.
+    let mut idle = 0;
+    while idle < 3 && started.elapsed() < Duration::from_secs(300) {
+        if flowstate_rocksdb::background_idle(&properties()) {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if started.elapsed() > Duration::from_millis(200) {
+        eprintln!(
+            "[state] background work settled after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 fn setup<B: KeyedStateBackend<u64>>(
@@ -457,7 +485,9 @@ impl Baseline<'_> {
             Baseline::Raw(options) => {
                 eprintln!("[state] {op}: raw RocksDB baseline");
                 let db = flowstate_rocksdb::PlainDb::open(options, op)?;
-                Ok(Some(BaselineData::Raw(raw::RawDb::new(db, d, kind)?)))
+                let raw = raw::RawDb::new(db, d, kind)?;
+                settle(|| raw.properties());
+                Ok(Some(BaselineData::Raw(raw)))
             }
         }
     }

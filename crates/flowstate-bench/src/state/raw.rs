@@ -89,6 +89,11 @@ impl RawDb {
         Ok(raw)
     }
 
+    /// RocksDB's figures for the database (see [`PlainDb::properties`]).
+    pub(super) fn properties(&self) -> Vec<(&'static str, u64)> {
+        self.db.properties()
+    }
+
     /// Runs op `name` `n` times from invocation `start`, as `run_op` does; returns the
     /// ops counted and the fold of what was read, or `None` for an op without a
     /// baseline.

@@ -591,45 +591,8 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
     }
 
     fn properties(&self) -> Vec<(&'static str, u64)> {
-        // Summed over the states' column families (plus the default one); the block
-        // cache may be shared by them all, so its largest figure is taken.
-        const SUMMED: [(&str, &str); 4] = [
-            ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
-            (
-                "pending_compaction_bytes",
-                "rocksdb.estimate-pending-compaction-bytes",
-            ),
-            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
-            ("estimated_keys", "rocksdb.estimate-num-keys"),
-        ];
-        const CACHE: &str = "rocksdb.block-cache-usage";
         let db = self.db();
-        let mut sums = [0u64; SUMMED.len()];
-        let mut cache = db.property_int_value(CACHE).ok().flatten().unwrap_or(0);
-        for (i, (_, p)) in SUMMED.iter().enumerate() {
-            sums[i] = db.property_int_value(*p).ok().flatten().unwrap_or(0);
-        }
-        for name in self.state_names() {
-            let Some(cf) = db.cf_handle(&name) else {
-                continue;
-            };
-            for (i, (_, p)) in SUMMED.iter().enumerate() {
-                let v = db
-                    .property_int_value_cf(&cf, *p)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
-                sums[i] = sums[i].saturating_add(v);
-            }
-            let c = db
-                .property_int_value_cf(&cf, CACHE)
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            cache = cache.max(c);
-        }
-        let mut out: Vec<(&'static str, u64)> = SUMMED.iter().map(|(n, _)| *n).zip(sums).collect();
-        out.push(("block_cache_bytes", cache));
-        out
+        let names = self.state_names();
+        crate::properties::read(db, names.iter().filter_map(|n| db.cf_handle(n)))
     }
 }
