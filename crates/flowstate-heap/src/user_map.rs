@@ -18,6 +18,9 @@ use smallvec::SmallVec;
 pub(crate) const INLINE: usize = 2;
 /// Most pairs kept in a vector; one more makes the map a hash map.
 pub(crate) const LINEAR_MAX: usize = 8;
+/// Most pairs whose lines [`UserMap::prefetch_pairs`] all requests (a hash map of up
+/// to 16 pairs spans at most 32 buckets).
+pub(crate) const PREFETCH_MAX_PAIRS: usize = 16;
 
 /// The user map of one (key, namespace) of a map state.
 #[derive(Clone, Debug)]
@@ -69,10 +72,18 @@ impl<UK, UV> UserMap<UK, UV> {
     /// (see [`flowstate_prefetch::prefetch`]): a look-up that follows finds its pair
     /// in cache, whichever it is. A hash map's control bytes are read to find its
     /// pairs (that load waits); pairs kept in line are already where the entry is.
+    /// A map of more than [`PREFETCH_MAX_PAIRS`] gets its first pair's line only: a
+    /// look-up reads one line of many, and walking them all would cost a walk of the
+    /// map per record.
     pub(crate) fn prefetch_pairs(&self) {
         const LINE: usize = 64;
         let mut last = usize::MAX;
-        for (k, _) in self.iter() {
+        let n = if self.len() > PREFETCH_MAX_PAIRS {
+            1
+        } else {
+            PREFETCH_MAX_PAIRS
+        };
+        for (k, _) in self.iter().take(n) {
             let line = (k as *const UK as usize) / LINE;
             if line != last {
                 flowstate_prefetch::prefetch(k);

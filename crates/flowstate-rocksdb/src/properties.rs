@@ -5,8 +5,11 @@
 use rocksdb::{AsColumnFamilyRef, DB};
 
 /// Figures summed over the default column family and the states'.
-const SUMMED: [(&str, &str); 6] = [
+const SUMMED: [(&str, &str); 7] = [
     ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
+    // Each level-0 file is searched by every read and seek its filters do not rule
+    // out (they overlap); the deeper levels' files do not.
+    ("level0_files", "rocksdb.num-files-at-level0"),
     (
         "pending_compaction_bytes",
         "rocksdb.estimate-pending-compaction-bytes",
@@ -113,6 +116,8 @@ mod tests {
             assert_eq!(get(name), Some(0), "{name}");
         }
         assert!(get("live_sst_bytes").unwrap() > 0, "{figures:?}");
+        // One flush made at most one level-0 file (four trigger a compaction).
+        assert!(get("level0_files").is_some_and(|n| n <= 1), "{figures:?}");
         assert!(get("estimated_keys").unwrap() >= 10_000, "{figures:?}");
     }
 }

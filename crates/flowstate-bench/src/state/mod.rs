@@ -228,9 +228,10 @@ fn settle(properties: impl Fn() -> Vec<(&'static str, u64)>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if started.elapsed() > Duration::from_millis(200) {
+    let figures = properties();
+    if let Some((_, files)) = figures.iter().find(|(n, _)| *n == "level0_files") {
         eprintln!(
-            "[state] background work settled after {:.1} s",
+            "[state] background work settled after {:.1} s; {files} level-0 files",
             started.elapsed().as_secs_f64()
         );
     }
