@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DataBlockIndexType,
-    LogLevel, MergeOperands, Options, WriteBufferManager, WriteOptions,
+    LogLevel, MergeOperands, Options, ReadOptions, SliceTransform, WriteBufferManager,
+    WriteOptions,
 };
 
+use crate::keys::{entry_prefix_len, prefix_len};
 use crate::options::{Compression, RocksDbOptions};
 use crate::ttl_filter::{TtlFilterFactory, TtlFilters};
 
@@ -84,9 +86,70 @@ fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -
     Some(out)
 }
 
+/// The entry prefix of a key with a one-byte key group (the whole key when malformed;
+/// RocksDB asks only for keys [`in_domain_1`] accepts).
+fn entry_prefix_1(key: &[u8]) -> &[u8] {
+    &key[..entry_prefix_len(key, 1).unwrap_or(key.len())]
+}
+
+/// Whether a key with a one-byte key group has an entry prefix.
+fn in_domain_1(key: &[u8]) -> bool {
+    entry_prefix_len(key, 1).is_some()
+}
+
+/// [`entry_prefix_1`] for two key-group bytes.
+fn entry_prefix_2(key: &[u8]) -> &[u8] {
+    &key[..entry_prefix_len(key, 2).unwrap_or(key.len())]
+}
+
+/// [`in_domain_1`] for two key-group bytes.
+fn in_domain_2(key: &[u8]) -> bool {
+    entry_prefix_len(key, 2).is_some()
+}
+
+/// The column families' prefix extractor: `(key group, key, namespace)`, the prefix a
+/// map state's range scan shares (see [`prefix_read_options`]). Its name says the
+/// key-group width, so a database reopened with the other width ignores the files'
+/// prefix filters instead of misreading them.
+fn entry_prefix_extractor(key_group_bytes: usize) -> SliceTransform {
+    if key_group_bytes == 1 {
+        SliceTransform::create(
+            "flowstate.entry-prefix.1",
+            entry_prefix_1,
+            Some(in_domain_1),
+        )
+    } else {
+        SliceTransform::create(
+            "flowstate.entry-prefix.2",
+            entry_prefix_2,
+            Some(in_domain_2),
+        )
+    }
+}
+
+/// Read options for an iterator over keys of more than one entry prefix (a whole
+/// column family, a key-group range): total-order seeks, which a column family with a
+/// prefix extractor needs for a correct order across prefixes.
+pub(crate) fn total_order_read_options() -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_total_order_seek(true);
+    ro
+}
+
+/// Read options for an iterator over the entries of one entry prefix (one map's user
+/// keys): prefix seeks, which skip every file whose prefix filter lacks the prefix, and
+/// stop at the prefix's end.
+pub(crate) fn prefix_read_options() -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_prefix_same_as_start(true);
+    ro
+}
+
 /// Shared cache, memory bound and options of one backend.
 pub(crate) struct DbSettings {
     pub(crate) options: RocksDbOptions,
+    /// Bytes of the key-group prefix of every key (see [`prefix_len`]).
+    key_group_bytes: usize,
     cache: Cache,
     write_buffers: Option<WriteBufferManager>,
     /// TTL compaction-filter specs by column family.
@@ -94,7 +157,8 @@ pub(crate) struct DbSettings {
 }
 
 impl DbSettings {
-    pub(crate) fn new(options: RocksDbOptions) -> Self {
+    /// Settings for a backend of `max_parallelism` key groups.
+    pub(crate) fn new(options: RocksDbOptions, max_parallelism: u32) -> Self {
         let cache_bytes = options
             .memory_bound_bytes
             .unwrap_or(options.block_cache_bytes)
@@ -106,6 +170,7 @@ impl DbSettings {
         });
         DbSettings {
             options,
+            key_group_bytes: prefix_len(max_parallelism),
             cache,
             write_buffers,
             ttl_filters: TtlFilters::default(),
@@ -148,6 +213,9 @@ impl DbSettings {
         // largest single cost of a RocksDB job (15%). Sized at 10% of the memtable.
         o.set_memtable_whole_key_filtering(true);
         o.set_memtable_prefix_bloom_ratio(0.1);
+        // Prefix filters (memtable and files) for map scans; point look-ups keep using
+        // the whole-key filters.
+        o.set_prefix_extractor(entry_prefix_extractor(self.key_group_bytes));
         o.set_write_buffer_size(self.options.write_buffer_bytes.max(64 << 10));
         o.set_max_write_buffer_number(self.options.max_write_buffers.max(2));
         o.set_level_compaction_dynamic_level_bytes(true);
@@ -188,4 +256,115 @@ pub(crate) fn write_options() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.disable_wal(true);
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flowstate_core::format::put_vbytes;
+    use flowstate_core::keygroup::key_group_for_serialized_key;
+    use rocksdb::statistics::Ticker;
+
+    use super::*;
+    use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix};
+
+    /// `key group | key | namespace` of key `k` (the entry prefix).
+    fn entry_prefix(k: u32, max_p: u32) -> Vec<u8> {
+        let key = k.to_be_bytes();
+        let mut p = key_prefix(key_group_for_serialized_key(&key, max_p), max_p, &key).unwrap();
+        put_vbytes(&mut p, b"ns").unwrap();
+        p
+    }
+
+    /// With the entry-prefix extractor, over entries spread across flushed files and
+    /// the memtable: a prefix scan finds exactly its prefix's entries, a total-order
+    /// scan (whole column family or one key group) every key in order, and seeks of
+    /// prefixes a file lacks are answered by its prefix filter.
+    #[test]
+    fn prefix_and_total_order_scans_match_a_model() {
+        for max_p in [128u32, 32768] {
+            let dir = tempfile::tempdir().unwrap();
+            let settings = DbSettings::new(RocksDbOptions::new(dir.path()), max_p);
+            let mut db_options = settings.db_options();
+            db_options.enable_statistics();
+            let path = dir.path().join("db");
+            let db =
+                DB::open_cf_descriptors(&db_options, &path, settings.descriptors(&["s".into()]))
+                    .unwrap();
+            let cf = db.cf_handle("s").unwrap();
+            let mut model = BTreeMap::new();
+            // Key k's entries: user keys r in four rounds, only in the rounds r with
+            // (k + r) % 3 != 0; a file per round, the last round left in the memtable.
+            for round in 0u8..4 {
+                for k in 0..60u32 {
+                    if (k + u32::from(round)) % 3 == 0 {
+                        continue;
+                    }
+                    let mut key = entry_prefix(k, max_p);
+                    key.push(round);
+                    db.put_cf_opt(&cf, &key, [round], &write_options()).unwrap();
+                    model.insert(key, vec![round]);
+                }
+                if round < 3 {
+                    db.flush_cf(&cf).unwrap();
+                }
+            }
+            let scan = |ro: ReadOptions, from: &[u8]| {
+                let mut it = db.raw_iterator_cf_opt(&cf, ro);
+                it.seek(from);
+                let mut out = Vec::new();
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    out.push((k.to_vec(), v.to_vec()));
+                    it.next();
+                }
+                it.status().unwrap();
+                out
+            };
+            let all: Vec<_> = model.clone().into_iter().collect();
+            assert_eq!(scan(total_order_read_options(), &[]), all);
+            for kg in [0, 3, max_p - 1] {
+                let (start, end) = (key_group_start(kg, max_p), key_group_start(kg + 1, max_p));
+                let end = if kg + 1 < max_p {
+                    end
+                } else {
+                    ALL_KEYS_END.to_vec()
+                };
+                let mut ro = total_order_read_options();
+                ro.set_iterate_upper_bound(end.clone());
+                let want: Vec<_> = model
+                    .range(start.clone()..end)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(scan(ro, &start), want, "key group {kg}");
+            }
+            // Keys 60.. were never written: their seeks find nothing, by the filters.
+            for k in 0..90u32 {
+                let prefix = entry_prefix(k, max_p);
+                let want: Vec<_> = model
+                    .iter()
+                    .filter(|(key, _)| key.starts_with(&prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(scan(prefix_read_options(), &prefix), want, "key {k}");
+            }
+            let filtered = db_options.get_ticker_count(Ticker::NonLastLevelSeekFiltered)
+                + db_options.get_ticker_count(Ticker::LastLevelSeekFiltered)
+                + db_options.get_ticker_count(Ticker::BloomFilterPrefixUseful);
+            assert!(filtered > 0, "no seek was answered by a prefix filter");
+            let name = format!("flowstate.entry-prefix.{}", prefix_len(max_p));
+            let options_file = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("OPTIONS-")
+                })
+                .unwrap();
+            let text = std::fs::read_to_string(options_file).unwrap();
+            assert!(text.contains(&name), "{name} not in the OPTIONS file");
+        }
+    }
 }

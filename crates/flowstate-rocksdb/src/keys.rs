@@ -95,16 +95,31 @@ pub(crate) fn put_key_prefix_with<E>(
     Ok(Ok(kg))
 }
 
-/// The smallest byte string greater than every string starting with `prefix`.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
+/// Bytes of `key group | length | key | length | namespace` at the start of a stored
+/// key with `kg_len` key-group bytes, or `None` when the key is shorter or malformed.
+///
+/// The RocksDB prefix extractor: every entry of one (key, namespace) shares it, so a
+/// map's range scan can skip each file whose prefix bloom filter lacks it.
+///
+/// RocksDB calls it for every key it adds to a memtable or file filter and for every
+/// seek, so it parses the two lengths itself (a `ByteReader` cost 8% of a map scan).
+pub(crate) fn entry_prefix_len(raw: &[u8], kg_len: usize) -> Option<usize> {
+    /// Skips one varint length and the bytes it counts, from `at`.
+    fn skip_vbytes(raw: &[u8], mut at: usize) -> Option<usize> {
+        let mut len = 0usize;
+        for shift in (0..35).step_by(7) {
+            let b = *raw.get(at)?;
+            at += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                let end = at.checked_add(len)?;
+                return (end <= raw.len()).then_some(end);
+            }
         }
+        None
     }
-    ALL_KEYS_END.to_vec()
+    let at = skip_vbytes(raw, kg_len)?;
+    skip_vbytes(raw, at)
 }
 
 /// A stored key split into its parts.
@@ -177,7 +192,24 @@ mod tests {
             assert_eq!(r.unwrap(), Err("no"));
             assert_eq!(given[1..], key_prefix(kg, max_p, &key).unwrap()[..]);
         }
-        assert_eq!(prefix_end(&[1, 2, 0xff]), vec![1, 3]);
-        assert_eq!(prefix_end(&[0xff]), ALL_KEYS_END.to_vec());
+        for max_p in [128u32, 32768] {
+            let kg_len = prefix_len(max_p);
+            let mut entry = key_prefix(5, max_p, &b"k".repeat(200)).unwrap();
+            put_vbytes(&mut entry, b"ns").unwrap();
+            let prefix = entry.len();
+            assert_eq!(entry_prefix_len(&entry, kg_len), Some(prefix));
+            entry.extend_from_slice(b"user key");
+            let p = parse_key(&entry, max_p, "t").unwrap();
+            assert_eq!(
+                entry.len() - p.user_key.len(),
+                prefix,
+                "as parse_key splits it"
+            );
+            assert_eq!(entry_prefix_len(&entry, kg_len), Some(prefix));
+            // Every shorter key (a key-group start, a cut key) is outside the domain.
+            for cut in 0..prefix {
+                assert_eq!(entry_prefix_len(&entry[..cut], kg_len), None, "cut {cut}");
+            }
+        }
     }
 }

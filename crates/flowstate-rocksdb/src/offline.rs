@@ -38,7 +38,10 @@ pub fn native_as_canonical(
             "manifest disagrees with its handle",
         ));
     }
-    let settings = Arc::new(DbSettings::new(RocksDbOptions::new(work_dir)));
+    let settings = Arc::new(DbSettings::new(
+        RocksDbOptions::new(work_dir),
+        m.max_parallelism,
+    ));
     let dir = fresh_dir(work_dir, "offline")?;
     // Owned from here on: removed when the source is dropped, also on error.
     let source = Arc::new(CheckpointSource::new(settings, dir.clone()));

@@ -19,9 +19,14 @@ pub struct PlainDb {
 }
 
 impl PlainDb {
-    /// Opens the database.
-    pub fn open(options: &RocksDbOptions, name: &str) -> StateResult<PlainDb> {
-        let settings = DbSettings::new(options.clone());
+    /// Opens the database for keys laid out for `max_parallelism` key groups (the
+    /// width of the key-group prefix the column family's prefix extractor expects).
+    pub fn open(
+        options: &RocksDbOptions,
+        name: &str,
+        max_parallelism: u32,
+    ) -> StateResult<PlainDb> {
+        let settings = DbSettings::new(options.clone(), max_parallelism);
         let dir = fresh_dir(&options.local_dir, "plain")?;
         let db = settings.open(&dir, &[name.to_string()])?;
         Ok(PlainDb {

@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn a_flushed_database_shows_its_figures_and_settles() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = PlainDb::open(&RocksDbOptions::new(dir.path()), "s").unwrap();
+        let plain = PlainDb::open(&RocksDbOptions::new(dir.path()), "s", 128).unwrap();
         let cf = plain.cf().unwrap();
         for i in 0u64..20_000 {
             plain

@@ -27,9 +27,9 @@ use flowstate_core::snapshot::{
 use flowstate_core::state::StateKind;
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::{StateError, StateResult};
-use rocksdb::{DB, ReadOptions};
+use rocksdb::DB;
 
-use crate::db::{DbSettings, DirGuard, ioerr, rerr};
+use crate::db::{DbSettings, DirGuard, ioerr, rerr, total_order_read_options};
 use crate::keys::{key_group_start, parse_key};
 use crate::states::stored_list_to_canonical;
 
@@ -102,7 +102,7 @@ impl KeyedStateWriter for CfWriter {
             return Ok(());
         };
         let name = self.meta.name.as_str();
-        let mut ro = ReadOptions::default();
+        let mut ro = total_order_read_options();
         ro.fill_cache(false);
         ro.set_iterate_upper_bound(key_group_start(key_group + 1, self.max_parallelism));
         let mut it = db.raw_iterator_cf_opt(&cf, ro);

@@ -485,7 +485,7 @@ impl Baseline<'_> {
             }
             Baseline::Raw(options) => {
                 eprintln!("[state] {op}: raw RocksDB baseline");
-                let db = flowstate_rocksdb::PlainDb::open(options, op)?;
+                let db = flowstate_rocksdb::PlainDb::open(options, op, raw::MAX_PARALLELISM)?;
                 let raw = raw::RawDb::new(db, d, kind)?;
                 settle(|| raw.properties());
                 Ok(Some(BaselineData::Raw(raw)))
@@ -739,7 +739,7 @@ mod tests {
             let prefetched = run_op(&b, &d, op, 0, 700, None, true).unwrap();
             assert_eq!(prefetched, ours, "{op}: prefetched");
             let bare = bare::BareMaps::new(&d, kind).run(&d, op, 0, 700);
-            let db = flowstate_rocksdb::PlainDb::open(&options, op).unwrap();
+            let db = flowstate_rocksdb::PlainDb::open(&options, op, raw::MAX_PARALLELISM).unwrap();
             let raw = raw::RawDb::new(db, &d, kind)
                 .unwrap()
                 .run(&d, op, 0, 700)

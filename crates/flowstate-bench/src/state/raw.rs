@@ -12,7 +12,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use super::{Data, Kind, LIST_VALUES, MAP_KEYS};
 
 /// The max parallelism the backend under test runs with (one key-group byte).
-const MAX_PARALLELISM: u32 = 128;
+pub(super) const MAX_PARALLELISM: u32 = 128;
 
 /// Appends `key group | 8 | key | 0` (the empty namespace) for `key`; map user keys
 /// follow as 8 little-endian bytes, as values are stored.
@@ -191,13 +191,10 @@ impl RawDb {
                 }
                 "mapIsEmpty" | "mapKeys" | "mapValues" | "mapEntries" | "mapIterator" => {
                     entry_key(&mut key, k);
-                    let mut end = key.clone();
-                    // The namespace's length byte is the prefix's last byte and is 0.
-                    if let Some(last) = end.last_mut() {
-                        *last += 1;
-                    }
+                    // The key's entries share the column family's extractor prefix
+                    // (`key group | key | namespace`): a prefix seek, as the backend's.
                     let mut ro = ReadOptions::default();
-                    ro.set_iterate_upper_bound(end);
+                    ro.set_prefix_same_as_start(true);
                     let iter =
                         db.iterator_cf_opt(&cf, ro, IteratorMode::From(&key, Direction::Forward));
                     if name == "mapIsEmpty" {

@@ -28,7 +28,10 @@ use flowstate_core::{StateError, StateResult};
 use rocksdb::ReadOptions;
 use rocksdb::checkpoint::Checkpoint;
 
-use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, rerr, unique_id, write_options};
+use crate::db::{
+    DbHolder, DbSettings, DirGuard, fresh_dir, rerr, total_order_read_options, unique_id,
+    write_options,
+};
 use crate::keys::{parse_key, put_key_prefix_with};
 use crate::options::{RocksDbOptions, SnapshotMode};
 use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
@@ -224,7 +227,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// An empty backend in a fresh directory under `options.local_dir`.
     pub fn new(config: KeyedBackendConfig<K>, options: RocksDbOptions) -> StateResult<Self> {
         config.validate()?;
-        let settings = Arc::new(DbSettings::new(options));
+        let settings = Arc::new(DbSettings::new(options, config.max_parallelism));
         let dir = fresh_dir(&settings.options.local_dir, "instance")?;
         let db = settings.open(&dir, &[])?;
         Ok(Self::assemble(
@@ -503,7 +506,9 @@ impl<K: StateKey> KeyedStateBackend<K> for RocksDbKeyedStateBackend<K> {
             .map_err(|e| StateError::serialization(state, e))?;
         let mut out = Vec::new();
         let mut last: Option<Vec<u8>> = None;
-        let mut it = self.db().raw_iterator_cf(&cf);
+        let mut it = self
+            .db()
+            .raw_iterator_cf_opt(&cf, total_order_read_options());
         it.seek_to_first();
         while it.valid() {
             if let Some(raw) = it.key() {

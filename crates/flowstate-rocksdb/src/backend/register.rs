@@ -18,7 +18,7 @@ use flowstate_core::{StateError, StateResult};
 use rocksdb::{BoundColumnFamily, WriteBatch};
 
 use crate::cache::EntryCache;
-use crate::db::rerr;
+use crate::db::{rerr, total_order_read_options};
 use crate::states::{RocksState, stored_list_items};
 use crate::ttl_filter::TtlFilterSpec;
 
@@ -76,7 +76,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         self.write_deferred()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
-        let mut it = db.raw_iterator_cf(&cf);
+        let mut it = db.raw_iterator_cf_opt(&cf, total_order_read_options());
         it.seek_to_first();
         let mut n = 0;
         while it.valid() {
@@ -111,7 +111,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         let db = self.db();
         let cf = self.state_cf(name)?;
         let mut batch = WriteBatch::default();
-        let mut it = db.raw_iterator_cf(&cf);
+        let mut it = db.raw_iterator_cf_opt(&cf, total_order_read_options());
         it.seek_to_first();
         while it.valid() {
             if let (Some(k), Some(v)) = (it.key(), it.value()) {

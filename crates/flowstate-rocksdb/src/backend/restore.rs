@@ -17,9 +17,11 @@ use flowstate_core::snapshot::{
 use flowstate_core::state::{StateKey, StateKind};
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::{StateError, StateResult};
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
-use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, write_options};
+use crate::db::{
+    DbHolder, DbSettings, DirGuard, fresh_dir, ioerr, rerr, total_order_read_options, write_options,
+};
 use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix};
 use crate::options::RocksDbOptions;
 use crate::snapshot::{Manifest, lock};
@@ -175,7 +177,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             .max_by_key(|i| manifests[*i].1.range.intersection(&range).len())
             .unwrap_or(0);
         let (base_handle, base) = manifests.remove(base_index);
-        let settings = Arc::new(DbSettings::new(options));
+        let settings = Arc::new(DbSettings::new(options, max_p));
         let dir = fresh_dir(&settings.options.local_dir, "instance")?;
         let guard = DirGuard(dir.clone());
         download(storage, &base, &dir, &base_handle.path)?;
@@ -230,7 +232,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 else {
                     continue;
                 };
-                let mut ro = ReadOptions::default();
+                let mut ro = total_order_read_options();
                 ro.fill_cache(false);
                 let upper = match overlap.end() {
                     Some(e) if e + 1 < max_p => key_group_start(e + 1, max_p),

@@ -6,11 +6,10 @@ use flowstate_core::snapshot::payload;
 use flowstate_core::state::{
     InternalKvState, InternalMapState, MapState, Namespace, StateKey, StateValue,
 };
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
 use crate::buffers::Buf;
-use crate::db::rerr;
-use crate::keys::prefix_end;
+use crate::db::{prefix_read_options, rerr};
 
 use super::{Batching, MapX, RocksState, ser_err};
 
@@ -32,9 +31,9 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, M
         self.write_deferred()?;
         let prefix = self.entry_key()?;
         let cf = self.cf()?;
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(prefix_end(&prefix));
-        let mut it = self.db().raw_iterator_cf_opt(&cf, ro);
+        // Prefix seeks: the entry prefix is the extractor's, so files without it are
+        // skipped; the check below still ends the scan at the prefix's end.
+        let mut it = self.db().raw_iterator_cf_opt(&cf, prefix_read_options());
         it.seek(&prefix);
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
