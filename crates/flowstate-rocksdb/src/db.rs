@@ -86,25 +86,16 @@ fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -
     Some(out)
 }
 
-/// The entry prefix of a key with a one-byte key group (the whole key when malformed;
-/// RocksDB asks only for keys [`in_domain_1`] accepts).
-fn entry_prefix_1(key: &[u8]) -> &[u8] {
-    &key[..entry_prefix_len(key, 1).unwrap_or(key.len())]
+/// The entry prefix of a key with `KG` key-group bytes (the whole key when malformed;
+/// RocksDB asks only for keys [`in_domain`] accepts). Generic over the width because
+/// RocksDB takes plain function pointers, which cannot capture it.
+fn entry_prefix<const KG: usize>(key: &[u8]) -> &[u8] {
+    &key[..entry_prefix_len(key, KG).unwrap_or(key.len())]
 }
 
-/// Whether a key with a one-byte key group has an entry prefix.
-fn in_domain_1(key: &[u8]) -> bool {
-    entry_prefix_len(key, 1).is_some()
-}
-
-/// [`entry_prefix_1`] for two key-group bytes.
-fn entry_prefix_2(key: &[u8]) -> &[u8] {
-    &key[..entry_prefix_len(key, 2).unwrap_or(key.len())]
-}
-
-/// [`in_domain_1`] for two key-group bytes.
-fn in_domain_2(key: &[u8]) -> bool {
-    entry_prefix_len(key, 2).is_some()
+/// Whether a key with `KG` key-group bytes has an entry prefix.
+fn in_domain<const KG: usize>(key: &[u8]) -> bool {
+    entry_prefix_len(key, KG).is_some()
 }
 
 /// The column families' prefix extractor: `(key group, key, namespace)`, the prefix a
@@ -115,14 +106,14 @@ fn entry_prefix_extractor(key_group_bytes: usize) -> SliceTransform {
     if key_group_bytes == 1 {
         SliceTransform::create(
             "flowstate.entry-prefix.1",
-            entry_prefix_1,
-            Some(in_domain_1),
+            entry_prefix::<1>,
+            Some(in_domain::<1>),
         )
     } else {
         SliceTransform::create(
             "flowstate.entry-prefix.2",
-            entry_prefix_2,
-            Some(in_domain_2),
+            entry_prefix::<2>,
+            Some(in_domain::<2>),
         )
     }
 }
