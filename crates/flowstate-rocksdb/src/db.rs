@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flowstate_core::state::StateKind;
 use flowstate_core::{StateError, StateResult};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DataBlockIndexType,
@@ -98,8 +99,8 @@ fn in_domain<const KG: usize>(key: &[u8]) -> bool {
     entry_prefix_len(key, KG).is_some()
 }
 
-/// The column families' prefix extractor: `(key group, key, namespace)`, the prefix a
-/// map state's range scan shares (see [`prefix_read_options`]). Its name says the
+/// Map states' prefix extractor: `(key group, key, namespace)`, the prefix a map
+/// state's range scan shares (see [`prefix_read_options`]). Its name says the
 /// key-group width, so a database reopened with the other width ignores the files'
 /// prefix filters instead of misreading them.
 fn entry_prefix_extractor(key_group_bytes: usize) -> SliceTransform {
@@ -182,8 +183,18 @@ impl DbSettings {
         o
     }
 
-    /// Options of column family `name` (its TTL filter factory is bound to the name).
-    pub(crate) fn cf_options(&self, name: &str) -> Options {
+    /// Options of column family `name` holding a state of `kind` (its TTL filter
+    /// factory is bound to the name). Only map states get the prefix extractor: they
+    /// alone scan by entry prefix. For value and list states the entry prefix is the
+    /// whole key, so an extractor would add every key to the memtable bloom a second
+    /// time and cost a call through the C API per write, for no scan.
+    pub(crate) fn cf_options(&self, name: &str, kind: StateKind) -> Options {
+        self.column_family_options(name, kind == StateKind::Map)
+    }
+
+    /// Options of column family `name`, with the entry-prefix extractor if
+    /// `prefix_scans`.
+    fn column_family_options(&self, name: &str, prefix_scans: bool) -> Options {
         let mut block = BlockBasedOptions::default();
         block.set_block_cache(&self.cache);
         block.set_block_size(self.options.block_bytes.max(1 << 10));
@@ -206,7 +217,9 @@ impl DbSettings {
         o.set_memtable_prefix_bloom_ratio(0.1);
         // Prefix filters (memtable and files) for map scans; point look-ups keep using
         // the whole-key filters.
-        o.set_prefix_extractor(entry_prefix_extractor(self.key_group_bytes));
+        if prefix_scans {
+            o.set_prefix_extractor(entry_prefix_extractor(self.key_group_bytes));
+        }
         o.set_write_buffer_size(self.options.write_buffer_bytes.max(64 << 10));
         o.set_max_write_buffer_number(self.options.max_write_buffers.max(2));
         o.set_level_compaction_dynamic_level_bytes(true);
@@ -221,23 +234,30 @@ impl DbSettings {
         o
     }
 
-    fn descriptors(&self, cfs: &[String]) -> Vec<ColumnFamilyDescriptor> {
-        cfs.iter()
-            .filter(|n| n.as_str() != "default")
-            .map(|n| ColumnFamilyDescriptor::new(n.clone(), self.cf_options(n)))
-            .collect()
-    }
-
-    /// Opens (creating if needed) a database at `path` with column families `cfs`.
-    pub(crate) fn open(&self, path: &Path, cfs: &[String]) -> StateResult<DB> {
-        DB::open_cf_descriptors(&self.db_options(), path, self.descriptors(cfs))
+    /// Opens (creating if needed) a database at `path` with column families `cfs`, each
+    /// named with its state's kind.
+    pub(crate) fn open(&self, path: &Path, cfs: &[(String, StateKind)]) -> StateResult<DB> {
+        let descriptors = cfs
+            .iter()
+            .filter(|(n, _)| n.as_str() != "default")
+            .map(|(n, kind)| ColumnFamilyDescriptor::new(n.clone(), self.cf_options(n, *kind)));
+        DB::open_cf_descriptors(&self.db_options(), path, descriptors)
             .map_err(rerr("open database"))
     }
 
-    /// Opens a checkpoint directory read-only with every column family it has.
+    /// Opens a checkpoint directory read-only with every column family it has. Its
+    /// readers scan in total order (whole column families, key-group ranges), so no
+    /// column family needs the prefix extractor.
     pub(crate) fn open_read_only(&self, path: &Path) -> StateResult<DB> {
         let cfs = DB::list_cf(&Options::default(), path).map_err(rerr("list column families"))?;
-        DB::open_cf_descriptors_read_only(&self.db_options(), path, self.descriptors(&cfs), false)
+        let descriptors = cfs
+            .into_iter()
+            .filter(|n| n.as_str() != "default")
+            .map(|n| {
+                let options = self.column_family_options(&n, false);
+                ColumnFamilyDescriptor::new(n, options)
+            });
+        DB::open_cf_descriptors_read_only(&self.db_options(), path, descriptors, false)
             .map_err(rerr("open checkpoint read-only"))
     }
 }
@@ -268,10 +288,11 @@ mod tests {
         p
     }
 
-    /// With the entry-prefix extractor, over entries spread across flushed files and
-    /// the memtable: a prefix scan finds exactly its prefix's entries, a total-order
-    /// scan (whole column family or one key group) every key in order, and seeks of
-    /// prefixes a file lacks are answered by its prefix filter.
+    /// With the entry-prefix extractor (a map state's column family), over entries
+    /// spread across flushed files and the memtable: a prefix scan finds exactly its
+    /// prefix's entries, a total-order scan (whole column family or one key group)
+    /// every key in order, and seeks of prefixes a file lacks are answered by its
+    /// prefix filter.
     #[test]
     fn prefix_and_total_order_scans_match_a_model() {
         for max_p in [128u32, 32768] {
@@ -280,9 +301,13 @@ mod tests {
             let mut db_options = settings.db_options();
             db_options.enable_statistics();
             let path = dir.path().join("db");
-            let db =
-                DB::open_cf_descriptors(&db_options, &path, settings.descriptors(&["s".into()]))
-                    .unwrap();
+            let map_state = settings.cf_options("s", StateKind::Map);
+            let db = DB::open_cf_descriptors(
+                &db_options,
+                &path,
+                [ColumnFamilyDescriptor::new("s", map_state)],
+            )
+            .unwrap();
             let cf = db.cf_handle("s").unwrap();
             let mut model = BTreeMap::new();
             // Key k's entries: user keys r in four rounds, only in the rounds r with

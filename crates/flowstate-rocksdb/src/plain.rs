@@ -2,6 +2,7 @@
 //! RocksDB itself (`flowstate-bench state --backend rocksdb` runs every op on it too).
 
 use flowstate_core::StateResult;
+use flowstate_core::state::StateKind;
 use rocksdb::{BoundColumnFamily, WriteOptions};
 use std::sync::Arc;
 
@@ -9,9 +10,9 @@ use crate::db::{DbHolder, DbSettings, DirGuard, fresh_dir, write_options};
 use crate::options::RocksDbOptions;
 
 /// A database in a fresh directory under `options.local_dir` (removed on drop) with one
-/// column family named `name`, opened with exactly the options a backend gives a state's
-/// column family: the same block cache, bloom filter, memtables, compression and
-/// list-append merge operator.
+/// column family named `name`, opened with exactly the options a backend gives the
+/// column family of a state of that kind: the same block cache, bloom filter, memtables,
+/// prefix extractor (map states only), compression and list-append merge operator.
 pub struct PlainDb {
     holder: DbHolder,
     name: String,
@@ -19,16 +20,18 @@ pub struct PlainDb {
 }
 
 impl PlainDb {
-    /// Opens the database for keys laid out for `max_parallelism` key groups (the
-    /// width of the key-group prefix the column family's prefix extractor expects).
+    /// Opens the database for a state of `kind`, its keys laid out for
+    /// `max_parallelism` key groups (the width of the key-group prefix a map state's
+    /// prefix extractor expects).
     pub fn open(
         options: &RocksDbOptions,
         name: &str,
+        kind: StateKind,
         max_parallelism: u32,
     ) -> StateResult<PlainDb> {
         let settings = DbSettings::new(options.clone(), max_parallelism);
         let dir = fresh_dir(&options.local_dir, "plain")?;
-        let db = settings.open(&dir, &[name.to_string()])?;
+        let db = settings.open(&dir, &[(name.to_string(), kind)])?;
         Ok(PlainDb {
             holder: DbHolder {
                 db,

@@ -74,6 +74,7 @@ pub fn background_idle(figures: &[(&str, u64)]) -> bool {
 mod tests {
     use super::*;
     use crate::{PlainDb, RocksDbOptions};
+    use flowstate_core::state::StateKind;
 
     #[test]
     fn idle_only_when_no_background_figure_counts() {
@@ -92,7 +93,8 @@ mod tests {
     #[test]
     fn a_flushed_database_shows_its_figures_and_settles() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = PlainDb::open(&RocksDbOptions::new(dir.path()), "s", 128).unwrap();
+        let plain =
+            PlainDb::open(&RocksDbOptions::new(dir.path()), "s", StateKind::Value, 128).unwrap();
         let cf = plain.cf().unwrap();
         for i in 0u64..20_000 {
             plain

@@ -2,7 +2,7 @@
 //! restores, moving state to and from the heap backend, and state larger than memory.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flowstate_conformance::{config, snapshot_to, temp_storage};
 use flowstate_core::backend::KeyedStateBackend;
@@ -559,5 +559,138 @@ fn a_migration_failing_part_way_poisons_the_backend_not_the_checkpoint() {
     for k in (0..keys).step_by(997) {
         r.set_current_key(k).unwrap();
         assert_eq!(s.value().unwrap(), Some(k));
+    }
+}
+
+/// Whether each column family of the one live database under `local` names the
+/// entry-prefix extractor, by the newest OPTIONS file RocksDB wrote for it.
+fn prefix_extractors(local: &std::path::Path) -> BTreeMap<String, bool> {
+    let named = |dir: &std::path::Path, start: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(start))
+            .collect()
+    };
+    let instances = named(local, "instance-");
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let newest = named(&instances[0], "OPTIONS-")
+        .into_iter()
+        .filter_map(|p| {
+            let n = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("OPTIONS-")?
+                .parse::<u64>();
+            Some((n.ok()?, p))
+        })
+        .max()
+        .unwrap()
+        .1;
+    let text = std::fs::read_to_string(newest).unwrap();
+    text.split("[CFOptions \"")
+        .skip(1)
+        .filter_map(|section| {
+            let (name, options) = section.split_once('"')?;
+            (name != "default").then(|| {
+                let extractor = options.contains("flowstate.entry-prefix");
+                (name.to_string(), extractor)
+            })
+        })
+        .collect()
+}
+
+/// Only map states' column families get the entry-prefix extractor (value and list
+/// states never scan by prefix), on every path that makes one: registering a state,
+/// restoring a savepoint, and restoring incremental checkpoints while rescaling (the
+/// base database reopened with its column families, the other's added to it); and
+/// state written with either options reads back.
+#[test]
+fn only_map_states_column_families_have_the_prefix_extractor() {
+    let (_s, storage) = temp_storage();
+    let want = BTreeMap::from([
+        ("l".to_string(), false),
+        ("m".to_string(), true),
+        ("v".to_string(), false),
+    ]);
+    let incremental = |dir: &tempfile::TempDir| {
+        RocksDbOptions::new(dir.path()).with_snapshot_mode(SnapshotMode::Incremental)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), incremental(&dir)).unwrap();
+    fill_mixed(&b, 0..300);
+    assert_eq!(prefix_extractors(dir.path()), want, "registered");
+    let savepoint = b.savepoint().unwrap().write(&storage, "sp/0").unwrap();
+    drop(b);
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        incremental(&dir),
+        &storage,
+        std::slice::from_ref(&savepoint),
+    )
+    .unwrap();
+    assert_eq!(prefix_extractors(dir.path()), want, "savepoint restored");
+    assert_eq!(check_mixed(&r, 0..300), 300);
+    drop(r);
+
+    // Two halves, each registering all three states but writing different ones (one
+    // value and list, the other map); restored together at parallelism 1, the states
+    // come through both restore paths (the base database reopened, the other's
+    // column families added to it).
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let range = key_group_range_for_operator(128, 2, i).unwrap();
+        let b =
+            RocksDbKeyedStateBackend::<u64>::new(config(128, range), incremental(&dir)).unwrap();
+        let (v, m) = (
+            b.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+                .unwrap(),
+            b.map_state::<VoidNamespace, u64, u64>(&MapStateDescriptor::new("m"))
+                .unwrap(),
+        );
+        let l = b
+            .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l"))
+            .unwrap();
+        for k in (0..300).filter(|k| range.contains(b.key_group_of(k).unwrap())) {
+            b.set_current_key(k).unwrap();
+            if i == 0 {
+                v.update(k).unwrap();
+                l.add(k).unwrap();
+            } else {
+                m.put(k, k + 1).unwrap();
+            }
+        }
+        handles.push(snapshot_to(&b, &storage, &format!("chk-1/keyed-{i}")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = RocksDbKeyedStateBackend::<u64>::restore(
+        config(128, all()),
+        incremental(&dir),
+        &storage,
+        &handles,
+    )
+    .unwrap();
+    assert_eq!(prefix_extractors(dir.path()), want, "checkpoints restored");
+    let (v, l, m) = (
+        r.value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("v"))
+            .unwrap(),
+        r.list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("l"))
+            .unwrap(),
+        r.map_state::<VoidNamespace, u64, u64>(&MapStateDescriptor::new("m"))
+            .unwrap(),
+    );
+    let half = key_group_range_for_operator(128, 2, 0).unwrap();
+    for k in 0..300 {
+        r.set_current_key(k).unwrap();
+        if half.contains(r.key_group_of(&k).unwrap()) {
+            assert_eq!((v.value().unwrap(), l.get().unwrap()), (Some(k), vec![k]));
+            assert!(m.is_empty().unwrap(), "key {k}");
+        } else {
+            assert_eq!((v.value().unwrap(), l.get().unwrap()), (None, vec![]));
+            assert_eq!(m.entries().unwrap(), vec![(k, k + 1)], "key {k}");
+        }
     }
 }

@@ -28,7 +28,7 @@ use anyhow::Result;
 use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::keygroup::KeyGroupRange;
-use flowstate_core::state::VoidNamespace;
+use flowstate_core::state::{StateKind, VoidNamespace};
 use flowstate_core::ttl::StateTtlConfig;
 use flowstate_rocksdb::RocksDbOptions;
 
@@ -128,6 +128,15 @@ impl Kind {
             "ValueState" => Kind::Value,
             "ListState" => Kind::List,
             _ => Kind::Map,
+        }
+    }
+
+    /// The state kind it is.
+    fn state_kind(self) -> StateKind {
+        match self {
+            Kind::Value => StateKind::Value,
+            Kind::List => StateKind::List,
+            Kind::Map => StateKind::Map,
         }
     }
 }
@@ -485,7 +494,12 @@ impl Baseline<'_> {
             }
             Baseline::Raw(options) => {
                 eprintln!("[state] {op}: raw RocksDB baseline");
-                let db = flowstate_rocksdb::PlainDb::open(options, op, raw::MAX_PARALLELISM)?;
+                let db = flowstate_rocksdb::PlainDb::open(
+                    options,
+                    op,
+                    kind.state_kind(),
+                    raw::MAX_PARALLELISM,
+                )?;
                 let raw = raw::RawDb::new(db, d, kind)?;
                 settle(|| raw.properties());
                 Ok(Some(BaselineData::Raw(raw)))
@@ -739,7 +753,13 @@ mod tests {
             let prefetched = run_op(&b, &d, op, 0, 700, None, true).unwrap();
             assert_eq!(prefetched, ours, "{op}: prefetched");
             let bare = bare::BareMaps::new(&d, kind).run(&d, op, 0, 700);
-            let db = flowstate_rocksdb::PlainDb::open(&options, op, raw::MAX_PARALLELISM).unwrap();
+            let db = flowstate_rocksdb::PlainDb::open(
+                &options,
+                op,
+                kind.state_kind(),
+                raw::MAX_PARALLELISM,
+            )
+            .unwrap();
             let raw = raw::RawDb::new(db, &d, kind)
                 .unwrap()
                 .run(&d, op, 0, 700)

@@ -190,7 +190,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 }
             })?;
             self.db()
-                .create_cf(name, &self.settings.cf_options(name))
+                .create_cf(name, &self.settings.cf_options(name, kind))
                 .map_err(rerr("create column family"))?;
         }
         self.restored.borrow_mut().remove(name);

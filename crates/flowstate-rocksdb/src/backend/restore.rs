@@ -91,8 +91,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 )?;
                 for meta in &header.metas {
                     if !metas.contains_key(&meta.name) {
-                        db.create_cf(&meta.name, &backend.settings.cf_options(&meta.name))
-                            .map_err(rerr("create column family"))?;
+                        db.create_cf(
+                            &meta.name,
+                            &backend.settings.cf_options(&meta.name, meta.kind),
+                        )
+                        .map_err(rerr("create column family"))?;
                         metas.insert(meta.name.clone(), meta.clone());
                     }
                 }
@@ -181,7 +184,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         let dir = fresh_dir(&settings.options.local_dir, "instance")?;
         let guard = DirGuard(dir.clone());
         download(storage, &base, &dir, &base_handle.path)?;
-        let cfs: Vec<String> = base.metas.iter().map(|m| m.name.clone()).collect();
+        let cfs: Vec<(String, StateKind)> = base
+            .metas
+            .iter()
+            .map(|m| (m.name.clone(), m.kind))
+            .collect();
         let db = settings.open(&dir, &cfs)?;
         // Clip the base to the new range.
         let start = key_group_start(range.start(), max_p);
@@ -189,7 +196,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             Some(e) if e + 1 < max_p => key_group_start(e + 1, max_p),
             _ => ALL_KEYS_END.to_vec(),
         };
-        for name in &cfs {
+        for (name, _) in &cfs {
             let cf = db
                 .cf_handle(name)
                 .ok_or_else(|| StateError::UnknownState(name.clone()))?;
@@ -222,7 +229,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     }
                     Some(_) => {}
                     None => {
-                        db.create_cf(&meta.name, &settings.cf_options(&meta.name))
+                        db.create_cf(&meta.name, &settings.cf_options(&meta.name, meta.kind))
                             .map_err(rerr("create column family"))?;
                         metas.insert(meta.name.clone(), meta.clone());
                     }
