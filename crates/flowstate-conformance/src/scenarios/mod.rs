@@ -15,7 +15,7 @@ pub use isolation::{
 pub use rejection::{bad_input_is_typed_errors, corrupt_snapshots_are_rejected};
 pub use round_trip::{rescaling_every_key_once, snapshot_round_trip_all_kinds};
 pub use state_api::{
-    merge_namespaces, same_descriptor_same_state, serialized_value_access,
+    map_scans_of_every_size, merge_namespaces, same_descriptor_same_state, serialized_value_access,
     serializer_compatibility_on_restore, unregistered_restored_state_is_kept,
 };
 

@@ -198,3 +198,78 @@ pub fn merge_namespaces<F: BackendFactory>(factory: &F) {
     l.set_current_namespace(20);
     assert_eq!(l.get().unwrap(), vec![4]);
 }
+
+/// A map's `entries`, `keys` and `values` return every entry of the current key and
+/// namespace and nothing else, whatever the map's size: sizes around what a backend's
+/// scan makes room for up front (16 on RocksDB) and well past it, neighbouring keys and
+/// namespaces filled, then after removals and a restore.
+pub fn map_scans_of_every_size<F: BackendFactory>(factory: &F) {
+    const SIZES: [u32; 9] = [0, 1, 2, 15, 16, 17, 31, 33, 100];
+    let (_dir, storage) = temp_storage();
+    let desc = MapStateDescriptor::<u32, String>::new("sized");
+    // Key `k` in namespace `ns` holds user keys `0..SIZES[k]` (shifted by the namespace).
+    let expected = |k: u64, ns: u32, removed: bool| -> BTreeMap<u32, String> {
+        (0..SIZES[k as usize])
+            .filter(|uk| !(removed && uk % 3 == 0))
+            .map(|uk| (uk + ns * 1000, format!("{k}/{ns}/{uk}")))
+            .collect()
+    };
+    let check = |b: &F::Backend<u64>, removed: bool| {
+        let m = b.map_state::<u32, u32, String>(&desc).unwrap();
+        for k in 0..SIZES.len() as u64 {
+            b.set_current_key(k).unwrap();
+            for ns in 0..2u32 {
+                m.set_current_namespace(ns);
+                let want = expected(k, ns, removed);
+                let mut entries = m.entries().unwrap();
+                entries.sort();
+                assert_eq!(
+                    entries,
+                    want.clone().into_iter().collect::<Vec<_>>(),
+                    "key {k} ns {ns}"
+                );
+                let mut keys = m.keys().unwrap();
+                keys.sort();
+                assert_eq!(
+                    keys,
+                    want.keys().copied().collect::<Vec<_>>(),
+                    "key {k} ns {ns}"
+                );
+                let mut values = m.values().unwrap();
+                values.sort();
+                let mut want_values: Vec<String> = want.values().cloned().collect();
+                want_values.sort();
+                assert_eq!(values, want_values, "key {k} ns {ns}");
+                assert_eq!(m.is_empty().unwrap(), want.is_empty(), "key {k} ns {ns}");
+            }
+        }
+    };
+
+    let a = factory.create(config::<u64>(128, all(128))).unwrap();
+    let m = a.map_state::<u32, u32, String>(&desc).unwrap();
+    for k in 0..SIZES.len() as u64 {
+        a.set_current_key(k).unwrap();
+        for ns in 0..2u32 {
+            m.set_current_namespace(ns);
+            for (uk, v) in expected(k, ns, false) {
+                m.put(uk, v).unwrap();
+            }
+        }
+    }
+    check(&a, false);
+    for k in 0..SIZES.len() as u64 {
+        a.set_current_key(k).unwrap();
+        for ns in 0..2u32 {
+            m.set_current_namespace(ns);
+            for uk in (0..SIZES[k as usize]).filter(|uk| uk % 3 == 0) {
+                m.remove(&(uk + ns * 1000)).unwrap();
+            }
+        }
+    }
+    check(&a, true);
+    let h = snapshot_to(&a, &storage, "map-sizes");
+    let b = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h])
+        .unwrap();
+    check(&b, true);
+}
