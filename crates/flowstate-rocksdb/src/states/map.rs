@@ -17,8 +17,9 @@ use super::{Batching, MapX, RocksState, ser_err};
 
 /// Entries `entries`, `keys` and `values` make room for before their scan: growing a
 /// vector from empty reallocates at 4 and 8 entries, and with glibc's allocator those
-/// reallocations (plus the `malloc_consolidate` they leave RocksDB's next iterator
-/// arena to pay) took 11% of `mapKeys` on maps of 10 entries (perf, 2026-12-04).
+/// reallocations took 13% of `mapKeys` on maps of 10 entries, and the
+/// `malloc_consolidate` they left RocksDB's next iterator arena to pay 4% more (perf,
+/// 2026-12-04; `docs/benchmarks.md`).
 const SCAN_CAPACITY: usize = 16;
 
 impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, MapX<UK, UV>> {
