@@ -41,18 +41,38 @@ fn keys(n: u64) -> Vec<Value> {
     (0..n).map(|k| json!(format!("k{k}"))).collect()
 }
 
-/// A base port with the `n` ports after it free a moment ago.
+/// A base port with the `n` ports after it free a moment ago, below the kernel's
+/// ephemeral range: a restarted process binds its port again, and in the moment it is
+/// free a port of that range can become any outgoing connection's local port (seen in
+/// CI, 2026-12-04: every restart of process 0 failed to bind `127.0.0.1:38178`).
 fn free_ports(n: u16) -> u16 {
+    // The range's low end (32768 by default); ports below it are never handed out
+    // for outgoing connections.
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let first = 10_000u16;
+    let span = u64::from(low.saturating_sub(first + n + 1).max(1));
+    // Tests run in parallel: each call starts from its own pseudo-random point.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut x = u64::from(std::process::id())
+        ^ (CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let rest: Vec<_> = (1..=n)
+        // splitmix64's step.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d4_9bb1_1331_11eb);
+        z ^= z >> 31;
+        let base = first + u16::try_from(z % span).unwrap_or(0);
+        let all: Vec<_> = (0..=n)
             .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
-        if rest.iter().all(Result::is_ok) {
+        if all.iter().all(Result::is_ok) {
             return base;
         }
     }
