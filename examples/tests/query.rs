@@ -54,27 +54,24 @@ fn free_ports(n: u16) -> u16 {
         .unwrap_or(32768);
     let first = 10_000u16;
     let span = u64::from(low.saturating_sub(first + n + 1).max(1));
-    // Tests run in parallel: each call starts from its own pseudo-random point.
+    // Tests run in parallel: each call starts from its own point of the span, then
+    // walks it a block of `n + 1` ports at a time.
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut x = u64::from(std::process::id())
-        ^ (CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32)
+    let start = u64::from(std::process::id())
+        ^ (CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 12)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mut offset = start % span;
     loop {
-        // splitmix64's step.
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d4_9bb1_1331_11eb);
-        z ^= z >> 31;
-        let base = first + u16::try_from(z % span).unwrap_or(0);
+        let base = first + u16::try_from(offset).unwrap_or(0);
         let all: Vec<_> = (0..=n)
             .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
         if all.iter().all(Result::is_ok) {
             return base;
         }
+        offset = (offset + u64::from(n + 1)) % span;
     }
 }
 
