@@ -43,18 +43,21 @@ pub(crate) struct Buf<'a> {
 
 impl Deref for Buf<'_> {
     type Target = Vec<u8>;
+    #[inline]
     fn deref(&self) -> &Vec<u8> {
         &self.buf
     }
 }
 
 impl DerefMut for Buf<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
 }
 
 impl AsRef<[u8]> for Buf<'_> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         &self.buf
     }

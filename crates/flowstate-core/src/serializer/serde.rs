@@ -363,21 +363,27 @@ impl IntegerEncoding {
         varint_input(value).map(Self::of_varint)
     }
 
-    /// The varint encoding of `v` (already zigzagged if it came from a signed type).
+    /// The varint encoding of `v` (already zigzagged if it came from a signed type),
+    /// without a loop: its length from the count of significant bits, its 7-bit groups
+    /// spread one per byte by three shift-and-mask steps (28, 14, then 7 bits per
+    /// lane), the continuation bits set on every byte but the last. A loop of one
+    /// 128-bit shift per byte was half of a RocksDB `listAddAll`'s own samples for
+    /// full-range `u64`s (nine or ten bytes each); a quarter after.
     #[inline]
     fn of_varint(v: u64) -> Self {
-        let (mut rest, mut encoded, mut len) = (v, 0u128, 0);
-        loop {
-            let byte = (rest & 0x7f) as u128;
-            rest >>= 7;
-            if rest == 0 {
-                encoded |= byte << (8 * len);
-                len += 1;
-                break;
-            }
-            encoded |= (byte | 0x80) << (8 * len);
-            len += 1;
-        }
+        // Significant bits (one for zero), seven per byte: 1..=10 bytes.
+        let bits = 64 - (v | 1).leading_zeros() as usize;
+        let len = bits.div_ceil(7);
+        // The low 56 bits, eight groups of seven, one per byte.
+        let mut low = v & ((1 << 56) - 1);
+        low = (low & 0x0000_0000_0FFF_FFFF) | ((low & 0x00FF_FFFF_F000_0000) << 4);
+        low = (low & 0x0000_3FFF_0000_3FFF) | ((low & 0x0FFF_C000_0FFF_C000) << 2);
+        low = (low & 0x007F_007F_007F_007F) | ((low & 0x3F80_3F80_3F80_3F80) << 1);
+        // The top eight bits: seven in byte 8, the last one in byte 9.
+        let top = v >> 56;
+        let high = u128::from((top & 0x7f) | ((top >> 7) << 8));
+        let continuation = 0x8080_8080_8080_8080_8080u128 & ((1u128 << (8 * (len - 1))) - 1);
+        let encoded = u128::from(low) | (high << 64) | continuation;
         IntegerEncoding {
             bytes: encoded.to_le_bytes(),
             len,
@@ -403,6 +409,21 @@ impl IntegerEncoding {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+
+    /// The encoded bytes followed by zeros to 16 bytes: a caller stores all 16 at once
+    /// and keeps the first [`IntegerEncoding::len`] (one wide store instead of a copy
+    /// of a variable length, which is a `memcpy` call).
+    #[inline]
+    pub fn padded(&self) -> &[u8; 16] {
+        &self.bytes
+    }
+
+    /// How many bytes the encoding has (1 to 10).
+    #[inline]
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -487,6 +508,12 @@ mod tests {
                 IntegerEncoding::of(&v).map(|e| e.as_bytes().to_vec()),
                 integer.then(|| expected[1..].to_vec())
             );
+            // The padded form is the same bytes, then zeros to 16.
+            if let Some(e) = IntegerEncoding::of(&v) {
+                assert_eq!(e.len(), e.as_bytes().len());
+                assert_eq!(&e.padded()[..e.len()], e.as_bytes());
+                assert!(e.padded()[e.len()..].iter().all(|b| *b == 0));
+            }
         }
         let mut edges = vec![0u64, 1, u64::MAX, u64::MAX - 1];
         for bits in 1..64 {

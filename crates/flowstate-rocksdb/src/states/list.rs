@@ -11,6 +11,7 @@ use flowstate_core::state::{
 };
 
 use super::{ListX, RocksState, ser_err};
+use crate::buffers::Buf;
 
 /// Splits a stored list (length-prefixed elements back to back) into elements.
 pub(crate) fn stored_list_items<'a>(stored: &'a [u8], what: &'a str) -> StateResult<Vec<&'a [u8]>> {
@@ -44,22 +45,29 @@ pub(crate) fn canonical_list_to_stored(canonical: &[u8], what: &str) -> StateRes
 
 impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
     /// `values` as stored list items (each with its length in front), serialized in
-    /// place: no buffer or copy per item.
-    fn encode_items(&self, values: &[T]) -> StateResult<Vec<u8>> {
-        let mut out = Vec::with_capacity(values.len() * 11);
+    /// place into one of the handle's spare buffers: no allocation, and no buffer or
+    /// copy per item.
+    fn encode_items(&self, values: &[T]) -> StateResult<Buf<'_>> {
+        let mut buf = self.buffers.take();
+        // Through the `Vec` itself: the loop below then works on it directly.
+        let out: &mut Vec<u8> = &mut buf;
+        out.reserve(values.len() * 11 + 16);
         for v in values {
             match IntegerEncoding::of(v).filter(|_| self.extra.integers) {
                 // At most ten bytes, so a one-byte length: what `put_len_prefixed`
-                // writes, without a call through the serializer per item.
+                // writes, without a call through the serializer per item. The
+                // encoding is stored 16 bytes at once, then trimmed.
                 Some(e) => {
-                    out.push(e.as_bytes().len() as u8);
-                    out.extend_from_slice(e.as_bytes());
+                    let at = out.len();
+                    out.push(e.len() as u8);
+                    out.extend_from_slice(e.padded());
+                    out.truncate(at + 1 + e.len());
                 }
-                None => put_len_prefixed(&mut out, |o| self.extra.ser.serialize_into(v, o))?
+                None => put_len_prefixed(out, |o| self.extra.ser.serialize_into(v, o))?
                     .map_err(ser_err(&self.name))?,
             }
         }
-        Ok(out)
+        Ok(buf)
     }
 }
 
