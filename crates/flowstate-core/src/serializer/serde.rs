@@ -323,9 +323,7 @@ fn put_integer<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
     let Some(encoded) = IntegerEncoding::of(value) else {
         return false;
     };
-    let at = out.len();
-    out.extend_from_slice(&encoded.bytes);
-    out.truncate(at + encoded.len);
+    encoded.append_to(out);
     true
 }
 
@@ -411,12 +409,14 @@ impl IntegerEncoding {
         &self.bytes[..self.len]
     }
 
-    /// The encoded bytes followed by zeros to 16 bytes: a caller stores all 16 at once
-    /// and keeps the first [`IntegerEncoding::len`] (one wide store instead of a copy
-    /// of a variable length, which is a `memcpy` call).
+    /// Appends the encoded bytes to `out`: all 16 of the register stored at once, then
+    /// trimmed to [`IntegerEncoding::len`] (one wide store instead of a copy of a
+    /// variable length, which is a `memcpy` call; see [`put_integer`]).
     #[inline]
-    pub fn padded(&self) -> &[u8; 16] {
-        &self.bytes
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.bytes);
+        out.truncate(at + self.len);
     }
 
     /// How many bytes the encoding has (1 to 10).
@@ -508,11 +508,12 @@ mod tests {
                 IntegerEncoding::of(&v).map(|e| e.as_bytes().to_vec()),
                 integer.then(|| expected[1..].to_vec())
             );
-            // The padded form is the same bytes, then zeros to 16.
+            // Appended after other bytes, it is the same bytes, and nothing more.
             if let Some(e) = IntegerEncoding::of(&v) {
                 assert_eq!(e.len(), e.as_bytes().len());
-                assert_eq!(&e.padded()[..e.len()], e.as_bytes());
-                assert!(e.padded()[e.len()..].iter().all(|b| *b == 0));
+                let mut out = vec![7];
+                e.append_to(&mut out);
+                assert_eq!(out, expected);
             }
         }
         let mut edges = vec![0u64, 1, u64::MAX, u64::MAX - 1];

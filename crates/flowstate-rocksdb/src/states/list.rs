@@ -55,13 +55,10 @@ impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
         for v in values {
             match IntegerEncoding::of(v).filter(|_| self.extra.integers) {
                 // At most ten bytes, so a one-byte length: what `put_len_prefixed`
-                // writes, without a call through the serializer per item. The
-                // encoding is stored 16 bytes at once, then trimmed.
+                // writes, without a call through the serializer per item.
                 Some(e) => {
-                    let at = out.len();
                     out.push(e.len() as u8);
-                    out.extend_from_slice(e.padded());
-                    out.truncate(at + 1 + e.len());
+                    e.append_to(out);
                 }
                 None => put_len_prefixed(out, |o| self.extra.ser.serialize_into(v, o))?
                     .map_err(ser_err(&self.name))?,
