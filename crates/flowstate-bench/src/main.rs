@@ -117,6 +117,12 @@ enum Command {
         /// compare it with the same baseline.
         #[arg(long)]
         prefetch: bool,
+        /// Also run every op with the state's `u64`s (values, list elements, map user
+        /// keys) stored by `FixedIntegerSerializer`: 8 bytes each, as Flink's
+        /// `LongSerializer` and the raw baseline write them, instead of the default
+        /// serializer's varints (9 or 10 bytes for these random full-range values).
+        #[arg(long)]
+        fixed_integers: bool,
         /// Skip the baselines (bare maps for heap, the `rocksdb` crate for RocksDB) that
         /// otherwise run in turn with each op.
         #[arg(long)]
@@ -536,31 +542,37 @@ fn print_state(results: &[state::OpResult], backend: Backend, iterations: usize,
             s.last().copied().unwrap_or(0.0),
         );
         // TTL rows compare with the same op measured without TTL in this run;
-        // prefetched rows with Flink and with the plain op's baseline.
+        // the others with Flink and with the plain op's baseline.
         let plain = results
             .iter()
-            .find(|o| !o.ttl && !o.prefetch && o.op == r.op && o.state == r.state);
-        let (reference, label) = if r.ttl {
+            .find(|o| o.variant == state::Variant::default() && o.op == r.op && o.state == r.state);
+        let (reference, label) = if r.variant.ttl {
             (plain.map(|o| median_of(&o.samples)), "no TTL")
         } else {
             (flink_figure(backend, r.op), "Flink 2.3")
         };
-        let baseline = if r.prefetch {
-            plain.and_then(|o| o.baseline.as_deref()).map(median_of)
-        } else {
-            r.baseline.as_deref().map(median_of)
-        };
-        let state = match (r.ttl, r.prefetch) {
-            (true, _) => format!("{}+TTL", r.state),
-            (false, true) => format!("{}+prefetch", r.state),
-            (false, false) => r.state.to_string(),
+        let state::Variant {
+            ttl,
+            prefetch,
+            fixed,
+        } = r.variant;
+        let baseline = plain
+            .filter(|_| !ttl)
+            .and_then(|o| o.baseline.as_deref())
+            .map(median_of);
+        let state = match (ttl, prefetch, fixed) {
+            (true, _, _) => format!("{}+TTL", r.state),
+            (false, true, _) => format!("{}+prefetch", r.state),
+            (false, false, true) => format!("{}+fixed", r.state),
+            (false, false, false) => r.state.to_string(),
         };
         if json {
             let mut obj = serde_json::json!({
                 "suite": "state", "backend": name, "state": r.state, "op": r.op, "ops_per_sec": median,
-                "iterations": iterations, "min": min, "max": max, "ttl": r.ttl, "prefetch": r.prefetch,
+                "iterations": iterations, "min": min, "max": max, "ttl": ttl, "prefetch": prefetch,
+                "fixed_integers": fixed,
             });
-            if r.ttl {
+            if ttl {
                 obj["no_ttl_ops_per_sec"] = serde_json::json!(reference);
                 obj["ratio_vs_no_ttl"] = serde_json::json!(reference.map(|f| median / f));
             } else {
@@ -622,6 +634,7 @@ fn main() -> Result<()> {
             json,
             ttl,
             prefetch,
+            fixed_integers,
             no_baselines,
             entry_cache_bytes,
         } => {
@@ -673,6 +686,7 @@ fn main() -> Result<()> {
                 only: &ops,
                 ttl,
                 prefetch,
+                fixed: fixed_integers,
             };
             let results = match backend {
                 Backend::Heap => state::state_bench(&HeapBackendFactory, &data, &plan, &baseline)?,

@@ -25,12 +25,12 @@ pub use model::{
     reducing_state_matches_model, value_state_matches_model,
 };
 pub use scenarios::{
-    bad_input_is_typed_errors, corrupt_snapshots_are_rejected, golden_dir, map_scans_of_every_size,
-    merge_namespaces, reads_golden_keyed_snapshot, rescaling_every_key_once,
-    same_descriptor_same_state, serialized_value_access, serializer_compatibility_on_restore,
-    shared_registry_retention, snapshot_isolated_from_concurrent_writer,
-    snapshot_isolated_from_later_writes, snapshot_round_trip_all_kinds,
-    unregistered_restored_state_is_kept,
+    bad_input_is_typed_errors, corrupt_snapshots_are_rejected, fixed_integer_serializer_on_restore,
+    golden_dir, map_scans_of_every_size, merge_namespaces, reads_golden_keyed_snapshot,
+    rescaling_every_key_once, same_descriptor_same_state, serialized_value_access,
+    serializer_compatibility_on_restore, shared_registry_retention,
+    snapshot_isolated_from_concurrent_writer, snapshot_isolated_from_later_writes,
+    snapshot_round_trip_all_kinds, unregistered_restored_state_is_kept,
 };
 pub use ttl::{
     ttl_full_snapshot_cleanup, ttl_per_element_expiry, ttl_restore_toggled_and_changed,
@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             corrupt_snapshots_are_rejected,
             bad_input_is_typed_errors,
             serializer_compatibility_on_restore,
+            fixed_integer_serializer_on_restore,
             unregistered_restored_state_is_kept,
             same_descriptor_same_state,
             serialized_value_access,

@@ -23,6 +23,17 @@ fn decode<T: DeserializeOwned>(f: &StoredFormat, bytes: &[u8], what: &str) -> Re
             schema: Some(s), ..
         } => from_bytes(s, bytes).map_err(value_err),
         StoredFormat::Ttl(inner) => decode(inner, bytes.get(8..).unwrap_or_default(), what),
+        // Fixed-width integers: rendered as a JSON number, read into any integer type
+        // that holds it.
+        StoredFormat::FixedInteger(_) => {
+            let number = f.render(bytes).map_err(value_err)?;
+            serde_json::from_value(number).map_err(|e| {
+                value_err(DecodeError {
+                    path: None,
+                    message: e.to_string(),
+                })
+            })
+        }
         _ => postcard::from_bytes(bytes).map_err(|e| {
             value_err(DecodeError {
                 path: None,

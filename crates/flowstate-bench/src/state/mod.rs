@@ -28,6 +28,7 @@ use anyhow::Result;
 use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use flowstate_core::keygroup::KeyGroupRange;
+use flowstate_core::serializer::{FixedIntegerSerializer, SerdeSerializer};
 use flowstate_core::state::{StateKind, VoidNamespace};
 use flowstate_core::ttl::StateTtlConfig;
 use flowstate_rocksdb::RocksDbOptions;
@@ -174,23 +175,49 @@ fn bench_ttl() -> Result<StateTtlConfig> {
     Ok(StateTtlConfig::new(Duration::from_secs(3600))?)
 }
 
-fn value_desc(ttl: Option<&StateTtlConfig>) -> ValueStateDescriptor<u64> {
-    let d = ValueStateDescriptor::new("valueState");
-    match ttl {
+/// How a variant declares its state: with or without TTL, and with the default
+/// serializer for the `u64`s it stores (postcard varints: 9 or 10 bytes for the random
+/// full-range values here) or [`FixedIntegerSerializer`] (8 bytes, as Flink's
+/// `LongSerializer` and the raw baseline write them).
+#[derive(Clone, Copy, Default)]
+struct Shape<'a> {
+    ttl: Option<&'a StateTtlConfig>,
+    fixed: bool,
+}
+
+fn value_desc(shape: Shape<'_>) -> ValueStateDescriptor<u64> {
+    let d = if shape.fixed {
+        ValueStateDescriptor::with_serializer("valueState", FixedIntegerSerializer::arc())
+    } else {
+        ValueStateDescriptor::new("valueState")
+    };
+    match shape.ttl {
         Some(t) => d.with_ttl(t.clone()),
         None => d,
     }
 }
-fn list_desc(ttl: Option<&StateTtlConfig>) -> ListStateDescriptor<u64> {
-    let d = ListStateDescriptor::new("listState");
-    match ttl {
+fn list_desc(shape: Shape<'_>) -> ListStateDescriptor<u64> {
+    let d = if shape.fixed {
+        ListStateDescriptor::with_serializer("listState", FixedIntegerSerializer::arc())
+    } else {
+        ListStateDescriptor::new("listState")
+    };
+    match shape.ttl {
         Some(t) => d.with_ttl(t.clone()),
         None => d,
     }
 }
-fn map_desc(ttl: Option<&StateTtlConfig>) -> MapStateDescriptor<u64, f64> {
-    let d = MapStateDescriptor::new("mapState");
-    match ttl {
+fn map_desc(shape: Shape<'_>) -> MapStateDescriptor<u64, f64> {
+    let d = if shape.fixed {
+        MapStateDescriptor::with_serializers(
+            "mapState",
+            FixedIntegerSerializer::arc(),
+            SerdeSerializer::arc(),
+        )
+    } else {
+        MapStateDescriptor::new("mapState")
+    };
+    match shape.ttl {
         Some(t) => d.with_ttl(t.clone()),
         None => d,
     }
@@ -210,10 +237,10 @@ fn fresh<F: KeyedBackendFactory>(
     f: &F,
     d: &Data,
     kind: Kind,
-    ttl: Option<&StateTtlConfig>,
+    shape: Shape<'_>,
 ) -> Result<F::Backend<u64>> {
     let b = f.create(config(128, KeyGroupRange::all(128)?))?;
-    setup(&b, d, kind, ttl)?;
+    setup(&b, d, kind, shape)?;
     settle(|| b.properties());
     Ok(b)
 }
@@ -246,29 +273,24 @@ fn settle(properties: impl Fn() -> Vec<(&'static str, u64)>) {
     }
 }
 
-fn setup<B: KeyedStateBackend<u64>>(
-    b: &B,
-    d: &Data,
-    kind: Kind,
-    ttl: Option<&StateTtlConfig>,
-) -> Result<()> {
+fn setup<B: KeyedStateBackend<u64>>(b: &B, d: &Data, kind: Kind, shape: Shape<'_>) -> Result<()> {
     match kind {
         Kind::Value => {
-            let s = b.value_state::<VoidNamespace, u64>(&value_desc(ttl))?;
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc(shape))?;
             for (i, k) in d.setup_keys.iter().enumerate() {
                 b.set_current_key(*k)?;
                 s.update(d.value(i))?;
             }
         }
         Kind::List => {
-            let s = b.list_state::<VoidNamespace, u64>(&list_desc(ttl))?;
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc(shape))?;
             for (i, k) in d.setup_keys.iter().enumerate() {
                 b.set_current_key(*k)?;
                 s.add(d.value(i))?;
             }
         }
         Kind::Map => {
-            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(ttl))?;
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(shape))?;
             for k in &d.setup_keys {
                 b.set_current_key(*k)?;
                 for (mk, mv) in d.map_keys.iter().zip(&d.map_values) {
@@ -288,7 +310,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
     name: &str,
     start: usize,
     n: usize,
-    ttl: Option<&StateTtlConfig>,
+    shape: Shape<'_>,
     prefetch: bool,
 ) -> Result<(u64, u64)> {
     let mut ops = 0u64;
@@ -296,7 +318,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
     let mut keys = Select::new(d, name, prefetch);
     match &name[..3] {
         "val" | "set" => {
-            let s = b.value_state::<VoidNamespace, u64>(&value_desc(ttl))?;
+            let s = b.value_state::<VoidNamespace, u64>(&value_desc(shape))?;
             for i in start..start + n {
                 match name {
                     "valueUpdate" => {
@@ -317,7 +339,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
             }
         }
         "lis" => {
-            let s = b.list_state::<VoidNamespace, u64>(&list_desc(ttl))?;
+            let s = b.list_state::<VoidNamespace, u64>(&list_desc(shape))?;
             for i in start..start + n {
                 match name {
                     "listUpdate" => {
@@ -353,7 +375,7 @@ fn run_op<B: KeyedStateBackend<u64>>(
             }
         }
         _ => {
-            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(ttl))?;
+            let s = b.map_state::<VoidNamespace, u64, f64>(&map_desc(shape))?;
             for i in start..start + n {
                 let mk = d.map_keys[i % MAP_KEYS];
                 let mv = d.map_values[i % MAP_KEYS];
@@ -435,18 +457,27 @@ fn fold_entry(op: &str, key: u64, value_bits: u64) -> u64 {
     }
 }
 
+/// Which of an op's runs a figure is of: the plain op, or one changed in one way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Variant {
+    /// With a TTL on the state.
+    pub(crate) ttl: bool,
+    /// With keys prefetched ahead, as the keyed operator runs records.
+    pub(crate) prefetch: bool,
+    /// With the state's `u64`s (values, list elements, map user keys) stored at their
+    /// full width by [`FixedIntegerSerializer`] instead of as postcard varints.
+    pub(crate) fixed: bool,
+}
+
 /// One op's figures.
 pub(crate) struct OpResult {
     pub(crate) state: &'static str,
-    /// Measured with a TTL on the state.
-    pub(crate) ttl: bool,
-    /// Measured with keys prefetched ahead, as the keyed operator runs records.
-    pub(crate) prefetch: bool,
+    pub(crate) variant: Variant,
     pub(crate) op: &'static str,
     pub(crate) samples: Vec<f64>,
-    /// The op's baseline, measured in turn with it (none for TTL and prefetched rows,
-    /// which compare with their plain row's, `setCurrentKey`, or when baselines are
-    /// off).
+    /// The op's baseline, measured in turn with it (only on the plain variant's row:
+    /// the others compare with their plain row's; none for `setCurrentKey`, or when
+    /// baselines are off).
     pub(crate) baseline: Option<Vec<f64>>,
 }
 
@@ -522,6 +553,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) ttl: bool,
     /// Also with keys prefetched ahead.
     pub(crate) prefetch: bool,
+    /// Also with the `u64`s stored by [`FixedIntegerSerializer`].
+    pub(crate) fixed: bool,
 }
 
 /// Runs the ops of `plan` on backends from `f`.
@@ -538,6 +571,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         only,
         ttl: with_ttl,
         prefetch: with_prefetch,
+        fixed: with_fixed,
     } = *plan;
     let mut out = Vec::new();
     let ttl_config = bench_ttl()?;
@@ -546,27 +580,42 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
             continue;
         }
         let kind = Kind::of(state);
-        // The op plain, with TTL and prefetched, and its baseline, each set up on its
-        // own, then timed in turn, one run of each per round: the machine's load
-        // drifts over seconds, and the figures compared are each round's.
-        let mut variants = vec![(false, false)];
+        // The op plain, with TTL, prefetched and with fixed-width integers, and its
+        // baseline, each set up on its own, then timed in turn, one run of each per
+        // round: the machine's load drifts over seconds, and the figures compared are
+        // each round's.
+        let plain = Variant::default();
+        let mut variants = vec![plain];
         if with_ttl {
-            variants.push((true, false));
+            variants.push(Variant { ttl: true, ..plain });
         }
         if with_prefetch {
-            variants.push((false, true));
+            variants.push(Variant {
+                prefetch: true,
+                ..plain
+            });
+        }
+        if with_fixed {
+            variants.push(Variant {
+                fixed: true,
+                ..plain
+            });
         }
         let mut runs: Vec<Run<'_>> = Vec::with_capacity(variants.len() + 1);
-        for &(ttl_on, prefetch) in &variants {
-            let ttl = ttl_on.then_some(&ttl_config);
+        for &v in &variants {
+            let shape = Shape {
+                ttl: v.ttl.then_some(&ttl_config),
+                fixed: v.fixed,
+            };
             let set_up = move || {
                 eprintln!(
-                    "[state] {op}: setting up {SETUP_KEYS} keys (TTL {ttl_on}, prefetch {prefetch})"
+                    "[state] {op}: setting up {SETUP_KEYS} keys (TTL {}, prefetch {}, fixed {})",
+                    v.ttl, v.prefetch, v.fixed
                 );
-                fresh(f, d, kind, ttl)
+                fresh(f, d, kind, shape)
             };
             runs.push(subject(set_up()?, set_up, move |b, start| {
-                run_op(b, d, op, start, BATCH, ttl, prefetch)
+                run_op(b, d, op, start, BATCH, shape, v.prefetch)
             }));
         }
         if let Some(base) = baseline.set_up(d, kind, op)? {
@@ -585,14 +634,13 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
         // Every variant is compared with the one baseline.
         let baseline = samples.next();
-        for ((ttl_on, prefetch), samples) in variants.into_iter().zip(firsts) {
+        for (variant, samples) in variants.into_iter().zip(firsts) {
             out.push(OpResult {
                 state,
-                ttl: ttl_on,
-                prefetch,
+                variant,
                 op,
                 samples,
-                baseline: (!ttl_on && !prefetch).then(|| baseline.clone()).flatten(),
+                baseline: (variant == plain).then(|| baseline.clone()).flatten(),
             });
         }
     }
@@ -743,15 +791,27 @@ mod tests {
             let b = HeapBackendFactory
                 .create(config(128, KeyGroupRange::all(128).unwrap()))
                 .unwrap();
-            setup(&b, &d, kind, None).unwrap();
-            let ours = run_op(&b, &d, op, 0, 700, None, false).unwrap();
+            setup(&b, &d, kind, Shape::default()).unwrap();
+            let ours = run_op(&b, &d, op, 0, 700, Shape::default(), false).unwrap();
             // Prefetching changes what is read and counted in nothing.
             let b = HeapBackendFactory
                 .create(config(128, KeyGroupRange::all(128).unwrap()))
                 .unwrap();
-            setup(&b, &d, kind, None).unwrap();
-            let prefetched = run_op(&b, &d, op, 0, 700, None, true).unwrap();
+            setup(&b, &d, kind, Shape::default()).unwrap();
+            let prefetched = run_op(&b, &d, op, 0, 700, Shape::default(), true).unwrap();
             assert_eq!(prefetched, ours, "{op}: prefetched");
+            // Nor do fixed-width integers, on the backend whose bytes they change.
+            let fixed = Shape {
+                fixed: true,
+                ..Shape::default()
+            };
+            let b = options
+                .create(config(128, KeyGroupRange::all(128).unwrap()))
+                .unwrap();
+            setup(&b, &d, kind, fixed).unwrap();
+            let on_rocksdb = run_op(&b, &d, op, 0, 700, fixed, false).unwrap();
+            assert_eq!(on_rocksdb, ours, "{op}: fixed-width on RocksDB");
+            drop(b);
             let bare = bare::BareMaps::new(&d, kind).run(&d, op, 0, 700);
             let db = flowstate_rocksdb::PlainDb::open(
                 &options,

@@ -15,8 +15,9 @@ pub use isolation::{
 pub use rejection::{bad_input_is_typed_errors, corrupt_snapshots_are_rejected};
 pub use round_trip::{rescaling_every_key_once, snapshot_round_trip_all_kinds};
 pub use state_api::{
-    map_scans_of_every_size, merge_namespaces, same_descriptor_same_state, serialized_value_access,
-    serializer_compatibility_on_restore, unregistered_restored_state_is_kept,
+    fixed_integer_serializer_on_restore, map_scans_of_every_size, merge_namespaces,
+    same_descriptor_same_state, serialized_value_access, serializer_compatibility_on_restore,
+    unregistered_restored_state_is_kept,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +31,7 @@ use flowstate_core::descriptor::{
 };
 use flowstate_core::error::StateError;
 use flowstate_core::keygroup::{KeyGroupRange, key_group_range_for_operator};
-use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
+use flowstate_core::serializer::{FixedIntegerSerializer, SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::{AsyncKeyedSnapshot, KeyedStateHandle};
 use flowstate_core::state::VoidNamespace;
 use flowstate_core::storage::CheckpointStorage;

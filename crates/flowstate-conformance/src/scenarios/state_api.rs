@@ -81,6 +81,101 @@ pub fn serializer_compatibility_on_restore<F: BackendFactory>(factory: &F) {
     assert_eq!(e3.value().unwrap(), Some(2 << 8));
 }
 
+/// [`FixedIntegerSerializer`] across restores: values and list elements the default
+/// serializer wrote migrate to it, a narrower fixed width widens, and both come back
+/// to the default serializer; a narrowing is refused, and map user keys (whose bytes
+/// locate entries) may change in no direction, the stored entries intact after the
+/// refusal.
+pub fn fixed_integer_serializer_on_restore<F: BackendFactory>(factory: &F) {
+    let (_dir, storage) = temp_storage();
+    let ids_default = ListStateDescriptor::<u64>::new("ids");
+    let ids_fixed =
+        ListStateDescriptor::with_serializer("ids", FixedIntegerSerializer::<u64>::arc());
+    let n_u32 = ValueStateDescriptor::with_serializer("n", FixedIntegerSerializer::<u32>::arc());
+    let n_u64 = ValueStateDescriptor::with_serializer("n", FixedIntegerSerializer::<u64>::arc());
+    let n_i64 = ValueStateDescriptor::<i64>::new("n");
+    let m_fixed = MapStateDescriptor::<u64, String>::with_serializers(
+        "m",
+        FixedIntegerSerializer::<u64>::arc(),
+        SerdeSerializer::<String>::arc(),
+    );
+    let m_default = MapStateDescriptor::<u64, String>::new("m");
+    let ids = |k: u64| vec![k, u64::MAX - k, k.wrapping_mul(0x9e37_79b9_7f4a_7c15)];
+
+    let a = factory.create(config::<u64>(128, all(128))).unwrap();
+    let (l, n, m) = (
+        a.list_state::<VoidNamespace, u64>(&ids_default).unwrap(),
+        a.value_state::<VoidNamespace, u32>(&n_u32).unwrap(),
+        a.map_state::<VoidNamespace, u64, String>(&m_fixed).unwrap(),
+    );
+    for k in 0..64u64 {
+        a.set_current_key(k).unwrap();
+        l.add_all(ids(k)).unwrap();
+        n.update(u32::MAX - k as u32).unwrap();
+        m.put(u64::MAX - k, format!("v{k}")).unwrap();
+    }
+    let h1 = snapshot_to(&a, &storage, "fixed-1");
+
+    let b = factory
+        .restore(config::<u64>(128, all(128)), &storage, &[h1])
+        .unwrap();
+    let e = err(b.map_state::<VoidNamespace, u64, String>(&m_default));
+    assert!(
+        matches!(&e, StateError::IncompatibleSerializer { state, .. } if state == "m"),
+        "{e}"
+    );
+    let l2 = b.list_state::<VoidNamespace, u64>(&ids_fixed).unwrap();
+    let n2 = b.value_state::<VoidNamespace, u64>(&n_u64).unwrap();
+    let m2 = b.map_state::<VoidNamespace, u64, String>(&m_fixed).unwrap();
+    for k in 0..64u64 {
+        b.set_current_key(k).unwrap();
+        assert_eq!(l2.get().unwrap(), ids(k));
+        assert_eq!(n2.value().unwrap(), Some(u64::from(u32::MAX) - k));
+        assert_eq!(m2.get(&(u64::MAX - k)).unwrap(), Some(format!("v{k}")));
+    }
+    b.set_current_key(1).unwrap();
+    l2.add(7).unwrap();
+    n2.update(1 << 40).unwrap(); // only a u64 holds it
+    let h2 = snapshot_to(&b, &storage, "fixed-2");
+
+    let c = factory
+        .restore(
+            config::<u64>(128, all(128)),
+            &storage,
+            std::slice::from_ref(&h2),
+        )
+        .unwrap();
+    let e = err(c.value_state::<VoidNamespace, u32>(&n_u32));
+    assert!(
+        matches!(&e, StateError::IncompatibleSerializer { state, .. } if state == "n"),
+        "{e}"
+    );
+    // Back to the default serializer: a wider signed type holds every stored u32, but
+    // the state now holds u64s, which i64 does not.
+    assert!(matches!(
+        err(c.value_state::<VoidNamespace, i64>(&n_i64)),
+        StateError::IncompatibleSerializer { .. }
+    ));
+    let l3 = c.list_state::<VoidNamespace, u64>(&ids_default).unwrap();
+    let n3 = c
+        .value_state::<VoidNamespace, u64>(&ValueStateDescriptor::new("n"))
+        .unwrap();
+    for k in 0..64u64 {
+        c.set_current_key(k).unwrap();
+        let mut expected = ids(k);
+        if k == 1 {
+            expected.push(7);
+        }
+        assert_eq!(l3.get().unwrap(), expected);
+        let n = if k == 1 {
+            1 << 40
+        } else {
+            u64::from(u32::MAX) - k
+        };
+        assert_eq!(n3.value().unwrap(), Some(n));
+    }
+}
+
 /// A restored state that is never registered is carried into later snapshots unchanged.
 pub fn unregistered_restored_state_is_kept<F: BackendFactory>(factory: &F) {
     let (_dir, storage) = temp_storage();

@@ -13,6 +13,9 @@
 //! may evolve (fields added with defaults, removed, reordered, renamed through
 //! aliases, variants added, numbers widened, values made optional).
 //!
+//! [`FixedIntegerSerializer`] (`fixed.rs`) writes integers at their full width, for
+//! values that are mostly large; a user chooses it per state.
+//!
 //! ```
 //! use flowstate_core::serializer::{Compatibility, SerdeSerializer, TypeSerializer};
 //! let s = SerdeSerializer::<(String, u64)>::new();
@@ -22,6 +25,7 @@
 //! assert!(matches!(s.resolve_compatibility(&s.snapshot()), Compatibility::CompatibleAsIs));
 //! ```
 
+mod fixed;
 mod serde;
 pub mod stored;
 
@@ -30,6 +34,9 @@ use std::sync::Arc;
 
 use crate::error::{SerializationError, StateError, StateResult};
 
+pub use self::fixed::{
+    FIXED_INTEGER_IDENTITY, FIXED_INTEGER_VERSION, FixedInteger, FixedIntegerSerializer, FixedKind,
+};
 pub use self::serde::{
     IntegerEncoding, SERDE_POSTCARD_IDENTITY, SerdeSerializer, short_type_name, snapshot_of,
 };

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::fixed::{FIXED_INTEGER_IDENTITY, stored_kind};
 use super::{Compatibility, Incompatibility, SerializerSnapshot, TypeSerializer};
 use crate::error::SerializationError;
 use crate::schema::trace::{Traced, schema_of};
@@ -248,6 +249,9 @@ impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSeria
     }
 
     fn resolve_compatibility(&self, previous: &SerializerSnapshot) -> Compatibility<T> {
+        if previous.identity == FIXED_INTEGER_IDENTITY {
+            return from_fixed_integers::<T>(previous);
+        }
         let stored = match self.stored(previous) {
             Ok(s) => s,
             Err(i) => return Compatibility::Incompatible(i),
@@ -299,6 +303,54 @@ impl<T: Serialize + DeserializeOwned + 'static> TypeSerializer<T> for SerdeSeria
             change,
         })
     }
+}
+
+/// Taking over values a [`super::FixedIntegerSerializer`] wrote: `T` must be an
+/// integer type that holds every value of the stored one (each is read at its fixed
+/// width and written again as postcard).
+fn from_fixed_integers<T: DeserializeOwned + 'static>(
+    previous: &SerializerSnapshot,
+) -> Compatibility<T> {
+    use std::any::TypeId;
+    let old = match stored_kind(previous) {
+        Ok(k) => k,
+        Err(i) => return Compatibility::Incompatible(i),
+    };
+    let as_t = |v: i128| -> Result<T, SerializationError> {
+        let json = match u64::try_from(v) {
+            Ok(u) => serde_json::Value::from(u),
+            Err(_) => serde_json::Value::from(
+                i64::try_from(v)
+                    .map_err(|_| SerializationError::new(format!("{v} out of range")))?,
+            ),
+        };
+        T::deserialize(json).map_err(SerializationError::new)
+    };
+    let integer = [
+        TypeId::of::<u8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<u128>(),
+        TypeId::of::<i8>(),
+        TypeId::of::<i16>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<i128>(),
+    ]
+    .contains(&TypeId::of::<T>());
+    let (lo, hi) = old.range();
+    if !integer || as_t(lo).is_err() || as_t(hi).is_err() {
+        return Compatibility::Incompatible(
+            format!(
+                "stored as fixed-width {}, which `{}` cannot hold",
+                old.name(),
+                short_type_name(std::any::type_name::<T>())
+            )
+            .into(),
+        );
+    }
+    Compatibility::CompatibleAfterMigration(Arc::new(move |b: &[u8]| as_t(old.decode(b)?)))
 }
 
 /// Postcard's output: appends to a borrowed buffer.

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::SerializerSnapshot;
+use super::fixed::{FIXED_INTEGER_IDENTITY, FixedKind, stored_kind};
 use super::serde::{SERDE_POSTCARD_IDENTITY, parse_stored, snapshot_of};
 use crate::schema::de::DecodeError;
 use crate::schema::{Schema, json};
@@ -24,6 +25,8 @@ pub enum StoredFormat {
     },
     /// State TTL: an 8-byte little-endian last-access timestamp, then the inner bytes.
     Ttl(Box<StoredFormat>),
+    /// [`super::FixedIntegerSerializer`]: an integer at its full width.
+    FixedInteger(FixedKind),
     /// Any other serializer (Avro, protobuf, user-defined): bytes as they are.
     Other {
         /// The serializer's identity.
@@ -44,6 +47,9 @@ impl StoredFormat {
         if s.identity == TTL_IDENTITY {
             return ttl_inner_snapshot(s)
                 .map_or_else(other, |inner| StoredFormat::Ttl(Box::new(Self::of(&inner))));
+        }
+        if s.identity == FIXED_INTEGER_IDENTITY {
+            return stored_kind(s).map_or_else(|_| other(), StoredFormat::FixedInteger);
         }
         if s.identity != SERDE_POSTCARD_IDENTITY {
             return other();
@@ -83,6 +89,7 @@ impl StoredFormat {
                 None => format!("{type_name} (no stored schema)"),
             },
             StoredFormat::Ttl(inner) => format!("ttl({})", inner.describe()),
+            StoredFormat::FixedInteger(k) => format!("{} (fixed-width)", k.name()),
             StoredFormat::Other { identity, version } => format!("{identity} v{version}"),
         }
     }
@@ -103,6 +110,7 @@ impl StoredFormat {
         match self {
             StoredFormat::Serde { schema, .. } => schema.is_some(),
             StoredFormat::Ttl(inner) => inner.decodes(),
+            StoredFormat::FixedInteger(_) => true,
             StoredFormat::Other { .. } => false,
         }
     }
@@ -123,6 +131,17 @@ impl StoredFormat {
                 m.insert("ttl_last_access_ms".into(), Value::from(ts));
                 m.insert("value".into(), inner.render(&bytes[8..])?);
                 Ok(Value::Object(m))
+            }
+            StoredFormat::FixedInteger(k) => {
+                let v = k.decode(bytes).map_err(|e| DecodeError {
+                    path: None,
+                    message: e.to_string(),
+                })?;
+                // At most 64 bits wide: one of the two always holds it.
+                Ok(u64::try_from(v).map_or_else(
+                    |_| Value::from(i64::try_from(v).unwrap_or_default()),
+                    Value::from,
+                ))
             }
             _ => Ok(Value::String(hex(bytes))),
         }
@@ -149,6 +168,14 @@ impl StoredFormat {
                 let mut out = ts.to_le_bytes().to_vec();
                 out.extend(inner.encode(inner_value)?);
                 Ok(out)
+            }
+            StoredFormat::FixedInteger(k) => {
+                let v = value
+                    .as_u64()
+                    .map(i128::from)
+                    .or_else(|| value.as_i64().map(i128::from))
+                    .ok_or_else(|| err(format!("expected an integer, found {value}")))?;
+                k.encode(v).map_err(|e| err(e.to_string()))
             }
             _ => value
                 .as_str()
@@ -222,6 +249,29 @@ mod tests {
             serde_json::json!({"ttl_last_access_ms": 1234, "value": 7})
         );
         assert_eq!(f.encode(&v).unwrap(), bytes);
+    }
+
+    #[test]
+    fn fixed_integers_render_and_encode_back() {
+        use crate::serializer::FixedIntegerSerializer;
+        let f = StoredFormat::of(&FixedIntegerSerializer::<i64>::new().snapshot());
+        assert_eq!(f.describe(), "i64 (fixed-width)");
+        assert!(f.decodes());
+        let mut bytes = Vec::new();
+        FixedIntegerSerializer::<i64>::new()
+            .serialize_into(&-3, &mut bytes)
+            .unwrap();
+        assert_eq!(f.render(&bytes).unwrap(), serde_json::json!(-3));
+        assert_eq!(f.encode(&serde_json::json!(-3)).unwrap(), bytes);
+        assert!(f.render(&bytes[1..]).is_err());
+        assert!(f.encode(&serde_json::json!("x")).is_err());
+        let u = StoredFormat::of(&FixedIntegerSerializer::<u64>::new().snapshot());
+        assert_eq!(u.render(&[0xff; 8]).unwrap(), serde_json::json!(u64::MAX));
+        assert!(u.encode(&serde_json::json!(-1)).is_err());
+        // A snapshot naming no integer type shows bytes.
+        let mut odd = FixedIntegerSerializer::<u64>::new().snapshot();
+        odd.schema = b"u65".to_vec();
+        assert!(!StoredFormat::of(&odd).decodes());
     }
 
     #[test]
