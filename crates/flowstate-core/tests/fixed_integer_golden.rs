@@ -39,6 +39,14 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `bytes` read by the serializer of `T`, shown as the fixture shows values.
+fn read<T: FixedInteger + std::fmt::Display>(bytes: &[u8]) -> String {
+    FixedIntegerSerializer::<T>::new()
+        .deserialize(bytes)
+        .unwrap()
+        .to_string()
+}
+
 /// One row per value: type, value, bytes; and a check that the bytes read back.
 struct Rows(Vec<String>);
 
@@ -116,39 +124,15 @@ fn fixed_integer_bytes_are_pinned() {
         let [ty, value, bytes]: [&str; 3] =
             line.split('\t').collect::<Vec<_>>().try_into().unwrap();
         let bytes = unhex(bytes);
-        let read = match ty {
-            "u8" => FixedIntegerSerializer::<u8>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "u16" => FixedIntegerSerializer::<u16>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "u32" => FixedIntegerSerializer::<u32>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "u64" => FixedIntegerSerializer::<u64>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "i8" => FixedIntegerSerializer::<i8>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "i16" => FixedIntegerSerializer::<i16>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "i32" => FixedIntegerSerializer::<i32>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
-            "i64" => FixedIntegerSerializer::<i64>::new()
-                .deserialize(&bytes)
-                .unwrap()
-                .to_string(),
+        let shown = match ty {
+            "u8" => read::<u8>(&bytes),
+            "u16" => read::<u16>(&bytes),
+            "u32" => read::<u32>(&bytes),
+            "u64" => read::<u64>(&bytes),
+            "i8" => read::<i8>(&bytes),
+            "i16" => read::<i16>(&bytes),
+            "i32" => read::<i32>(&bytes),
+            "i64" => read::<i64>(&bytes),
             "snapshot" => {
                 assert_eq!(
                     value,
@@ -159,6 +143,6 @@ fn fixed_integer_bytes_are_pinned() {
             }
             other => panic!("unknown type {other}"),
         };
-        assert_eq!(read, value, "{line}");
+        assert_eq!(shown, value, "{line}");
     }
 }

@@ -218,6 +218,20 @@ impl<T: FixedInteger> FixedIntegerSerializer<T> {
     }
 }
 
+/// `v` as `T`, or why `T` cannot hold it.
+fn narrow<T: FixedInteger>(v: i128) -> Result<T, SerializationError> {
+    T::try_from(v).map_err(|_| SerializationError::new(format!("{v} out of range")))
+}
+
+/// `v` as a JSON number: every value of a kind (at most 64 bits wide) is a `u64` or
+/// an `i64`; `None` for anything wider.
+pub(crate) fn json_number(v: i128) -> Option<serde_json::Value> {
+    match u64::try_from(v) {
+        Ok(u) => Some(u.into()),
+        Err(_) => i64::try_from(v).ok().map(Into::into),
+    }
+}
+
 /// The kind a fixed-integer snapshot names, or why it names none.
 pub(crate) fn stored_kind(s: &SerializerSnapshot) -> Result<FixedKind, Incompatibility> {
     if s.version != FIXED_INTEGER_VERSION {
@@ -248,9 +262,8 @@ impl<T: FixedInteger> TypeSerializer<T> for FixedIntegerSerializer<T> {
     }
 
     fn deserialize(&self, bytes: &[u8]) -> Result<T, SerializationError> {
-        let v = T::KIND.decode(bytes)?;
         // In range by construction of `decode`.
-        T::try_from(v).map_err(|_| SerializationError::new(format!("{v} out of range")))
+        narrow(T::KIND.decode(bytes)?)
     }
 
     fn snapshot(&self) -> SerializerSnapshot {
@@ -288,8 +301,7 @@ impl<T: FixedInteger> TypeSerializer<T> for FixedIntegerSerializer<T> {
             Compatibility::CompatibleAsIs
         } else if old.fits_in(T::KIND) {
             Compatibility::CompatibleAfterMigration(Arc::new(move |b: &[u8]| {
-                let v = old.decode(b)?;
-                T::try_from(v).map_err(|_| SerializationError::new(format!("{v} out of range")))
+                narrow(old.decode(b)?)
             }))
         } else {
             Compatibility::Incompatible(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::fixed::{FIXED_INTEGER_IDENTITY, stored_kind};
+use super::fixed::{FIXED_INTEGER_IDENTITY, json_number, stored_kind};
 use super::{Compatibility, Incompatibility, SerializerSnapshot, TypeSerializer};
 use crate::error::SerializationError;
 use crate::schema::trace::{Traced, schema_of};
@@ -317,13 +317,8 @@ fn from_fixed_integers<T: DeserializeOwned + 'static>(
         Err(i) => return Compatibility::Incompatible(i),
     };
     let as_t = |v: i128| -> Result<T, SerializationError> {
-        let json = match u64::try_from(v) {
-            Ok(u) => serde_json::Value::from(u),
-            Err(_) => serde_json::Value::from(
-                i64::try_from(v)
-                    .map_err(|_| SerializationError::new(format!("{v} out of range")))?,
-            ),
-        };
+        let json =
+            json_number(v).ok_or_else(|| SerializationError::new(format!("{v} out of range")))?;
         T::deserialize(json).map_err(SerializationError::new)
     };
     let integer = [

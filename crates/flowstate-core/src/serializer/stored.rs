@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::SerializerSnapshot;
-use super::fixed::{FIXED_INTEGER_IDENTITY, FixedKind, stored_kind};
+use super::fixed::{FIXED_INTEGER_IDENTITY, FixedKind, json_number, stored_kind};
 use super::serde::{SERDE_POSTCARD_IDENTITY, parse_stored, snapshot_of};
 use crate::schema::de::DecodeError;
 use crate::schema::{Schema, json};
@@ -137,11 +137,10 @@ impl StoredFormat {
                     path: None,
                     message: e.to_string(),
                 })?;
-                // At most 64 bits wide: one of the two always holds it.
-                Ok(u64::try_from(v).map_or_else(
-                    |_| Value::from(i64::try_from(v).unwrap_or_default()),
-                    Value::from,
-                ))
+                json_number(v).ok_or_else(|| DecodeError {
+                    path: None,
+                    message: format!("{v} is wider than 64 bits"),
+                })
             }
             _ => Ok(Value::String(hex(bytes))),
         }
