@@ -23,7 +23,6 @@ pub use state_api::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use flowstate_core::backend::KeyedStateBackend;
 use flowstate_core::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
