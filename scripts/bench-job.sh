@@ -10,6 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
+# Without the anchor every Flink column would come out empty: stop instead.
+if [ ! -x "$anchor/run.sh" ]; then
+  echo "no Flink anchor at $anchor (set FLINK_ANCHOR to ../shared/flink-anchor)" >&2
+  exit 1
+fi
 runs=${1:-3}
 n=${2:-2000000}
 k=1000000

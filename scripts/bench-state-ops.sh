@@ -13,6 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowstate-target}"
 anchor="${FLINK_ANCHOR:-$(cd .. && pwd)/shared/flink-anchor}"
+# Without the anchor every Flink column would come out empty: stop instead.
+if [ ! -x "$anchor/run.sh" ]; then
+  echo "no Flink anchor at $anchor (set FLINK_ANCHOR to ../shared/flink-anchor)" >&2
+  exit 1
+fi
 iterations=${1:-5}
 seconds=${2:-1}
 warmup=${3:-2}
