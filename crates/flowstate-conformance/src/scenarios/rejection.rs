@@ -86,6 +86,20 @@ pub fn corrupt_snapshots_are_rejected<F: BackendFactory>(factory: &F) {
         "the pristine snapshot must restore"
     );
     let bytes = storage.get(&pristine.path).unwrap();
+    // `place` must reach the file the storage reads: were it written anywhere else,
+    // every restore below would fail for a missing file and the scenario could not fail.
+    place("corrupt", &bytes);
+    assert!(
+        !restore_fails(
+            factory,
+            &storage,
+            &KeyedStateHandle {
+                path: "corrupt".into(),
+                ..pristine.clone()
+            }
+        ),
+        "an undamaged placed copy must restore"
+    );
     for i in 0..bytes.len() {
         let mut flipped = bytes.to_vec();
         flipped[i] ^= 0x5a;
