@@ -164,17 +164,19 @@ impl<T: Clone + 'static> Codec<Vec<T>> for ListCodec<T> {
             .collect()
     }
     fn touch(&self, values: &[&Vec<T>]) {
-        // Loading an element takes a copy of it: only of elements that own nothing
-        // (no drop glue), whose copy is a load and no allocation. The last one is
-        // where an append writes.
-        if !std::mem::needs_drop::<T>() {
-            for value in values {
-                std::hint::black_box(value.last().cloned());
+        // The last element is where an append writes. A prefetch, not a load: a load
+        // of it held its place in the CPU's reorder window until the line came, so a
+        // read that never goes into the elements (`listGet` taking the length) paid
+        // for it (prefetched `listGet` ~22 M -> ~26 M/s, back to back on a 480 MiB-L3
+        // Xeon); it also needs no copy, so elements with drop glue are touched too.
+        for value in values {
+            if let Some(last) = value.last() {
+                flowstate_prefetch::prefetch(last);
             }
         }
     }
     fn touches(&self) -> bool {
-        !std::mem::needs_drop::<T>()
+        true
     }
 }
 

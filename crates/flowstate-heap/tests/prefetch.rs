@@ -226,3 +226,46 @@ fn zero_sized_entries_are_prefetched_and_keep_their_value() {
     b.set_current_key(()).unwrap();
     assert_eq!(s.value().unwrap(), Some(()));
 }
+
+/// A list of elements with drop glue (`String`s), big enough that the prefetch probes
+/// it and loads each list's last element line: every list reads back as written, and
+/// an append after the prefetch lands at its end.
+#[test]
+fn lists_of_owned_elements_are_prefetched_and_keep_their_elements() {
+    let b = backend(KeyGroupRange::all(MAX_P).unwrap());
+    let s = b
+        .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("strings"))
+        .unwrap();
+    let keys: Vec<u64> = (0..FILLED as u64).collect();
+    for &k in &keys {
+        b.set_current_key(k).unwrap();
+        s.add(format!("first {k}")).unwrap();
+        s.add(format!("second {k}")).unwrap();
+    }
+    for chunk in keys.chunks(32) {
+        let batch: Vec<(u32, &u64)> = chunk
+            .iter()
+            .map(|k| (b.key_group_of(k).unwrap(), k))
+            .collect();
+        // Twice: a read inside the lists between them makes the second load elements.
+        b.prefetch(&batch);
+        for &(kg, k) in &batch {
+            b.set_current_key_in_group(*k, kg).unwrap();
+            assert_eq!(
+                s.get().unwrap(),
+                vec![format!("first {k}"), format!("second {k}")]
+            );
+        }
+        b.prefetch(&batch);
+        for &(kg, k) in &batch {
+            b.set_current_key_in_group(*k, kg).unwrap();
+            s.add(format!("third {k}")).unwrap();
+        }
+    }
+    for &k in &keys {
+        b.set_current_key(k).unwrap();
+        let got = s.get().unwrap();
+        assert_eq!(got.len(), 3, "key {k}");
+        assert_eq!(got[2], format!("third {k}"));
+    }
+}
