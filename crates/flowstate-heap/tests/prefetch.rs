@@ -228,8 +228,8 @@ fn zero_sized_entries_are_prefetched_and_keep_their_value() {
 }
 
 /// A list of elements with drop glue (`String`s), big enough that the prefetch probes
-/// it and loads each list's last element line: every list reads back as written, and
-/// an append after the prefetch lands at its end.
+/// it and requests each list's last element: every list reads back as written, and an
+/// append after the prefetch lands at its end.
 #[test]
 fn lists_of_owned_elements_are_prefetched_and_keep_their_elements() {
     let b = backend(KeyGroupRange::all(MAX_P).unwrap());
