@@ -247,7 +247,7 @@ fn lists_of_owned_elements_are_prefetched_and_keep_their_elements() {
             .iter()
             .map(|k| (b.key_group_of(k).unwrap(), k))
             .collect();
-        // Twice: a read inside the lists between them makes the second load elements.
+        // Twice: a read inside the lists between them makes the second request elements.
         b.prefetch(&batch);
         for &(kg, k) in &batch {
             b.set_current_key_in_group(*k, kg).unwrap();
