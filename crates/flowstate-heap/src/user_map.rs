@@ -28,8 +28,8 @@ const LINEAR_PLAIN_BYTES: usize = 256;
 ///
 /// A key without drop glue owns no heap data (integers, `char`s, arrays and plain
 /// structs of them; a `&'static str` would be the exception) and is compared where it
-/// lies, so a linear search reads only the
-/// vector: up to [`LINEAR_MAX_PLAIN`] pairs when they fit in [`LINEAR_PLAIN_BYTES`].
+/// lies, so a linear search reads only the vector: up to [`LINEAR_MAX_PLAIN`] pairs
+/// when they fit in [`LINEAR_PLAIN_BYTES`], never fewer than [`LINEAR_MAX`].
 /// That keeps maps of 9 to 16 such pairs out of `hashbrown`, whose control bytes cost
 /// the keyed operator's prefetch a load that waits before it can request the pairs
 /// (the vector's pairs it requests from the entry alone). A key that owns heap data
@@ -49,6 +49,7 @@ pub(crate) const fn linear_max<UK, UV>() -> usize {
         fit
     }
 }
+
 /// Most pairs whose lines [`UserMap::prefetch_pairs`] all requests (a hash map of up
 /// to 16 pairs spans at most 32 buckets).
 pub(crate) const PREFETCH_MAX_PAIRS: usize = 16;
