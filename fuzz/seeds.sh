@@ -14,6 +14,7 @@ seed() {
 seed keygroup_file crates/flowstate-runtime/tests/golden/*/chk-*/*.kgs crates/flowstate-conformance/golden/*/*.kgs
 seed operator_file crates/flowstate-runtime/tests/golden/*/chk-*/*.ops crates/flowstate-conformance/golden/*/*.ops
 seed native_manifest crates/flowstate-rocksdb/tests/golden/*/native-manifest
+seed rocksdb_list crates/flowstate-core/tests/golden/rocksdb_list/*
 seed checkpoint_metadata crates/flowstate-runtime/tests/golden/*/chk-*/_metadata
 seed checkpoint_history crates/flowstate-core/tests/golden/history/*/_history
 # State schemas: u16 length, schema JSON, then a value's bytes.

@@ -17,7 +17,7 @@ case "${1:-}" in
   --time) limit="-max_total_time=$2"; shift 2 ;;
 esac
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(keygroup_file operator_file native_manifest checkpoint_metadata checkpoint_history state_schema)
+[ ${#targets[@]} -eq 0 ] && targets=(keygroup_file operator_file native_manifest rocksdb_list checkpoint_metadata checkpoint_history state_schema)
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain here; fuzzing skipped" >&2
   exit 0

@@ -1,5 +1,6 @@
 //! Fuzz targets for every decoder of Flowstate's on-disk formats: key-group snapshot
-//! files, operator-state files, RocksDB native manifests and checkpoint `_metadata`.
+//! files, operator-state files, RocksDB native manifests, RocksDB list values and
+//! checkpoint `_metadata`.
 //!
 //! Each target first *fixes up* the checksums of its input (the formats cover every
 //! byte with CRC-32C), so mutations reach the parsers behind the checksums instead of
@@ -19,6 +20,7 @@ use flowstate_core::format::KIND_KEYED_MANAGED;
 use flowstate_core::keygroup::KeyGroupRange;
 use flowstate_core::native_manifest::NativeManifest;
 use flowstate_core::operator::{OperatorStateHandle, OperatorStateStore};
+use flowstate_core::rocksdb_list::{StoredItems, stored_list_items, stored_list_to_canonical};
 use flowstate_core::snapshot::{
     KeyedStateHandle, SnapshotFormat, read_keyed_state, section_entries,
 };
@@ -228,6 +230,25 @@ pub fn native_manifest(data: &[u8]) {
             assert!(back.is_ok(), "re-encoded manifest does not decode");
         }
     }
+}
+
+/// A RocksDB list value (length-prefixed elements and runs of integers). What reads
+/// converts to a canonical list of the same elements.
+pub fn rocksdb_list(data: &[u8]) {
+    if let Ok(items) = stored_list_items(data, "list") {
+        let canonical = stored_list_to_canonical(data, "list");
+        let back = canonical
+            .as_deref()
+            .map(|c| flowstate_core::snapshot::payload::list_items(c, "canonical"));
+        assert!(
+            matches!(back, Ok(Ok(ref b)) if *b == items),
+            "a readable list value has no canonical form of its elements"
+        );
+    }
+    // The iterator ends after its first error.
+    let mut it = StoredItems::new(data, "list");
+    while let Some(Ok(_)) = it.next() {}
+    assert!(it.next().is_none(), "the list iterator goes on after an error");
 }
 
 /// A checkpoint `_metadata` JSON document, parsed with every check the runtime does.

@@ -201,8 +201,9 @@ fn list_ops() -> impl Strategy<Value = Vec<ListOp>> {
             3 => (0..6u64).prop_map(ListOp::Key),
             2 => (0..3u32).prop_map(ListOp::Ns),
             4 => any::<i32>().prop_map(ListOp::Add),
-            2 => vec(any::<i32>(), 0..4).prop_map(ListOp::AddAll),
-            2 => vec(any::<i32>(), 0..4).prop_map(ListOp::Update),
+            // Up to seven: the RocksDB backend stores four or more integers as a run.
+            2 => vec(any::<i32>(), 0..8).prop_map(ListOp::AddAll),
+            2 => vec(any::<i32>(), 0..8).prop_map(ListOp::Update),
             4 => Just(ListOp::Get),
             1 => Just(ListOp::Clear),
             1 => ((0..3u32), vec(0..3u32, 0..3)).prop_map(|(t, s)| ListOp::Merge(t, s)),

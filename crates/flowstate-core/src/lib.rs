@@ -28,6 +28,7 @@ pub mod native_manifest;
 pub mod operator;
 pub mod raw;
 pub mod registry;
+pub mod rocksdb_list;
 pub mod schema;
 pub mod serializer;
 pub mod snapshot;

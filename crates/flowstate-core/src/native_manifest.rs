@@ -6,6 +6,9 @@
 //! - version 1: SST entries are `name | shared path | size u64`;
 //! - version 2: each SST entry adds `flag u8 | crc32c u32 (when flag = 1)`, verified
 //!   when the file is read back at restore. Version-1 manifests are still read.
+//! - version 3: the manifest's bytes as version 2's; its SST files may hold list
+//!   values with runs of integers (`docs/formats.md`, "Key and value layout"), which a
+//!   reader of version 2 would fail on mid-job, so it refuses the manifest instead.
 //!
 //! Defined in core (not the RocksDB crate) so the decoder can be fuzzed and read
 //! offline without linking RocksDB.
@@ -17,8 +20,9 @@ use crate::snapshot::{SharedFile, StateMetaInfo, decode_header, encode_header};
 use crate::{StateError, StateResult};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"FLWSRDB\0";
-/// Version 2 adds a CRC-32C per SST file (version 1 manifests are still read).
-pub const MANIFEST_VERSION: u32 = 2;
+/// Version 2 adds a CRC-32C per SST file; version 3 marks SST files whose list values
+/// may hold runs of integers (versions 1 and 2 are still read).
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// Everything a native manifest records.
 pub struct NativeManifest {
@@ -196,6 +200,26 @@ mod tests {
             .as_ref()
             .map(|b| (b.ssts.clone(), b.metas[0].name.clone()));
         assert_eq!(back, Ok((m.ssts.clone(), "count".to_string())));
+    }
+
+    /// Version 3 changed what the SST files may hold, not the manifest's bytes: the
+    /// same body framed as version 2 reads the same, and a later version is refused.
+    #[test]
+    fn version_3_has_version_2_bytes() {
+        let m = manifest("count");
+        let bytes = m.encode().unwrap_or_default();
+        assert_eq!(bytes.get(8..12), Some(&3u32.to_le_bytes()[..]));
+        let body = unframe(&bytes, "m", MANIFEST_MAGIC, MANIFEST_VERSION, "t").unwrap_or_default();
+        let v2 = NativeManifest::decode(&frame(MANIFEST_MAGIC, 2, body), "m")
+            .map(|b| b.ssts)
+            .map_err(|e| e.to_string());
+        assert_eq!(v2, Ok(m.ssts));
+        let v4 = NativeManifest::decode(&frame(MANIFEST_MAGIC, 4, body), "m");
+        assert!(
+            matches!(v4, Err(StateError::UnsupportedVersion { found: 4, .. })),
+            "{:?}",
+            v4.err()
+        );
     }
 
     /// A manifest whose frame checksum is valid but whose state name RocksDB cannot

@@ -73,8 +73,8 @@ pub(crate) fn fresh_dir(base: &Path, kind: &str) -> StateResult<PathBuf> {
     Ok(dir)
 }
 
-/// Append merge for list state: stored lists are concatenations of length-prefixed
-/// elements, so appending is concatenation and needs no read.
+/// Append merge for list state: stored lists are concatenations of items
+/// (`flowstate_core::rocksdb_list`), so appending is concatenation and needs no read.
 fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
     let mut out = Vec::with_capacity(len);

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use flowstate_core::format::{put_varint, put_vbytes};
 use flowstate_core::keygroup::KeyGroupRange;
 pub(crate) use flowstate_core::native_manifest::NativeManifest as Manifest;
+use flowstate_core::rocksdb_list::stored_list_to_canonical;
 use flowstate_core::serializer::SerializerSnapshot;
 use flowstate_core::snapshot::{
     AsyncKeyedSnapshot, EntryEncoder, KeyedSnapshot, KeyedStateHandle, KeyedStateWriter,
@@ -31,7 +32,6 @@ use rocksdb::DB;
 
 use crate::db::{DbSettings, DirGuard, ioerr, rerr, total_order_read_options};
 use crate::keys::{key_group_start, parse_key};
-use crate::states::stored_list_to_canonical;
 
 /// Which uploaded SST files later checkpoints may refer to.
 #[derive(Default)]

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, RwLock};
 
-use flowstate_core::format::ByteReader;
+use flowstate_core::rocksdb_list::StoredItems;
 use flowstate_core::ttl::{TtlClock, payload_expired};
 use rocksdb::CompactionDecision;
 use rocksdb::compaction_filter::CompactionFilter;
@@ -89,10 +89,9 @@ pub(crate) struct TtlFilter {
 /// Whether every element of a stored list is expired (malformed lists are kept, to be
 /// reported when read).
 fn list_all_expired(stored: &[u8], ttl_ms: i64, now: i64) -> bool {
-    let mut r = ByteReader::new(stored, "list");
     let mut any = false;
-    while !r.is_empty() {
-        match r.vbytes("list element") {
+    for item in StoredItems::new(stored, "list") {
+        match item {
             Ok(e) if payload_expired(e, ttl_ms, now) => any = true,
             _ => return false,
         }

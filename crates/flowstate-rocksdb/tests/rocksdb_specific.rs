@@ -163,6 +163,56 @@ fn check_mixed<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) -> 
     n
 }
 
+/// The integers of key `k`'s list: stored as a run (`add_all` of five), then one more
+/// element of its own (`add`).
+fn ints(k: u64) -> Vec<i64> {
+    vec![
+        k as i64,
+        i64::MIN + k as i64,
+        1 << 40,
+        0,
+        -(k as i64) * 1_000_003,
+        7,
+    ]
+}
+
+/// An integer list state (`ints`) beside `fill_mixed`'s; fixtures from `v3` hold it.
+fn fill_ints<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) {
+    let n = b
+        .list_state::<VoidNamespace, i64>(&ListStateDescriptor::new("n"))
+        .unwrap();
+    for k in keys {
+        if b.key_group_range().contains(b.key_group_of(&k).unwrap()) {
+            b.set_current_key(k).unwrap();
+            let mut all = ints(k);
+            let last = all.pop().unwrap();
+            n.add_all(all).unwrap();
+            n.add(last).unwrap();
+        }
+    }
+}
+
+/// How many of `keys` fall in `b`'s key groups.
+fn owned<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) -> usize {
+    keys.filter(|k| b.key_group_range().contains(b.key_group_of(k).unwrap()))
+        .count()
+}
+
+fn check_ints<B: KeyedStateBackend<u64>>(b: &B, keys: std::ops::Range<u64>) -> usize {
+    let n = b
+        .list_state::<VoidNamespace, i64>(&ListStateDescriptor::new("n"))
+        .unwrap();
+    let mut count = 0;
+    for k in keys {
+        if b.key_group_range().contains(b.key_group_of(&k).unwrap()) {
+            b.set_current_key(k).unwrap();
+            assert_eq!(n.get().unwrap(), ints(k), "key {k}");
+            count += 1;
+        }
+    }
+    count
+}
+
 #[test]
 fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,6 +227,7 @@ fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
         ))
         .unwrap();
         fill_mixed(&h, 0..3_000);
+        fill_ints(&h, 0..3_000);
         heap_handles.push(
             h.savepoint()
                 .unwrap()
@@ -196,6 +247,9 @@ fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
         )
         .unwrap();
         total += check_mixed(&r, 0..3_000);
+        assert_eq!(check_ints(&r, 0..3_000), check_mixed(&r, 0..3_000));
+        // Written again here, so the RocksDB savepoint holds lists stored as runs.
+        fill_ints(&r, 3_000..4_000);
         rocks_handles.push(
             r.savepoint()
                 .unwrap()
@@ -213,6 +267,7 @@ fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
                 HeapKeyedStateBackend::<u64>::restore(config(128, range), &storage, &rocks_handles)
                     .unwrap();
             total += check_mixed(&h, 0..3_000);
+            assert_eq!(check_ints(&h, 0..4_000), owned(&h, 0..4_000));
         }
         assert_eq!(total, 3_000, "heap at {p}");
     }
@@ -341,7 +396,7 @@ fn memory_bound_option_holds_and_reads_back() {
 }
 
 /// The native manifest version this build writes (golden fixtures are per version).
-const CURRENT_NATIVE: &str = "v2";
+const CURRENT_NATIVE: &str = "v3";
 
 /// A committed native (incremental) snapshot of format `version`: manifest plus SST
 /// files. Future versions must keep restoring every one. Writes only the current
@@ -359,6 +414,7 @@ fn golden_native(version: &str) {
         o.shared_prefix = format!("{version}/shared");
         let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), o).unwrap();
         fill_mixed(&b, 0..60);
+        fill_ints(&b, 0..60);
         let h = b
             .snapshot(1)
             .unwrap()
@@ -383,6 +439,11 @@ fn golden_native(version: &str) {
     )
     .unwrap();
     assert_eq!(check_mixed(&r, 0..60), 60);
+    // From `v3` on, integer lists stored as runs (`docs/formats.md`).
+    let ints_from_v3 = version >= "v3";
+    if ints_from_v3 {
+        assert_eq!(check_ints(&r, 0..60), 60);
+    }
     // Rescaled from the fixture as well.
     let mut total = 0;
     for i in 0..2 {
@@ -395,13 +456,16 @@ fn golden_native(version: &str) {
         )
         .unwrap();
         total += check_mixed(&r, 0..60);
+        if ints_from_v3 {
+            assert_eq!(check_ints(&r, 0..60), check_mixed(&r, 0..60));
+        }
     }
     assert_eq!(total, 60);
 }
 
 #[test]
 fn reads_golden_native_snapshots() {
-    for version in ["v1", "v2"] {
+    for version in ["v1", "v2", "v3"] {
         golden_native(version);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use flowstate_core::descriptor::validate_state_name;
 use flowstate_core::format::put_vbytes;
+use flowstate_core::rocksdb_list::stored_list_items;
 use flowstate_core::serializer::{MigrationReader, SerdeSerializer, TypeSerializer};
 use flowstate_core::snapshot::{StateMetaInfo, check_kind};
 use flowstate_core::state::{Namespace, StateKey, StateKind, VoidNamespace};
@@ -19,7 +20,7 @@ use rocksdb::{BoundColumnFamily, WriteBatch};
 
 use crate::cache::EntryCache;
 use crate::db::{rerr, total_order_read_options};
-use crate::states::{RocksState, stored_list_items};
+use crate::states::RocksState;
 use crate::ttl_filter::TtlFilterSpec;
 
 use super::{Registered, Resolver, Rewrite, RocksDbKeyedStateBackend};
@@ -85,6 +86,24 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         }
         it.status().map_err(rerr("iterate"))?;
         Ok(n)
+    }
+
+    /// Every (key, value) of state `name` as RocksDB holds it (list appends merged):
+    /// for tests of the stored layout.
+    #[cfg(test)]
+    pub(crate) fn raw_entries(&self, name: &str) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.write_deferred()?;
+        let db = self.db();
+        let cf = self.state_cf(name)?;
+        let mut it = db.raw_iterator_cf_opt(&cf, total_order_read_options());
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            out.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(rerr("iterate"))?;
+        Ok(out)
     }
 
     /// Fails once a migration stopped part-way (see `half_migrated`).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flowstate_core::backend::KeyedBackendConfig;
 use flowstate_core::format::put_vbytes;
+use flowstate_core::rocksdb_list::canonical_list_to_stored;
 use flowstate_core::serializer::require_same_layout;
 use flowstate_core::snapshot::{
     ClaimMode, KeyedStateHandle, SnapshotFormat, StateMetaInfo, check_entry_key_group,
@@ -25,7 +26,6 @@ use crate::db::{
 use crate::keys::{ALL_KEYS_END, key_group_start, key_prefix};
 use crate::options::RocksDbOptions;
 use crate::snapshot::{Manifest, lock};
-use crate::states::canonical_list_to_stored;
 
 use super::RocksDbKeyedStateBackend;
 

@@ -1,10 +1,13 @@
-//! List state on RocksDB: a concatenation of length-prefixed elements per key and
-//! namespace; appends are merge operands, never a read-modify-write.
+//! List state on RocksDB: one stored list per key and namespace (`flowstate_core::rocksdb_list`:
+//! length-prefixed elements and runs of integers); appends are merge operands, never a
+//! read-modify-write.
 
 use flowstate_core::StateResult;
-use flowstate_core::format::{ByteReader, put_len_prefixed, put_varint, put_vbytes};
+use flowstate_core::format::put_len_prefixed;
+use flowstate_core::rocksdb_list::{
+    begin_run, canonical_list_to_stored, stored_list_items, stored_list_to_canonical,
+};
 use flowstate_core::serializer::IntegerEncoding;
-use flowstate_core::snapshot::payload;
 use flowstate_core::state::{
     InternalKvState, InternalListState, InternalMergingState, ListState, Namespace, StateKey,
     StateValue,
@@ -13,47 +16,22 @@ use flowstate_core::state::{
 use super::{ListX, RocksState, ser_err};
 use crate::buffers::Buf;
 
-/// Splits a stored list (length-prefixed elements back to back) into elements.
-pub(crate) fn stored_list_items<'a>(stored: &'a [u8], what: &'a str) -> StateResult<Vec<&'a [u8]>> {
-    let mut r = ByteReader::new(stored, what);
-    let mut items = Vec::new();
-    while !r.is_empty() {
-        items.push(r.vbytes("list element")?);
-    }
-    Ok(items)
-}
-
-/// Canonical list payload (count, then elements) of a stored list.
-pub(crate) fn stored_list_to_canonical(stored: &[u8], what: &str) -> StateResult<Vec<u8>> {
-    let n = stored_list_items(stored, what)?.len();
-    let mut out = Vec::with_capacity(stored.len() + 5);
-    put_varint(&mut out, n as u32);
-    out.extend_from_slice(stored);
-    Ok(out)
-}
-
-/// Stored form of a canonical list payload (checks every element).
-pub(crate) fn canonical_list_to_stored(canonical: &[u8], what: &str) -> StateResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(canonical.len());
-    for item in payload::list_items(canonical, what)? {
-        put_vbytes(&mut out, item)?;
-    }
-    Ok(out)
-}
-
 // ---- list ----
 
 impl<K: StateKey, N: Namespace, T: StateValue> RocksState<K, N, ListX<T>> {
-    /// `values` as stored list items (each with its length in front), serialized in
-    /// place into one of the handle's spare buffers: no allocation, and no buffer or
-    /// copy per item.
+    /// `values` as stored list items, serialized in place into one of the handle's
+    /// spare buffers: no allocation, and no buffer or copy per item. Postcard integers
+    /// (`extra.integers`) go as one run when there are enough of them, without a
+    /// length per element; other values, and fewer integers, each with its length.
     fn encode_items(&self, values: &[T]) -> StateResult<Buf<'_>> {
         let mut buf = self.buffers.take();
         // Through the `Vec` itself: the loop below then works on it directly.
         let out: &mut Vec<u8> = &mut buf;
         out.reserve(values.len() * 11 + 16);
+        let run = self.extra.integers && begin_run(out, values.len());
         for v in values {
             match IntegerEncoding::of(v).filter(|_| self.extra.integers) {
+                Some(e) if run => e.append_to(out),
                 // At most ten bytes, so a one-byte length: what `put_len_prefixed`
                 // writes, without a call through the serializer per item.
                 Some(e) => {
@@ -151,4 +129,77 @@ impl<K: StateKey, N: Namespace, T: StateValue> InternalMergingState<N>
 impl<K: StateKey, N: Namespace, T: StateValue> InternalListState<N, T>
     for RocksState<K, N, ListX<T>>
 {
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use flowstate_core::backend::{KeyedBackendConfig, KeyedStateBackend};
+    use flowstate_core::descriptor::ListStateDescriptor;
+    use flowstate_core::keygroup::KeyGroupRange;
+    use flowstate_core::serializer::SerdeSerializer;
+    use flowstate_core::state::VoidNamespace;
+
+    use crate::{RocksDbKeyedStateBackend, RocksDbOptions};
+
+    fn backend(dir: &tempfile::TempDir) -> RocksDbKeyedStateBackend<u64> {
+        let config = KeyedBackendConfig {
+            max_parallelism: 128,
+            key_group_range: KeyGroupRange::all(128).unwrap(),
+            key_serializer: SerdeSerializer::<u64>::arc(),
+        };
+        RocksDbKeyedStateBackend::new(config, RocksDbOptions::new(dir.path())).unwrap()
+    }
+
+    /// The one stored value of state `name` (one key was written).
+    fn stored(b: &RocksDbKeyedStateBackend<u64>, name: &str) -> Vec<u8> {
+        let entries = b.raw_entries(name).unwrap();
+        assert_eq!(entries.len(), 1, "{name}");
+        entries.into_iter().next().unwrap().1
+    }
+
+    /// What each write stores: integers as a run from four of them on (its count, then
+    /// bare varints), fewer integers and other types each with its length; appends
+    /// after a run are items of their own.
+    #[test]
+    fn whole_lists_of_integers_are_stored_as_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir);
+        b.set_current_key(1).unwrap();
+        let run = b
+            .list_state::<VoidNamespace, u64>(&ListStateDescriptor::new("run"))
+            .unwrap();
+        run.update(vec![1, 300, u64::MAX, 0]).unwrap();
+        run.add(5).unwrap();
+        run.add_all(vec![7, 8, 9]).unwrap();
+        let signed = b
+            .list_state::<VoidNamespace, i32>(&ListStateDescriptor::new("signed"))
+            .unwrap();
+        signed.add_all(vec![-1, 1, -64, 64]).unwrap();
+        let strings = b
+            .list_state::<VoidNamespace, String>(&ListStateDescriptor::new("strings"))
+            .unwrap();
+        strings
+            .update(["a", "bc", "", "d"].map(String::from).to_vec())
+            .unwrap();
+        #[rustfmt::skip]
+        let want_run = [
+            0x80, 0x00, 4, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0x01, 0x00, // run: 1, 300, u64::MAX, 0
+            1, 0x05, // add(5)
+            1, 0x07, 1, 0x08, 1, 0x09, // add_all of three
+        ];
+        assert_eq!(stored(&b, "run"), want_run);
+        // Zigzag: -1 -> 1, 1 -> 2, -64 -> 127, 64 -> 128.
+        assert_eq!(
+            stored(&b, "signed"),
+            [0x80, 0x00, 4, 0x01, 0x02, 0x7f, 0x80, 0x01]
+        );
+        assert_eq!(
+            stored(&b, "strings"),
+            [2, 1, b'a', 3, 2, b'b', b'c', 1, 0, 2, 1, b'd']
+        );
+        assert_eq!(run.get().unwrap(), vec![1, 300, u64::MAX, 0, 5, 7, 8, 9]);
+        assert_eq!(signed.get().unwrap(), vec![-1, 1, -64, 64]);
+    }
 }

@@ -1,7 +1,7 @@
 //! State handles of the RocksDB backend.
 //!
 //! Values are stored serialized: value, reducing and aggregating state as the value;
-//! list state as a concatenation of length-prefixed elements (appends are merge
+//! list state as a concatenation of items (`flowstate_core::rocksdb_list`; appends are merge
 //! operands, never a read-modify-write); map state as one RocksDB entry per user key.
 //!
 //! One file per state kind: `value.rs` (value, reducing and aggregating state: one
@@ -29,8 +29,6 @@ use crate::cache::EntryCache;
 use crate::db::{DbHolder, rerr};
 use crate::deferred::{Deferred, Held, Op};
 use crate::prefetch::{Prefetched, read_ahead};
-
-pub(crate) use list::{canonical_list_to_stored, stored_list_items, stored_list_to_canonical};
 
 /// What every handle of one backend shares: the database and the current key.
 pub(crate) struct Shared<K> {
@@ -171,7 +169,8 @@ pub(crate) struct ValueX<T> {
 pub(crate) struct ListX<T> {
     pub(crate) ser: Arc<dyn TypeSerializer<T>>,
     /// `ser` writes integers as [`IntegerEncoding`] does: items are encoded here, with
-    /// no call through `ser` per item.
+    /// no call through `ser` per item, and whole lists of them stored as runs
+    /// (`flowstate_core::rocksdb_list`).
     pub(crate) integers: bool,
 }
 pub(crate) struct MapX<UK, UV> {
