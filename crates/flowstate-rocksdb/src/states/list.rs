@@ -1,6 +1,6 @@
-//! List state on RocksDB: one stored list per key and namespace (`flowstate_core::rocksdb_list`:
-//! length-prefixed elements and runs of integers); appends are merge operands, never a
-//! read-modify-write.
+//! List state on RocksDB: one stored list per key and namespace, length-prefixed
+//! elements and runs of integers (`flowstate_core::rocksdb_list`); appends are merge
+//! operands, never a read-modify-write.
 
 use flowstate_core::StateResult;
 use flowstate_core::format::put_len_prefixed;

@@ -1,8 +1,9 @@
 //! State handles of the RocksDB backend.
 //!
 //! Values are stored serialized: value, reducing and aggregating state as the value;
-//! list state as a concatenation of items (`flowstate_core::rocksdb_list`; appends are merge
-//! operands, never a read-modify-write); map state as one RocksDB entry per user key.
+//! list state as a concatenation of items (`flowstate_core::rocksdb_list`; appends are
+//! merge operands, never a read-modify-write); map state as one RocksDB entry per user
+//! key.
 //!
 //! One file per state kind: `value.rs` (value, reducing and aggregating state: one
 //! stored value per key and namespace), `list.rs` and `map.rs`. This module holds what
