@@ -54,6 +54,10 @@ pub(crate) const fn linear_max<UK, UV>() -> usize {
 /// to 16 pairs spans at most 32 buckets).
 pub(crate) const PREFETCH_MAX_PAIRS: usize = 16;
 
+// The prefetch requests every pair of a vector of plain-data pairs (that is why those
+// stay a vector up to `LINEAR_MAX_PLAIN`): a larger vector would get one line only.
+const _: () = assert!(LINEAR_MAX_PLAIN <= PREFETCH_MAX_PAIRS);
+
 /// The user map of one (key, namespace) of a map state.
 #[derive(Clone, Debug)]
 pub(crate) enum UserMap<UK, UV> {
