@@ -72,9 +72,14 @@ impl<'a> StoredItems<'a> {
         }
     }
 
-    fn corrupt(&mut self, detail: String) -> StateError {
+    /// Ends the iteration (after an error).
+    fn stop(&mut self) {
         self.pos = self.stored.len();
         self.run_left = 0;
+    }
+
+    fn corrupt(&mut self, detail: String) -> StateError {
+        self.stop();
         StateError::corrupt(self.what, detail)
     }
 
@@ -87,8 +92,7 @@ impl<'a> StoredItems<'a> {
                 Ok(n)
             }
             Err(e) => {
-                self.pos = self.stored.len();
-                self.run_left = 0;
+                self.stop();
                 Err(e)
             }
         }

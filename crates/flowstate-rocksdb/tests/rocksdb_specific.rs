@@ -247,7 +247,7 @@ fn heap_and_rocksdb_exchange_state_through_savepoints_while_rescaling() {
         )
         .unwrap();
         total += check_mixed(&r, 0..3_000);
-        assert_eq!(check_ints(&r, 0..3_000), check_mixed(&r, 0..3_000));
+        assert_eq!(check_ints(&r, 0..3_000), owned(&r, 0..3_000));
         // Written again here, so the RocksDB savepoint holds lists stored as runs.
         fill_ints(&r, 3_000..4_000);
         rocks_handles.push(
@@ -457,7 +457,7 @@ fn golden_native(version: &str) {
         .unwrap();
         total += check_mixed(&r, 0..60);
         if ints_from_v3 {
-            assert_eq!(check_ints(&r, 0..60), check_mixed(&r, 0..60));
+            assert_eq!(check_ints(&r, 0..60), owned(&r, 0..60));
         }
     }
     assert_eq!(total, 60);

@@ -71,20 +71,30 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(())
     }
 
-    /// Number of physical RocksDB entries of state `name` (one per value, list, or map
-    /// entry), as a raw iterator sees them: for operations and tests.
-    pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
+    /// Walks the column family of state `name` in key order, once its deferred writes
+    /// are written, calling `f` on every entry the raw iterator stands on.
+    fn for_each_raw(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&rocksdb::DBRawIterator<'_>),
+    ) -> StateResult<()> {
         self.write_deferred()?;
         let db = self.db();
         let cf = self.state_cf(name)?;
         let mut it = db.raw_iterator_cf_opt(&cf, total_order_read_options());
         it.seek_to_first();
-        let mut n = 0;
         while it.valid() {
-            n += 1;
+            f(&it);
             it.next();
         }
-        it.status().map_err(rerr("iterate"))?;
+        it.status().map_err(rerr("iterate"))
+    }
+
+    /// Number of physical RocksDB entries of state `name` (one per value, list, or map
+    /// entry), as a raw iterator sees them: for operations and tests.
+    pub fn raw_entry_count(&self, name: &str) -> StateResult<u64> {
+        let mut n = 0;
+        self.for_each_raw(name, |_| n += 1)?;
         Ok(n)
     }
 
@@ -92,17 +102,12 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// for tests of the stored layout.
     #[cfg(test)]
     pub(crate) fn raw_entries(&self, name: &str) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.write_deferred()?;
-        let db = self.db();
-        let cf = self.state_cf(name)?;
-        let mut it = db.raw_iterator_cf_opt(&cf, total_order_read_options());
-        it.seek_to_first();
         let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            out.push((k.to_vec(), v.to_vec()));
-            it.next();
-        }
-        it.status().map_err(rerr("iterate"))?;
+        self.for_each_raw(name, |it| {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        })?;
         Ok(out)
     }
 
