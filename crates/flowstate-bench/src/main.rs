@@ -131,6 +131,13 @@ enum Command {
         /// backend's default, 128 MiB, when not given).
         #[arg(long)]
         entry_cache_bytes: Option<usize>,
+        /// RocksDB: memtable bytes per column family (the backend's default when not
+        /// given).
+        #[arg(long)]
+        write_buffer_bytes: Option<usize>,
+        /// RocksDB: memtables per column family (the backend's default when not given).
+        #[arg(long)]
+        max_write_buffers: Option<i32>,
     },
     /// The Flink anchor's JobBench: a keyed value or map job, checkpoint every second.
     Job {
@@ -637,6 +644,8 @@ fn main() -> Result<()> {
             fixed_integers,
             no_baselines,
             entry_cache_bytes,
+            write_buffer_bytes,
+            max_write_buffers,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
@@ -673,6 +682,12 @@ fn main() -> Result<()> {
             let mut rocksdb = RocksDbOptions::new(local.path());
             if let Some(bytes) = entry_cache_bytes {
                 rocksdb = rocksdb.with_entry_cache_bytes(bytes);
+            }
+            if let Some(bytes) = write_buffer_bytes {
+                rocksdb = rocksdb.with_write_buffer_bytes(bytes);
+            }
+            if let Some(count) = max_write_buffers {
+                rocksdb = rocksdb.with_max_write_buffers(count);
             }
             let baseline = match (no_baselines, backend) {
                 (true, _) => state::Baseline::Off,
