@@ -309,6 +309,21 @@ mod tests {
         p
     }
 
+    /// The text of the OPTIONS file RocksDB wrote in database directory `path`.
+    fn options_file_text(path: &Path) -> String {
+        let options_file = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("OPTIONS-")
+            })
+            .unwrap();
+        std::fs::read_to_string(options_file).unwrap()
+    }
+
     /// With the entry-prefix extractor (a map state's column family), over entries
     /// spread across flushed files and the memtable: a prefix scan finds exactly its
     /// prefix's entries, a total-order scan (whole column family or one key group)
@@ -390,17 +405,7 @@ mod tests {
                 + db_options.get_ticker_count(Ticker::BloomFilterPrefixUseful);
             assert!(filtered > 0, "no seek was answered by a prefix filter");
             let name = format!("flowstate.entry-prefix.{}", prefix_len(max_p));
-            let options_file = std::fs::read_dir(&path)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| {
-                    p.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .starts_with("OPTIONS-")
-                })
-                .unwrap();
-            let text = std::fs::read_to_string(options_file).unwrap();
+            let text = options_file_text(&path);
             assert!(text.contains(&name), "{name} not in the OPTIONS file");
         }
     }
@@ -409,8 +414,8 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
         /// Batches of puts, deletes and list appends, some in key order (as the
         /// deferred writes come, inserted by the per-key-group hints) and some not,
-        /// across key groups, into a list state's column family with the insert hints,
-        /// small memtables switched often: every scan matches a model, list appends
+        /// across key groups, into a list state's column family with the insert hints
+        /// and the smallest memtable (64 KiB): every scan matches a model, list appends
         /// are concatenated by the merge operator the options copy kept, and the
         /// OPTIONS file names the hint extractor.
         #[test]
@@ -471,12 +476,7 @@ mod tests {
                     model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 proptest::prop_assert_eq!(got, want);
             }
-            let options_file = std::fs::read_dir(&path)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
-                .unwrap();
-            let text = std::fs::read_to_string(options_file).unwrap();
+            let text = options_file_text(&path);
             let hint = format!(
                 "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.{}",
                 prefix_len(max_p)
