@@ -18,7 +18,7 @@ use flowstate_core::state::VoidNamespace;
 use flowstate_core::storage::CheckpointStorage;
 use flowstate_storage::ObjectCheckpointStorage;
 
-use crate::config;
+use crate::{config, median_of};
 
 const STATE: &str = "value";
 
@@ -33,9 +33,8 @@ impl Figure {
     fn stats(&self) -> (f64, f64, f64) {
         let mut s = self.samples.clone();
         s.sort_by(f64::total_cmp);
-        let median = if s.is_empty() { 0.0 } else { s[s.len() / 2] };
         (
-            median,
+            median_of(&s),
             *s.first().unwrap_or(&0.0),
             *s.last().unwrap_or(&0.0),
         )
@@ -71,6 +70,12 @@ fn value_of(k: u64, g: u64) -> u64 {
     z ^ (z >> 27)
 }
 
+/// The generation key `k` holds after the 1% update (`fill(.., 1, 100)`): 1 for one key
+/// in 100, 0 for the rest.
+fn generation_after_update(k: u64) -> u64 {
+    u64::from(k.is_multiple_of(100))
+}
+
 /// Writes every `step`-th key's value of `generation`; returns the time taken.
 fn fill<B: KeyedStateBackend<u64>>(
     b: &B,
@@ -95,7 +100,7 @@ fn rewrite<B: KeyedStateBackend<u64>>(b: &B, keys: u64) -> Result<Duration> {
     let t = Instant::now();
     for k in 0..keys {
         b.set_current_key(k)?;
-        s.update(value_of(k, u64::from(k % 100 == 0)))?;
+        s.update(value_of(k, generation_after_update(k)))?;
     }
     Ok(t.elapsed())
 }
@@ -106,7 +111,7 @@ fn read_back<B: KeyedStateBackend<u64>>(b: &B, keys: u64) -> Result<Duration> {
     let t = Instant::now();
     for k in 0..keys {
         b.set_current_key(k)?;
-        let expected = value_of(k, u64::from(k % 100 == 0));
+        let expected = value_of(k, generation_after_update(k));
         if s.value()? != Some(expected) {
             bail!("key {k}: wrong value after restore");
         }
