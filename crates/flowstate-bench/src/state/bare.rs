@@ -99,7 +99,7 @@ impl BareMaps {
                 "mapIsEmpty" => sink ^= u64::from(self.maps.get(&k).is_none_or(|m| m.is_empty())),
                 "mapKeys" | "mapValues" | "mapEntries" | "mapIterator" => {
                     for (uk, uv) in self.maps.get(&k).into_iter().flatten() {
-                        sink ^= super::fold_entry(name, *uk, uv.to_bits());
+                        sink ^= super::ops::fold_entry(name, *uk, uv.to_bits());
                         ops += 1;
                     }
                     continue;

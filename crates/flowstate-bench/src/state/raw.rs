@@ -203,7 +203,7 @@ impl RawDb {
                         for entry in iter {
                             let (uk, uv) = entry?;
                             let user_key = uk.get(key.len()..).map_or(0, read_u64);
-                            sink ^= super::fold_entry(name, user_key, read_u64(&uv));
+                            sink ^= super::ops::fold_entry(name, user_key, read_u64(&uv));
                             ops += 1;
                         }
                         continue;
