@@ -205,7 +205,7 @@ const TIMELINE: &[(i64, Step)] = &[
     (1000, Step::Read),
 ];
 
-/// Table-driven: every kind × update type × visibility, each read of [`TIMELINE`]
+/// Table-driven: every kind × update type × visibility, each read of `TIMELINE`
 /// compared with the model, so the exact millisecond each value stops being visible is
 /// checked (and that expired values are cleaned up on read).
 pub fn ttl_visibility_table<F: BackendFactory>(factory: &F) {

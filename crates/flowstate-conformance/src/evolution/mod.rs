@@ -472,7 +472,7 @@ pub fn schema_evolution_refusals<F: BackendFactory>(factory: &F) {
 
 const GOLDEN: &str = "v2/keyed-evolution-v1-types.kgs";
 
-/// The committed savepoint of [`NestedChanges`]'s version-1 type in every kind (with
+/// The committed savepoint of `NestedChanges`'s version-1 type in every kind (with
 /// the schemas version 2 of the default serializer stores) reads into today's
 /// version-2 type. The fixture is written once, when missing, with
 /// `FLOWSTATE_BLESS=1`; an existing one is never rewritten.

@@ -374,7 +374,7 @@ fn put_integer<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// An integer's postcard encoding, built in registers (see [`put_integer`]).
+/// An integer's postcard encoding, built in registers (see `put_integer`).
 #[derive(Clone, Copy, Debug)]
 pub struct IntegerEncoding {
     bytes: [u8; 16],
@@ -458,7 +458,7 @@ impl IntegerEncoding {
 
     /// Appends the encoded bytes to `out`: all 16 of the register stored at once, then
     /// trimmed to [`IntegerEncoding::len`] (one wide store instead of a copy of a
-    /// variable length, which is a `memcpy` call; see [`put_integer`]).
+    /// variable length, which is a `memcpy` call; see `put_integer`).
     #[inline]
     pub fn append_to(&self, out: &mut Vec<u8>) {
         let at = out.len();

@@ -293,7 +293,7 @@ pub(super) fn expired(last_access: i64, ttl_ms: i64, now: i64) -> bool {
     last_access.saturating_add(ttl_ms) <= now
 }
 
-/// What the TTL layer tells a backend about a state stored as [`TtlValue`]s, so it can
+/// What the TTL layer tells a backend about a state stored as [`TtlValue`](super::serializer::TtlValue)s, so it can
 /// clean up in the background. `T` is the stored value type (a `TtlValue<_>`).
 pub struct TtlStorage<T> {
     /// The state's TTL config.

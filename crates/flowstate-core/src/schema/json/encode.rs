@@ -8,7 +8,7 @@ use super::super::{Field, Schema, Shape, TypeDef, VariantBody};
 use super::{Result, integer_key};
 
 /// Writes the postcard bytes of `value` as `schema` describes them (the inverse of
-/// [`render`]).
+/// [`render`](super::render::render)).
 pub fn encode(schema: &Schema, value: &Value) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut path = Vec::new();
