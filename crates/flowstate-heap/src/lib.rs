@@ -5,7 +5,7 @@
 //! asynchronous and copy-on-write at key-group granularity: the synchronous part
 //! clones one `Arc` per key group per state and copies no entry; a write to a key group
 //! the running snapshot has not written yet copies that key group's table once. See
-//! `table.rs` for the design and `docs/formats.md` for the canonical snapshot format it
+//! `table/mod.rs` for the design and `docs/formats.md` for the canonical snapshot format it
 //! writes, which every backend reads.
 
 mod backend;

@@ -14,7 +14,10 @@
 //!
 //! Entries live in a `hashbrown::HashTable` keyed by `(key, namespace)`: one hash and
 //! one probe per access, and the key is cloned only when a new entry is inserted.
-
+//!
+//! Beside the tables: `codec.rs` (what each state kind's values are written as),
+//! `ttl.rs` (what expires, and the incremental cleanup), `snapshot.rs` (the
+//! asynchronous part of a snapshot).
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hash};
@@ -22,16 +25,26 @@ use std::sync::Arc;
 
 use flowstate_core::error::{StateError, StateResult};
 use flowstate_core::keygroup::KeyGroupRange;
-use flowstate_core::serializer::{MigrationReader, TypeSerializer};
+use flowstate_core::serializer::TypeSerializer;
 use flowstate_core::snapshot::{
-    EntryEncoder, KeyedStateWriter, StateMetaInfo, check_entry_key_group, payload, section_entries,
+    KeyedStateWriter, StateMetaInfo, check_entry_key_group, section_entries,
 };
 use flowstate_core::state::VoidNamespace;
-use flowstate_core::ttl::{StateTtlConfig, TtlStorage, filter_snapshot_writer};
+use flowstate_core::ttl::filter_snapshot_writer;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 pub(crate) use crate::user_map::UserMap;
+
+mod codec;
+mod snapshot;
+mod ttl;
+
+use codec::ser_err;
+pub(crate) use codec::{Codec, ListCodec, MapCodec, ValueCodec};
+pub(crate) use snapshot::PendingWriter;
+use snapshot::TableSnapshot;
+pub(crate) use ttl::TableTtl;
 
 /// One stored entry.
 #[derive(Clone)]
@@ -106,182 +119,6 @@ pub(crate) struct KeyContext<K> {
     pub(crate) scratch: RefCell<Vec<u8>>,
 }
 
-/// What a state kind does with a stored value `S` beyond the table: encodes and
-/// decodes it as a canonical payload, and brings what it points to into the cache.
-pub(crate) trait Codec<S>: Send + Sync {
-    fn encode(&self, state: &str, value: &S, out: &mut Vec<u8>) -> StateResult<()>;
-    fn decode(&self, state: &str, path: &str, payload: &[u8]) -> StateResult<S>;
-    /// Loads what `values` keep out of line (a list's last element, a map's first
-    /// key), so that the accesses of coming records find it in cache
-    /// ([`ErasedTable::touch`]). Inline values have nothing to load. A batch's values
-    /// come at once: their loads depend only on the entries, all requested before,
-    /// so they overlap.
-    fn touch(&self, values: &[&S]) {
-        let _ = values;
-    }
-    /// Whether [`Codec::touch`] loads anything: the prefetch skips it when not.
-    fn touches(&self) -> bool {
-        false
-    }
-}
-
-fn ser_err(state: &str) -> impl Fn(flowstate_core::SerializationError) -> StateError + '_ {
-    move |e| StateError::Serialization {
-        state: state.to_string(),
-        source: e,
-    }
-}
-
-/// Value, reducing and aggregating state: the payload is the serialized value.
-pub(crate) struct ValueCodec<T> {
-    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
-    pub(crate) reader: MigrationReader<T>,
-}
-
-impl<T: 'static> Codec<T> for ValueCodec<T> {
-    fn encode(&self, state: &str, value: &T, out: &mut Vec<u8>) -> StateResult<()> {
-        payload::put_value(state, self.ser.as_ref(), value, out)
-    }
-    fn decode(&self, state: &str, _path: &str, bytes: &[u8]) -> StateResult<T> {
-        (self.reader)(bytes).map_err(ser_err(state))
-    }
-}
-
-/// List state: the payload is the element count and the elements.
-pub(crate) struct ListCodec<T> {
-    pub(crate) ser: Arc<dyn TypeSerializer<T>>,
-    pub(crate) reader: MigrationReader<T>,
-}
-
-impl<T: Clone + 'static> Codec<Vec<T>> for ListCodec<T> {
-    fn encode(&self, state: &str, value: &Vec<T>, out: &mut Vec<u8>) -> StateResult<()> {
-        payload::put_list(state, self.ser.as_ref(), value.iter(), out)
-    }
-    fn decode(&self, state: &str, path: &str, bytes: &[u8]) -> StateResult<Vec<T>> {
-        payload::list_items(bytes, path)?
-            .into_iter()
-            .map(|b| (self.reader)(b).map_err(ser_err(state)))
-            .collect()
-    }
-    fn touch(&self, values: &[&Vec<T>]) {
-        // The last element is where an append writes. A prefetch, not a load: a load
-        // of it held its place in the CPU's reorder window until the line came, so a
-        // read that never goes into the elements (`listGet` taking the length) paid
-        // for it (prefetched `listGet` ~22 M -> ~26 M/s, back to back on a 480 MiB-L3
-        // Xeon); it also needs no copy, so elements with drop glue are touched too.
-        for value in values {
-            if let Some(last) = value.last() {
-                flowstate_prefetch::prefetch(last);
-            }
-        }
-    }
-    fn touches(&self) -> bool {
-        true
-    }
-}
-
-/// Map state: the payload is the pair count and the pairs.
-pub(crate) struct MapCodec<UK, UV> {
-    pub(crate) key_ser: Arc<dyn TypeSerializer<UK>>,
-    pub(crate) value_ser: Arc<dyn TypeSerializer<UV>>,
-    pub(crate) value_reader: MigrationReader<UV>,
-}
-
-impl<UK: Eq + Hash + 'static, UV: 'static> Codec<UserMap<UK, UV>> for MapCodec<UK, UV> {
-    fn encode(&self, state: &str, value: &UserMap<UK, UV>, out: &mut Vec<u8>) -> StateResult<()> {
-        payload::put_map(
-            state,
-            self.key_ser.as_ref(),
-            self.value_ser.as_ref(),
-            value.iter(),
-            out,
-        )
-    }
-    fn decode(&self, state: &str, path: &str, bytes: &[u8]) -> StateResult<UserMap<UK, UV>> {
-        let pairs = payload::map_pairs(bytes, path)?;
-        let mut map = UserMap::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            let k = self.key_ser.deserialize(k).map_err(ser_err(state))?;
-            map.insert(k, (self.value_reader)(v).map_err(ser_err(state))?);
-        }
-        Ok(map)
-    }
-    fn touch(&self, values: &[&UserMap<UK, UV>]) {
-        // Every line of pairs, requested without waiting: the look-up of any user key
-        // then finds its pair in cache (touching only the first pair left the others'
-        // lines to miss: a map of ten pairs spans four).
-        for value in values {
-            value.prefetch_pairs();
-        }
-    }
-    fn touches(&self) -> bool {
-        true
-    }
-}
-
-/// Tests a stored value at a time: whether any part of it is expired.
-type ExpiryCheck<S> = Box<dyn Fn(&S, i64) -> bool>;
-/// Removes the expired parts of a stored value; `true` when nothing is left.
-type Pruner<S> = Box<dyn Fn(&mut S, i64) -> bool>;
-
-/// TTL bookkeeping of a state stored with timestamps (see `flowstate_core::ttl`).
-pub(crate) struct TableTtl<S> {
-    pub(crate) config: StateTtlConfig,
-    /// Whether any part of a stored value is expired at the given time.
-    pub(crate) has_expired: ExpiryCheck<S>,
-    /// Removes the expired parts of a stored value; `true` when nothing is left.
-    pub(crate) prune: Pruner<S>,
-    /// Where incremental cleanup continues: (key-group index, bucket index).
-    pub(crate) cursor: Cell<(usize, usize)>,
-}
-
-impl<T: 'static> TableTtl<T> {
-    /// Value, reducing and aggregating state: the stored value expires as a whole.
-    pub(crate) fn whole(storage: &TtlStorage<T>) -> Self {
-        let (a, b) = (storage.clone(), storage.clone());
-        TableTtl {
-            config: storage.config.clone(),
-            has_expired: Box::new(move |v, now| a.is_expired(v, now)),
-            prune: Box::new(move |v, now| b.is_expired(v, now)),
-            cursor: Cell::new((0, 0)),
-        }
-    }
-}
-
-impl<T: 'static> TableTtl<Vec<T>> {
-    /// List state: elements expire one by one.
-    pub(crate) fn list(storage: &TtlStorage<T>) -> Self {
-        let (a, b) = (storage.clone(), storage.clone());
-        TableTtl {
-            config: storage.config.clone(),
-            has_expired: Box::new(move |l: &Vec<T>, now| l.iter().any(|e| a.is_expired(e, now))),
-            prune: Box::new(move |l: &mut Vec<T>, now| {
-                l.retain(|e| !b.is_expired(e, now));
-                l.is_empty()
-            }),
-            cursor: Cell::new((0, 0)),
-        }
-    }
-}
-
-impl<UK: 'static, UV: 'static> TableTtl<UserMap<UK, UV>> {
-    /// Map state: entries expire one by one.
-    pub(crate) fn map(storage: &TtlStorage<UV>) -> Self {
-        let (a, b) = (storage.clone(), storage.clone());
-        TableTtl {
-            config: storage.config.clone(),
-            has_expired: Box::new(move |m: &UserMap<UK, UV>, now| {
-                m.values().any(|e| a.is_expired(e, now))
-            }),
-            prune: Box::new(move |m: &mut UserMap<UK, UV>, now| {
-                m.retain(|_, e| !b.is_expired(e, now));
-                m.is_empty()
-            }),
-            cursor: Cell::new((0, 0)),
-        }
-    }
-}
-
 /// All key groups of one state.
 pub(crate) struct StateTable<K, N, S> {
     pub(crate) meta: StateMetaInfo,
@@ -327,59 +164,6 @@ where
             ttl,
             reads_inside: Cell::new(true),
         }
-    }
-
-    /// Incremental TTL cleanup after a state access, when configured.
-    #[inline]
-    pub(crate) fn after_access(&self) {
-        if let Some(t) = &self.ttl
-            && let Some(inc) = t.config.cleanup().incremental
-        {
-            self.cleanup_expired(t, inc.cleanup_size);
-        }
-    }
-
-    /// Checks up to `budget` entries from where the last call stopped (wrapping around
-    /// all key groups) and removes what has expired. Removal leaves other entries in
-    /// their buckets, so the cursor stays meaningful; a resize only moves where the
-    /// walk continues. Empty buckets are skipped within a bound, so one call's cost
-    /// stays bounded however sparse the tables are.
-    fn cleanup_expired(&self, t: &TableTtl<S>, budget: u32) {
-        // A call from inside another access of this state (not possible through the
-        // handles today) would find the tables borrowed: skip rather than fail.
-        let Ok(mut maps) = self.maps.try_borrow_mut() else {
-            return;
-        };
-        if maps.is_empty() {
-            return;
-        }
-        let now = t.config.clock().now_ms();
-        let (mut kg, mut bucket) = t.cursor.get();
-        let max_steps = (budget as usize).saturating_mul(64);
-        let (mut checked, mut steps) = (0u32, 0usize);
-        while checked < budget && steps < max_steps {
-            steps += 1;
-            if kg >= maps.len() {
-                kg = 0;
-                bucket = 0;
-            }
-            if bucket >= maps[kg].num_buckets() {
-                kg += 1;
-                bucket = 0;
-                continue;
-            }
-            if let Some(e) = maps[kg].get_bucket(bucket) {
-                checked += 1;
-                if (t.has_expired)(&e.value, now)
-                    && let Ok(mut o) = maps[kg].to_mut().get_bucket_entry(bucket)
-                    && (t.prune)(&mut o.get_mut().value, now)
-                {
-                    o.remove();
-                }
-            }
-            bucket += 1;
-        }
-        t.cursor.set((kg, bucket));
     }
 
     #[inline]
@@ -565,68 +349,5 @@ where
                     .collect::<Vec<_>>()
             })
             .collect())
-    }
-}
-
-/// The asynchronous part of a snapshot of one state: the key groups' tables as they
-/// were at the snapshot point.
-struct TableSnapshot<K, N, S> {
-    meta: StateMetaInfo,
-    range: KeyGroupRange,
-    maps: Vec<Option<Arc<KgTable<K, N, S>>>>,
-    key_ser: Arc<dyn TypeSerializer<K>>,
-    ns_ser: Arc<dyn TypeSerializer<N>>,
-    codec: Arc<dyn Codec<S>>,
-}
-
-impl<K, N, S> KeyedStateWriter for TableSnapshot<K, N, S>
-where
-    K: Send + Sync + 'static,
-    N: Send + Sync + 'static,
-    S: Send + Sync + 'static,
-{
-    fn meta(&self) -> &StateMetaInfo {
-        &self.meta
-    }
-
-    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
-        let Some(table) = self
-            .range
-            .index_of(key_group)
-            .and_then(|i| self.maps[i].take())
-        else {
-            return Ok(());
-        };
-        let name = &self.meta.name;
-        for e in table.iter() {
-            out.entry(
-                name,
-                self.key_ser.as_ref(),
-                &e.key,
-                self.ns_ser.as_ref(),
-                &e.ns,
-                |o| self.codec.encode(name, &e.value, o),
-            )?;
-        }
-        // `table` drops here: the processing thread stops copying this key group.
-        Ok(())
-    }
-}
-
-/// Carries a restored state that was never registered into later snapshots unchanged.
-pub(crate) struct PendingWriter {
-    pub(crate) meta: StateMetaInfo,
-    pub(crate) sections: hashbrown::HashMap<u32, Vec<bytes::Bytes>>,
-}
-
-impl KeyedStateWriter for PendingWriter {
-    fn meta(&self) -> &StateMetaInfo {
-        &self.meta
-    }
-    fn write_key_group(&mut self, key_group: u32, out: &mut EntryEncoder<'_>) -> StateResult<()> {
-        for s in self.sections.remove(&key_group).unwrap_or_default() {
-            out.raw_entries(&s);
-        }
-        Ok(())
     }
 }
