@@ -18,6 +18,7 @@
 //! Beside the tables: `codec.rs` (what each state kind's values are written as),
 //! `ttl.rs` (what expires, and the incremental cleanup), `snapshot.rs` (the
 //! asynchronous part of a snapshot).
+
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hash};
