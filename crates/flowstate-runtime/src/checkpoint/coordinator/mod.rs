@@ -2,7 +2,8 @@
 //! triggers checkpoints, collects acknowledgements, completes (writes `_metadata`),
 //! aborts, subsumes and retains (the messages between the processes' coordinators are
 //! in `control`). Completing one (its `_metadata`, history, retention) is in
-//! `complete`.
+//! `complete`, the leader's triggering in `trigger`, acknowledgements and failures in
+//! `acks`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +27,9 @@ use super::{
 use crate::handle::SavepointRequest;
 use complete::read_history;
 
+mod acks;
 mod complete;
+mod trigger;
 
 struct Pending {
     started: Instant,
@@ -374,47 +377,6 @@ impl Coordinator {
         }
     }
 
-    /// Deletes the private files tasks wrote for checkpoint `id`, which will never
-    /// complete (it was aborted or subsumed). Shared files stay: a snapshot still in
-    /// flight may have uploaded the same RocksDB file under the same name (the
-    /// uploads of one backend are named by its session and file number) without
-    /// having acknowledged yet; the next start removes whatever nothing refers to.
-    fn discard(&self, id: u64, acks: &[TaskAck]) {
-        let storage = self.config.storage.as_ref();
-        let files = acks.iter().flat_map(|a| {
-            a.keyed
-                .iter()
-                .map(|k| k.path.as_str())
-                .chain(a.operator.iter().map(|o| o.path.as_str()))
-        });
-        for f in files {
-            if let Err(e) = delete_owned(storage, f) {
-                tracing::debug!(checkpoint = id, "could not delete {f}: {e}");
-            }
-        }
-    }
-
-    /// Removes checkpoint `id` from those in flight; deletes what it wrote.
-    fn drop_pending(&self, s: &mut Inner, id: u64) -> bool {
-        if self
-            .stop_at
-            .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            tracing::warn!(
-                checkpoint = id,
-                "the savepoint to stop the job did not complete; the job goes on"
-            );
-        }
-        match s.pending.remove(&id) {
-            Some(p) => {
-                self.discard(id, &p.acks);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// When this process learnt of checkpoint `id`'s trigger (`None`: it is not
     /// pending).
     pub(crate) fn triggered_at(&self, id: u64) -> Option<Instant> {
@@ -492,176 +454,5 @@ impl Coordinator {
     /// One source of one worker has no more records.
     pub(crate) fn source_exhausted(&self) {
         self.lock().exhausted_sources += 1;
-    }
-
-    /// Triggers, times out and finishes checkpoints as the settings say; called often
-    /// by every worker.
-    pub(crate) fn poll(&self) {
-        let Ok(mut s) = self.inner.try_lock() else {
-            return;
-        };
-        if s.registered_workers < self.workers || s.error.is_some() {
-            return;
-        }
-        let sources_ended = s.exhausted_sources >= s.sources;
-        if !self.role.leads() {
-            // Followers do what the leader says; they only report their sources' end.
-            if sources_ended && !s.reported_exhausted {
-                s.reported_exhausted = true;
-                s.outbox.push((0, Control::Exhausted));
-            }
-            return;
-        }
-        let now = Instant::now();
-        let closing = self.final_id().is_some() || self.stopping();
-        if !closing {
-            self.take_requests(&mut s, now);
-        }
-        let pending: Vec<(u64, Instant)> =
-            s.pending.iter().map(|(id, p)| (*id, p.started)).collect();
-        let view = View {
-            now,
-            last_trigger: s.last_trigger,
-            last_complete: s.last_complete,
-            pending: &pending,
-            current: self.interval(),
-            all_ended: s.sources > 0
-                && sources_ended
-                && s.exhausted_processes + 1 >= self.role.processes,
-            closing,
-            requested: s.requested.map(|r| (r.format, r.stop)),
-        };
-        for action in decide(&Limits::of(&self.config), &view) {
-            match action {
-                Action::Expire(id) => {
-                    self.drop_pending(&mut s, id);
-                    self.checkpoint_failed(&mut s, id, "timed out and was aborted");
-                    if s.error.is_some() {
-                        return;
-                    }
-                }
-                Action::Final(id) => {
-                    s.pending.insert(id, Pending::new(SnapshotKind::Checkpoint));
-                    self.announce(&mut s, &Control::Final { id });
-                    self.final_id.store(id, Ordering::Release);
-                }
-                Action::Trigger { id, kind, stop } => {
-                    if kind != SnapshotKind::Checkpoint
-                        && let Some(r) = s.requested.take()
-                        && let (Some(h), Some(ticket)) = (&self.config.handle, r.ticket)
-                    {
-                        h.triggered(ticket, id);
-                    }
-                    if stop {
-                        self.stop_at.store(id, Ordering::Release);
-                    }
-                    s.pending.insert(id, Pending::new(kind));
-                    self.announce(&mut s, &Control::Trigger { id, kind, stop });
-                    s.last_trigger = now;
-                    self.interval.store(id + 1, Ordering::Release);
-                    tracing::debug!(checkpoint = id, ?kind, "triggered");
-                }
-            }
-        }
-    }
-
-    /// Savepoints asked for: by `flowstate savepoint DIR` through the checkpoint
-    /// directory ([`RequestWatch`]), or by a job handle in memory.
-    fn take_requests(&self, s: &mut Inner, now: Instant) {
-        if s.requested.is_none() {
-            s.requested = self.requests.take(now);
-        }
-        if s.requested.is_none() {
-            s.requested = self.config.handle.as_ref().and_then(|h| h.take_request());
-        }
-    }
-
-    /// A task of this process finished its part of checkpoint `id`.
-    pub(crate) fn ack(&self, id: u64, ack: TaskAck) {
-        let mut s = self.lock();
-        let expected = s.tasks;
-        let Some(p) = s.pending.get_mut(&id) else {
-            // Aborted or subsumed meanwhile.
-            self.discard(id, std::slice::from_ref(&ack));
-            return;
-        };
-        p.acks.push(ack);
-        p.local_acks += 1;
-        if p.local_acks < expected {
-            return;
-        }
-        if self.role.leads() {
-            p.processes_done += 1;
-            self.try_complete(&mut s, id);
-        } else if let Some(p) = s.pending.remove(&id) {
-            s.outbox.push((0, Control::Acks { id, acks: p.acks }));
-        }
-    }
-
-    /// Completes checkpoint `id` once every process acknowledged it (leader).
-    fn try_complete(&self, s: &mut Inner, id: u64) {
-        if s.pending
-            .get(&id)
-            .is_none_or(|p| p.processes_done < self.role.processes)
-        {
-            return;
-        }
-        let Some(p) = s.pending.remove(&id) else {
-            return;
-        };
-        if s.error.is_some() {
-            // The job failed: snapshots taken since may hold state past the cut (a
-            // failing worker's dataflow no longer keeps the checkpoint's order), so
-            // nothing completes any more.
-            self.discard(id, &p.acks);
-            return;
-        }
-        match self.complete(s, id, p) {
-            Ok(()) => self.announce(s, &Control::Complete { id }),
-            Err(e) => self.checkpoint_failed(s, id, &e),
-        }
-    }
-
-    /// A task could not take its part of checkpoint `id`.
-    pub(crate) fn decline(&self, id: u64, why: String) {
-        let mut s = self.lock();
-        self.decline_locked(&mut s, id, why);
-    }
-
-    fn decline_locked(&self, s: &mut Inner, id: u64, why: String) {
-        if !self.drop_pending(s, id) {
-            return;
-        }
-        if !self.role.leads() {
-            s.outbox.push((0, Control::Decline { id, why }));
-            return;
-        }
-        self.checkpoint_failed(s, id, &format!("declined: {why}"));
-    }
-
-    /// Checkpoint `id` failed (timed out, declined, or could not complete; the
-    /// leader's bookkeeping): the other processes drop it, and the job fails once
-    /// more checkpoints in a row failed than tolerated, or when it was the final one
-    /// (nothing else could commit the job's last output; waiting would hang).
-    fn checkpoint_failed(&self, s: &mut Inner, id: u64, why: &str) {
-        self.announce(s, &Control::Abort { id });
-        if let Some(h) = &self.config.handle {
-            h.failed(id, why);
-        }
-        s.failures += 1;
-        crate::metrics::checkpoint_failed();
-        tracing::warn!(checkpoint = id, "checkpoint {id} failed: {why}");
-        if s.failures > self.config.tolerable_failures {
-            let why = format!(
-                "{} checkpoints in a row failed (tolerable: {}); the last, checkpoint {id}: {why}",
-                s.failures, self.config.tolerable_failures
-            );
-            self.set_error(s, why);
-        } else if self.final_id() == Some(id) {
-            if s.error.is_none() {
-                s.final_failed = true;
-            }
-            self.set_error(s, format!("the final checkpoint {id} failed: {why}"));
-        }
     }
 }
