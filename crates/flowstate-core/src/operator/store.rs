@@ -143,21 +143,13 @@ impl OperatorStateStore {
             items = decode_items(name, &enc.items, &resolved.reader)?;
             serializer = resolved.serializer;
         }
-        let state = Rc::new(OperatorListState {
+        let state = OperatorListState {
             name: name.to_string(),
             mode,
             serializer,
             items: RefCell::new(items),
-        });
-        self.restored.borrow_mut().remove(name);
-        self.registered.borrow_mut().insert(
-            name.to_string(),
-            Registered {
-                mode,
-                state: state.clone(),
-            },
-        );
-        Ok(state)
+        };
+        Ok(self.register(name, mode, state))
     }
 
     /// A broadcast state (read-write; the runtime hands read-only views to keyed sides).
@@ -210,12 +202,24 @@ impl OperatorStateStore {
             }
             value_serializer = resolved.serializer;
         }
-        let state = Rc::new(BroadcastState {
+        let state = BroadcastState {
             name: name.to_string(),
             key_serializer: desc.key_serializer().clone(),
             value_serializer,
             map: RefCell::new(map),
-        });
+        };
+        Ok(self.register(name, mode, state))
+    }
+
+    /// Registers `state` as `name`, in place of what was restored for it (decoded into
+    /// `state` by now), and hands it back.
+    fn register<S: ErasedOperatorState + 'static>(
+        &self,
+        name: &str,
+        mode: OperatorStateMode,
+        state: S,
+    ) -> Rc<S> {
+        let state = Rc::new(state);
         self.restored.borrow_mut().remove(name);
         self.registered.borrow_mut().insert(
             name.to_string(),
@@ -224,7 +228,7 @@ impl OperatorStateStore {
                 state: state.clone(),
             },
         );
-        Ok(state)
+        state
     }
 
     /// Synchronous part of a snapshot: encodes every state (operator state is small, so
