@@ -73,16 +73,7 @@ impl OperatorStateStore {
         let Some(r) = reg.get(name) else {
             return Ok(None);
         };
-        if r.mode != mode {
-            return Err(StateError::TypeMismatch {
-                name: name.to_string(),
-                detail: format!(
-                    "registered as {}, requested as {}",
-                    r.mode.describe(),
-                    mode.describe()
-                ),
-            });
-        }
+        require_mode(name, "registered", r.mode, mode)?;
         r.state
             .clone()
             .as_any()
@@ -103,16 +94,7 @@ impl OperatorStateStore {
         let Some(enc) = restored.get(name) else {
             return Ok(None);
         };
-        if enc.mode != mode {
-            return Err(StateError::TypeMismatch {
-                name: name.to_string(),
-                detail: format!(
-                    "restored as {}, requested as {}",
-                    enc.mode.describe(),
-                    mode.describe()
-                ),
-            });
-        }
+        require_mode(name, "restored", enc.mode, mode)?;
         Ok(Some(enc.clone()))
     }
 
@@ -300,4 +282,25 @@ fn decode_items<T>(name: &str, items: &[Item], reader: &MigrationReader<T>) -> S
             )),
         })
         .collect()
+}
+
+/// Refuses state `name` asked for in mode `requested` when it was `how` (registered or
+/// restored) in mode `found`.
+fn require_mode(
+    name: &str,
+    how: &str,
+    found: OperatorStateMode,
+    requested: OperatorStateMode,
+) -> StateResult<()> {
+    if found == requested {
+        return Ok(());
+    }
+    Err(StateError::TypeMismatch {
+        name: name.to_string(),
+        detail: format!(
+            "{how} as {}, requested as {}",
+            found.describe(),
+            requested.describe()
+        ),
+    })
 }

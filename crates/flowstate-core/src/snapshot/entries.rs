@@ -7,7 +7,7 @@ use crate::serializer::TypeSerializer;
 
 /// Appends canonical entries to a section.
 pub struct EntryEncoder<'a> {
-    pub(super) out: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
     /// Entries appended so far (a section without any is dropped).
     pub(super) entries: usize,
 }

@@ -81,7 +81,7 @@ impl AsyncKeyedSnapshot for KeyedSnapshot {
                 let at = out.len();
                 out.put_u32(id as u32);
                 out.put_u64(0);
-                let mut enc = EntryEncoder { out, entries: 0 };
+                let mut enc = EntryEncoder::new(out);
                 w.write_key_group(kg, &mut enc)?;
                 let entries = enc.entries;
                 let len = (out.len() - at - 12) as u64;
