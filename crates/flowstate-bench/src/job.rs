@@ -36,6 +36,8 @@ pub(crate) struct JobBench {
     pub(crate) interval_ms: u64,
     /// RocksDB's `entry_cache_bytes`, when not the default.
     pub(crate) entry_cache_bytes: Option<usize>,
+    /// RocksDB's `level0_compaction_trigger`, when not the default.
+    pub(crate) level0_compaction_trigger: Option<i32>,
 }
 
 /// The anchor's `JobBench.keyOf`: the splitmix64 finalizer of `i + golden`, mod `k`.
@@ -187,11 +189,14 @@ impl JobBench {
     fn run_once(&self) -> Result<Figures> {
         let dir = tempfile::tempdir()?;
         let rocksdb = self.rocksdb.then(|| {
-            let options = rocksdb_options(dir.path(), SnapshotMode::Incremental);
-            match self.entry_cache_bytes {
-                Some(bytes) => options.with_entry_cache_bytes(bytes),
-                None => options,
+            let mut options = rocksdb_options(dir.path(), SnapshotMode::Incremental);
+            if let Some(bytes) = self.entry_cache_bytes {
+                options = options.with_entry_cache_bytes(bytes);
             }
+            if let Some(files) = self.level0_compaction_trigger {
+                options = options.with_level0_compaction_trigger(files);
+            }
+            options
         });
         let config = job_config_with(
             dir.path(),

@@ -131,6 +131,10 @@ enum Command {
         /// RocksDB: memtables per column family (the backend's default when not given).
         #[arg(long)]
         max_write_buffers: Option<i32>,
+        /// RocksDB: level-0 files that start a compaction (the backend's default when
+        /// not given; RocksDB's and Flink's is 4).
+        #[arg(long)]
+        level0_compaction_trigger: Option<i32>,
     },
     /// The Flink anchor's JobBench: a keyed value or map job, checkpoint every second.
     Job {
@@ -158,6 +162,10 @@ enum Command {
         /// backend's default, 128 MiB, when not given).
         #[arg(long)]
         entry_cache_bytes: Option<usize>,
+        /// RocksDB: level-0 files that start a compaction (the backend's default when
+        /// not given; RocksDB's and Flink's is 4).
+        #[arg(long)]
+        level0_compaction_trigger: Option<i32>,
     },
     /// Nexmark queries: events/s per core on each backend, beside Flink's published
     /// per-core figures.
@@ -400,6 +408,7 @@ fn main() -> Result<()> {
             entry_cache_bytes,
             write_buffer_bytes,
             max_write_buffers,
+            level0_compaction_trigger,
         } => {
             if !seconds.is_finite() || seconds <= 0.0 || iterations == 0 {
                 bail!("--seconds and --iterations must be positive");
@@ -443,6 +452,9 @@ fn main() -> Result<()> {
             if let Some(count) = max_write_buffers {
                 rocksdb = rocksdb.with_max_write_buffers(count);
             }
+            if let Some(files) = level0_compaction_trigger {
+                rocksdb = rocksdb.with_level0_compaction_trigger(files);
+            }
             let baseline = match (no_baselines, backend) {
                 (true, _) => state::Baseline::Off,
                 (false, Backend::Heap) => state::Baseline::Bare,
@@ -473,6 +485,7 @@ fn main() -> Result<()> {
             runs,
             interval_ms,
             entry_cache_bytes,
+            level0_compaction_trigger,
         } => {
             if backend == Backend::RocksdbIncremental {
                 bail!("job runs RocksDB incremental already: use --backend rocksdb");
@@ -486,6 +499,7 @@ fn main() -> Result<()> {
                 runs,
                 interval_ms,
                 entry_cache_bytes,
+                level0_compaction_trigger,
             }
             .run()
         }

@@ -223,6 +223,7 @@ impl DbSettings {
         o.set_write_buffer_size(self.options.write_buffer_bytes.max(64 << 10));
         o.set_max_write_buffer_number(self.options.max_write_buffers.max(2));
         o.set_level_compaction_dynamic_level_bytes(true);
+        o.set_level_zero_file_num_compaction_trigger(self.options.level0_compaction_trigger.max(1));
         o.set_compression_type(match self.options.compression {
             Compression::None => DBCompressionType::None,
             Compression::Snappy => DBCompressionType::Snappy,

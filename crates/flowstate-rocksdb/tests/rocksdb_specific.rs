@@ -629,6 +629,15 @@ fn a_migration_failing_part_way_poisons_the_backend_not_the_checkpoint() {
 /// Whether each column family of the one live database under `local` names the
 /// entry-prefix extractor, by the newest OPTIONS file RocksDB wrote for it.
 fn prefix_extractors(local: &std::path::Path) -> BTreeMap<String, bool> {
+    cf_options(local)
+        .into_iter()
+        .map(|(name, options)| (name, options.contains("flowstate.entry-prefix")))
+        .collect()
+}
+
+/// The options text of each column family (but `default`) of the one live database
+/// under `local`, from the newest OPTIONS file RocksDB wrote for it.
+fn cf_options(local: &std::path::Path) -> BTreeMap<String, String> {
     let named = |dir: &std::path::Path, start: &str| -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -656,12 +665,30 @@ fn prefix_extractors(local: &std::path::Path) -> BTreeMap<String, bool> {
         .skip(1)
         .filter_map(|section| {
             let (name, options) = section.split_once('"')?;
-            (name != "default").then(|| {
-                let extractor = options.contains("flowstate.entry-prefix");
-                (name.to_string(), extractor)
-            })
+            (name != "default").then(|| (name.to_string(), options.to_string()))
         })
         .collect()
+}
+
+/// The level-0 compaction trigger reaches every state's column family: 10 by default,
+/// and what `with_level0_compaction_trigger` sets.
+#[test]
+fn level0_compaction_trigger_reaches_every_column_family() {
+    for (set, want) in [(None, 10), (Some(7), 7), (Some(0), 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = RocksDbOptions::new(dir.path());
+        if let Some(files) = set {
+            opts = opts.with_level0_compaction_trigger(files);
+        }
+        let b = RocksDbKeyedStateBackend::<u64>::new(config(128, all()), opts).unwrap();
+        fill_mixed(&b, 0..10);
+        let cfs = cf_options(dir.path());
+        assert_eq!(cfs.len(), 3, "{:?}", cfs.keys());
+        for (name, options) in cfs {
+            let line = format!("level0_file_num_compaction_trigger={want}\n");
+            assert!(options.contains(&line), "{name} (set {set:?}): {options}");
+        }
+    }
 }
 
 /// Only map states' column families get the entry-prefix extractor (value and list
