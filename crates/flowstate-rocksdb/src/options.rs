@@ -81,8 +81,9 @@ pub struct RocksDbOptions {
     /// filter, mostly). Measured 2026-12-07 (`flowstate-bench job`, 4 against 10
     /// alternating, five rounds of three runs): the `map` job used 26% / 12% less CPU
     /// over all threads and ran 6% faster (p1 / p2); the `value` job used 9–13% less
-    /// CPU and ran within 2% (p1) and 1% (p2); Nexmark's RocksDB queries stayed within
-    /// the noise. Writes still slow down at RocksDB's 20 level-0 files and stop at 36.
+    /// CPU, and its records/s were 0.95 and 0.98 of trigger 4's at p1 (two scripts)
+    /// and 0.99 at p2; Nexmark's RocksDB queries stayed within the noise. Writes still
+    /// slow down at RocksDB's 20 level-0 files and stop at 36.
     pub level0_compaction_trigger: i32,
     /// SST compression.
     pub compression: Compression,
