@@ -39,28 +39,30 @@
 //! emitted again (per instance, as such output always is).
 
 use std::collections::BTreeMap;
-use std::ops::{Deref, DerefMut};
-use std::rc::Rc;
 
-use flowstate_core::descriptor::MapStateDescriptor;
-use flowstate_core::operator::{BroadcastState, OperatorStateStore};
-use flowstate_core::serializer::{SerdeSerializer, TypeSerializer};
-use flowstate_core::state::{MapState, StateKey, StateValue, VoidNamespace};
+use flowstate_core::operator::OperatorStateStore;
+use flowstate_core::state::{StateKey, VoidNamespace};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::Broadcast;
 
-use crate::checkpoint::OperatorSnapshotMeta;
 use crate::keyed::{
-    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, KeyedRunner, Outbox, OutputTag, Stash, flush_to,
-    keyed_binary, start_keyed_later,
+    Emitter, KeyedCtx, KeyedLogic, KeyedRecord, Outbox, Stash, flush_to, keyed_binary,
+    start_keyed_later,
 };
 use crate::process::{OpenContext, ProcessContext};
 use crate::stream::{Data, DataStream, KeyedStream};
-use crate::task::WorkerCheckpoints;
 use crate::time::{Time, frontier_clocks, frontier_least, time_at};
 use crate::timers::TimeDomain;
 use crate::{RuntimeError, record_error};
+
+mod context;
+mod snapshot;
+
+pub use context::{
+    BroadcastContext, KeyedBroadcastProcessFunction, ReadOnlyBroadcastState, ReadOnlyContext,
+};
+use snapshot::{checkpoint_through, restore_broadcast};
 
 /// A broadcast record: event time, (sending worker, run generation, sequence number
 /// there, value). The generation (the run's first checkpoint id) keeps records a
@@ -72,22 +74,6 @@ type HeldBack<B> = Vec<(u64, BroadcastRecord<B>)>;
 
 /// Broadcast records waiting for their epoch, by (epoch, checkpoint interval).
 type BroadcastStash<B> = BTreeMap<(u64, u64), Vec<BroadcastRecord<B>>>;
-
-/// Operator (broadcast) state of a snapshot: the broadcast records it held back,
-/// `(epoch, origin, generation, seq) -> (event time, value bytes)`.
-const BROADCAST_INFLIGHT: &str = "_broadcast_inflight";
-/// Operator (broadcast) state of a snapshot: the watermark its keyed side had reached.
-const BROADCAST_WATERMARK: &str = "_broadcast_watermark";
-
-type InflightKey = (u64, u32, u64, u64);
-
-fn inflight_desc() -> MapStateDescriptor<InflightKey, (i64, Vec<u8>)> {
-    MapStateDescriptor::new(BROADCAST_INFLIGHT)
-}
-
-fn watermark_desc() -> MapStateDescriptor<u8, i64> {
-    MapStateDescriptor::new(BROADCAST_WATERMARK)
-}
 
 /// A stream whose records go to every worker; connect it to a keyed stream.
 pub struct BroadcastStream<'scope, B> {
@@ -134,120 +120,6 @@ impl<'scope, K: Data + StateKey, T: Data> KeyedStream<'scope, K, T> {
             keyed: self,
             broadcast,
         }
-    }
-}
-
-/// Flink's `KeyedBroadcastProcessFunction`: keyed records with keyed state and a
-/// read-only view of the broadcast state; broadcast records with write access to it.
-pub trait KeyedBroadcastProcessFunction<K, IN, B, OUT>: 'static {
-    /// Declares keyed state (once per worker, before any record).
-    fn open(&mut self, ctx: &OpenContext<'_, K>) -> Result<(), RuntimeError> {
-        let _ = ctx;
-        Ok(())
-    }
-    /// A keyed record, with the current key set.
-    fn process_element(
-        &mut self,
-        value: IN,
-        ctx: &mut ReadOnlyContext<'_, K, OUT>,
-    ) -> Result<(), RuntimeError>;
-    /// A broadcast record; called on every worker with the same records in the same
-    /// order, so each must change the broadcast state the same way.
-    fn process_broadcast_element(
-        &mut self,
-        value: B,
-        ctx: &mut BroadcastContext<'_, OUT>,
-    ) -> Result<(), RuntimeError>;
-    /// A timer of the current key fired.
-    fn on_timer(
-        &mut self,
-        timestamp: i64,
-        ctx: &mut ReadOnlyContext<'_, K, OUT>,
-    ) -> Result<(), RuntimeError> {
-        let _ = (timestamp, ctx);
-        Ok(())
-    }
-}
-
-/// Broadcast state as the keyed side sees it: read-only.
-pub struct ReadOnlyBroadcastState<K, V>(Rc<BroadcastState<K, V>>);
-
-impl<K: StateKey, V: StateValue> ReadOnlyBroadcastState<K, V> {
-    /// The value under `key`.
-    pub fn get(&self, key: &K) -> Result<Option<V>, RuntimeError> {
-        Ok(self.0.get(key)?)
-    }
-    /// Whether `key` is present.
-    pub fn contains(&self, key: &K) -> Result<bool, RuntimeError> {
-        Ok(self.0.contains(key)?)
-    }
-    /// All entries (order unspecified).
-    pub fn entries(&self) -> Result<Vec<(K, V)>, RuntimeError> {
-        Ok(self.0.entries()?)
-    }
-    /// Whether the state is empty.
-    pub fn is_empty(&self) -> Result<bool, RuntimeError> {
-        Ok(self.0.is_empty()?)
-    }
-}
-
-/// The context of [`KeyedBroadcastProcessFunction::process_element`] and `on_timer`:
-/// everything of [`ProcessContext`] (key, timestamp, timers, outputs) plus read-only
-/// broadcast state.
-pub struct ReadOnlyContext<'a, K, OUT> {
-    inner: ProcessContext<'a, K, OUT>,
-    store: &'a OperatorStateStore,
-}
-
-impl<K, OUT> ReadOnlyContext<'_, K, OUT> {
-    /// The broadcast state declared by `desc`, read-only.
-    pub fn broadcast_state<BK: StateKey, BV: StateValue>(
-        &self,
-        desc: &MapStateDescriptor<BK, BV>,
-    ) -> Result<ReadOnlyBroadcastState<BK, BV>, RuntimeError> {
-        Ok(ReadOnlyBroadcastState(self.store.broadcast_state(desc)?))
-    }
-}
-
-impl<'a, K, OUT> Deref for ReadOnlyContext<'a, K, OUT> {
-    type Target = ProcessContext<'a, K, OUT>;
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
-}
-
-impl<K, OUT> DerefMut for ReadOnlyContext<'_, K, OUT> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
-    }
-}
-
-/// The context of [`KeyedBroadcastProcessFunction::process_broadcast_element`].
-pub struct BroadcastContext<'a, OUT> {
-    timestamp: i64,
-    emit: Emitter<'a, OUT>,
-    store: &'a OperatorStateStore,
-}
-
-impl<OUT> BroadcastContext<'_, OUT> {
-    /// The broadcast state declared by `desc`, writable.
-    pub fn broadcast_state<BK: StateKey, BV: StateValue>(
-        &self,
-        desc: &MapStateDescriptor<BK, BV>,
-    ) -> Result<Rc<BroadcastState<BK, BV>>, RuntimeError> {
-        Ok(self.store.broadcast_state(desc)?)
-    }
-    /// The broadcast record's event time.
-    pub fn timestamp(&self) -> i64 {
-        self.timestamp
-    }
-    /// Emits a record (from every worker: each sees the broadcast record).
-    pub fn collect(&mut self, value: OUT) {
-        self.emit.main(self.timestamp, value);
-    }
-    /// Emits to a side output.
-    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) -> Result<(), RuntimeError> {
-        self.emit.side(tag, self.timestamp, &value)
     }
 }
 
@@ -499,109 +371,4 @@ where
         );
         DataStream::from_keyed(main, side, &stream, identity)
     }
-}
-
-/// Takes the snapshots of every checkpoint up to `through` not taken yet: the keyed
-/// side as a keyed operator does, and the worker's broadcast state with the broadcast
-/// records held back (of each checkpoint's intervals) and the keyed side's watermark,
-/// so a restore can pick a copy consistent with every key's state.
-fn checkpoint_through<K, T, B, F>(
-    r: &mut KeyedRunner<K, VoidNamespace, BroadcastLogic<F, B>>,
-    through: u64,
-    keyed_stash: &Stash<K, T>,
-    bcast_stash: &BroadcastStash<B>,
-) -> Result<(), RuntimeError>
-where
-    K: Data + StateKey,
-    T: Data,
-    B: Data,
-{
-    let Some(from) = r.snapshotted().map(|s| s + 1) else {
-        return Ok(());
-    };
-    let ser = SerdeSerializer::<B>::new();
-    for id in from..=through {
-        let store = std::mem::replace(&mut r.logic.store, OperatorStateStore::new(0));
-        let result = (|| -> Result<(), RuntimeError> {
-            let held = store.broadcast_state(&inflight_desc())?;
-            held.clear()?;
-            let mut held_bytes = 0u64;
-            for ((epoch, interval), records) in bcast_stash {
-                if *interval > id {
-                    continue;
-                }
-                for (ts, (origin, generation, seq, value)) in records {
-                    let mut bytes = Vec::new();
-                    ser.serialize_into(value, &mut bytes).map_err(|e| {
-                        flowstate_core::StateError::serialization(BROADCAST_INFLIGHT, e)
-                    })?;
-                    held_bytes += bytes.len() as u64;
-                    held.put((*epoch, *origin, *generation, *seq), (*ts, bytes))?;
-                }
-            }
-            store
-                .broadcast_state(&watermark_desc())?
-                .put(0, r.watermark())?;
-            r.checkpoint_through(id, keyed_stash, Some(&store), held_bytes)?;
-            held.clear()?;
-            Ok(())
-        })();
-        r.logic.store = store;
-        result?;
-    }
-    Ok(())
-}
-
-/// The broadcast state a restored instance starts from, and the broadcast records its
-/// snapshot held back, as `(epoch, record)`. At the same parallelism each instance
-/// takes its own copy; rescaled, every instance takes the copy whose keyed side had
-/// reached the lowest watermark (records held back by the others are then replayed
-/// onto it, and no key's held-back records see a broadcast state newer than theirs).
-fn restore_broadcast<B: Data>(
-    ctx: &WorkerCheckpoints,
-    meta: Option<&OperatorSnapshotMeta>,
-    index: u32,
-    peers: u32,
-) -> Result<(OperatorStateStore, HeldBack<B>), RuntimeError> {
-    let (Some(meta), Some(restored)) = (meta, ctx.restored.as_ref()) else {
-        return Ok((OperatorStateStore::new(index), Vec::new()));
-    };
-    if meta.operator.is_empty() {
-        return Ok((OperatorStateStore::new(index), Vec::new()));
-    }
-    let storage = restored.storage.as_ref();
-    let open = |h: &flowstate_core::operator::OperatorStateHandle| {
-        OperatorStateStore::restore(storage, std::slice::from_ref(h), index, peers)
-            .map_err(|e| restored.error(e))
-    };
-    let chosen = if meta.operator.len() == peers as usize {
-        meta.operator.iter().find(|h| h.subtask_index == index)
-    } else {
-        let mut best: Option<(i64, &flowstate_core::operator::OperatorStateHandle)> = None;
-        for h in &meta.operator {
-            let wm = open(h)?
-                .broadcast_state(&watermark_desc())?
-                .get(&0)?
-                .unwrap_or(i64::MIN);
-            if best.is_none_or(|(b, _)| wm < b) {
-                best = Some((wm, h));
-            }
-        }
-        best.map(|(_, h)| h)
-    };
-    let Some(handle) = chosen else {
-        return Err(restored.damaged(format!("no broadcast state snapshot of instance {index}")));
-    };
-    let store = open(handle)?;
-    let ser = SerdeSerializer::<B>::new();
-    let held = store.broadcast_state(&inflight_desc())?;
-    let mut records = Vec::new();
-    for ((epoch, origin, generation, seq), (ts, bytes)) in held.entries()? {
-        let value = ser
-            .deserialize(&bytes)
-            .map_err(|e| flowstate_core::StateError::serialization(BROADCAST_INFLIGHT, e))?;
-        records.push((epoch, (ts, (origin, generation, seq, value))));
-    }
-    held.clear()?;
-    Ok((store, records))
 }
