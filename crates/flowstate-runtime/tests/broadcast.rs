@@ -1,7 +1,7 @@
 //! The broadcast pattern: every worker ends with the same broadcast state and keyed
 //! records see it; broadcast records of a watermark epoch apply before keyed records of
 //! that epoch on every worker, so results repeat across worker counts and backends.
-//! (That the keyed side cannot write is a `compile_fail` doctest in `broadcast.rs`.)
+//! (That the keyed side cannot write is a `compile_fail` doctest in `broadcast/mod.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failure
 
 mod common;
