@@ -23,7 +23,9 @@
 //! working; their states store no schema and restore as before (same type name and
 //! version, no evolution).
 
+mod access;
 mod names;
+mod shape;
 mod tracer;
 
 use std::any::TypeId;
@@ -33,7 +35,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::tracer::{TraceDe, Tracer, merge, unknown};
+use self::shape::{merge, unknown};
+use self::tracer::{TraceDe, Tracer};
 use super::{Schema, SchemaError};
 
 /// A traced schema and its stored JSON, shared by every serializer of the type.

@@ -4,62 +4,15 @@
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+use serde::de::{self, Visitor};
 
+use super::access::{Elements, EnumTrace};
 use super::names::Names;
-use crate::schema::{Field, SCHEMA_VERSION, Schema, Shape, TypeDef, Variant, VariantBody};
+use super::shape::{merge, merge_all, merge_fields, name_fields, named, same_names, unknown};
+use crate::schema::{SCHEMA_VERSION, Schema, Shape, TypeDef, Variant, VariantBody};
 
 /// Deepest nesting traced.
 const MAX_DEPTH: usize = 128;
-
-/// A shape not traced yet (a cut option, sequence or map).
-pub(super) fn unknown() -> Shape {
-    Shape::Named(String::new())
-}
-
-fn is_unknown(s: &Shape) -> bool {
-    matches!(s, Shape::Named(n) if n.is_empty())
-}
-
-/// Merges what one occurrence of a type taught into what is known.
-pub(super) fn merge(into: &mut Shape, new: Shape) -> Result<(), String> {
-    if is_unknown(&new) {
-        return Ok(());
-    }
-    if is_unknown(into) {
-        *into = new;
-        return Ok(());
-    }
-    match (into, new) {
-        (Shape::Option(a), Shape::Option(b)) | (Shape::Seq(a), Shape::Seq(b)) => merge(a, *b),
-        (Shape::Map { key, value }, Shape::Map { key: k, value: v }) => {
-            merge(key, *k)?;
-            merge(value, *v)
-        }
-        (Shape::Tuple(a), Shape::Tuple(b)) if a.len() == b.len() => {
-            a.iter_mut().zip(b).try_for_each(|(x, y)| merge(x, y))
-        }
-        (a, b) if *a == b => Ok(()),
-        (a, b) => Err(format!(
-            "two different types are both named `{a}`/`{b}` (give one a #[serde(rename)])"
-        )),
-    }
-}
-
-fn merge_all(into: &mut [Shape], new: Vec<Shape>) -> Result<(), String> {
-    into.iter_mut().zip(new).try_for_each(|(x, y)| merge(x, y))
-}
-
-/// Whether two traces of a struct (or struct variant) list the same fields.
-fn same_names(a: &[Field], b: &[Field]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
-}
-
-fn merge_fields(into: &mut [Field], new: Vec<Field>) -> Result<(), String> {
-    into.iter_mut()
-        .zip(new)
-        .try_for_each(|(x, y)| merge(&mut x.shape, y.shape))
-}
 
 struct EnumProgress {
     /// The enum's name as serde gives it (the key of its recorded variant names).
@@ -119,7 +72,14 @@ impl Tracer {
         }
     }
 
-    fn record_variant(
+    /// The variant names recorded for enum `name` (none before it was met).
+    pub(super) fn variant_names(&self, name: &str) -> &'static [&'static str] {
+        self.enums.get(name).map(|e| e.names).unwrap_or(&[])
+    }
+
+    /// Records what one pass traced of variant `i` of enum `enum_name`, merged with
+    /// what earlier passes traced of it.
+    pub(super) fn record_variant(
         &mut self,
         enum_name: &str,
         i: usize,
@@ -229,9 +189,9 @@ impl de::Error for TraceError {
     }
 }
 
-type TResult<T> = std::result::Result<T, TraceError>;
+pub(super) type TResult<T> = std::result::Result<T, TraceError>;
 
-fn err<T>(msg: impl Into<String>) -> TResult<T> {
+pub(super) fn err<T>(msg: impl Into<String>) -> TResult<T> {
     Err(TraceError(msg.into()))
 }
 
@@ -247,7 +207,10 @@ impl TraceDe<'_> {
     }
 
     /// Runs `f` one level deeper (bounded).
-    fn deeper<R>(t: &mut Tracer, f: impl FnOnce(&mut Tracer) -> TResult<R>) -> TResult<R> {
+    pub(super) fn deeper<R>(
+        t: &mut Tracer,
+        f: impl FnOnce(&mut Tracer) -> TResult<R>,
+    ) -> TResult<R> {
         if t.depth >= MAX_DEPTH {
             return err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
@@ -271,157 +234,6 @@ impl TraceDe<'_> {
         }
         r
     }
-}
-
-/// Gives `shapes.len()` traced elements.
-struct Elements<'t> {
-    t: &'t mut Tracer,
-    shapes: &'t mut [Shape],
-    next: usize,
-}
-
-impl<'de> de::SeqAccess<'de> for Elements<'_> {
-    type Error = TraceError;
-
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> TResult<Option<S::Value>> {
-        let Some(out) = self.shapes.get_mut(self.next) else {
-            return Ok(None);
-        };
-        self.next += 1;
-        let t = &mut *self.t;
-        TraceDe::deeper(t, |t| seed.deserialize(TraceDe { t, out })).map(Some)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.shapes.len() - self.next)
-    }
-}
-
-impl<'de> de::MapAccess<'de> for Elements<'_> {
-    type Error = TraceError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> TResult<Option<K::Value>> {
-        de::SeqAccess::next_element_seed(self, seed)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> TResult<V::Value> {
-        match de::SeqAccess::next_element_seed(self, seed)? {
-            Some(v) => Ok(v),
-            None => err("map value without a key"),
-        }
-    }
-}
-
-struct EnumTrace<'t> {
-    t: &'t mut Tracer,
-    name: &'static str,
-    index: usize,
-}
-
-impl<'de, 't> de::EnumAccess<'de> for EnumTrace<'t> {
-    type Error = TraceError;
-    type Variant = EnumTrace<'t>;
-
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> TResult<(V::Value, Self::Variant)> {
-        let names = self.t.enums.get(self.name).map(|e| e.names).unwrap_or(&[]);
-        let Some(variant) = names.get(self.index) else {
-            return err("variant out of range");
-        };
-        let key: de::value::StrDeserializer<'_, TraceError> = variant.into_deserializer();
-        Ok((seed.deserialize(key)?, self))
-    }
-}
-
-impl EnumTrace<'_> {
-    fn body(self, body: VariantBody) -> TResult<()> {
-        self.t
-            .record_variant(self.name, self.index, body)
-            .map_err(TraceError)
-    }
-}
-
-impl<'de> de::VariantAccess<'de> for EnumTrace<'_> {
-    type Error = TraceError;
-
-    fn unit_variant(self) -> TResult<()> {
-        self.body(VariantBody::Unit)
-    }
-
-    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> TResult<S::Value> {
-        let mut shape = unknown();
-        let v = TraceDe::deeper(self.t, |t| seed.deserialize(TraceDe { t, out: &mut shape }))?;
-        self.body(VariantBody::Newtype(shape))?;
-        Ok(v)
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> TResult<V::Value> {
-        let mut shapes = vec![unknown(); len];
-        let v = visitor.visit_seq(Elements {
-            t: &mut *self.t,
-            shapes: &mut shapes,
-            next: 0,
-        })?;
-        self.body(VariantBody::Tuple(shapes))?;
-        Ok(v)
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> TResult<V::Value> {
-        let mut shapes = vec![unknown(); fields.len()];
-        let v = visitor.visit_seq(Elements {
-            t: &mut *self.t,
-            shapes: &mut shapes,
-            next: 0,
-        })?;
-        self.body(VariantBody::Struct(named(fields, shapes)))?;
-        Ok(v)
-    }
-}
-
-/// Fields of the shapes a struct's `Deserialize` read, in order. `FIELDS` lists every
-/// accepted name (aliases too), so it names the fields only when it is as long as
-/// what was read; otherwise names come from serializing the sample ([`name_fields`]).
-fn named(fields: &[&str], mut shapes: Vec<Shape>) -> Vec<Field> {
-    let read = shapes.iter().take_while(|s| !is_unknown(s)).count();
-    shapes.truncate(read);
-    let exact = fields.len() == read;
-    shapes
-        .into_iter()
-        .enumerate()
-        .map(|(i, shape)| Field {
-            name: if exact {
-                fields[i].to_string()
-            } else {
-                String::new()
-            },
-            shape,
-        })
-        .collect()
-}
-
-/// Gives `fields` the names serialization used, when it recorded them.
-fn name_fields(
-    fields: &mut [Field],
-    recorded: Option<&Vec<&'static str>>,
-    container: &str,
-) -> Result<(), String> {
-    match recorded {
-        Some(names) if names.len() == fields.len() => {
-            for (f, n) in fields.iter_mut().zip(names) {
-                f.name = (*n).to_string();
-            }
-        }
-        _ if fields.iter().all(|f| !f.name.is_empty()) => {}
-        _ => {
-            return Err(format!(
-                "the field names of `{container}` could not be told apart from its aliases"
-            ));
-        }
-    }
-    Ok(())
 }
 
 macro_rules! leaf {
