@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: format, lints, every test of every crate, then a
-# bounded fuzz run of every on-disk format decoder.
+# The whole test suite, as CI runs it: format, lints, every test of every crate, the API
+# docs (every intra-doc link resolving), then a bounded fuzz run of every on-disk format
+# decoder.
 # One build profile (release) for tests, demo and benchmarks: RocksDB builds once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,8 @@ if grep -q librocksdb-sys <<< "$heap_tree"; then
 fi
 cargo clippy --release -p flowstate-runtime -p flowstate-app --no-default-features --all-targets -- -D warnings
 cargo test --release --workspace
+# The crates' API docs, with every warning (a link to a missing or private item) an
+# error; after the tests, so it reuses their build (about 20 s).
+RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 # Every decoder of an on-disk format, 20000 fuzzed inputs each (nightly toolchain).
 ./scripts/fuzz.sh --runs 20000

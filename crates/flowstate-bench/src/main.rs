@@ -200,7 +200,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         iterations: usize,
     },
-    /// Checkpoint, savepoint, restore and read-back figures for a ValueState<u64>.
+    /// Checkpoint, savepoint, restore and read-back figures for a `ValueState<u64>`.
     Snapshot {
         #[arg(long, value_enum, default_value = "heap")]
         backend: Backend,

@@ -10,7 +10,7 @@
 //! - [`raw`]: raw keyed state written by operators per key group;
 //! - [`schema`]: state schemas derived from serde types, and evolution between them;
 //! - [`registry`]: reference counting of files shared between checkpoints;
-//! - [`format`] and [`snapshot`]: the canonical key-group-indexed snapshot format;
+//! - [`mod@format`] and [`snapshot`]: the canonical key-group-indexed snapshot format;
 //! - [`storage`]: the checkpoint-storage interface;
 //! - [`ttl`]: state time-to-live (config, stored form, decorators, cleanup helpers).
 //!

@@ -63,7 +63,7 @@ pub(crate) fn read<C: AsColumnFamilyRef>(
     out
 }
 
-/// Whether `figures` (from [`read`]) show no background work at all.
+/// Whether `figures` (from `read`) show no background work at all.
 pub fn background_idle(figures: &[(&str, u64)]) -> bool {
     figures
         .iter()

@@ -38,7 +38,7 @@ pub struct JobConfig {
     pub max_parallelism: u32,
     /// The keyed state backend.
     pub backend: BackendChoice,
-    /// The processing-time clock (timers, TTL); tests inject a [`ManualClock`].
+    /// The processing-time clock (timers, TTL); tests inject a [`ManualClock`](crate::ManualClock).
     pub clock: Arc<dyn Clock>,
     /// Checkpoints, when on (off by default).
     pub checkpointing: Option<CheckpointConfig>,

@@ -53,7 +53,7 @@ pub enum RuntimeError {
         candidates: Vec<(u64, String)>,
     },
     /// The final checkpoint (taken when every source has ended) failed, so the job's
-    /// last output is not committed. [`execute`] restarts a single-process job from
+    /// last output is not committed. [`execute`](crate::execute) restarts a single-process job from
     /// its latest checkpoint when no more failures in a row than tolerated occurred;
     /// this is returned otherwise (and by the processes of a cluster, whose
     /// supervisor restarts them).
@@ -68,7 +68,7 @@ pub enum RuntimeError {
         /// The newest checkpoint the run completed, if any.
         last_complete: Option<u64>,
     },
-    /// The job was cancelled through its [`JobHandle`].
+    /// The job was cancelled through its [`JobHandle`](crate::JobHandle).
     #[error("the job was cancelled")]
     Cancelled,
     /// The job may not use a directory (not its own, locked by another job, ...).

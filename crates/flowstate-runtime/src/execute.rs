@@ -34,6 +34,10 @@ use crate::{
 ///
 /// With a [`JobHandle`] in the checkpoint configuration (or through [`spawn`]), code
 /// can take savepoints, stop or cancel the job, and follow its [`JobStatus`].
+///
+/// [`DataStream::collect`]: crate::DataStream::collect
+/// [`JobHandle`]: crate::JobHandle
+/// [`spawn`]: crate::spawn
 pub fn execute<R, F>(config: JobConfig, build: F) -> Result<Vec<R::Output>, RuntimeError>
 where
     F: Fn(&mut Job<'_>) -> R + Send + Sync + 'static,

@@ -5,12 +5,12 @@
 //! - [`reader`]: open a checkpoint or savepoint ([`Snapshot`]) and read its keyed
 //!   entries (canonical, or native RocksDB through a temporary instance) and operator
 //!   state as stored;
-//! - [`describe`]: operators by uid, states with kinds, types, schemas, TTL, entries
+//! - [`describe()`]: operators by uid, states with kinds, types, schemas, TTL, entries
 //!   and bytes per key group, timers, operator and broadcast state;
-//! - [`dump`]: every entry rendered through its stored schema, as JSON lines or CSV;
+//! - [`dump()`]: every entry rendered through its stored schema, as JSON lines or CSV;
 //! - [`typed`]: the same entries read into the user's own types;
 //! - [`bootstrap`]: a new savepoint from records (Rust iterators or JSON lines);
-//! - [`transform`]: a new savepoint from an existing one, changed (uids, states,
+//! - [`transform()`]: a new savepoint from an existing one, changed (uids, states,
 //!   keys, values, max parallelism);
 //! - [`writer`]: how every new savepoint is written and verified before it counts.
 //!

@@ -80,7 +80,7 @@ impl OperatorData {
         Ok(self)
     }
 
-    /// Adds (or finds) a keyed state and returns its id for [`OperatorData::put`].
+    /// Adds (or finds) a keyed state and returns its id for [`SavepointWriter::put`].
     pub fn state(&mut self, meta: StateMetaInfo) -> Result<u32> {
         let k = self
             .keyed

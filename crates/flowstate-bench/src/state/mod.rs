@@ -175,6 +175,8 @@ pub(crate) struct Variant {
     pub(crate) prefetch: bool,
     /// With the state's `u64`s (values, list elements, map user keys) stored at their
     /// full width by [`FixedIntegerSerializer`] instead of as postcard varints.
+    ///
+    /// [`FixedIntegerSerializer`]: flowstate_core::serializer::FixedIntegerSerializer
     pub(crate) fixed: bool,
 }
 
@@ -263,6 +265,8 @@ pub(crate) struct Plan<'a> {
     /// Also with keys prefetched ahead.
     pub(crate) prefetch: bool,
     /// Also with the `u64`s stored by [`FixedIntegerSerializer`].
+    ///
+    /// [`FixedIntegerSerializer`]: flowstate_core::serializer::FixedIntegerSerializer
     pub(crate) fixed: bool,
 }
 

@@ -2,7 +2,7 @@
 //! `_metadata` of a complete checkpoint, recovery and retention.
 //!
 //! **Barriers are timestamps.** Every record's timely time carries its checkpoint
-//! interval ([`crate::time`]). Triggering checkpoint `c` moves every source from
+//! interval (`crate::time`). Triggering checkpoint `c` moves every source from
 //! interval `c` to `c + 1` (a source snapshots its read position as it moves); an
 //! operator whose input frontier has passed interval `c` has received every record of
 //! checkpoints `<= c` and none later is processed before it snapshots: that is the
@@ -19,7 +19,7 @@
 //!
 //! **Two phases.** The synchronous part runs on the worker thread (backend snapshot,
 //! source position, sink pre-commit); the asynchronous part writes the files on its
-//! own thread and acknowledges to the [`Coordinator`]. When every task of every worker
+//! own thread and acknowledges to the `Coordinator`. When every task of every worker
 //! has acknowledged, the coordinator writes `chk-<id>/_metadata` in one atomic put,
 //! registers shared files, applies retention, and workers deliver
 //! `notify_checkpoint_complete` to their operators (sinks commit, the RocksDB backend
@@ -35,7 +35,7 @@
 //! Process 0 leads: it triggers, times out, completes (writes `_metadata`) and retains;
 //! the others learn of triggers, aborts, completions and the final checkpoint from it,
 //! and send it their tasks' acknowledgements, over a small timely dataflow of its own
-//! ([`Control`]). The cut stays consistent without any clock agreement: the interval
+//! (`Control`). The cut stays consistent without any clock agreement: the interval
 //! coordinate of the timestamps is the barrier wherever it is advanced.
 
 mod cleanup;

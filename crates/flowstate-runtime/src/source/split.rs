@@ -74,6 +74,9 @@ pub trait SplitReader<T, S> {
 /// What an implementation must guarantee: the same split opened at the same position
 /// gives the same records in the same order (replay), and initial splits of all
 /// workers together cover the input once.
+///
+/// [`WatermarkStrategy`]: crate::WatermarkStrategy
+/// [`Job::source`]: crate::Job::source
 pub trait SplitSource<T>: 'static {
     /// A split and where it is read up to.
     type Split: Data;
