@@ -24,6 +24,7 @@ mod options;
 mod plain;
 mod prefetch;
 mod properties;
+mod scan;
 mod snapshot;
 mod spill;
 mod states;

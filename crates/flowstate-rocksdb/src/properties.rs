@@ -5,7 +5,7 @@
 use rocksdb::{AsColumnFamilyRef, DB};
 
 /// Figures summed over the default column family and the states'.
-const SUMMED: [(&str, &str); 7] = [
+const SUMMED: [(&str, &str); 8] = [
     ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
     // Each level-0 file is searched by every read and seek its filters do not rule
     // out (they overlap); the deeper levels' files do not.
@@ -20,6 +20,10 @@ const SUMMED: [(&str, &str); 7] = [
     // that need a compaction, or a flush of a full memtable.
     ("compaction_pending", "rocksdb.compaction-pending"),
     ("flush_pending", "rocksdb.mem-table-flush-pending"),
+    // One per column family, plus each older version something still holds: an
+    // iterator (a state's scans keep one until a snapshot, `scan.rs`), a running
+    // compaction. Memtables and files of such versions stay in memory and on disk.
+    ("live_versions", "rocksdb.num-live-versions"),
 ];
 
 /// The database's own counts (the same whichever column family asks): read once.

@@ -292,6 +292,10 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// Synchronous part shared by every snapshot: a hard-linked RocksDB checkpoint.
     fn checkpoint(&self) -> StateResult<CheckpointSource> {
         self.write_deferred()?;
+        // No scan's iterator keeps a version (memtables, files) past a checkpoint.
+        for s in self.deferring.borrow().iter() {
+            s.release_scan();
+        }
         let dir = self
             .settings
             .options

@@ -231,6 +231,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             deferred: Default::default(),
             cached: RefCell::new(EntryCache::new(self.shared.entry_cache_bytes)),
             buffers: Default::default(),
+            scan: Default::default(),
         });
         self.deferring.borrow_mut().push(handle.clone());
         let one_value_per_key = matches!(

@@ -9,7 +9,7 @@ use flowstate_core::state::{
 use rocksdb::WriteBatch;
 
 use crate::buffers::Buf;
-use crate::db::{prefix_read_options, rerr};
+use crate::db::rerr;
 
 use super::{Batching, MapX, RocksState, ser_err};
 
@@ -37,24 +37,25 @@ impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, M
         // An iterator reads RocksDB only.
         self.write_deferred()?;
         let prefix = self.entry_key()?;
-        let cf = self.cf()?;
         // Prefix seeks: the entry prefix is the extractor's, so files without it are
-        // skipped; the check below still ends the scan at the prefix's end.
-        let mut it = self.db().raw_iterator_cf_opt(&cf, prefix_read_options());
-        it.seek(&prefix);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            let Some(uk) = k.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            if !f(uk, v)? {
-                break;
+        // skipped; the check below still ends the scan at the prefix's end. The
+        // iterator is the state's own, refreshed (see `scan.rs`).
+        self.scan.with(&self.shared.holder, &self.name, |it| {
+            it.seek(&prefix);
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                let Some(uk) = k.strip_prefix(prefix.as_slice()) else {
+                    break;
+                };
+                if !f(uk, v)? {
+                    break;
+                }
+                it.next();
             }
-            it.next();
-        }
-        it.status().map_err(rerr("iterate"))
+            it.status().map_err(rerr("iterate"))
+        })
     }
 }
 

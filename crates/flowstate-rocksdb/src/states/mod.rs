@@ -30,6 +30,7 @@ use crate::cache::EntryCache;
 use crate::db::{DbHolder, rerr};
 use crate::deferred::{Deferred, Held, Op};
 use crate::prefetch::{Prefetched, read_ahead};
+use crate::scan::ScanIter;
 
 /// What every handle of one backend shares: the database and the current key.
 pub(crate) struct Shared<K> {
@@ -67,6 +68,8 @@ pub(crate) struct RocksState<K, N, X> {
     pub(crate) cached: RefCell<EntryCache>,
     /// Reused for entry keys and serialized values.
     pub(crate) buffers: Buffers,
+    /// The iterator the state's scans reuse (see `scan.rs`).
+    pub(crate) scan: ScanIter,
 }
 
 /// What the backend does with every state's deferred writes, and with the states it
@@ -81,6 +84,9 @@ pub(crate) trait Batching {
     /// from the deferred writes, the others read in one `MultiGet`. A failed read
     /// caches the keys without values.
     fn begin(&self, entry_keys: &[Vec<u8>]);
+    /// Drops the iterator the state's scans reuse (see `scan.rs`), unpinning the
+    /// RocksDB version it holds.
+    fn release_scan(&self);
 }
 
 impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
@@ -104,6 +110,10 @@ impl<K: StateKey, N: Namespace, X> Batching for RocksState<K, N, X> {
             .map_err(rerr("write deferred writes"))?;
         deferred.clear();
         Ok(())
+    }
+
+    fn release_scan(&self) {
+        self.scan.release();
     }
 
     fn begin(&self, entry_keys: &[Vec<u8>]) {
