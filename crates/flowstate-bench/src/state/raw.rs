@@ -1,8 +1,9 @@
 //! The RocksDB backend's baseline: every op done with the `rocksdb` crate directly on a
 //! [`PlainDb`] (the backend's own column-family options), with the backend's key layout
 //! (`key group | length | key | length | namespace | user key`) built in a reused buffer,
-//! fixed-width integers instead of serializers, the column family looked up once, and
-//! no state API in between: what a hand-written job on RocksDB would do.
+//! fixed-width integers instead of serializers, the column family looked up once, one
+//! iterator for the map scans (refreshed before each, as the backend's states keep
+//! theirs), and no state API in between: what a hand-written job on RocksDB would do.
 
 use anyhow::{Context, Result};
 use flowstate_core::keygroup::key_group_for_serialized_key;
