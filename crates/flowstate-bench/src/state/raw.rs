@@ -113,12 +113,10 @@ impl RawDb {
         let mut key = Vec::with_capacity(32);
         let mut element = Vec::with_capacity(9);
         // The map scans' one iterator, refreshed before each scan, as the backend's
-        // states keep theirs (building one per scan was about half of a scan).
-        let mut scan = {
-            let mut ro = ReadOptions::default();
-            ro.set_prefix_same_as_start(true);
-            db.raw_iterator_cf_opt(&cf, ro)
-        };
+        // states keep theirs (building one per scan was about half of a scan). Built
+        // on the first scan only: an iterator pins a version, which write ops should
+        // not carry.
+        let mut scan_iter = None;
         for i in start..start + n {
             let (k, new_k, v) = (d.setup_key(i), d.new_key(i), d.value(i));
             let (mk, mv) = (d.map_keys[i % MAP_KEYS], d.map_values[i % MAP_KEYS]);
@@ -201,6 +199,11 @@ impl RawDb {
                     entry_key(&mut key, k);
                     // The key's entries share the column family's extractor prefix
                     // (`key group | key | namespace`): a prefix seek, as the backend's.
+                    let scan = scan_iter.get_or_insert_with(|| {
+                        let mut ro = ReadOptions::default();
+                        ro.set_prefix_same_as_start(true);
+                        db.raw_iterator_cf_opt(&cf, ro)
+                    });
                     scan.refresh()?;
                     scan.seek(&key);
                     let mut empty = true;
