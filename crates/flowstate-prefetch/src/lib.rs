@@ -19,12 +19,46 @@
 
 use hashbrown::HashTable;
 
-/// Asks the CPU to load the cache line holding the start of `value` into every cache
-/// level, without waiting for it. A hint only: nothing is read into the program and
+/// Asks the CPU to load the cache lines holding `value` into every cache level,
+/// without waiting for them. A hint only: nothing is read into the program and
 /// nothing changes; on CPUs other than x86-64 it does nothing.
+///
+/// Every line the value spans is requested, up to [`MAX_LINES`]: a value need not
+/// start on a line. A `hashbrown` table's buckets, for one, lie at multiples of their
+/// size from the end of an allocation that is only 16-byte aligned (glibc's large
+/// allocations start 16 bytes into a page), so half of a table's 32-byte buckets can
+/// straddle two lines, and a prefetch of the first alone left the second (there, the
+/// key the look-up compares) to miss.
 #[inline(always)]
 pub fn prefetch<T>(value: &T) {
-    prefetch_ptr(value as *const T);
+    prefetch_span((value as *const T).cast::<u8>(), core::mem::size_of::<T>());
+}
+
+/// Most lines [`prefetch`] requests for one value: a bucket or an entry is a line or
+/// two; a larger value's later lines are left to the hardware's own prefetcher.
+pub const MAX_LINES: usize = 4;
+
+/// A cache line's size on x86-64.
+const LINE: usize = 64;
+
+/// Prefetches the lines of the `len` bytes at `start` (one line for `len` 0), at most
+/// [`MAX_LINES`].
+#[inline(always)]
+fn prefetch_span(start: *const u8, len: usize) {
+    prefetch_ptr(start);
+    // `start + l * LINE` lies in the `l`-th line after `start`'s, whatever `start`'s
+    // offset in its line.
+    for l in 1..=further_lines(start.addr(), len) {
+        prefetch_ptr(start.wrapping_add(l * LINE));
+    }
+}
+
+/// How many lines after the one holding address `start` the `len` bytes from there
+/// reach into, capped so that at most [`MAX_LINES`] are requested in all.
+#[inline(always)]
+fn further_lines(start: usize, len: usize) -> usize {
+    let last = start.wrapping_add(len.saturating_sub(1)) / LINE;
+    last.saturating_sub(start / LINE).min(MAX_LINES - 1)
 }
 
 /// Prefetches the line at `ptr`, which need not point to anything: the instruction
@@ -69,7 +103,7 @@ pub fn prefetch_bucket<T>(table: &HashTable<T>, hash: u64) {
     {
         prefetch(entry);
     } else if let Some(slot) = insert_slot(table, hash) {
-        prefetch_ptr(slot);
+        prefetch_span(slot.cast::<u8>(), core::mem::size_of::<T>());
     }
 }
 
@@ -102,6 +136,35 @@ fn insert_slot<T>(table: &HashTable<T>, hash: u64) -> Option<*const T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value is requested line by line: one line when it fits in its start's, two
+    /// when it straddles a boundary (a 32-byte bucket 48 bytes into a line), never
+    /// more than [`MAX_LINES`].
+    #[test]
+    fn every_line_a_value_spans_is_requested() {
+        assert_eq!(
+            further_lines(0x1000, 0),
+            0,
+            "a zero-sized value: its start's line"
+        );
+        assert_eq!(further_lines(0x1000, 1), 0);
+        assert_eq!(further_lines(0x1000, 64), 0, "a whole line from its start");
+        assert_eq!(further_lines(0x1000, 65), 1);
+        assert_eq!(further_lines(0x1010, 32), 0, "a bucket 16 bytes in");
+        assert_eq!(
+            further_lines(0x1030, 32),
+            1,
+            "a bucket 48 bytes in straddles"
+        );
+        assert_eq!(further_lines(0x103f, 2), 1, "two bytes across a boundary");
+        assert_eq!(further_lines(0x1030, 100), 2);
+        assert_eq!(further_lines(0x1000, 4096), MAX_LINES - 1, "capped");
+        assert_eq!(
+            further_lines(usize::MAX - 8, 32),
+            0,
+            "no overflow at the top"
+        );
+    }
 
     /// The layout [`insert_slot`] relies on: bucket `i` lies one bucket below `i - 1`.
     /// Fails (and says the guess went stale) if a `hashbrown` release changes it.
