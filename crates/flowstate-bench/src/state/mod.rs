@@ -23,7 +23,7 @@
 //! moved by a third between runs).
 //!
 //! Modules: `setup.rs` sets an op's state up, `ops.rs` runs the ops, `measure.rs`
-//! times them; `select.rs` picks each invocation's key.
+//! times them; `select.rs` picks each invocation's key; `report.rs` prints the table.
 
 use anyhow::Result;
 use flowstate_core::backend::KeyedBackendFactory;
@@ -34,6 +34,7 @@ mod bare;
 mod measure;
 mod ops;
 mod raw;
+pub(crate) mod report;
 mod select;
 mod setup;
 

@@ -26,7 +26,6 @@ use flowstate_core::storage::CheckpointStorage;
 use flowstate_core::ttl::{StateTtlConfig, filter_snapshot_writer};
 use flowstate_core::{StateError, StateResult};
 use rocksdb::ReadOptions;
-use rocksdb::checkpoint::Checkpoint;
 
 use crate::db::{
     DbHolder, DbSettings, DirGuard, fresh_dir, rerr, total_order_read_options, unique_id,
@@ -34,9 +33,10 @@ use crate::db::{
 };
 use crate::keys::{parse_key, put_key_prefix_with};
 use crate::options::{RocksDbOptions, SnapshotMode};
-use crate::snapshot::{CfWriter, CheckpointSource, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
+use crate::snapshot::{CfWriter, NativeSnapshot, RocksDbSnapshot, Tracker, lock};
 use crate::states::{AggX, Batching, ListX, MapX, ReduceX, Shared, ValueX};
 
+mod checkpoint;
 mod register;
 mod restore;
 use register::resolve;
@@ -199,26 +199,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(())
     }
 
-    /// A native savepoint: every RocksDB file of the state, uploaded under `dir`
-    /// (e.g. `savepoints/sp-9/sst`) so the savepoint is self-contained, never reusing
-    /// nor becoming the base of checkpoints' incremental files. Restores faster than a
-    /// canonical savepoint but only on this backend (Flink's native savepoint format).
-    pub fn native_savepoint(&self, dir: &str) -> StateResult<NativeSnapshot> {
-        Ok(NativeSnapshot {
-            checkpoint_id: 0,
-            source: self.checkpoint()?,
-            metas: self.all_metas(),
-            key_serializer: self.config.key_serializer.snapshot(),
-            range: self.config.key_group_range,
-            max_parallelism: self.config.max_parallelism,
-            base: HashMap::new(),
-            tracker: self.tracker.clone(),
-            session: self.session.clone(),
-            shared_prefix: dir.to_string(),
-            track: false,
-        })
-    }
-
     /// The options the backend was made with.
     pub fn options(&self) -> &RocksDbOptions {
         &self.settings.options
@@ -273,38 +253,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 
     fn db(&self) -> &rocksdb::DB {
         &self.shared.holder.db
-    }
-
-    /// Descriptions of every state in the database (registered or restored).
-    fn all_metas(&self) -> Vec<StateMetaInfo> {
-        let mut metas: BTreeMap<String, StateMetaInfo> = self
-            .restored
-            .borrow()
-            .iter()
-            .map(|(n, m)| (n.clone(), m.clone()))
-            .collect();
-        for (n, r) in self.states.borrow().iter() {
-            metas.insert(n.clone(), r.meta.clone());
-        }
-        metas.into_values().collect()
-    }
-
-    /// Synchronous part shared by every snapshot: a hard-linked RocksDB checkpoint.
-    fn checkpoint(&self) -> StateResult<CheckpointSource> {
-        self.write_deferred()?;
-        // No scan's iterator keeps a version (memtables, files) past a checkpoint.
-        for s in self.deferring.borrow().iter() {
-            s.release_scan();
-        }
-        let dir = self
-            .settings
-            .options
-            .local_dir
-            .join(format!("snapshot-{}", unique_id()));
-        let cp = Checkpoint::new(self.db()).map_err(rerr("create checkpoint"))?;
-        cp.create_checkpoint(&dir)
-            .map_err(rerr("create checkpoint"))?;
-        Ok(CheckpointSource::new(self.settings.clone(), dir))
     }
 }
 
