@@ -1,6 +1,6 @@
-//! Prefetch hints: ask the CPU to bring the cache line holding a value (or the bucket
+//! Prefetch hints: ask the CPU to bring the cache lines holding a value (or the bucket
 //! of a `hashbrown` table a look-up or insert will touch) into its caches, and go on
-//! without waiting for it.
+//! without waiting for them.
 //!
 //! A plain load of the same line would do the same work but hold the instruction in
 //! the CPU's reorder window until the line arrives from memory (~100 ns): a loop of
