@@ -106,6 +106,26 @@ pub struct HeapKeyedStateBackend<K> {
 }
 
 impl<K: StateKey> HeapKeyedStateBackend<K> {
+    /// [`KeyedStateBackend::key_group_of`] for keys without the integer fast path:
+    /// the key serialized, its bytes hashed. Kept out of line so that the fast path
+    /// inlines into the caller's loop.
+    #[inline(never)]
+    fn key_group_of_serialized(&self, key: &K) -> StateResult<u32> {
+        let mut scratch = self.ctx.scratch.borrow_mut();
+        scratch.clear();
+        self.config
+            .key_serializer
+            .serialize_into(key, &mut scratch)
+            .map_err(|e| StateError::Serialization {
+                state: "<key>".into(),
+                source: e,
+            })?;
+        Ok(key_group_for_serialized_key(
+            &scratch,
+            self.config.max_parallelism,
+        ))
+    }
+
     /// An empty backend.
     pub fn new(config: KeyedBackendConfig<K>) -> StateResult<Self> {
         config.validate()?;
@@ -235,25 +255,14 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         self.config.key_group_range
     }
 
+    #[inline]
     fn key_group_of(&self, key: &K) -> StateResult<u32> {
         if self.integer_keys
             && let Some(hash) = IntegerEncoding::key_hash_of(key)
         {
             return Ok(key_group_for_hash(hash, self.config.max_parallelism));
         }
-        let mut scratch = self.ctx.scratch.borrow_mut();
-        scratch.clear();
-        self.config
-            .key_serializer
-            .serialize_into(key, &mut scratch)
-            .map_err(|e| StateError::Serialization {
-                state: "<key>".into(),
-                source: e,
-            })?;
-        Ok(key_group_for_serialized_key(
-            &scratch,
-            self.config.max_parallelism,
-        ))
+        self.key_group_of_serialized(key)
     }
 
     fn set_current_key(&self, key: K) -> StateResult<()> {

@@ -112,7 +112,7 @@ impl<UK, UV> UserMap<UK, UV> {
     /// look-up reads one line of many, and walking them all would cost a walk of the
     /// map per record.
     pub(crate) fn prefetch_pairs(&self) {
-        const LINE: usize = 64;
+        use flowstate_prefetch::LINE;
         let mut last = usize::MAX;
         let n = if self.len() > PREFETCH_MAX_PAIRS {
             1

@@ -38,8 +38,9 @@ pub fn prefetch<T>(value: &T) {
 /// two; a larger value's later lines are left to the hardware's own prefetcher.
 pub const MAX_LINES: usize = 4;
 
-/// A cache line's size on x86-64.
-const LINE: usize = 64;
+/// A cache line's size on x86-64: what [`prefetch`] requests at a time, and what a
+/// caller walking many values needs to request each line once.
+pub const LINE: usize = 64;
 
 /// Prefetches the lines of the `len` bytes at `start` (one line for `len` 0), at most
 /// [`MAX_LINES`].

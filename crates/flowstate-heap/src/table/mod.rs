@@ -88,10 +88,21 @@ impl<K: Clone, N: Clone, S: Clone> KgSlot<K, N, S> {
     /// snapshot still holds it).
     #[inline]
     pub(crate) fn to_mut(&mut self) -> &mut KgTable<K, N, S> {
+        if self.shared.is_some() {
+            self.take_back();
+        }
+        &mut self.owned
+    }
+
+    /// Takes the table back from a snapshot, cloning it if the snapshot still holds
+    /// it. Out of line: once per key group per checkpoint, so the check in
+    /// [`Self::to_mut`], on every write, stays a test and a branch.
+    #[cold]
+    #[inline(never)]
+    fn take_back(&mut self) {
         if let Some(shared) = self.shared.take() {
             self.owned = Arc::unwrap_or_clone(shared);
         }
-        &mut self.owned
     }
 
     /// Shares the table with a snapshot: the snapshot's handle on it.
