@@ -98,6 +98,10 @@ pub struct HeapKeyedStateBackend<K> {
     pending: RefCell<BTreeMap<String, RestoredState>>,
     /// TTL states that clean up incrementally on every record.
     per_record_cleanup: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
+    /// Whether `per_record_cleanup` has a table: a flag read on every record instead
+    /// of a borrow (two writes of the `RefCell`'s count) of a list that is mostly
+    /// empty.
+    cleans_per_record: Cell<bool>,
     /// States without namespaces, whose entries [`KeyedStateBackend::prefetch`]
     /// brings into the cache.
     prefetched: RefCell<Vec<Rc<dyn ErasedTable<K>>>>,
@@ -140,6 +144,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             states: RefCell::new(BTreeMap::new()),
             pending: RefCell::new(BTreeMap::new()),
             per_record_cleanup: RefCell::new(Vec::new()),
+            cleans_per_record: Cell::new(false),
             prefetched: RefCell::new(Vec::new()),
         })
     }
@@ -230,6 +235,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         });
         if table.cleans_per_record() {
             self.per_record_cleanup.borrow_mut().push(table.clone());
+            self.cleans_per_record.set(true);
         }
         if TypeId::of::<N>() == TypeId::of::<VoidNamespace>() {
             self.prefetched.borrow_mut().push(table.clone());
@@ -283,8 +289,10 @@ impl<K: StateKey> KeyedStateBackend<K> for HeapKeyedStateBackend<K> {
         })?;
         *self.ctx.key.borrow_mut() = Some(key);
         self.ctx.kg_index.set(idx);
-        for t in self.per_record_cleanup.borrow().iter() {
-            t.per_record_cleanup();
+        if self.cleans_per_record.get() {
+            for t in self.per_record_cleanup.borrow().iter() {
+                t.per_record_cleanup();
+            }
         }
         Ok(())
     }

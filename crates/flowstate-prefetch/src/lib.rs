@@ -102,10 +102,26 @@ pub fn prefetch_bucket<T>(table: &HashTable<T>, hash: u64) {
         .find_bucket_index(hash, |_| true)
         .and_then(|i| table.get_bucket(i))
     {
-        prefetch(entry);
+        if within_one_line::<T>() {
+            prefetch_ptr(entry);
+        } else {
+            prefetch(entry);
+        }
     } else if let Some(slot) = insert_slot(table, hash) {
         prefetch_span(slot.cast::<u8>(), core::mem::size_of::<T>());
     }
+}
+
+/// Whether every bucket of a table of `T`s lies within one cache line, so that its
+/// first line is all a prefetch needs to request (without computing how many lines it
+/// spans): a size of 1, 2, 4, 8 or 16 bytes, because `hashbrown` lays its buckets at
+/// multiples of their size below control bytes aligned to 16 bytes, which makes each
+/// bucket's address a multiple of its size. Resolved at compile time. Like
+/// [`insert_slot`], a guess at the layout for speed only: were it wrong, a bucket's
+/// second line would miss as it did before lines were counted.
+const fn within_one_line<T>() -> bool {
+    let size = core::mem::size_of::<T>();
+    size.is_power_of_two() && size <= 16
 }
 
 /// The address of the free bucket an insert of `hash` takes, derived from an occupied
@@ -189,6 +205,41 @@ mod tests {
             }
         }
         assert!(checked > 100, "{checked} adjacent pairs");
+    }
+
+    /// The layout [`within_one_line`] relies on: a table's buckets of 16, 8 or 4 bytes
+    /// never cross a cache line (32-byte ones may, and are not claimed to). Fails
+    /// (and says the guess went stale) if a `hashbrown` release changes it.
+    #[test]
+    fn small_buckets_lie_within_one_line() {
+        fn check<T>(value: impl Fn(u64) -> T) -> usize {
+            // Sized up front: no resize, so the rehash function is never called.
+            let mut table: HashTable<T> = HashTable::with_capacity(5000);
+            let hash_of = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for k in 0..5000u64 {
+                table.insert_unique(hash_of(k), value(k), |_| 0);
+            }
+            let size = core::mem::size_of::<T>();
+            let mut checked = 0;
+            for i in 0..table.num_buckets() {
+                if let Some(b) = table.get_bucket(i) {
+                    let addr = (b as *const T).addr();
+                    assert_eq!(further_lines(addr, size), 0, "bucket {i} of {size} bytes");
+                    checked += 1;
+                }
+            }
+            checked
+        }
+        assert!(within_one_line::<(u64, u64)>());
+        assert!(within_one_line::<u64>());
+        assert!(within_one_line::<u32>());
+        assert!(!within_one_line::<[u64; 3]>());
+        assert!(!within_one_line::<[u64; 4]>());
+        assert!(!within_one_line::<()>());
+        assert_eq!(check(|k| (k, k)), 5000);
+        assert_eq!(check(|k| k), 5000);
+        assert_eq!(check(|k| k as u32), 5000);
+        assert_eq!(check(|k| [k as u16; 2]), 5000, "4 bytes aligned to 2");
     }
 
     /// The slot found is the bucket where the insert lands.

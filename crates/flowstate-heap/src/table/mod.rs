@@ -309,15 +309,26 @@ where
         if bytes < TOUCH_MIN_BYTES {
             return;
         }
-        // First each key's table and hash, which read nothing but the batch and the
-        // tables' headers. Then each key's entry is requested with a prefetch
-        // instruction, which does not wait for the line: the probe reads the key's
-        // group of control bytes (2 MiB for a million keys, mostly in cache) and takes
-        // the first bucket whose hash tag matches, without reading the bucket (another
-        // key's bucket with the same 7-bit tag, a few times in a hundred, costs a
-        // useless line). The loads of the old form (a full `find`, comparing keys)
-        // waited in the CPU's reorder window, so only a few were in flight at once. A
-        // key not there yet gets the line where it will be inserted.
+        // Each key's entry is requested with a prefetch instruction, which does not
+        // wait for the line: the probe reads the key's group of control bytes (2 MiB
+        // for a million keys, mostly in cache) and takes the first bucket whose hash
+        // tag matches, without reading the bucket (another key's bucket with the same
+        // 7-bit tag, a few times in a hundred, costs a useless line). The loads of the
+        // old form (a full `find`, comparing keys) waited in the CPU's reorder window,
+        // so only a few were in flight at once. A key not there yet gets the line
+        // where it will be inserted.
+        if !self.codec.touches() || !self.reads_inside.replace(false) {
+            // Only the entries: each key's bucket is requested as soon as its hash is
+            // known (gathering the probes first was a third of this loop's work).
+            for &(kg, key) in keys {
+                if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
+                    flowstate_prefetch::prefetch_bucket(m, self.hash(key, ns));
+                }
+            }
+            return;
+        }
+        // With the values too: first each key's table and hash, which read nothing
+        // but the batch and the tables' headers, kept for the second pass below.
         let probes: SmallVec<[Probe<'_, K, N, S>; TOUCH_INLINE]> = keys
             .iter()
             .filter_map(|&(kg, key)| {
@@ -327,9 +338,6 @@ where
             .collect();
         for &(m, hash, _) in &probes {
             flowstate_prefetch::prefetch_bucket(m, hash);
-        }
-        if !self.codec.touches() || !self.reads_inside.replace(false) {
-            return;
         }
         // What a value keeps out of line is loaded once its entry is there, all
         // values at once, so that their misses overlap too.
