@@ -102,13 +102,21 @@ pub fn prefetch_bucket<T>(table: &HashTable<T>, hash: u64) {
         .find_bucket_index(hash, |_| true)
         .and_then(|i| table.get_bucket(i))
     {
-        if within_one_line::<T>() {
-            prefetch_ptr(entry);
-        } else {
-            prefetch(entry);
-        }
+        prefetch_bucket_lines(entry as *const T);
     } else if let Some(slot) = insert_slot(table, hash) {
-        prefetch_span(slot.cast::<u8>(), core::mem::size_of::<T>());
+        prefetch_bucket_lines(slot);
+    }
+}
+
+/// Prefetches the lines of the table bucket at `bucket`, occupied or free: its first
+/// line alone when every bucket of `T`s lies within one (see [`within_one_line`]),
+/// else every line it spans.
+#[inline(always)]
+fn prefetch_bucket_lines<T>(bucket: *const T) {
+    if within_one_line::<T>() {
+        prefetch_ptr(bucket);
+    } else {
+        prefetch_span(bucket.cast::<u8>(), core::mem::size_of::<T>());
     }
 }
 

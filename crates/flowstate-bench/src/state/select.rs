@@ -44,7 +44,6 @@ impl<'a> Select<'a> {
     }
 
     /// Makes invocation `i`'s key current; invocations come in increasing order.
-    #[inline]
     pub(super) fn select<B: KeyedStateBackend<u64>>(&mut self, b: &B, i: usize) -> Result<()> {
         if !self.prefetch {
             return Ok(b.set_current_key(self.key(i))?);

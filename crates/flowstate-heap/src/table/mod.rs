@@ -297,12 +297,11 @@ where
         let Ok(maps) = self.maps.try_borrow() else {
             return;
         };
+        // A key group's table; none for a key group outside the range.
+        let table_of = |kg: u32| self.range.index_of(kg).and_then(|i| maps.get(i));
         // A state that fits in the CPU's caches needs no probing ahead, which would
         // only cost: its size is estimated from the first key's key group.
-        let sample = keys
-            .first()
-            .and_then(|(kg, _)| self.range.index_of(*kg))
-            .and_then(|i| maps.get(i));
+        let sample = keys.first().and_then(|&(kg, _)| table_of(kg));
         let bytes = sample.map_or(0, |m| {
             m.num_buckets() * std::mem::size_of::<Entry<K, N, S>>() * maps.len()
         });
@@ -321,7 +320,7 @@ where
             // Only the entries: each key's bucket is requested as soon as its hash is
             // known (gathering the probes first was a third of this loop's work).
             for &(kg, key) in keys {
-                if let Some(m) = self.range.index_of(kg).and_then(|i| maps.get(i)) {
+                if let Some(m) = table_of(kg) {
                     flowstate_prefetch::prefetch_bucket(m, self.hash(key, ns));
                 }
             }
@@ -331,10 +330,7 @@ where
         // but the batch and the tables' headers, kept for the second pass below.
         let probes: SmallVec<[Probe<'_, K, N, S>; TOUCH_INLINE]> = keys
             .iter()
-            .filter_map(|&(kg, key)| {
-                let m = self.range.index_of(kg).and_then(|i| maps.get(i))?;
-                Some((&**m, self.hash(key, ns), key))
-            })
+            .filter_map(|&(kg, key)| table_of(kg).map(|m| (&**m, self.hash(key, ns), key)))
             .collect();
         for &(m, hash, _) in &probes {
             flowstate_prefetch::prefetch_bucket(m, hash);
