@@ -19,7 +19,7 @@ use super::{Batching, MapX, RocksState, ser_err};
 /// vector from empty reallocates at 4 and 8 entries, and with glibc's allocator those
 /// reallocations took 13% of `mapKeys` on maps of 10 entries, and the
 /// `malloc_consolidate` they left RocksDB's next iterator arena to pay 4% more (perf,
-/// 2026-12-04; `docs/benchmarks.md`).
+/// 2026-12-04; `docs/benchmarks-history.md`, "Session 47").
 const SCAN_CAPACITY: usize = 16;
 
 impl<K: StateKey, N: Namespace, UK: StateKey, UV: StateValue> RocksState<K, N, MapX<UK, UV>> {
