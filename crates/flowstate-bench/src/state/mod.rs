@@ -20,13 +20,17 @@
 //! (`raw.rs`). The op's figure over its baseline's is how close to the hardware it is.
 //! The two are timed in rounds, one run of each per round, so that both see the same
 //! load on a shared machine (run one after the other, the op's ratio to its baseline
-//! moved by a third between runs).
+//! moved by a third between runs), each timed run after every subject's RocksDB
+//! background work has settled (see `measure.rs`).
 //!
 //! Modules: `setup.rs` sets an op's state up, `ops.rs` runs the ops, `measure.rs`
 //! times them; `select.rs` picks each invocation's key; `report.rs` prints the table.
 
+use std::cell::Cell;
+use std::time::Duration;
+
 use anyhow::Result;
-use flowstate_core::backend::KeyedBackendFactory;
+use flowstate_core::backend::{KeyedBackendFactory, KeyedStateBackend};
 use flowstate_core::state::StateKind;
 use flowstate_rocksdb::RocksDbOptions;
 
@@ -40,7 +44,7 @@ mod setup;
 
 use measure::{BATCH, Run, measure, subject};
 use ops::run_op;
-use setup::{Shape, bench_ttl, fresh, resets, settle};
+use setup::{Shape, bench_ttl, fresh, resets, settle, wait_idle};
 
 pub(crate) const SETUP_KEYS: usize = 500_000;
 pub(crate) const NEW_KEYS: usize = 500_000;
@@ -210,6 +214,14 @@ enum BaselineData {
 }
 
 impl BaselineData {
+    /// Waits until its database has no background work (see [`wait_idle`]).
+    fn wait_idle(&self) -> Duration {
+        match self {
+            BaselineData::Bare(_) => Duration::ZERO,
+            BaselineData::Raw(db) => wait_idle(|| db.properties()),
+        }
+    }
+
     /// Runs `n` invocations of `op` from `start`, as [`run_op`] does.
     fn run(&mut self, d: &Data, op: &str, start: usize, n: usize) -> Result<(u64, u64)> {
         match self {
@@ -297,7 +309,7 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         // The op plain, with TTL, prefetched and with fixed-width integers, and its
         // baseline, each set up on its own, then timed in turn, one run of each per
         // round: the machine's load drifts over seconds, and the figures compared are
-        // each round's.
+        // each round's. Each timed run waits for every subject's background work first.
         let plain = Variant::default();
         let mut variants = vec![plain];
         if with_ttl {
@@ -315,6 +327,8 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                 ..plain
             });
         }
+        // Time spent settling every subject before each timed run (`measure`).
+        let waited = &Cell::new(Duration::ZERO);
         let mut runs: Vec<Run<'_>> = Vec::with_capacity(variants.len() + 1);
         for &v in &variants {
             let shape = Shape {
@@ -328,9 +342,12 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                 );
                 fresh(f, d, kind, shape)
             };
-            runs.push(subject(set_up()?, set_up, move |b, start| {
-                run_op(b, d, op, start, BATCH, shape, v.prefetch)
-            }));
+            runs.push(subject(
+                set_up()?,
+                set_up,
+                move |b, start| run_op(b, d, op, start, BATCH, shape, v.prefetch),
+                |b| waited.set(waited.get() + wait_idle(|| b.properties())),
+            ));
         }
         if let Some(base) = baseline.set_up(d, kind, op)? {
             let set_up = move || {
@@ -338,13 +355,22 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                     .set_up(d, kind, op)?
                     .ok_or_else(|| anyhow::anyhow!("{op}: no baseline"))
             };
-            runs.push(subject(base, set_up, move |base, start| {
-                base.run(d, op, start, BATCH)
-            }));
+            runs.push(subject(
+                base,
+                set_up,
+                move |base, start| base.run(d, op, start, BATCH),
+                |base| waited.set(waited.get() + base.wait_idle()),
+            ));
         }
         let reset = resets(op);
         let mut samples = measure(seconds, warmup, iterations, reset, &mut runs)?.into_iter();
         drop(runs);
+        if !waited.get().is_zero() {
+            eprintln!(
+                "[state] {op}: {:.1} s waiting for background work before the timed runs",
+                waited.get().as_secs_f64()
+            );
+        }
         let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
         // Every variant is compared with the one baseline.
         let baseline = samples.next();

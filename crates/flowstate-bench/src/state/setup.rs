@@ -101,9 +101,26 @@ pub(super) fn fresh<F: KeyedBackendFactory>(
 /// the next is set up: otherwise whichever subject is timed while its own or another
 /// set-up's compactions still run (5,000,000 map entries take seconds) loses a
 /// third to a half on the map scans, and which one that is changed from run to run.
+/// (`measure` settles every subject again before each timed run, with [`wait_idle`].)
 /// Flink's benchmark does not wait; its warm-up iterations run during them.
 pub(super) fn settle(properties: impl Fn() -> Vec<(&'static str, u64)>) {
+    let waited = wait_idle(&properties);
+    let figures = properties();
+    if let Some((_, files)) = figures.iter().find(|(n, _)| *n == "level0_files") {
+        eprintln!(
+            "[state] background work settled after {:.1} s; {files} level-0 files",
+            waited.as_secs_f64()
+        );
+    }
+}
+
+/// Waits as [`settle`] does, without a word; returns how long it waited (nothing for
+/// a subject without figures: the heap backend, the bare maps).
+pub(super) fn wait_idle(properties: impl Fn() -> Vec<(&'static str, u64)>) -> Duration {
     let started = Instant::now();
+    if properties().is_empty() {
+        return Duration::ZERO;
+    }
     // Idle three polls in a row: a flush that ends can schedule a compaction.
     let mut idle = 0;
     while idle < 3 && started.elapsed() < Duration::from_secs(300) {
@@ -114,13 +131,7 @@ pub(super) fn settle(properties: impl Fn() -> Vec<(&'static str, u64)>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let figures = properties();
-    if let Some((_, files)) = figures.iter().find(|(n, _)| *n == "level0_files") {
-        eprintln!(
-            "[state] background work settled after {:.1} s; {files} level-0 files",
-            started.elapsed().as_secs_f64()
-        );
-    }
+    started.elapsed()
 }
 
 pub(super) fn setup<B: KeyedStateBackend<u64>>(
