@@ -17,27 +17,45 @@ pub(super) enum Step {
     /// Wait until the subject's database has no flush or compaction running or
     /// pending (returns zeros; at once for a subject without one).
     Settle,
+    /// Compact the subject's state into one sorted run, as Flink's
+    /// `ListStateBenchmark` does before each iteration (returns zeros; nothing for a
+    /// subject without a database).
+    Compact,
 }
 
 /// One timed subject: a variant of an op, or its baseline.
 pub(super) type Run<'a> = Box<dyn FnMut(Step) -> Result<(u64, u64)> + 'a>;
 
-/// A timed subject over `state`, run by `run` and settled by `settle`; a reset drops
-/// the state before `set_up` makes it afresh, so that the two are never in memory at
-/// once.
+/// What a subject does on [`Step::Settle`] and [`Step::Compact`].
+pub(super) struct Upkeep<S, C> {
+    /// Waits until the subject's database is idle.
+    pub(super) settle: S,
+    /// Compacts the subject's state.
+    pub(super) compact: C,
+}
+
+/// A timed subject over `state`, run by `run`, settled and compacted by `upkeep`; a
+/// reset drops the state before `set_up` makes it afresh, so that the two are never in
+/// memory at once.
 pub(super) fn subject<'a, T: 'a>(
     state: T,
     mut set_up: impl FnMut() -> Result<T> + 'a,
     mut run: impl FnMut(&mut T, usize) -> Result<(u64, u64)> + 'a,
-    settle: impl Fn(&T) + 'a,
+    upkeep: Upkeep<impl Fn(&T) + 'a, impl Fn(&T) -> Result<()> + 'a>,
 ) -> Run<'a> {
     // `None` only after a reset whose set-up failed (the error went to `measure`).
     let mut state = Some(state);
     Box::new(move |step| match (step, state.as_mut()) {
         (Step::Run(start), Some(s)) => run(s, start),
-        (Step::Run(_) | Step::Settle, None) => Err(anyhow::anyhow!("no state: its reset failed")),
+        (Step::Run(_) | Step::Settle | Step::Compact, None) => {
+            Err(anyhow::anyhow!("no state: its reset failed"))
+        }
         (Step::Settle, Some(s)) => {
-            settle(s);
+            (upkeep.settle)(s);
+            Ok((0, 0))
+        }
+        (Step::Compact, Some(s)) => {
+            (upkeep.compact)(s)?;
             Ok((0, 0))
         }
         (Step::Reset, _) => {
@@ -58,7 +76,12 @@ pub(super) const BATCH: usize = 1024;
 /// timed run, per subject. The invocation indexes of each subject continue from
 /// round to round, as one uninterrupted run's would; a timed run runs at least one
 /// batch. With `reset`, each subject's state is set up afresh before each of its timed
-/// runs, outside the timing. Before each timed run every subject settles (outside the
+/// runs, outside the timing. With `compact`, each subject's state is compacted before
+/// each of its timed runs (after the reset, outside the timing), as Flink's
+/// `ListStateBenchmark` compacts its list state before each iteration: every timed run
+/// then starts from the same shape of the database, not from however many level-0
+/// files and pending compactions the runs before it left. Before each timed run every
+/// subject settles (outside the
 /// timing): the subjects of one process share RocksDB's background threads and the
 /// machine's two cores, so a subject timed while another's compactions run pays for
 /// that other's writes. Unsettled, the plain `listUpdate` ran 0.60–0.97 of its raw
@@ -71,6 +94,7 @@ pub(super) fn measure(
     warmup: usize,
     iterations: usize,
     reset: bool,
+    compact: bool,
     runs: &mut [Run<'_>],
 ) -> Result<Vec<Vec<f64>>> {
     let mut next = vec![0usize; runs.len()];
@@ -89,6 +113,9 @@ pub(super) fn measure(
         for i in 0..runs.len() {
             if reset {
                 runs[i](Step::Reset)?;
+            }
+            if compact {
+                runs[i](Step::Compact)?;
             }
             // A settled database stays so until written: one pass settles them all.
             for run in runs.iter_mut() {
@@ -119,12 +146,13 @@ mod tests {
     use std::cell::RefCell;
 
     /// With `reset`, every subject is set up afresh before each of its timed runs (and
-    /// only then); without, never; either way every subject settles before each timed
-    /// run (and the warm-up runs go unsettled), and each subject's invocations continue
-    /// from run to run, one batch after another.
+    /// only then); with `compact`, it is compacted then, after any reset; without
+    /// either, neither; every subject settles before each timed run, after the timed
+    /// subject's reset and compaction (and the warm-up runs go unsettled), and each
+    /// subject's invocations continue from run to run, one batch after another.
     #[test]
-    fn measure_resets_and_settles_before_each_timed_run() {
-        for reset in [false, true] {
+    fn measure_resets_compacts_and_settles_before_each_timed_run() {
+        for (reset, compact) in [(false, false), (true, false), (false, true), (true, true)] {
             // Every subject's steps, in the order they came, with the subject's number.
             let log: RefCell<Vec<(usize, Step)>> = RefCell::default();
             let mut runs: Vec<Run<'_>> = (0..3)
@@ -136,7 +164,7 @@ mod tests {
                     }) as Run<'_>
                 })
                 .collect();
-            let samples = measure(0.001, 1, 4, reset, &mut runs).unwrap();
+            let samples = measure(0.001, 1, 4, reset, compact, &mut runs).unwrap();
             drop(runs);
             assert_eq!(samples.len(), 3);
             assert!(samples.iter().all(|s| s.len() == 4));
@@ -162,6 +190,9 @@ mod tests {
                 if k >= 3 {
                     if reset {
                         expected.push((*n, Step::Reset));
+                    }
+                    if compact {
+                        expected.push((*n, Step::Compact));
                     }
                     expected.extend((0..3).map(|m| (m, Step::Settle)));
                 }

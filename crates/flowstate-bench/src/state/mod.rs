@@ -27,7 +27,7 @@
 //! times them; `select.rs` picks each invocation's key; `report.rs` prints the table.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use flowstate_core::backend::{KeyedBackendFactory, KeyedStateBackend};
@@ -42,9 +42,11 @@ pub(crate) mod report;
 mod select;
 mod setup;
 
-use measure::{BATCH, Run, measure, subject};
+use measure::{BATCH, Run, Upkeep, measure, subject};
 use ops::run_op;
-use setup::{Shape, bench_ttl, fresh, resets, settle, wait_idle};
+use setup::{
+    CompactState, Shape, bench_ttl, compacts, fresh, list_desc, resets, settle, wait_idle,
+};
 
 pub(crate) const SETUP_KEYS: usize = 500_000;
 pub(crate) const NEW_KEYS: usize = 500_000;
@@ -222,6 +224,14 @@ impl BaselineData {
         }
     }
 
+    /// Compacts its database (see [`compacts`]); the bare maps have none.
+    fn compact(&self) -> Result<()> {
+        match self {
+            BaselineData::Bare(_) => Ok(()),
+            BaselineData::Raw(db) => db.compact(),
+        }
+    }
+
     /// Runs `n` invocations of `op` from `start`, as [`run_op`] does.
     fn run(&mut self, d: &Data, op: &str, start: usize, n: usize) -> Result<(u64, u64)> {
         match self {
@@ -289,7 +299,10 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
     d: &Data,
     plan: &Plan<'_>,
     baseline: &Baseline<'_>,
-) -> Result<Vec<OpResult>> {
+) -> Result<Vec<OpResult>>
+where
+    F::Backend<u64>: CompactState,
+{
     let Plan {
         seconds,
         iterations,
@@ -329,6 +342,14 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
         }
         // Time spent settling every subject before each timed run (`measure`).
         let waited = &Cell::new(Duration::ZERO);
+        // Time spent compacting each timed subject's state before its runs (`compacts`).
+        let compacting = &Cell::new(Duration::ZERO);
+        let timed = |f: &dyn Fn() -> Result<()>| {
+            let t = Instant::now();
+            let r = f();
+            compacting.set(compacting.get() + t.elapsed());
+            r
+        };
         let mut runs: Vec<Run<'_>> = Vec::with_capacity(variants.len() + 1);
         for &v in &variants {
             let shape = Shape {
@@ -346,7 +367,14 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                 set_up()?,
                 set_up,
                 move |b, start| run_op(b, d, op, start, BATCH, shape, v.prefetch),
-                |b| waited.set(waited.get() + wait_idle(|| b.properties())),
+                Upkeep {
+                    settle: |b: &F::Backend<u64>| {
+                        waited.set(waited.get() + wait_idle(|| b.properties()))
+                    },
+                    compact: move |b: &F::Backend<u64>| {
+                        timed(&|| b.compact_state(list_desc(shape).name()))
+                    },
+                },
             ));
         }
         if let Some(base) = baseline.set_up(d, kind, op)? {
@@ -359,16 +387,31 @@ pub(crate) fn state_bench<F: KeyedBackendFactory>(
                 base,
                 set_up,
                 move |base, start| base.run(d, op, start, BATCH),
-                |base| waited.set(waited.get() + base.wait_idle()),
+                Upkeep {
+                    settle: |base: &BaselineData| waited.set(waited.get() + base.wait_idle()),
+                    compact: move |base: &BaselineData| timed(&|| base.compact()),
+                },
             ));
         }
         let reset = resets(op);
-        let mut samples = measure(seconds, warmup, iterations, reset, &mut runs)?.into_iter();
+        let mut samples = measure(
+            seconds,
+            warmup,
+            iterations,
+            reset,
+            compacts(kind),
+            &mut runs,
+        )?
+        .into_iter();
         drop(runs);
+        // Only a subject with a database waits (the heap backend and the bare maps
+        // return at once), and only such a subject has anything to compact.
         if !waited.get().is_zero() {
             eprintln!(
-                "[state] {op}: {:.1} s waiting for background work before the timed runs",
-                waited.get().as_secs_f64()
+                "[state] {op}: {:.1} s waiting for background work and {:.1} s compacting \
+                 before the timed runs",
+                waited.get().as_secs_f64(),
+                compacting.get().as_secs_f64()
             );
         }
         let firsts: Vec<Vec<f64>> = samples.by_ref().take(variants.len()).collect();
@@ -446,5 +489,61 @@ mod tests {
             assert_eq!(raw, Some(ours), "{op}: raw RocksDB");
             assert!(ours.0 >= 700, "{op}: {} ops", ours.0);
         }
+    }
+
+    /// The compaction before a list op's timed runs (`compacts`) leaves both the
+    /// backend's state and the raw baseline's database in sorted files below level 0,
+    /// their writes out of the memtable, and changes nothing that is read.
+    #[test]
+    fn compacting_moves_the_writes_below_level_0_and_keeps_what_is_read() {
+        let figure = |figures: Vec<(&'static str, u64)>, name: &str| {
+            figures
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+        };
+        let d = Data::with_keys(300, 300);
+        let dir = tempfile::tempdir().unwrap();
+        let options = RocksDbOptions::new(dir.path());
+        let b = options
+            .create(config(128, KeyGroupRange::all(128).unwrap()))
+            .unwrap();
+        setup(&b, &d, Kind::List, Shape::default()).unwrap();
+        run_op(&b, &d, "listUpdate", 0, 700, Shape::default(), false).unwrap();
+        let db = flowstate_rocksdb::PlainDb::open(
+            &options,
+            "listUpdate",
+            StateKind::List,
+            raw::MAX_PARALLELISM,
+        )
+        .unwrap();
+        let raw = raw::RawDb::new(db, &d, Kind::List).unwrap();
+        raw.run(&d, "listUpdate", 0, 700).unwrap();
+        // Everything is still in the memtables.
+        assert_eq!(figure(b.properties(), "live_sst_bytes"), Some(0));
+        assert_eq!(figure(raw.properties(), "live_sst_bytes"), Some(0));
+        let before = run_op(&b, &d, "listGetAndIterate", 0, 700, Shape::default(), false);
+        let raw_before = raw.run(&d, "listGetAndIterate", 0, 700).unwrap();
+
+        CompactState::compact_state(&b, list_desc(Shape::default()).name()).unwrap();
+        raw.compact().unwrap();
+
+        for figures in [b.properties(), raw.properties()] {
+            assert_eq!(
+                figure(figures.clone(), "level0_files"),
+                Some(0),
+                "{figures:?}"
+            );
+            assert!(
+                figure(figures.clone(), "live_sst_bytes") > Some(0),
+                "{figures:?}"
+            );
+        }
+        let after = run_op(&b, &d, "listGetAndIterate", 0, 700, Shape::default(), false);
+        assert_eq!(after.unwrap(), before.unwrap());
+        assert_eq!(
+            raw.run(&d, "listGetAndIterate", 0, 700).unwrap(),
+            raw_before
+        );
     }
 }

@@ -95,6 +95,16 @@ impl RawDb {
         self.db.properties()
     }
 
+    /// Compacts the column family into one sorted run, as the backend's
+    /// `compact_state` does (see `setup::compacts`).
+    pub(super) fn compact(&self) -> Result<()> {
+        let cf = self.db.cf().context("column family")?;
+        self.db
+            .db()
+            .compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
     /// Runs op `name` `n` times from invocation `start`, as `run_op` does; returns the
     /// ops counted and the fold of what was read, or `None` for an op without a
     /// baseline.
