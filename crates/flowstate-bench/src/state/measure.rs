@@ -81,14 +81,13 @@ pub(super) const BATCH: usize = 1024;
 /// `ListStateBenchmark` compacts its list state before each iteration: every timed run
 /// then starts from the same shape of the database, not from however many level-0
 /// files and pending compactions the runs before it left. Before each timed run every
-/// subject settles (outside the
-/// timing): the subjects of one process share RocksDB's background threads and the
-/// machine's two cores, so a subject timed while another's compactions run pays for
-/// that other's writes. Unsettled, the plain `listUpdate` ran 0.60–0.97 of its raw
-/// baseline from run to run (2026-12-07); it was timed right after the baseline's
-/// second of kilobyte puts, the likeliest cause (a reading from a few runs, not a
-/// trace). Each subject still pays for the background work its own timed second
-/// starts.
+/// subject settles (outside the timing): the subjects of one process share RocksDB's
+/// background threads and the machine's two cores, so a subject timed while another's
+/// compactions run pays for that other's writes. Unsettled, the plain `listUpdate`
+/// ran 0.60–0.97 of its raw baseline from run to run (2026-12-07); it was timed right
+/// after the baseline's second of kilobyte puts, the likeliest cause (a reading from a
+/// few runs, not a trace). Each subject still pays for the background work its own
+/// timed second starts.
 pub(super) fn measure(
     seconds: f64,
     warmup: usize,
