@@ -496,11 +496,8 @@ mod tests {
     /// their writes out of the memtable, and changes nothing that is read.
     #[test]
     fn compacting_moves_the_writes_below_level_0_and_keeps_what_is_read() {
-        let figure = |figures: Vec<(&'static str, u64)>, name: &str| {
-            figures
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v)
+        let figure = |figures: &[(&'static str, u64)], name: &str| {
+            figures.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
         };
         let d = Data::with_keys(300, 300);
         let dir = tempfile::tempdir().unwrap();
@@ -520,8 +517,8 @@ mod tests {
         let raw = raw::RawDb::new(db, &d, Kind::List).unwrap();
         raw.run(&d, "listUpdate", 0, 700).unwrap();
         // Everything is still in the memtables.
-        assert_eq!(figure(b.properties(), "live_sst_bytes"), Some(0));
-        assert_eq!(figure(raw.properties(), "live_sst_bytes"), Some(0));
+        assert_eq!(figure(&b.properties(), "live_sst_bytes"), Some(0));
+        assert_eq!(figure(&raw.properties(), "live_sst_bytes"), Some(0));
         let before = run_op(&b, &d, "listGetAndIterate", 0, 700, Shape::default(), false);
         let raw_before = raw.run(&d, "listGetAndIterate", 0, 700).unwrap();
 
@@ -529,15 +526,8 @@ mod tests {
         raw.compact().unwrap();
 
         for figures in [b.properties(), raw.properties()] {
-            assert_eq!(
-                figure(figures.clone(), "level0_files"),
-                Some(0),
-                "{figures:?}"
-            );
-            assert!(
-                figure(figures.clone(), "live_sst_bytes") > Some(0),
-                "{figures:?}"
-            );
+            assert_eq!(figure(&figures, "level0_files"), Some(0), "{figures:?}");
+            assert!(figure(&figures, "live_sst_bytes") > Some(0), "{figures:?}");
         }
         let after = run_op(&b, &d, "listGetAndIterate", 0, 700, Shape::default(), false);
         assert_eq!(after.unwrap(), before.unwrap());
